@@ -1,0 +1,218 @@
+//! Checkpoints: where cancellation is delivered.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+use super::node::Node;
+use crate::context;
+use crate::error::Cancelled;
+use crate::time::{self, NO_DEADLINE};
+
+/// Returns `Err(Cancelled)` if the calling code is in an effectively cancelled scope, without
+/// yielding. A cancel point but not a schedule point (Trio's `checkpoint_if_cancelled`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let scope = trellis::CancelScope::new();
+/// scope.cancel();
+/// let caught = scope.run(async { trellis::checkpoint_if_cancelled() }).await;
+/// assert_eq!(caught, Ok(None));
+/// # }
+/// ```
+pub fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
+    context::count_checkpoint();
+    if context::with_current(|node| node.is_some_and(|n| n.is_cancelled())) {
+        Err(Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// Yields to the scheduler once, then returns `Err(Cancelled)` if the calling code is in an
+/// effectively cancelled scope (Trio's `checkpoint`). Put it in long computations so they can be
+/// cancelled and do not starve other tasks.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), trellis::Error> {
+/// let mut total = 0u64;
+/// for i in 0..10_000u64 {
+///     total += i;
+///     if i % 1_000 == 0 {
+///         trellis::checkpoint().await?;
+///     }
+/// }
+/// # assert_eq!(total, 49_995_000);
+/// # Ok(()) }
+/// ```
+pub async fn checkpoint() -> Result<(), Cancelled> {
+    tokio::task::yield_now().await;
+    checkpoint_if_cancelled()
+}
+
+/// The deadline that applies to the calling code: the earliest deadline of the scopes around it
+/// up to the nearest shield. `None` when there is none. When the code is already effectively
+/// cancelled this is an instant that has passed (Trio returns `-inf`).
+pub fn current_effective_deadline() -> Option<Instant> {
+    context::with_current(|node| {
+        let node = node?;
+        if node.is_cancelled() {
+            return Some(Instant::now());
+        }
+        time::decode_opt(node.effective_deadline())
+    })
+}
+
+/// Makes any future a checkpoint: it resolves to `Ok(output)`, or to `Err(Cancelled)` as soon
+/// as the calling code is effectively cancelled, in which case the inner future is dropped when
+/// the `Cancellable` is (its `Drop` is its cleanup).
+///
+/// The cancellation check happens before the inner future is first polled, so a cancelled scope
+/// gets `Err(Cancelled)` even when the operation could complete.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+///
+/// let outcome = trellis::move_on_after(Duration::from_millis(10), async {
+///     // A foreign future that never finishes by itself.
+///     trellis::cancellable(std::future::pending::<()>()).await
+/// })
+/// .await;
+/// assert_eq!(outcome, Ok(None));
+/// # }
+/// ```
+pub fn cancellable<F: Future>(future: F) -> Cancellable<F> {
+    Cancellable {
+        inner: future,
+        registration: Registration { node: None, key: None, started: false },
+        last_waker: None,
+        timer: None,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future returned by [`cancellable`].
+    #[must_use = "futures do nothing unless you .await or poll them"]
+    pub struct Cancellable<F> {
+        #[pin]
+        inner: F,
+        registration: Registration,
+        last_waker: Option<Waker>,
+        timer: Option<(i64, Pin<Box<Sleep>>)>,
+    }
+}
+
+impl<F> std::fmt::Debug for Cancellable<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cancellable").finish_non_exhaustive()
+    }
+}
+
+/// The slot of a blocked checkpoint in its node's waiter list; leaves it on drop.
+struct Registration {
+    node: Option<Arc<Node>>,
+    key: Option<usize>,
+    started: bool,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let (Some(node), Some(key)) = (&self.node, self.key) {
+            node.deregister(key);
+        }
+    }
+}
+
+impl<F: Future> Future for Cancellable<F> {
+    type Output = Result<F::Output, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let reg = this.registration;
+        if !reg.started {
+            reg.started = true;
+            reg.node = context::current();
+            context::count_checkpoint();
+        }
+        let Some(node) = reg.node.as_ref() else {
+            // Outside any trellis scope nothing can cancel us.
+            return this.inner.poll(cx).map(Ok);
+        };
+        if node.is_cancelled() {
+            return Poll::Ready(Err(Cancelled));
+        }
+        if let Poll::Ready(output) = this.inner.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        if !this.last_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            node.register(&mut reg.key, cx.waker());
+            *this.last_waker = Some(cx.waker().clone());
+        }
+        // Re-check after registering: a cancel that raced with us either saw our waker or is
+        // visible now.
+        if node.is_cancelled() {
+            return Poll::Ready(Err(Cancelled));
+        }
+        loop {
+            let deadline = node.effective_deadline();
+            if deadline == NO_DEADLINE {
+                *this.timer = None;
+                return Poll::Pending;
+            }
+            match this.timer {
+                Some((armed, sleep)) if *armed == deadline => {
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if node.is_cancelled() {
+                        return Poll::Ready(Err(Cancelled));
+                    }
+                    // The timer fired a hair early for our clock; arm it again.
+                    *this.timer = None;
+                }
+                _ => {
+                    let sleep = Box::pin(tokio::time::sleep_until(time::decode(deadline)));
+                    *this.timer = Some((deadline, sleep));
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps for `duration`; a checkpoint (Trio's `sleep`).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// trellis::sleep(std::time::Duration::from_secs(1)).await.unwrap();
+/// # }
+/// ```
+pub async fn sleep(duration: Duration) -> Result<(), Cancelled> {
+    sleep_until(Instant::now() + duration).await
+}
+
+/// Sleeps until `deadline`; a checkpoint, also when the deadline has passed.
+pub async fn sleep_until(deadline: Instant) -> Result<(), Cancelled> {
+    if deadline <= Instant::now() {
+        return checkpoint().await;
+    }
+    cancellable(tokio::time::sleep_until(deadline)).await
+}
+
+/// Sleeps until cancelled: it only ever returns `Err(Cancelled)`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let slept = trellis::move_on_after(std::time::Duration::from_secs(5), trellis::sleep_forever())
+///     .await;
+/// assert_eq!(slept, Ok(None));
+/// # }
+/// ```
+pub async fn sleep_forever() -> Result<Infallible, Cancelled> {
+    cancellable(std::future::pending::<Infallible>()).await
+}

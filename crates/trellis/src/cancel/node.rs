@@ -1,0 +1,289 @@
+//! Cancel nodes: the plumbing of cancellation.
+//!
+//! A [`Node`] is to trellis what `CancelStatus` is to Trio: [`CancelScope`](super::CancelScope)
+//! is where cancellation *originates*; the node tree is how it *travels*. Each scope and each
+//! nursery owns a node; the tasks of a nursery sit directly in the nursery's node; a scope entered
+//! inside a task hangs a child node below the task's current one.
+//!
+//! Each node caches whether it is *effectively* cancelled (its own scope was cancelled, or a
+//! parent is effectively cancelled and this node is not shielded) and its *effective deadline*,
+//! both as atomics, so that a checkpoint costs a thread-local read and one or two atomic loads.
+//! Any change to a node's own state recomputes the cached values downward through its children
+//! and wakes every task blocked in an affected node, so they can re-check (level-triggered).
+//!
+//! Locking: a node's mutex guards its own state, children and waiters. Locks are taken parent
+//! before child and never the other way round; propagation holds one lock at a time.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::task::Waker;
+
+use crate::instrument::Instruments;
+use crate::slab::Slab;
+use crate::time::{self, NO_DEADLINE};
+
+pub(crate) struct Node {
+    state: Mutex<State>,
+    /// The instruments of the run this node belongs to; inherited from the parent at creation.
+    instruments: OnceLock<Arc<Instruments>>,
+    effectively_cancelled: AtomicBool,
+    effective_deadline: AtomicI64,
+}
+
+struct State {
+    parent: Option<ParentLink>,
+    children: Slab<Weak<Node>>,
+    /// Wakers of tasks blocked in a checkpoint while sitting in this node. They stay registered
+    /// across wake-ups until their checkpoint completes or is dropped.
+    waiters: Slab<Waker>,
+    cancel_called: bool,
+    deadline: i64,
+    shield: bool,
+    entered: bool,
+    cancelled_caught: bool,
+}
+
+struct ParentLink {
+    node: Arc<Node>,
+    key: usize,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("effectively_cancelled", &self.effectively_cancelled.load(SeqCst))
+            .field("effective_deadline", &time::decode_opt(self.effective_deadline.load(SeqCst)))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node with no parent: nothing outside can cancel it.
+    pub(crate) fn new_root() -> Arc<Node> {
+        Arc::new(Node {
+            state: Mutex::new(State {
+                parent: None,
+                children: Slab::default(),
+                waiters: Slab::default(),
+                cancel_called: false,
+                deadline: NO_DEADLINE,
+                shield: false,
+                entered: false,
+                cancelled_caught: false,
+            }),
+            instruments: OnceLock::new(),
+            effectively_cancelled: AtomicBool::new(false),
+            effective_deadline: AtomicI64::new(NO_DEADLINE),
+        })
+    }
+
+    pub(crate) fn instruments(&self) -> Option<&Arc<Instruments>> {
+        self.instruments.get()
+    }
+
+    pub(crate) fn set_instruments(&self, instruments: Arc<Instruments>) {
+        let _ = self.instruments.set(instruments);
+    }
+
+    /// A node below `parent` (or a root when there is none), already entered.
+    pub(crate) fn new_child(parent: Option<&Arc<Node>>) -> Arc<Node> {
+        let node = Node::new_root();
+        node.lock().entered = true;
+        if let Some(parent) = parent {
+            if let Some(instruments) = parent.instruments() {
+                node.set_instruments(instruments.clone());
+            }
+            node.attach(parent);
+        }
+        node
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned node only means a waker panicked while we held the lock elsewhere; the
+        // state itself is always consistent between statements, so keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the node entered; returns false when it already was (a scope is single-use).
+    pub(crate) fn mark_entered(&self) -> bool {
+        !std::mem::replace(&mut self.lock().entered, true)
+    }
+
+    /// Moves this node below `parent`, leaving any previous parent.
+    pub(crate) fn attach(self: &Arc<Self>, parent: &Arc<Node>) {
+        let old = {
+            let mut parent_state = parent.lock();
+            let key = parent_state.children.insert(Arc::downgrade(self));
+            let link = ParentLink { node: parent.clone(), key };
+            self.lock().parent.replace(link)
+        };
+        if let Some(old) = old {
+            old.node.lock().children.remove(old.key);
+        }
+        self.update();
+    }
+
+    /// Leaves the parent: from now on nothing above can cancel this node.
+    pub(crate) fn detach(&self) {
+        let old = self.lock().parent.take();
+        if let Some(old) = old {
+            old.node.lock().children.remove(old.key);
+        }
+    }
+
+    pub(crate) fn cancel(self: &Arc<Self>) {
+        {
+            let mut state = self.lock();
+            if state.cancel_called {
+                return;
+            }
+            state.cancel_called = true;
+        }
+        self.update();
+    }
+
+    pub(crate) fn set_deadline(self: &Arc<Self>, deadline: i64) {
+        self.lock().deadline = deadline;
+        self.update();
+    }
+
+    pub(crate) fn set_shield(self: &Arc<Self>, shield: bool) {
+        self.lock().shield = shield;
+        self.update();
+    }
+
+    pub(crate) fn deadline(&self) -> i64 {
+        self.lock().deadline
+    }
+
+    pub(crate) fn shield(&self) -> bool {
+        self.lock().shield
+    }
+
+    /// True once `cancel` was called or the node's own deadline passed.
+    pub(crate) fn cancel_called(&self) -> bool {
+        let state = self.lock();
+        state.cancel_called || (state.deadline != NO_DEADLINE && state.deadline <= time::now())
+    }
+
+    pub(crate) fn cancelled_caught(&self) -> bool {
+        self.lock().cancelled_caught
+    }
+
+    pub(crate) fn effective_deadline(&self) -> i64 {
+        self.effective_deadline.load(SeqCst)
+    }
+
+    /// Whether code in this node must get `Cancelled` now. Turns passed deadlines into
+    /// cancellation of the scopes that own them, as Trio does.
+    #[inline]
+    pub(crate) fn is_cancelled(self: &Arc<Self>) -> bool {
+        if self.effectively_cancelled.load(SeqCst) {
+            return true;
+        }
+        let deadline = self.effective_deadline.load(SeqCst);
+        if deadline == NO_DEADLINE {
+            return false;
+        }
+        let now = time::now();
+        if deadline > now {
+            return false;
+        }
+        self.expire_deadlines(now);
+        self.effectively_cancelled.load(SeqCst)
+    }
+
+    /// Cancels every scope from here up to the nearest shield whose deadline is at or before
+    /// `now`.
+    #[cold]
+    fn expire_deadlines(self: &Arc<Self>, now: i64) {
+        let mut node = self.clone();
+        loop {
+            let (expired, shield, parent) = {
+                let state = node.lock();
+                let expired = state.deadline <= now && !state.cancel_called;
+                (expired, state.shield, state.parent.as_ref().map(|p| p.node.clone()))
+            };
+            if expired {
+                node.cancel();
+            }
+            match parent {
+                Some(parent) if !shield => node = parent,
+                _ => return,
+            }
+        }
+    }
+
+    /// Trio's rule: a scope catches the `Cancelled` that reaches it when it was cancelled itself
+    /// and no cancellation from outside is visible to it. Records the catch.
+    pub(crate) fn try_catch(self: &Arc<Self>) -> bool {
+        if !self.cancel_called() {
+            return false;
+        }
+        let (shield, parent) = {
+            let state = self.lock();
+            (state.shield, state.parent.as_ref().map(|p| p.node.clone()))
+        };
+        let outer_visible = !shield && parent.is_some_and(|p| p.is_cancelled());
+        if outer_visible {
+            return false;
+        }
+        self.lock().cancelled_caught = true;
+        true
+    }
+
+    /// Registers (or refreshes) the waker of a blocked checkpoint; `key` remembers its slot.
+    pub(crate) fn register(&self, key: &mut Option<usize>, waker: &Waker) {
+        let mut state = self.lock();
+        match key.and_then(|k| state.waiters.get_mut(k)) {
+            Some(slot) => slot.clone_from(waker),
+            None => *key = Some(state.waiters.insert(waker.clone())),
+        }
+    }
+
+    pub(crate) fn deregister(&self, key: usize) {
+        self.lock().waiters.remove(key);
+    }
+
+    /// Recomputes the cached effective state of this node and, where it changed, of its
+    /// descendants; wakes the waiters of every node whose state changed.
+    fn update(self: &Arc<Self>) {
+        let mut pending = vec![self.clone()];
+        let mut wake = Vec::new();
+        while let Some(node) = pending.pop() {
+            {
+                let mut state = node.lock();
+                let (outer_cancelled, outer_deadline) = match &state.parent {
+                    Some(parent) if !state.shield => (
+                        parent.node.effectively_cancelled.load(SeqCst),
+                        parent.node.effective_deadline.load(SeqCst),
+                    ),
+                    _ => (false, NO_DEADLINE),
+                };
+                let cancelled = state.cancel_called || outer_cancelled;
+                let deadline = state.deadline.min(outer_deadline);
+                let was_cancelled = node.effectively_cancelled.swap(cancelled, SeqCst);
+                let old_deadline = node.effective_deadline.swap(deadline, SeqCst);
+                if was_cancelled == cancelled && old_deadline == deadline {
+                    continue;
+                }
+                wake.extend(state.waiters.iter_mut().map(|w| w.clone()));
+                pending.extend(state.children.iter_mut().filter_map(|c| c.upgrade()));
+            }
+            for waker in wake.drain(..) {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(parent) = state.parent.take() {
+            parent.node.lock().children.remove(parent.key);
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The entry point: build a runtime, run `main` in a root cancel scope, turn Ctrl-C into
+//! cancellation.
+
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::task::Poll;
+
+use crate::cancel::node::Node;
+use crate::context::InNode;
+use crate::error::{Error, Interrupted};
+use crate::group::ErrorGroup;
+use crate::instrument::{Instrument, Instruments};
+
+/// Runs `main` on a new multi-thread tokio runtime, inside a root cancel scope.
+///
+/// The first Ctrl-C (SIGINT) cancels the root scope: every checkpoint in the program returns
+/// `Err(Cancelled)`, cleanup in shielded scopes runs, and once `main` has returned, `run` returns
+/// [`Interrupted`] (the analogue of Python's `KeyboardInterrupt`). A second Ctrl-C exits the
+/// process at once with status 130.
+///
+/// Note that once `run` has installed its Ctrl-C handler, SIGINT no longer ends the process by
+/// default, also after `run` returns (tokio's signal handling stays installed).
+///
+/// ```no_run
+/// fn main() -> Result<(), trellis::Error> {
+///     trellis::run(async {
+///         trellis::sleep(std::time::Duration::from_millis(10)).await?;
+///         Ok::<_, trellis::Error>(())
+///     })
+/// }
+/// ```
+pub fn run<F, T, E>(main: F) -> Result<T, Error>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<Error>,
+{
+    Runner::multi_thread().run(main)
+}
+
+/// Like [`run`], for a `main` returning [`ExitCode`](std::process::ExitCode): prints the error
+/// (a group draws as a tree) to stderr and exits with 130 when interrupted, 1 on other errors.
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     trellis::main(async {
+///         trellis::sleep_forever().await?;
+///         Ok::<_, trellis::Error>(())
+///     })
+/// }
+/// ```
+pub fn main<F, T, E>(main: F) -> ExitCode
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<Error>,
+{
+    Runner::multi_thread().main(main)
+}
+
+/// Builds the runtime for [`run`]: its flavour, threads, instruments and signal handling.
+///
+/// ```
+/// let answer = trellis::Runner::current_thread()
+///     .run(async { Ok::<_, trellis::Error>(42) })
+///     .unwrap();
+/// assert_eq!(answer, 42);
+/// ```
+pub struct Runner {
+    flavor: Flavor,
+    worker_threads: Option<usize>,
+    instruments: Vec<Arc<dyn Instrument>>,
+    ctrl_c: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Flavor {
+    CurrentThread,
+    MultiThread,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("flavor", &self.flavor)
+            .field("worker_threads", &self.worker_threads)
+            .field("instruments", &self.instruments.len())
+            .field("ctrl_c", &self.ctrl_c)
+            .finish()
+    }
+}
+
+impl Runner {
+    /// A multi-thread runtime (one worker per core unless set).
+    pub fn multi_thread() -> Self {
+        Runner { flavor: Flavor::MultiThread, worker_threads: None, instruments: Vec::new(), ctrl_c: true }
+    }
+
+    /// A current-thread runtime.
+    pub fn current_thread() -> Self {
+        Runner { flavor: Flavor::CurrentThread, ..Runner::multi_thread() }
+    }
+
+    /// The number of worker threads of a multi-thread runtime.
+    pub fn worker_threads(mut self, threads: usize) -> Self {
+        self.worker_threads = Some(threads);
+        self
+    }
+
+    /// Adds an instrument that hears about every nursery task of the run.
+    pub fn instrument(mut self, instrument: Arc<dyn Instrument>) -> Self {
+        self.instruments.push(instrument);
+        self
+    }
+
+    /// Whether Ctrl-C cancels the run (default: yes).
+    pub fn handle_ctrl_c(mut self, enabled: bool) -> Self {
+        self.ctrl_c = enabled;
+        self
+    }
+
+    /// Runs `main` to completion; see [`run`].
+    ///
+    /// # Panics
+    ///
+    /// When the tokio runtime cannot be built (the OS refuses threads or an event queue).
+    pub fn run<F, T, E>(self, main: F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Into<Error>,
+    {
+        let mut builder = match self.flavor {
+            Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        };
+        if let Some(threads) = self.worker_threads {
+            builder.worker_threads(threads);
+        }
+        let runtime = builder.enable_all().build().expect("failed to build the tokio runtime");
+        let root = Node::new_root();
+        if !self.instruments.is_empty() {
+            root.set_instruments(Instruments::new(self.instruments));
+        }
+        let ctrl_c = self.ctrl_c;
+        runtime.block_on(run_in_root(root, ctrl_c, main))
+    }
+
+    /// Runs `main` and turns its outcome into an exit status; see [`main`].
+    pub fn main<F, T, E>(self, main: F) -> ExitCode
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Into<Error>,
+    {
+        match self.run(main) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("Error: {error:?}");
+                if error.is_interrupted() { ExitCode::from(130) } else { ExitCode::FAILURE }
+            }
+        }
+    }
+}
+
+async fn run_in_root<F, T, E>(root: Arc<Node>, handle_ctrl_c: bool, main: F) -> Result<T, Error>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<Error>,
+{
+    let mut main = pin!(InNode { inner: main, node: root.clone() });
+    let mut ctrl_c = handle_ctrl_c.then(|| Box::pin(tokio::signal::ctrl_c()));
+    let mut interrupted = false;
+    let outcome = poll_fn(|cx| {
+        while let Some(signal) = ctrl_c.as_mut() {
+            match signal.as_mut().poll(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Err(_)) => ctrl_c = None, // no signal handling on this platform
+                Poll::Ready(Ok(())) => {
+                    if interrupted {
+                        eprintln!("interrupted twice: exiting without cleanup");
+                        std::process::exit(130);
+                    }
+                    tracing::info!("interrupted: cancelling the root scope");
+                    interrupted = true;
+                    root.cancel();
+                    *signal = Box::pin(tokio::signal::ctrl_c());
+                }
+            }
+        }
+        main.as_mut().poll(cx)
+    })
+    .await;
+    match (interrupted, outcome.map_err(Into::into)) {
+        (false, outcome) => outcome,
+        (true, Err(error)) if !error.is_cancelled() => {
+            Err(ErrorGroup::new("interrupted", vec![Interrupted.into(), error]).into())
+        }
+        (true, _) => Err(Interrupted.into()),
+    }
+}
