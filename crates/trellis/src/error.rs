@@ -20,7 +20,6 @@ use crate::group::ErrorGroup;
 /// is not a failure of the task; nurseries do not report it as one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("cancelled")]
-#[non_exhaustive]
 pub struct Cancelled;
 
 impl Cancelled {

@@ -224,6 +224,7 @@ impl Nursery {
         let (tx, rx) = oneshot::channel();
         let link = Arc::new(StartLink {
             tx: Mutex::new(Some(tx)),
+            held: Mutex::new(None),
             node: node.clone(),
             nursery: self.shared.clone(),
         });
@@ -238,7 +239,10 @@ impl Nursery {
                     None => outcome,
                     Some(tx) => {
                         let report = match outcome {
-                            Outcome::Value(_) => StartOutcome::NotStarted,
+                            Outcome::Value(_) => match link.take_held() {
+                                Some(value) => StartOutcome::Started(value),
+                                None => StartOutcome::NotStarted,
+                            },
                             Outcome::Failed(error) => StartOutcome::Failed(error),
                             Outcome::Panicked(payload) => StartOutcome::Panicked(payload),
                         };
@@ -298,7 +302,15 @@ impl<V> std::fmt::Debug for TaskStatus<V> {
 impl<V> TaskStatus<V> {
     /// Reports that the task has started: moves it into the nursery's cancel scope and makes
     /// `start` return `value`.
+    ///
+    /// When the caller of `start` has been cancelled meanwhile, the task is not moved: it goes
+    /// on under `start`, which returns once the task finishes — with `value` if it succeeds, or
+    /// with its error (usually `Cancelled`), as in Trio.
     pub fn started(self, value: V) {
+        if self.link.node.is_cancelled() {
+            *self.link.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+            return;
+        }
         let tx = self.link.take_sender();
         if let Some(tx) = tx {
             self.link.node.attach(&self.link.nursery.node);
@@ -499,6 +511,8 @@ impl Drop for CancelOnDrop {
 
 struct StartLink<V> {
     tx: Mutex<Option<oneshot::Sender<StartOutcome<V>>>>,
+    /// The value of a `started` call made while the caller was cancelled.
+    held: Mutex<Option<V>>,
     node: Arc<Node>,
     nursery: Arc<Shared>,
 }
@@ -506,6 +520,10 @@ struct StartLink<V> {
 impl<V> StartLink<V> {
     fn take_sender(&self) -> Option<oneshot::Sender<StartOutcome<V>>> {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn take_held(&self) -> Option<V> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 

@@ -127,7 +127,8 @@ where
 {
     let (mut builder, _idle) = builder(true, 2);
     let runtime = builder.build().expect("failed to build the test runtime");
-    match runtime.block_on(tokio::spawn(test)) {
+    let task = runtime.spawn(test);
+    match runtime.block_on(task) {
         Ok(output) => output,
         Err(error) => std::panic::resume_unwind(error.into_panic()),
     }
