@@ -39,28 +39,24 @@ impl Default for Cancelled {
 /// passed before the operation finished (Trio's `TooSlowError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
 #[error("operation did not finish before its deadline")]
-#[non_exhaustive]
 pub struct TooSlow;
 
 /// Spawning into a nursery that has already finished. Spawn from the nursery body or from one of
 /// its running tasks instead; a nursery stays open while any of them runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
 #[error("the nursery is closed: all its tasks have finished")]
-#[non_exhaustive]
 pub struct NurseryClosed;
 
 /// The program was interrupted (Ctrl-C / SIGINT) and unwound through cancellation: the analogue of
 /// Python's `KeyboardInterrupt`. [`crate::main`] exits with status 130 on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
 #[error("interrupted")]
-#[non_exhaustive]
 pub struct Interrupted;
 
 /// A task given to [`Nursery::start`](crate::Nursery::start) returned without calling
 /// [`TaskStatus::started`](crate::TaskStatus::started).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
 #[error("the task returned without calling TaskStatus::started")]
-#[non_exhaustive]
 pub struct NotStarted;
 
 /// A plain message error, made by [`Error::msg`].

@@ -212,7 +212,7 @@ async fn nursery_closure() {
     .unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     let closed = kept.unwrap().start_soon(async { Ok::<_, Error>(()) });
-    assert_eq!(closed.unwrap_err().to_string(), NurseryClosed::default().to_string());
+    assert_eq!(closed.unwrap_err(), NurseryClosed);
 }
 
 /// Trio: test_nursery_explicit_exception

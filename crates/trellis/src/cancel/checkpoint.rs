@@ -15,7 +15,8 @@ use crate::error::Cancelled;
 use crate::time::{self, NO_DEADLINE};
 
 /// Returns `Err(Cancelled)` if the calling code is in an effectively cancelled scope, without
-/// yielding. A cancel point but not a schedule point (Trio's `checkpoint_if_cancelled`).
+/// yielding. A cancel point but not a schedule point (Trio's `checkpoint_if_cancelled`), so it
+/// does not count as a full checkpoint for [`assert_checkpoints`](crate::testing::assert_checkpoints).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -26,7 +27,6 @@ use crate::time::{self, NO_DEADLINE};
 /// # }
 /// ```
 pub fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
-    context::count_checkpoint();
     if context::with_current(|node| node.is_some_and(|n| n.is_cancelled())) {
         Err(Cancelled)
     } else {
@@ -52,6 +52,7 @@ pub fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
 /// ```
 pub async fn checkpoint() -> Result<(), Cancelled> {
     tokio::task::yield_now().await;
+    context::count_checkpoint();
     checkpoint_if_cancelled()
 }
 

@@ -40,6 +40,8 @@ struct State {
     waiters: Slab<Waker>,
     cancel_called: bool,
     deadline: i64,
+    /// A deadline relative to entry (Trio's `relative_deadline`), resolved when entered.
+    timeout: Option<std::time::Duration>,
     shield: bool,
     entered: bool,
     cancelled_caught: bool,
@@ -69,6 +71,7 @@ impl Node {
                 waiters: Slab::default(),
                 cancel_called: false,
                 deadline: NO_DEADLINE,
+                timeout: None,
                 shield: false,
                 entered: false,
                 cancelled_caught: false,
@@ -107,8 +110,25 @@ impl Node {
     }
 
     /// Marks the node entered; returns false when it already was (a scope is single-use).
+    /// Resolves a relative timeout into a deadline.
     pub(crate) fn mark_entered(&self) -> bool {
-        !std::mem::replace(&mut self.lock().entered, true)
+        let mut state = self.lock();
+        if let Some(timeout) = state.timeout.take() {
+            state.deadline = time::encode(tokio::time::Instant::now() + timeout);
+        }
+        !std::mem::replace(&mut state.entered, true)
+    }
+
+    /// Sets a deadline `timeout` after entry, on a scope not entered yet.
+    pub(crate) fn set_relative_timeout(&self, timeout: std::time::Duration) {
+        let mut state = self.lock();
+        debug_assert!(!state.entered);
+        state.timeout = Some(timeout);
+        state.deadline = NO_DEADLINE;
+    }
+
+    pub(crate) fn relative_timeout(&self) -> Option<std::time::Duration> {
+        self.lock().timeout
     }
 
     /// Moves this node below `parent`, leaving any previous parent.
@@ -145,7 +165,11 @@ impl Node {
     }
 
     pub(crate) fn set_deadline(self: &Arc<Self>, deadline: i64) {
-        self.lock().deadline = deadline;
+        {
+            let mut state = self.lock();
+            state.deadline = deadline;
+            state.timeout = None;
+        }
         self.update();
     }
 

@@ -75,9 +75,19 @@ impl CancelScope {
         scope
     }
 
-    /// A scope cancelled `timeout` from now.
+    /// A scope cancelled `timeout` after it is entered (Trio's relative deadline: the clock starts
+    /// at [`run`](CancelScope::run), not here). Until then [`deadline`](CancelScope::deadline) is
+    /// `None` and [`relative_timeout`](CancelScope::relative_timeout) tells the timeout.
     pub fn with_timeout(timeout: Duration) -> Self {
-        CancelScope::with_deadline(Instant::now() + timeout)
+        let scope = CancelScope::new();
+        scope.node.set_relative_timeout(timeout);
+        scope
+    }
+
+    /// The timeout of a scope made by [`with_timeout`](CancelScope::with_timeout) that has not
+    /// been entered yet.
+    pub fn relative_timeout(&self) -> Option<Duration> {
+        self.node.relative_timeout()
     }
 
     /// A shielded scope: cancellation from outside does not reach the code inside.
@@ -125,7 +135,7 @@ impl CancelScope {
         self.node.cancelled_caught()
     }
 
-    /// The deadline, if one is set.
+    /// The deadline, if one is set. Setting one replaces a relative timeout.
     pub fn deadline(&self) -> Option<Instant> {
         time::decode_opt(self.node.deadline())
     }
