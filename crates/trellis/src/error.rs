@@ -287,6 +287,22 @@ impl From<Error> for Box<dyn StdError + Send + Sync + 'static> {
     }
 }
 
+/// With the `anyhow` feature: `?` turns a trellis [`Error`] into an `anyhow::Error`. A group
+/// stays downcastable to [`ErrorGroup`] and a cancellation to [`Cancelled`]; other errors keep
+/// their message and source chain.
+#[cfg(feature = "anyhow")]
+impl From<Error> for anyhow::Error {
+    fn from(error: Error) -> Self {
+        match error.repr {
+            Repr::Cancelled => anyhow::Error::new(Cancelled),
+            Repr::Other(boxed) => match boxed.downcast::<ErrorGroup>() {
+                Ok(group) => anyhow::Error::new(*group),
+                Err(other) => anyhow::Error::from_boxed(other),
+            },
+        }
+    }
+}
+
 impl IsCancelled for Error {
     fn is_cancelled(&self) -> bool {
         Error::is_cancelled(self)

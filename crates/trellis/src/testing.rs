@@ -148,10 +148,6 @@ pub async fn wait_all_tasks_blocked() -> Result<(), Cancelled> {
     let mut notified = pin!(idle.notify.notified());
     notified.as_mut().enable();
     idle.wanted.store(true, Ordering::SeqCst);
-    // Another worker may already be the last one parked; re-check through the count.
-    if idle.parked.load(Ordering::SeqCst) >= idle.workers && idle.workers > 1 {
-        idle.wanted.store(false, Ordering::SeqCst);
-    }
     cancellable(notified).await
 }
 

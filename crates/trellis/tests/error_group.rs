@@ -1,0 +1,188 @@
+//! Error groups: PEP 654 semantics (nesting, split, subgroup) and a readable tree.
+
+mod common;
+
+use common::{Boom, KeyError};
+use trellis::{Cancelled, Error, ErrorGroup};
+
+fn sample() -> ErrorGroup {
+    ErrorGroup::new(
+        "outer",
+        vec![
+            Error::new(Boom("a")),
+            Error::from(ErrorGroup::new(
+                "inner",
+                vec![Error::new(KeyError("b")), Error::new(Boom("c"))],
+            )),
+            Error::new(KeyError("d")),
+        ],
+    )
+}
+
+fn leaf_texts(group: &ErrorGroup) -> Vec<String> {
+    group.leaves().map(|e| e.to_string()).collect()
+}
+
+#[test]
+fn leaves_are_depth_first_in_order() {
+    assert_eq!(leaf_texts(&sample()), ["a", "key error: b", "c", "key error: d"]);
+}
+
+/// PEP 654: split by type keeps the nesting and messages on both sides.
+#[test]
+fn split_by_type_keeps_shape() {
+    let (keys, rest) = sample().split::<KeyError>();
+    let keys = keys.unwrap();
+    let rest = rest.unwrap();
+    assert_eq!(keys.message(), "outer");
+    assert_eq!(keys.errors().len(), 2);
+    assert_eq!(keys.errors()[0].as_group().unwrap().message(), "inner");
+    assert_eq!(leaf_texts(&keys), ["key error: b", "key error: d"]);
+    assert_eq!(leaf_texts(&rest), ["a", "c"]);
+    assert_eq!(rest.errors()[1].as_group().unwrap().message(), "inner");
+}
+
+/// PEP 654: a side with nothing in it is `None`, never an empty group.
+#[test]
+fn split_with_no_match_gives_none() {
+    let (matched, rest) = sample().split::<std::fmt::Error>();
+    assert!(matched.is_none());
+    assert_eq!(leaf_texts(&rest.unwrap()).len(), 4);
+    assert!(sample().subgroup::<std::io::Error>().is_none());
+}
+
+/// PEP 654: the predicate sees nested groups; a matching group goes whole.
+#[test]
+fn predicate_matching_a_group_takes_it_whole() {
+    let (matched, rest) =
+        sample().split_by(&mut |e| e.as_group().is_some_and(|g| g.message() == "inner"));
+    let matched = matched.unwrap();
+    assert_eq!(matched.errors().len(), 1);
+    assert_eq!(leaf_texts(&matched), ["key error: b", "c"]);
+    assert_eq!(leaf_texts(&rest.unwrap()), ["a", "key error: d"]);
+}
+
+#[test]
+fn subgroup_by_predicate() {
+    let sub = sample().subgroup_by(&mut |e| e.to_string() == "c").unwrap();
+    assert_eq!(leaf_texts(&sub), ["c"]);
+    // Empty intermediate groups disappear, non-empty ones stay.
+    assert_eq!(sub.errors()[0].as_group().unwrap().message(), "inner");
+}
+
+#[test]
+fn into_single_unwraps_exactly_one_leaf() {
+    let one = ErrorGroup::new(
+        "outer",
+        vec![Error::from(ErrorGroup::new("inner", vec![Error::new(Boom("only"))]))],
+    );
+    let leaf = one.into_single().unwrap();
+    assert_eq!(leaf.downcast::<Boom>().unwrap(), Boom("only"));
+    let many = sample();
+    assert!(many.into_single().is_err());
+    // On an `Error` that is not a group, `into_single` is the identity.
+    assert_eq!(Error::new(Boom("x")).into_single().unwrap().to_string(), "x");
+}
+
+#[test]
+#[should_panic(expected = "at least one error")]
+fn empty_group_is_refused() {
+    let _ = ErrorGroup::new("empty", Vec::new());
+}
+
+#[test]
+fn display_draws_the_tree() {
+    let text = sample().to_string();
+    let expected = "\
+outer (3 errors)
+├─ [1] a
+├─ [2] inner (2 errors)
+│  ├─ [2.1] key error: b
+│  └─ [2.2] c
+└─ [3] key error: d";
+    assert_eq!(text, expected);
+    // Debug draws the same tree, so `unwrap()` on a failed nursery is readable.
+    assert_eq!(format!("{:?}", Error::from(sample())), expected);
+}
+
+#[test]
+fn multi_line_leaves_stay_aligned() {
+    let group = ErrorGroup::new(
+        "g",
+        vec![Error::msg("first line\nsecond line"), Error::msg("x")],
+    );
+    assert_eq!(group.to_string(), "g (2 errors)\n├─ [1] first line\n│      second line\n└─ [2] x");
+}
+
+#[test]
+fn leaf_source_chains_are_shown() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("request failed")]
+    struct Outer(#[source] std::io::Error);
+    let group = ErrorGroup::new(
+        "g",
+        vec![Error::new(Outer(std::io::Error::other("connection reset")))],
+    );
+    assert_eq!(group.to_string(), "g (1 error)\n└─ [1] request failed: connection reset");
+}
+
+fn assert_std_error<E: std::error::Error + Send + Sync + 'static>() {}
+
+#[test]
+fn group_is_a_std_error_and_works_with_anyhow() {
+    assert_std_error::<ErrorGroup>();
+    fn fails() -> anyhow::Result<()> {
+        Err(sample())?;
+        Ok(())
+    }
+    let err = fails().unwrap_err();
+    assert_eq!(err.downcast_ref::<ErrorGroup>().unwrap().leaves().count(), 4);
+    // With the `anyhow` feature, `?` turns trellis::Error into anyhow::Error, keeping the group.
+    fn nursery_like() -> Result<(), Error> {
+        Err(sample().into())
+    }
+    fn caller() -> anyhow::Result<()> {
+        nursery_like()?;
+        Ok(())
+    }
+    let err = caller().unwrap_err();
+    assert_eq!(err.downcast_ref::<ErrorGroup>().unwrap().leaves().count(), 4);
+    // Without the feature, any error library takes the boxed form.
+    let err = anyhow::Error::from_boxed(Error::from(sample()).into_std());
+    assert!(err.to_string().starts_with("outer (3 errors)"));
+    // And `?` works from any std error into trellis::Error.
+    fn parse() -> Result<i32, Error> {
+        Ok("nope".parse::<i32>()?)
+    }
+    assert!(parse().unwrap_err().is::<std::num::ParseIntError>());
+}
+
+#[test]
+fn error_knows_cancellation() {
+    assert!(Error::from(Cancelled).is_cancelled());
+    assert!(Error::cancelled().downcast::<Cancelled>().is_ok());
+    assert!(!Error::new(Boom("x")).is_cancelled());
+    // Through a source chain, as a user error wrapping Cancelled would have it.
+    #[derive(Debug, thiserror::Error)]
+    #[error("wrapped")]
+    struct Wrapped(#[source] Cancelled);
+    assert!(Error::new(Wrapped(Cancelled)).is_cancelled());
+    let io = std::io::Error::other(Cancelled);
+    assert!(trellis::IsCancelled::is_cancelled(&io));
+    assert!(Error::from_boxed(Box::new(Cancelled)).is_cancelled());
+}
+
+#[test]
+fn error_debug_shows_causes() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] Boom);
+    let text = format!("{:?}", Error::new(Outer(Boom("root cause"))));
+    assert_eq!(text, "outer\n\nCaused by:\n    0: root cause");
+}
+
+#[test]
+fn sizes_stay_small() {
+    // `Result<(), Error>` is what every checkpointed task returns: two words.
+    assert_eq!(std::mem::size_of::<Error>(), 2 * std::mem::size_of::<usize>());
+}
