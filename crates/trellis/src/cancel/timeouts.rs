@@ -46,7 +46,7 @@ where
 /// use std::time::Duration;
 /// let r = trellis::fail_after(Duration::from_secs(1), async {
 ///     trellis::sleep(Duration::from_secs(5)).await?;
-///     Ok(1)
+///     Ok::<_, trellis::Error>(1)
 /// })
 /// .await;
 /// assert!(r.unwrap_err().is::<trellis::TooSlow>());
