@@ -9,37 +9,57 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use crate::cancel::node::Node;
+use crate::nursery::Shared;
+
+/// What the running code sits in: a scope's node, or a nursery (whose node its tasks share).
+/// Keeping the nursery itself lets a task own one reference that serves both purposes.
+pub(crate) enum Current {
+    Node(Arc<Node>),
+    Nursery(Arc<Shared>),
+}
+
+impl Current {
+    pub(crate) fn node(&self) -> &Arc<Node> {
+        match self {
+            Current::Node(node) => node,
+            Current::Nursery(shared) => shared.node(),
+        }
+    }
+}
 
 thread_local! {
-    static CURRENT: RefCell<Option<Arc<Node>>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
     static CHECKPOINTS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The node of the code being polled on this thread, if any.
 pub(crate) fn current() -> Option<Arc<Node>> {
-    CURRENT.with(|c| c.borrow().clone())
+    CURRENT.with(|c| c.borrow().as_ref().map(|c| c.node().clone()))
 }
 
 /// Runs `f` with the current node borrowed (no reference-count traffic).
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
-    CURRENT.with(|c| f(c.borrow().as_ref()))
+    CURRENT.with(|c| f(c.borrow().as_ref().map(Current::node)))
 }
 
-/// Installs `node` as current until the guard drops.
-pub(crate) fn enter(node: Arc<Node>) -> Entered {
-    let prev = CURRENT.with(|c| c.replace(Some(node)));
-    Entered { prev }
+/// Moves `slot` into the thread-local for as long as the guard lives, then moves it back: no
+/// reference counting per poll.
+pub(crate) fn enter(slot: &mut Option<Current>) -> Entered<'_> {
+    let prev = CURRENT.with(|c| c.replace(slot.take()));
+    Entered { slot, prev }
 }
 
-/// Restores the previously current node when dropped.
-pub(crate) struct Entered {
-    prev: Option<Arc<Node>>,
+/// Puts the entered value back into its slot, and the previous one into the thread-local, when
+/// dropped (also during unwinding).
+pub(crate) struct Entered<'a> {
+    slot: &'a mut Option<Current>,
+    prev: Option<Current>,
 }
 
-impl Drop for Entered {
+impl Drop for Entered<'_> {
     fn drop(&mut self) {
         let prev = self.prev.take();
-        CURRENT.with(|c| *c.borrow_mut() = prev);
+        *self.slot = CURRENT.with(|c| c.replace(prev));
     }
 }
 
@@ -58,8 +78,17 @@ pin_project_lite::pin_project! {
     /// Polls `inner` with `node` installed as the current node.
     pub(crate) struct InNode<F> {
         #[pin]
-        pub(crate) inner: F,
-        pub(crate) node: Arc<Node>,
+        inner: F,
+        current: Option<Current>,
+    }
+}
+
+impl<F> InNode<F> {
+    pub(crate) fn new(inner: F, node: Arc<Node>) -> Self {
+        InNode {
+            inner,
+            current: Some(Current::Node(node)),
+        }
     }
 }
 
@@ -71,7 +100,7 @@ impl<F: std::future::Future> std::future::Future for InNode<F> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
         let this = self.project();
-        let _entered = enter(this.node.clone());
+        let _entered = enter(this.current);
         this.inner.poll(cx)
     }
 }

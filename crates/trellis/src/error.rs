@@ -170,14 +170,20 @@ impl Error {
     /// Wraps an already boxed error (as `anyhow::Error` and `Box<dyn Error>` give).
     pub fn from_boxed(error: Box<dyn StdError + Send + Sync + 'static>) -> Self {
         if error.is::<Cancelled>() {
-            return Error { repr: Repr::Cancelled };
+            return Error {
+                repr: Repr::Cancelled,
+            };
         }
-        Error { repr: Repr::Other(error) }
+        Error {
+            repr: Repr::Other(error),
+        }
     }
 
     /// The cancellation error.
     pub const fn cancelled() -> Self {
-        Error { repr: Repr::Cancelled }
+        Error {
+            repr: Repr::Cancelled,
+        }
     }
 
     /// True when this is [`Cancelled`], or an error whose source chain contains it.
@@ -272,9 +278,13 @@ impl<E: StdError + Send + Sync + 'static> From<E> for Error {
     fn from(error: E) -> Self {
         // Resolved at compile time: the check folds away for every other `E`.
         if std::any::TypeId::of::<E>() == std::any::TypeId::of::<Cancelled>() {
-            return Error { repr: Repr::Cancelled };
+            return Error {
+                repr: Repr::Cancelled,
+            };
         }
-        Error { repr: Repr::Other(Box::new(error)) }
+        Error {
+            repr: Repr::Other(Box::new(error)),
+        }
     }
 }
 

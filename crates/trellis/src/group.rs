@@ -61,7 +61,10 @@ impl ErrorGroup {
     /// When `errors` is empty: a group always holds at least one error (PEP 654).
     pub fn new(message: impl Into<String>, errors: Vec<Error>) -> Self {
         assert!(!errors.is_empty(), "an ErrorGroup needs at least one error");
-        ErrorGroup { message: message.into(), errors }
+        ErrorGroup {
+            message: message.into(),
+            errors,
+        }
     }
 
     /// The message of this group (not of its members).
@@ -105,7 +108,10 @@ impl ErrorGroup {
         }
         let mut node = self;
         loop {
-            let only = node.errors.pop().expect("one leaf means one member per level");
+            let only = node
+                .errors
+                .pop()
+                .expect("one leaf means one member per level");
             match only.into_group() {
                 Ok(group) => node = group,
                 Err(leaf) => return Ok(leaf),
@@ -142,7 +148,10 @@ impl ErrorGroup {
             }
         }
         let wrap = |errors: Vec<Error>, message: &str| {
-            (!errors.is_empty()).then(|| ErrorGroup { message: message.to_owned(), errors })
+            (!errors.is_empty()).then(|| ErrorGroup {
+                message: message.to_owned(),
+                errors,
+            })
         };
         (wrap(matched, &self.message), wrap(rest, &self.message))
     }
@@ -168,8 +177,16 @@ impl ErrorGroup {
         write!(f, "{} ({count} {noun})", self.message)?;
         for (i, error) in self.errors.iter().enumerate() {
             let last = i + 1 == count;
-            let label = if path.is_empty() { format!("{}", i + 1) } else { format!("{path}.{}", i + 1) };
-            let (branch, continuation) = if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
+            let label = if path.is_empty() {
+                format!("{}", i + 1)
+            } else {
+                format!("{path}.{}", i + 1)
+            };
+            let (branch, continuation) = if last {
+                ("└─ ", "   ")
+            } else {
+                ("├─ ", "│  ")
+            };
             write!(f, "\n{indent}{branch}[{label}] ")?;
             let child_indent = format!("{indent}{continuation}");
             match error.as_group() {

@@ -33,23 +33,25 @@
 //! assert_eq!(counter.0.load(Ordering::Relaxed), 2);
 //! ```
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Wake, Waker};
 
 /// Identifies a nursery task to instruments. Unique within the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(u64);
+pub struct TaskId(NonZeroU64);
 
 impl TaskId {
     pub(crate) fn next() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
-        TaskId(NEXT.fetch_add(1, Ordering::Relaxed))
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        TaskId(NonZeroU64::new(id).expect("64-bit task ids do not wrap"))
     }
 
     /// The number behind the id.
     pub fn as_u64(self) -> u64 {
-        self.0
+        self.0.get()
     }
 }
 
@@ -127,7 +129,10 @@ impl Wake for ReportingWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.instruments.list.iter().for_each(|i| i.task_scheduled(self.task));
+        self.instruments
+            .list
+            .iter()
+            .for_each(|i| i.task_scheduled(self.task));
         self.inner.wake_by_ref();
     }
 }

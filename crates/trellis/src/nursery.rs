@@ -28,18 +28,18 @@ use std::any::Any;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinHandle};
 use tracing::Instrument as _;
 
-use crate::cancel::CancelScope;
 use crate::cancel::node::Node;
-use crate::context::{self, InNode};
-use crate::error::{Error, NotStarted, NurseryClosed};
+use crate::cancel::{CancelScope, cancellable};
+use crate::context::{self, Current, InNode};
+use crate::error::{Cancelled, Error, NotStarted, NurseryClosed};
 use crate::group::ErrorGroup;
 use crate::instrument::{Instruments, TaskId};
 
@@ -57,7 +57,7 @@ pub(crate) const GROUP_MESSAGE: &str = "errors in nursery";
 /// # #[tokio::main] async fn main() -> Result<(), trellis::Error> {
 /// use std::time::Duration;
 ///
-/// let handles = trellis::open_nursery(|n| async move {
+/// let (a, b) = trellis::open_nursery(|n| async move {
 ///     let a = n.start_soon(async {
 ///         trellis::sleep(Duration::from_millis(10)).await?;
 ///         Ok::<_, trellis::Error>(1)
@@ -67,8 +67,8 @@ pub(crate) const GROUP_MESSAGE: &str = "errors in nursery";
 /// })
 /// .await?
 /// .expect("not cancelled");
-/// assert_eq!(handles.0.into_value(), Some(1));
-/// assert_eq!(handles.1.into_value(), Some(2));
+/// assert_eq!(a.into_value(), Some(1));
+/// assert_eq!(b.into_value(), Some(2));
 /// # Ok(()) }
 /// ```
 pub async fn open_nursery<B, Fut, R, E>(body: B) -> Result<Option<R>, Error>
@@ -79,21 +79,28 @@ where
 {
     let parent = context::current();
     let node = Node::new_child(parent.as_ref());
-    let instruments = node.instruments().cloned();
     let shared = Arc::new(Shared {
+        instruments: node.instruments().cloned(),
         node: node.clone(),
         span: tracing::debug_span!("nursery"),
+        live: AtomicUsize::new(0),
         state: Mutex::new(State {
-            tasks: JoinSet::new(),
-            closed: false,
+            handles: Vec::new(),
+            waker: None,
             errors: Vec::new(),
             panic: None,
         }),
         saw_cancelled: AtomicBool::new(false),
-        instruments,
     });
-    let mut guard = AbortOnDrop { shared: Some(shared.clone()) };
-    let mut body = pin!(InNode { inner: body(Nursery { shared: shared.clone() }), node });
+    let mut guard = AbortOnDrop {
+        shared: Some(shared.clone()),
+    };
+    let mut body = pin!(InNode::new(
+        body(Nursery {
+            shared: shared.clone()
+        }),
+        node
+    ));
     let mut body_done = false;
     let mut body_value = None;
     poll_fn(|cx| {
@@ -114,7 +121,11 @@ where
                 }
             }
         }
-        shared.poll_tasks(cx, body_done)
+        if body_done {
+            shared.poll_close(cx)
+        } else {
+            Poll::Pending
+        }
     })
     .await;
     guard.shared = None;
@@ -130,11 +141,12 @@ pub struct Nursery {
 
 impl std::fmt::Debug for Nursery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.shared.lock();
+        let live = self.shared.live.load(Ordering::SeqCst);
+        let errors = self.shared.lock().errors.len();
         f.debug_struct("Nursery")
-            .field("tasks", &state.tasks.len())
-            .field("closed", &state.closed)
-            .field("errors", &state.errors.len())
+            .field("tasks", &(live & !CLOSED))
+            .field("closed", &(live & CLOSED != 0))
+            .field("errors", &errors)
             .finish()
     }
 }
@@ -144,7 +156,7 @@ impl Nursery {
     ///
     /// The task runs inside the nursery's cancel scope. If it fails, the nursery is cancelled and
     /// the error goes into the nursery's group. The value of a successful task can be taken from
-    /// the handle once the nursery has returned (or earlier, once the task finished).
+    /// the handle once the task has finished — in particular once the nursery has returned.
     ///
     /// # Errors
     ///
@@ -155,28 +167,20 @@ impl Nursery {
         T: Send + 'static,
         E: Into<Error> + 'static,
     {
-        let slot = Arc::new(Slot { value: Mutex::new(SlotState::Running) });
-        let shared = self.shared.clone();
-        let task_slot = slot.clone();
-        let child = Child {
-            future,
-            node: self.shared.node.clone(),
-            on_done: Some(move |outcome| match outcome {
-                Outcome::Value(value) => task_slot.set(SlotState::Done(value)),
+        let join = self
+            .shared
+            .spawn(None, future, |outcome, shared: &Shared| match outcome {
+                Outcome::Value(value) => Some(value),
                 Outcome::Failed(error) => {
-                    task_slot.set(SlotState::Failed);
                     shared.record_error(error);
+                    None
                 }
                 Outcome::Panicked(payload) => {
-                    task_slot.set(SlotState::Failed);
                     shared.record_panic(payload);
+                    None
                 }
-            }),
-            id: self.shared.instruments.as_ref().map(|_| TaskId::next()),
-            instruments: self.shared.instruments.clone(),
-        };
-        self.shared.spawn(child)?;
-        Ok(TaskHandle { slot })
+            })?;
+        Ok(TaskHandle { join: Some(join) })
     }
 
     /// Starts a task and waits until it reports that it is ready, returning the value it passed
@@ -184,7 +188,8 @@ impl Nursery {
     ///
     /// Until it calls `started`, the task runs inside the *caller's* cancel scope, and if it
     /// fails, returns, or panics, that comes out of `start` itself and the nursery is not
-    /// affected. From `started` on, it is an ordinary task of the nursery.
+    /// affected. From `started` on, it is an ordinary task of the nursery. A pending `start`
+    /// keeps the nursery open.
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), trellis::Error> {
@@ -229,40 +234,35 @@ impl Nursery {
             nursery: self.shared.clone(),
         });
         let future = task(TaskStatus { link: link.clone() });
-        let shared = self.shared.clone();
-        let child = Child {
-            future,
-            node: node.clone(),
-            on_done: Some(move |outcome: Outcome<T>| {
-                // Until `started` takes the sender, the outcome belongs to the `start` caller.
-                let outcome = match link.take_sender() {
-                    None => outcome,
-                    Some(tx) => {
-                        let report = match outcome {
-                            Outcome::Value(_) => match link.take_held() {
-                                Some(value) => StartOutcome::Started(value),
-                                None => StartOutcome::NotStarted,
-                            },
-                            Outcome::Failed(error) => StartOutcome::Failed(error),
-                            Outcome::Panicked(payload) => StartOutcome::Panicked(payload),
-                        };
-                        match tx.send(report) {
-                            // The caller stopped waiting: a panic must still surface somewhere.
-                            Err(StartOutcome::Panicked(payload)) => Outcome::Panicked(payload),
-                            _ => return,
-                        }
+        let on_done = move |outcome: Outcome<T>, shared: &Shared| {
+            // Until `started` takes the sender, the outcome belongs to the `start` caller.
+            let outcome = match link.take_sender() {
+                None => outcome,
+                Some(tx) => {
+                    let report = match outcome {
+                        Outcome::Value(_) => match link.take_held() {
+                            Some(value) => StartOutcome::Started(value),
+                            None => StartOutcome::NotStarted,
+                        },
+                        Outcome::Failed(error) => StartOutcome::Failed(error),
+                        Outcome::Panicked(payload) => StartOutcome::Panicked(payload),
+                    };
+                    match tx.send(report) {
+                        // The caller stopped waiting: a panic must still surface somewhere.
+                        Err(StartOutcome::Panicked(payload)) => Outcome::Panicked(payload),
+                        _ => return None,
                     }
-                };
-                match outcome {
-                    Outcome::Value(_) => {}
-                    Outcome::Failed(error) => shared.record_error(error),
-                    Outcome::Panicked(payload) => shared.record_panic(payload),
                 }
-            }),
-            id: self.shared.instruments.as_ref().map(|_| TaskId::next()),
-            instruments: self.shared.instruments.clone(),
+            };
+            match outcome {
+                Outcome::Value(_) => {}
+                Outcome::Failed(error) => shared.record_error(error),
+                Outcome::Panicked(payload) => shared.record_panic(payload),
+            }
+            None::<()>
         };
-        self.shared.spawn(child)?;
+        let join = self.shared.spawn(Some(node.clone()), future, on_done)?;
+        drop(join);
         let cancel_on_drop = CancelOnDrop(Some(node));
         let outcome = rx.await;
         std::mem::forget(cancel_on_drop);
@@ -271,7 +271,7 @@ impl Nursery {
             Ok(StartOutcome::Failed(error)) => Err(error),
             Ok(StartOutcome::NotStarted) => Err(NotStarted.into()),
             Ok(StartOutcome::Panicked(payload)) => resume_unwind(payload),
-            // The task was aborted (its runtime is shutting down) before reporting.
+            // The task was dropped (its runtime is shutting down) before reporting.
             Err(_) => Err(Error::cancelled()),
         }
     }
@@ -311,8 +311,7 @@ impl<V> TaskStatus<V> {
             *self.link.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
             return;
         }
-        let tx = self.link.take_sender();
-        if let Some(tx) = tx {
+        if let Some(tx) = self.link.take_sender() {
             self.link.node.attach(&self.link.nursery.node);
             // The caller may have stopped waiting; the task stays in the nursery either way.
             let _ = tx.send(StartOutcome::Started(value));
@@ -321,103 +320,157 @@ impl<V> TaskStatus<V> {
 }
 
 /// A handle to the value of a task started with [`Nursery::start_soon`] (what Trio users ask for
-/// in python-trio/trio#2633).
+/// in python-trio/trio#2633). Dropping it does not affect the task.
 pub struct TaskHandle<T> {
-    slot: Arc<Slot<T>>,
+    join: Option<JoinHandle<Option<T>>>,
 }
 
 impl<T> std::fmt::Debug for TaskHandle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskHandle").field("finished", &self.is_finished()).finish()
+        f.debug_struct("TaskHandle")
+            .field("finished", &self.is_finished())
+            .finish()
     }
 }
 
 impl<T> TaskHandle<T> {
     /// True once the task has finished, successfully or not.
     pub fn is_finished(&self) -> bool {
-        !matches!(*self.slot.lock(), SlotState::Running)
+        self.join.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Takes the task's value: `Some` once it finished successfully (and only the first time),
     /// `None` while it runs or when it failed, panicked or was cancelled.
-    pub fn take_value(&self) -> Option<T> {
-        let mut state = self.slot.lock();
-        match std::mem::replace(&mut *state, SlotState::Taken) {
-            SlotState::Done(value) => Some(value),
-            other => {
-                *state = other;
+    pub fn take_value(&mut self) -> Option<T> {
+        if !self.is_finished() {
+            return None;
+        }
+        let mut join = self.join.take()?;
+        // A finished task's output is ready: one poll takes it, no waker needed.
+        match Pin::new(&mut join).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(value)) => value,
+            Poll::Ready(Err(_)) => None,
+            Poll::Pending => {
+                self.join = Some(join);
                 None
             }
         }
     }
 
     /// The task's value, if it finished successfully.
-    pub fn into_value(self) -> Option<T> {
+    pub fn into_value(mut self) -> Option<T> {
         self.take_value()
     }
-}
 
-struct Slot<T> {
-    value: Mutex<SlotState<T>>,
-}
-
-enum SlotState<T> {
-    Running,
-    Done(T),
-    Failed,
-    Taken,
-}
-
-impl<T> Slot<T> {
-    fn lock(&self) -> MutexGuard<'_, SlotState<T>> {
-        self.value.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set(&self, state: SlotState<T>) {
-        *self.lock() = state;
+    /// Waits for the task to finish and takes its value (`None` if it failed, panicked or was
+    /// cancelled, or the value was taken before). A checkpoint.
+    pub async fn join(&mut self) -> Result<Option<T>, Cancelled> {
+        let Some(join) = self.join.as_mut() else {
+            return Ok(None);
+        };
+        let output = cancellable(join).await?;
+        self.join = None;
+        Ok(output.ok().flatten())
     }
 }
 
-struct Shared {
+/// The state of a nursery, shared by its handle, its tasks and the `open_nursery` future.
+pub(crate) struct Shared {
     node: Arc<Node>,
     span: tracing::Span,
+    /// The number of running tasks, with [`CLOSED`] set once the nursery has closed. Tasks count
+    /// themselves out without a lock; only the last one wakes the nursery.
+    live: AtomicUsize,
     state: Mutex<State>,
     saw_cancelled: AtomicBool,
     instruments: Option<Arc<Instruments>>,
 }
 
+/// Set in [`Shared::live`] once the nursery has closed to new tasks.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
 struct State {
-    tasks: JoinSet<()>,
-    closed: bool,
+    /// Abort handles of the tasks, for dropping the nursery mid-flight. Finished tasks' handles
+    /// are pruned as the list grows, so it stays within twice the number of running tasks.
+    handles: Vec<AbortHandle>,
+    /// The nursery future, once its body is done and it waits for the tasks.
+    waker: Option<Waker>,
     errors: Vec<Error>,
     panic: Option<Box<dyn Any + Send>>,
 }
 
 impl Shared {
+    pub(crate) fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn spawn<F, D>(&self, child: Child<F, D>) -> Result<(), NurseryClosed>
+    /// Spawns a task running `future` in the nursery's node, or in `own_node` (for `start`);
+    /// `on_done` routes its outcome and gives the value its `JoinHandle` yields.
+    fn spawn<F, T, E, U, D>(
+        self: &Arc<Self>,
+        own_node: Option<Arc<Node>>,
+        future: F,
+        on_done: D,
+    ) -> Result<JoinHandle<Option<U>>, NurseryClosed>
     where
-        Child<F, D>: Future<Output = ()> + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<Error>,
+        U: Send + 'static,
+        D: FnOnce(Outcome<T>, &Shared) -> Option<U> + Send + 'static,
     {
-        let mut state = self.lock();
-        if state.closed {
-            return Err(NurseryClosed);
+        let mut live = self.live.load(Ordering::Relaxed);
+        loop {
+            if live & CLOSED != 0 {
+                return Err(NurseryClosed);
+            }
+            match self.live.compare_exchange_weak(
+                live,
+                live + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => live = now,
+            }
         }
-        if let (Some(instruments), Some(id)) = (&self.instruments, child.id) {
+        let id = self.instruments.as_ref().map(|instruments| {
+            let id = TaskId::next();
             instruments.task_spawned(id);
+            id
+        });
+        let (current, nursery) = match own_node {
+            None => (Current::Nursery(self.clone()), None),
+            Some(node) => (Current::Node(node), Some(self.clone())),
+        };
+        let child = Child {
+            future,
+            current: Some(current),
+            nursery,
+            on_done: Some(on_done),
+            id,
+        };
+        let join = if self.span.is_none() {
+            tokio::spawn(child)
+        } else {
+            let span = tracing::trace_span!(parent: &self.span, "task");
+            tokio::spawn(child.instrument(span))
+        };
+        let mut state = self.lock();
+        if state.handles.len() >= 64 && state.handles.len() >= 2 * (live & !CLOSED) {
+            state.handles.retain(|h| !h.is_finished());
         }
-        let span = tracing::trace_span!(parent: &self.span, "task");
-        state.tasks.spawn(child.instrument(span));
-        Ok(())
+        state.handles.push(join.abort_handle());
+        Ok(join)
     }
 
     fn record_error(&self, error: Error) {
         if error.is_cancelled() {
             // Not a failure: whether it is caught here or goes on outward is decided at the end.
-            self.saw_cancelled.store(true, Ordering::SeqCst);
+            self.saw_cancelled.store(true, Ordering::Relaxed);
             return;
         }
         self.lock().errors.push(error);
@@ -429,43 +482,49 @@ impl Shared {
         self.node.cancel();
     }
 
-    /// Reaps finished tasks; ready once the body is done and no task is left, at which point
-    /// the nursery closes to new tasks.
-    fn poll_tasks(&self, cx: &mut Context<'_>, body_done: bool) -> Poll<()> {
-        let mut state = self.lock();
-        loop {
-            match state.tasks.poll_join_next(cx) {
-                Poll::Ready(Some(Ok(()))) => {}
-                Poll::Ready(Some(Err(join_error))) => {
-                    if join_error.is_panic() {
-                        // Only a panic in a `Drop` of the task escapes `Child`'s catch.
-                        state.panic.get_or_insert(join_error.into_panic());
-                        drop(state);
-                        self.node.cancel();
-                        state = self.lock();
-                    } else {
-                        // Aborted by runtime shutdown.
-                        self.saw_cancelled.store(true, Ordering::SeqCst);
-                    }
-                }
-                Poll::Ready(None) => break,
-                Poll::Pending => return Poll::Pending,
+    fn task_done(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let waker = self.lock().waker.take();
+            if let Some(waker) = waker {
+                waker.wake();
             }
         }
-        if body_done {
-            state.closed = true;
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+    }
+
+    /// Once the body is done: ready when no task is left, at which point the nursery closes to
+    /// new tasks.
+    fn poll_close(&self, cx: &mut Context<'_>) -> Poll<()> {
+        {
+            let mut state = self.lock();
+            if !state
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                state.waker = Some(cx.waker().clone());
+            }
+        }
+        // After registering: a task that finishes now either sees our waker or we see zero.
+        match self
+            .live
+            .compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                self.lock().waker = None;
+                Poll::Ready(())
+            }
+            Err(_) => Poll::Pending,
         }
     }
 
     fn finish<R>(&self, body_value: Option<R>) -> Result<Option<R>, Error> {
         let (errors, panic) = {
             let mut state = self.lock();
+            state.handles = Vec::new();
             (std::mem::take(&mut state.errors), state.panic.take())
         };
-        let caught = self.saw_cancelled.load(Ordering::SeqCst) && self.node.try_catch();
+        let saw_cancelled = self.saw_cancelled.load(Ordering::Relaxed);
+        let caught = saw_cancelled && self.node.try_catch();
         self.node.detach();
         if let Some(payload) = panic {
             resume_unwind(payload);
@@ -473,7 +532,7 @@ impl Shared {
         if !errors.is_empty() {
             return Err(ErrorGroup::new(GROUP_MESSAGE, errors).into());
         }
-        if self.saw_cancelled.load(Ordering::SeqCst) && !caught {
+        if saw_cancelled && !caught {
             return Err(Error::cancelled());
         }
         Ok(body_value)
@@ -489,10 +548,9 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
             shared.node.cancel();
-            let mut state = shared.lock();
-            state.closed = true;
-            state.tasks.abort_all();
-            drop(state);
+            shared.live.fetch_or(CLOSED, Ordering::AcqRel);
+            let handles = std::mem::take(&mut shared.lock().handles);
+            handles.iter().for_each(AbortHandle::abort);
             shared.node.detach();
         }
     }
@@ -541,34 +599,67 @@ enum Outcome<T> {
 }
 
 pin_project_lite::pin_project! {
-    /// A nursery task: polls the user's future in the task's cancel node, catches its panic and
-    /// hands the outcome to `on_done`.
+    /// A nursery task: polls the user's future in the task's cancel node, catches its panic,
+    /// hands the outcome to `on_done`, and counts itself out of the nursery — also when it is
+    /// dropped unfinished (aborted), which counts as a cancellation.
     struct Child<F, D> {
         #[pin]
         future: F,
-        node: Arc<Node>,
+        // The nursery, or the task's own node for `start` tasks; moved into the thread-local
+        // while the task runs.
+        current: Option<Current>,
+        // The nursery, for `start` tasks whose `current` is their own node.
+        nursery: Option<Arc<Shared>>,
+        // Taken when the task finishes; still there if it is dropped unfinished.
         on_done: Option<D>,
         id: Option<TaskId>,
-        instruments: Option<Arc<Instruments>>,
+    }
+
+    impl<F, D> PinnedDrop for Child<F, D> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if this.on_done.is_some() {
+                if let Some(shared) = shared_of(this.current, this.nursery) {
+                    shared.saw_cancelled.store(true, Ordering::Relaxed);
+                    shared.task_done();
+                }
+            }
+        }
     }
 }
 
-impl<F, T, E, D> Future for Child<F, D>
+fn shared_of<'a>(
+    current: &'a Option<Current>,
+    nursery: &'a Option<Arc<Shared>>,
+) -> Option<&'a Arc<Shared>> {
+    match current {
+        Some(Current::Nursery(shared)) => Some(shared),
+        _ => nursery.as_ref(),
+    }
+}
+
+impl<F, T, E, U, D> Future for Child<F, D>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<Error>,
-    D: FnOnce(Outcome<T>),
+    D: FnOnce(Outcome<T>, &Shared) -> Option<U>,
 {
-    type Output = ();
+    type Output = Option<U>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<U>> {
         let this = self.project();
-        let entered = context::enter(this.node.clone());
-        let polled = match (this.instruments.as_ref(), *this.id) {
-            (Some(instruments), Some(id)) => instruments.step(id, cx, |cx| {
-                catch_unwind(AssertUnwindSafe(|| this.future.poll(cx)))
-            }),
-            _ => catch_unwind(AssertUnwindSafe(|| this.future.poll(cx))),
+        let instruments = match (shared_of(this.current, this.nursery), *this.id) {
+            (Some(shared), Some(id)) => shared.instruments.clone().map(|i| (i, id)),
+            _ => None,
+        };
+        let polled = {
+            let _entered = context::enter(this.current);
+            match &instruments {
+                Some((instruments, id)) => instruments.step(*id, cx, |cx| {
+                    catch_unwind(AssertUnwindSafe(|| this.future.poll(cx)))
+                }),
+                None => catch_unwind(AssertUnwindSafe(|| this.future.poll(cx))),
+            }
         };
         let outcome = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
@@ -576,13 +667,15 @@ where
             Ok(Poll::Ready(Err(error))) => Outcome::Failed(error.into()),
             Err(payload) => Outcome::Panicked(payload),
         };
-        drop(entered);
-        if let Some(on_done) = this.on_done.take() {
-            on_done(outcome);
-        }
-        if let (Some(instruments), Some(id)) = (this.instruments.as_ref(), *this.id) {
+        let shared = shared_of(this.current, this.nursery).expect("a task belongs to a nursery");
+        let value = this
+            .on_done
+            .take()
+            .and_then(|on_done| on_done(outcome, shared));
+        if let Some((instruments, id)) = instruments {
             instruments.task_exited(id);
         }
-        Poll::Ready(())
+        shared.task_done();
+        Poll::Ready(value)
     }
 }

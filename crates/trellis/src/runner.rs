@@ -93,12 +93,20 @@ impl std::fmt::Debug for Runner {
 impl Runner {
     /// A multi-thread runtime (one worker per core unless set).
     pub fn multi_thread() -> Self {
-        Runner { flavor: Flavor::MultiThread, worker_threads: None, instruments: Vec::new(), ctrl_c: true }
+        Runner {
+            flavor: Flavor::MultiThread,
+            worker_threads: None,
+            instruments: Vec::new(),
+            ctrl_c: true,
+        }
     }
 
     /// A current-thread runtime.
     pub fn current_thread() -> Self {
-        Runner { flavor: Flavor::CurrentThread, ..Runner::multi_thread() }
+        Runner {
+            flavor: Flavor::CurrentThread,
+            ..Runner::multi_thread()
+        }
     }
 
     /// The number of worker threads of a multi-thread runtime.
@@ -136,7 +144,10 @@ impl Runner {
         if let Some(threads) = self.worker_threads {
             builder.worker_threads(threads);
         }
-        let runtime = builder.enable_all().build().expect("failed to build the tokio runtime");
+        let runtime = builder
+            .enable_all()
+            .build()
+            .expect("failed to build the tokio runtime");
         let root = Node::new_root();
         if !self.instruments.is_empty() {
             root.set_instruments(Instruments::new(self.instruments));
@@ -155,7 +166,11 @@ impl Runner {
             Ok(_) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("Error: {error:?}");
-                if error.is_interrupted() { ExitCode::from(130) } else { ExitCode::FAILURE }
+                if error.is_interrupted() {
+                    ExitCode::from(130)
+                } else {
+                    ExitCode::FAILURE
+                }
             }
         }
     }
@@ -166,7 +181,7 @@ where
     F: Future<Output = Result<T, E>>,
     E: Into<Error>,
 {
-    let mut main = pin!(InNode { inner: main, node: root.clone() });
+    let mut main = pin!(InNode::new(main, root.clone()));
     let mut ctrl_c = handle_ctrl_c.then(|| Box::pin(tokio::signal::ctrl_c()));
     let mut interrupted = false;
     let outcome = poll_fn(|cx| {

@@ -19,7 +19,11 @@ enum Entry<T> {
 
 impl<T> Default for Slab<T> {
     fn default() -> Self {
-        Slab { entries: Vec::new(), next_free: 0, len: 0 }
+        Slab {
+            entries: Vec::new(),
+            next_free: 0,
+            len: 0,
+        }
     }
 }
 
@@ -37,6 +41,15 @@ impl<T> Slab<T> {
         }
         self.len += 1;
         key
+    }
+
+    /// The key the next `insert` will return.
+    pub(crate) fn vacant_key(&self) -> usize {
+        self.next_free
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 
     pub(crate) fn remove(&mut self, key: usize) -> Option<T> {
@@ -65,7 +78,6 @@ impl<T> Slab<T> {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -110,7 +110,10 @@ fn with_idle<R>(idle: Arc<Idle>, f: impl FnOnce() -> R) -> R {
 #[cfg(feature = "test-util")]
 pub fn run_test<F: Future>(test: F) -> F::Output {
     let (mut builder, idle) = builder(false, 1);
-    let runtime = builder.start_paused(true).build().expect("failed to build the test runtime");
+    let runtime = builder
+        .start_paused(true)
+        .build()
+        .expect("failed to build the test runtime");
     with_idle(idle, || runtime.block_on(test))
 }
 
@@ -202,7 +205,10 @@ struct SequencerState {
 impl std::fmt::Debug for Sequencer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        f.debug_struct("Sequencer").field("next", &state.next).field("broken", &state.broken).finish()
+        f.debug_struct("Sequencer")
+            .field("next", &state.next)
+            .field("broken", &state.broken)
+            .finish()
     }
 }
 
@@ -225,7 +231,10 @@ impl Sequencer {
     pub async fn at(&self, position: usize) -> Result<SequencerTurn, Error> {
         {
             let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-            assert!(state.claimed.insert(position), "sequence position {position} used twice");
+            assert!(
+                state.claimed.insert(position),
+                "sequence position {position} used twice"
+            );
         }
         loop {
             let mut notified = pin!(self.inner.notify.notified());
@@ -233,14 +242,22 @@ impl Sequencer {
             {
                 let state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
                 if state.broken {
-                    return Err(Error::msg("the sequencer is broken: a waiter was cancelled"));
+                    return Err(Error::msg(
+                        "the sequencer is broken: a waiter was cancelled",
+                    ));
                 }
                 if state.next == position {
-                    return Ok(SequencerTurn { inner: self.inner.clone() });
+                    return Ok(SequencerTurn {
+                        inner: self.inner.clone(),
+                    });
                 }
             }
             if let Err(cancelled) = cancellable(notified).await {
-                self.inner.state.lock().unwrap_or_else(|e| e.into_inner()).broken = true;
+                self.inner
+                    .state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .broken = true;
                 self.inner.notify.notify_waiters();
                 return Err(cancelled.into());
             }
@@ -262,7 +279,11 @@ impl std::fmt::Debug for SequencerInner {
 
 impl Drop for SequencerTurn {
     fn drop(&mut self) {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner()).next += 1;
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next += 1;
         self.inner.notify.notify_waiters();
     }
 }
@@ -280,8 +301,15 @@ impl Drop for SequencerTurn {
 ///
 /// When `future` finished without a checkpoint.
 pub async fn assert_checkpoints<F: Future>(future: F) -> F::Output {
-    let (output, count) = CountCheckpoints { inner: pin!(future), count: 0 }.await;
-    assert!(count > 0, "assert_checkpoints: the operation executed no checkpoint");
+    let (output, count) = CountCheckpoints {
+        inner: pin!(future),
+        count: 0,
+    }
+    .await;
+    assert!(
+        count > 0,
+        "assert_checkpoints: the operation executed no checkpoint"
+    );
     output
 }
 
@@ -291,8 +319,15 @@ pub async fn assert_checkpoints<F: Future>(future: F) -> F::Output {
 ///
 /// When `future` executed a checkpoint.
 pub async fn assert_no_checkpoints<F: Future>(future: F) -> F::Output {
-    let (output, count) = CountCheckpoints { inner: pin!(future), count: 0 }.await;
-    assert_eq!(count, 0, "assert_no_checkpoints: the operation executed {count} checkpoint(s)");
+    let (output, count) = CountCheckpoints {
+        inner: pin!(future),
+        count: 0,
+    }
+    .await;
+    assert_eq!(
+        count, 0,
+        "assert_no_checkpoints: the operation executed {count} checkpoint(s)"
+    );
     output
 }
 

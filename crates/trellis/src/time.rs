@@ -58,7 +58,11 @@ mod tests {
     #[test]
     fn round_trips_past_and_future() {
         let now = Instant::now();
-        for at in [now, now + Duration::from_secs(5), now - Duration::from_millis(3)] {
+        for at in [
+            now,
+            now + Duration::from_secs(5),
+            now - Duration::from_millis(3),
+        ] {
             assert_eq!(decode(encode(at)), at);
         }
         assert_eq!(decode_opt(encode_opt(None)), None);

@@ -105,12 +105,13 @@ async fn nested_scopes_outer_wins() {
     let (c2, c3) = (s2.clone(), s3.clone());
     let r = s1
         .run(s2.run(async move {
-            c3.clone().run(async move {
-                c3.cancel();
-                c2.cancel();
-                sleep_forever().await.map(|_| ())
-            })
-            .await
+            c3.clone()
+                .run(async move {
+                    c3.cancel();
+                    c2.cancel();
+                    sleep_forever().await.map(|_| ())
+                })
+                .await
         }))
         .await;
     assert_eq!(r, Ok(Some(None)));
@@ -149,7 +150,9 @@ async fn nested_scopes_shield_then_own_cancel() {
 async fn cancel_not_delivered_after_scope_left() {
     let scope = CancelScope::new();
     let s = scope.clone();
-    let r = scope.run(async move { Ok::<_, Cancelled>(s.cancel()) }).await;
+    let r = scope
+        .run(async move { Ok::<_, Cancelled>(s.cancel()) })
+        .await;
     assert_eq!(r, Ok(Some(())));
     checkpoint().await.unwrap();
     assert!(!scope.cancelled_caught());
@@ -359,7 +362,9 @@ fn very_deep_scope_nesting() {
 }
 
 async fn very_deep_scope_nesting_body() {
-    fn nest(depth: usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Cancelled>> + Send>> {
+    fn nest(
+        depth: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Cancelled>> + Send>> {
         Box::pin(async move {
             if depth == 0 {
                 return sleep_forever().await.map(|_| ());
@@ -438,8 +443,7 @@ async fn user_error_enum_is_caught() {
     }
     let scope = CancelScope::new();
     scope.cancel();
-    let r: Result<Option<()>, AppError> =
-        scope.run(async { Ok(checkpoint().await?) }).await;
+    let r: Result<Option<()>, AppError> = scope.run(async { Ok(checkpoint().await?) }).await;
     assert_eq!(r, Ok(None));
 }
 

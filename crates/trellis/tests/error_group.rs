@@ -25,7 +25,10 @@ fn leaf_texts(group: &ErrorGroup) -> Vec<String> {
 
 #[test]
 fn leaves_are_depth_first_in_order() {
-    assert_eq!(leaf_texts(&sample()), ["a", "key error: b", "c", "key error: d"]);
+    assert_eq!(
+        leaf_texts(&sample()),
+        ["a", "key error: b", "c", "key error: d"]
+    );
 }
 
 /// PEP 654: split by type keeps the nesting and messages on both sides.
@@ -74,14 +77,20 @@ fn subgroup_by_predicate() {
 fn into_single_unwraps_exactly_one_leaf() {
     let one = ErrorGroup::new(
         "outer",
-        vec![Error::from(ErrorGroup::new("inner", vec![Error::new(Boom("only"))]))],
+        vec![Error::from(ErrorGroup::new(
+            "inner",
+            vec![Error::new(Boom("only"))],
+        ))],
     );
     let leaf = one.into_single().unwrap();
     assert_eq!(leaf.downcast::<Boom>().unwrap(), Boom("only"));
     let many = sample();
     assert!(many.into_single().is_err());
     // On an `Error` that is not a group, `into_single` is the identity.
-    assert_eq!(Error::new(Boom("x")).into_single().unwrap().to_string(), "x");
+    assert_eq!(
+        Error::new(Boom("x")).into_single().unwrap().to_string(),
+        "x"
+    );
 }
 
 #[test]
@@ -111,7 +120,10 @@ fn multi_line_leaves_stay_aligned() {
         "g",
         vec![Error::msg("first line\nsecond line"), Error::msg("x")],
     );
-    assert_eq!(group.to_string(), "g (2 errors)\n├─ [1] first line\n│      second line\n└─ [2] x");
+    assert_eq!(
+        group.to_string(),
+        "g (2 errors)\n├─ [1] first line\n│      second line\n└─ [2] x"
+    );
 }
 
 #[test]
@@ -123,7 +135,10 @@ fn leaf_source_chains_are_shown() {
         "g",
         vec![Error::new(Outer(std::io::Error::other("connection reset")))],
     );
-    assert_eq!(group.to_string(), "g (1 error)\n└─ [1] request failed: connection reset");
+    assert_eq!(
+        group.to_string(),
+        "g (1 error)\n└─ [1] request failed: connection reset"
+    );
 }
 
 fn assert_std_error<E: std::error::Error + Send + Sync + 'static>() {}
@@ -136,7 +151,10 @@ fn group_is_a_std_error_and_works_with_anyhow() {
         Ok(())
     }
     let err = fails().unwrap_err();
-    assert_eq!(err.downcast_ref::<ErrorGroup>().unwrap().leaves().count(), 4);
+    assert_eq!(
+        err.downcast_ref::<ErrorGroup>().unwrap().leaves().count(),
+        4
+    );
     // With the `anyhow` feature, `?` turns trellis::Error into anyhow::Error, keeping the group.
     fn nursery_like() -> Result<(), Error> {
         Err(sample().into())
@@ -146,7 +164,10 @@ fn group_is_a_std_error_and_works_with_anyhow() {
         Ok(())
     }
     let err = caller().unwrap_err();
-    assert_eq!(err.downcast_ref::<ErrorGroup>().unwrap().leaves().count(), 4);
+    assert_eq!(
+        err.downcast_ref::<ErrorGroup>().unwrap().leaves().count(),
+        4
+    );
     // Without the feature, any error library takes the boxed form.
     let err = anyhow::Error::from_boxed(Error::from(sample()).into_std());
     assert!(err.to_string().starts_with("outer (3 errors)"));
@@ -184,5 +205,8 @@ fn error_debug_shows_causes() {
 #[test]
 fn sizes_stay_small() {
     // `Result<(), Error>` is what every checkpointed task returns: two words.
-    assert_eq!(std::mem::size_of::<Error>(), 2 * std::mem::size_of::<usize>());
+    assert_eq!(
+        std::mem::size_of::<Error>(),
+        2 * std::mem::size_of::<usize>()
+    );
 }

@@ -13,7 +13,12 @@ use trellis::{
 };
 
 fn leaves(error: &Error) -> Vec<String> {
-    error.as_group().expect("a nursery fails with a group").leaves().map(|e| e.to_string()).collect()
+    error
+        .as_group()
+        .expect("a nursery fails with a group")
+        .leaves()
+        .map(|e| e.to_string())
+        .collect()
 }
 
 /// Trio: test_nursery_main_block_error_basic — even one error comes as a group (strict).
@@ -21,7 +26,10 @@ async fn body_error_is_a_group() {
     let r = open_nursery(|_n| async { Err::<(), _>(Boom("whoops")) }).await;
     let error = r.unwrap_err();
     assert_eq!(leaves(&error), ["whoops"]);
-    assert_eq!(error.into_single().unwrap().downcast::<Boom>().unwrap(), Boom("whoops"));
+    assert_eq!(
+        error.into_single().unwrap().downcast::<Boom>().unwrap(),
+        Boom("whoops")
+    );
 }
 
 /// Trio: test_child_crash_basic
@@ -247,7 +255,9 @@ async fn start_returns_started_value() {
 /// Trio: test_nursery_start — a crash before `started` comes out of `start`, not the nursery.
 async fn start_error_before_started() {
     open_nursery(|n| async move {
-        let r = n.start(|_status: trellis::TaskStatus<()>| async { Err::<(), _>(KeyError("oops")) }).await;
+        let r = n
+            .start(|_status: trellis::TaskStatus<()>| async { Err::<(), _>(KeyError("oops")) })
+            .await;
         assert!(r.unwrap_err().is::<KeyError>());
         Ok::<_, Error>(())
     })
@@ -258,7 +268,9 @@ async fn start_error_before_started() {
 /// Trio: test_nursery_start — returning without `started` is an error from `start`.
 async fn start_without_started() {
     open_nursery(|n| async move {
-        let r = n.start(|_status: trellis::TaskStatus<()>| async { Ok::<_, Error>(()) }).await;
+        let r = n
+            .start(|_status: trellis::TaskStatus<()>| async { Ok::<_, Error>(()) })
+            .await;
         assert!(r.unwrap_err().is::<NotStarted>());
         Ok::<_, Error>(())
     })
@@ -465,7 +477,11 @@ async fn dropped_nursery_aborts_tasks() {
         }
     }
     wait_all_tasks_blocked().await.unwrap();
-    assert_eq!(alive.load(Ordering::SeqCst), 0, "a task outlived its dropped nursery");
+    assert_eq!(
+        alive.load(Ordering::SeqCst),
+        0,
+        "a task outlived its dropped nursery"
+    );
 }
 
 /// Return values of children are collected (python-trio/trio#2633).
@@ -484,7 +500,10 @@ async fn child_values_are_collected() {
     .await
     .unwrap()
     .unwrap();
-    let values: Vec<u64> = handles.into_iter().map(|h| h.into_value().unwrap()).collect();
+    let values: Vec<u64> = handles
+        .into_iter()
+        .map(|h| h.into_value().unwrap())
+        .collect();
     assert_eq!(values, (0..10).map(|i| i * i).collect::<Vec<_>>());
 }
 

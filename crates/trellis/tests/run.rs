@@ -11,7 +11,10 @@ use trellis::{CancelScope, Error, Runner, open_nursery, sleep_forever};
 
 #[test]
 fn run_returns_main_value_on_both_flavours() {
-    for runner in [Runner::current_thread(), Runner::multi_thread().worker_threads(2)] {
+    for runner in [
+        Runner::current_thread(),
+        Runner::multi_thread().worker_threads(2),
+    ] {
         let v = runner
             .handle_ctrl_c(false)
             .run(async {
@@ -37,14 +40,25 @@ fn run_returns_group_of_failures() {
         })
         .await
     });
-    assert_eq!(r.unwrap_err().as_group().unwrap().leaves().next().unwrap().to_string(), "broken");
+    assert_eq!(
+        r.unwrap_err()
+            .as_group()
+            .unwrap()
+            .leaves()
+            .next()
+            .unwrap()
+            .to_string(),
+        "broken"
+    );
 }
 
 /// The role the Ctrl-C tests play in a child process: a program with a task blocked forever
 /// and cleanup that needs to await. `TRELLIS_TEST_ROLE` picks the role.
 #[test]
 fn ctrl_c_child_role() {
-    let Ok(role) = std::env::var("TRELLIS_TEST_ROLE") else { return };
+    let Ok(role) = std::env::var("TRELLIS_TEST_ROLE") else {
+        return;
+    };
     let code = trellis::main(async move {
         open_nursery(|n| async move {
             n.start_soon(async move {
@@ -67,7 +81,13 @@ fn ctrl_c_child_role() {
         })
         .await
     });
-    let status = if code == ExitCode::from(130) { 130 } else if code == ExitCode::SUCCESS { 0 } else { 1 };
+    let status = if code == ExitCode::from(130) {
+        130
+    } else if code == ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    };
     std::process::exit(status);
 }
 
@@ -79,7 +99,12 @@ struct Child {
 
 fn spawn_child(role: &str) -> Child {
     let mut process = Command::new(std::env::current_exe().unwrap())
-        .args(["ctrl_c_child_role", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "ctrl_c_child_role",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("TRELLIS_TEST_ROLE", role)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -97,7 +122,11 @@ fn spawn_child(role: &str) -> Child {
             let _ = Command::new("kill").args(["-KILL", &pid]).status();
         }
     });
-    Child { process, stdout, reaped }
+    Child {
+        process,
+        stdout,
+        reaped,
+    }
 }
 
 impl Child {
@@ -105,7 +134,10 @@ impl Child {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "child exited before {wanted:?}");
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "child exited before {wanted:?}"
+            );
             // libtest prints "test <name> ... " without a newline before the child's output.
             if line.trim_end().ends_with(wanted) {
                 return;
@@ -213,9 +245,15 @@ fn instruments_hear_every_task() {
         .unwrap();
     assert_eq!(counts.spawned.load(Ordering::SeqCst), 6);
     assert_eq!(counts.exited.load(Ordering::SeqCst), 6);
-    let (before, after) = (counts.before.load(Ordering::SeqCst), counts.after.load(Ordering::SeqCst));
+    let (before, after) = (
+        counts.before.load(Ordering::SeqCst),
+        counts.after.load(Ordering::SeqCst),
+    );
     assert_eq!(before, after);
-    assert!(before >= 12, "each task steps at least twice around its checkpoint: {before}");
+    assert!(
+        before >= 12,
+        "each task steps at least twice around its checkpoint: {before}"
+    );
     assert!(counts.scheduled.load(Ordering::SeqCst) >= 6);
 }
 
@@ -236,7 +274,10 @@ fn task_spans_nest_under_nursery_spans() {
         ) {
             let span = ctx.span(id).unwrap();
             let parent = span.parent().map(|p| p.name().to_owned());
-            self.0.lock().unwrap().push((span.name().to_owned(), parent));
+            self.0
+                .lock()
+                .unwrap()
+                .push((span.name().to_owned(), parent));
         }
     }
 

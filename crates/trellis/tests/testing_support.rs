@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use trellis::testing::{Sequencer, assert_checkpoints, assert_no_checkpoints, wait_all_tasks_blocked};
+use trellis::testing::{
+    Sequencer, assert_checkpoints, assert_no_checkpoints, wait_all_tasks_blocked,
+};
 use trellis::{Cancelled, Error, checkpoint, checkpoint_if_cancelled, open_nursery, sleep};
 
 type Record = Arc<Mutex<Vec<String>>>;
@@ -40,7 +42,10 @@ async fn waits_for_busy_tasks() {
     })
     .await
     .unwrap();
-    assert_eq!(*record.lock().unwrap(), ["busy bee exhausted", "quiet at last!", "quiet at last!"]);
+    assert_eq!(
+        *record.lock().unwrap(),
+        ["busy bee exhausted", "quiet at last!", "quiet at last!"]
+    );
 }
 
 /// Trio: test_wait_all_tasks_blocked (cancellation part)
@@ -77,7 +82,11 @@ async fn wait_all_tasks_blocked_before_clock_jumps() {
         })?;
         wait_all_tasks_blocked().await?;
         assert_eq!(*rec.lock().unwrap(), ["tt start"]);
-        assert_eq!(t0.elapsed(), Duration::ZERO, "the clock jumped before we were told");
+        assert_eq!(
+            t0.elapsed(),
+            Duration::ZERO,
+            "the clock jumped before we were told"
+        );
         sleep(Duration::from_secs(10)).await?;
         wait_all_tasks_blocked().await?;
         assert_eq!(*rec.lock().unwrap(), ["tt start", "tt finished"]);
@@ -109,7 +118,10 @@ async fn sequencer_orders_blocks() {
     })
     .await
     .unwrap();
-    assert_eq!(*record.lock().unwrap(), ["f2 0", "f1 1", "f2 2", "f1 3", "f1 4"]);
+    assert_eq!(
+        *record.lock().unwrap(),
+        ["f2 0", "f1 1", "f2 2", "f1 3", "f1 4"]
+    );
 }
 
 /// Trio: test_Sequencer — a position cannot be used twice.
@@ -152,7 +164,10 @@ async fn sequencer_cancel_breaks_it() {
     got.sort();
     // Both waiters were blocked; both are cancelled (the second may see the break first).
     assert_eq!(got.len(), 2);
-    assert!(got.iter().all(|s| s.ends_with("cancelled") || s.ends_with("broken")));
+    assert!(
+        got.iter()
+            .all(|s| s.ends_with("cancelled") || s.ends_with("broken"))
+    );
     let err = seq.at(0).await.unwrap_err();
     assert!(err.to_string().contains("broken"));
 }

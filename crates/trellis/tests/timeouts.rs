@@ -114,17 +114,26 @@ async fn fail_after_fails_even_if_shielded() {
 /// Trio: test_fail
 async fn fail_at_and_fail_after() {
     let t0 = Instant::now();
-    let r = fail_at(Instant::now() + SEC, async { Ok::<_, Error>(sleep(100 * SEC).await?) }).await;
+    let r = fail_at(Instant::now() + SEC, async {
+        Ok::<_, Error>(sleep(100 * SEC).await?)
+    })
+    .await;
     assert!(r.unwrap_err().is::<TooSlow>());
     assert_took(t0, SEC);
-    fail_at(Instant::now() + 100 * SEC, async { Ok::<_, Error>(sleep(Duration::ZERO).await?) })
-        .await
-        .unwrap();
+    fail_at(Instant::now() + 100 * SEC, async {
+        Ok::<_, Error>(sleep(Duration::ZERO).await?)
+    })
+    .await
+    .unwrap();
     let t0 = Instant::now();
     let r = fail_after(SEC, async { Ok::<_, Error>(sleep(100 * SEC).await?) }).await;
     assert!(r.unwrap_err().is::<TooSlow>());
     assert_took(t0, SEC);
-    fail_after(100 * SEC, async { Ok::<_, Error>(sleep(Duration::ZERO).await?) }).await.unwrap();
+    fail_after(100 * SEC, async {
+        Ok::<_, Error>(sleep(Duration::ZERO).await?)
+    })
+    .await
+    .unwrap();
 }
 
 /// Trio: test_timeout_deadline_on_entry — a relative timeout starts counting at entry.

@@ -91,7 +91,11 @@ pub fn current_effective_deadline() -> Option<Instant> {
 pub fn cancellable<F: Future>(future: F) -> Cancellable<F> {
     Cancellable {
         inner: future,
-        registration: Registration { node: None, key: None, started: false },
+        registration: Registration {
+            node: None,
+            key: None,
+            started: false,
+        },
         last_waker: None,
         timer: None,
     }
@@ -151,7 +155,11 @@ impl<F: Future> Future for Cancellable<F> {
         if let Poll::Ready(output) = this.inner.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        if !this.last_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !this
+            .last_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             node.register(&mut reg.key, cx.waker());
             *this.last_waker = Some(cx.waker().clone());
         }

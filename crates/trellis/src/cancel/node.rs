@@ -55,8 +55,14 @@ struct ParentLink {
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
-            .field("effectively_cancelled", &self.effectively_cancelled.load(SeqCst))
-            .field("effective_deadline", &time::decode_opt(self.effective_deadline.load(SeqCst)))
+            .field(
+                "effectively_cancelled",
+                &self.effectively_cancelled.load(SeqCst),
+            )
+            .field(
+                "effective_deadline",
+                &time::decode_opt(self.effective_deadline.load(SeqCst)),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -136,7 +142,10 @@ impl Node {
         let old = {
             let mut parent_state = parent.lock();
             let key = parent_state.children.insert(Arc::downgrade(self));
-            let link = ParentLink { node: parent.clone(), key };
+            let link = ParentLink {
+                node: parent.clone(),
+                key,
+            };
             self.lock().parent.replace(link)
         };
         if let Some(old) = old {
@@ -228,7 +237,11 @@ impl Node {
             let (expired, shield, parent) = {
                 let state = node.lock();
                 let expired = state.deadline <= now && !state.cancel_called;
-                (expired, state.shield, state.parent.as_ref().map(|p| p.node.clone()))
+                (
+                    expired,
+                    state.shield,
+                    state.parent.as_ref().map(|p| p.node.clone()),
+                )
             };
             if expired {
                 node.cancel();

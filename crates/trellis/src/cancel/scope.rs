@@ -65,7 +65,9 @@ impl Default for CancelScope {
 impl CancelScope {
     /// A scope with no deadline and no shield.
     pub fn new() -> Self {
-        CancelScope { node: Node::new_root() }
+        CancelScope {
+            node: Node::new_root(),
+        }
     }
 
     /// A scope cancelled at `deadline`.
@@ -169,12 +171,15 @@ impl CancelScope {
         F: Future<Output = Result<T, E>>,
         E: IsCancelled,
     {
-        assert!(self.node.mark_entered(), "a CancelScope can be entered only once");
+        assert!(
+            self.node.mark_entered(),
+            "a CancelScope can be entered only once"
+        );
         if let Some(parent) = context::current() {
             self.node.attach(&parent);
         }
         let leave = Leave(&self.node);
-        let outcome = InNode { inner: future, node: self.node.clone() }.await;
+        let outcome = InNode::new(future, self.node.clone()).await;
         let result = match outcome {
             Ok(value) => Ok(Some(value)),
             Err(e) if e.is_cancelled() && self.node.try_catch() => Ok(None),

@@ -1,0 +1,52 @@
+//! The Python anchors in `../shared/anchors` (Trio), run as child processes.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The anchors folder: `$TRELLIS_ANCHORS_DIR`, or `shared/anchors` beside the checkout.
+fn anchors_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TRELLIS_ANCHORS_DIR") {
+        return dir.into();
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/anchors")
+}
+
+/// The Trio venv's interpreter: `$ANCHORS_VENV/bin/python`, default `target/anchors/trio` under
+/// the workspace (where `../shared/anchors/setup.sh` puts it when run from the checkout).
+fn python() -> PathBuf {
+    let venv = std::env::var_os("ANCHORS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/anchors/trio")
+        });
+    venv.join("bin/python")
+}
+
+/// Runs `trio/<script> <args>` and returns the number under `field` in its JSON line.
+pub(crate) fn trio(script: &str, args: &[&str], field: &str) -> Result<f64, String> {
+    let python = python();
+    if !python.exists() {
+        return Err(format!(
+            "no Trio venv at {}: run ../shared/anchors/setup.sh from the checkout first",
+            python.display()
+        ));
+    }
+    let path = anchors_dir().join("trio").join(script);
+    let output = Command::new(&python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{script} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let line = String::from_utf8_lossy(&output.stdout);
+    let value: serde_json::Value =
+        serde_json::from_str(line.trim()).map_err(|e| format!("{script} printed {line:?}: {e}"))?;
+    value[field]
+        .as_f64()
+        .ok_or_else(|| format!("{script} printed no {field:?}: {line}"))
+}
