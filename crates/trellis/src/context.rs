@@ -42,24 +42,43 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
     CURRENT.with(|c| f(c.borrow().as_ref().map(Current::node)))
 }
 
-/// Moves `slot` into the thread-local for as long as the guard lives, then moves it back: no
-/// reference counting per poll.
-pub(crate) fn enter(slot: &mut Option<Current>) -> Entered<'_> {
-    let prev = CURRENT.with(|c| c.replace(slot.take()));
+/// Something that holds what a future runs in, and lends it to the thread-local while the future
+/// is polled.
+pub(crate) trait Slot {
+    fn take(&mut self) -> Current;
+    fn restore(&mut self, current: Current);
+}
+
+impl Slot for Option<Current> {
+    fn take(&mut self) -> Current {
+        Option::take(self).expect("a slot is entered once at a time")
+    }
+
+    fn restore(&mut self, current: Current) {
+        *self = Some(current);
+    }
+}
+
+/// Moves the slot's value into the thread-local for as long as the guard lives, then moves it
+/// back: no reference counting per poll.
+pub(crate) fn enter<S: Slot>(slot: &mut S) -> Entered<'_, S> {
+    let prev = CURRENT.with(|c| c.replace(Some(slot.take())));
     Entered { slot, prev }
 }
 
 /// Puts the entered value back into its slot, and the previous one into the thread-local, when
 /// dropped (also during unwinding).
-pub(crate) struct Entered<'a> {
-    slot: &'a mut Option<Current>,
+pub(crate) struct Entered<'a, S: Slot> {
+    slot: &'a mut S,
     prev: Option<Current>,
 }
 
-impl Drop for Entered<'_> {
+impl<S: Slot> Drop for Entered<'_, S> {
     fn drop(&mut self) {
         let prev = self.prev.take();
-        *self.slot = CURRENT.with(|c| c.replace(prev));
+        if let Some(current) = CURRENT.with(|c| c.replace(prev)) {
+            self.slot.restore(current);
+        }
     }
 }
 

@@ -33,25 +33,24 @@
 //! assert_eq!(counter.0.load(Ordering::Relaxed), 2);
 //! ```
 
-use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Wake, Waker};
 
-/// Identifies a nursery task to instruments. Unique within the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(NonZeroU64);
+/// Identifies a nursery task to instruments: its tokio task id, so it matches what tokio's own
+/// tooling (tokio-console, `tokio::task::id()`) shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskId(tokio::task::Id);
+
+impl From<tokio::task::Id> for TaskId {
+    fn from(id: tokio::task::Id) -> Self {
+        TaskId(id)
+    }
+}
 
 impl TaskId {
-    pub(crate) fn next() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        TaskId(NonZeroU64::new(id).expect("64-bit task ids do not wrap"))
-    }
-
-    /// The number behind the id.
-    pub fn as_u64(self) -> u64 {
-        self.0.get()
+    /// The tokio task id.
+    pub fn tokio_id(self) -> tokio::task::Id {
+        self.0
     }
 }
 

@@ -52,7 +52,7 @@ pub mod testing;
 mod time;
 
 pub use cancel::{
-    CancelScope, Cancellable, cancellable, checkpoint, checkpoint_if_cancelled,
+    CancelScope, Cancellable, Checkpoint, cancellable, checkpoint, checkpoint_if_cancelled,
     current_effective_deadline, fail_after, fail_at, move_on_after, move_on_at, sleep,
     sleep_forever, sleep_until,
 };

@@ -38,7 +38,7 @@ use tracing::Instrument as _;
 
 use crate::cancel::node::Node;
 use crate::cancel::{CancelScope, cancellable};
-use crate::context::{self, Current, InNode};
+use crate::context::{self, Current, InNode, Slot};
 use crate::error::{Cancelled, Error, NotStarted, NurseryClosed};
 use crate::group::ErrorGroup;
 use crate::instrument::{Instruments, TaskId};
@@ -437,27 +437,22 @@ impl Shared {
                 Err(now) => live = now,
             }
         }
-        let id = self.instruments.as_ref().map(|instruments| {
-            let id = TaskId::next();
-            instruments.task_spawned(id);
-            id
-        });
-        let (current, nursery) = match own_node {
-            None => (Current::Nursery(self.clone()), None),
-            Some(node) => (Current::Node(node), Some(self.clone())),
-        };
-        let child = Child {
-            future,
-            current: Some(current),
-            nursery,
-            on_done: Some(on_done),
-            id,
-        };
-        let join = if self.span.is_none() {
-            tokio::spawn(child)
-        } else {
-            let span = tracing::trace_span!(parent: &self.span, "task");
-            tokio::spawn(child.instrument(span))
+        let join = match own_node {
+            None => self.spawn_child(Child {
+                future,
+                scope: NurseryScope(Some(self.clone())),
+                on_done: Some(on_done),
+                polled: false,
+            }),
+            Some(node) => self.spawn_child(Child {
+                future,
+                scope: OwnScope {
+                    node: Some(node),
+                    nursery: self.clone(),
+                },
+                on_done: Some(on_done),
+                polled: false,
+            }),
         };
         let mut state = self.lock();
         if state.handles.len() >= 64 && state.handles.len() >= 2 * (live & !CLOSED) {
@@ -465,6 +460,18 @@ impl Shared {
         }
         state.handles.push(join.abort_handle());
         Ok(join)
+    }
+
+    fn spawn_child<C>(&self, child: C) -> JoinHandle<C::Output>
+    where
+        C: Future + Send + 'static,
+        C::Output: Send + 'static,
+    {
+        if self.span.is_none() {
+            tokio::spawn(child)
+        } else {
+            tokio::spawn(child.instrument(tracing::trace_span!(parent: &self.span, "task")))
+        }
     }
 
     fn record_error(&self, error: Error) {
@@ -598,66 +605,108 @@ enum Outcome<T> {
     Panicked(Box<dyn Any + Send>),
 }
 
+/// Where a task runs and which nursery it belongs to.
+trait TaskScope: Slot {
+    /// The nursery; only while the task is not being polled.
+    fn nursery(&self) -> &Arc<Shared>;
+}
+
+/// A `start_soon` task: it runs in the nursery's node. One reference serves both roles.
+struct NurseryScope(Option<Arc<Shared>>);
+
+impl Slot for NurseryScope {
+    fn take(&mut self) -> Current {
+        Current::Nursery(self.0.take().expect("entered once at a time"))
+    }
+
+    fn restore(&mut self, current: Current) {
+        if let Current::Nursery(shared) = current {
+            self.0 = Some(shared);
+        }
+    }
+}
+
+impl TaskScope for NurseryScope {
+    fn nursery(&self) -> &Arc<Shared> {
+        self.0.as_ref().expect("not entered")
+    }
+}
+
+/// A `start` task: it runs in a node of its own, which `started` moves into the nursery.
+struct OwnScope {
+    node: Option<Arc<Node>>,
+    nursery: Arc<Shared>,
+}
+
+impl Slot for OwnScope {
+    fn take(&mut self) -> Current {
+        Current::Node(self.node.take().expect("entered once at a time"))
+    }
+
+    fn restore(&mut self, current: Current) {
+        if let Current::Node(node) = current {
+            self.node = Some(node);
+        }
+    }
+}
+
+impl TaskScope for OwnScope {
+    fn nursery(&self) -> &Arc<Shared> {
+        &self.nursery
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A nursery task: polls the user's future in the task's cancel node, catches its panic,
     /// hands the outcome to `on_done`, and counts itself out of the nursery — also when it is
-    /// dropped unfinished (aborted), which counts as a cancellation.
-    struct Child<F, D> {
+    /// dropped unfinished (aborted), which counts as a cancellation. Kept small: it is most of
+    /// what a task costs in memory.
+    struct Child<F, S: TaskScope, D> {
         #[pin]
         future: F,
-        // The nursery, or the task's own node for `start` tasks; moved into the thread-local
-        // while the task runs.
-        current: Option<Current>,
-        // The nursery, for `start` tasks whose `current` is their own node.
-        nursery: Option<Arc<Shared>>,
+        scope: S,
         // Taken when the task finishes; still there if it is dropped unfinished.
         on_done: Option<D>,
-        id: Option<TaskId>,
+        polled: bool,
     }
 
-    impl<F, D> PinnedDrop for Child<F, D> {
+    impl<F, S: TaskScope, D> PinnedDrop for Child<F, S, D> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if this.on_done.is_some() {
-                if let Some(shared) = shared_of(this.current, this.nursery) {
-                    shared.saw_cancelled.store(true, Ordering::Relaxed);
-                    shared.task_done();
-                }
+                let shared = this.scope.nursery();
+                shared.saw_cancelled.store(true, Ordering::Relaxed);
+                shared.task_done();
             }
         }
     }
 }
 
-fn shared_of<'a>(
-    current: &'a Option<Current>,
-    nursery: &'a Option<Arc<Shared>>,
-) -> Option<&'a Arc<Shared>> {
-    match current {
-        Some(Current::Nursery(shared)) => Some(shared),
-        _ => nursery.as_ref(),
-    }
-}
-
-impl<F, T, E, U, D> Future for Child<F, D>
+impl<F, T, E, U, S, D> Future for Child<F, S, D>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<Error>,
+    S: TaskScope,
     D: FnOnce(Outcome<T>, &Shared) -> Option<U>,
 {
     type Output = Option<U>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<U>> {
         let this = self.project();
-        let instruments = match (shared_of(this.current, this.nursery), *this.id) {
-            (Some(shared), Some(id)) => shared.instruments.clone().map(|i| (i, id)),
-            _ => None,
-        };
+        let instruments = this.scope.nursery().instruments.clone();
         let polled = {
-            let _entered = context::enter(this.current);
+            let _entered = context::enter(this.scope);
             match &instruments {
-                Some((instruments, id)) => instruments.step(*id, cx, |cx| {
-                    catch_unwind(AssertUnwindSafe(|| this.future.poll(cx)))
-                }),
+                Some(instruments) => {
+                    let id = TaskId::from(tokio::task::id());
+                    if !std::mem::replace(this.polled, true) {
+                        // Reported from inside the task, so it comes before its first step.
+                        instruments.task_spawned(id);
+                    }
+                    instruments.step(id, cx, |cx| {
+                        catch_unwind(AssertUnwindSafe(|| this.future.poll(cx)))
+                    })
+                }
                 None => catch_unwind(AssertUnwindSafe(|| this.future.poll(cx))),
             }
         };
@@ -667,13 +716,13 @@ where
             Ok(Poll::Ready(Err(error))) => Outcome::Failed(error.into()),
             Err(payload) => Outcome::Panicked(payload),
         };
-        let shared = shared_of(this.current, this.nursery).expect("a task belongs to a nursery");
+        let shared = this.scope.nursery();
         let value = this
             .on_done
             .take()
             .and_then(|on_done| on_done(outcome, shared));
-        if let Some((instruments, id)) = instruments {
-            instruments.task_exited(id);
+        if let Some(instruments) = instruments {
+            instruments.task_exited(TaskId::from(tokio::task::id()));
         }
         shared.task_done();
         Poll::Ready(value)

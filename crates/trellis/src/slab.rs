@@ -43,15 +43,6 @@ impl<T> Slab<T> {
         key
     }
 
-    /// The key the next `insert` will return.
-    pub(crate) fn vacant_key(&self) -> usize {
-        self.next_free
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
     pub(crate) fn remove(&mut self, key: usize) -> Option<T> {
         let entry = self.entries.get_mut(key)?;
         if matches!(entry, Entry::Vacant(_)) {
@@ -78,6 +69,7 @@ impl<T> Slab<T> {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }

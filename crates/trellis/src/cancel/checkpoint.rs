@@ -50,10 +50,32 @@ pub fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
 /// # assert_eq!(total, 49_995_000);
 /// # Ok(()) }
 /// ```
-pub async fn checkpoint() -> Result<(), Cancelled> {
-    tokio::task::yield_now().await;
-    context::count_checkpoint();
-    checkpoint_if_cancelled()
+pub fn checkpoint() -> Checkpoint {
+    Checkpoint { yielded: false }
+}
+
+/// The future of [`checkpoint`]: one byte, so that a task that is only a checkpoint costs no
+/// more than tokio's smallest task.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless you .await or poll them"]
+pub struct Checkpoint {
+    yielded: bool,
+}
+
+impl Future for Checkpoint {
+    type Output = Result<(), Cancelled>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.yielded {
+            // A task that wakes itself while running goes to the back of the run queue: tokio
+            // treats it as a yield (never the LIFO slot), which is Trio's schedule point.
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        context::count_checkpoint();
+        Poll::Ready(checkpoint_if_cancelled())
+    }
 }
 
 /// The deadline that applies to the calling code: the earliest deadline of the scopes around it

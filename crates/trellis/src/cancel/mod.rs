@@ -17,8 +17,8 @@ mod scope;
 mod timeouts;
 
 pub use checkpoint::{
-    Cancellable, cancellable, checkpoint, checkpoint_if_cancelled, current_effective_deadline,
-    sleep, sleep_forever, sleep_until,
+    Cancellable, Checkpoint, cancellable, checkpoint, checkpoint_if_cancelled,
+    current_effective_deadline, sleep, sleep_forever, sleep_until,
 };
 pub use scope::CancelScope;
 pub use timeouts::{fail_after, fail_at, move_on_after, move_on_at};
