@@ -1,37 +1,39 @@
 //! Error groups: every failure of a nursery, as a tree (PEP 654's `ExceptionGroup`, in Rust).
-//!
-//! A group has a message and one or more errors; each is a leaf or a nested group. A nursery
-//! whose tasks failed returns a group holding one entry per failed task, and a task that ran a
-//! nursery of its own contributes that nursery's group as a nested entry, so the tree mirrors the
-//! task tree.
-//!
-//! # Splitting
-//!
-//! [`split`](ErrorGroup::split) and [`subgroup`](ErrorGroup::subgroup) pick errors by type (or by
-//! a predicate, [`split_by`](ErrorGroup::split_by)) and keep the tree's shape and messages: a
-//! nested group that is left with no entries disappears, so neither side is ever an empty group.
-//! As in PEP 654, the predicate sees nested groups too, and a group that matches goes to the
-//! matching side whole.
-//!
-//! # Display
-//!
-//! `Display` (and `Debug`) draw the tree:
-//!
-//! ```text
-//! nursery failed (2 errors)
-//! ├─ [1] connection refused
-//! └─ [2] retry loop failed (2 errors)
-//!    ├─ [2.1] timed out
-//!    └─ [2.2] bad header
-//!              second line of the message
-//! ```
 
 use std::error::Error as StdError;
 use std::fmt;
 
 use crate::error::Error;
 
-/// A non-empty tree of errors with a message. See the [module docs](self).
+/// A non-empty tree of errors with a message.
+///
+/// A group has a message and one or more errors; each is a leaf or a nested group. A nursery
+/// whose tasks failed returns a group holding one entry per failed task, and a task that ran a
+/// nursery of its own contributes that nursery's group as a nested entry, so the tree mirrors the
+/// task tree.
+///
+/// # Splitting
+///
+/// [`split`](ErrorGroup::split) and [`subgroup`](ErrorGroup::subgroup) pick errors by type (or by
+/// a predicate, [`split_by`](ErrorGroup::split_by)) and keep the tree's shape and messages: a
+/// nested group that is left with no entries disappears, so neither side is ever an empty group.
+/// As in PEP 654, the predicate sees nested groups too, and a group that matches goes to the
+/// matching side whole.
+///
+/// # Display
+///
+/// `Display` (and `Debug`) draw the tree:
+///
+/// ```text
+/// nursery failed (2 errors)
+/// ├─ [1] connection refused
+/// └─ [2] retry loop failed (2 errors)
+///    ├─ [2.1] timed out
+///    └─ [2.2] bad header
+///              second line of the message
+/// ```
+///
+/// # Examples
 ///
 /// ```
 /// use trellis::{Error, ErrorGroup};

@@ -10,21 +10,16 @@
 //! to `[dev-dependencies]`).
 //!
 //! ```
-//! # #[cfg(feature = "test-util")] {
 //! use std::time::Duration;
 //!
-//! #[test]
-//! # fn dummy() {}
-//! fn timeout_fires() {
-//!     trellis::testing::run_test(async {
-//!         let start = tokio::time::Instant::now();
-//!         let r = trellis::move_on_after(Duration::from_secs(3600), trellis::sleep_forever()).await;
-//!         assert_eq!(r, Ok(None));
-//!         assert_eq!(start.elapsed(), Duration::from_secs(3600)); // virtual time
-//!     });
-//! }
-//! # timeout_fires();
-//! # }
+//! // In a test: `#[test] fn timeout_fires() { trellis::testing::run_test(async { ... }) }`
+//! # #[cfg(feature = "test-util")]
+//! trellis::testing::run_test(async {
+//!     let start = tokio::time::Instant::now();
+//!     let r = trellis::move_on_after(Duration::from_secs(3600), trellis::sleep_forever()).await;
+//!     assert_eq!(r, Ok(None));
+//!     assert_eq!(start.elapsed(), Duration::from_secs(3600)); // virtual time
+//! });
 //! ```
 //!
 //! Code without timers can also be tested on the multi-thread flavour with

@@ -113,13 +113,13 @@ fn spawn_child(role: &str) -> Child {
     let stdout = BufReader::new(process.stdout.take().unwrap());
     // A watchdog so that a broken child fails the test instead of hanging it.
     // It only fires while the child is still unreaped, so the PID is still the child's.
-    let pid = process.id().to_string();
+    let pid = nix::unistd::Pid::from_raw(process.id() as i32);
     let reaped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watched = reaped.clone();
     std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_secs(60));
         if !watched.load(Ordering::SeqCst) {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
     });
     Child {
@@ -146,11 +146,8 @@ impl Child {
     }
 
     fn interrupt(&self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.process.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        let pid = nix::unistd::Pid::from_raw(self.process.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     }
 
     fn finish(mut self) -> (i32, String, String) {
@@ -263,8 +260,10 @@ fn task_spans_nest_under_nursery_spans() {
     use tracing_subscriber::layer::{Context, SubscriberExt};
     use tracing_subscriber::registry::LookupSpan;
 
+    /// (span name, parent span name) in creation order.
+    type SpanLog = Vec<(String, Option<String>)>;
     #[derive(Clone, Default)]
-    struct Parents(Arc<Mutex<Vec<(String, Option<String>)>>>);
+    struct Parents(Arc<Mutex<SpanLog>>);
     impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Parents {
         fn on_new_span(
             &self,
