@@ -499,29 +499,40 @@ impl Shared {
     }
 
     /// Once the body is done: ready when no task is left, at which point the nursery closes to
-    /// new tasks.
+    /// new tasks. Every task has then counted itself out; the nursery still waits until tokio
+    /// has finished each one too, so that no task outlives it even by a few instructions and
+    /// every value is in its `TaskHandle` when `open_nursery` returns.
     fn poll_close(&self, cx: &mut Context<'_>) -> Poll<()> {
-        {
-            let mut state = self.lock();
-            if !state
-                .waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
+        if self.live.load(Ordering::Acquire) != CLOSED {
             {
-                state.waker = Some(cx.waker().clone());
+                let mut state = self.lock();
+                if !state
+                    .waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    state.waker = Some(cx.waker().clone());
+                }
+            }
+            // After registering: a task that finishes now either sees our waker or we see zero.
+            if self
+                .live
+                .compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return Poll::Pending;
             }
         }
-        // After registering: a task that finishes now either sees our waker or we see zero.
-        match self
-            .live
-            .compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => {
-                self.lock().waker = None;
-                Poll::Ready(())
-            }
-            Err(_) => Poll::Pending,
+        let mut state = self.lock();
+        state.waker = None;
+        state.handles.retain(|h| !h.is_finished());
+        if state.handles.is_empty() {
+            return Poll::Ready(());
         }
+        // The stragglers are between counting themselves out and tokio marking them complete,
+        // on another worker: a matter of instructions, so poll again soon.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn finish<R>(&self, body_value: Option<R>) -> Result<Option<R>, Error> {

@@ -185,6 +185,7 @@ where
     let mut ctrl_c = handle_ctrl_c.then(|| Box::pin(tokio::signal::ctrl_c()));
     let mut interrupted = false;
     let outcome = poll_fn(|cx| {
+        let mut cancel_now = false;
         while let Some(signal) = ctrl_c.as_mut() {
             match signal.as_mut().poll(cx) {
                 Poll::Pending => break,
@@ -196,10 +197,15 @@ where
                     }
                     tracing::info!("interrupted: cancelling the root scope");
                     interrupted = true;
-                    root.cancel();
+                    cancel_now = true;
+                    // Listen for the second Ctrl-C (polled by the next turn of this loop) before
+                    // cancelling anything, so that no cleanup can run before we listen.
                     *signal = Box::pin(tokio::signal::ctrl_c());
                 }
             }
+        }
+        if cancel_now {
+            root.cancel();
         }
         main.as_mut().poll(cx)
     })
