@@ -6,7 +6,7 @@
 //!
 //! Each comparison prints one JSON line:
 //! `{"id":"B1","case":"multi_thread","trellis":<s>,"anchor":"tokio JoinSet","anchor_value":<s>,"ratio":<trellis/anchor>}`.
-//! Values are medians of `--runs` runs (default 7, at least 5) done alternately in one process,
+//! Values are medians of `--runs` runs (default 15, at least 5) done alternately in one process,
 //! so that both sides see the same machine state. `ratio < 1` means trellis is faster.
 
 mod anchors;

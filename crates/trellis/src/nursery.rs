@@ -477,7 +477,10 @@ impl Shared {
     fn record_error(&self, error: Error) {
         if error.is_cancelled() {
             // Not a failure: whether it is caught here or goes on outward is decided at the end.
-            self.saw_cancelled.store(true, Ordering::Relaxed);
+            // Checked first so that 10,000 cancelled tasks do not all write the shared line.
+            if !self.saw_cancelled.load(Ordering::Relaxed) {
+                self.saw_cancelled.store(true, Ordering::Relaxed);
+            }
             return;
         }
         self.lock().errors.push(error);

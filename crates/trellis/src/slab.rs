@@ -74,6 +74,22 @@ impl<T> Slab<T> {
         self.len == 0
     }
 
+    /// Clones occupied values from index `from` on into `out` until it holds `max` values;
+    /// returns the index to continue from.
+    pub(crate) fn clone_from_index(&self, from: usize, max: usize, out: &mut Vec<T>) -> usize
+    where
+        T: Clone,
+    {
+        let mut index = from;
+        while index < self.entries.len() && out.len() < max {
+            if let Entry::Occupied(value) = &self.entries[index] {
+                out.push(value.clone());
+            }
+            index += 1;
+        }
+        index
+    }
+
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.entries.iter_mut().filter_map(|e| match e {
             Entry::Occupied(v) => Some(v),

@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -67,10 +67,11 @@ impl Future for Checkpoint {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if !self.yielded {
-            // A task that wakes itself while running goes to the back of the run queue: tokio
-            // treats it as a yield (never the LIFO slot), which is Trio's schedule point.
+            // tokio's own yield: the scheduler wakes the task again once it has run the other
+            // ready tasks and polled its drivers. Its future only hands the waker over on the
+            // first poll, so a fresh one is polled once and dropped, keeping ours one byte.
             self.yielded = true;
-            cx.waker().wake_by_ref();
+            let _ = pin!(tokio::task::yield_now()).poll(cx);
             return Poll::Pending;
         }
         context::count_checkpoint();

@@ -287,8 +287,11 @@ impl Node {
     /// Recomputes the cached effective state of this node and, where it changed, of its
     /// descendants; wakes the waiters of every node whose state changed.
     fn update(self: &Arc<Self>) {
+        /// Wakers are cloned out in batches and woken outside the lock, so that tasks waking
+        /// up (and leaving the waiter list) do not wait for all 10,000 of their siblings.
+        const BATCH: usize = 64;
         let mut pending = vec![self.clone()];
-        let mut wake = Vec::new();
+        let mut wake = Vec::with_capacity(BATCH);
         while let Some(node) = pending.pop() {
             {
                 let mut state = node.lock();
@@ -306,11 +309,15 @@ impl Node {
                 if was_cancelled == cancelled && old_deadline == deadline {
                     continue;
                 }
-                wake.extend(state.waiters.iter_mut().map(|w| w.clone()));
                 pending.extend(state.children.iter_mut().filter_map(|c| c.upgrade()));
             }
-            for waker in wake.drain(..) {
-                waker.wake();
+            let mut from = 0;
+            loop {
+                from = node.lock().waiters.clone_from_index(from, BATCH, &mut wake);
+                if wake.is_empty() {
+                    break;
+                }
+                wake.drain(..).for_each(Waker::wake);
             }
         }
     }
