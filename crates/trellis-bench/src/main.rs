@@ -89,7 +89,7 @@ pub(crate) fn side_selected(side: &str) -> bool {
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
         ids: Vec::new(),
-        runs: 7,
+        runs: 15,
         python: false,
     };
     let mut args = std::env::args().skip(1);
