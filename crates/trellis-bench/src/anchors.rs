@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::{Comparison, median};
+
 /// The anchors folder: `$TRELLIS_ANCHORS_DIR`, or `shared/anchors` beside the checkout.
 fn anchors_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TRELLIS_ANCHORS_DIR") {
@@ -23,7 +25,7 @@ fn python() -> PathBuf {
 }
 
 /// Runs `trio/<script> <args>` and returns the number under `field` in its JSON line.
-pub(crate) fn trio(script: &str, args: &[&str], field: &str) -> Result<f64, String> {
+fn trio(script: &str, args: &[&str], field: &str) -> Result<f64, String> {
     let python = python();
     if !python.exists() {
         return Err(format!(
@@ -49,4 +51,27 @@ pub(crate) fn trio(script: &str, args: &[&str], field: &str) -> Result<f64, Stri
     value[field]
         .as_f64()
         .ok_or_else(|| format!("{script} printed no {field:?}: {line}"))
+}
+
+/// Runs a Trio anchor `runs.min(5)` times with `n` tasks and compares its median `field` with
+/// trellis's multi-thread median.
+pub(crate) fn trio_comparison(
+    id: &'static str,
+    script: &str,
+    n: usize,
+    field: &str,
+    runs: usize,
+    trellis: f64,
+) -> Result<Comparison, String> {
+    let n = n.to_string();
+    let mut values = (0..runs.min(5))
+        .map(|_| trio(script, &[&n], field))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Comparison {
+        id,
+        case: "multi_thread".into(),
+        trellis,
+        anchor: "trio 0.35 (python)".into(),
+        anchor_value: median(&mut values),
+    })
 }

@@ -8,7 +8,7 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Comparison, alternate, anchors, case_selected, median};
+use crate::{Comparison, alternate, anchors, case_selected};
 
 const B1_TASKS: usize = 100_000;
 const B2_TASKS: usize = 10_000;
@@ -77,23 +77,21 @@ pub(crate) fn b1(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
         });
     }
     if python {
-        let n = B1_TASKS.to_string();
-        let mut trio = (0..runs.min(5))
-            .map(|_| anchors::trio("b1_spawn.py", &[&n], "total_s"))
-            .collect::<Result<Vec<_>, _>>()?;
-        out.push(Comparison {
-            id: "B1",
-            case: "multi_thread".into(),
-            trellis: multi_thread_trellis.ok_or("--anchors python needs the multi_thread case")?,
-            anchor: "trio 0.35 (python)".into(),
-            anchor_value: median(&mut trio),
-        });
+        let trellis = multi_thread_trellis.ok_or("--anchors python needs the multi_thread case")?;
+        out.push(anchors::trio_comparison(
+            "B1",
+            "b1_spawn.py",
+            B1_TASKS,
+            "total_s",
+            runs,
+            trellis,
+        )?);
     }
     Ok(out)
 }
 
-/// Spawns `n` tasks with `spawn`, each of which bumps `ready` right before it blocks; returns
-/// once all have done so and had a moment to park.
+/// Returns once all `n` tasks have bumped `ready` (each does so right before it blocks) and had
+/// a moment to park.
 async fn until_all_blocked(ready: &AtomicUsize, n: usize) {
     while ready.load(Ordering::Acquire) < n {
         tokio::task::yield_now().await;
@@ -203,17 +201,15 @@ pub(crate) fn b2(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
         });
     }
     if python {
-        let n = B2_TASKS.to_string();
-        let mut trio = (0..runs.min(5))
-            .map(|_| anchors::trio("b2_cancel.py", &[&n], "cancel_to_exit_s"))
-            .collect::<Result<Vec<_>, _>>()?;
-        out.push(Comparison {
-            id: "B2",
-            case: "multi_thread".into(),
-            trellis: multi_thread_trellis.ok_or("--anchors python needs the multi_thread case")?,
-            anchor: "trio 0.35 (python)".into(),
-            anchor_value: median(&mut trio),
-        });
+        let trellis = multi_thread_trellis.ok_or("--anchors python needs the multi_thread case")?;
+        out.push(anchors::trio_comparison(
+            "B2",
+            "b2_cancel.py",
+            B2_TASKS,
+            "cancel_to_exit_s",
+            runs,
+            trellis,
+        )?);
     }
     Ok(out)
 }
