@@ -71,7 +71,7 @@ fn ctrl_c_child_role() {
                             println!("cleanup stuck");
                             sleep_forever().await?;
                         }
-                        trellis::sleep(std::time::Duration::from_millis(50)).await
+                        trellis::checkpoint().await
                     })
                     .await?;
                 println!("cleanup done");
