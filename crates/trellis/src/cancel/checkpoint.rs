@@ -112,16 +112,7 @@ pub fn current_effective_deadline() -> Option<Instant> {
 /// # }
 /// ```
 pub fn cancellable<F: Future>(future: F) -> Cancellable<F> {
-    Cancellable {
-        inner: future,
-        registration: Registration {
-            node: None,
-            key: None,
-            started: false,
-        },
-        last_waker: None,
-        timer: None,
-    }
+    Cancellable { inner: future, wait: CancelWait::new() }
 }
 
 pin_project_lite::pin_project! {
@@ -130,9 +121,7 @@ pin_project_lite::pin_project! {
     pub struct Cancellable<F> {
         #[pin]
         inner: F,
-        registration: Registration,
-        last_waker: Option<Waker>,
-        timer: Option<(i64, Pin<Box<Sleep>>)>,
+        wait: CancelWait,
     }
 }
 
@@ -142,77 +131,100 @@ impl<F> std::fmt::Debug for Cancellable<F> {
     }
 }
 
-/// The slot of a blocked checkpoint in its node's waiter list; leaves it on drop.
-struct Registration {
-    node: Option<Arc<Node>>,
-    key: Option<usize>,
-    started: bool,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        if let (Some(node), Some(key)) = (&self.node, self.key) {
-            node.deregister(key);
-        }
-    }
-}
-
 impl<F: Future> Future for Cancellable<F> {
     type Output = Result<F::Output, Cancelled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let reg = this.registration;
-        if !reg.started {
-            reg.started = true;
-            reg.node = context::current();
-            context::count_checkpoint();
-        }
-        let Some(node) = reg.node.as_ref() else {
-            // Outside any trellis scope nothing can cancel us.
-            return this.inner.poll(cx).map(Ok);
-        };
-        if node.is_cancelled() {
+        if this.wait.is_cancelled() {
             return Poll::Ready(Err(Cancelled));
         }
         if let Poll::Ready(output) = this.inner.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        if !this
-            .last_waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            node.register(&mut reg.key, cx.waker());
-            *this.last_waker = Some(cx.waker().clone());
+        match this.wait.poll_cancelled(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Cancelled)),
+            Poll::Pending => Poll::Pending,
         }
-        // Re-check after registering: a cancel that raced with us either saw our waker or is
+    }
+}
+
+/// How a blocked operation hears about cancellation: the node it was started in (captured at
+/// the first check), its slot in that node's waiter list, and a timer for the effective
+/// deadline. Leaves the waiter list on drop.
+///
+/// Use: call [`is_cancelled`](CancelWait::is_cancelled) before trying the operation, and
+/// [`poll_cancelled`](CancelWait::poll_cancelled) once it has to wait.
+pub(crate) struct CancelWait {
+    node: Option<Arc<Node>>,
+    key: Option<usize>,
+    started: bool,
+    last_waker: Option<Waker>,
+    timer: Option<(i64, Pin<Box<Sleep>>)>,
+}
+
+impl CancelWait {
+    pub(crate) const fn new() -> Self {
+        CancelWait { node: None, key: None, started: false, last_waker: None, timer: None }
+    }
+
+    /// Whether the operation must fail with `Cancelled` now. The first call captures the
+    /// current node and counts a checkpoint.
+    pub(crate) fn is_cancelled(&mut self) -> bool {
+        if !self.started {
+            self.started = true;
+            self.node = context::current();
+            context::count_checkpoint();
+        }
+        self.node.as_ref().is_some_and(|node| node.is_cancelled())
+    }
+
+    /// Registers `cx`'s waker for cancellation and arms the deadline timer; ready when the
+    /// operation is cancelled. Outside any scope it is never ready.
+    pub(crate) fn poll_cancelled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.started {
+            self.is_cancelled();
+        }
+        let Some(node) = self.node.as_ref() else { return Poll::Pending };
+        if !self.last_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            node.register(&mut self.key, cx.waker());
+            self.last_waker = Some(cx.waker().clone());
+        }
+        // Checked after registering: a cancel that raced with us either saw our waker or is
         // visible now.
         if node.is_cancelled() {
-            return Poll::Ready(Err(Cancelled));
+            return Poll::Ready(());
         }
         loop {
             let deadline = node.effective_deadline();
             if deadline == NO_DEADLINE {
-                *this.timer = None;
+                self.timer = None;
                 return Poll::Pending;
             }
-            match this.timer {
+            match &mut self.timer {
                 Some((armed, sleep)) if *armed == deadline => {
                     if sleep.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
                     if node.is_cancelled() {
-                        return Poll::Ready(Err(Cancelled));
+                        return Poll::Ready(());
                     }
                     // The timer fired a hair early for our clock; arm it again.
-                    *this.timer = None;
+                    self.timer = None;
                 }
                 _ => {
                     let sleep = Box::pin(tokio::time::sleep_until(time::decode(deadline)));
-                    *this.timer = Some((deadline, sleep));
+                    self.timer = Some((deadline, sleep));
                 }
             }
+        }
+    }
+}
+
+impl Drop for CancelWait {
+    fn drop(&mut self) {
+        if let (Some(node), Some(key)) = (&self.node, self.key) {
+            node.deregister(key);
         }
     }
 }
