@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 mod cancel;
+pub mod channel;
 mod context;
 mod error;
 mod group;
@@ -56,6 +57,7 @@ pub use cancel::{
     current_effective_deadline, fail_after, fail_at, move_on_after, move_on_at, sleep,
     sleep_forever, sleep_until,
 };
+pub use channel::channel;
 pub use error::{Cancelled, Error, Interrupted, IsCancelled, NotStarted, NurseryClosed, TooSlow};
 pub use group::ErrorGroup;
 pub use nursery::{Nursery, TaskHandle, TaskStatus, open_nursery};

@@ -353,7 +353,17 @@ async fn deadline_cancels_all_tasks_at_once() {
     assert_took(t0, SEC);
 }
 
+/// Regression: a relative timeout resolved at entry arms its timer even when the scope has no
+/// enclosing scope (the resolution itself must propagate the deadline).
+async fn relative_timeout_fires_without_outer_scope() {
+    let t0 = Instant::now();
+    let scope = CancelScope::with_timeout(SEC);
+    assert_eq!(scope.run(sleep_forever()).await, Ok(None));
+    assert_took(t0, SEC);
+}
+
 autojump!(
+    relative_timeout_fires_without_outer_scope,
     sleep_takes_its_time,
     move_on_after_moves_on,
     timeout_scope_shields_from_outer,

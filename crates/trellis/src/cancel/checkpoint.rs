@@ -112,7 +112,10 @@ pub fn current_effective_deadline() -> Option<Instant> {
 /// # }
 /// ```
 pub fn cancellable<F: Future>(future: F) -> Cancellable<F> {
-    Cancellable { inner: future, wait: CancelWait::new() }
+    Cancellable {
+        inner: future,
+        wait: CancelWait::new(),
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -165,7 +168,13 @@ pub(crate) struct CancelWait {
 
 impl CancelWait {
     pub(crate) const fn new() -> Self {
-        CancelWait { node: None, key: None, started: false, last_waker: None, timer: None }
+        CancelWait {
+            node: None,
+            key: None,
+            started: false,
+            last_waker: None,
+            timer: None,
+        }
     }
 
     /// Whether the operation must fail with `Cancelled` now. The first call captures the
@@ -185,8 +194,14 @@ impl CancelWait {
         if !self.started {
             self.is_cancelled();
         }
-        let Some(node) = self.node.as_ref() else { return Poll::Pending };
-        if !self.last_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        let Some(node) = self.node.as_ref() else {
+            return Poll::Pending;
+        };
+        if !self
+            .last_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             node.register(&mut self.key, cx.waker());
             self.last_waker = Some(cx.waker().clone());
         }

@@ -116,13 +116,23 @@ impl Node {
     }
 
     /// Marks the node entered; returns false when it already was (a scope is single-use).
-    /// Resolves a relative timeout into a deadline.
-    pub(crate) fn mark_entered(&self) -> bool {
-        let mut state = self.lock();
-        if let Some(timeout) = state.timeout.take() {
-            state.deadline = time::encode(tokio::time::Instant::now() + timeout);
+    /// Marks the node entered, resolving a relative timeout into a deadline; returns false
+    /// when it was entered before (a scope is single-use).
+    pub(crate) fn mark_entered(self: &Arc<Self>) -> bool {
+        let (first, resolved) = {
+            let mut state = self.lock();
+            let resolved = state.timeout.take().map(|timeout| {
+                state.deadline = time::encode(tokio::time::Instant::now() + timeout);
+            });
+            (
+                !std::mem::replace(&mut state.entered, true),
+                resolved.is_some(),
+            )
+        };
+        if resolved {
+            self.update();
         }
-        !std::mem::replace(&mut state.entered, true)
+        first
     }
 
     /// Sets a deadline `timeout` after entry, on a scope not entered yet.

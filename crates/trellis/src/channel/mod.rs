@@ -1,0 +1,573 @@
+//! Memory channels: many senders, many receivers, a bounded buffer, and Trio's close rules.
+//!
+//! [`channel(capacity)`](channel) makes a connected [`Sender`] and [`Receiver`]. Both ends can be
+//! cloned; every value sent is received exactly once, by one receiver. A capacity of 0 makes a
+//! rendezvous channel: `send` waits until a receiver takes the value.
+//!
+//! # Closing
+//!
+//! Each handle closes on its own, by [`close`](Sender::close) or by being dropped:
+//!
+//! * once every sender is closed and the buffer is drained, `recv` returns
+//!   [`RecvError::EndOfChannel`] (Trio's `EndOfChannel`);
+//! * once every receiver is closed, `send` returns [`SendError::Broken`] (Trio's
+//!   `BrokenResourceError`) and buffered values are dropped;
+//! * using a handle you closed yourself returns `Closed` (Trio's `ClosedResourceError`), also for
+//!   an operation already waiting on it.
+//!
+//! # Cancellation
+//!
+//! `send` and `recv` are cancel points: in a cancelled scope they fail with `Cancelled` before
+//! doing anything. A cancelled `send` hands its value back in [`SendError::Cancelled`], and the
+//! value was not delivered; a `send` whose value was taken just as it was cancelled succeeds
+//! instead. A cancelled `recv` loses nothing: a value handed to it as it was cancelled is
+//! returned, and a `recv` future dropped after a value was handed to it puts the value back at
+//! the front of the channel.
+//!
+//! Operations that can complete at once spend tokio's cooperative budget instead of yielding
+//! every time (tokio's own channels do the same), so a busy loop over a channel still yields
+//! regularly without paying a task switch per value. Use [`checkpoint`](crate::checkpoint) where
+//! Trio's strict "every operation yields" matters.
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> Result<(), trellis::Error> {
+//! let (tx, rx) = trellis::channel::channel(16);
+//! trellis::open_nursery(|n| async move {
+//!     n.start_soon(async move {
+//!         for i in 0..3u32 {
+//!             tx.send(i).await?;
+//!         }
+//!         Ok::<_, trellis::Error>(()) // dropping `tx` ends the channel
+//!     })?;
+//!     let mut got = Vec::new();
+//!     loop {
+//!         match rx.recv().await {
+//!             Ok(v) => got.push(v),
+//!             Err(trellis::channel::RecvError::EndOfChannel) => break,
+//!             Err(e) => return Err(e.into()),
+//!         }
+//!     }
+//!     assert_eq!(got, [0, 1, 2]);
+//!     Ok::<_, trellis::Error>(())
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod state;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker, ready};
+
+pub use error::{RecvError, SendError, TryRecvError, TrySendError};
+use state::State;
+
+use crate::cancel::CancelWait;
+use crate::error::Cancelled;
+
+/// Makes a channel holding up to `capacity` values in its buffer; 0 makes a rendezvous
+/// channel. `usize::MAX` means unbounded (Trio's `math.inf`).
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let chan = Arc::new(Chan {
+        state: Mutex::new(State::new(capacity)),
+    });
+    let (sender_id, receiver_id) = {
+        let mut state = chan.lock();
+        (state.new_handle(), state.new_handle())
+    };
+    let sender = Sender {
+        chan: chan.clone(),
+        handle: Handle::new(sender_id),
+    };
+    let receiver = Receiver {
+        chan,
+        handle: Handle::new(receiver_id),
+        stream: None,
+    };
+    (sender, receiver)
+}
+
+struct Chan<T> {
+    state: Mutex<State<T>>,
+}
+
+impl<T> Chan<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // The state is consistent between statements; a panic elsewhere does not poison it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receive that stops waiting without returning: a value handed to it goes back.
+    fn unreceive_withdrawn(&self, key: usize) {
+        let waker = {
+            let mut state = self.lock();
+            state
+                .withdraw_recv(key)
+                .and_then(|value| state.unreceive(value))
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// One handle's identity and its own closed flag.
+struct Handle {
+    id: u64,
+    closed: AtomicBool,
+}
+
+impl Handle {
+    fn new(id: u64) -> Self {
+        Handle {
+            id,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// The state of a channel, as Trio's `statistics()` reports it, plus the peak buffer use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelStatistics {
+    /// Values in the buffer now.
+    pub current_buffer_used: usize,
+    /// The most values the buffer has held at once.
+    pub peak_buffer_used: usize,
+    /// The capacity given to [`channel`].
+    pub max_buffer_size: usize,
+    /// Senders not yet closed or dropped.
+    pub open_send_channels: usize,
+    /// Receivers not yet closed or dropped.
+    pub open_receive_channels: usize,
+    /// Tasks blocked in `send`.
+    pub tasks_waiting_send: usize,
+    /// Tasks blocked in `recv`.
+    pub tasks_waiting_receive: usize,
+}
+
+/// The sending end of a [`channel`]. Clone it for more senders; each clone closes on its own.
+pub struct Sender<T> {
+    chan: Arc<Chan<T>>,
+    handle: Handle,
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("closed", &self.handle.is_closed())
+            .finish()
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    /// Another sender on the same channel. A clone of a closed sender is closed too.
+    fn clone(&self) -> Self {
+        let mut state = self.chan.lock();
+        let id = state.new_handle();
+        let handle = Handle::new(id);
+        if self.handle.is_closed() {
+            handle.closed.store(true, Ordering::Release);
+        } else {
+            state.senders += 1;
+        }
+        Sender {
+            chan: self.chan.clone(),
+            handle,
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl<T> Sender<T> {
+    /// Sends `value`, waiting while the buffer is full (for a rendezvous channel: until a
+    /// receiver takes it). A cancel point; see the [module docs](self) on cancellation.
+    ///
+    /// # Errors
+    ///
+    /// Hands `value` back in [`SendError::Closed`] when this handle was closed,
+    /// [`SendError::Broken`] when every receiver is gone, and [`SendError::Cancelled`] when the
+    /// calling code is cancelled before the value was delivered.
+    pub fn send(&self, value: T) -> Send<'_, T> {
+        Send {
+            sender: self,
+            value: Some(value),
+            key: None,
+            cancel: CancelWait::new(),
+        }
+    }
+
+    /// Sends `value` if that can be done without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] when it would wait (Trio's `WouldBlock`), and the
+    /// closed / broken cases of [`send`](Sender::send); each hands `value` back.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        if self.handle.is_closed() {
+            return Err(TrySendError::Closed(value));
+        }
+        let outcome = self.chan.lock().try_send(value);
+        match outcome {
+            Ok(waker) => {
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                Ok(())
+            }
+            Err(state::TrySend::Broken(v)) => Err(TrySendError::Broken(v)),
+            Err(state::TrySend::Full(v)) => Err(TrySendError::Full(v)),
+        }
+    }
+
+    /// Closes this handle (Trio's `close`): it can no longer send, and once every sender is
+    /// closed, receivers see the end of the channel. A `send` waiting on this handle fails with
+    /// [`SendError::Closed`]. Idempotent; dropping the handle does the same.
+    pub fn close(&self) {
+        if self.handle.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let wake = self.chan.lock().close_sender(self.handle.id);
+        wake.into_iter().for_each(Waker::wake);
+    }
+
+    /// True when this handle has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// The channel's statistics.
+    pub fn statistics(&self) -> ChannelStatistics {
+        self.chan.lock().statistics()
+    }
+}
+
+/// The future of [`Sender::send`].
+#[must_use = "futures do nothing unless you .await or poll them"]
+pub struct Send<'a, T> {
+    sender: &'a Sender<T>,
+    value: Option<T>,
+    /// The slot among the waiting senders, once it had to wait.
+    key: Option<usize>,
+    cancel: CancelWait,
+}
+
+// The value is moved, never pinned.
+impl<T> Unpin for Send<'_, T> {}
+
+impl<T> std::fmt::Debug for Send<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Send")
+            .field("waiting", &self.key.is_some())
+            .finish()
+    }
+}
+
+impl<T> Future for Send<'_, T> {
+    type Output = Result<(), SendError<T>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let chan = &this.sender.chan;
+        let handle = &this.sender.handle;
+        let Some(key) = this.key else {
+            let value = this.value.take().expect("Send polled after completion");
+            if handle.is_closed() {
+                return Poll::Ready(Err(SendError::Closed(value)));
+            }
+            if this.cancel.is_cancelled() {
+                return Poll::Ready(Err(SendError::Cancelled(value)));
+            }
+            let coop = match tokio::task::coop::poll_proceed(cx) {
+                Poll::Ready(coop) => coop,
+                Poll::Pending => {
+                    this.value = Some(value);
+                    return Poll::Pending;
+                }
+            };
+            let mut state = chan.lock();
+            match state.try_send(value) {
+                Ok(waker) => {
+                    drop(state);
+                    if let Some(waker) = waker {
+                        waker.wake();
+                    }
+                    coop.made_progress();
+                    return Poll::Ready(Ok(()));
+                }
+                Err(state::TrySend::Broken(v)) => return Poll::Ready(Err(SendError::Broken(v))),
+                Err(state::TrySend::Full(v)) => {
+                    this.key = Some(state.wait_send(handle.id, v, cx.waker()));
+                }
+            }
+            drop(state);
+            return this.poll_cancel(cx);
+        };
+        let mut state = chan.lock();
+        if let Some(outcome) = state.poll_send_waiter(key, handle.is_closed(), cx.waker()) {
+            this.key = None;
+            return Poll::Ready(outcome);
+        }
+        drop(state);
+        this.poll_cancel(cx)
+    }
+}
+
+impl<T> Send<'_, T> {
+    /// Waiting: withdraws the value if the caller is cancelled before it was taken.
+    fn poll_cancel(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
+        ready!(self.cancel.poll_cancelled(cx));
+        let key = self.key.take().expect("waiting");
+        Poll::Ready(match self.sender.chan.lock().withdraw_send(key) {
+            // Taken by a receiver just now: the send happened.
+            None => Ok(()),
+            Some(value) => Err(SendError::Cancelled(value)),
+        })
+    }
+}
+
+impl<T> Drop for Send<'_, T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            // The value, if still undelivered, is dropped with the future.
+            let value = self.sender.chan.lock().withdraw_send(key);
+            drop(value);
+        }
+    }
+}
+
+/// The receiving end of a [`channel`]. Clone it for more receivers (each value goes to one of
+/// them); each clone closes on its own. It is also a [`Stream`](futures_core::Stream) of
+/// `Result<T, Cancelled>` that ends with the channel.
+pub struct Receiver<T> {
+    chan: Arc<Chan<T>>,
+    handle: Handle,
+    /// The pending receive of the `Stream` implementation.
+    stream: Option<(Option<usize>, CancelWait)>,
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("closed", &self.handle.is_closed())
+            .finish()
+    }
+}
+
+impl<T> Clone for Receiver<T> {
+    /// Another receiver on the same channel. A clone of a closed receiver is closed too.
+    fn clone(&self) -> Self {
+        let mut state = self.chan.lock();
+        let handle = Handle::new(state.new_handle());
+        if self.handle.is_closed() {
+            handle.closed.store(true, Ordering::Release);
+        } else {
+            state.receivers += 1;
+        }
+        Receiver {
+            chan: self.chan.clone(),
+            handle,
+            stream: None,
+        }
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        if let Some((Some(key), _)) = self.stream.take() {
+            self.chan.unreceive_withdrawn(key);
+        }
+        self.close();
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Receives the next value, waiting while the channel is empty. A cancel point; see the
+    /// [module docs](self) on cancellation.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::EndOfChannel`] once every sender is closed and the buffer is empty,
+    /// [`RecvError::Closed`] when this handle was closed, [`RecvError::Cancelled`] when the
+    /// calling code is cancelled (nothing was received).
+    pub fn recv(&self) -> Recv<'_, T> {
+        Recv {
+            receiver: self,
+            key: None,
+            cancel: CancelWait::new(),
+        }
+    }
+
+    /// Receives a value if one is there.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`] when it would wait (Trio's `WouldBlock`), and the end / closed
+    /// cases of [`recv`](Receiver::recv).
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        if self.handle.is_closed() {
+            return Err(TryRecvError::Closed);
+        }
+        let outcome = self.chan.lock().try_recv();
+        match outcome {
+            Ok((value, waker)) => {
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                Ok(value)
+            }
+            Err(state::TryRecv::Empty) => Err(TryRecvError::Empty),
+            Err(state::TryRecv::End) => Err(TryRecvError::EndOfChannel),
+        }
+    }
+
+    /// Closes this handle: it can no longer receive, and once every receiver is closed the
+    /// buffered values are dropped and senders fail with [`SendError::Broken`]. A `recv`
+    /// waiting on this handle fails with [`RecvError::Closed`]. Idempotent; dropping the handle
+    /// does the same.
+    pub fn close(&self) {
+        if self.handle.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (discarded, wake) = self.chan.lock().close_receiver(self.handle.id);
+        wake.into_iter().for_each(Waker::wake);
+        // User values may run arbitrary code when dropped: not under the lock.
+        drop(discarded);
+    }
+
+    /// True when this handle has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// The channel's statistics.
+    pub fn statistics(&self) -> ChannelStatistics {
+        self.chan.lock().statistics()
+    }
+
+    fn poll_recv_inner(
+        chan: &Chan<T>,
+        handle: &Handle,
+        key: &mut Option<usize>,
+        cancel: &mut CancelWait,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<T, RecvError>> {
+        match *key {
+            None => {
+                if handle.is_closed() {
+                    return Poll::Ready(Err(RecvError::Closed));
+                }
+                if cancel.is_cancelled() {
+                    return Poll::Ready(Err(RecvError::Cancelled));
+                }
+                let coop = ready!(tokio::task::coop::poll_proceed(cx));
+                let mut state = chan.lock();
+                match state.try_recv() {
+                    Ok((value, waker)) => {
+                        drop(state);
+                        if let Some(waker) = waker {
+                            waker.wake();
+                        }
+                        coop.made_progress();
+                        return Poll::Ready(Ok(value));
+                    }
+                    Err(state::TryRecv::End) => return Poll::Ready(Err(RecvError::EndOfChannel)),
+                    Err(state::TryRecv::Empty) => {
+                        *key = Some(state.wait_recv(handle.id, cx.waker()));
+                    }
+                }
+            }
+            Some(k) => {
+                let mut state = chan.lock();
+                if let Some(outcome) = state.poll_recv_waiter(k, handle.is_closed(), cx.waker()) {
+                    *key = None;
+                    return Poll::Ready(outcome);
+                }
+            }
+        }
+        ready!(cancel.poll_cancelled(cx));
+        let k = key.take().expect("waiting");
+        Poll::Ready(match chan.lock().withdraw_recv(k) {
+            // Handed to us just as we were cancelled: keep it rather than lose it.
+            Some(value) => Ok(value),
+            None => Err(RecvError::Cancelled),
+        })
+    }
+}
+
+/// The future of [`Receiver::recv`].
+#[must_use = "futures do nothing unless you .await or poll them"]
+pub struct Recv<'a, T> {
+    receiver: &'a Receiver<T>,
+    key: Option<usize>,
+    cancel: CancelWait,
+}
+
+impl<T> std::fmt::Debug for Recv<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recv")
+            .field("waiting", &self.key.is_some())
+            .finish()
+    }
+}
+
+impl<T> Future for Recv<'_, T> {
+    type Output = Result<T, RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let receiver = this.receiver;
+        Receiver::poll_recv_inner(
+            &receiver.chan,
+            &receiver.handle,
+            &mut this.key,
+            &mut this.cancel,
+            cx,
+        )
+    }
+}
+
+impl<T> Drop for Recv<'_, T> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            // A value handed to us goes back to the front of the channel.
+            self.receiver.chan.unreceive_withdrawn(key);
+        }
+    }
+}
+
+impl<T> futures_core::Stream for Receiver<T> {
+    type Item = Result<T, Cancelled>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let (key, cancel) = this.stream.get_or_insert_with(|| (None, CancelWait::new()));
+        let outcome = ready!(Self::poll_recv_inner(
+            &this.chan,
+            &this.handle,
+            key,
+            cancel,
+            cx
+        ));
+        // The next item starts afresh (and may be polled in another scope).
+        this.stream = None;
+        Poll::Ready(match outcome {
+            Ok(value) => Some(Ok(value)),
+            Err(RecvError::Cancelled) => Some(Err(Cancelled)),
+            Err(RecvError::EndOfChannel | RecvError::Closed) => None,
+        })
+    }
+}
