@@ -63,9 +63,21 @@ pub(crate) fn trio_comparison(
     runs: usize,
     trellis: f64,
 ) -> Result<Comparison, String> {
-    let n = n.to_string();
+    trio_comparison_args(id, script, &[n.to_string()], field, runs, trellis)
+}
+
+/// Like [`trio_comparison`], with the script's arguments given in full.
+pub(crate) fn trio_comparison_args(
+    id: &'static str,
+    script: &str,
+    args: &[String],
+    field: &str,
+    runs: usize,
+    trellis: f64,
+) -> Result<Comparison, String> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut values = (0..runs.min(5))
-        .map(|_| trio(script, &[&n], field))
+        .map(|_| trio(script, &args, field))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Comparison {
         id,

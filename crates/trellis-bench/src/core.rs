@@ -13,7 +13,7 @@ use crate::{Comparison, alternate, anchors, case_selected};
 const B1_TASKS: usize = 100_000;
 const B2_TASKS: usize = 10_000;
 
-fn runtimes() -> Vec<(&'static str, Runtime)> {
+pub(crate) fn runtimes() -> Vec<(&'static str, Runtime)> {
     let multi = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -10,6 +10,7 @@
 //! so that both sides see the same machine state. `ratio < 1` means trellis is faster.
 
 mod anchors;
+mod channels;
 mod core;
 
 use std::process::ExitCode;
@@ -111,7 +112,9 @@ fn parse_args() -> Result<Options, String> {
                 }
             },
             "-h" | "--help" => {
-                return Err("usage: trellis-bench [B1] [B2] [--runs N] [--anchors python]".into());
+                return Err(
+                    "usage: trellis-bench [B1] [B2] [B3] [--runs N] [--anchors python]".into(),
+                );
             }
             id if id.starts_with('B') => options.ids.push(id.to_owned()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -135,8 +138,9 @@ fn main() -> ExitCode {
         let comparisons = match id.as_str() {
             "B1" => core::b1(options.runs, options.python),
             "B2" => core::b2(options.runs, options.python),
+            "B3" => channels::b3(options.runs, options.python),
             other => {
-                eprintln!("unknown benchmark {other} (this runner knows B1 and B2)");
+                eprintln!("unknown benchmark {other} (this runner knows B1, B2 and B3)");
                 return ExitCode::from(2);
             }
         };

@@ -71,7 +71,9 @@ impl Ledger {
 }
 
 fn poll_once(p: &mut Pending) -> Poll<Option<Done>> {
-    p.future.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    p.future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
 }
 
 fn run(capacity: usize, ops: Vec<Op>) {
@@ -99,18 +101,27 @@ fn run(capacity: usize, ops: Vec<Op>) {
                         .await;
                     outcome.ok().flatten().map(|r| Done::Sent(value, r))
                 });
-                pending.push(Pending { scope, is_recv: false, future });
+                pending.push(Pending {
+                    scope,
+                    is_recv: false,
+                    future,
+                });
             }
             Op::Recv(h) => {
                 let receiver = receivers[h % receivers.len()].clone();
                 let scope = CancelScope::new();
                 let run_scope = scope.clone();
                 let future = Box::pin(async move {
-                    let outcome =
-                        run_scope.run(async { Ok::<_, Cancelled>(receiver.recv().await) }).await;
+                    let outcome = run_scope
+                        .run(async { Ok::<_, Cancelled>(receiver.recv().await) })
+                        .await;
                     outcome.ok().flatten().map(Done::Received)
                 });
-                pending.push(Pending { scope, is_recv: true, future });
+                pending.push(Pending {
+                    scope,
+                    is_recv: true,
+                    future,
+                });
             }
             Op::Poll(i) | Op::Cancel(i) if !pending.is_empty() => {
                 let at = i % pending.len();
@@ -123,7 +134,10 @@ fn run(capacity: usize, ops: Vec<Op>) {
                 }
             }
             Op::DropRecv(i) => {
-                if let Some(at) = (0..pending.len()).map(|k| (k + i) % pending.len()).find(|&k| pending[k].is_recv) {
+                if let Some(at) = (0..pending.len())
+                    .map(|k| (k + i) % pending.len())
+                    .find(|&k| pending[k].is_recv)
+                {
                     // A receive dropped mid-wait puts any value handed to it back.
                     pending.swap_remove(at);
                 }
@@ -146,7 +160,9 @@ fn run(capacity: usize, ops: Vec<Op>) {
     for mut p in pending.drain(..) {
         p.scope.cancel();
         match poll_once(&mut p) {
-            Poll::Ready(done) => ledger.record(done.expect("outcomes are returned inside the scope")),
+            Poll::Ready(done) => {
+                ledger.record(done.expect("outcomes are returned inside the scope"))
+            }
             Poll::Pending => panic!("a cancelled operation must finish at once"),
         }
     }
