@@ -27,19 +27,36 @@ impl Current {
     }
 }
 
+/// Everything trellis keeps per thread, in one thread-local so that a checkpoint touches it
+/// once.
+struct Local {
+    current: RefCell<Option<Current>>,
+    checkpoints: Cell<u64>,
+}
+
 thread_local! {
-    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
-    static CHECKPOINTS: Cell<u64> = const { Cell::new(0) };
+    static LOCAL: Local = const {
+        Local { current: RefCell::new(None), checkpoints: Cell::new(0) }
+    };
 }
 
 /// The node of the code being polled on this thread, if any.
 pub(crate) fn current() -> Option<Arc<Node>> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|c| c.node().clone()))
+    LOCAL.with(|l| l.current.borrow().as_ref().map(|c| c.node().clone()))
 }
 
 /// Runs `f` with the current node borrowed (no reference-count traffic).
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
-    CURRENT.with(|c| f(c.borrow().as_ref().map(Current::node)))
+    LOCAL.with(|l| f(l.current.borrow().as_ref().map(Current::node)))
+}
+
+/// Counts a checkpoint and tells whether the current node is cancelled, in one access.
+#[inline]
+pub(crate) fn checkpoint_is_cancelled() -> bool {
+    LOCAL.with(|l| {
+        l.checkpoints.set(l.checkpoints.get().wrapping_add(1));
+        l.current.borrow().as_ref().is_some_and(|c| c.node().is_cancelled())
+    })
 }
 
 /// Something that holds what a future runs in, and lends it to the thread-local while the future
@@ -62,7 +79,7 @@ impl Slot for Option<Current> {
 /// Moves the slot's value into the thread-local for as long as the guard lives, then moves it
 /// back: no reference counting per poll.
 pub(crate) fn enter<S: Slot>(slot: &mut S) -> Entered<'_, S> {
-    let prev = CURRENT.with(|c| c.replace(Some(slot.take())));
+    let prev = LOCAL.with(|l| l.current.replace(Some(slot.take())));
     Entered { slot, prev }
 }
 
@@ -76,7 +93,7 @@ pub(crate) struct Entered<'a, S: Slot> {
 impl<S: Slot> Drop for Entered<'_, S> {
     fn drop(&mut self) {
         let prev = self.prev.take();
-        if let Some(current) = CURRENT.with(|c| c.replace(prev)) {
+        if let Some(current) = LOCAL.with(|l| l.current.replace(prev)) {
             self.slot.restore(current);
         }
     }
@@ -85,12 +102,12 @@ impl<S: Slot> Drop for Entered<'_, S> {
 /// Counts one checkpoint for [`crate::testing::assert_checkpoints`].
 #[inline]
 pub(crate) fn count_checkpoint() {
-    CHECKPOINTS.with(|c| c.set(c.get().wrapping_add(1)));
+    LOCAL.with(|l| l.checkpoints.set(l.checkpoints.get().wrapping_add(1)));
 }
 
 /// The running total of checkpoints executed on this thread.
 pub(crate) fn checkpoint_count() -> u64 {
-    CHECKPOINTS.with(Cell::get)
+    LOCAL.with(|l| l.checkpoints.get())
 }
 
 pin_project_lite::pin_project! {

@@ -152,58 +152,61 @@ impl<F: Future> Future for Cancellable<F> {
     }
 }
 
-/// How a blocked operation hears about cancellation: the node it was started in (captured at
-/// the first check), its slot in that node's waiter list, and a timer for the effective
-/// deadline. Leaves the waiter list on drop.
+/// How a blocked operation hears about cancellation: the node it waits in, its slot in that
+/// node's waiter list, and a timer for the effective deadline — all allocated only once the
+/// operation has to wait, so that one that completes at once stays small and cheap. Leaves the
+/// waiter list on drop.
 ///
 /// Use: call [`is_cancelled`](CancelWait::is_cancelled) before trying the operation, and
 /// [`poll_cancelled`](CancelWait::poll_cancelled) once it has to wait.
 pub(crate) struct CancelWait {
-    node: Option<Arc<Node>>,
-    key: Option<usize>,
     started: bool,
+    waiting: Option<Box<Waiting>>,
+}
+
+struct Waiting {
+    node: Arc<Node>,
+    key: Option<usize>,
     last_waker: Option<Waker>,
     timer: Option<(i64, Pin<Box<Sleep>>)>,
 }
 
 impl CancelWait {
     pub(crate) const fn new() -> Self {
-        CancelWait {
-            node: None,
-            key: None,
-            started: false,
-            last_waker: None,
-            timer: None,
-        }
+        CancelWait { started: false, waiting: None }
     }
 
-    /// Whether the operation must fail with `Cancelled` now. The first call captures the
-    /// current node and counts a checkpoint.
+    /// Whether the operation must fail with `Cancelled` now. The first call counts a
+    /// checkpoint.
+    #[inline]
     pub(crate) fn is_cancelled(&mut self) -> bool {
+        if let Some(waiting) = &self.waiting {
+            return waiting.node.is_cancelled();
+        }
         if !self.started {
             self.started = true;
-            self.node = context::current();
-            context::count_checkpoint();
+            return context::checkpoint_is_cancelled();
         }
-        self.node.as_ref().is_some_and(|node| node.is_cancelled())
+        context::with_current(|node| node.is_some_and(|n| n.is_cancelled()))
     }
 
     /// Registers `cx`'s waker for cancellation and arms the deadline timer; ready when the
     /// operation is cancelled. Outside any scope it is never ready.
     pub(crate) fn poll_cancelled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.started {
-            self.is_cancelled();
+            self.started = true;
+            context::count_checkpoint();
         }
-        let Some(node) = self.node.as_ref() else {
-            return Poll::Pending;
-        };
-        if !self
-            .last_waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            node.register(&mut self.key, cx.waker());
-            self.last_waker = Some(cx.waker().clone());
+        if self.waiting.is_none() {
+            // From now on this operation belongs to the node it started waiting in.
+            let Some(node) = context::current() else { return Poll::Pending };
+            self.waiting = Some(Box::new(Waiting { node, key: None, last_waker: None, timer: None }));
+        }
+        let waiting = self.waiting.as_mut().expect("set above");
+        let node = &waiting.node;
+        if !waiting.last_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            node.register(&mut waiting.key, cx.waker());
+            waiting.last_waker = Some(cx.waker().clone());
         }
         // Checked after registering: a cancel that raced with us either saw our waker or is
         // visible now.
@@ -213,10 +216,10 @@ impl CancelWait {
         loop {
             let deadline = node.effective_deadline();
             if deadline == NO_DEADLINE {
-                self.timer = None;
+                waiting.timer = None;
                 return Poll::Pending;
             }
-            match &mut self.timer {
+            match &mut waiting.timer {
                 Some((armed, sleep)) if *armed == deadline => {
                     if sleep.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
@@ -225,21 +228,21 @@ impl CancelWait {
                         return Poll::Ready(());
                     }
                     // The timer fired a hair early for our clock; arm it again.
-                    self.timer = None;
+                    waiting.timer = None;
                 }
                 _ => {
                     let sleep = Box::pin(tokio::time::sleep_until(time::decode(deadline)));
-                    self.timer = Some((deadline, sleep));
+                    waiting.timer = Some((deadline, sleep));
                 }
             }
         }
     }
 }
 
-impl Drop for CancelWait {
+impl Drop for Waiting {
     fn drop(&mut self) {
-        if let (Some(node), Some(key)) = (&self.node, self.key) {
-            node.deregister(key);
+        if let Some(key) = self.key {
+            self.node.deregister(key);
         }
     }
 }

@@ -129,8 +129,10 @@ impl Handle {
         }
     }
 
+    /// Relaxed: the channel's lock orders everything that matters; a stale `false` only lets
+    /// one more operation through, as if it had started before the close.
     fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.closed.load(Ordering::Relaxed)
     }
 }
 
