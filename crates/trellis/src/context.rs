@@ -32,12 +32,33 @@ impl Current {
 struct Local {
     current: RefCell<Option<Current>>,
     checkpoints: Cell<u64>,
+    /// Operations that completed without yielding since the last forced yield on this thread.
+    unyielded: Cell<u32>,
 }
 
 thread_local! {
     static LOCAL: Local = const {
-        Local { current: RefCell::new(None), checkpoints: Cell::new(0) }
+        Local { current: RefCell::new(None), checkpoints: Cell::new(0), unyielded: Cell::new(0) }
     };
+}
+
+/// How many operations may complete in a row on a thread before one yields: the same budget
+/// tokio gives a task, kept in our own thread-local so that it costs nothing extra.
+const YIELD_EVERY: u32 = 128;
+
+/// The start of an operation that is a checkpoint: counts it, tells whether the current node
+/// is cancelled, and whether the thread has run long enough that this operation should yield
+/// first (a schedule point).
+#[inline]
+pub(crate) fn start_operation() -> (bool, bool) {
+    LOCAL.with(|l| {
+        l.checkpoints.set(l.checkpoints.get().wrapping_add(1));
+        let n = l.unyielded.get() + 1;
+        let yield_now = n >= YIELD_EVERY;
+        l.unyielded.set(if yield_now { 0 } else { n });
+        let cancelled = l.current.borrow().as_ref().is_some_and(|c| c.node().is_cancelled());
+        (cancelled, yield_now)
+    })
 }
 
 /// The node of the code being polled on this thread, if any.

@@ -190,6 +190,25 @@ impl CancelWait {
         context::with_current(|node| node.is_some_and(|n| n.is_cancelled()))
     }
 
+    /// The start of an operation that can complete at once (a channel send, say): ready with
+    /// whether it is cancelled, or pending once in a while to yield to other tasks first
+    /// (Trio's schedule point, taken every [`YIELD_EVERY`](crate::context) operations rather
+    /// than every time, as tokio's budget does). Call it until it is ready, then try the
+    /// operation.
+    #[inline]
+    pub(crate) fn poll_start(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.started {
+            return Poll::Ready(self.is_cancelled());
+        }
+        self.started = true;
+        let (cancelled, yield_now) = context::start_operation();
+        if yield_now && !cancelled {
+            let _ = pin!(tokio::task::yield_now()).poll(cx);
+            return Poll::Pending;
+        }
+        Poll::Ready(cancelled)
+    }
+
     /// Registers `cx`'s waker for cancellation and arms the deadline timer; ready when the
     /// operation is cancelled. Outside any scope it is never ready.
     pub(crate) fn poll_cancelled(&mut self, cx: &mut Context<'_>) -> Poll<()> {

@@ -24,9 +24,9 @@
 //! returned, and a `recv` future dropped after a value was handed to it puts the value back at
 //! the front of the channel.
 //!
-//! Operations that can complete at once spend tokio's cooperative budget instead of yielding
-//! every time (tokio's own channels do the same), so a busy loop over a channel still yields
-//! regularly without paying a task switch per value. Use [`checkpoint`](crate::checkpoint) where
+//! Operations that can complete at once do not yield every time: one in 128 on a thread yields
+//! first (like tokio's cooperative budget), so a busy loop over a channel still lets other tasks
+//! run without paying a task switch per value. Use [`checkpoint`](crate::checkpoint) where
 //! Trio's strict "every operation yields" matters.
 //!
 //! ```
@@ -286,20 +286,15 @@ impl<T> Future for Send<'_, T> {
         let chan = &this.sender.chan;
         let handle = &this.sender.handle;
         let Some(key) = this.key else {
-            let value = this.value.take().expect("Send polled after completion");
             if handle.is_closed() {
+                let value = this.value.take().expect("Send polled after completion");
                 return Poll::Ready(Err(SendError::Closed(value)));
             }
-            if this.cancel.is_cancelled() {
+            let cancelled = ready!(this.cancel.poll_start(cx));
+            let value = this.value.take().expect("Send polled after completion");
+            if cancelled {
                 return Poll::Ready(Err(SendError::Cancelled(value)));
             }
-            let coop = match tokio::task::coop::poll_proceed(cx) {
-                Poll::Ready(coop) => coop,
-                Poll::Pending => {
-                    this.value = Some(value);
-                    return Poll::Pending;
-                }
-            };
             let mut state = chan.lock();
             match state.try_send(value) {
                 Ok(waker) => {
@@ -307,7 +302,6 @@ impl<T> Future for Send<'_, T> {
                     if let Some(waker) = waker {
                         waker.wake();
                     }
-                    coop.made_progress();
                     return Poll::Ready(Ok(()));
                 }
                 Err(state::TrySend::Broken(v)) => return Poll::Ready(Err(SendError::Broken(v))),
@@ -472,10 +466,9 @@ impl<T> Receiver<T> {
                 if handle.is_closed() {
                     return Poll::Ready(Err(RecvError::Closed));
                 }
-                if cancel.is_cancelled() {
+                if ready!(cancel.poll_start(cx)) {
                     return Poll::Ready(Err(RecvError::Cancelled));
                 }
-                let coop = ready!(tokio::task::coop::poll_proceed(cx));
                 let mut state = chan.lock();
                 match state.try_recv() {
                     Ok((value, waker)) => {
@@ -483,7 +476,6 @@ impl<T> Receiver<T> {
                         if let Some(waker) = waker {
                             waker.wake();
                         }
-                        coop.made_progress();
                         return Poll::Ready(Ok(value));
                     }
                     Err(state::TryRecv::End) => return Poll::Ready(Err(RecvError::EndOfChannel)),
