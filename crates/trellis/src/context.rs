@@ -56,7 +56,11 @@ pub(crate) fn start_operation() -> (bool, bool) {
         let n = l.unyielded.get() + 1;
         let yield_now = n >= YIELD_EVERY;
         l.unyielded.set(if yield_now { 0 } else { n });
-        let cancelled = l.current.borrow().as_ref().is_some_and(|c| c.node().is_cancelled());
+        let cancelled = l
+            .current
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| c.node().is_cancelled());
         (cancelled, yield_now)
     })
 }
@@ -76,7 +80,10 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
 pub(crate) fn checkpoint_is_cancelled() -> bool {
     LOCAL.with(|l| {
         l.checkpoints.set(l.checkpoints.get().wrapping_add(1));
-        l.current.borrow().as_ref().is_some_and(|c| c.node().is_cancelled())
+        l.current
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| c.node().is_cancelled())
     })
 }
 

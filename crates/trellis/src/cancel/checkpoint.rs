@@ -173,7 +173,10 @@ struct Waiting {
 
 impl CancelWait {
     pub(crate) const fn new() -> Self {
-        CancelWait { started: false, waiting: None }
+        CancelWait {
+            started: false,
+            waiting: None,
+        }
     }
 
     /// Whether the operation must fail with `Cancelled` now. The first call counts a
@@ -218,12 +221,23 @@ impl CancelWait {
         }
         if self.waiting.is_none() {
             // From now on this operation belongs to the node it started waiting in.
-            let Some(node) = context::current() else { return Poll::Pending };
-            self.waiting = Some(Box::new(Waiting { node, key: None, last_waker: None, timer: None }));
+            let Some(node) = context::current() else {
+                return Poll::Pending;
+            };
+            self.waiting = Some(Box::new(Waiting {
+                node,
+                key: None,
+                last_waker: None,
+                timer: None,
+            }));
         }
         let waiting = self.waiting.as_mut().expect("set above");
         let node = &waiting.node;
-        if !waiting.last_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !waiting
+            .last_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             node.register(&mut waiting.key, cx.waker());
             waiting.last_waker = Some(cx.waker().clone());
         }
