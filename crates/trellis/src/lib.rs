@@ -49,6 +49,7 @@ pub mod instrument;
 mod nursery;
 mod runner;
 mod slab;
+pub mod sync;
 pub mod testing;
 mod time;
 

@@ -1,0 +1,621 @@
+//! Synchronisation between tasks: [`Event`], [`ParkingLot`], [`Semaphore`] and a fair
+//! [`Lock`], with Trio's semantics.
+//!
+//! Every wait is a checkpoint, as in Trio: in a cancelled scope it fails with `Cancelled` at
+//! once, a blocked wait is woken by cancellation, and a wait that succeeds at once still yields
+//! once (so a task that releases and re-acquires a lock in a loop lets the others line up). Waiters are served in arrival order (FIFO), and what a
+//! waiter is granted (a permit, the lock) is recorded before it is woken: a waiter cancelled
+//! or dropped just after being granted keeps the grant or passes it on, so nothing is lost and
+//! nobody is left waiting for a release that already happened.
+
+mod queue;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker, ready};
+
+use queue::WaitQueue;
+use thiserror::Error;
+
+use crate::cancel::CancelWait;
+use crate::error::Cancelled;
+
+fn lock<S>(mutex: &Mutex<S>) -> MutexGuard<'_, S> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn wake_all(wakers: impl IntoIterator<Item = Waker>) {
+    wakers.into_iter().for_each(Waker::wake);
+}
+
+/// How a primitive takes part in [`Wait`]: its state behind one mutex, how to take a grant
+/// without waiting, and what to do with a grant whose waiter went away.
+trait Waitable {
+    type State;
+
+    fn state(&self) -> &Mutex<Self::State>;
+    fn queue(state: &mut Self::State) -> &mut WaitQueue;
+    /// Takes the grant at once if nobody waits and it is available.
+    fn try_take(state: &mut Self::State) -> bool;
+    /// A granted waiter went away before using its grant: hand it to the next one (returns its
+    /// waker) or give it back.
+    fn abandon(state: &mut Self::State) -> Option<Waker>;
+}
+
+/// The future of a wait on a [`Waitable`]: ready with `Ok(())` once granted.
+struct Wait<'a, W: Waitable> {
+    owner: &'a W,
+    key: Option<usize>,
+    /// Taken at once, and now yielding once before returning (Trio's schedule point, which is
+    /// what lets other tasks line up behind a lock that is released and re-taken in a loop).
+    holding: bool,
+    cancel: CancelWait,
+}
+
+impl<'a, W: Waitable> Wait<'a, W> {
+    fn new(owner: &'a W) -> Self {
+        Wait {
+            owner,
+            key: None,
+            holding: false,
+            cancel: CancelWait::new(),
+        }
+    }
+
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Cancelled>> {
+        if self.holding {
+            self.holding = false;
+            return Poll::Ready(Ok(()));
+        }
+        match self.key {
+            None => {
+                if self.cancel.is_cancelled() {
+                    return Poll::Ready(Err(Cancelled));
+                }
+                let mut state = lock(self.owner.state());
+                if W::try_take(&mut state) {
+                    drop(state);
+                    self.holding = true;
+                    let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
+                    return Poll::Pending;
+                }
+                self.key = Some(W::queue(&mut state).push(cx.waker()));
+            }
+            Some(key) => {
+                let mut state = lock(self.owner.state());
+                if W::queue(&mut state).poll(key, cx.waker()) {
+                    self.key = None;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+        ready!(self.cancel.poll_cancelled(cx));
+        let key = self.key.take().expect("waiting");
+        let granted = W::queue(&mut lock(self.owner.state())).withdraw(key);
+        // Granted just as we were cancelled: the wait completed; keep it.
+        Poll::Ready(if granted { Ok(()) } else { Err(Cancelled) })
+    }
+}
+
+impl<W: Waitable> Drop for Wait<'_, W> {
+    fn drop(&mut self) {
+        if self.holding {
+            let waker = W::abandon(&mut lock(self.owner.state()));
+            wake_all(waker);
+        }
+        if let Some(key) = self.key.take() {
+            let waker = {
+                let mut state = lock(self.owner.state());
+                if W::queue(&mut state).withdraw(key) {
+                    W::abandon(&mut state)
+                } else {
+                    None
+                }
+            };
+            wake_all(waker);
+        }
+    }
+}
+
+/// A flag that tasks wait for: once [`set`](Event::set), every waiter wakes and every later
+/// [`wait`](Event::wait) returns at once. It cannot be cleared (Trio's `Event`).
+///
+/// ```
+/// # #[tokio::main] async fn main() -> Result<(), trellis::Error> {
+/// use std::sync::Arc;
+/// let ready = Arc::new(trellis::sync::Event::new());
+/// trellis::open_nursery(|n| {
+///     let ready = ready.clone();
+///     async move {
+///         let waiter = ready.clone();
+///         n.start_soon(async move { Ok::<_, trellis::Error>(waiter.wait().await?) })?;
+///         ready.set();
+///         Ok::<_, trellis::Error>(())
+///     }
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct Event {
+    set: AtomicBool,
+    waiters: Mutex<EventState>,
+}
+
+#[derive(Debug)]
+struct EventState {
+    set: bool,
+    queue: WaitQueue,
+}
+
+impl Default for EventState {
+    fn default() -> Self {
+        EventState {
+            set: false,
+            queue: WaitQueue::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for WaitQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitQueue")
+            .field("waiting", &self.len())
+            .finish()
+    }
+}
+
+/// How many tasks wait on a primitive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WaitStatistics {
+    /// Tasks blocked waiting.
+    pub tasks_waiting: usize,
+}
+
+impl Waitable for Event {
+    type State = EventState;
+
+    fn state(&self) -> &Mutex<EventState> {
+        &self.waiters
+    }
+
+    fn queue(state: &mut EventState) -> &mut WaitQueue {
+        &mut state.queue
+    }
+
+    fn try_take(state: &mut EventState) -> bool {
+        state.set
+    }
+
+    fn abandon(_: &mut EventState) -> Option<Waker> {
+        None
+    }
+}
+
+impl Event {
+    /// An event that is not set.
+    pub fn new() -> Self {
+        Event::default()
+    }
+
+    /// Sets the event and wakes every waiter. Idempotent.
+    pub fn set(&self) {
+        if self.set.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let wakers = {
+            let mut state = lock(&self.waiters);
+            state.set = true;
+            state.queue.grant_all()
+        };
+        wake_all(wakers);
+    }
+
+    /// Whether the event is set.
+    pub fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Waits until the event is set; a checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// `Cancelled` when the calling code is cancelled first.
+    pub async fn wait(&self) -> Result<(), Cancelled> {
+        let mut wait = Wait::new(self);
+        std::future::poll_fn(|cx| wait.poll_wait(cx)).await
+    }
+
+    /// How many tasks wait.
+    pub fn statistics(&self) -> WaitStatistics {
+        WaitStatistics {
+            tasks_waiting: lock(&self.waiters).queue.len(),
+        }
+    }
+}
+
+/// A FIFO queue of parked tasks, woken explicitly (Trio's `ParkingLot`): the building block for
+/// custom synchronisation.
+#[derive(Debug, Default)]
+pub struct ParkingLot {
+    state: Mutex<LotState>,
+}
+
+#[derive(Debug)]
+struct LotState {
+    queue: WaitQueue,
+}
+
+impl Default for LotState {
+    fn default() -> Self {
+        LotState {
+            queue: WaitQueue::new(),
+        }
+    }
+}
+
+impl Waitable for ParkingLot {
+    type State = LotState;
+
+    fn state(&self) -> &Mutex<LotState> {
+        &self.state
+    }
+
+    fn queue(state: &mut LotState) -> &mut WaitQueue {
+        &mut state.queue
+    }
+
+    fn try_take(_: &mut LotState) -> bool {
+        false
+    }
+
+    fn abandon(_: &mut LotState) -> Option<Waker> {
+        None
+    }
+}
+
+impl ParkingLot {
+    /// An empty lot.
+    pub fn new() -> Self {
+        ParkingLot::default()
+    }
+
+    /// Parks the calling task until [`unpark`](ParkingLot::unpark)ed; a checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// `Cancelled` when the calling code is cancelled before it was unparked; it then leaves
+    /// the lot.
+    pub async fn park(&self) -> Result<(), Cancelled> {
+        let mut wait = Wait::new(self);
+        std::future::poll_fn(|cx| wait.poll_wait(cx)).await
+    }
+
+    /// Unparks up to `count` tasks, longest-parked first; returns how many.
+    pub fn unpark(&self, count: usize) -> usize {
+        let wakers: Vec<Waker> = {
+            let mut state = lock(&self.state);
+            (0..count)
+                .map_while(|_| state.queue.grant_first())
+                .collect()
+        };
+        let woken = wakers.len();
+        wake_all(wakers);
+        woken
+    }
+
+    /// Unparks every parked task; returns how many.
+    pub fn unpark_all(&self) -> usize {
+        let wakers = lock(&self.state).queue.grant_all();
+        let woken = wakers.len();
+        wake_all(wakers);
+        woken
+    }
+
+    /// The number of parked tasks.
+    pub fn len(&self) -> usize {
+        lock(&self.state).queue.len()
+    }
+
+    /// True when no task is parked.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.state).queue.is_empty()
+    }
+
+    /// How many tasks are parked.
+    pub fn statistics(&self) -> WaitStatistics {
+        WaitStatistics {
+            tasks_waiting: self.len(),
+        }
+    }
+}
+
+/// The error of releasing a bounded [`Semaphore`] above its maximum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("semaphore released above its maximum value")]
+pub struct ReleasedTooMany;
+
+/// The error of a `try_*` acquisition that would have to wait (Trio's `WouldBlock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("the acquisition would block")]
+pub struct WouldBlock;
+
+/// A counting semaphore with FIFO waiters and an optional maximum (Trio's `Semaphore`).
+///
+/// [`acquire`](Semaphore::acquire) gives a permit that is released when dropped (or kept with
+/// [`SemaphorePermit::forget`] and released later with [`release`](Semaphore::release)).
+#[derive(Debug)]
+pub struct Semaphore {
+    state: Mutex<SemaphoreState>,
+}
+
+#[derive(Debug)]
+struct SemaphoreState {
+    value: usize,
+    max: Option<usize>,
+    queue: WaitQueue,
+}
+
+impl Waitable for Semaphore {
+    type State = SemaphoreState;
+
+    fn state(&self) -> &Mutex<SemaphoreState> {
+        &self.state
+    }
+
+    fn queue(state: &mut SemaphoreState) -> &mut WaitQueue {
+        &mut state.queue
+    }
+
+    fn try_take(state: &mut SemaphoreState) -> bool {
+        // Newcomers never overtake waiters: FIFO.
+        if state.value > 0 && state.queue.is_empty() {
+            state.value -= 1;
+            return true;
+        }
+        false
+    }
+
+    fn abandon(state: &mut SemaphoreState) -> Option<Waker> {
+        let waker = state.queue.grant_first();
+        if waker.is_none() {
+            state.value += 1;
+        }
+        waker
+    }
+}
+
+impl Semaphore {
+    /// A semaphore holding `value` permits, without a maximum.
+    pub fn new(value: usize) -> Self {
+        Semaphore {
+            state: Mutex::new(SemaphoreState {
+                value,
+                max: None,
+                queue: WaitQueue::new(),
+            }),
+        }
+    }
+
+    /// A semaphore holding `value` permits that may never hold more than `max`.
+    ///
+    /// # Panics
+    ///
+    /// When `value > max`.
+    pub fn bounded(value: usize, max: usize) -> Self {
+        assert!(
+            value <= max,
+            "a semaphore's initial value cannot exceed its maximum"
+        );
+        Semaphore {
+            state: Mutex::new(SemaphoreState {
+                value,
+                max: Some(max),
+                queue: WaitQueue::new(),
+            }),
+        }
+    }
+
+    /// Takes a permit, waiting in line while there is none; a checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// `Cancelled` when the calling code is cancelled before a permit was granted.
+    pub async fn acquire(&self) -> Result<SemaphorePermit<'_>, Cancelled> {
+        let mut wait = Wait::new(self);
+        std::future::poll_fn(|cx| wait.poll_wait(cx)).await?;
+        Ok(SemaphorePermit { semaphore: self })
+    }
+
+    /// Takes a permit if one is free and nobody waits.
+    ///
+    /// # Errors
+    ///
+    /// [`WouldBlock`] otherwise.
+    pub fn try_acquire(&self) -> Result<SemaphorePermit<'_>, WouldBlock> {
+        if Self::try_take(&mut lock(&self.state)) {
+            Ok(SemaphorePermit { semaphore: self })
+        } else {
+            Err(WouldBlock)
+        }
+    }
+
+    /// Adds a permit: to the longest waiter if any, else to the count.
+    ///
+    /// # Errors
+    ///
+    /// [`ReleasedTooMany`] when that would exceed the maximum of a bounded semaphore.
+    pub fn release(&self) -> Result<(), ReleasedTooMany> {
+        let waker = {
+            let mut state = lock(&self.state);
+            match state.queue.grant_first() {
+                Some(waker) => Some(waker),
+                None => {
+                    if state.max.is_some_and(|max| state.value >= max) {
+                        return Err(ReleasedTooMany);
+                    }
+                    state.value += 1;
+                    None
+                }
+            }
+        };
+        wake_all(waker);
+        Ok(())
+    }
+
+    /// The permits free now.
+    pub fn value(&self) -> usize {
+        lock(&self.state).value
+    }
+
+    /// The maximum of a bounded semaphore.
+    pub fn max_value(&self) -> Option<usize> {
+        lock(&self.state).max
+    }
+
+    /// How many tasks wait for a permit.
+    pub fn statistics(&self) -> WaitStatistics {
+        WaitStatistics {
+            tasks_waiting: lock(&self.state).queue.len(),
+        }
+    }
+}
+
+/// A permit of a [`Semaphore`]; released when dropped.
+#[derive(Debug)]
+#[must_use = "the permit is released when dropped"]
+pub struct SemaphorePermit<'a> {
+    semaphore: &'a Semaphore,
+}
+
+impl SemaphorePermit<'_> {
+    /// Keeps the permit taken without a guard; give it back with [`Semaphore::release`].
+    pub fn forget(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for SemaphorePermit<'_> {
+    fn drop(&mut self) {
+        // A permit taken from this semaphore can always be given back.
+        let _ = self.semaphore.release();
+    }
+}
+
+/// A fair mutual-exclusion lock (Trio's `Lock`, which is also its `StrictFIFOLock`): waiters
+/// get the lock in arrival order, handed over directly at release, so a task that releases and
+/// re-acquires at once goes to the back of the line.
+///
+/// It guards no data; wrap your data in a `std::sync::Mutex` held only between awaits, or use
+/// the guard to serialise an async section.
+#[derive(Debug, Default)]
+pub struct Lock {
+    state: Mutex<LockState>,
+}
+
+#[derive(Debug)]
+struct LockState {
+    locked: bool,
+    queue: WaitQueue,
+}
+
+impl Default for LockState {
+    fn default() -> Self {
+        LockState {
+            locked: false,
+            queue: WaitQueue::new(),
+        }
+    }
+}
+
+impl Waitable for Lock {
+    type State = LockState;
+
+    fn state(&self) -> &Mutex<LockState> {
+        &self.state
+    }
+
+    fn queue(state: &mut LockState) -> &mut WaitQueue {
+        &mut state.queue
+    }
+
+    fn try_take(state: &mut LockState) -> bool {
+        if !state.locked && state.queue.is_empty() {
+            state.locked = true;
+            return true;
+        }
+        false
+    }
+
+    fn abandon(state: &mut LockState) -> Option<Waker> {
+        release_lock(state)
+    }
+}
+
+/// Hands the lock to the next waiter (it stays locked) or unlocks it.
+fn release_lock(state: &mut LockState) -> Option<Waker> {
+    let waker = state.queue.grant_first();
+    if waker.is_none() {
+        state.locked = false;
+    }
+    waker
+}
+
+impl Lock {
+    /// An unlocked lock.
+    pub fn new() -> Self {
+        Lock::default()
+    }
+
+    /// Takes the lock, waiting in line; a checkpoint. The guard releases it.
+    ///
+    /// # Errors
+    ///
+    /// `Cancelled` when the calling code is cancelled before the lock was handed over.
+    pub async fn acquire(&self) -> Result<LockGuard<'_>, Cancelled> {
+        let mut wait = Wait::new(self);
+        std::future::poll_fn(|cx| wait.poll_wait(cx)).await?;
+        Ok(LockGuard { lock: self })
+    }
+
+    /// Takes the lock if it is free and nobody waits.
+    ///
+    /// # Errors
+    ///
+    /// [`WouldBlock`] otherwise.
+    pub fn try_acquire(&self) -> Result<LockGuard<'_>, WouldBlock> {
+        if Self::try_take(&mut lock(&self.state)) {
+            Ok(LockGuard { lock: self })
+        } else {
+            Err(WouldBlock)
+        }
+    }
+
+    /// Whether some task holds the lock.
+    pub fn is_locked(&self) -> bool {
+        lock(&self.state).locked
+    }
+
+    /// How many tasks wait for the lock.
+    pub fn statistics(&self) -> WaitStatistics {
+        WaitStatistics {
+            tasks_waiting: lock(&self.state).queue.len(),
+        }
+    }
+}
+
+/// Holds a [`Lock`]; hands it to the next waiter when dropped.
+#[derive(Debug)]
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        let waker = release_lock(&mut lock(&self.lock.state));
+        wake_all(waker);
+    }
+}

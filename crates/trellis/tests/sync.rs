@@ -1,0 +1,354 @@
+//! Event, ParkingLot, Semaphore and Lock, ported from Trio's `_tests/test_sync.py` and
+//! `_core/_tests/test_parking_lot.py`.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use trellis::sync::{Event, Lock, ParkingLot, ReleasedTooMany, Semaphore, WouldBlock};
+use trellis::testing::{assert_checkpoints, wait_all_tasks_blocked};
+use trellis::{CancelScope, Cancelled, Error, checkpoint, open_nursery};
+
+type Record = Arc<Mutex<Vec<String>>>;
+
+fn push(record: &Record, s: impl Into<String>) {
+    record.lock().unwrap().push(s.into());
+}
+
+fn taken(record: &Record) -> Vec<String> {
+    record.lock().unwrap().clone()
+}
+
+/// Trio: test_Event
+async fn event() {
+    let e = Event::new();
+    assert!(!e.is_set());
+    assert_eq!(e.statistics().tasks_waiting, 0);
+    e.set();
+    assert!(e.is_set());
+    assert_checkpoints(e.wait()).await.unwrap();
+
+    let e = Arc::new(Event::new());
+    let record: Record = Default::default();
+    let (ev, rec) = (e.clone(), record.clone());
+    open_nursery(|n| async move {
+        for _ in 0..2 {
+            let (ev, rec) = (ev.clone(), rec.clone());
+            n.start_soon(async move {
+                push(&rec, "sleeping");
+                ev.wait().await?;
+                push(&rec, "woken");
+                Ok::<_, Error>(())
+            })?;
+        }
+        wait_all_tasks_blocked().await?;
+        assert_eq!(taken(&rec), ["sleeping", "sleeping"]);
+        assert_eq!(ev.statistics().tasks_waiting, 2);
+        ev.set();
+        wait_all_tasks_blocked().await?;
+        assert_eq!(taken(&rec), ["sleeping", "sleeping", "woken", "woken"]);
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+}
+
+/// Trio: test_parking_lot_basic — unpark one by one is strict FIFO; unpark(count).
+async fn parking_lot_basic() {
+    let lot = Arc::new(ParkingLot::new());
+    assert!(lot.is_empty());
+    let record: Record = Default::default();
+    let (l, rec) = (lot.clone(), record.clone());
+    open_nursery(|n| async move {
+        for i in 0..3 {
+            let (l, rec) = (l.clone(), rec.clone());
+            n.start_soon(async move {
+                push(&rec, format!("sleep {i}"));
+                l.park().await?;
+                push(&rec, format!("wake {i}"));
+                Ok::<_, Error>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+        }
+        assert_eq!(l.len(), 3);
+        for _ in 0..3 {
+            assert_eq!(l.unpark(1), 1);
+            wait_all_tasks_blocked().await?;
+        }
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        taken(&record),
+        [
+            "sleep 0", "sleep 1", "sleep 2", "wake 0", "wake 1", "wake 2"
+        ]
+    );
+    // Unparking an empty lot is a no-op.
+    assert_eq!(lot.unpark(100), 0);
+    assert_eq!(lot.unpark_all(), 0);
+
+    let record: Record = Default::default();
+    let (l, rec) = (lot.clone(), record.clone());
+    open_nursery(|n| async move {
+        for i in 0..3 {
+            let (l, rec) = (l.clone(), rec.clone());
+            n.start_soon(async move {
+                l.park().await?;
+                push(&rec, format!("wake {i}"));
+                Ok::<_, Error>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+        }
+        assert_eq!(l.unpark(2), 2);
+        wait_all_tasks_blocked().await?;
+        let mut woke = taken(&rec);
+        woke.sort();
+        assert_eq!(woke, ["wake 0", "wake 1"]);
+        assert_eq!(l.statistics().tasks_waiting, 1);
+        l.unpark_all();
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+}
+
+/// Trio: test_parking_lot_cancel — a cancelled parker leaves the lot; the others still wake.
+async fn parking_lot_cancel() {
+    let lot = Arc::new(ParkingLot::new());
+    let record: Record = Default::default();
+    let (l, rec) = (lot.clone(), record.clone());
+    open_nursery(|n| async move {
+        let mut scopes = Vec::new();
+        for i in 1..=3 {
+            let (l, rec) = (l.clone(), rec.clone());
+            let scope = CancelScope::new();
+            scopes.push(scope.clone());
+            n.start_soon(async move {
+                push(&rec, format!("sleep {i}"));
+                let r = scope.run(l.park()).await;
+                push(
+                    &rec,
+                    if r == Ok(None) {
+                        format!("cancelled {i}")
+                    } else {
+                        format!("wake {i}")
+                    },
+                );
+                Ok::<_, Error>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+        }
+        scopes[1].cancel();
+        wait_all_tasks_blocked().await?;
+        assert_eq!(taken(&rec).len(), 4);
+        assert_eq!(l.len(), 2);
+        l.unpark_all();
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    let record = taken(&record);
+    assert_eq!(
+        record[..4],
+        ["sleep 1", "sleep 2", "sleep 3", "cancelled 2"]
+    );
+    let mut rest = record[4..].to_vec();
+    rest.sort();
+    assert_eq!(rest, ["wake 1", "wake 3"]);
+}
+
+/// Trio: test_Semaphore
+async fn semaphore() {
+    let s = Arc::new(Semaphore::new(1));
+    assert_eq!((s.value(), s.max_value()), (1, None));
+    s.release().unwrap();
+    assert_eq!(s.value(), 2);
+    assert_eq!(s.statistics().tasks_waiting, 0);
+    s.try_acquire().unwrap().forget();
+    assert_eq!(s.value(), 1);
+    assert_checkpoints(s.acquire()).await.unwrap().forget();
+    assert_eq!(s.value(), 0);
+    assert_eq!(s.try_acquire().unwrap_err(), WouldBlock);
+    s.release().unwrap();
+    {
+        let _permit = s.acquire().await.unwrap();
+        assert_eq!(s.value(), 0);
+    }
+    assert_eq!(s.value(), 1);
+    s.try_acquire().unwrap().forget();
+
+    let record: Record = Default::default();
+    let (s2, rec) = (s.clone(), record.clone());
+    open_nursery(|n| async move {
+        let (s3, rec2) = (s2.clone(), rec.clone());
+        n.start_soon(async move {
+            push(&rec2, "started");
+            s3.acquire().await?.forget();
+            push(&rec2, "finished");
+            Ok::<_, Error>(())
+        })?;
+        wait_all_tasks_blocked().await?;
+        assert_eq!(taken(&rec), ["started"]);
+        assert_eq!(s2.value(), 0);
+        s2.release().unwrap();
+        // Fairness: the permit went to the waiter, not back into the pool.
+        assert_eq!(s2.value(), 0);
+        assert_eq!(s2.try_acquire().unwrap_err(), WouldBlock);
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(taken(&record), ["started", "finished"]);
+}
+
+/// Trio: test_Semaphore_bounded
+#[test]
+fn semaphore_bounded() {
+    let bs = Semaphore::bounded(1, 1);
+    assert_eq!(bs.max_value(), Some(1));
+    assert_eq!(bs.release(), Err(ReleasedTooMany));
+    assert_eq!(bs.value(), 1);
+    bs.try_acquire().unwrap().forget();
+    assert_eq!(bs.value(), 0);
+    bs.release().unwrap();
+    assert_eq!(bs.value(), 1);
+    assert!(std::panic::catch_unwind(|| Semaphore::bounded(2, 1)).is_err());
+}
+
+/// Trio: test_generic_lock_exclusion
+async fn lock_exclusion() {
+    let lock = Arc::new(Lock::new());
+    let inside = Arc::new(AtomicBool::new(false));
+    let acquires = Arc::new(AtomicUsize::new(0));
+    let (l, ins, acq) = (lock.clone(), inside.clone(), acquires.clone());
+    open_nursery(|n| async move {
+        for _ in 0..5 {
+            let (l, ins, acq) = (l.clone(), ins.clone(), acq.clone());
+            n.start_soon(async move {
+                for _ in 0..10 {
+                    let _guard = l.acquire().await?;
+                    acq.fetch_add(1, Ordering::SeqCst);
+                    assert!(!ins.swap(true, Ordering::SeqCst));
+                    checkpoint().await?;
+                    checkpoint().await?;
+                    assert!(ins.swap(false, Ordering::SeqCst));
+                }
+                Ok::<_, Error>(())
+            })?;
+        }
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(acquires.load(Ordering::SeqCst), 50);
+    assert!(!lock.is_locked());
+}
+
+/// Trio: test_generic_lock_fifo_fairness — after the first round, the order repeats.
+async fn lock_fifo_fairness() {
+    let lock = Arc::new(Lock::new());
+    let initial: Record = Default::default();
+    let record: Record = Default::default();
+    let (l, ini, rec) = (lock.clone(), initial.clone(), record.clone());
+    open_nursery(|n| async move {
+        for name in 1..=3 {
+            let (l, ini, rec) = (l.clone(), ini.clone(), rec.clone());
+            n.start_soon(async move {
+                push(&ini, name.to_string());
+                for _ in 0..5 {
+                    let _guard = l.acquire().await?;
+                    push(&rec, name.to_string());
+                }
+                Ok::<_, Error>(())
+            })?;
+        }
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    let (initial, record) = (taken(&initial), taken(&record));
+    for round in 0..5 {
+        assert_eq!(record[3 * round..3 * (round + 1)], initial[..]);
+    }
+}
+
+/// Trio: test_generic_lock_acquire_nowait_blocks_acquire
+async fn lock_try_acquire_blocks_acquire() {
+    let lock = Arc::new(Lock::new());
+    let record: Record = Default::default();
+    let (l, rec) = (lock.clone(), record.clone());
+    open_nursery(|n| async move {
+        let guard = l.try_acquire().unwrap();
+        let (l2, rec2) = (l.clone(), rec.clone());
+        n.start_soon(async move {
+            push(&rec2, "started");
+            drop(l2.acquire().await?);
+            push(&rec2, "finished");
+            Ok::<_, Error>(())
+        })?;
+        wait_all_tasks_blocked().await?;
+        assert_eq!(taken(&rec), ["started"]);
+        // Someone waits: no barging in, even for a try.
+        drop(guard);
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(taken(&record), ["started", "finished"]);
+}
+
+/// A waiter granted the lock and then dropped passes it on: nobody waits forever.
+async fn abandoned_lock_grant_is_passed_on() {
+    let lock = Lock::new();
+    let guard = lock.try_acquire().unwrap();
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut first = Box::pin(lock.acquire());
+    let mut second = Box::pin(lock.acquire());
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    drop(guard); // hands the lock to `first`
+    drop(first); // which goes away without using it
+    assert!(matches!(
+        second.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Ok(_))
+    ));
+}
+
+/// A cancelled acquire leaves the line; acquiring in a cancelled scope fails at once.
+async fn cancelled_acquire() {
+    let lock = Arc::new(Lock::new());
+    let guard = lock.try_acquire().unwrap();
+    let scope = CancelScope::new();
+    scope.cancel();
+    assert!(matches!(
+        scope.run(async { lock.acquire().await.map(|_| ()) }).await,
+        Ok(None)
+    ));
+    assert_eq!(lock.statistics().tasks_waiting, 0);
+    drop(guard);
+    let sem = Semaphore::new(0);
+    let scope = CancelScope::new();
+    scope.cancel();
+    let r = scope
+        .run(async { sem.acquire().await.map(|p| p.forget()) })
+        .await;
+    assert_eq!(r, Ok(None));
+    assert_eq!(sem.statistics().tasks_waiting, 0);
+    let _ = Cancelled;
+}
+
+both_flavors!(
+    event,
+    parking_lot_basic,
+    parking_lot_cancel,
+    semaphore,
+    lock_exclusion,
+    lock_fifo_fairness,
+    lock_try_acquire_blocks_acquire,
+    abandoned_lock_grant_is_passed_on,
+    cancelled_acquire,
+);
