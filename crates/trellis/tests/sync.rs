@@ -341,7 +341,217 @@ async fn cancelled_acquire() {
     let _ = Cancelled;
 }
 
+/// Trio: test_CapacityLimiter (in a task, so that the task can borrow)
+async fn capacity_limiter() {
+    tokio::spawn(capacity_limiter_in_task()).await.unwrap();
+}
+
+async fn capacity_limiter_in_task() {
+    use trellis::sync::{Borrower, CapacityError, CapacityLimiter};
+    assert_eq!(CapacityLimiter::new(0).total_tokens(), 0);
+    let c = Arc::new(CapacityLimiter::new(2));
+    assert_eq!(
+        (c.total_tokens(), c.borrowed_tokens(), c.available_tokens()),
+        (2, 0, 2)
+    );
+    let me = Borrower::current_task().unwrap();
+    assert_eq!(c.release_on_behalf_of(me), Err(CapacityError::NotBorrowing));
+    let mine = c.try_acquire_on_behalf_of(me).unwrap();
+    assert_eq!((c.borrowed_tokens(), c.available_tokens()), (1, 1));
+    let stats = c.statistics();
+    assert_eq!(
+        (
+            stats.borrowed_tokens,
+            stats.total_tokens,
+            stats.tasks_waiting
+        ),
+        (1, 2, 0)
+    );
+    assert_eq!(stats.borrowers, [me]);
+    // Can't re-acquire while holding.
+    assert_eq!(
+        c.try_acquire_on_behalf_of(me).unwrap_err(),
+        CapacityError::AlreadyBorrowing
+    );
+    assert_eq!(
+        c.acquire().await.unwrap_err(),
+        CapacityError::AlreadyBorrowing
+    );
+    assert_eq!(c.borrowed_tokens(), 1);
+    // On behalf of someone else, though:
+    assert_checkpoints(c.acquire_on_behalf_of(7u64))
+        .await
+        .unwrap()
+        .forget();
+    assert_eq!(c.borrowed_tokens(), 2);
+    assert_eq!(
+        c.try_acquire_on_behalf_of(8u64).unwrap_err(),
+        CapacityError::WouldBlock
+    );
+    drop(mine);
+    assert_eq!(c.statistics().borrowers, [Borrower::Id(7)]);
+    c.release_on_behalf_of(7u64).unwrap();
+    assert_eq!(c.borrowed_tokens(), 0);
+    {
+        let _token = assert_checkpoints(c.acquire()).await.unwrap();
+        assert_eq!(c.borrowed_tokens(), 1);
+    }
+    let c2 = c.clone();
+    open_nursery(|n| async move {
+        c2.acquire_on_behalf_of(1u64).await?.forget();
+        c2.acquire_on_behalf_of(2u64).await?.forget();
+        let c3 = c2.clone();
+        n.start_soon(async move {
+            {
+                c3.acquire_on_behalf_of(3u64).await?.forget();
+                Ok::<_, Error>(())
+            }
+        })?;
+        wait_all_tasks_blocked().await?;
+        assert_eq!(
+            (c2.borrowed_tokens(), c2.statistics().tasks_waiting),
+            (2, 1)
+        );
+        c2.release_on_behalf_of(2u64)?;
+        // Fairness: the token went to the waiter.
+        assert_eq!(c2.borrowed_tokens(), 2);
+        assert_eq!(
+            c2.try_acquire_on_behalf_of(9u64).unwrap_err(),
+            CapacityError::WouldBlock
+        );
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    c.release_on_behalf_of(3u64).unwrap();
+    c.release_on_behalf_of(1u64).unwrap();
+}
+
+/// Trio: test_CapacityLimiter_change_total_tokens
+async fn capacity_limiter_change_total() {
+    use trellis::sync::{Borrower, CapacityLimiter};
+    let c = Arc::new(CapacityLimiter::new(2));
+    let c2 = c.clone();
+    open_nursery(|n| async move {
+        for i in 0..5u64 {
+            let c3 = c2.clone();
+            n.start_soon(async move {
+                {
+                    c3.acquire_on_behalf_of(i).await?.forget();
+                    Ok::<_, Error>(())
+                }
+            })?;
+            wait_all_tasks_blocked().await?;
+        }
+        let ids = |c: &CapacityLimiter| c.statistics().borrowers;
+        assert_eq!(ids(&c2), [Borrower::Id(0), Borrower::Id(1)]);
+        assert_eq!(c2.statistics().tasks_waiting, 3);
+        c2.set_total_tokens(4);
+        assert_eq!(ids(&c2), [0u64, 1, 2, 3].map(Borrower::Id));
+        assert_eq!(c2.statistics().tasks_waiting, 1);
+        c2.set_total_tokens(1);
+        assert_eq!((c2.borrowed_tokens(), c2.total_tokens()), (4, 1));
+        for i in 0..3u64 {
+            c2.release_on_behalf_of(i)?;
+        }
+        assert_eq!(ids(&c2), [Borrower::Id(3)]);
+        assert_eq!(c2.statistics().tasks_waiting, 1);
+        c2.release_on_behalf_of(3u64)?;
+        assert_eq!(ids(&c2), [Borrower::Id(4)]);
+        assert_eq!(c2.statistics().tasks_waiting, 0);
+        c2.release_on_behalf_of(4u64)?;
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+}
+
+/// Trio: test_CapacityLimiter_memleak_548 — a cancelled waiter leaves nothing behind, and can
+/// try again.
+async fn capacity_limiter_cancelled_waiter_leaves() {
+    use trellis::sync::CapacityLimiter;
+    let limiter = Arc::new(CapacityLimiter::new(1));
+    let _held = limiter.acquire_on_behalf_of(1u64).await.unwrap();
+    let l = limiter.clone();
+    open_nursery(|n| async move {
+        let l2 = l.clone();
+        n.start_soon(async move {
+            {
+                l2.acquire_on_behalf_of(2u64).await?.forget();
+                Ok::<_, Error>(())
+            }
+        })?;
+        wait_all_tasks_blocked().await?;
+        n.cancel();
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(limiter.statistics().tasks_waiting, 0);
+    // The cancelled borrower is not remembered as waiting.
+    assert_eq!(
+        limiter.try_acquire_on_behalf_of(2u64).unwrap_err(),
+        trellis::sync::CapacityError::WouldBlock
+    );
+}
+
+/// Trio: test_CapacityLimiter_zero_limit_tokens
+async fn capacity_limiter_zero_total() {
+    use trellis::sync::{Borrower, CapacityError, CapacityLimiter};
+    let c = Arc::new(CapacityLimiter::new(5));
+    let c2 = c.clone();
+    open_nursery(|n| async move {
+        c2.set_total_tokens(0);
+        for i in 0..5u64 {
+            let c3 = c2.clone();
+            n.start_soon(async move {
+                {
+                    c3.acquire_on_behalf_of(i).await?.forget();
+                    Ok::<_, Error>(())
+                }
+            })?;
+            wait_all_tasks_blocked().await?;
+        }
+        assert!(c2.statistics().borrowers.is_empty());
+        assert_eq!(c2.statistics().tasks_waiting, 5);
+        c2.set_total_tokens(5);
+        assert_eq!(
+            c2.statistics().borrowers,
+            [0u64, 1, 2, 3, 4].map(Borrower::Id)
+        );
+        for i in 0..5u64 {
+            c2.release_on_behalf_of(i)?;
+        }
+        c2.set_total_tokens(0);
+        assert_eq!(
+            c2.try_acquire_on_behalf_of(6u64).unwrap_err(),
+            CapacityError::WouldBlock
+        );
+        let c3 = c2.clone();
+        n.start_soon(async move {
+            {
+                c3.acquire_on_behalf_of(6u64).await?.forget();
+                Ok::<_, Error>(())
+            }
+        })?;
+        wait_all_tasks_blocked().await?;
+        assert_eq!(c2.statistics().tasks_waiting, 1);
+        assert!(c2.statistics().borrowers.is_empty());
+        c2.set_total_tokens(1);
+        assert_eq!(c2.statistics().tasks_waiting, 0);
+        assert_eq!(c2.statistics().borrowers, [Borrower::Id(6)]);
+        c2.release_on_behalf_of(6u64)?;
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+}
+
 both_flavors!(
+    capacity_limiter,
+    capacity_limiter_change_total,
+    capacity_limiter_cancelled_waiter_leaves,
+    capacity_limiter_zero_total,
     event,
     parking_lot_basic,
     parking_lot_cancel,

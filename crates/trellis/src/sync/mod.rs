@@ -1,5 +1,5 @@
-//! Synchronisation between tasks: [`Event`], [`ParkingLot`], [`Semaphore`] and a fair
-//! [`Lock`], with Trio's semantics.
+//! Synchronisation between tasks: [`Event`], [`ParkingLot`], [`Semaphore`], a fair [`Lock`]
+//! and a [`CapacityLimiter`], with Trio's semantics.
 //!
 //! Every wait is a checkpoint, as in Trio: in a cancelled scope it fails with `Cancelled` at
 //! once, a blocked wait is woken by cancellation, and a wait that succeeds at once still yields
@@ -8,7 +8,10 @@
 //! or dropped just after being granted keeps the grant or passes it on, so nothing is lost and
 //! nobody is left waiting for a release that already happened.
 
+mod limiter;
 mod queue;
+
+pub use limiter::{Borrower, CapacityError, CapacityLimiter, CapacityToken, LimiterStatistics};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,19 +36,26 @@ fn wake_all(wakers: impl IntoIterator<Item = Waker>) {
 /// without waiting, and what to do with a grant whose waiter went away.
 trait Waitable {
     type State;
+    /// What a waiter brings (the borrower, for a capacity limiter).
+    type Ticket;
 
     fn state(&self) -> &Mutex<Self::State>;
     fn queue(state: &mut Self::State) -> &mut WaitQueue;
     /// Takes the grant at once if nobody waits and it is available.
-    fn try_take(state: &mut Self::State) -> bool;
-    /// A granted waiter went away before using its grant: hand it to the next one (returns its
-    /// waker) or give it back.
-    fn abandon(state: &mut Self::State) -> Option<Waker>;
+    fn try_take(state: &mut Self::State, ticket: &Self::Ticket) -> bool;
+    /// A granted waiter went away before using its grant: hand it on (returns the wakers to
+    /// wake) or give it back.
+    fn abandon(state: &mut Self::State, ticket: &Self::Ticket) -> Vec<Waker>;
+    /// A waiter joined the queue under `key`.
+    fn on_wait(_state: &mut Self::State, _key: usize, _ticket: &Self::Ticket) {}
+    /// A waiter left the queue ungranted.
+    fn on_withdraw(_state: &mut Self::State, _key: usize) {}
 }
 
 /// The future of a wait on a [`Waitable`]: ready with `Ok(())` once granted.
 struct Wait<'a, W: Waitable> {
     owner: &'a W,
+    ticket: W::Ticket,
     key: Option<usize>,
     /// Taken at once, and now yielding once before returning (Trio's schedule point, which is
     /// what lets other tasks line up behind a lock that is released and re-taken in a loop).
@@ -54,9 +64,10 @@ struct Wait<'a, W: Waitable> {
 }
 
 impl<'a, W: Waitable> Wait<'a, W> {
-    fn new(owner: &'a W) -> Self {
+    fn new(owner: &'a W, ticket: W::Ticket) -> Self {
         Wait {
             owner,
+            ticket,
             key: None,
             holding: false,
             cancel: CancelWait::new(),
@@ -74,13 +85,15 @@ impl<'a, W: Waitable> Wait<'a, W> {
                     return Poll::Ready(Err(Cancelled));
                 }
                 let mut state = lock(self.owner.state());
-                if W::try_take(&mut state) {
+                if W::try_take(&mut state, &self.ticket) {
                     drop(state);
                     self.holding = true;
                     let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
                     return Poll::Pending;
                 }
-                self.key = Some(W::queue(&mut state).push(cx.waker()));
+                let key = W::queue(&mut state).push(cx.waker());
+                W::on_wait(&mut state, key, &self.ticket);
+                self.key = Some(key);
             }
             Some(key) => {
                 let mut state = lock(self.owner.state());
@@ -92,7 +105,11 @@ impl<'a, W: Waitable> Wait<'a, W> {
         }
         ready!(self.cancel.poll_cancelled(cx));
         let key = self.key.take().expect("waiting");
-        let granted = W::queue(&mut lock(self.owner.state())).withdraw(key);
+        let mut state = lock(self.owner.state());
+        let granted = W::queue(&mut state).withdraw(key);
+        if !granted {
+            W::on_withdraw(&mut state, key);
+        }
         // Granted just as we were cancelled: the wait completed; keep it.
         Poll::Ready(if granted { Ok(()) } else { Err(Cancelled) })
     }
@@ -101,19 +118,20 @@ impl<'a, W: Waitable> Wait<'a, W> {
 impl<W: Waitable> Drop for Wait<'_, W> {
     fn drop(&mut self) {
         if self.holding {
-            let waker = W::abandon(&mut lock(self.owner.state()));
-            wake_all(waker);
+            let wakers = W::abandon(&mut lock(self.owner.state()), &self.ticket);
+            wake_all(wakers);
         }
         if let Some(key) = self.key.take() {
-            let waker = {
+            let wakers = {
                 let mut state = lock(self.owner.state());
                 if W::queue(&mut state).withdraw(key) {
-                    W::abandon(&mut state)
+                    W::abandon(&mut state, &self.ticket)
                 } else {
-                    None
+                    W::on_withdraw(&mut state, key);
+                    Vec::new()
                 }
             };
-            wake_all(waker);
+            wake_all(wakers);
         }
     }
 }
@@ -176,6 +194,7 @@ pub struct WaitStatistics {
 
 impl Waitable for Event {
     type State = EventState;
+    type Ticket = ();
 
     fn state(&self) -> &Mutex<EventState> {
         &self.waiters
@@ -185,12 +204,12 @@ impl Waitable for Event {
         &mut state.queue
     }
 
-    fn try_take(state: &mut EventState) -> bool {
+    fn try_take(state: &mut EventState, _: &()) -> bool {
         state.set
     }
 
-    fn abandon(_: &mut EventState) -> Option<Waker> {
-        None
+    fn abandon(_: &mut EventState, _: &()) -> Vec<Waker> {
+        Vec::new()
     }
 }
 
@@ -224,7 +243,7 @@ impl Event {
     ///
     /// `Cancelled` when the calling code is cancelled first.
     pub async fn wait(&self) -> Result<(), Cancelled> {
-        let mut wait = Wait::new(self);
+        let mut wait = Wait::new(self, ());
         std::future::poll_fn(|cx| wait.poll_wait(cx)).await
     }
 
@@ -258,6 +277,7 @@ impl Default for LotState {
 
 impl Waitable for ParkingLot {
     type State = LotState;
+    type Ticket = ();
 
     fn state(&self) -> &Mutex<LotState> {
         &self.state
@@ -267,12 +287,12 @@ impl Waitable for ParkingLot {
         &mut state.queue
     }
 
-    fn try_take(_: &mut LotState) -> bool {
+    fn try_take(_: &mut LotState, _: &()) -> bool {
         false
     }
 
-    fn abandon(_: &mut LotState) -> Option<Waker> {
-        None
+    fn abandon(_: &mut LotState, _: &()) -> Vec<Waker> {
+        Vec::new()
     }
 }
 
@@ -289,7 +309,7 @@ impl ParkingLot {
     /// `Cancelled` when the calling code is cancelled before it was unparked; it then leaves
     /// the lot.
     pub async fn park(&self) -> Result<(), Cancelled> {
-        let mut wait = Wait::new(self);
+        let mut wait = Wait::new(self, ());
         std::future::poll_fn(|cx| wait.poll_wait(cx)).await
     }
 
@@ -360,6 +380,7 @@ struct SemaphoreState {
 
 impl Waitable for Semaphore {
     type State = SemaphoreState;
+    type Ticket = ();
 
     fn state(&self) -> &Mutex<SemaphoreState> {
         &self.state
@@ -369,7 +390,7 @@ impl Waitable for Semaphore {
         &mut state.queue
     }
 
-    fn try_take(state: &mut SemaphoreState) -> bool {
+    fn try_take(state: &mut SemaphoreState, _: &()) -> bool {
         // Newcomers never overtake waiters: FIFO.
         if state.value > 0 && state.queue.is_empty() {
             state.value -= 1;
@@ -378,12 +399,12 @@ impl Waitable for Semaphore {
         false
     }
 
-    fn abandon(state: &mut SemaphoreState) -> Option<Waker> {
+    fn abandon(state: &mut SemaphoreState, _: &()) -> Vec<Waker> {
         let waker = state.queue.grant_first();
         if waker.is_none() {
             state.value += 1;
         }
-        waker
+        waker.into_iter().collect()
     }
 }
 
@@ -424,7 +445,7 @@ impl Semaphore {
     ///
     /// `Cancelled` when the calling code is cancelled before a permit was granted.
     pub async fn acquire(&self) -> Result<SemaphorePermit<'_>, Cancelled> {
-        let mut wait = Wait::new(self);
+        let mut wait = Wait::new(self, ());
         std::future::poll_fn(|cx| wait.poll_wait(cx)).await?;
         Ok(SemaphorePermit { semaphore: self })
     }
@@ -435,7 +456,7 @@ impl Semaphore {
     ///
     /// [`WouldBlock`] otherwise.
     pub fn try_acquire(&self) -> Result<SemaphorePermit<'_>, WouldBlock> {
-        if Self::try_take(&mut lock(&self.state)) {
+        if Self::try_take(&mut lock(&self.state), &()) {
             Ok(SemaphorePermit { semaphore: self })
         } else {
             Err(WouldBlock)
@@ -504,6 +525,9 @@ impl Drop for SemaphorePermit<'_> {
     }
 }
 
+/// Trio's `StrictFIFOLock`: [`Lock`] already hands itself over in strict arrival order.
+pub type StrictFifoLock = Lock;
+
 /// A fair mutual-exclusion lock (Trio's `Lock`, which is also its `StrictFIFOLock`): waiters
 /// get the lock in arrival order, handed over directly at release, so a task that releases and
 /// re-acquires at once goes to the back of the line.
@@ -532,6 +556,7 @@ impl Default for LockState {
 
 impl Waitable for Lock {
     type State = LockState;
+    type Ticket = ();
 
     fn state(&self) -> &Mutex<LockState> {
         &self.state
@@ -541,7 +566,7 @@ impl Waitable for Lock {
         &mut state.queue
     }
 
-    fn try_take(state: &mut LockState) -> bool {
+    fn try_take(state: &mut LockState, _: &()) -> bool {
         if !state.locked && state.queue.is_empty() {
             state.locked = true;
             return true;
@@ -549,8 +574,8 @@ impl Waitable for Lock {
         false
     }
 
-    fn abandon(state: &mut LockState) -> Option<Waker> {
-        release_lock(state)
+    fn abandon(state: &mut LockState, _: &()) -> Vec<Waker> {
+        release_lock(state).into_iter().collect()
     }
 }
 
@@ -575,7 +600,7 @@ impl Lock {
     ///
     /// `Cancelled` when the calling code is cancelled before the lock was handed over.
     pub async fn acquire(&self) -> Result<LockGuard<'_>, Cancelled> {
-        let mut wait = Wait::new(self);
+        let mut wait = Wait::new(self, ());
         std::future::poll_fn(|cx| wait.poll_wait(cx)).await?;
         Ok(LockGuard { lock: self })
     }
@@ -586,7 +611,7 @@ impl Lock {
     ///
     /// [`WouldBlock`] otherwise.
     pub fn try_acquire(&self) -> Result<LockGuard<'_>, WouldBlock> {
-        if Self::try_take(&mut lock(&self.state)) {
+        if Self::try_take(&mut lock(&self.state), &()) {
             Ok(LockGuard { lock: self })
         } else {
             Err(WouldBlock)

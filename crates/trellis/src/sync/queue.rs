@@ -45,10 +45,18 @@ impl WaitQueue {
 
     /// Grants the first waiter; returns its waker, to wake after releasing the lock.
     pub(crate) fn grant_first(&mut self) -> Option<Waker> {
+        self.grant_first_with_key().map(|(_, waker)| waker)
+    }
+
+    /// Grants the first waiter; returns its key and its waker.
+    pub(crate) fn grant_first_with_key(&mut self) -> Option<(usize, Waker)> {
         let key = self.order.pop_front()?;
         let slot = self.slots.get_mut(key).expect("queued slots exist");
         slot.granted = true;
-        Some(std::mem::replace(&mut slot.waker, Waker::noop().clone()))
+        Some((
+            key,
+            std::mem::replace(&mut slot.waker, Waker::noop().clone()),
+        ))
     }
 
     /// Grants every waiter; returns their wakers.
