@@ -161,6 +161,9 @@ impl<F: Future> Future for Cancellable<F> {
 /// [`poll_cancelled`](CancelWait::poll_cancelled) once it has to wait.
 pub(crate) struct CancelWait {
     started: bool,
+    /// False for operations that are not cancel points (a `Stream` poll): they still take the
+    /// budgeted schedule point but never report cancellation.
+    cancellable: bool,
     waiting: Option<Box<Waiting>>,
 }
 
@@ -175,6 +178,16 @@ impl CancelWait {
     pub(crate) const fn new() -> Self {
         CancelWait {
             started: false,
+            cancellable: true,
+            waiting: None,
+        }
+    }
+
+    /// For an operation that is not a cancel point.
+    pub(crate) const fn uncancellable() -> Self {
+        CancelWait {
+            started: false,
+            cancellable: false,
             waiting: None,
         }
     }
@@ -183,6 +196,9 @@ impl CancelWait {
     /// checkpoint.
     #[inline]
     pub(crate) fn is_cancelled(&mut self) -> bool {
+        if !self.cancellable {
+            return false;
+        }
         if let Some(waiting) = &self.waiting {
             return waiting.node.is_cancelled();
         }
@@ -205,6 +221,7 @@ impl CancelWait {
         }
         self.started = true;
         let (cancelled, yield_now) = context::start_operation();
+        let cancelled = cancelled && self.cancellable;
         if yield_now && !cancelled {
             let _ = pin!(tokio::task::yield_now()).poll(cx);
             return Poll::Pending;
@@ -215,6 +232,9 @@ impl CancelWait {
     /// Registers `cx`'s waker for cancellation and arms the deadline timer; ready when the
     /// operation is cancelled. Outside any scope it is never ready.
     pub(crate) fn poll_cancelled(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.cancellable {
+            return Poll::Pending;
+        }
         if !self.started {
             self.started = true;
             context::count_checkpoint();

@@ -67,7 +67,6 @@ pub use error::{RecvError, SendError, TryRecvError, TrySendError};
 use state::State;
 
 use crate::cancel::CancelWait;
-use crate::error::Cancelled;
 
 /// Makes a channel holding up to `capacity` values in its buffer; 0 makes a rendezvous
 /// channel. `usize::MAX` means unbounded (Trio's `math.inf`).
@@ -346,8 +345,8 @@ impl<T> Drop for Send<'_, T> {
 }
 
 /// The receiving end of a [`channel`]. Clone it for more receivers (each value goes to one of
-/// them); each clone closes on its own. It is also a [`Stream`](futures_core::Stream) of
-/// `Result<T, Cancelled>` that ends with the channel.
+/// them); each clone closes on its own. It is also a [`Stream`](futures_core::Stream) of the
+/// values, ending with the channel.
 pub struct Receiver<T> {
     chan: Arc<Chan<T>>,
     handle: Handle,
@@ -543,12 +542,18 @@ impl<T> Drop for Recv<'_, T> {
     }
 }
 
+/// The values of the channel, ending with it. Not a cancel point (a stream has nowhere to put
+/// `Cancelled`): use [`recv`](Receiver::recv) for a checkpoint, or wrap the stream in code that
+/// handles cancellation itself, as [`BroadcastReceiver`](crate::broadcast::BroadcastReceiver)
+/// does. A value handed to a pending poll stays with this receiver until the next poll.
 impl<T> futures_core::Stream for Receiver<T> {
-    type Item = Result<T, Cancelled>;
+    type Item = T;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let this = &mut *self;
-        let (key, cancel) = this.stream.get_or_insert_with(|| (None, CancelWait::new()));
+        let (key, cancel) = this
+            .stream
+            .get_or_insert_with(|| (None, CancelWait::uncancellable()));
         let outcome = ready!(Self::poll_recv_inner(
             &this.chan,
             &this.handle,
@@ -556,12 +561,7 @@ impl<T> futures_core::Stream for Receiver<T> {
             cancel,
             cx
         ));
-        // The next item starts afresh (and may be polled in another scope).
         this.stream = None;
-        Poll::Ready(match outcome {
-            Ok(value) => Some(Ok(value)),
-            Err(RecvError::Cancelled) => Some(Err(Cancelled)),
-            Err(RecvError::EndOfChannel | RecvError::Closed) => None,
-        })
+        Poll::Ready(outcome.ok())
     }
 }

@@ -1,0 +1,183 @@
+//! The broadcast receiver, ported from tractor's `tests/test_task_broadcasting.py`.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use trellis::broadcast::{BroadcastError, SubscribeClosed, broadcast_receiver};
+use trellis::channel::channel;
+use trellis::testing::wait_all_tasks_blocked;
+use trellis::{CancelScope, Error, open_nursery};
+
+/// tractor: test_stream_fan_out_to_local_subscriptions — every subscriber gets every value.
+async fn fan_out_to_every_subscriber() {
+    let (tx, rx) = channel::<u32>(4);
+    let first = broadcast_receiver(rx, 16);
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let res = results.clone();
+    open_nursery(|n| async move {
+        for i in 0..4 {
+            let sub = first.subscribe()?;
+            let res = res.clone();
+            n.start_soon(async move {
+                let mut got = Vec::new();
+                loop {
+                    match sub.recv().await {
+                        Ok(v) => got.push(v),
+                        Err(BroadcastError::EndOfChannel) => break,
+                        Err(e) => return Err(Error::new(e)),
+                    }
+                }
+                res.lock().unwrap().push((i, got));
+                Ok(())
+            })?;
+        }
+        drop(first);
+        wait_all_tasks_blocked().await?;
+        for v in 0..10 {
+            tx.send(v).await?;
+        }
+        drop(tx);
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    let results = results.lock().unwrap();
+    assert_eq!(results.len(), 4);
+    for (_, got) in results.iter() {
+        assert_eq!(*got, (0..10).collect::<Vec<_>>());
+    }
+}
+
+/// tractor: test_subscribe_errors_after_close
+async fn subscribe_after_close_is_an_error() {
+    let (_tx, rx) = channel::<u32>(1);
+    let brx = broadcast_receiver(rx, 1);
+    brx.close();
+    assert_eq!(brx.subscribe().unwrap_err(), SubscribeClosed);
+    assert_eq!(brx.recv().await, Err(BroadcastError::Closed));
+}
+
+/// The lag count is exact (tractor fixed an off-by-one here) and the subscriber resumes from
+/// the oldest value kept, as tokio's broadcast does.
+async fn lagged_count_is_exact() {
+    let (tx, rx) = channel::<u32>(100);
+    let fast = broadcast_receiver(rx, 4);
+    let slow = fast.subscribe().unwrap();
+    for v in 0..10 {
+        tx.try_send(v).unwrap();
+    }
+    for v in 0..10 {
+        assert_eq!(fast.recv().await, Ok(v));
+    }
+    // Four kept (6..10): the slow one missed 0..6, exactly six.
+    assert_eq!(slow.recv().await, Err(BroadcastError::Lagged(6)));
+    for v in 6..10 {
+        assert_eq!(slow.recv().await, Ok(v));
+    }
+}
+
+/// tractor: test_no_raise_on_lag — the no-error mode skips silently to the oldest kept value.
+async fn no_error_on_lag_mode() {
+    let (tx, rx) = channel::<u32>(100);
+    let fast = broadcast_receiver(rx, 4);
+    let slow = fast.subscribe_without_lag_errors().unwrap();
+    for v in 0..10 {
+        tx.try_send(v).unwrap();
+    }
+    for v in 0..10 {
+        assert_eq!(fast.recv().await, Ok(v));
+    }
+    assert_eq!(slow.recv().await, Ok(6));
+}
+
+/// tractor: test_first_recver_is_cancelled — a subscriber cancelled while it pulls the source
+/// does not leave the others hanging: the next receive pulls and gets the value.
+async fn first_receiver_cancelled_mid_pull() {
+    let (tx, rx) = channel::<u32>(1);
+    let brx = broadcast_receiver(rx, 1);
+    let sub = brx.subscribe().unwrap();
+    let scope = CancelScope::new();
+    let sc = scope.clone();
+    open_nursery(|n| async move {
+        n.start_soon(async move { sc.run(sub.recv()).await.map(|_| ()) })?;
+        wait_all_tasks_blocked().await?;
+        scope.cancel();
+        wait_all_tasks_blocked().await?;
+        tx.send(1).await?;
+        assert_eq!(brx.recv().await, Ok(1));
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+}
+
+/// tractor: test_faster_task_to_recv_is_cancelled_by_slower — cancelling the fast subscriber
+/// loses nothing for the slow one.
+async fn cancelling_fast_subscriber_loses_nothing() {
+    // Room for every value: after the fast subscriber is gone, this task both sends and reads.
+    let (tx, rx) = channel::<u32>(1000);
+    let slow = broadcast_receiver(rx, 1000);
+    let fast = slow.subscribe().unwrap();
+    let got = open_nursery(|n| async move {
+        let fast_scope = CancelScope::new();
+        let fs = fast_scope.clone();
+        n.start_soon(async move {
+            fs.run(async {
+                loop {
+                    fast.recv().await?;
+                }
+                #[allow(unreachable_code)]
+                Ok::<_, BroadcastError>(())
+            })
+            .await
+            .map(|_| ())
+        })?;
+        let mut got = Vec::new();
+        for v in 0..1000u32 {
+            tx.send(v).await?;
+            if v == 20 {
+                fast_scope.cancel();
+            }
+            if v % 3 == 0 {
+                // The slow one reads now and then, and falls behind the fast puller.
+                got.push(slow.recv().await?);
+            }
+        }
+        drop(tx);
+        loop {
+            match slow.recv().await {
+                Ok(v) => got.push(v),
+                Err(BroadcastError::EndOfChannel) => break,
+                Err(e) => return Err(Error::new(e)),
+            }
+        }
+        Ok::<_, Error>(got)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+}
+
+/// Closing one subscriber leaves the others working; the last one can still read.
+async fn closing_one_subscriber() {
+    let (tx, rx) = channel::<u32>(4);
+    let a = broadcast_receiver(rx, 4);
+    let b = a.subscribe().unwrap();
+    assert_eq!(a.subscribers(), 2);
+    a.close();
+    assert_eq!(a.subscribers(), 1);
+    tx.send(5).await.unwrap();
+    assert_eq!(b.recv().await, Ok(5));
+}
+
+both_flavors!(
+    fan_out_to_every_subscriber,
+    subscribe_after_close_is_an_error,
+    lagged_count_is_exact,
+    no_error_on_lag_mode,
+    first_receiver_cancelled_mid_pull,
+    cancelling_fast_subscriber_loses_nothing,
+    closing_one_subscriber,
+);
