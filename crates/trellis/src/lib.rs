@@ -52,6 +52,7 @@ mod runner;
 mod slab;
 pub mod sync;
 pub mod testing;
+pub mod threads;
 mod time;
 
 pub use cancel::{
