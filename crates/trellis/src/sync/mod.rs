@@ -1,5 +1,5 @@
 //! Synchronisation between tasks: [`Event`], [`ParkingLot`], [`Semaphore`], a fair [`Lock`]
-//! and a [`CapacityLimiter`], with Trio's semantics.
+//! a [`CapacityLimiter`] and a [`Condition`], with Trio's semantics.
 //!
 //! Every wait is a checkpoint, as in Trio: in a cancelled scope it fails with `Cancelled` at
 //! once, a blocked wait is woken by cancellation, and a wait that succeeds at once still yields
@@ -8,9 +8,11 @@
 //! or dropped just after being granted keeps the grant or passes it on, so nothing is lost and
 //! nobody is left waiting for a release that already happened.
 
+mod condition;
 mod limiter;
 mod queue;
 
+pub use condition::{Condition, ConditionStatistics};
 pub use limiter::{Borrower, CapacityError, CapacityLimiter, CapacityToken, LimiterStatistics};
 
 use std::future::Future;
