@@ -10,6 +10,7 @@
 //! so that both sides see the same machine state. `ratio < 1` means trellis is faster.
 
 mod anchors;
+mod broadcast;
 mod channels;
 mod core;
 
@@ -113,7 +114,7 @@ fn parse_args() -> Result<Options, String> {
             },
             "-h" | "--help" => {
                 return Err(
-                    "usage: trellis-bench [B1] [B2] [B3] [--runs N] [--anchors python]".into(),
+                    "usage: trellis-bench [B1] [B2] [B3] [B4] [--runs N] [--anchors python]".into(),
                 );
             }
             id if id.starts_with('B') => options.ids.push(id.to_owned()),
@@ -139,8 +140,9 @@ fn main() -> ExitCode {
             "B1" => core::b1(options.runs, options.python),
             "B2" => core::b2(options.runs, options.python),
             "B3" => channels::b3(options.runs, options.python),
+            "B4" => broadcast::b4(options.runs),
             other => {
-                eprintln!("unknown benchmark {other} (this runner knows B1, B2 and B3)");
+                eprintln!("unknown benchmark {other} (this runner knows B1 to B4)");
                 return ExitCode::from(2);
             }
         };

@@ -100,6 +100,29 @@ where
     S: Stream + Unpin,
     S::Item: Clone,
 {
+    new_broadcast(source, capacity, false)
+}
+
+/// Like [`broadcast_receiver`], but lossless: the source is not pulled while the buffer is full
+/// of values some subscriber has not read yet, so nobody ever lags — the slowest subscriber
+/// sets the pace, and a bounded source (a channel) makes its sender wait for room.
+///
+/// # Panics
+///
+/// When `capacity` is 0.
+pub fn lossless_broadcast_receiver<S>(source: S, capacity: usize) -> BroadcastReceiver<S>
+where
+    S: Stream + Unpin,
+    S::Item: Clone,
+{
+    new_broadcast(source, capacity, true)
+}
+
+fn new_broadcast<S>(source: S, capacity: usize, lossless: bool) -> BroadcastReceiver<S>
+where
+    S: Stream + Unpin,
+    S::Item: Clone,
+{
     assert!(
         capacity > 0,
         "a broadcast receiver keeps at least one value"
@@ -113,6 +136,7 @@ where
         puller: None,
         waiters: Vec::new(),
         ended: false,
+        lossless,
     };
     let key = state.add_sub();
     let shared = Arc::new(Shared {
@@ -142,9 +166,11 @@ struct State<T> {
     next_key: u64,
     /// The subscriber pulling the source now, if any.
     puller: Option<u64>,
-    /// Subscribers waiting for the puller to bring a value.
+    /// Subscribers waiting for the puller to bring a value (or, lossless, for the slowest
+    /// subscriber to make room).
     waiters: Vec<Waker>,
     ended: bool,
+    lossless: bool,
 }
 
 impl<T> State<T> {
@@ -159,6 +185,21 @@ impl<T> State<T> {
         let end = self.end_seq();
         self.subs.insert(key, end);
         key
+    }
+
+    /// Lossless mode: the buffer is full and some subscriber has yet to read its oldest value.
+    fn must_not_pull(&self) -> bool {
+        self.lossless
+            && self.queue.len() == self.capacity
+            && self.subs.values().any(|next| *next <= self.first_seq)
+    }
+
+    /// A subscriber read a value: in lossless mode that may have made room for a puller.
+    fn after_read(&mut self) -> Vec<Waker> {
+        if self.lossless && !self.waiters.is_empty() && !self.must_not_pull() {
+            return std::mem::take(&mut self.waiters);
+        }
+        Vec::new()
     }
 
     fn push(&mut self, value: T) {
@@ -256,7 +297,10 @@ where
         let wakers = {
             let mut state = lock(&self.shared.state);
             state.subs.remove(&self.key);
-            state.release_puller(self.key)
+            let mut wakers = state.release_puller(self.key);
+            // Lossless: the one that held the pullers back may be this one.
+            wakers.extend(state.after_read());
+            wakers
         };
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -272,7 +316,10 @@ impl<S: Stream> Drop for BroadcastReceiver<S> {
         let wakers = {
             let mut state = lock(&self.shared.state);
             state.subs.remove(&self.key);
-            state.release_puller(self.key)
+            let mut wakers = state.release_puller(self.key);
+            // Lossless: the one that held the pullers back may be this one.
+            wakers.extend(state.after_read());
+            wakers
         };
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -319,11 +366,21 @@ where
                 let value = state.queue[(next_seq - first) as usize].clone();
                 *state.subs.get_mut(&key).expect("checked above") += 1;
                 self.stop_pulling(&mut state);
+                let wakers = state.after_read();
+                drop(state);
+                wakers.into_iter().for_each(Waker::wake);
                 return Poll::Ready(Ok(value));
             }
             if state.ended {
                 self.stop_pulling(&mut state);
                 return Poll::Ready(Err(BroadcastError::EndOfChannel));
+            }
+            if state.must_not_pull() {
+                // Lossless: wait for the slowest subscriber to read the oldest value.
+                self.stop_pulling(&mut state);
+                state.waiters.push(cx.waker().clone());
+                drop(state);
+                return self.poll_cancel(cx);
             }
             match state.puller {
                 Some(puller) if puller != key => {

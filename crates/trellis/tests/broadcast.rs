@@ -172,7 +172,53 @@ async fn closing_one_subscriber() {
     assert_eq!(b.recv().await, Ok(5));
 }
 
+/// Lossless mode: the slowest subscriber sets the pace; nobody lags, and a bounded source makes
+/// the sender wait for room.
+async fn lossless_mode_never_lags() {
+    use trellis::broadcast::lossless_broadcast_receiver;
+    let (tx, rx) = channel::<u32>(1);
+    let fast = lossless_broadcast_receiver(rx, 4);
+    let slow = fast.subscribe().unwrap();
+    let got = open_nursery(|n| async move {
+        n.start_soon(async move {
+            for v in 0..100 {
+                tx.send(v).await?;
+            }
+            Ok::<_, Error>(())
+        })?;
+        let fast_got = n.start_soon(async move {
+            let mut got = Vec::new();
+            while let Ok(v) = fast.recv().await {
+                got.push(v);
+            }
+            Ok::<_, Error>(got)
+        })?;
+        let mut slow_got = Vec::new();
+        loop {
+            match slow.recv().await {
+                Ok(v) => {
+                    slow_got.push(v);
+                    // Slow: yield a few times per value.
+                    for _ in 0..3 {
+                        trellis::checkpoint().await?;
+                    }
+                }
+                Err(BroadcastError::EndOfChannel) => break,
+                Err(e) => return Err(Error::new(e)),
+            }
+        }
+        Ok::<_, Error>((fast_got, slow_got))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (fast_got, slow_got) = got;
+    assert_eq!(slow_got, (0..100).collect::<Vec<_>>());
+    assert_eq!(fast_got.into_value().unwrap(), (0..100).collect::<Vec<_>>());
+}
+
 both_flavors!(
+    lossless_mode_never_lags,
     fan_out_to_every_subscriber,
     subscribe_after_close_is_an_error,
     lagged_count_is_exact,
