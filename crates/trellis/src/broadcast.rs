@@ -33,7 +33,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -131,8 +131,7 @@ where
         queue: VecDeque::with_capacity(capacity.min(1024)),
         capacity,
         first_seq: 0,
-        subs: HashMap::new(),
-        next_key: 0,
+        subs: Vec::new(),
         puller: None,
         waiters: Vec::new(),
         ended: false,
@@ -161,9 +160,9 @@ struct State<T> {
     queue: VecDeque<T>,
     capacity: usize,
     first_seq: u64,
-    /// Each open subscriber's next sequence number.
-    subs: HashMap<u64, u64>,
-    next_key: u64,
+    /// Each open subscriber's next sequence number, indexed by its key (`None`: closed; the
+    /// slot is reused by a later subscriber).
+    subs: Vec<Option<u64>>,
     /// The subscriber pulling the source now, if any.
     puller: Option<u64>,
     /// Subscribers waiting for the puller to bring a value (or, lossless, for the slowest
@@ -180,18 +179,39 @@ impl<T> State<T> {
 
     /// A new subscriber starts with the next value to arrive.
     fn add_sub(&mut self) -> u64 {
-        let key = self.next_key;
-        self.next_key += 1;
         let end = self.end_seq();
-        self.subs.insert(key, end);
-        key
+        let key = match self.subs.iter().position(Option::is_none) {
+            Some(free) => {
+                self.subs[free] = Some(end);
+                free
+            }
+            None => {
+                self.subs.push(Some(end));
+                self.subs.len() - 1
+            }
+        };
+        key as u64
+    }
+
+    fn sub_mut(&mut self, key: u64) -> Option<&mut u64> {
+        self.subs.get_mut(key as usize).and_then(Option::as_mut)
+    }
+
+    fn remove_sub(&mut self, key: u64) {
+        if let Some(slot) = self.subs.get_mut(key as usize) {
+            *slot = None;
+        }
+    }
+
+    fn open_subs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.subs.iter().filter_map(|s| *s)
     }
 
     /// Lossless mode: the buffer is full and some subscriber has yet to read its oldest value.
     fn must_not_pull(&self) -> bool {
         self.lossless
             && self.queue.len() == self.capacity
-            && self.subs.values().any(|next| *next <= self.first_seq)
+            && self.open_subs().any(|next| next <= self.first_seq)
     }
 
     /// A subscriber read a value: in lossless mode that may have made room for a puller.
@@ -266,7 +286,7 @@ where
 
     fn subscribe_with(&self, raise_on_lag: bool) -> Result<Self, SubscribeClosed> {
         let mut state = lock(&self.shared.state);
-        if !state.subs.contains_key(&self.key) {
+        if state.sub_mut(self.key).is_none() {
             return Err(SubscribeClosed);
         }
         let key = state.add_sub();
@@ -296,7 +316,7 @@ where
     pub fn close(&self) {
         let wakers = {
             let mut state = lock(&self.shared.state);
-            state.subs.remove(&self.key);
+            state.remove_sub(self.key);
             let mut wakers = state.release_puller(self.key);
             // Lossless: the one that held the pullers back may be this one.
             wakers.extend(state.after_read());
@@ -307,7 +327,7 @@ where
 
     /// How many subscribers are open.
     pub fn subscribers(&self) -> usize {
-        lock(&self.shared.state).subs.len()
+        lock(&self.shared.state).open_subs().count()
     }
 }
 
@@ -315,7 +335,7 @@ impl<S: Stream> Drop for BroadcastReceiver<S> {
     fn drop(&mut self) {
         let wakers = {
             let mut state = lock(&self.shared.state);
-            state.subs.remove(&self.key);
+            state.remove_sub(self.key);
             let mut wakers = state.release_puller(self.key);
             // Lossless: the one that held the pullers back may be this one.
             wakers.extend(state.after_read());
@@ -350,7 +370,7 @@ where
         {
             let mut state = lock(&shared.state);
             let (first, end) = (state.first_seq, state.end_seq());
-            let Some(next) = state.subs.get_mut(&key) else {
+            let Some(next) = state.sub_mut(key) else {
                 return Poll::Ready(Err(BroadcastError::Closed));
             };
             if *next < first {
@@ -361,10 +381,10 @@ where
                     return Poll::Ready(Err(BroadcastError::Lagged(missed)));
                 }
             }
-            let next_seq = *state.subs.get(&key).expect("checked above");
+            let next_seq = *state.sub_mut(key).expect("checked above");
             if next_seq < end {
                 let value = state.queue[(next_seq - first) as usize].clone();
-                *state.subs.get_mut(&key).expect("checked above") += 1;
+                *state.sub_mut(key).expect("checked above") += 1;
                 self.stop_pulling(&mut state);
                 let wakers = state.after_read();
                 drop(state);
@@ -402,7 +422,7 @@ where
                     let mut state = lock(&shared.state);
                     state.push(value.clone());
                     let end = state.end_seq();
-                    if let Some(next) = state.subs.get_mut(&key) {
+                    if let Some(next) = state.sub_mut(key) {
                         *next = end;
                     }
                     self.pulling = false;
