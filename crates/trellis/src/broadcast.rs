@@ -33,9 +33,9 @@
 //! # Ok(()) }
 //! ```
 
+use crate::loom::{Arc, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use futures_core::Stream;

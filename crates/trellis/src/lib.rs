@@ -47,6 +47,7 @@ mod context;
 mod error;
 mod group;
 pub mod instrument;
+mod loom;
 mod nursery;
 mod runner;
 mod slab;

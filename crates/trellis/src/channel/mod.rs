@@ -59,8 +59,9 @@ mod state;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+
+use crate::loom::{Arc, AtomicBool, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
 
 pub use error::{RecvError, SendError, TryRecvError, TrySendError};

@@ -1,0 +1,82 @@
+//! loom models of the channel and the broadcast receiver: every interleaving of a few threads,
+//! checked for lost or duplicated values and for hangs (a lost wake-up deadlocks the model).
+//!
+//! Run with `RUSTFLAGS="--cfg trellis_loom" cargo test -p trellis --release --test loom`.
+#![cfg(trellis_loom)]
+
+use loom::future::block_on;
+use loom::thread;
+use trellis::broadcast::broadcast_receiver;
+use trellis::channel::{RecvError, SendError, TrySendError, channel};
+
+/// A rendezvous hand-off between two threads: delivered exactly once, sender released.
+#[test]
+fn rendezvous_hand_off() {
+    loom::model(|| {
+        let (tx, rx) = channel::<u32>(0);
+        let sender = thread::spawn(move || block_on(tx.send(7)));
+        assert_eq!(block_on(rx.recv()), Ok(7));
+        assert_eq!(sender.join().unwrap(), Ok(()));
+    });
+}
+
+/// Two senders, one slot: both values arrive, once each, and the end follows.
+#[test]
+fn two_senders_one_slot() {
+    loom::model(|| {
+        let (tx, rx) = channel::<u32>(1);
+        let tx2 = tx.clone();
+        let a = thread::spawn(move || block_on(tx.send(1)));
+        let b = thread::spawn(move || block_on(tx2.send(2)));
+        let mut got = vec![block_on(rx.recv()).unwrap(), block_on(rx.recv()).unwrap()];
+        got.sort();
+        assert_eq!(got, [1, 2]);
+        a.join().unwrap().unwrap();
+        b.join().unwrap().unwrap();
+        assert_eq!(block_on(rx.recv()), Err(RecvError::EndOfChannel));
+    });
+}
+
+/// Closing the receiver while a sender waits: the sender gets its value back (Broken), never
+/// hangs.
+#[test]
+fn close_receiver_while_sending() {
+    loom::model(|| {
+        let (tx, rx) = channel::<u32>(0);
+        let sender = thread::spawn(move || block_on(tx.send(3)));
+        rx.close();
+        match sender.join().unwrap() {
+            Err(SendError::Broken(3)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
+
+/// try_send racing a receiver close: either the value is refused as Broken or it was buffered
+/// before the close (and discarded with the buffer); never both, never a panic.
+#[test]
+fn try_send_races_close() {
+    loom::model(|| {
+        let (tx, rx) = channel::<u32>(1);
+        let closer = thread::spawn(move || rx.close());
+        let outcome = tx.try_send(1);
+        closer.join().unwrap();
+        assert!(matches!(outcome, Ok(()) | Err(TrySendError::Broken(1))));
+        assert_eq!(tx.try_send(2), Err(TrySendError::Broken(2)));
+    });
+}
+
+/// Two subscribers on two threads each receive the one value, whoever pulls it.
+#[test]
+fn broadcast_two_subscribers() {
+    loom::model(|| {
+        let (tx, rx) = channel::<u32>(1);
+        let first = broadcast_receiver(rx, 2);
+        let second = first.subscribe().unwrap();
+        tx.try_send(5).unwrap();
+        drop(tx);
+        let other = thread::spawn(move || block_on(second.recv()));
+        assert_eq!(block_on(first.recv()), Ok(5));
+        assert_eq!(other.join().unwrap(), Ok(5));
+    });
+}
