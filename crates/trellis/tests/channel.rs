@@ -510,7 +510,35 @@ async fn dropping_senders_ends_waiting_receiver() {
 
 autojump!(cancelled_recv_leaves_channel_usable);
 
+/// Senders are Sinks: a started value is delivered by flush, which waits for room; close
+/// ends the channel.
+async fn sender_is_a_sink() {
+    use futures_sink::Sink;
+    use std::future::poll_fn;
+    let (mut s, r) = channel::<u32>(1);
+    poll_fn(|cx| Pin::new(&mut s).poll_ready(cx)).await.unwrap();
+    Pin::new(&mut s).start_send(1).unwrap();
+    poll_fn(|cx| Pin::new(&mut s).poll_flush(cx)).await.unwrap();
+    Pin::new(&mut s).start_send(2).unwrap();
+    open_nursery(|n| async move {
+        n.start_soon(async move {
+            assert_eq!(r.recv().await, Ok(1));
+            assert_eq!(r.recv().await, Ok(2));
+            assert_eq!(r.recv().await, Err(RecvError::EndOfChannel));
+            Ok::<_, Error>(())
+        })?;
+        // The buffer is full until the task receives: flushing waits for it.
+        poll_fn(|cx| Pin::new(&mut s).poll_flush(cx)).await?;
+        poll_fn(|cx| Pin::new(&mut s).poll_close(cx)).await?;
+        assert!(s.is_closed());
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+}
+
 both_flavors!(
+    sender_is_a_sink,
     basics,
     multiple_producers,
     multiple_consumers,

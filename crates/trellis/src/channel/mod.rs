@@ -82,6 +82,7 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let sender = Sender {
         chan: chan.clone(),
         handle: Handle::new(sender_id),
+        sink: None,
     };
     let receiver = Receiver {
         chan,
@@ -160,6 +161,8 @@ pub struct ChannelStatistics {
 pub struct Sender<T> {
     chan: Arc<Chan<T>>,
     handle: Handle,
+    /// The value in flight through the `Sink` implementation.
+    sink: Option<SendOp<T>>,
 }
 
 impl<T> std::fmt::Debug for Sender<T> {
@@ -184,12 +187,16 @@ impl<T> Clone for Sender<T> {
         Sender {
             chan: self.chan.clone(),
             handle,
+            sink: None,
         }
     }
 }
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
+        if let Some(mut op) = self.sink.take() {
+            op.abandon(&self.chan);
+        }
         self.close();
     }
 }
@@ -206,9 +213,7 @@ impl<T> Sender<T> {
     pub fn send(&self, value: T) -> Send<'_, T> {
         Send {
             sender: self,
-            value: Some(value),
-            key: None,
-            cancel: CancelWait::new(),
+            op: SendOp::new(value),
         }
     }
 
@@ -261,19 +266,13 @@ impl<T> Sender<T> {
 #[must_use = "futures do nothing unless you .await or poll them"]
 pub struct Send<'a, T> {
     sender: &'a Sender<T>,
-    value: Option<T>,
-    /// The slot among the waiting senders, once it had to wait.
-    key: Option<usize>,
-    cancel: CancelWait,
+    op: SendOp<T>,
 }
-
-// The value is moved, never pinned.
-impl<T> Unpin for Send<'_, T> {}
 
 impl<T> std::fmt::Debug for Send<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Send")
-            .field("waiting", &self.key.is_some())
+            .field("waiting", &self.op.key.is_some())
             .finish()
     }
 }
@@ -283,15 +282,49 @@ impl<T> Future for Send<'_, T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let chan = &this.sender.chan;
-        let handle = &this.sender.handle;
-        let Some(key) = this.key else {
+        this.op.poll(&this.sender.chan, &this.sender.handle, cx)
+    }
+}
+
+impl<T> Drop for Send<'_, T> {
+    fn drop(&mut self) {
+        self.op.abandon(&self.sender.chan);
+    }
+}
+
+/// One send in progress: the value until it is delivered, the slot among the waiting senders
+/// once it had to wait, and how it hears about cancellation.
+struct SendOp<T> {
+    value: Option<T>,
+    key: Option<usize>,
+    cancel: CancelWait,
+}
+
+// The value is moved, never pinned.
+impl<T> Unpin for SendOp<T> {}
+
+impl<T> SendOp<T> {
+    fn new(value: T) -> Self {
+        SendOp {
+            value: Some(value),
+            key: None,
+            cancel: CancelWait::new(),
+        }
+    }
+
+    fn poll(
+        &mut self,
+        chan: &Chan<T>,
+        handle: &Handle,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendError<T>>> {
+        let Some(key) = self.key else {
             if handle.is_closed() {
-                let value = this.value.take().expect("Send polled after completion");
+                let value = self.value.take().expect("send polled after completion");
                 return Poll::Ready(Err(SendError::Closed(value)));
             }
-            let cancelled = ready!(this.cancel.poll_start(cx));
-            let value = this.value.take().expect("Send polled after completion");
+            let cancelled = ready!(self.cancel.poll_start(cx));
+            let value = self.value.take().expect("send polled after completion");
             if cancelled {
                 return Poll::Ready(Err(SendError::Cancelled(value)));
             }
@@ -306,42 +339,75 @@ impl<T> Future for Send<'_, T> {
                 }
                 Err(state::TrySend::Broken(v)) => return Poll::Ready(Err(SendError::Broken(v))),
                 Err(state::TrySend::Full(v)) => {
-                    this.key = Some(state.wait_send(handle.id, v, cx.waker()));
+                    self.key = Some(state.wait_send(handle.id, v, cx.waker()));
                 }
             }
             drop(state);
-            return this.poll_cancel(cx);
+            return self.poll_cancel(chan, cx);
         };
         let mut state = chan.lock();
         if let Some(outcome) = state.poll_send_waiter(key, handle.is_closed(), cx.waker()) {
-            this.key = None;
+            self.key = None;
             return Poll::Ready(outcome);
         }
         drop(state);
-        this.poll_cancel(cx)
+        self.poll_cancel(chan, cx)
     }
-}
 
-impl<T> Send<'_, T> {
     /// Waiting: withdraws the value if the caller is cancelled before it was taken.
-    fn poll_cancel(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError<T>>> {
+    fn poll_cancel(
+        &mut self,
+        chan: &Chan<T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendError<T>>> {
         ready!(self.cancel.poll_cancelled(cx));
         let key = self.key.take().expect("waiting");
-        Poll::Ready(match self.sender.chan.lock().withdraw_send(key) {
+        Poll::Ready(match chan.lock().withdraw_send(key) {
             // Taken by a receiver just now: the send happened.
             None => Ok(()),
             Some(value) => Err(SendError::Cancelled(value)),
         })
     }
-}
 
-impl<T> Drop for Send<'_, T> {
-    fn drop(&mut self) {
+    /// Given up (dropped): the value, if still undelivered, is dropped with it.
+    fn abandon(&mut self, chan: &Chan<T>) {
         if let Some(key) = self.key.take() {
-            // The value, if still undelivered, is dropped with the future.
-            let value = self.sender.chan.lock().withdraw_send(key);
+            let value = chan.lock().withdraw_send(key);
             drop(value);
         }
+    }
+}
+
+/// Senders are [`Sink`](futures_sink::Sink)s: `start_send` holds one value, and
+/// `poll_ready` / `poll_flush` deliver it (waiting for room, as [`send`](Sender::send)), so
+/// nothing is dropped between readiness and sending. Like `send`, delivery is a cancel point.
+impl<T> futures_sink::Sink<T> for Sender<T> {
+    type Error = SendError<T>;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_flush(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: T) -> Result<(), Self::Error> {
+        assert!(self.sink.is_none(), "start_send without poll_ready");
+        self.sink = Some(SendOp::new(item));
+        Ok(())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = &mut *self;
+        let Some(op) = this.sink.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let outcome = ready!(op.poll(&this.chan, &this.handle, cx));
+        this.sink = None;
+        Poll::Ready(outcome)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        ready!(self.as_mut().poll_flush(cx))?;
+        self.close();
+        Poll::Ready(Ok(()))
     }
 }
 
