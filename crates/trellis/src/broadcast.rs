@@ -314,15 +314,7 @@ where
 
     /// Closes this subscriber; the others go on. Idempotent; dropping does the same.
     pub fn close(&self) {
-        let wakers = {
-            let mut state = lock(&self.shared.state);
-            state.remove_sub(self.key);
-            let mut wakers = state.release_puller(self.key);
-            // Lossless: the one that held the pullers back may be this one.
-            wakers.extend(state.after_read());
-            wakers
-        };
-        wakers.into_iter().for_each(Waker::wake);
+        self.leave();
     }
 
     /// How many subscribers are open.
@@ -331,8 +323,10 @@ where
     }
 }
 
-impl<S: Stream> Drop for BroadcastReceiver<S> {
-    fn drop(&mut self) {
+impl<S: Stream> BroadcastReceiver<S> {
+    /// Leaves the broadcast: stops pulling if this subscriber was, and wakes whoever that lets
+    /// go on.
+    fn leave(&self) {
         let wakers = {
             let mut state = lock(&self.shared.state);
             state.remove_sub(self.key);
@@ -342,6 +336,12 @@ impl<S: Stream> Drop for BroadcastReceiver<S> {
             wakers
         };
         wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl<S: Stream> Drop for BroadcastReceiver<S> {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 

@@ -40,6 +40,32 @@ struct RecvSlot<T> {
     value: Option<T>,
 }
 
+/// What the close rules need from a waiting sender's or receiver's slot.
+trait Slot {
+    fn handle(&self) -> u64;
+    fn waker(&mut self) -> &mut Waker;
+}
+
+impl<T> Slot for SendSlot<T> {
+    fn handle(&self) -> u64 {
+        self.handle
+    }
+
+    fn waker(&mut self) -> &mut Waker {
+        &mut self.waker
+    }
+}
+
+impl<T> Slot for RecvSlot<T> {
+    fn handle(&self) -> u64 {
+        self.handle
+    }
+
+    fn waker(&mut self) -> &mut Waker {
+        &mut self.waker
+    }
+}
+
 /// Waiting tasks in arrival order.
 struct Waiters<S> {
     slots: Slab<S>,
@@ -71,6 +97,30 @@ impl<S> Waiters<S> {
 
     fn len(&self) -> usize {
         self.order.len()
+    }
+}
+
+impl<S: Slot> Waiters<S> {
+    /// Takes the waiters of one handle out of the queue (they fail with `Closed` when they
+    /// run); appends their wakers to `wake`.
+    fn dequeue_handle(&mut self, handle: u64, wake: &mut Vec<Waker>) {
+        let slots = &mut self.slots;
+        self.order.retain(|key| {
+            let slot = slots.get_mut(*key).expect("queued slots exist");
+            let own = slot.handle() == handle;
+            if own {
+                wake.push(take_waker(slot.waker()));
+            }
+            !own
+        });
+    }
+
+    /// Takes every waiter out of the queue (the channel ended or broke); appends their wakers.
+    fn dequeue_all(&mut self, wake: &mut Vec<Waker>) {
+        for key in self.order.drain(..) {
+            let slot = self.slots.get_mut(key).expect("queued slots exist");
+            wake.push(take_waker(slot.waker()));
+        }
     }
 }
 
@@ -289,23 +339,10 @@ impl<T> State<T> {
     /// wakers to wake.
     pub(super) fn close_sender(&mut self, handle: u64) -> Vec<Waker> {
         self.senders -= 1;
-        let all = self.senders == 0;
-        let waiters = &mut self.send_waiters;
         let mut wake = Vec::new();
-        waiters.order.retain(|key| {
-            let slot = waiters.slots.get_mut(*key).expect("queued slots exist");
-            let own = slot.handle == handle;
-            if own {
-                wake.push(take_waker(&mut slot.waker));
-            }
-            !own
-        });
-        if all {
-            let receivers = &mut self.recv_waiters;
-            for key in receivers.order.drain(..) {
-                let slot = receivers.slots.get_mut(key).expect("queued slots exist");
-                wake.push(take_waker(&mut slot.waker));
-            }
+        self.send_waiters.dequeue_handle(handle, &mut wake);
+        if self.senders == 0 {
+            self.recv_waiters.dequeue_all(&mut wake);
         }
         wake
     }
@@ -316,23 +353,11 @@ impl<T> State<T> {
     /// wakers to wake.
     pub(super) fn close_receiver(&mut self, handle: u64) -> (VecDeque<T>, Vec<Waker>) {
         self.receivers -= 1;
-        let waiters = &mut self.recv_waiters;
         let mut wake = Vec::new();
-        waiters.order.retain(|key| {
-            let slot = waiters.slots.get_mut(*key).expect("queued slots exist");
-            let own = slot.handle == handle;
-            if own {
-                wake.push(take_waker(&mut slot.waker));
-            }
-            !own
-        });
+        self.recv_waiters.dequeue_handle(handle, &mut wake);
         let mut discarded = VecDeque::new();
         if self.receivers == 0 {
-            let senders = &mut self.send_waiters;
-            for key in senders.order.drain(..) {
-                let slot = senders.slots.get_mut(key).expect("queued slots exist");
-                wake.push(take_waker(&mut slot.waker));
-            }
+            self.send_waiters.dequeue_all(&mut wake);
             discarded = std::mem::take(&mut self.buffer);
         }
         (discarded, wake)
