@@ -300,10 +300,13 @@ impl Node {
         /// Wakers are cloned out in batches and woken outside the lock, so that tasks waking
         /// up (and leaving the waiter list) do not wait for all 10,000 of their siblings.
         const BATCH: usize = 64;
-        let mut pending = vec![self.clone()];
-        let mut wake = Vec::with_capacity(BATCH);
-        while let Some(node) = pending.pop() {
-            {
+        // Nothing is allocated unless something changed: entering a scope whose parent is not
+        // cancelled calls this too.
+        let mut pending: Vec<Arc<Node>> = Vec::new();
+        let mut wake: Vec<Waker> = Vec::new();
+        let mut next = Some(self.clone());
+        while let Some(node) = next.take().or_else(|| pending.pop()) {
+            let has_waiters = {
                 let mut state = node.lock();
                 let (outer_cancelled, outer_deadline) = match &state.parent {
                     Some(parent) if !state.shield => (
@@ -320,7 +323,12 @@ impl Node {
                     continue;
                 }
                 pending.extend(state.children.iter_mut().filter_map(|c| c.upgrade()));
+                !state.waiters.is_empty()
+            };
+            if !has_waiters {
+                continue;
             }
+            wake.reserve(BATCH);
             let mut from = 0;
             loop {
                 from = node.lock().waiters.clone_from_index(from, BATCH, &mut wake);
