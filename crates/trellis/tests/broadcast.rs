@@ -217,7 +217,66 @@ async fn lossless_mode_never_lags() {
     assert_eq!(fast_got.into_value().unwrap(), (0..100).collect::<Vec<_>>());
 }
 
+/// tractor: test_consumer_and_parent_maybe_lag — two subscribers at different speeds: each sees
+/// an increasing sequence, and what it received plus what it was told it missed is exactly
+/// everything (the Lagged count has no off-by-one).
+async fn lag_accounting_is_exact_at_any_speed() {
+    const N: u32 = 300;
+    let (tx, rx) = channel::<u32>(N as usize);
+    for v in 0..N {
+        tx.try_send(v).unwrap();
+    }
+    drop(tx);
+    let first = broadcast_receiver(rx, 8);
+    let results = open_nursery(|n| async move {
+        let mut handles = Vec::new();
+        for delay in [0usize, 3] {
+            let sub = first.subscribe()?;
+            handles.push(n.start_soon(async move {
+                let (mut received, mut missed, mut last) = (0u64, 0u64, None::<u32>);
+                loop {
+                    match sub.recv().await {
+                        Ok(v) => {
+                            assert!(last.is_none_or(|l| v > l), "values arrive in order");
+                            last = Some(v);
+                            received += 1;
+                            for _ in 0..delay {
+                                trellis::checkpoint().await?;
+                            }
+                        }
+                        Err(BroadcastError::Lagged(k)) => missed += k,
+                        Err(BroadcastError::EndOfChannel) => break,
+                        Err(e) => return Err(Error::new(e)),
+                    }
+                }
+                Ok::<_, Error>((delay, received, missed))
+            })?);
+        }
+        drop(first);
+        Ok::<_, Error>(handles)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    for handle in results {
+        let (delay, received, missed) = handle.into_value().unwrap();
+        assert_eq!(
+            received + missed,
+            u64::from(N),
+            "subscriber with delay {delay}"
+        );
+        // On one thread the schedule is deterministic and the slow one surely falls behind; on
+        // two workers it almost always does, but that is timing, not a property.
+        let one_thread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
+        if delay > 0 && one_thread {
+            assert!(missed > 0, "the slow subscriber must have lagged");
+        }
+    }
+}
+
 both_flavors!(
+    lag_accounting_is_exact_at_any_speed,
     lossless_mode_never_lags,
     fan_out_to_every_subscriber,
     subscribe_after_close_is_an_error,
