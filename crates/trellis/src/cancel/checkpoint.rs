@@ -211,7 +211,7 @@ impl CancelWait {
 
     /// The start of an operation that can complete at once (a channel send, say): ready with
     /// whether it is cancelled, or pending once in a while to yield to other tasks first
-    /// (Trio's schedule point, taken every [`YIELD_EVERY`](crate::context) operations rather
+    /// (Trio's schedule point, taken every 128 operations on a thread rather
     /// than every time, as tokio's budget does). Call it until it is ready, then try the
     /// operation.
     #[inline]
