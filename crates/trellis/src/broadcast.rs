@@ -146,6 +146,7 @@ where
         shared,
         key,
         raise_on_lag: true,
+        local: Mutex::new(VecDeque::new()),
     }
 }
 
@@ -246,7 +247,14 @@ pub struct BroadcastReceiver<S: Stream> {
     shared: Arc<Shared<S>>,
     key: u64,
     raise_on_lag: bool,
+    /// Values already taken from the shared buffer for this subscriber (in order): one visit to
+    /// the shared state takes up to [`PREFETCH`] of them, so that sixteen subscribers do not
+    /// queue on its lock for every value. Only this subscriber touches it.
+    local: Mutex<VecDeque<S::Item>>,
 }
+
+/// How many kept values a subscriber takes per visit to the shared state.
+const PREFETCH: usize = 32;
 
 impl<S: Stream> std::fmt::Debug for BroadcastReceiver<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -294,6 +302,7 @@ where
             shared: self.shared.clone(),
             key,
             raise_on_lag,
+            local: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -327,6 +336,9 @@ impl<S: Stream> BroadcastReceiver<S> {
     /// Leaves the broadcast: stops pulling if this subscriber was, and wakes whoever that lets
     /// go on.
     fn leave(&self) {
+        // Values taken ahead for this subscriber go with it.
+        let taken = std::mem::take(&mut *lock(&self.local));
+        drop(taken);
         let wakers = {
             let mut state = lock(&self.shared.state);
             state.remove_sub(self.key);
@@ -366,6 +378,9 @@ where
                 Poll::Ready(true) => return Poll::Ready(Err(BroadcastError::Cancelled)),
                 Poll::Ready(false) => {}
             }
+            if let Some(value) = lock(&self.receiver.local).pop_front() {
+                return Poll::Ready(Ok(value));
+            }
         }
         {
             let mut state = lock(&shared.state);
@@ -383,8 +398,14 @@ where
             }
             let next_seq = *state.sub_mut(key).expect("checked above");
             if next_seq < end {
-                let value = state.queue[(next_seq - first) as usize].clone();
-                *state.sub_mut(key).expect("checked above") += 1;
+                let at = (next_seq - first) as usize;
+                let value = state.queue[at].clone();
+                let more = (end - next_seq - 1).min(PREFETCH as u64 - 1) as usize;
+                if more > 0 {
+                    let mut local = lock(&self.receiver.local);
+                    local.extend(state.queue.range(at + 1..=at + more).cloned());
+                }
+                *state.sub_mut(key).expect("checked above") += 1 + more as u64;
                 self.stop_pulling(&mut state);
                 let wakers = state.after_read();
                 drop(state);

@@ -275,7 +275,27 @@ async fn lag_accounting_is_exact_at_any_speed() {
     }
 }
 
+/// Values a subscriber took ahead in one visit are delivered in order, and go away with it when
+/// it closes: a closed subscriber gets Closed, not stale values.
+async fn values_taken_ahead_keep_order_and_close() {
+    let (tx, rx) = channel::<u32>(64);
+    let a = broadcast_receiver(rx, 64);
+    let b = a.subscribe().unwrap();
+    for v in 0..40 {
+        tx.try_send(v).unwrap();
+    }
+    for v in 0..40 {
+        assert_eq!(a.recv().await, Ok(v));
+    }
+    for v in 0..35 {
+        assert_eq!(b.recv().await, Ok(v));
+    }
+    b.close();
+    assert_eq!(b.recv().await, Err(BroadcastError::Closed));
+}
+
 both_flavors!(
+    values_taken_ahead_keep_order_and_close,
     lag_accounting_is_exact_at_any_speed,
     lossless_mode_never_lags,
     fan_out_to_every_subscriber,
