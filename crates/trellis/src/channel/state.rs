@@ -40,10 +40,12 @@ struct RecvSlot<T> {
     value: Option<T>,
 }
 
-/// What the close rules need from a waiting sender's or receiver's slot.
+/// What the queue needs from a waiting sender's or receiver's slot.
 trait Slot {
     fn handle(&self) -> u64;
     fn waker(&mut self) -> &mut Waker;
+    /// Whether the slot may still be in the arrival queue (not handed over yet).
+    fn maybe_queued(&self) -> bool;
 }
 
 impl<T> Slot for SendSlot<T> {
@@ -54,6 +56,10 @@ impl<T> Slot for SendSlot<T> {
     fn waker(&mut self) -> &mut Waker {
         &mut self.waker
     }
+
+    fn maybe_queued(&self) -> bool {
+        self.value.is_some()
+    }
 }
 
 impl<T> Slot for RecvSlot<T> {
@@ -63,6 +69,10 @@ impl<T> Slot for RecvSlot<T> {
 
     fn waker(&mut self) -> &mut Waker {
         &mut self.waker
+    }
+
+    fn maybe_queued(&self) -> bool {
+        self.value.is_none()
     }
 }
 
@@ -101,6 +111,19 @@ impl<S> Waiters<S> {
 }
 
 impl<S: Slot> Waiters<S> {
+    /// A waiter gives up: its slot, taken out of the queue if it was still there.
+    fn withdraw(&mut self, key: usize) -> Option<S> {
+        let maybe_queued = self.slots.get_mut(key).is_some_and(|s| s.maybe_queued());
+        self.remove(key, maybe_queued)
+    }
+
+    /// A waiter keeps waiting: remember its current waker.
+    fn refresh_waker(slot: &mut S, waker: &Waker) {
+        if !slot.waker().will_wake(waker) {
+            slot.waker().clone_from(waker);
+        }
+    }
+
     /// Takes the waiters of one handle out of the queue (they fail with `Closed` when they
     /// run); appends their wakers to `wake`.
     fn dequeue_handle(&mut self, handle: u64, wake: &mut Vec<Waker>) {
@@ -256,22 +279,13 @@ impl<T> State<T> {
                 SendError::Broken(value)
             }));
         }
-        if !slot.waker.will_wake(waker) {
-            slot.waker.clone_from(waker);
-        }
+        Waiters::refresh_waker(slot, waker);
         None
     }
 
     /// A waiting sender gives up: its value back if no receiver took it yet.
     pub(super) fn withdraw_send(&mut self, key: usize) -> Option<T> {
-        let queued = self
-            .send_waiters
-            .slots
-            .get_mut(key)
-            .is_some_and(|s| s.value.is_some());
-        self.send_waiters
-            .remove(key, queued)
-            .and_then(|slot| slot.value)
+        self.send_waiters.withdraw(key).and_then(|slot| slot.value)
     }
 
     /// A waiting receiver runs again: done if a value was handed to it, failed if its handle
@@ -299,22 +313,13 @@ impl<T> State<T> {
             self.recv_waiters.remove(key, true);
             return Some(Err(RecvError::EndOfChannel));
         }
-        if !slot.waker.will_wake(waker) {
-            slot.waker.clone_from(waker);
-        }
+        Waiters::refresh_waker(slot, waker);
         None
     }
 
     /// A waiting receiver gives up: the value handed to it meanwhile, if any.
     pub(super) fn withdraw_recv(&mut self, key: usize) -> Option<T> {
-        let queued = self
-            .recv_waiters
-            .slots
-            .get_mut(key)
-            .is_some_and(|s| s.value.is_none());
-        self.recv_waiters
-            .remove(key, queued)
-            .and_then(|slot| slot.value)
+        self.recv_waiters.withdraw(key).and_then(|slot| slot.value)
     }
 
     /// Puts back a value whose receiver went away: to the next waiting receiver, else to the
