@@ -58,69 +58,56 @@ async fn trellis_run(producers: u64, consumers: u64) -> f64 {
     t0.elapsed().as_secs_f64()
 }
 
-async fn flume_run(producers: u64, consumers: u64) -> f64 {
-    let t0 = Instant::now();
-    let (tx, rx) = flume::bounded::<u64>(CAPACITY);
-    let mut set = JoinSet::new();
-    for _ in 0..producers {
-        let tx = tx.clone();
-        set.spawn(async move {
-            for i in 0..share(producers) {
-                tx.send_async(i).await.expect("flume send");
+/// The anchor side of B3, the same for every MPMC channel crate: `$make` builds the bounded
+/// channel, `$send` / `$recv` name its async operations.
+macro_rules! mpmc_anchor {
+    ($name:ident, $make:expr, $send:ident, $recv:ident) => {
+        async fn $name(producers: u64, consumers: u64) -> f64 {
+            let t0 = Instant::now();
+            let (tx, rx) = $make;
+            let mut set = JoinSet::new();
+            for _ in 0..producers {
+                let tx = tx.clone();
+                set.spawn(async move {
+                    for i in 0..share(producers) {
+                        tx.$send(i).await.expect("anchor send");
+                    }
+                    0
+                });
             }
-            0
-        });
-    }
-    drop(tx);
-    for _ in 0..consumers {
-        let rx = rx.clone();
-        set.spawn(async move {
-            let mut count = 0u64;
-            while rx.recv_async().await.is_ok() {
-                count += 1;
+            drop(tx);
+            for _ in 0..consumers {
+                let rx = rx.clone();
+                set.spawn(async move {
+                    let mut count = 0u64;
+                    while rx.$recv().await.is_ok() {
+                        count += 1;
+                    }
+                    count
+                });
             }
-            count
-        });
-    }
-    let mut received = 0;
-    while let Some(count) = set.join_next().await {
-        received += count.expect("task");
-    }
-    assert_eq!(received, share(producers) * producers);
-    t0.elapsed().as_secs_f64()
+            let mut received = 0;
+            while let Some(count) = set.join_next().await {
+                received += count.expect("task");
+            }
+            assert_eq!(received, share(producers) * producers);
+            t0.elapsed().as_secs_f64()
+        }
+    };
 }
 
-async fn async_channel_run(producers: u64, consumers: u64) -> f64 {
-    let t0 = Instant::now();
-    let (tx, rx) = async_channel::bounded::<u64>(CAPACITY);
-    let mut set = JoinSet::new();
-    for _ in 0..producers {
-        let tx = tx.clone();
-        set.spawn(async move {
-            for i in 0..share(producers) {
-                tx.send(i).await.expect("async-channel send");
-            }
-            0
-        });
-    }
-    drop(tx);
-    for _ in 0..consumers {
-        let rx = rx.clone();
-        set.spawn(async move {
-            let mut count = 0u64;
-            while rx.recv().await.is_ok() {
-                count += 1;
-            }
-            count
-        });
-    }
-    let mut received = 0;
-    while let Some(count) = set.join_next().await {
-        received += count.expect("task");
-    }
-    assert_eq!(received, share(producers) * producers);
-    t0.elapsed().as_secs_f64()
-}
+mpmc_anchor!(
+    flume_run,
+    flume::bounded::<u64>(CAPACITY),
+    send_async,
+    recv_async
+);
+mpmc_anchor!(
+    async_channel_run,
+    async_channel::bounded::<u64>(CAPACITY),
+    send,
+    recv
+);
 
 async fn tokio_mpsc_run() -> f64 {
     let t0 = Instant::now();
