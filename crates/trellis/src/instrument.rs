@@ -47,6 +47,12 @@ impl From<tokio::task::Id> for TaskId {
     }
 }
 
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 impl TaskId {
     /// The tokio task id.
     pub fn tokio_id(self) -> tokio::task::Id {

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use trellis::sync::{Event, Lock, ParkingLot, ReleasedTooMany, Semaphore, WouldBlock};
+use trellis::sync::{Event, Lock, LockError, ParkingLot, ReleasedTooMany, Semaphore, WouldBlock};
 use trellis::testing::{assert_checkpoints, wait_all_tasks_blocked};
 use trellis::{CancelScope, Cancelled, Error, checkpoint, open_nursery};
 
@@ -641,7 +641,189 @@ async fn condition_cancelled_wait_relocks() {
     assert!(!c.is_locked());
 }
 
+/// Runs `body` in a task of its own that is expected to panic; returns the task's id.
+async fn panicking_task<F>(body: impl FnOnce(Arc<Event>) -> F + Send + 'static) -> tokio::task::Id
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let started = Arc::new(Event::new());
+    let task = tokio::spawn(body(started.clone()));
+    let id = task.id();
+    let joined = task.await;
+    assert!(joined.unwrap_err().is_panic());
+    id
+}
+
+/// Trio: test_lock_acquire_unowned_lock — the owner ends (here: panics) holding the lock, and
+/// a later acquisition fails naming it. The guard is held across an await, so it is dropped
+/// with the task's state after the panic, not during the unwinding.
+async fn lock_broken_when_owner_panics() {
+    let lock = Arc::new(Lock::new());
+    let l = lock.clone();
+    let owner = panicking_task(|_| async move {
+        let _guard = l.acquire().await.unwrap();
+        checkpoint().await.unwrap();
+        panic!("owner fails while holding the lock");
+    })
+    .await;
+    assert!(lock.is_broken());
+    let err = lock.acquire().await.map(|_| ()).unwrap_err();
+    let LockError::Broken(broken) = &err else {
+        panic!("expected a broken lock, got {err:?}");
+    };
+    assert_eq!(broken.owner().map(|t| t.tokio_id()), Some(owner));
+    assert_eq!(
+        err.to_string(),
+        format!("the owner of this lock (task {owner}) panicked while holding it")
+    );
+    assert_eq!(
+        lock.try_acquire().map(|_| ()).unwrap_err(),
+        LockError::Broken(broken.clone())
+    );
+}
+
+/// A nursery task holding the lock in one branch of a join while another branch panics:
+/// the guard lives in a combinator's state, which is dropped after the panic was caught.
+async fn lock_broken_when_nursery_task_panics_in_join() {
+    let lock = Arc::new(Lock::new());
+    let l = lock.clone();
+    let outcome = tokio::spawn(open_nursery(|n| async move {
+        n.start_soon(async move {
+            let hold = async {
+                let _guard = l.acquire().await?;
+                trellis::sleep_forever().await?;
+                Ok::<_, Error>(())
+            };
+            let fail = async {
+                checkpoint().await.unwrap();
+                checkpoint().await.unwrap();
+                panic!("sibling branch fails");
+            };
+            let (held, ()) = tokio::join!(hold, fail);
+            held
+        })?;
+        Ok::<_, Error>(())
+    }))
+    .await;
+    assert!(outcome.unwrap_err().is_panic());
+    assert!(lock.is_broken());
+}
+
+/// Trio: test_lock_multiple_acquire — tasks already waiting when the owner panics all fail
+/// with the broken-lock error. Here the guard is on the stack as the panic unwinds.
+async fn lock_waiters_fail_when_owner_panics() {
+    let lock = Arc::new(Lock::new());
+    let go = Arc::new(Event::new());
+    let (l, g) = (lock.clone(), go.clone());
+    let owner = tokio::spawn(async move {
+        let guard = l.acquire().await.unwrap();
+        g.wait().await.unwrap();
+        let _guard = guard;
+        panic!("owner fails while holding the lock");
+    });
+    while !lock.is_locked() {
+        checkpoint().await.unwrap();
+    }
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let (l, r) = (lock.clone(), results.clone());
+    open_nursery(|n| async move {
+        for _ in 0..2 {
+            let (l, r) = (l.clone(), r.clone());
+            n.start_soon(async move {
+                let got = l.acquire().await.map(|_| ());
+                r.lock().unwrap().push(got);
+                Ok::<_, Error>(())
+            })?;
+        }
+        wait_all_tasks_blocked().await?;
+        assert_eq!(l.statistics().tasks_waiting, 2);
+        go.set();
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    assert!(owner.await.unwrap_err().is_panic());
+    let results = results.lock().unwrap();
+    assert_eq!(results.len(), 2);
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(LockError::Broken(_)))),
+        "{results:?}"
+    );
+}
+
+/// The lock does not break when its owner is cancelled or aborted: the guard is dropped the
+/// ordinary way and the next waiter gets the lock.
+async fn lock_released_not_broken_by_cancel_or_abort() {
+    let lock = Arc::new(Lock::new());
+    let scope = CancelScope::new();
+    let (l, s) = (lock.clone(), scope.clone());
+    open_nursery(|n| async move {
+        let l2 = l.clone();
+        n.start_soon(async move {
+            s.run(async {
+                let _guard = l2.acquire().await?;
+                trellis::sleep_forever().await?;
+                Ok::<_, Error>(())
+            })
+            .await?;
+            Ok::<_, Error>(())
+        })?;
+        wait_all_tasks_blocked().await?;
+        assert!(l.is_locked());
+        scope.cancel();
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    assert!(!lock.is_locked() && !lock.is_broken());
+
+    let l = lock.clone();
+    let holder = tokio::spawn(async move {
+        let _guard = l.acquire().await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    while !lock.is_locked() {
+        checkpoint().await.unwrap();
+    }
+    holder.abort();
+    assert!(holder.await.unwrap_err().is_cancelled());
+    assert!(!lock.is_broken());
+    drop(lock.acquire().await.unwrap());
+}
+
+/// A condition waiter whose lock breaks while it waits learns it when it is woken.
+async fn condition_wait_sees_broken_lock() {
+    use trellis::sync::Condition;
+    let cond = Arc::new(Condition::new());
+    let c = cond.clone();
+    let waiter = tokio::spawn(async move {
+        let mut guard = c.acquire().await.unwrap();
+        let waited = c.wait(&mut guard).await;
+        std::mem::forget(guard);
+        waited
+    });
+    while cond.statistics().tasks_waiting == 0 {
+        checkpoint().await.unwrap();
+    }
+    let c = cond.clone();
+    panicking_task(|_| async move {
+        let guard = c.acquire().await.unwrap();
+        c.notify_all(&guard);
+        checkpoint().await.unwrap();
+        panic!("notifier fails while holding the lock");
+    })
+    .await;
+    assert!(matches!(waiter.await.unwrap(), Err(LockError::Broken(_))));
+}
+
 both_flavors!(
+    lock_broken_when_owner_panics,
+    lock_broken_when_nursery_task_panics_in_join,
+    lock_waiters_fail_when_owner_panics,
+    lock_released_not_broken_by_cancel_or_abort,
+    condition_wait_sees_broken_lock,
     condition,
     condition_cancelled_wait_relocks,
     capacity_limiter,

@@ -2,9 +2,8 @@
 
 use std::future::poll_fn;
 
-use super::{Lock, LockGuard, ParkingLot, Wait, WaitStatistics, lock, release_lock, wake_all};
+use super::{Lock, LockError, LockGuard, ParkingLot, Wait, WaitStatistics};
 use crate::cancel::CancelScope;
-use crate::error::Cancelled;
 
 /// Lets tasks wait, holding a [`Lock`], until another task holding it notifies them (Trio's
 /// `Condition`).
@@ -65,8 +64,8 @@ impl Condition {
     ///
     /// # Errors
     ///
-    /// `Cancelled` when cancelled before the lock was handed over.
-    pub async fn acquire(&self) -> Result<LockGuard<'_>, Cancelled> {
+    /// As [`Lock::acquire`].
+    pub async fn acquire(&self) -> Result<LockGuard<'_>, LockError> {
         self.lock.acquire().await
     }
 
@@ -74,8 +73,8 @@ impl Condition {
     ///
     /// # Errors
     ///
-    /// [`WouldBlock`](super::WouldBlock) otherwise.
-    pub fn try_acquire(&self) -> Result<LockGuard<'_>, super::WouldBlock> {
+    /// As [`Lock::try_acquire`].
+    pub fn try_acquire(&self) -> Result<LockGuard<'_>, LockError> {
         self.lock.try_acquire()
     }
 
@@ -95,12 +94,14 @@ impl Condition {
     ///
     /// # Errors
     ///
-    /// `Cancelled` when cancelled before being notified; the lock is held again all the same.
+    /// [`LockError::Cancelled`] when cancelled before being notified; the lock is held again
+    /// all the same. [`LockError::Broken`] when the lock broke meanwhile (a task holding it
+    /// panicked); the guard then holds nothing.
     ///
     /// # Panics
     ///
     /// When `guard` is not of this condition's lock.
-    pub async fn wait(&self, guard: &mut LockGuard<'_>) -> Result<(), Cancelled> {
+    pub async fn wait(&self, guard: &mut LockGuard<'_>) -> Result<(), LockError> {
         self.check(guard);
         let mut parking = Wait::new(&self.lot, ());
         let mut released = false;
@@ -110,8 +111,7 @@ impl Condition {
             let polled = parking.poll_wait(cx);
             if !released {
                 released = true;
-                let wakers = release_lock(&mut lock(&self.lock.state));
-                wake_all(wakers);
+                self.lock.release();
             }
             polled
         })
@@ -119,10 +119,12 @@ impl Condition {
         // Hold the lock again whatever happened, cancellation included; the caller's guard
         // stands for it.
         let relocked = CancelScope::shielded().run(self.lock.acquire()).await;
-        if let Ok(Some(new_guard)) = relocked {
-            std::mem::forget(new_guard);
+        match relocked {
+            Ok(Some(new_guard)) => std::mem::forget(new_guard),
+            Ok(None) => unreachable!("a shielded scope that nobody cancels is not cancelled"),
+            Err(broken) => return Err(broken),
         }
-        parked
+        Ok(parked?)
     }
 
     /// Wakes up to `count` waiters, longest waiting first; returns how many. They run once

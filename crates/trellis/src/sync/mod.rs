@@ -13,6 +13,7 @@ mod limiter;
 mod queue;
 
 pub use condition::{Condition, ConditionStatistics};
+
 pub use limiter::{Borrower, CapacityError, CapacityLimiter, CapacityToken, LimiterStatistics};
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use thiserror::Error;
 
 use crate::cancel::CancelWait;
 use crate::error::Cancelled;
+use crate::instrument::TaskId;
 
 fn lock<S>(mutex: &Mutex<S>) -> MutexGuard<'_, S> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -536,15 +538,29 @@ pub type StrictFifoLock = Lock;
 ///
 /// It guards no data; wrap your data in a `std::sync::Mutex` held only between awaits, or use
 /// the guard to serialise an async section.
+///
+/// # Broken locks
+///
+/// When the task holding the lock panics, the lock breaks (Trio's rule for an owner that exits
+/// without releasing, and Rust's mutex poisoning): whatever it guards may be half updated, so
+/// every waiter and every later acquisition fails with [`LockError::Broken`], naming the
+/// task. A guard dropped in the ordinary way — also by cancellation or by the task being
+/// aborted — releases the lock as usual. "Panics" means the guard is dropped while the thread
+/// unwinds, which covers guards held in `async` code (also inside `join!` and `select!`); a
+/// guard kept in a field of a hand-written future is dropped after the panic was caught, and
+/// releases the lock normally.
 #[derive(Debug, Default)]
 pub struct Lock {
     state: Mutex<LockState>,
+    /// Set once broken; the details are in the state.
+    broken: AtomicBool,
 }
 
 #[derive(Debug)]
 struct LockState {
     locked: bool,
     queue: WaitQueue,
+    broken: Option<BrokenLock>,
 }
 
 impl Default for LockState {
@@ -552,7 +568,46 @@ impl Default for LockState {
         LockState {
             locked: false,
             queue: WaitQueue::new(),
+            broken: None,
         }
+    }
+}
+
+/// Why a [`Lock`] (or a [`Condition`]) was not acquired.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// The calling code was cancelled before the lock was handed over.
+    #[error("lock acquisition cancelled")]
+    Cancelled(#[from] Cancelled),
+    /// `try_acquire` only: the lock is held or others wait for it (Trio's `WouldBlock`).
+    #[error("the acquisition would block")]
+    WouldBlock,
+    /// The task that held the lock panicked while holding it (Trio's `BrokenResourceError`).
+    #[error(transparent)]
+    Broken(#[from] BrokenLock),
+}
+
+impl crate::error::IsCancelled for LockError {
+    fn is_cancelled(&self) -> bool {
+        matches!(self, LockError::Cancelled(_))
+    }
+}
+
+/// A lock whose owner panicked while holding it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("the owner of this lock ({}) panicked while holding it", match .owner {
+    Some(task) => format!("task {task}"),
+    None => "code outside any task".to_owned(),
+})]
+pub struct BrokenLock {
+    owner: Option<TaskId>,
+}
+
+impl BrokenLock {
+    /// The task that held the lock, if the lock was held from within a tokio task.
+    pub fn owner(&self) -> Option<TaskId> {
+        self.owner
     }
 }
 
@@ -569,7 +624,8 @@ impl Waitable for Lock {
     }
 
     fn try_take(state: &mut LockState, _: &()) -> bool {
-        if !state.locked && state.queue.is_empty() {
+        // A broken lock lets everyone through at once, to fail.
+        if state.broken.is_some() || !state.locked && state.queue.is_empty() {
             state.locked = true;
             return true;
         }
@@ -577,6 +633,9 @@ impl Waitable for Lock {
     }
 
     fn abandon(state: &mut LockState, _: &()) -> Vec<Waker> {
+        if state.broken.is_some() {
+            return Vec::new();
+        }
         release_lock(state).into_iter().collect()
     }
 }
@@ -600,10 +659,12 @@ impl Lock {
     ///
     /// # Errors
     ///
-    /// `Cancelled` when the calling code is cancelled before the lock was handed over.
-    pub async fn acquire(&self) -> Result<LockGuard<'_>, Cancelled> {
+    /// [`LockError::Cancelled`] when the calling code is cancelled before the lock was handed
+    /// over; [`LockError::Broken`] when its owner panicked while holding it, now or earlier.
+    pub async fn acquire(&self) -> Result<LockGuard<'_>, LockError> {
         let mut wait = Wait::new(self, ());
         std::future::poll_fn(|cx| wait.poll_wait(cx)).await?;
+        self.check_broken()?;
         Ok(LockGuard { lock: self })
     }
 
@@ -611,13 +672,50 @@ impl Lock {
     ///
     /// # Errors
     ///
-    /// [`WouldBlock`] otherwise.
-    pub fn try_acquire(&self) -> Result<LockGuard<'_>, WouldBlock> {
+    /// [`LockError::WouldBlock`] otherwise, [`LockError::Broken`] if it is broken.
+    pub fn try_acquire(&self) -> Result<LockGuard<'_>, LockError> {
         if Self::try_take(&mut lock(&self.state), &()) {
+            self.check_broken()?;
             Ok(LockGuard { lock: self })
         } else {
-            Err(WouldBlock)
+            Err(LockError::WouldBlock)
         }
+    }
+
+    /// Whether the lock broke because its owner panicked while holding it.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    fn check_broken(&self) -> Result<(), BrokenLock> {
+        if !self.is_broken() {
+            return Ok(());
+        }
+        Err(lock(&self.state)
+            .broken
+            .clone()
+            .expect("set before the flag"))
+    }
+
+    /// Lets go of the lock: to the next waiter, or breaks it when the owner is panicking.
+    fn release(&self) {
+        let wakers = {
+            let mut state = lock(&self.state);
+            if state.broken.is_some() {
+                return;
+            }
+            if std::thread::panicking() {
+                state.broken = Some(BrokenLock {
+                    owner: tokio::task::try_id().map(TaskId::from),
+                });
+                self.broken.store(true, Ordering::Release);
+                state.locked = false;
+                state.queue.grant_all()
+            } else {
+                release_lock(&mut state).into_iter().collect()
+            }
+        };
+        wake_all(wakers);
     }
 
     /// Whether some task holds the lock.
@@ -642,7 +740,6 @@ pub struct LockGuard<'a> {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        let waker = release_lock(&mut lock(&self.lock.state));
-        wake_all(waker);
+        self.lock.release();
     }
 }
