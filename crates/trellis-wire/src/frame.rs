@@ -1,0 +1,124 @@
+//! Framing: each message travels as a 4-byte big-endian length followed by that many bytes of
+//! MessagePack.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::{DecodeError, EncodeError, Message};
+
+/// The largest frame body accepted unless configured otherwise: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+
+/// Length of the frame header.
+pub const HEADER_LEN: usize = 4;
+
+/// Splits a byte stream into frames and frames into [`Message`]s, and writes messages as
+/// frames. It holds no I/O: feed it what the transport read, write out what it encoded.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use trellis_wire::{Codec, Message};
+///
+/// let codec = Codec::new();
+/// let mut wire = BytesMut::new();
+/// codec.encode(&Message::StartAck { cid: 7 }, &mut wire).unwrap();
+/// codec.encode(&Message::Goodbye, &mut wire).unwrap();
+/// assert_eq!(codec.decode(&mut wire).unwrap(), Some(Message::StartAck { cid: 7 }));
+/// assert_eq!(codec.decode(&mut wire).unwrap(), Some(Message::Goodbye));
+/// assert_eq!(codec.decode(&mut wire).unwrap(), None); // needs more bytes
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Codec {
+    max_frame: usize,
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Codec::new()
+    }
+}
+
+impl Codec {
+    /// A codec accepting frames up to [`DEFAULT_MAX_FRAME`].
+    pub const fn new() -> Self {
+        Codec {
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+
+    /// Sets the largest frame body accepted and produced (at most `u32::MAX` bytes).
+    pub fn with_max_frame(mut self, max_frame: usize) -> Self {
+        self.max_frame = max_frame.min(u32::MAX as usize);
+        self
+    }
+
+    /// The largest frame body accepted and produced.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Takes one whole frame's body off the front of `src`, if `src` holds one.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::FrameTooLarge`] or [`DecodeError::EmptyFrame`] for a header no peer may
+    /// send; the stream cannot be resynchronised after either, so the connection should be
+    /// dropped.
+    pub fn decode_frame(&self, src: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
+        if src.len() < HEADER_LEN {
+            src.reserve(HEADER_LEN - src.len());
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len == 0 {
+            return Err(DecodeError::EmptyFrame);
+        }
+        if len > self.max_frame {
+            return Err(DecodeError::FrameTooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        if src.len() < HEADER_LEN + len {
+            src.reserve(HEADER_LEN + len - src.len());
+            return Ok(None);
+        }
+        src.advance(HEADER_LEN);
+        Ok(Some(src.split_to(len).freeze()))
+    }
+
+    /// Takes one whole message off the front of `src`, if `src` holds one.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] for a bad frame header (drop the connection) or a frame whose body is
+    /// not a valid message (the frame has been consumed; [`DecodeError::is_fatal`] says
+    /// whether the stream can go on).
+    pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
+        match self.decode_frame(src)? {
+            Some(frame) => Message::decode(frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Appends `message` to `dst` as one frame.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::FrameTooLarge`] when the body exceeds the maximum frame size; `dst` is
+    /// left as it was.
+    pub fn encode(&self, message: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        let start = dst.len();
+        dst.put_u32(0);
+        message.encode_body(dst);
+        let len = dst.len() - start - HEADER_LEN;
+        if len > self.max_frame {
+            dst.truncate(start);
+            return Err(EncodeError::FrameTooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        dst[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
+}

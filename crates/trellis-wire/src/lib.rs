@@ -1,0 +1,25 @@
+//! The trellis actor wire protocol, sans I/O: message types, framing, the handshake and the
+//! per-call state machines, over byte buffers. The actor runtime glues it to sockets; tests and
+//! fuzzers drive it directly.
+//!
+//! The protocol is specified in `docs/wire-protocol.md` at the repository root, precisely
+//! enough to write a peer in another language. In short: length-prefixed MessagePack frames
+//! ([`Codec`]), one connection per pair of actors carrying many calls by call id, a
+//! [`Hello`] from each side first, and [`Session`] checking each message against its call's
+//! state.
+//!
+//! Decoding never panics on any input: every malformed frame is a [`DecodeError`], every
+//! message out of place a [`ProtocolError`].
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod frame;
+mod message;
+mod msgpack;
+mod session;
+
+pub use error::{DecodeError, EncodeError, ErrorKind, ErrorReport, PayloadError, ProtocolError};
+pub use frame::{Codec, DEFAULT_MAX_FRAME, HEADER_LEN};
+pub use message::{ActorId, CallKind, Hello, Message, PROTOCOL_VERSION, Payload, Version};
+pub use session::{Received, Role, Session, Side};
