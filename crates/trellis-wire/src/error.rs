@@ -179,12 +179,6 @@ pub enum ProtocolError {
         /// The id.
         cid: u64,
     },
-    /// More stream items than the receiver granted credit for.
-    #[error("Yield beyond the granted credit for call {cid}")]
-    Overrun {
-        /// The id.
-        cid: u64,
-    },
 }
 
 /// What kind of failure an [`ErrorReport`] describes.
@@ -243,7 +237,9 @@ mod opt_bytes {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
         #[derive(Deserialize)]
         struct Bin(#[serde(with = "bin")] Vec<u8>);
         Ok(Option::<Bin>::deserialize(d)?.map(|b| b.0))

@@ -21,5 +21,7 @@ mod session;
 
 pub use error::{DecodeError, EncodeError, ErrorKind, ErrorReport, PayloadError, ProtocolError};
 pub use frame::{Codec, DEFAULT_MAX_FRAME, HEADER_LEN};
-pub use message::{ActorId, CallKind, Hello, Message, PROTOCOL_VERSION, Payload, Version};
+pub use message::{
+    ActorId, CallKind, Hello, MAX_PAYLOAD_DEPTH, Message, PROTOCOL_VERSION, Payload, Version,
+};
 pub use session::{Received, Role, Session, Side};

@@ -52,7 +52,12 @@ impl ActorId {
 
 impl std::fmt::Display for ActorId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}#{}", self.name, self.uid.get(..8).unwrap_or(&self.uid))
+        write!(
+            f,
+            "{}#{}",
+            self.name,
+            self.uid.get(..8).unwrap_or(&self.uid)
+        )
     }
 }
 
@@ -133,7 +138,7 @@ impl Payload {
     /// [`PayloadError::Decode`] when the bytes are not a `T` (say, a remote function called
     /// with arguments of the wrong shape).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
-        rmp_serde::from_slice(&self.0).map_err(|e| PayloadError::Decode(e.to_string()))
+        decode_limited(&self.0).map_err(|e| PayloadError::Decode(e.to_string()))
     }
 
     /// The MessagePack `nil` value (the unit `()`).
@@ -161,6 +166,17 @@ impl Payload {
         }
         Ok(Payload(bytes))
     }
+}
+
+/// How deeply containers may nest in a payload or an error report when it is decoded into a
+/// Rust value. Decoding recurses once per level; a peer must not be able to exhaust a thread's
+/// stack with a small frame of nested arrays.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
+fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_PAYLOAD_DEPTH);
+    T::deserialize(&mut de)
 }
 
 /// Every message of the protocol. `cid` is the call id the message belongs to; see
@@ -454,7 +470,7 @@ impl Message {
                     Some(fields.r.uint()?)
                 };
                 let report = fields.payload("error")?;
-                let error = rmp_serde::from_slice::<ErrorReport>(report.as_bytes())
+                let error = decode_limited::<ErrorReport>(report.as_bytes())
                     .map_err(|e| DecodeError::BadErrorReport(e.to_string()))?;
                 Message::Error {
                     cid,

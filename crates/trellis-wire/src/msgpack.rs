@@ -96,7 +96,10 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned integer that must fit in `T`.
-    pub(crate) fn uint_as<T: TryFrom<u64>>(&mut self, what: &'static str) -> Result<T, DecodeError> {
+    pub(crate) fn uint_as<T: TryFrom<u64>>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<T, DecodeError> {
         let at = self.pos;
         T::try_from(self.uint()?).map_err(|_| DecodeError::OutOfRange { at, what })
     }

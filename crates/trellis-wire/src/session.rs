@@ -110,7 +110,9 @@ impl Call {
             // An error may come instead of the acknowledgement (an unknown function, say).
             (Message::Error { .. }, Role::Callee) => true,
             (Message::Yield { .. }, Role::Caller) => {
-                self.kind == CallKind::Context && self.phase == Phase::Started && !self.caller_stopped
+                self.kind == CallKind::Context
+                    && self.phase == Phase::Started
+                    && !self.caller_stopped
             }
             (Message::Stop { .. }, Role::Caller) => {
                 let ok = match self.kind {
@@ -121,7 +123,9 @@ impl Call {
                 self.caller_stopped = true;
                 ok
             }
-            (Message::Cancel { .. }, Role::Caller) => !std::mem::replace(&mut self.cancel_sent, true),
+            (Message::Cancel { .. }, Role::Caller) => {
+                !std::mem::replace(&mut self.cancel_sent, true)
+            }
             (Message::Credit { count, .. }, _) => {
                 if *count == 0 {
                     return Err(ProtocolError::ZeroCredit { cid });
@@ -397,7 +401,10 @@ impl Session {
 fn is_late_ok(msg: &Message) -> bool {
     matches!(
         msg,
-        Message::Cancel { .. } | Message::Stop { .. } | Message::Credit { .. } | Message::Yield { .. }
+        Message::Cancel { .. }
+            | Message::Stop { .. }
+            | Message::Credit { .. }
+            | Message::Yield { .. }
     )
 }
 
