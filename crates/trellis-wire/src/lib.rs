@@ -25,3 +25,8 @@ pub use message::{
     ActorId, CallKind, Hello, MAX_PAYLOAD_DEPTH, Message, PROTOCOL_VERSION, Payload, Version,
 };
 pub use session::{Received, Role, Session, Side};
+
+/// The README's example, compiled and run as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -477,3 +477,39 @@ proptest! {
         let _ = Codec::new().decode(&mut frame(&body));
     }
 }
+
+/// The bytes of the example in `docs/wire-protocol.md`, section 8.
+#[test]
+fn spec_example_bytes() {
+    let codec = Codec::new();
+    let mut wire = BytesMut::new();
+    codec
+        .encode(
+            &Message::Start {
+                cid: 1,
+                function: "add".into(),
+                kind: CallKind::Run,
+                args: Payload::encode(&(1, 2)).unwrap(),
+            },
+            &mut wire,
+        )
+        .unwrap();
+    codec
+        .encode(&Message::StartAck { cid: 1 }, &mut wire)
+        .unwrap();
+    codec
+        .encode(
+            &Message::Return {
+                cid: 1,
+                value: Payload::encode(&3).unwrap(),
+            },
+            &mut wire,
+        )
+        .unwrap();
+    let want: &[u8] = &[
+        0, 0, 0, 0x0b, 0x95, 0x01, 0x01, 0xa3, b'a', b'd', b'd', 0x00, 0x92, 0x01, 0x02, //
+        0, 0, 0, 0x03, 0x92, 0x02, 0x01, //
+        0, 0, 0, 0x04, 0x93, 0x06, 0x01, 0x03,
+    ];
+    assert_eq!(&wire[..], want);
+}
