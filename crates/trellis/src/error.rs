@@ -151,7 +151,20 @@ pub struct Error {
 
 enum Repr {
     Cancelled,
-    Other(Box<dyn StdError + Send + Sync + 'static>),
+    /// Boxed twice so that `Error` is one pointer wide: errors are rare, results are not.
+    Other(Box<Boxed>),
+}
+
+struct Boxed {
+    error: Box<dyn StdError + Send + Sync + 'static>,
+    /// The error value's type, as `std::any::type_name` spells it.
+    type_name: &'static str,
+}
+
+impl Repr {
+    fn other(error: Box<dyn StdError + Send + Sync + 'static>, type_name: &'static str) -> Self {
+        Repr::Other(Box::new(Boxed { error, type_name }))
+    }
 }
 
 static CANCELLED: Cancelled = Cancelled;
@@ -175,7 +188,7 @@ impl Error {
             };
         }
         Error {
-            repr: Repr::Other(error),
+            repr: Repr::other(error, "Box<dyn std::error::Error + Send + Sync>"),
         }
     }
 
@@ -191,7 +204,7 @@ impl Error {
         match &self.repr {
             Repr::Cancelled => true,
             Repr::Other(e) => {
-                let mut next: Option<&(dyn StdError + 'static)> = Some(e.as_ref());
+                let mut next: Option<&(dyn StdError + 'static)> = Some(e.error.as_ref());
                 while let Some(e) = next {
                     if e.is::<Cancelled>() {
                         return true;
@@ -250,15 +263,42 @@ impl Error {
 
     /// The error as a `T` by value, or itself back.
     pub fn downcast<T: StdError + 'static>(self) -> Result<T, Self> {
-        let boxed: Box<dyn StdError + Send + Sync + 'static> = self.into();
-        boxed.downcast::<T>().map(|b| *b).map_err(Error::from_boxed)
+        match self.repr {
+            Repr::Cancelled => {
+                let boxed: Box<dyn StdError + Send + Sync + 'static> = Box::new(Cancelled);
+                boxed
+                    .downcast::<T>()
+                    .map(|b| *b)
+                    .map_err(|_| Error::cancelled())
+            }
+            Repr::Other(other) => {
+                let Boxed { error, type_name } = *other;
+                error.downcast::<T>().map(|b| *b).map_err(|error| Error {
+                    repr: Repr::other(error, type_name),
+                })
+            }
+        }
+    }
+
+    /// The type of the error value, as [`std::any::type_name`] spells it (for example
+    /// `std::num::ParseIntError`). An error made from an already boxed one names the box.
+    ///
+    /// ```
+    /// let err = trellis::Error::from("x".parse::<u8>().unwrap_err());
+    /// assert_eq!(err.type_name(), "core::num::error::ParseIntError");
+    /// ```
+    pub fn type_name(&self) -> &'static str {
+        match &self.repr {
+            Repr::Cancelled => std::any::type_name::<Cancelled>(),
+            Repr::Other(other) => other.type_name,
+        }
     }
 
     /// The error as a trait object.
     pub fn as_dyn(&self) -> &(dyn StdError + Send + Sync + 'static) {
         match &self.repr {
             Repr::Cancelled => &CANCELLED,
-            Repr::Other(e) => e.as_ref(),
+            Repr::Other(e) => e.error.as_ref(),
         }
     }
 
@@ -283,7 +323,7 @@ impl<E: StdError + Send + Sync + 'static> From<E> for Error {
             };
         }
         Error {
-            repr: Repr::Other(Box::new(error)),
+            repr: Repr::other(Box::new(error), std::any::type_name::<E>()),
         }
     }
 }
@@ -292,7 +332,7 @@ impl From<Error> for Box<dyn StdError + Send + Sync + 'static> {
     fn from(error: Error) -> Self {
         match error.repr {
             Repr::Cancelled => Box::new(Cancelled),
-            Repr::Other(e) => e,
+            Repr::Other(e) => e.error,
         }
     }
 }
@@ -305,7 +345,7 @@ impl From<Error> for anyhow::Error {
     fn from(error: Error) -> Self {
         match error.repr {
             Repr::Cancelled => anyhow::Error::new(Cancelled),
-            Repr::Other(boxed) => match boxed.downcast::<ErrorGroup>() {
+            Repr::Other(boxed) => match boxed.error.downcast::<ErrorGroup>() {
                 Ok(group) => anyhow::Error::new(*group),
                 Err(other) => anyhow::Error::from_boxed(other),
             },

@@ -203,10 +203,21 @@ fn error_debug_shows_causes() {
 }
 
 #[test]
+fn errors_know_their_type_name() {
+    let err = Error::from(Boom("x"));
+    assert!(err.type_name().ends_with("::Boom"), "{}", err.type_name());
+    // Kept through a failed downcast.
+    let err = err.downcast::<KeyError>().unwrap_err();
+    assert!(err.type_name().ends_with("::Boom"));
+    assert_eq!(Error::cancelled().type_name(), "trellis::error::Cancelled");
+}
+
+#[test]
 fn sizes_stay_small() {
-    // `Result<(), Error>` is what every checkpointed task returns: two words.
+    // `Result<(), Error>` is what every checkpointed task returns: at most two words.
+    assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
     assert_eq!(
-        std::mem::size_of::<Error>(),
+        std::mem::size_of::<Result<(), Error>>(),
         2 * std::mem::size_of::<usize>()
     );
 }
