@@ -1,0 +1,392 @@
+//! The actor runtime of one process: its identity, its listener, its connections, the calls
+//! it serves, and the entry point that makes a process a root or a child actor.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use trellis::{Cancelled, Nursery};
+use trellis_wire::{ActorId, Hello, PROTOCOL_VERSION, Side};
+
+use crate::conn::{Conn, Serve};
+use crate::functions::Functions;
+use crate::transport::{Addr, Listener, Reader, Transport, Writer};
+
+/// Environment variables through which a parent tells a child process who it is.
+pub(crate) mod env {
+    pub(crate) const NAME: &str = "TRELLIS_ACTOR_NAME";
+    pub(crate) const UID: &str = "TRELLIS_ACTOR_UID";
+    pub(crate) const PARENT: &str = "TRELLIS_ACTOR_PARENT";
+    pub(crate) const PARENT_PID: &str = "TRELLIS_ACTOR_PARENT_PID";
+    pub(crate) const TRANSPORT: &str = "TRELLIS_ACTOR_TRANSPORT";
+}
+
+/// Exit status of a child actor whose parent went away.
+pub(crate) const EXIT_PARENT_LOST: u8 = 3;
+
+/// How a tree of actors runs. Every process of the tree is built from the same configuration
+/// (it is the same executable).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) functions: Arc<Functions>,
+    pub(crate) transport: Transport,
+    pub(crate) grace: Duration,
+    pub(crate) child_args: Vec<OsString>,
+    pub(crate) spawn_timeout: Duration,
+}
+
+impl Config {
+    /// A configuration serving `functions`, over Unix sockets, with a grace period of 2 s.
+    pub fn new(functions: Functions) -> Self {
+        Config {
+            functions: Arc::new(functions),
+            transport: Transport::Unix,
+            grace: Duration::from_secs(2),
+            child_args: Vec::new(),
+            spawn_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// How actors reach each other.
+    #[must_use]
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// How long a child actor has to exit after being asked to, before it is killed.
+    #[must_use]
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Command-line arguments for child processes (the executable is this one). Test binaries
+    /// use this to run one test that serves; see [`serve_child_in_test`](crate::serve_child_in_test).
+    #[must_use]
+    pub fn child_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.child_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// A handle to the actor running in this process.
+#[derive(Clone)]
+pub struct Actor {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Actor")
+            .field("id", &self.inner.id)
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: ActorId,
+    pub(crate) config: Config,
+    pub(crate) addr: Addr,
+    /// Connections (their I/O tasks) run here.
+    pub(crate) io: Nursery,
+    /// Served calls and the root body run here; cancelling it cancels the actor.
+    pub(crate) work: Nursery,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Children spawned and not yet connected back, by uid.
+    expected: HashMap<String, oneshot::Sender<Accepted>>,
+    conns: Vec<Conn>,
+    cancelled_by: Option<ActorId>,
+}
+
+/// A child's connection, handed from the accept loop to the spawner.
+pub(crate) struct Accepted {
+    pub(crate) conn: Conn,
+}
+
+tokio::task_local! {
+    static CURRENT: Actor;
+}
+
+/// The actor this code runs in: inside the root body given to [`main`] or [`run`], and
+/// inside functions served to other actors.
+///
+/// # Panics
+///
+/// Outside those (for example in a task spawned from them: pass the [`Actor`] along instead).
+pub fn current() -> Actor {
+    try_current().expect("not inside a trellis actor (pass the Actor handle to spawned tasks)")
+}
+
+/// [`current`], or `None` outside an actor.
+pub fn try_current() -> Option<Actor> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+impl Actor {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This actor's name and id.
+    pub fn id(&self) -> &ActorId {
+        &self.inner.id
+    }
+
+    /// Where this actor listens.
+    pub fn addr(&self) -> &Addr {
+        &self.inner.addr
+    }
+
+    /// Cancels this actor: everything it runs is cancelled, then it exits.
+    pub fn cancel(&self) {
+        self.cancel_by(self.inner.id.clone());
+    }
+
+    pub(crate) fn cancel_by(&self, requested_by: ActorId) {
+        self.lock().cancelled_by.get_or_insert(requested_by);
+        self.inner.work.cancel();
+    }
+
+    pub(crate) fn hello(&self) -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            actor: self.inner.id.clone(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// Announces a child about to connect back with `uid`.
+    pub(crate) fn expect_child(&self, uid: &str) -> oneshot::Receiver<Accepted> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().expected.insert(uid.to_owned(), tx);
+        rx
+    }
+
+    pub(crate) fn forget_child(&self, uid: &str) {
+        self.lock().expected.remove(uid);
+    }
+
+    fn serve(&self) -> Serve {
+        let actor = self.clone();
+        Serve {
+            functions: self.inner.config.functions.clone(),
+            work: self.inner.work.clone(),
+            on_cancel_actor: Arc::new(move |by| actor.cancel_by(by)),
+        }
+    }
+
+    /// Starts the I/O of an established connection.
+    pub(crate) fn adopt(
+        &self,
+        conn: Conn,
+        reader: Reader,
+        writer: Writer,
+        buf: bytes::BytesMut,
+    ) -> Result<(), trellis::Error> {
+        self.lock().conns.push(conn.clone());
+        let serve = self.serve();
+        let actor = self.clone();
+        let c = conn.clone();
+        self.inner.io.start_soon(async move {
+            let run = CURRENT.scope(actor.clone(), c.clone().run(reader, writer, buf, serve));
+            let result = run.await;
+            actor.lock().conns.retain(|other| !other.same(&c));
+            result
+        })?;
+        Ok(())
+    }
+
+    async fn accept_loop(self, listener: Listener) -> Result<(), trellis::Error> {
+        loop {
+            let (mut reader, mut writer) = match trellis::cancellable(listener.accept()).await? {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    trellis::sleep(Duration::from_millis(10)).await?;
+                    continue;
+                }
+            };
+            let actor = self.clone();
+            // Each handshake on its own, so a slow or silent peer holds up nobody.
+            self.inner.io.start_soon(async move {
+                let shaken = trellis::move_on_after(
+                    Duration::from_secs(5),
+                    Conn::handshake(Side::Acceptor, actor.hello(), &mut reader, &mut writer),
+                )
+                .await;
+                let (conn, buf) = match shaken {
+                    Ok(Some(shaken)) => shaken,
+                    Ok(None) => {
+                        tracing::debug!("handshake timed out");
+                        return Ok(());
+                    }
+                    Err(e) if e.is_cancelled() => return Err(e),
+                    Err(e) => {
+                        tracing::debug!("handshake failed: {e}");
+                        return Ok(());
+                    }
+                };
+                let uid = conn.peer().actor.uid.clone();
+                actor.adopt(conn.clone(), reader, writer, buf)?;
+                let expected = actor.lock().expected.remove(&uid);
+                if let Some(expected) = expected {
+                    let _ = expected.send(Accepted { conn });
+                }
+                Ok::<_, trellis::Error>(())
+            })?;
+        }
+    }
+
+    /// Says goodbye on every connection and gives the writers a moment to send it.
+    async fn close_all(&self) {
+        let conns = self.lock().conns.clone();
+        for conn in &conns {
+            conn.close();
+        }
+        let _ = trellis::move_on_after(Duration::from_millis(500), async {
+            for conn in &conns {
+                conn.ended().await?;
+            }
+            Ok::<_, Cancelled>(())
+        })
+        .await;
+    }
+}
+
+/// A fresh random actor id (128 bits, from the standard library's per-process random keys, the
+/// clock and a counter).
+pub(crate) fn new_uid() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let half = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u64(n);
+        h.write_u128(now);
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
+}
+
+/// Runs this actor's runtime around `body`: binds the listener, serves calls, and when `body`
+/// ends, cancels what is still served, says goodbye to every peer and returns `body`'s
+/// outcome.
+pub(crate) async fn run_actor<B, Fut, T>(
+    id: ActorId,
+    config: Config,
+    body: B,
+) -> Result<Option<T>, trellis::Error>
+where
+    B: FnOnce(Actor) -> Fut,
+    Fut: Future<Output = Result<T, trellis::Error>>,
+{
+    let (listener, addr) =
+        Listener::bind(&config.transport, &id.uid).map_err(|e| crate::ActorError::Io {
+            context: format!("listening on {:?}", config.transport),
+            source: e,
+        })?;
+    // The body's outcome travels out of both nurseries as a value, so that its error is not
+    // wrapped in their groups.
+    let outcome = trellis::open_nursery(|io| async move {
+        let work_io = io.clone();
+        let result = trellis::open_nursery(|work| async move {
+            let actor = Actor {
+                inner: Arc::new(Inner {
+                    id,
+                    config,
+                    addr,
+                    io: work_io.clone(),
+                    work: work.clone(),
+                    state: Mutex::new(State::default()),
+                }),
+            };
+            work_io.start_soon(actor.clone().accept_loop(listener))?;
+            let outcome = CURRENT.scope(actor.clone(), body(actor.clone())).await;
+            // The body is done: stop serving, say goodbye.
+            work.cancel();
+            Ok::<_, trellis::Error>((outcome, actor))
+        })
+        .await?;
+        if let Some((_, actor)) = &result {
+            actor.close_all().await;
+        }
+        io.cancel();
+        Ok::<_, trellis::Error>(result.map(|(outcome, _)| outcome))
+    })
+    .await?;
+    match outcome.flatten() {
+        Some(Ok(value)) => Ok(Some(value)),
+        Some(Err(error)) => Err(error),
+        None => Ok(None),
+    }
+}
+
+/// The entry point: call it first in `main`. In the root process it runs `root` as the root
+/// actor (on a multi-thread runtime, with Ctrl-C cancelling the tree); in a child process
+/// started by an actor nursery it serves calls until its parent cancels it, and never returns.
+///
+/// ```no_run
+/// use trellis_actor::{Config, Functions};
+///
+/// async fn add(a: i64, b: i64) -> Result<i64, trellis::Error> {
+///     Ok(a + b)
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     trellis_actor::main(Config::new(Functions::new().register(add)), || async {
+///         trellis_actor::open_nursery(|an| async move {
+///             let calc = an.start_actor("calc").await?;
+///             assert_eq!(calc.run(add, (1, 2)).await?, 3);
+///             Ok(())
+///         })
+///         .await
+///     })
+/// }
+/// ```
+pub fn main<F, Fut>(config: Config, root: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), trellis::Error>>,
+{
+    if is_child() {
+        crate::child::serve(config);
+    }
+    trellis::main(run_root("root", config, root))
+}
+
+/// Whether this process was started as a child actor.
+pub(crate) fn is_child() -> bool {
+    std::env::var_os(env::UID).is_some() && std::env::var_os(env::PARENT).is_some()
+}
+
+/// Runs `root` as a root actor named `name` inside an existing trellis program (for tests and
+/// programs that manage their own runtime). See [`main`].
+pub async fn run_root<F, Fut>(name: &str, config: Config, root: F) -> Result<(), trellis::Error>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), trellis::Error>>,
+{
+    let id = ActorId::new(name, new_uid());
+    run_actor(id, config, |_| root()).await?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! A child actor process: connects back to its parent, serves calls until the parent cancels
+//! it (or goes away), tears down what it runs and exits.
+
+use std::str::FromStr;
+
+use nix::sys::signal::Signal;
+use trellis_wire::{ActorId, Side};
+
+use crate::actor::{Config, EXIT_PARENT_LOST, env, run_actor};
+use crate::conn::{Conn, End};
+use crate::transport::{self, Addr, Transport};
+
+/// How a child's service ended.
+enum Exit {
+    /// Its parent (or another actor) cancelled it.
+    Cancelled,
+    /// The connection to its parent ended.
+    ParentLost,
+}
+
+/// Serves as the child actor described by the environment, then exits the process.
+pub(crate) fn serve(config: Config) -> ! {
+    // Die with the parent, even when it is killed outright; and if it is already gone, go.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let parent_pid = std::env::var(env::PARENT_PID)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok());
+    if parent_pid.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid) {
+        std::process::exit(EXIT_PARENT_LOST.into());
+    }
+    let code = match setup(config) {
+        Ok((id, config, parent)) => run(id, config, parent),
+        Err(message) => {
+            eprintln!("trellis-actor: bad child environment: {message}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn setup(config: Config) -> Result<(ActorId, Config, Addr), String> {
+    let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+    let id = ActorId::new(var(env::NAME)?, var(env::UID)?);
+    let parent = Addr::from_str(&var(env::PARENT)?).map_err(|e| e.to_string())?;
+    let transport = match var(env::TRANSPORT)?.as_str() {
+        "unix" => Transport::Unix,
+        tcp => match tcp.strip_prefix("tcp:").map(str::parse) {
+            Some(Ok(bind)) => Transport::Tcp { bind },
+            _ => return Err(format!("bad {}: {tcp:?}", env::TRANSPORT)),
+        },
+    };
+    Ok((id, config.transport(transport), parent))
+}
+
+fn run(id: ActorId, config: Config, parent: Addr) -> i32 {
+    // A child is small: one thread unless its functions need more.
+    let outcome = trellis::Runner::current_thread()
+        .handle_ctrl_c(false)
+        .run(run_actor(id, config, |actor| async move {
+            let (mut reader, mut writer) = trellis::cancellable(transport::connect(&parent))
+                .await?
+                .map_err(|e| crate::ActorError::Io {
+                    context: format!("connecting to the parent at {parent}"),
+                    source: e,
+                })?;
+            let (conn, buf) =
+                Conn::handshake(Side::Connector, actor.hello(), &mut reader, &mut writer).await?;
+            actor.adopt(conn.clone(), reader, writer, buf)?;
+            Ok(match conn.ended().await {
+                Err(_cancelled) => Exit::Cancelled,
+                Ok(End::Goodbye | End::Lost(_)) => Exit::ParentLost,
+            })
+        }));
+    match outcome {
+        Ok(Some(Exit::Cancelled) | None) => 0,
+        Ok(Some(Exit::ParentLost)) => EXIT_PARENT_LOST.into(),
+        Err(error) => {
+            eprintln!("trellis-actor: child actor failed: {error:?}");
+            1
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! One connection between two actors: the handshake, a writer that sends what the callers
+//! buffered (so many messages go out in one write), a reader that routes each message to its
+//! call, and the calls this side serves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, oneshot};
+use trellis::sync::Event;
+use trellis::{CancelScope, Cancelled, Nursery};
+use trellis_wire::{
+    ActorId, CallKind, Codec, DecodeError, ErrorKind, Hello, Message, Payload, Received, Session,
+    Side,
+};
+
+use crate::error::{ActorError, RemoteActorError, report, runtime_report};
+use crate::functions::{CallFailure, Functions};
+use crate::transport::{Reader, Writer};
+
+/// The reserved function that asks an actor to cancel itself and exit.
+pub(crate) const CANCEL_ACTOR: &str = "trellis.cancel_actor";
+
+/// How long a caller that was cancelled waits for the callee to acknowledge the cancellation
+/// before giving up on the call.
+const CANCEL_ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// How the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The peer said goodbye, or we did.
+    Goodbye,
+    /// It broke: the peer vanished, or sent what it may not.
+    Lost(String),
+}
+
+/// A connection to one peer actor; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    local: ActorId,
+    peer: Hello,
+    codec: Codec,
+    state: Mutex<State>,
+    wake_writer: Notify,
+    /// Set once the connection ended, both ways.
+    ended: Event,
+}
+
+struct State {
+    session: Session,
+    out: BytesMut,
+    /// Calls we made, waiting for their terminal message.
+    calling: HashMap<u64, oneshot::Sender<Message>>,
+    /// Calls we serve.
+    serving: HashMap<u64, Serving>,
+    /// We said goodbye: the writer stops once the buffer is out.
+    closing: bool,
+    end: Option<End>,
+}
+
+struct Serving {
+    scope: CancelScope,
+    cancelled_by: Option<ActorId>,
+}
+
+/// What the reader needs to serve the peer's calls.
+#[derive(Clone)]
+pub(crate) struct Serve {
+    pub(crate) functions: Arc<Functions>,
+    /// Where served calls run.
+    pub(crate) work: Nursery,
+    /// Called with the requester when the peer asks this actor to cancel itself.
+    pub(crate) on_cancel_actor: Arc<dyn Fn(ActorId) + Send + Sync>,
+}
+
+impl Conn {
+    /// Exchanges `Hello`s over a fresh stream; the connection is ready to [`run`](Conn::run).
+    pub(crate) async fn handshake(
+        side: Side,
+        local: Hello,
+        reader: &mut Reader,
+        writer: &mut Writer,
+    ) -> Result<(Conn, BytesMut), trellis::Error> {
+        let codec = Codec::new();
+        let mut session = Session::new(side, local.clone());
+        let mut out = BytesMut::new();
+        codec.encode(&session.hello(), &mut out)?;
+        trellis::cancellable(writer.write_all(&out))
+            .await?
+            .map_err(|e| io("sending Hello", e))?;
+        let mut buf = BytesMut::with_capacity(4096);
+        let peer = loop {
+            if let Some(message) = codec.decode(&mut buf)? {
+                session
+                    .receive(&message)
+                    .map_err(|e| ActorError::Protocol {
+                        actor: local.actor.clone(),
+                        error: e.to_string(),
+                    })?;
+                let Message::Hello(hello) = message else {
+                    unreachable!("the session accepts only Hello first")
+                };
+                break hello;
+            }
+            let n = trellis::cancellable(reader.read_buf(&mut buf))
+                .await?
+                .map_err(|e| io("reading Hello", e))?;
+            if n == 0 {
+                return Err(ActorError::Protocol {
+                    actor: local.actor.clone(),
+                    error: "the peer closed the connection during the handshake".into(),
+                }
+                .into());
+            }
+        };
+        let conn = Conn {
+            inner: Arc::new(Inner {
+                local: local.actor,
+                peer,
+                codec,
+                state: Mutex::new(State {
+                    session,
+                    out: BytesMut::new(),
+                    calling: HashMap::new(),
+                    serving: HashMap::new(),
+                    closing: false,
+                    end: None,
+                }),
+                wake_writer: Notify::new(),
+                ended: Event::new(),
+            }),
+        };
+        Ok((conn, buf))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether both handles are of the same connection.
+    pub(crate) fn same(&self, other: &Conn) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The peer's `Hello`.
+    pub(crate) fn peer(&self) -> &Hello {
+        &self.inner.peer
+    }
+
+    /// How the connection ended, once it has.
+    pub(crate) fn end(&self) -> Option<End> {
+        self.lock().end.clone()
+    }
+
+    /// Waits until the connection has ended.
+    pub(crate) async fn ended(&self) -> Result<End, Cancelled> {
+        self.inner.ended.wait().await?;
+        Ok(self.end().expect("set before the event"))
+    }
+
+    /// Runs the connection until it ends: writes what is sent, reads and routes what arrives,
+    /// serves the peer's calls in `serve.work`. `buf` holds bytes read past the handshake.
+    pub(crate) async fn run(
+        self,
+        reader: Reader,
+        writer: Writer,
+        buf: BytesMut,
+        serve: Serve,
+    ) -> Result<(), trellis::Error> {
+        let conn = self.clone();
+        let outcome = trellis::open_nursery(|n| async move {
+            let w = conn.clone();
+            n.start_soon(async move {
+                w.write_loop(writer).await;
+                Ok::<_, trellis::Error>(())
+            })?;
+            let end = conn.read_loop(reader, buf, &serve).await;
+            // Also stops the writer.
+            conn.finish(end);
+            Ok::<_, trellis::Error>(())
+        })
+        .await;
+        self.finish(End::Lost("the actor is shutting down".into()));
+        outcome.map(drop)
+    }
+
+    /// Marks the connection ended: pending calls fail, served calls are cancelled.
+    fn finish(&self, end: End) {
+        let (calling, serving) = {
+            let mut state = self.lock();
+            if state.end.is_some() {
+                return;
+            }
+            tracing::debug!(peer = %self.inner.peer.actor, ?end, "connection ended");
+            state.end = Some(end);
+            (
+                std::mem::take(&mut state.calling),
+                std::mem::take(&mut state.serving),
+            )
+        };
+        drop(calling); // the callers see their channel closed: ConnectionLost
+        for serving in serving.into_values() {
+            serving.scope.cancel();
+        }
+        self.inner.wake_writer.notify_one();
+        self.inner.ended.set();
+    }
+
+    async fn write_loop(&self, mut writer: Writer) {
+        let mut buf = BytesMut::new();
+        loop {
+            let done = {
+                let mut state = self.lock();
+                std::mem::swap(&mut state.out, &mut buf);
+                buf.is_empty() && (state.closing || state.end.is_some())
+            };
+            if done {
+                break;
+            }
+            if buf.is_empty() {
+                if trellis::cancellable(self.inner.wake_writer.notified())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+            match trellis::cancellable(writer.write_all(&buf)).await {
+                Ok(Ok(())) => buf.clear(),
+                Ok(Err(e)) => {
+                    self.finish(End::Lost(format!("write failed: {e}")));
+                    return;
+                }
+                Err(Cancelled) => break,
+            }
+        }
+        let _ = trellis::move_on_after(Duration::from_millis(100), async {
+            trellis::cancellable(writer.shutdown()).await
+        })
+        .await;
+    }
+
+    async fn read_loop(&self, mut reader: Reader, mut buf: BytesMut, serve: &Serve) -> End {
+        loop {
+            loop {
+                match self.inner.codec.decode(&mut buf) {
+                    Ok(Some(message)) => {
+                        if let Err(end) = self.dispatch(message, serve) {
+                            return end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return self.refuse(e),
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(64 * 1024);
+            }
+            match trellis::cancellable(reader.read_buf(&mut buf)).await {
+                Ok(Ok(0)) => {
+                    return End::Lost(format!(
+                        "actor {} closed the connection without a goodbye",
+                        self.inner.peer.actor
+                    ));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return End::Lost(format!("read failed: {e}")),
+                Err(Cancelled) => return End::Lost("the actor is shutting down".into()),
+            }
+        }
+    }
+
+    /// A frame we cannot read: tell the peer why, and end the connection.
+    fn refuse(&self, error: DecodeError) -> End {
+        let message = format!("undecodable frame: {error}");
+        self.send_connection_error(message.clone());
+        End::Lost(message)
+    }
+
+    fn send_connection_error(&self, message: String) {
+        let report = runtime_report(&self.inner.local, ErrorKind::Protocol, message);
+        let _ = self.send(&Message::Error {
+            cid: None,
+            error: Box::new(report),
+        });
+    }
+
+    /// Routes one received message; `Err` ends the connection.
+    fn dispatch(&self, message: Message, serve: &Serve) -> Result<(), End> {
+        let received = self.lock().session.receive(&message);
+        match received {
+            Err(e) => {
+                let text = format!("protocol error: {e}");
+                self.send_connection_error(text.clone());
+                return Err(End::Lost(text));
+            }
+            Ok(Received::Goodbye) => return Err(End::Goodbye),
+            Ok(Received::ConnectionError) => {
+                let Message::Error { error, .. } = message else {
+                    unreachable!()
+                };
+                return Err(End::Lost(format!(
+                    "actor {} reported: {}",
+                    self.inner.peer.actor, error.message
+                )));
+            }
+            Ok(Received::Stale | Received::Hello) => return Ok(()),
+            Ok(_) => {}
+        }
+        match message {
+            Message::Start {
+                cid,
+                function,
+                kind,
+                args,
+            } => self.start_serving(cid, &function, kind, args, serve),
+            Message::Cancel { cid, requested_by } => {
+                let mut state = self.lock();
+                if let Some(serving) = state.serving.get_mut(&cid) {
+                    serving.cancelled_by = Some(requested_by);
+                    serving.scope.cancel();
+                }
+            }
+            Message::Return { cid, .. }
+            | Message::Error { cid: Some(cid), .. }
+            | Message::CancelAck { cid, .. } => {
+                let waiter = self.lock().calling.remove(&cid);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(message);
+                }
+            }
+            // Acknowledgements and stream messages: runs need nothing more.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn start_serving(
+        &self,
+        cid: u64,
+        function: &str,
+        kind: CallKind,
+        args: Payload,
+        serve: &Serve,
+    ) {
+        let local = &self.inner.local;
+        let refuse = |kind: ErrorKind, text: String| {
+            let _ = self.send(&Message::Error {
+                cid: Some(cid),
+                error: Box::new(runtime_report(local, kind, text)),
+            });
+        };
+        if function == CANCEL_ACTOR {
+            let _ = self.send(&Message::StartAck { cid });
+            let _ = self.send(&Message::Return {
+                cid,
+                value: Payload::unit(),
+            });
+            (serve.on_cancel_actor)(self.inner.peer.actor.clone());
+            return;
+        }
+        let Some(handler) = serve.functions.get(function) else {
+            return refuse(
+                ErrorKind::UnknownFunction,
+                format!("no function named `{function}` in actor {local}"),
+            );
+        };
+        if kind != CallKind::Run {
+            return refuse(
+                ErrorKind::Protocol,
+                format!("`{function}` called as a {kind:?}: only run calls are served so far"),
+            );
+        }
+        let scope = CancelScope::new();
+        self.lock().serving.insert(
+            cid,
+            Serving {
+                scope: scope.clone(),
+                cancelled_by: None,
+            },
+        );
+        let _ = self.send(&Message::StartAck { cid });
+        let conn = self.clone();
+        let spawned = serve.work.start_soon(async move {
+            let outcome = scope
+                .run(async {
+                    match handler(args).await {
+                        Err(CallFailure::Failed(e)) if e.is_cancelled() => Err(e),
+                        other => Ok::<_, trellis::Error>(other),
+                    }
+                })
+                .await;
+            conn.finish_serving(cid, outcome);
+            Ok::<_, trellis::Error>(())
+        });
+        if spawned.is_err() {
+            self.lock().serving.remove(&cid);
+            let local = self.inner.local.clone();
+            let _ = self.send(&Message::Error {
+                cid: Some(cid),
+                error: Box::new(runtime_report(
+                    &local,
+                    ErrorKind::ActorShuttingDown,
+                    format!("actor {local} is shutting down"),
+                )),
+            });
+        }
+    }
+
+    /// Sends the end of a call we served.
+    fn finish_serving(
+        &self,
+        cid: u64,
+        outcome: Result<Option<Result<Payload, CallFailure>>, trellis::Error>,
+    ) {
+        let serving = self.lock().serving.remove(&cid);
+        let local = &self.inner.local;
+        let message = match outcome {
+            Ok(Some(Ok(value))) => Message::Return { cid, value },
+            Ok(Some(Err(failure))) => {
+                let report = match failure {
+                    CallFailure::BadArguments(text) => runtime_report(
+                        local,
+                        ErrorKind::BadArguments,
+                        format!("bad arguments: {text}"),
+                    ),
+                    CallFailure::BadResult(text) => runtime_report(
+                        local,
+                        ErrorKind::Failed,
+                        format!("the result does not encode: {text}"),
+                    ),
+                    CallFailure::Failed(error) => report(local, ErrorKind::Failed, &error),
+                };
+                Message::Error {
+                    cid: Some(cid),
+                    error: Box::new(report),
+                }
+            }
+            // Cancelled: at the caller's request, or because this actor is shutting down.
+            Ok(None) | Err(_) => Message::CancelAck {
+                cid,
+                requested_by: serving
+                    .and_then(|s| s.cancelled_by)
+                    .unwrap_or_else(|| local.clone()),
+            },
+        };
+        let _ = self.send(&message);
+    }
+
+    /// Buffers `message` for the writer.
+    pub(crate) fn send(&self, message: &Message) -> Result<(), ActorError> {
+        let mut state = self.lock();
+        self.send_locked(&mut state, message)
+    }
+
+    fn send_locked(&self, state: &mut State, message: &Message) -> Result<(), ActorError> {
+        if state.end.is_some() || state.closing {
+            return Err(ActorError::ConnectionLost {
+                actor: self.inner.peer.actor.clone(),
+            });
+        }
+        state
+            .session
+            .send(message)
+            .map_err(|e| ActorError::Protocol {
+                actor: self.inner.peer.actor.clone(),
+                error: format!("refusing to send: {e}"),
+            })?;
+        let was_empty = state.out.is_empty();
+        self.inner
+            .codec
+            .encode(message, &mut state.out)
+            .map_err(|e| ActorError::Protocol {
+                actor: self.inner.peer.actor.clone(),
+                error: e.to_string(),
+            })?;
+        if was_empty {
+            self.inner.wake_writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Says goodbye: the writer sends what is buffered, then closes its side.
+    pub(crate) fn close(&self) {
+        let mut state = self.lock();
+        if self.send_locked(&mut state, &Message::Goodbye).is_ok() {
+            state.closing = true;
+        }
+        drop(state);
+        self.inner.wake_writer.notify_one();
+    }
+
+    /// Calls `function` in the peer and waits for its result. Cancelling the caller cancels
+    /// the remote call; the caller then sees `Cancelled` once the callee acknowledged it (or
+    /// after a bounded wait).
+    pub(crate) async fn call(
+        &self,
+        function: &str,
+        args: Payload,
+    ) -> Result<Payload, trellis::Error> {
+        let (tx, mut rx) = oneshot::channel();
+        let cid = {
+            let mut state = self.lock();
+            let cid = state.session.next_call_id();
+            let start = Message::Start {
+                cid,
+                function: function.to_owned(),
+                kind: CallKind::Run,
+                args,
+            };
+            self.send_locked(&mut state, &start)?;
+            state.calling.insert(cid, tx);
+            cid
+        };
+        let message = match trellis::cancellable(&mut rx).await {
+            Ok(Ok(message)) => message,
+            Ok(Err(_)) => return Err(self.lost()),
+            Err(Cancelled) => return self.cancel_call(cid, rx).await,
+        };
+        self.outcome(message)
+    }
+
+    fn lost(&self) -> trellis::Error {
+        ActorError::ConnectionLost {
+            actor: self.inner.peer.actor.clone(),
+        }
+        .into()
+    }
+
+    async fn cancel_call(
+        &self,
+        cid: u64,
+        rx: oneshot::Receiver<Message>,
+    ) -> Result<Payload, trellis::Error> {
+        let _ = self.send(&Message::Cancel {
+            cid,
+            requested_by: self.inner.local.clone(),
+        });
+        let waited = CancelScope::shielded()
+            .run(trellis::move_on_after(CANCEL_ACK_WAIT, async {
+                Ok::<_, trellis::Error>(trellis::cancellable(rx).await?.ok())
+            }))
+            .await;
+        match waited {
+            // It finished before the cancellation reached it: the call happened.
+            Ok(Some(Some(Some(message @ Message::Return { .. })))) => self.outcome(message),
+            Ok(Some(Some(Some(message @ Message::Error { .. })))) => self.outcome(message),
+            _ => {
+                self.lock().calling.remove(&cid);
+                Err(Cancelled.into())
+            }
+        }
+    }
+
+    fn outcome(&self, message: Message) -> Result<Payload, trellis::Error> {
+        match message {
+            Message::Return { value, .. } => Ok(value),
+            Message::Error { error, .. } => Err(RemoteActorError::into_error(*error)),
+            Message::CancelAck { requested_by, .. } => {
+                if requested_by == self.inner.local {
+                    Err(Cancelled.into())
+                } else {
+                    Err(ActorError::ContextCancelled {
+                        actor: self.inner.peer.actor.clone(),
+                        requested_by,
+                    }
+                    .into())
+                }
+            }
+            other => unreachable!("not a terminal message: {}", other.name()),
+        }
+    }
+}
+
+fn io(context: &str, source: std::io::Error) -> ActorError {
+    ActorError::Io {
+        context: context.to_owned(),
+        source,
+    }
+}

@@ -1,0 +1,53 @@
+//! tractor's structured multi-process actors, on trellis: a parent spawns child actor
+//! *processes* in a supervised tree, calls functions in them by name with serde-typed
+//! arguments and results, and gets their failures back as errors (or groups of them). Closing
+//! or cancelling an actor nursery tears its whole subtree down, gracefully and then by signal;
+//! no child outlives its parent.
+//!
+//! The same executable runs as the root and as every child: call [`main`] first in `main`.
+//! The wire protocol is `trellis-wire`'s (`docs/wire-protocol.md`).
+//!
+//! ```no_run
+//! use trellis_actor::{Config, Functions};
+//!
+//! async fn add(a: i64, b: i64) -> Result<i64, trellis::Error> {
+//!     Ok(a + b)
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     trellis_actor::main(Config::new(Functions::new().register(add)), || async {
+//!         trellis_actor::open_nursery(|an| async move {
+//!             let calc = an.start_actor("calc").await?;
+//!             assert_eq!(calc.run(add, (1, 2)).await?, 3);
+//!             Ok(())
+//!         })
+//!         .await
+//!     })
+//! }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod actor;
+mod child;
+mod conn;
+mod error;
+mod functions;
+mod nursery;
+mod transport;
+
+pub use actor::{Actor, Config, current, main, run_root, try_current};
+pub use error::{ActorError, BadArguments, RemoteActorError, UnknownFunction};
+pub use functions::{Functions, RemoteFn};
+pub use nursery::{ActorNursery, Portal, open_nursery};
+pub use transport::{Addr, BadAddr, Transport};
+pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};
+
+/// For a test binary's child actors: call it from one `#[test]` whose name the root's
+/// [`Config::child_args`] runs (`["that_test", "--exact", "--nocapture"]`). In a child
+/// process it serves and never returns; in a normal test run it does nothing.
+pub fn serve_child_in_test(config: Config) {
+    if actor::is_child() {
+        child::serve(config);
+    }
+}

@@ -1,0 +1,173 @@
+//! Where actors listen and how they connect: Unix domain sockets on one host, TCP between
+//! hosts. Both carry the same frames.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::str::FromStr;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+/// How actors of a tree reach each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Unix domain sockets, in a directory only this user can enter (the default).
+    #[default]
+    Unix,
+    /// TCP, listening on `bind` (port chosen by the system).
+    Tcp {
+        /// The address to listen on.
+        bind: IpAddr,
+    },
+}
+
+impl Transport {
+    /// TCP on the loopback interface.
+    pub fn tcp_loopback() -> Self {
+        Transport::Tcp {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+/// An actor's listening address, written `unix:/path/to.sock` or `tcp:127.0.0.1:4321`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Addr {
+    /// A Unix domain socket path.
+    Unix(PathBuf),
+    /// A TCP address.
+    Tcp(SocketAddr),
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Unix(path) => write!(f, "unix:{}", path.display()),
+            Addr::Tcp(addr) => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+/// An address that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an actor address (unix:PATH or tcp:HOST:PORT): {0:?}")]
+pub struct BadAddr(String);
+
+impl FromStr for Addr {
+    type Err = BadAddr;
+
+    fn from_str(s: &str) -> Result<Self, BadAddr> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(Addr::Unix(PathBuf::from(path)));
+        }
+        if let Some(addr) = s.strip_prefix("tcp:") {
+            return addr
+                .parse()
+                .map(Addr::Tcp)
+                .map_err(|_| BadAddr(s.to_owned()));
+        }
+        Err(BadAddr(s.to_owned()))
+    }
+}
+
+pub(crate) type Reader = Pin<Box<dyn AsyncRead + Send>>;
+pub(crate) type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Connects to `addr`; the stream comes split in its two halves.
+pub(crate) async fn connect(addr: &Addr) -> std::io::Result<(Reader, Writer)> {
+    Ok(match addr {
+        Addr::Unix(path) => split_unix(UnixStream::connect(path).await?),
+        Addr::Tcp(addr) => split_tcp(TcpStream::connect(addr).await?)?,
+    })
+}
+
+fn split_unix(stream: UnixStream) -> (Reader, Writer) {
+    let (r, w) = stream.into_split();
+    (Box::pin(r), Box::pin(w))
+}
+
+fn split_tcp(stream: TcpStream) -> std::io::Result<(Reader, Writer)> {
+    stream.set_nodelay(true)?;
+    let (r, w) = stream.into_split();
+    Ok((Box::pin(r), Box::pin(w)))
+}
+
+/// A listening socket; a Unix socket's file is removed when it is dropped.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Unix {
+        listener: UnixListener,
+        _file: SocketFile,
+    },
+    Tcp(TcpListener),
+}
+
+/// Removes the socket file (and its private directory) when dropped.
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+impl Listener {
+    /// Listens for an actor identified by `uid`.
+    pub(crate) fn bind(transport: &Transport, uid: &str) -> std::io::Result<(Listener, Addr)> {
+        match transport {
+            Transport::Unix => {
+                // A directory of our own, mode 0700, so no other user can reach the socket.
+                let base = std::env::var_os("XDG_RUNTIME_DIR")
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_dir())
+                    .unwrap_or_else(std::env::temp_dir);
+                let dir = base.join(format!("trellis-{}", &uid[..uid.len().min(16)]));
+                std::fs::DirBuilder::new().mode_private().create(&dir)?;
+                let path = dir.join("actor.sock");
+                let file = SocketFile {
+                    dir,
+                    path: path.clone(),
+                };
+                let listener = UnixListener::bind(&path)?;
+                Ok((
+                    Listener::Unix {
+                        listener,
+                        _file: file,
+                    },
+                    Addr::Unix(path),
+                ))
+            }
+            Transport::Tcp { bind } => {
+                let std = std::net::TcpListener::bind((*bind, 0))?;
+                std.set_nonblocking(true)?;
+                let addr = std.local_addr()?;
+                Ok((Listener::Tcp(TcpListener::from_std(std)?), Addr::Tcp(addr)))
+            }
+        }
+    }
+
+    pub(crate) async fn accept(&self) -> std::io::Result<(Reader, Writer)> {
+        match self {
+            Listener::Unix { listener, .. } => Ok(split_unix(listener.accept().await?.0)),
+            Listener::Tcp(l) => split_tcp(l.accept().await?.0),
+        }
+    }
+}
+
+trait PrivateDir {
+    fn mode_private(&mut self) -> &mut Self;
+}
+
+impl PrivateDir for std::fs::DirBuilder {
+    fn mode_private(&mut self) -> &mut Self {
+        use std::os::unix::fs::DirBuilderExt;
+        self.mode(0o700)
+    }
+}
