@@ -121,7 +121,7 @@ tokio::task_local! {
     static CURRENT: Actor;
 }
 
-/// The actor this code runs in: inside the root body given to [`main`] or [`run`], and
+/// The actor this code runs in: inside the root body given to [`main`] or [`run_root`], and
 /// inside functions served to other actors.
 ///
 /// # Panics
@@ -129,6 +129,11 @@ tokio::task_local! {
 /// Outside those (for example in a task spawned from them: pass the [`Actor`] along instead).
 pub fn current() -> Actor {
     try_current().expect("not inside a trellis actor (pass the Actor handle to spawned tasks)")
+}
+
+/// Runs `future` as code of `actor` (for [`current`]).
+pub(crate) async fn in_actor<F: Future>(actor: Actor, future: F) -> F::Output {
+    CURRENT.scope(actor, future).await
 }
 
 /// [`current`], or `None` outside an actor.
@@ -181,11 +186,10 @@ impl Actor {
     }
 
     fn serve(&self) -> Serve {
-        let actor = self.clone();
         Serve {
             functions: self.inner.config.functions.clone(),
             work: self.inner.work.clone(),
-            on_cancel_actor: Arc::new(move |by| actor.cancel_by(by)),
+            actor: self.clone(),
         }
     }
 

@@ -75,8 +75,8 @@ pub(crate) struct Serve {
     pub(crate) functions: Arc<Functions>,
     /// Where served calls run.
     pub(crate) work: Nursery,
-    /// Called with the requester when the peer asks this actor to cancel itself.
-    pub(crate) on_cancel_actor: Arc<dyn Fn(ActorId) + Send + Sync>,
+    /// The actor serving: what [`crate::current`] gives inside served calls.
+    pub(crate) actor: crate::Actor,
 }
 
 impl Conn {
@@ -363,7 +363,7 @@ impl Conn {
                 cid,
                 value: Payload::unit(),
             });
-            (serve.on_cancel_actor)(self.inner.peer.actor.clone());
+            serve.actor.cancel_by(self.inner.peer.actor.clone());
             return;
         }
         let Some(handler) = serve.functions.get(function) else {
@@ -388,15 +388,15 @@ impl Conn {
         );
         let _ = self.send(&Message::StartAck { cid });
         let conn = self.clone();
+        let actor = serve.actor.clone();
         let spawned = serve.work.start_soon(async move {
-            let outcome = scope
-                .run(async {
-                    match handler(args).await {
-                        Err(CallFailure::Failed(e)) if e.is_cancelled() => Err(e),
-                        other => Ok::<_, trellis::Error>(other),
-                    }
-                })
-                .await;
+            let call = async {
+                match handler(args).await {
+                    Err(CallFailure::Failed(e)) if e.is_cancelled() => Err(e),
+                    other => Ok::<_, trellis::Error>(other),
+                }
+            };
+            let outcome = crate::actor::in_actor(actor, scope.run(call)).await;
             conn.finish_serving(cid, outcome);
             Ok::<_, trellis::Error>(())
         });

@@ -8,8 +8,7 @@ use trellis_wire::{ActorId, ErrorKind, ErrorReport};
 /// when captured, the remote backtrace.
 ///
 /// A failure that was itself a group (an actor whose own children failed) arrives as an
-/// [`trellis::ErrorGroup`] of `RemoteActorError`s instead, nested as the tree was; see
-/// [`RemoteActorError::into_error`].
+/// [`trellis::ErrorGroup`] of `RemoteActorError`s instead, nested as the tree was.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RemoteActorError {
     report: ErrorReport,

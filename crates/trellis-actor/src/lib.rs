@@ -39,7 +39,7 @@ mod transport;
 pub use actor::{Actor, Config, current, main, run_root, try_current};
 pub use error::{ActorError, BadArguments, RemoteActorError, UnknownFunction};
 pub use functions::{Functions, RemoteFn};
-pub use nursery::{ActorNursery, Portal, open_nursery};
+pub use nursery::{ActorNursery, Portal, RunHandle, open_nursery};
 pub use transport::{Addr, BadAddr, Transport};
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};
 

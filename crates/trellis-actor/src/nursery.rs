@@ -2,12 +2,13 @@
 
 use std::future::Future;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::process::{Child, Command};
+use tokio::sync::Notify;
 use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled, Nursery, TaskHandle};
 use trellis_wire::{ActorId, Payload};
@@ -112,40 +113,113 @@ struct Inner {
     nursery: Nursery,
     /// Set when the body is done: daemon actors are then cancelled.
     closing: Arc<Event>,
+    /// Failures of `run_in_actor` functions, raised when the nursery closes.
+    failures: Mutex<Vec<trellis::Error>>,
+    /// `run_in_actor` calls still running.
+    running: Mutex<usize>,
+    settled: Notify,
 }
 
 /// Opens a nursery of child actors in the current actor, runs `body` with it, and returns
 /// once every child has exited and been reaped.
 ///
-/// When `body` returns, the results of [`run_in_actor`](ActorNursery::run_in_actor) are
-/// awaited and daemon actors ([`start_actor`](ActorNursery::start_actor)) are cancelled. When
-/// anything fails (the body, a remote call, a child dying), every child is cancelled — asked
-/// to exit, then killed after the grace period — and the failures come back as an error group.
+/// As in tractor: when `body` returns, the nursery waits for every
+/// [`run_in_actor`](ActorNursery::run_in_actor) result, then cancels the daemon actors
+/// ([`start_actor`](ActorNursery::start_actor)). A `run_in_actor` function that fails does not
+/// interrupt the body (so a body spawning many actors gets to spawn them all); once the body
+/// is done, a failure cancels every other actor (one cancels all) and is raised. When the body fails or a child dies, every child is
+/// cancelled at once. Cancelling a child means asking it to exit, then killing it after the
+/// grace period; every child process is reaped before this returns.
 ///
 /// # Errors
 ///
-/// The group of failures, or `Cancelled`.
+/// An [`ErrorGroup`](trellis::ErrorGroup) of every failure, or `Cancelled`.
 pub async fn open_nursery<B, Fut, T>(body: B) -> Result<T, trellis::Error>
 where
     B: FnOnce(ActorNursery) -> Fut,
     Fut: Future<Output = Result<T, trellis::Error>>,
 {
     let actor = current();
-    let outcome = trellis::open_nursery(|nursery| async move {
-        let closing = Arc::new(Event::new());
+    let mut shared = None;
+    let outcome = trellis::open_nursery(|nursery| {
         let an = ActorNursery {
             inner: Arc::new(Inner {
                 actor,
-                nursery,
-                closing: closing.clone(),
+                nursery: nursery.clone(),
+                closing: Arc::new(Event::new()),
+                failures: Mutex::new(Vec::new()),
+                running: Mutex::new(0),
+                settled: Notify::new(),
             }),
         };
-        let outcome = body(an).await;
-        closing.set();
-        outcome
+        shared = Some(an.inner.clone());
+        async move {
+            let inner = an.inner.clone();
+            let outcome = body(an).await;
+            if outcome.is_ok() {
+                inner.wait_run_in_actor().await?;
+            }
+            inner.closing.set();
+            if !lock(&inner.failures).is_empty() {
+                nursery.cancel();
+            }
+            outcome
+        }
     })
-    .await?;
-    outcome.ok_or_else(|| Cancelled.into())
+    .await;
+    let shared = shared.expect("the body was called");
+    let mut failures = std::mem::take(&mut *lock(&shared.failures));
+    match outcome {
+        Ok(Some(value)) if failures.is_empty() => Ok(value),
+        Ok(None) if failures.is_empty() => Err(Cancelled.into()),
+        Ok(_) => Err(trellis::ErrorGroup::new("actor nursery", failures).into()),
+        Err(error) if failures.is_empty() => Err(error),
+        // Cancelled from outside after failures: the failures are what happened.
+        Err(error) if error.is_cancelled() => {
+            Err(trellis::ErrorGroup::new("actor nursery", failures).into())
+        }
+        Err(error) => {
+            match error.into_group() {
+                Ok(group) => failures.extend(group.into_errors()),
+                Err(single) => failures.push(single),
+            }
+            Err(trellis::ErrorGroup::new("actor nursery", failures).into())
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    /// Waits until every `run_in_actor` call has returned, or one has failed.
+    async fn wait_run_in_actor(&self) -> Result<(), Cancelled> {
+        loop {
+            let settled = self.settled.notified();
+            let mut settled = std::pin::pin!(settled);
+            settled.as_mut().enable();
+            if *lock(&self.running) == 0 || !lock(&self.failures).is_empty() {
+                return Ok(());
+            }
+            trellis::cancellable(settled).await?;
+        }
+    }
+}
+
+/// The result of a [`run_in_actor`](ActorNursery::run_in_actor) function, available once
+/// the nursery has closed.
+#[derive(Debug)]
+pub struct RunHandle<T> {
+    task: TaskHandle<Option<T>>,
+}
+
+impl<T> RunHandle<T> {
+    /// The function's result, once it has returned; `None` if it failed or was cancelled (its
+    /// error is in the nursery's group).
+    pub fn into_value(self) -> Option<T> {
+        self.task.into_value().flatten()
+    }
 }
 
 impl ActorNursery {
@@ -167,9 +241,9 @@ impl ActorNursery {
         Ok(Portal::new(conn))
     }
 
-    /// Starts an actor named `name` that runs `function(args…)` once; the result is in the
-    /// returned handle after the nursery has closed. The actor exits when the function
-    /// returns.
+    /// Starts an actor named `name` that runs `function(args…)` once and then exits. The
+    /// result is in the returned handle after the nursery has closed; a failure is raised
+    /// when the nursery closes.
     ///
     /// # Errors
     ///
@@ -179,7 +253,7 @@ impl ActorNursery {
         name: &str,
         function: F,
         args: Args,
-    ) -> Result<TaskHandle<F::Output>, trellis::Error>
+    ) -> Result<RunHandle<F::Output>, trellis::Error>
     where
         F: RemoteFn<Args>,
         Args: Serialize + Send + 'static,
@@ -194,12 +268,30 @@ impl ActorNursery {
         ))?;
         let portal = Portal::new(conn);
         let name = function.name();
-        let handle = self.inner.nursery.start_soon(async move {
+        let inner = self.inner.clone();
+        *lock(&inner.running) += 1;
+        let task = self.inner.nursery.start_soon(async move {
             let result = portal.run_named::<F::Output, Args>(name, args).await;
             done.set();
-            result
-        })?;
-        Ok(handle)
+            let outcome = match result {
+                Ok(value) => Ok(Some(value)),
+                Err(error) if error.is_cancelled() => Err(error),
+                Err(error) => {
+                    lock(&inner.failures).push(error);
+                    Ok(None)
+                }
+            };
+            *lock(&inner.running) -= 1;
+            inner.settled.notify_waiters();
+            outcome
+        });
+        match task {
+            Ok(task) => Ok(RunHandle { task }),
+            Err(closed) => {
+                *lock(&self.inner.running) -= 1;
+                Err(closed.into())
+            }
+        }
     }
 
     /// Cancels the nursery: every child actor is asked to exit (and killed after the grace

@@ -1,6 +1,7 @@
 //! Actor trees with real child processes, ported from tractor's test suite (the original
 //! test is named on each).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use trellis_actor::{ActorError, Config, ErrorKind, Functions, RemoteActorError, open_nursery};
@@ -26,13 +27,55 @@ async fn pid() -> Result<u32, trellis::Error> {
     Ok(std::process::id())
 }
 
+static CANCELS_SEEN: AtomicU32 = AtomicU32::new(0);
+
+/// Sleeps until cancelled, and counts the cancellation in its process.
+async fn sleep_counting_cancels() -> Result<(), trellis::Error> {
+    let slept = trellis::sleep_forever().await;
+    CANCELS_SEEN.fetch_add(1, Ordering::SeqCst);
+    slept?;
+    Ok(())
+}
+
+async fn cancels_seen() -> Result<u32, trellis::Error> {
+    Ok(CANCELS_SEEN.load(Ordering::SeqCst))
+}
+
+/// Opens a nursery of `breadth` actors each running this with `depth - 1`; at depth 0, fails.
+/// (Boxed, as a recursive async function must be.)
+fn spawn_and_fail(
+    depth: u32,
+    breadth: u32,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), trellis::Error>> + Send>> {
+    Box::pin(async move {
+        if depth == 0 {
+            return Err(Boom(format!("leaf in {}", trellis_actor::current().id().name)).into());
+        }
+        open_nursery(|an| async move {
+            for i in 0..breadth {
+                an.run_in_actor(
+                    &format!("d{depth}.{i}"),
+                    spawn_and_fail,
+                    (depth - 1, breadth),
+                )
+                .await?;
+            }
+            Ok(())
+        })
+        .await
+    })
+}
+
 fn config() -> Config {
     Config::new(
         Functions::new()
             .register(add)
             .register(fail)
             .register(sleep_forever)
-            .register(pid),
+            .register(pid)
+            .register(sleep_counting_cancels)
+            .register(cancels_seen)
+            .register(spawn_and_fail),
     )
     .child_args([
         "serve_children",
@@ -143,24 +186,129 @@ fn unknown_function_and_bad_arguments_are_typed_remote_errors() {
     .unwrap();
 }
 
-/// tractor: test_cancellation.py::test_cancel_infinite_streamer-style: cancelling the caller
-/// cancels the remote task, and the actor keeps serving.
+/// tractor: test_cancellation.py::test_cancel_single_subactor / the remote task sees the
+/// cancellation: cancelling the caller cancels the remote task, which sees `Cancelled` at its
+/// checkpoint, and the actor keeps serving.
 #[test]
 fn cancelling_a_remote_call() {
     root(|| async {
         open_nursery(|an| async move {
             let portal = an.start_actor("sleeper").await?;
-            let cancelled = trellis::move_on_after(Duration::from_millis(200), async {
-                portal.run(sleep_forever, ()).await
+            let cancelled = trellis::move_on_after(Duration::from_millis(100), async {
+                portal.run(sleep_counting_cancels, ()).await
             })
             .await?;
             assert!(cancelled.is_none());
+            assert_eq!(portal.run(cancels_seen, ()).await?, 1);
             assert_eq!(portal.run(add, (1, 1)).await?, 2);
             Ok(())
         })
         .await
     })
     .unwrap();
+}
+
+/// tractor: test_cancellation.py::test_some_cancels_all — one failing run_in_actor child
+/// cancels its daemon and run_in_actor siblings; none remains.
+#[test]
+fn one_failing_child_cancels_all_others() {
+    let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = pids.clone();
+    let err = root(|| async {
+        open_nursery(|an| async move {
+            for i in 0..2 {
+                let daemon = an.start_actor(&format!("daemon{i}")).await?;
+                seen.lock().unwrap().push(daemon.pid());
+            }
+            an.run_in_actor("sleeper", sleep_forever, ()).await?;
+            an.run_in_actor("failer", fail, ("on purpose".to_owned(),))
+                .await?;
+            Ok(())
+        })
+        .await
+    })
+    .unwrap_err();
+    let group = err.as_group().expect("a group");
+    assert_eq!(group.errors().len(), 1, "{err:?}");
+    let remote = group.errors()[0]
+        .downcast_ref::<RemoteActorError>()
+        .unwrap();
+    assert_eq!(remote.actor().name, "failer");
+    for pid in pids.lock().unwrap().iter() {
+        assert!(!alive(*pid), "daemon {pid} still alive");
+    }
+}
+
+/// tractor: test_cancellation.py::test_multierror_fast_nursery — 25 children that all fail
+/// give a group of exactly 25 errors.
+#[test]
+fn twenty_five_failing_children_give_a_group_of_25() {
+    let err = root(|| async {
+        open_nursery(|an| async move {
+            for i in 0..25 {
+                an.run_in_actor(&format!("errorer{i}"), fail, (format!("no {i}"),))
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    })
+    .unwrap_err();
+    let group = err.as_group().expect("a group");
+    assert_eq!(group.errors().len(), 25);
+    let mut names: Vec<_> = group
+        .errors()
+        .iter()
+        .map(|e| {
+            e.downcast_ref::<RemoteActorError>()
+                .unwrap()
+                .actor()
+                .name
+                .clone()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 25);
+}
+
+/// tractor: test_cancellation.py::test_nested_multierrors — a tree three deep whose leaves fail
+/// gives groups nested as the tree.
+#[test]
+fn nested_trees_give_nested_groups() {
+    let err = root(|| async {
+        open_nursery(|an| async move {
+            for i in 0..2 {
+                an.run_in_actor(&format!("d3.{i}"), spawn_and_fail, (2u32, 2u32))
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    })
+    .unwrap_err();
+    // root group → a group per depth-3 actor → a group per depth-2 actor → Boom leaves from
+    // depth-1 actors. Once a failure is in, its siblings are cancelled (one cancels all), so
+    // a sibling cancelled before it failed is missing: each group holds one or two members.
+    fn check(err: &trellis::Error, levels_left: usize) -> usize {
+        if levels_left == 0 {
+            let remote = err
+                .downcast_ref::<RemoteActorError>()
+                .expect("a remote leaf");
+            assert!(remote.is_type::<Boom>(), "{remote:?}");
+            assert!(remote.actor().name.starts_with("d1."), "{remote}");
+            return 1;
+        }
+        let group = err.as_group().unwrap_or_else(|| panic!("a group: {err:?}"));
+        assert!((1..=2).contains(&group.errors().len()), "{err}");
+        group
+            .errors()
+            .iter()
+            .map(|e| check(e, levels_left - 1))
+            .sum()
+    }
+    let leaves = check(&err, 3);
+    assert!((1..=8).contains(&leaves));
 }
 
 /// tractor: test_spawning.py::test_run_in_actor_results (results gathered at close)
