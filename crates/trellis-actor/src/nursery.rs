@@ -17,7 +17,7 @@ use crate::actor::{Actor, current, env, new_uid};
 use crate::conn::{CANCEL_ACTOR, Conn, End};
 use crate::error::ActorError;
 use crate::functions::RemoteFn;
-use crate::transport::Transport;
+use crate::transport::{Transport, remove_socket_dir};
 
 /// A way to call functions in another actor.
 #[derive(Clone)]
@@ -125,9 +125,10 @@ struct Inner {
 ///
 /// As in tractor: when `body` returns, the nursery waits for every
 /// [`run_in_actor`](ActorNursery::run_in_actor) result, then cancels the daemon actors
-/// ([`start_actor`](ActorNursery::start_actor)). A `run_in_actor` function that fails does not
-/// interrupt the body (so a body spawning many actors gets to spawn them all); once the body
-/// is done, a failure cancels every other actor (one cancels all) and is raised. When the body fails or a child dies, every child is
+/// ([`start_actor`](ActorNursery::start_actor)). `run_in_actor` results, failures included,
+/// are gathered at that point: a failing function does not interrupt the body, and the
+/// nursery raises every failure once all results are in, after cancelling the daemons (one
+/// cancels all). When the body fails or a child dies, every child is
 /// cancelled at once. Cancelling a child means asking it to exit, then killing it after the
 /// grace period; every child process is reaped before this returns.
 ///
@@ -193,13 +194,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
-    /// Waits until every `run_in_actor` call has returned, or one has failed.
+    /// Waits until every `run_in_actor` call has returned.
     async fn wait_run_in_actor(&self) -> Result<(), Cancelled> {
         loop {
             let settled = self.settled.notified();
             let mut settled = std::pin::pin!(settled);
             settled.as_mut().enable();
-            if *lock(&self.running) == 0 || !lock(&self.failures).is_empty() {
+            if *lock(&self.running) == 0 {
                 return Ok(());
             }
             trellis::cancellable(settled).await?;
@@ -353,7 +354,11 @@ async fn spawn(actor: &Actor, name: &str) -> Result<(Child, Conn), trellis::Erro
         Err(e) => Err(e),
     };
     actor.forget_child(&uid);
+    let pid = child.id();
     kill_and_reap(&mut child).await;
+    if let Some(pid) = pid {
+        remove_socket_dir(pid, &uid);
+    }
     outcome
 }
 
@@ -386,6 +391,7 @@ async fn supervise(
             Ok(End::Goodbye) | Err(Cancelled) => None,
         },
     };
+    let uid = actor.uid.clone();
     if let Some(reason) = lost {
         // It died (or broke the protocol): make sure it is gone, and say how it ended.
         let status = CancelScope::shielded()
@@ -400,6 +406,7 @@ async fn supervise(
                 format!("{reason}; killed")
             }
         };
+        remove_socket_dir(pid, &uid);
         tracing::warn!(%actor, pid, %status, "child actor died");
         return Err(ActorError::Died { actor, pid, status }.into());
     }
@@ -415,6 +422,7 @@ async fn supervise(
     if !matches!(exited, Ok(Some(Some(Ok(_))))) {
         tracing::warn!(%actor, pid, "child actor did not exit within {grace:?}: killing it");
         kill_and_reap(&mut child).await;
+        remove_socket_dir(pid, &uid);
     }
     Ok(())
 }

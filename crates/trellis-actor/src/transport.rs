@@ -123,12 +123,10 @@ impl Listener {
     pub(crate) fn bind(transport: &Transport, uid: &str) -> std::io::Result<(Listener, Addr)> {
         match transport {
             Transport::Unix => {
+                let base = socket_base();
+                sweep_stale(&base);
                 // A directory of our own, mode 0700, so no other user can reach the socket.
-                let base = std::env::var_os("XDG_RUNTIME_DIR")
-                    .map(PathBuf::from)
-                    .filter(|p| p.is_dir())
-                    .unwrap_or_else(std::env::temp_dir);
-                let dir = base.join(format!("trellis-{}", &uid[..uid.len().min(16)]));
+                let dir = socket_dir(&base, std::process::id(), uid);
                 std::fs::DirBuilder::new().mode_private().create(&dir)?;
                 let path = dir.join("actor.sock");
                 let file = SocketFile {
@@ -158,6 +156,60 @@ impl Listener {
             Listener::Unix { listener, .. } => Ok(split_unix(listener.accept().await?.0)),
             Listener::Tcp(l) => split_tcp(l.accept().await?.0),
         }
+    }
+}
+
+/// Where actors' socket directories go: `$XDG_RUNTIME_DIR`, else the temporary directory.
+pub(crate) fn socket_base() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// The socket directory of the actor `uid` in process `pid`: `trellis-PID-UID8`.
+fn socket_dir(base: &std::path::Path, pid: u32, uid: &str) -> PathBuf {
+    base.join(format!("trellis-{pid}-{}", &uid[..uid.len().min(8)]))
+}
+
+/// Removes the socket directory of an actor whose process is gone without cleaning up (it was
+/// killed).
+pub(crate) fn remove_socket_dir(pid: u32, uid: &str) {
+    let _ = std::fs::remove_dir_all(socket_dir(&socket_base(), pid, uid));
+}
+
+/// Removes socket directories left by processes that no longer run (killed before they could
+/// clean up): a tree killed outright is cleaned up by the next actor started on the host.
+fn sweep_stale(base: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("trellis-"))
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !process_runs(pid) {
+            tracing::debug!(?name, "removing a stale actor socket directory");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether `pid` names a process that runs (a zombie does not).
+pub(crate) fn process_runs(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
     }
 }
 

@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use trellis_actor::{ActorError, Config, ErrorKind, Functions, RemoteActorError, open_nursery};
+use trellis_actor::{
+    ActorError, Config, ErrorKind, Functions, RemoteActorError, Transport, open_nursery,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("boom: {0}")]
@@ -93,14 +95,18 @@ fn serve_children() {
     trellis_actor::serve_child_in_test(config());
 }
 
-fn root<F, Fut>(body: F) -> Result<(), trellis::Error>
+fn root<F, Fut>(transport: Transport, body: F) -> Result<(), trellis::Error>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), trellis::Error>>,
 {
     trellis::Runner::multi_thread()
         .handle_ctrl_c(false)
-        .run(trellis_actor::run_root("root", config(), body))
+        .run(trellis_actor::run_root(
+            "root",
+            config().transport(transport),
+            body,
+        ))
 }
 
 fn alive(pid: u32) -> bool {
@@ -108,11 +114,10 @@ fn alive(pid: u32) -> bool {
 }
 
 /// tractor: test_spawning.py::test_spawn_and_check_registry (the call part)
-#[test]
-fn remote_call_returns_value() {
+fn remote_call_returns_value(transport: Transport) {
     let child_pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let seen = child_pid.clone();
-    root(|| async {
+    root(transport, || async {
         open_nursery(|an| async move {
             let calc = an.start_actor("calc").await?;
             assert_eq!(calc.actor_id().name, "calc");
@@ -134,9 +139,8 @@ fn remote_call_returns_value() {
 
 /// tractor: test_remote_exc_relay / test_remote_error (an error raised in a remote function
 /// arrives boxed with its type)
-#[test]
-fn remote_error_arrives_with_its_type() {
-    let err = root(|| async {
+fn remote_error_arrives_with_its_type(transport: Transport) {
+    let err = root(transport, || async {
         open_nursery(|an| async move {
             let portal = an.start_actor("failer").await?;
             let err = portal.run(fail, ("bad".to_owned(),)).await.unwrap_err();
@@ -159,9 +163,8 @@ fn remote_error_arrives_with_its_type() {
 }
 
 /// tractor: test_spawning.py::test_run_in_actor_same_func_in_child / unknown function
-#[test]
-fn unknown_function_and_bad_arguments_are_typed_remote_errors() {
-    root(|| async {
+fn unknown_function_and_bad_arguments_are_typed_remote_errors(transport: Transport) {
+    root(transport, || async {
         open_nursery(|an| async move {
             let portal = an.start_actor("strict").await?;
             let err = portal
@@ -189,9 +192,8 @@ fn unknown_function_and_bad_arguments_are_typed_remote_errors() {
 /// tractor: test_cancellation.py::test_cancel_single_subactor / the remote task sees the
 /// cancellation: cancelling the caller cancels the remote task, which sees `Cancelled` at its
 /// checkpoint, and the actor keeps serving.
-#[test]
-fn cancelling_a_remote_call() {
-    root(|| async {
+fn cancelling_a_remote_call(transport: Transport) {
+    root(transport, || async {
         open_nursery(|an| async move {
             let portal = an.start_actor("sleeper").await?;
             let cancelled = trellis::move_on_after(Duration::from_millis(100), async {
@@ -208,21 +210,45 @@ fn cancelling_a_remote_call() {
     .unwrap();
 }
 
-/// tractor: test_cancellation.py::test_some_cancels_all — one failing run_in_actor child
-/// cancels its daemon and run_in_actor siblings; none remains.
-#[test]
-fn one_failing_child_cancels_all_others() {
+/// tractor: test_cancellation.py::test_some_cancels_all (`2_run_in_actors_fail`): failing
+/// run_in_actor children cancel the daemon siblings; all failures are raised, no actor remains.
+fn failing_run_in_actor_children_cancel_the_daemons(transport: Transport) {
     let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = pids.clone();
-    let err = root(|| async {
+    let err = root(transport, || async {
         open_nursery(|an| async move {
             for i in 0..2 {
                 let daemon = an.start_actor(&format!("daemon{i}")).await?;
                 seen.lock().unwrap().push(daemon.pid());
             }
-            an.run_in_actor("sleeper", sleep_forever, ()).await?;
-            an.run_in_actor("failer", fail, ("on purpose".to_owned(),))
-                .await?;
+            for i in 0..2 {
+                an.run_in_actor(&format!("failer{i}"), fail, (format!("no {i}"),))
+                    .await?;
+            }
+            Ok(())
+        })
+        .await
+    })
+    .unwrap_err();
+    let group = err.as_group().expect("a group");
+    assert_eq!(group.errors().len(), 2, "{err:?}");
+    assert!(group.errors().iter().all(|e| e.is::<RemoteActorError>()));
+    for pid in pids.lock().unwrap().iter() {
+        assert!(!alive(*pid), "daemon {pid} still alive");
+    }
+}
+
+/// tractor: test_cancellation.py::test_some_cancels_all (`1_daemon_actors_fail`): a daemon's
+/// failing call fails the body, which cancels the run_in_actor siblings sleeping forever.
+fn failing_daemon_call_cancels_run_in_actor_siblings(transport: Transport) {
+    let err = root(transport, || async {
+        open_nursery(|an| async move {
+            let daemon = an.start_actor("daemon").await?;
+            for i in 0..3 {
+                an.run_in_actor(&format!("sleeper{i}"), sleep_forever, ())
+                    .await?;
+            }
+            daemon.run(fail, ("daemon call".to_owned(),)).await?;
             Ok(())
         })
         .await
@@ -233,17 +259,13 @@ fn one_failing_child_cancels_all_others() {
     let remote = group.errors()[0]
         .downcast_ref::<RemoteActorError>()
         .unwrap();
-    assert_eq!(remote.actor().name, "failer");
-    for pid in pids.lock().unwrap().iter() {
-        assert!(!alive(*pid), "daemon {pid} still alive");
-    }
+    assert_eq!(remote.actor().name, "daemon");
 }
 
 /// tractor: test_cancellation.py::test_multierror_fast_nursery — 25 children that all fail
 /// give a group of exactly 25 errors.
-#[test]
-fn twenty_five_failing_children_give_a_group_of_25() {
-    let err = root(|| async {
+fn twenty_five_failing_children_give_a_group_of_25(transport: Transport) {
+    let err = root(transport, || async {
         open_nursery(|an| async move {
             for i in 0..25 {
                 an.run_in_actor(&format!("errorer{i}"), fail, (format!("no {i}"),))
@@ -274,9 +296,8 @@ fn twenty_five_failing_children_give_a_group_of_25() {
 
 /// tractor: test_cancellation.py::test_nested_multierrors — a tree three deep whose leaves fail
 /// gives groups nested as the tree.
-#[test]
-fn nested_trees_give_nested_groups() {
-    let err = root(|| async {
+fn nested_trees_give_nested_groups(transport: Transport) {
+    let err = root(transport, || async {
         open_nursery(|an| async move {
             for i in 0..2 {
                 an.run_in_actor(&format!("d3.{i}"), spawn_and_fail, (2u32, 2u32))
@@ -287,9 +308,8 @@ fn nested_trees_give_nested_groups() {
         .await
     })
     .unwrap_err();
-    // root group → a group per depth-3 actor → a group per depth-2 actor → Boom leaves from
-    // depth-1 actors. Once a failure is in, its siblings are cancelled (one cancels all), so
-    // a sibling cancelled before it failed is missing: each group holds one or two members.
+    // root group → a group per depth-3 actor → a group per depth-2 actor → two Boom leaves
+    // from depth-1 actors each: every result is gathered before anything is cancelled.
     fn check(err: &trellis::Error, levels_left: usize) -> usize {
         if levels_left == 0 {
             let remote = err
@@ -300,21 +320,19 @@ fn nested_trees_give_nested_groups() {
             return 1;
         }
         let group = err.as_group().unwrap_or_else(|| panic!("a group: {err:?}"));
-        assert!((1..=2).contains(&group.errors().len()), "{err}");
+        assert_eq!(group.errors().len(), 2, "{err}");
         group
             .errors()
             .iter()
             .map(|e| check(e, levels_left - 1))
             .sum()
     }
-    let leaves = check(&err, 3);
-    assert!((1..=8).contains(&leaves));
+    assert_eq!(check(&err, 3), 8);
 }
 
 /// tractor: test_spawning.py::test_run_in_actor_results (results gathered at close)
-#[test]
-fn run_in_actor_result_gathered_when_the_nursery_closes() {
-    root(|| async {
+fn run_in_actor_result_gathered_when_the_nursery_closes(transport: Transport) {
+    root(transport, || async {
         let handle =
             open_nursery(|an| async move { an.run_in_actor("adder", add, (20, 22)).await }).await?;
         assert_eq!(handle.into_value(), Some(42));
@@ -325,9 +343,8 @@ fn run_in_actor_result_gathered_when_the_nursery_closes() {
 
 /// tractor: test_cancellation.py::test_cancel_via_SIGINT-style direct kill: SIGKILL of a child
 /// surfaces as an error in its parent's nursery.
-#[test]
-fn killed_child_surfaces_as_an_error() {
-    let err = root(|| async {
+fn killed_child_surfaces_as_an_error(transport: Transport) {
+    let err = root(transport, || async {
         open_nursery(|an| async move {
             let portal = an.start_actor("victim").await?;
             nix::sys::signal::kill(
@@ -349,3 +366,28 @@ fn killed_child_surfaces_as_an_error() {
     assert!(matches!(died, ActorError::Died { .. }), "{died}");
     assert!(died.to_string().contains("SIGKILL"), "{died}");
 }
+
+/// Every test above, once over Unix sockets and once over TCP on the loopback interface.
+macro_rules! on_both_transports {
+    ($($name:ident),* $(,)?) => {
+        mod unix {
+            $( #[test] fn $name() { super::$name(trellis_actor::Transport::Unix) } )*
+        }
+        mod tcp {
+            $( #[test] fn $name() { super::$name(trellis_actor::Transport::tcp_loopback()) } )*
+        }
+    };
+}
+
+on_both_transports!(
+    remote_call_returns_value,
+    remote_error_arrives_with_its_type,
+    unknown_function_and_bad_arguments_are_typed_remote_errors,
+    cancelling_a_remote_call,
+    failing_run_in_actor_children_cancel_the_daemons,
+    failing_daemon_call_cancels_run_in_actor_siblings,
+    twenty_five_failing_children_give_a_group_of_25,
+    nested_trees_give_nested_groups,
+    run_in_actor_result_gathered_when_the_nursery_closes,
+    killed_child_surfaces_as_an_error,
+);

@@ -1,0 +1,299 @@
+//! Process lifecycle with real signals: a root actor runs in a process of its own (this test
+//! binary, re-executed in a role), holding a child and a grandchild; the test signals it and
+//! checks that the whole tree is gone. Ported from tractor's `test_cancellation.py`
+//! (`test_cancel_via_SIGINT`, `test_fast_graceful_cancel_when_spawn_task_in_soft_proc_wait_for_daemon`)
+//! and `test_spawning.py`; the original is named on each test.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use trellis_actor::{Config, Functions, Transport, open_nursery};
+
+const ROLE: &str = "TRELLIS_TEST_ROLE";
+const TRANSPORT: &str = "TRELLIS_TEST_TRANSPORT";
+const GRACE: Duration = Duration::from_millis(1000);
+
+/// Holds a grandchild actor; with `block`, the grandchild is stuck in blocking code that never
+/// reaches a checkpoint, so only a kill ends it.
+async fn hold_with_grandchild(block: bool) -> Result<(), trellis::Error> {
+    open_nursery(|an| async move {
+        let grandchild = an.start_actor("grandchild").await?;
+        println!("pid grandchild {}", grandchild.pid());
+        trellis::open_nursery(|n| async move {
+            if block {
+                let g = grandchild.clone();
+                n.start_soon(async move { g.run(block_thread, ()).await })?;
+                // Give the call time to reach the grandchild before saying ready.
+                trellis::sleep(Duration::from_millis(100)).await?;
+            }
+            println!("ready");
+            trellis::sleep_forever().await?;
+            Ok::<_, trellis::Error>(())
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Blocks its thread for good (the child runtime has one thread: nothing else runs).
+async fn block_thread() -> Result<(), trellis::Error> {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn transport() -> Transport {
+    match std::env::var(TRANSPORT).as_deref() {
+        Ok("tcp") => Transport::tcp_loopback(),
+        _ => Transport::Unix,
+    }
+}
+
+fn config() -> Config {
+    Config::new(
+        Functions::new()
+            .register(hold_with_grandchild)
+            .register(block_thread),
+    )
+    .transport(transport())
+    .child_args([
+        "serve_children",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .grace_period(GRACE)
+}
+
+#[test]
+fn serve_children() {
+    trellis_actor::serve_child_in_test(config());
+}
+
+/// The root role: a child holding a grandchild (blocked or not), until signalled.
+#[test]
+fn role_root() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let block = role == "blocked";
+    println!("pid root {}", std::process::id());
+    let outcome = trellis::Runner::multi_thread().run(trellis_actor::run_root(
+        "root",
+        config(),
+        || async move {
+            open_nursery(|an| async move {
+                let child = an.start_actor("child").await?;
+                println!("pid child {}", child.pid());
+                child.run(hold_with_grandchild, (block,)).await
+            })
+            .await
+        },
+    ));
+    let code = match outcome {
+        Ok(()) => 0,
+        Err(e) if e.is_interrupted() => 130,
+        Err(e) => {
+            eprintln!("root failed: {e:?}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// A running root role and the pids it reported.
+struct Tree {
+    root: Child,
+    pids: Vec<(String, u32)>,
+}
+
+fn start_tree(role: &str, transport: &str) -> Tree {
+    let mut root = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "role_root",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(ROLE, role)
+        .env(TRANSPORT, transport)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = root.stdout.take().unwrap();
+    let mut pids = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line == "ready" {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("pid ") {
+            let (who, pid) = rest.split_once(' ').unwrap();
+            pids.push((who.to_owned(), pid.parse().unwrap()));
+        }
+    }
+    assert_eq!(pids.len(), 3, "root, child and grandchild report: {pids:?}");
+    Tree { root, pids }
+}
+
+/// Whether the process runs (a zombie, dead but not yet reaped by its new parent, counts as
+/// gone: it runs no code and holds nothing but its process-table entry).
+fn running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+            state != Some(Some('Z')) && state != Some(Some('X'))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `limit` for the root to exit; returns its status and how long it took.
+fn wait_root(root: &mut Child, limit: Duration) -> (Option<i32>, Duration) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = root.try_wait().unwrap() {
+            return (status.code(), t0.elapsed());
+        }
+        if t0.elapsed() > limit {
+            let _ = root.kill();
+            let _ = root.wait();
+            panic!("the root did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn wait_gone(pids: &[(String, u32)], limit: Duration) {
+    let t0 = Instant::now();
+    while pids.iter().any(|(_, pid)| running(*pid)) {
+        assert!(
+            t0.elapsed() < limit,
+            "still running after {limit:?}: {:?}",
+            pids.iter().filter(|(_, p)| running(*p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn signal(pid: u32, sig: Signal) {
+    kill(Pid::from_raw(pid as i32), sig).unwrap();
+}
+
+/// tractor: test_cancellation.py::test_cancel_via_SIGINT — SIGINT at the root tears the whole
+/// tree down gracefully, the root exits 130 within 2 s, and every actor is gone.
+fn sigint_at_the_root_tears_the_tree_down(transport: &str) {
+    let mut tree = start_tree("idle", transport);
+    signal(tree.root.id(), Signal::SIGINT);
+    let (code, _took) = wait_root(&mut tree.root, Duration::from_secs(2));
+    assert_eq!(code, Some(130));
+    wait_gone(&tree.pids, Duration::from_millis(100));
+}
+
+/// tractor: test_cancellation.py::test_cancel_while_childs_child_in_sync_sleep — a grandchild
+/// stuck in blocking code is killed after its parent's grace period; the tree still goes.
+fn grandchild_stuck_in_blocking_code_is_killed(transport: &str) {
+    let mut tree = start_tree("blocked", transport);
+    signal(tree.root.id(), Signal::SIGINT);
+    // The child waits one grace period for the grandchild, then kills it; the root waits one
+    // grace period for the child. Both fit in two, plus start-up slack.
+    let (code, _took) = wait_root(&mut tree.root, 2 * GRACE + Duration::from_secs(2));
+    assert_eq!(code, Some(130));
+    wait_gone(&tree.pids, Duration::from_millis(500));
+}
+
+/// tractor: test_spawning.py / the "no orphans" rule — SIGKILL of the root (no cleanup at all)
+/// leaves no descendant running after 1 s: each child dies with its parent.
+fn sigkill_of_the_root_leaves_no_descendant(transport: &str) {
+    let mut tree = start_tree("idle", transport);
+    signal(tree.root.id(), Signal::SIGKILL);
+    let _ = tree.root.wait();
+    wait_gone(&tree.pids, Duration::from_secs(1));
+    // Nobody was left to remove their socket directories: the next actor started does.
+    trellis::Runner::current_thread()
+        .handle_ctrl_c(false)
+        .run(trellis_actor::run_root("sweeper", config(), || async {
+            Ok(())
+        }))
+        .unwrap();
+    for (who, pid) in &tree.pids {
+        assert!(
+            socket_dirs_of(*pid).is_empty(),
+            "{who}'s socket directory is still there"
+        );
+    }
+}
+
+/// The socket directories of actors of process `pid`.
+fn socket_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let prefix = format!("trellis-{pid}-");
+    std::fs::read_dir(base)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SIGKILL of the child: its parent sees it die (the root fails with the death in its group
+/// and exits non-zero), and the grandchild dies with it.
+fn sigkill_of_a_child_fails_its_parent(transport: &str) {
+    let mut tree = start_tree("idle", transport);
+    let child = tree.pids.iter().find(|(who, _)| who == "child").unwrap().1;
+    signal(child, Signal::SIGKILL);
+    let (code, _took) = wait_root(&mut tree.root, Duration::from_secs(2));
+    assert_eq!(code, Some(1));
+    wait_gone(&tree.pids, Duration::from_secs(1));
+}
+
+/// Every test above, once over Unix sockets and once over TCP on the loopback interface.
+mod unix {
+    #[test]
+    fn sigint_at_the_root_tears_the_tree_down() {
+        super::sigint_at_the_root_tears_the_tree_down("unix")
+    }
+    #[test]
+    fn grandchild_stuck_in_blocking_code_is_killed() {
+        super::grandchild_stuck_in_blocking_code_is_killed("unix")
+    }
+    #[test]
+    fn sigkill_of_the_root_leaves_no_descendant() {
+        super::sigkill_of_the_root_leaves_no_descendant("unix")
+    }
+    #[test]
+    fn sigkill_of_a_child_fails_its_parent() {
+        super::sigkill_of_a_child_fails_its_parent("unix")
+    }
+}
+
+mod tcp {
+    #[test]
+    fn sigint_at_the_root_tears_the_tree_down() {
+        super::sigint_at_the_root_tears_the_tree_down("tcp")
+    }
+    #[test]
+    fn grandchild_stuck_in_blocking_code_is_killed() {
+        super::grandchild_stuck_in_blocking_code_is_killed("tcp")
+    }
+    #[test]
+    fn sigkill_of_the_root_leaves_no_descendant() {
+        super::sigkill_of_the_root_leaves_no_descendant("tcp")
+    }
+    #[test]
+    fn sigkill_of_a_child_fails_its_parent() {
+        super::sigkill_of_a_child_fails_its_parent("tcp")
+    }
+}
