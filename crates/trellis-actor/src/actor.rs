@@ -372,10 +372,20 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<(), trellis::Error>>,
 {
+    main_with(trellis::Runner::multi_thread(), config, root)
+}
+
+/// [`main`] with the root's runtime chosen by `runner` (its flavour, whether Ctrl-C cancels
+/// the root, instruments). Child processes always serve on a current-thread runtime.
+pub fn main_with<F, Fut>(runner: trellis::Runner, config: Config, root: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), trellis::Error>>,
+{
     if is_child() {
         crate::child::serve(config);
     }
-    trellis::main(run_root("root", config, root))
+    runner.main(run_root("root", config, root))
 }
 
 /// Whether this process was started as a child actor.

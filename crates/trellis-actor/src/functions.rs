@@ -25,9 +25,10 @@ pub(crate) enum CallFailure {
 
 type Handler = Arc<dyn Fn(Payload) -> BoxFuture<Result<Payload, CallFailure>> + Send + Sync>;
 
-/// An async function that other actors can call: implemented for every `async fn` (or
-/// function returning a future) of up to six serde arguments returning `Result<R, E>`, where
-/// `R` is serde and `E` converts into [`trellis::Error`].
+/// The signature of an async function other actors can call: implemented for every `async fn`
+/// (or function returning a future) of up to six serde arguments returning `Result<R, E>`,
+/// where `R` is serde and `E` converts into [`trellis::Error`]. [`Portal::run`](crate::Portal::run)
+/// needs only this, so a remote function may call itself in another actor.
 ///
 /// Its wire name is its path (`my_crate::math::add`, from [`std::any::type_name`]), the same in
 /// every process running the same executable. Closures have no such name: register them with
@@ -36,13 +37,16 @@ pub trait RemoteFn<Args>: Send + Sync + 'static {
     /// The result.
     type Output: Serialize + DeserializeOwned + Send + 'static;
 
-    /// Runs the function.
-    fn call(&self, args: Args) -> BoxFuture<Result<Self::Output, trellis::Error>>;
-
     /// The name it is registered and called under.
     fn name(&self) -> &'static str {
         std::any::type_name::<Self>()
     }
+}
+
+/// A [`RemoteFn`] this actor can serve: its future can move between threads.
+pub trait ServeFn<Args>: RemoteFn<Args> {
+    /// Runs the function.
+    fn call(&self, args: Args) -> BoxFuture<Result<Self::Output, trellis::Error>>;
 }
 
 macro_rules! remote_fn {
@@ -50,13 +54,22 @@ macro_rules! remote_fn {
         impl<F, Fut, R, E, $($arg),*> RemoteFn<($($arg,)*)> for F
         where
             F: Fn($($arg),*) -> Fut + Send + Sync + 'static,
-            Fut: Future<Output = Result<R, E>> + Send + 'static,
+            Fut: Future<Output = Result<R, E>>,
             R: Serialize + DeserializeOwned + Send + 'static,
             E: Into<trellis::Error> + 'static,
             $($arg: Serialize + DeserializeOwned + Send + 'static),*
         {
             type Output = R;
+        }
 
+        impl<F, Fut, R, E, $($arg),*> ServeFn<($($arg,)*)> for F
+        where
+            F: Fn($($arg),*) -> Fut + Send + Sync + 'static,
+            Fut: Future<Output = Result<R, E>> + Send + 'static,
+            R: Serialize + DeserializeOwned + Send + 'static,
+            E: Into<trellis::Error> + 'static,
+            $($arg: Serialize + DeserializeOwned + Send + 'static),*
+        {
             #[allow(non_snake_case)]
             fn call(&self, ($($arg,)*): ($($arg,)*)) -> BoxFuture<Result<R, trellis::Error>> {
                 let fut = self($($arg),*);
@@ -112,7 +125,7 @@ impl Functions {
     #[must_use]
     pub fn register<Args, F>(self, function: F) -> Self
     where
-        F: RemoteFn<Args>,
+        F: ServeFn<Args>,
         Args: DeserializeOwned + Send + 'static,
     {
         let name = function.name();
@@ -127,7 +140,7 @@ impl Functions {
     #[must_use]
     pub fn register_as<Args, F>(mut self, name: &str, function: F) -> Self
     where
-        F: RemoteFn<Args>,
+        F: ServeFn<Args>,
         Args: DeserializeOwned + Send + 'static,
     {
         let function = Arc::new(function);

@@ -36,9 +36,9 @@ mod functions;
 mod nursery;
 mod transport;
 
-pub use actor::{Actor, Config, current, main, run_root, try_current};
+pub use actor::{Actor, Config, current, main, main_with, run_root, try_current};
 pub use error::{ActorError, BadArguments, RemoteActorError, UnknownFunction};
-pub use functions::{Functions, RemoteFn};
+pub use functions::{Functions, RemoteFn, ServeFn};
 pub use nursery::{ActorNursery, Portal, RunHandle, open_nursery};
 pub use transport::{Addr, BadAddr, Transport};
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};

@@ -44,28 +44,22 @@ async fn cancels_seen() -> Result<u32, trellis::Error> {
 }
 
 /// Opens a nursery of `breadth` actors each running this with `depth - 1`; at depth 0, fails.
-/// (Boxed, as a recursive async function must be.)
-fn spawn_and_fail(
-    depth: u32,
-    breadth: u32,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), trellis::Error>> + Send>> {
-    Box::pin(async move {
-        if depth == 0 {
-            return Err(Boom(format!("leaf in {}", trellis_actor::current().id().name)).into());
+async fn spawn_and_fail(depth: u32, breadth: u32) -> Result<(), trellis::Error> {
+    if depth == 0 {
+        return Err(Boom(format!("leaf in {}", trellis_actor::current().id().name)).into());
+    }
+    open_nursery(|an| async move {
+        for i in 0..breadth {
+            an.run_in_actor(
+                &format!("d{depth}.{i}"),
+                spawn_and_fail,
+                (depth - 1, breadth),
+            )
+            .await?;
         }
-        open_nursery(|an| async move {
-            for i in 0..breadth {
-                an.run_in_actor(
-                    &format!("d{depth}.{i}"),
-                    spawn_and_fail,
-                    (depth - 1, breadth),
-                )
-                .await?;
-            }
-            Ok(())
-        })
-        .await
+        Ok(())
     })
+    .await
 }
 
 fn config() -> Config {
