@@ -66,7 +66,7 @@ impl Config {
     }
 
     /// Command-line arguments for child processes (the executable is this one). Test binaries
-    /// use this to run one test that serves; see [`serve_child_in_test`](crate::serve_child_in_test).
+    /// use this to run one test that serves; see [`serve_if_child`](crate::serve_if_child).
     #[must_use]
     pub fn child_args<I, S>(mut self, args: I) -> Self
     where
@@ -394,13 +394,18 @@ pub(crate) fn is_child() -> bool {
 }
 
 /// Runs `root` as a root actor named `name` inside an existing trellis program (for tests and
-/// programs that manage their own runtime). See [`main`].
-pub async fn run_root<F, Fut>(name: &str, config: Config, root: F) -> Result<(), trellis::Error>
+/// programs that manage their own runtime), and returns its value. See [`main`].
+///
+/// # Errors
+///
+/// `root`'s error, or `Cancelled` when the root actor was cancelled.
+pub async fn run_root<F, Fut, T>(name: &str, config: Config, root: F) -> Result<T, trellis::Error>
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<(), trellis::Error>>,
+    Fut: Future<Output = Result<T, trellis::Error>>,
 {
     let id = ActorId::new(name, new_uid());
-    run_actor(id, config, |_| root()).await?;
-    Ok(())
+    run_actor(id, config, |_| root())
+        .await?
+        .ok_or_else(|| Cancelled.into())
 }

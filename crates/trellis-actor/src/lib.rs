@@ -43,10 +43,11 @@ pub use nursery::{ActorNursery, Portal, RunHandle, open_nursery};
 pub use transport::{Addr, BadAddr, Transport};
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};
 
-/// For a test binary's child actors: call it from one `#[test]` whose name the root's
-/// [`Config::child_args`] runs (`["that_test", "--exact", "--nocapture"]`). In a child
-/// process it serves and never returns; in a normal test run it does nothing.
-pub fn serve_child_in_test(config: Config) {
+/// Serves as a child actor if this process was started as one, and then exits; otherwise
+/// returns at once. [`main`] does this first; call it yourself at the top of a `main` that
+/// does not use [`main`] (a benchmark runner, say), or from the one `#[test]` of a test binary
+/// that its root's [`Config::child_args`] runs (`["that_test", "--exact", "--nocapture"]`).
+pub fn serve_if_child(config: Config) {
     if actor::is_child() {
         child::serve(config);
     }

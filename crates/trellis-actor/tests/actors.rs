@@ -86,7 +86,7 @@ fn config() -> Config {
 /// In a child process, this test serves as the child actor.
 #[test]
 fn serve_children() {
-    trellis_actor::serve_child_in_test(config());
+    trellis_actor::serve_if_child(config());
 }
 
 fn root<F, Fut>(transport: Transport, body: F) -> Result<(), trellis::Error>

@@ -72,7 +72,7 @@ fn config() -> Config {
 
 #[test]
 fn serve_children() {
-    trellis_actor::serve_child_in_test(config());
+    trellis_actor::serve_if_child(config());
 }
 
 /// The root role: a child holding a grandchild (blocked or not), until signalled.

@@ -87,3 +87,46 @@ pub(crate) fn trio_comparison_args(
         anchor_value: median(&mut values),
     })
 }
+
+/// The tractor venv's interpreter: `$ANCHORS_VENV_TRACTOR/bin/python`, default
+/// `target/anchors/tractor` under the workspace (`../shared/anchors/setup.sh tractor`).
+fn tractor_python() -> PathBuf {
+    std::env::var_os("ANCHORS_VENV_TRACTOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/anchors/tractor")
+        })
+        .join("bin/python")
+}
+
+/// Runs `tractor/bench.py <which> <args>` and returns the number at `path` in its result.
+pub(crate) fn tractor(which: &str, args: &[&str], path: &[&str]) -> Result<f64, String> {
+    let python = tractor_python();
+    if !python.exists() {
+        return Err(format!(
+            "no tractor venv at {}: run ../shared/anchors/setup.sh tractor from the checkout first",
+            python.display()
+        ));
+    }
+    let dir = anchors_dir().join("tractor");
+    let output = Command::new(&python)
+        .current_dir(&dir)
+        .arg("bench.py")
+        .arg(which)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run tractor's bench.py: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "tractor bench.py {which} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let value: serde_json::Value = serde_json::from_str(text.trim())
+        .map_err(|e| format!("bench.py {which} printed {text:?}: {e}"))?;
+    path.iter()
+        .fold(&value["result"], |v, key| &v[*key])
+        .as_f64()
+        .ok_or_else(|| format!("bench.py {which} printed no {path:?}: {text}"))
+}

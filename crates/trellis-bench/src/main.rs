@@ -1,7 +1,7 @@
 //! `trellis-bench`: side-by-side benchmarks of trellis against its anchors.
 //!
 //! ```text
-//! cargo run --release -p trellis-bench -- B1 B2 [--runs N] [--anchors python]
+//! cargo run --release -p trellis-bench -- B1 B2 B3 B4 B5 B6 B8 [--runs N] [--anchors python]
 //! ```
 //!
 //! Each comparison prints one JSON line:
@@ -9,6 +9,7 @@
 //! Values are medians of `--runs` runs (default 15, at least 5) done alternately in one process,
 //! so that both sides see the same machine state. `ratio < 1` means trellis is faster.
 
+mod actors;
 mod anchors;
 mod broadcast;
 mod channels;
@@ -114,7 +115,8 @@ fn parse_args() -> Result<Options, String> {
             },
             "-h" | "--help" => {
                 return Err(
-                    "usage: trellis-bench [B1] [B2] [B3] [B4] [--runs N] [--anchors python]".into(),
+                    "usage: trellis-bench [B1] [B2] [B3] [B4] [B5] [B6] [B8] [--runs N] [--anchors python]"
+                        .into(),
                 );
             }
             id if id.starts_with('B') => options.ids.push(id.to_owned()),
@@ -128,6 +130,8 @@ fn parse_args() -> Result<Options, String> {
 }
 
 fn main() -> ExitCode {
+    // The actor benchmarks start this executable as their child processes.
+    actors::serve_roles();
     let options = match parse_args() {
         Ok(options) => options,
         Err(message) => {
@@ -141,8 +145,11 @@ fn main() -> ExitCode {
             "B2" => core::b2(options.runs, options.python),
             "B3" => channels::b3(options.runs, options.python),
             "B4" => broadcast::b4(options.runs),
+            "B5" => actors::b5(options.runs, options.python),
+            "B6" => actors::b6(options.runs, options.python),
+            "B8" => actors::b8(options.python),
             other => {
-                eprintln!("unknown benchmark {other} (this runner knows B1 to B4)");
+                eprintln!("unknown benchmark {other} (this runner knows B1 to B6 and B8)");
                 return ExitCode::from(2);
             }
         };
