@@ -47,6 +47,7 @@ mod context;
 mod error;
 mod group;
 pub mod instrument;
+mod local;
 mod loom;
 mod nursery;
 mod runner;
@@ -64,6 +65,7 @@ pub use cancel::{
 pub use channel::channel;
 pub use error::{Cancelled, Error, Interrupted, IsCancelled, NotStarted, NurseryClosed, TooSlow};
 pub use group::ErrorGroup;
+pub use local::{local, with_local};
 pub use nursery::{Nursery, TaskHandle, TaskStatus, open_nursery};
 pub use runner::{Runner, main, run};
 

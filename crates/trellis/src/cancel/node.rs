@@ -28,6 +28,8 @@ pub(crate) struct Node {
     state: Mutex<State>,
     /// The instruments of the run this node belongs to; inherited from the parent at creation.
     instruments: OnceLock<Arc<Instruments>>,
+    /// A value for code running in this node and below (see `crate::local`).
+    local: OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
     effectively_cancelled: AtomicBool,
     effective_deadline: AtomicI64,
 }
@@ -83,6 +85,7 @@ impl Node {
                 cancelled_caught: false,
             }),
             instruments: OnceLock::new(),
+            local: OnceLock::new(),
             effectively_cancelled: AtomicBool::new(false),
             effective_deadline: AtomicI64::new(NO_DEADLINE),
         })
@@ -94,6 +97,23 @@ impl Node {
 
     pub(crate) fn set_instruments(&self, instruments: Arc<Instruments>) {
         let _ = self.instruments.set(instruments);
+    }
+
+    /// Sets the node's local value (once, before code runs in it).
+    pub(crate) fn set_local(&self, value: Arc<dyn std::any::Any + Send + Sync>) {
+        let _ = self.local.set(value);
+    }
+
+    /// The nearest local value of type `T`, from this node up through its parents.
+    pub(crate) fn find_local<T: Clone + 'static>(self: &Arc<Self>) -> Option<T> {
+        let mut node = self.clone();
+        loop {
+            if let Some(value) = node.local.get().and_then(|v| v.downcast_ref::<T>()) {
+                return Some(value.clone());
+            }
+            let parent = node.lock().parent.as_ref().map(|p| p.node.clone())?;
+            node = parent;
+        }
     }
 
     /// A node below `parent` (or a root when there is none), already entered.
