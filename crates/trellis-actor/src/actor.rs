@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use trellis::{Cancelled, Nursery};
-use trellis_wire::{ActorId, Hello, PROTOCOL_VERSION, Side};
+use trellis_wire::{ActorId, Hello, PROTOCOL_VERSION, Payload, Side};
 
 use crate::conn::{Conn, Serve};
 use crate::functions::Functions;
+use crate::nursery::Portal;
+use crate::registry::{Entry, FIND, REGISTER, Registry, UNREGISTER, WAIT_FOR};
+use crate::transport;
 use crate::transport::{Addr, Listener, Reader, Transport, Writer};
 
 /// Environment variables through which a parent tells a child process who it is.
@@ -23,6 +26,7 @@ pub(crate) mod env {
     pub(crate) const PARENT: &str = "TRELLIS_ACTOR_PARENT";
     pub(crate) const PARENT_PID: &str = "TRELLIS_ACTOR_PARENT_PID";
     pub(crate) const TRANSPORT: &str = "TRELLIS_ACTOR_TRANSPORT";
+    pub(crate) const REGISTRAR: &str = "TRELLIS_ACTOR_REGISTRAR";
 }
 
 /// Exit status of a child actor whose parent went away.
@@ -37,6 +41,7 @@ pub struct Config {
     pub(crate) grace: Duration,
     pub(crate) child_args: Vec<OsString>,
     pub(crate) spawn_timeout: Duration,
+    pub(crate) registrar: Option<Addr>,
 }
 
 impl Config {
@@ -48,7 +53,16 @@ impl Config {
             grace: Duration::from_secs(2),
             child_args: Vec::new(),
             spawn_timeout: Duration::from_secs(10),
+            registrar: None,
         }
+    }
+
+    /// The registrar for a root actor to use, instead of being the registrar of its tree
+    /// (actors of several trees, on one host or many, then find each other there).
+    #[must_use]
+    pub fn registrar(mut self, registrar: Addr) -> Self {
+        self.registrar = Some(registrar);
+        self
     }
 
     /// How actors reach each other.
@@ -101,6 +115,10 @@ pub(crate) struct Inner {
     pub(crate) io: Nursery,
     /// Served calls and the root body run here; cancelling it cancels the actor.
     pub(crate) work: Nursery,
+    /// Where the registrar listens (this actor's own address if it is the registrar).
+    pub(crate) registrar: Addr,
+    /// The table, when this actor is the registrar.
+    registry: Option<Arc<Registry>>,
     state: Mutex<State>,
 }
 
@@ -109,6 +127,8 @@ struct State {
     /// Children spawned and not yet connected back, by uid.
     expected: HashMap<String, oneshot::Sender<Accepted>>,
     conns: Vec<Conn>,
+    /// Connections this actor opened to others, by the peer's address.
+    peers: HashMap<Addr, Conn>,
     cancelled_by: Option<ActorId>,
 }
 
@@ -117,28 +137,45 @@ pub(crate) struct Accepted {
     pub(crate) conn: Conn,
 }
 
-tokio::task_local! {
-    static CURRENT: Actor;
-}
-
-/// The actor this code runs in: inside the root body given to [`main`] or [`run_root`], and
-/// inside functions served to other actors.
+/// The actor this code runs in: inside the root body given to [`main`] or [`run_root`],
+/// inside functions served to other actors, and in every task these start in trellis nurseries
+/// (it is a [`trellis::with_local`] value).
 ///
 /// # Panics
 ///
-/// Outside those (for example in a task spawned from them: pass the [`Actor`] along instead).
+/// Outside an actor (in a plain `tokio::spawn`ed task, say: pass the [`Actor`] along there).
 pub fn current() -> Actor {
-    try_current().expect("not inside a trellis actor (pass the Actor handle to spawned tasks)")
+    try_current().expect("not inside a trellis actor")
 }
 
 /// Runs `future` as code of `actor` (for [`current`]).
 pub(crate) async fn in_actor<F: Future>(actor: Actor, future: F) -> F::Output {
-    CURRENT.scope(actor, future).await
+    trellis::with_local(actor, future).await
+}
+
+/// A portal to the first actor registered as `name` in this tree, if any (see
+/// [`Actor::find_actor`]).
+///
+/// # Errors
+///
+/// When the registrar or the actor cannot be reached; `Cancelled`.
+pub async fn find_actor(name: &str) -> Result<Option<Portal>, trellis::Error> {
+    current().find_actor(name).await
+}
+
+/// A portal to the first actor registered as `name`, once there is one (see
+/// [`Actor::wait_for_actor`]).
+///
+/// # Errors
+///
+/// When the registrar or the actor cannot be reached; `Cancelled`.
+pub async fn wait_for_actor(name: &str) -> Result<Portal, trellis::Error> {
+    current().wait_for_actor(name).await
 }
 
 /// [`current`], or `None` outside an actor.
 pub fn try_current() -> Option<Actor> {
-    CURRENT.try_with(Clone::clone).ok()
+    trellis::local::<Actor>()
 }
 
 impl Actor {
@@ -174,11 +211,141 @@ impl Actor {
         }
     }
 
+    /// The registry's table, when this actor is the registrar.
+    pub(crate) fn registry(&self) -> Option<&Arc<Registry>> {
+        self.inner.registry.as_ref()
+    }
+
+    /// Where the registrar of this tree listens.
+    pub fn registrar(&self) -> &Addr {
+        &self.inner.registrar
+    }
+
+    fn entry(&self) -> Entry {
+        Entry {
+            name: self.inner.id.name.clone(),
+            uid: self.inner.id.uid.clone(),
+            addr: self.inner.addr.to_string(),
+        }
+    }
+
+    /// A connection to the actor listening at `addr`: the one open already, or a new one.
+    pub(crate) async fn connect(&self, addr: &Addr) -> Result<Conn, trellis::Error> {
+        if let Some(conn) = self.lock().peers.get(addr)
+            && conn.end().is_none()
+        {
+            return Ok(conn.clone());
+        }
+        let (mut reader, mut writer) = trellis::cancellable(transport::connect(addr))
+            .await?
+            .map_err(|e| crate::ActorError::Io {
+                context: format!("connecting to {addr}"),
+                source: e,
+            })?;
+        let (conn, buf) =
+            Conn::handshake(Side::Connector, self.hello(), &mut reader, &mut writer).await?;
+        self.adopt(conn.clone(), reader, writer, buf)?;
+        self.lock().peers.insert(addr.clone(), conn.clone());
+        Ok(conn)
+    }
+
+    /// Remembers the connection to the actor at `addr` (the parent's, say) for reuse.
+    pub(crate) fn remember_peer(&self, addr: Addr, conn: Conn) {
+        self.lock().peers.insert(addr, conn);
+    }
+
+    async fn registrar_conn(&self) -> Result<Conn, trellis::Error> {
+        let registrar = self.inner.registrar.clone();
+        self.connect(&registrar).await
+    }
+
+    /// Registers this actor with the registrar.
+    pub(crate) async fn register(&self) -> Result<(), trellis::Error> {
+        if let Some(registry) = &self.inner.registry {
+            registry.register(self.entry(), None);
+            return Ok(());
+        }
+        let args = Payload::encode(&(self.entry(),)).map_err(crate::ActorError::from)?;
+        self.registrar_conn().await?.call(REGISTER, args).await?;
+        Ok(())
+    }
+
+    /// Unregisters this actor, best effort and briefly: its registration goes with its
+    /// connection to the registrar anyway.
+    async fn unregister(&self) {
+        if let Some(registry) = &self.inner.registry {
+            registry.unregister(&self.inner.id.uid);
+            return;
+        }
+        let conn = self.lock().peers.get(&self.inner.registrar).cloned();
+        let Some(conn) = conn else { return };
+        let Ok(args) = Payload::encode(&(self.inner.id.uid.clone(),)) else {
+            return;
+        };
+        let _ =
+            trellis::move_on_after(Duration::from_millis(200), conn.call(UNREGISTER, args)).await;
+    }
+
+    /// A portal to the first actor registered as `name`, if any.
+    ///
+    /// # Errors
+    ///
+    /// When the registrar or the actor cannot be reached; `Cancelled`.
+    pub async fn find_actor(&self, name: &str) -> Result<Option<Portal>, trellis::Error> {
+        let entry = match &self.inner.registry {
+            Some(registry) => registry.find(name),
+            None => {
+                let args = Payload::encode(&(name,)).map_err(crate::ActorError::from)?;
+                let reply = self.registrar_conn().await?.call(FIND, args).await?;
+                reply
+                    .decode::<Option<Entry>>()
+                    .map_err(crate::ActorError::from)?
+            }
+        };
+        match entry {
+            Some(entry) => Ok(Some(self.portal_to(&entry).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A portal to the first actor registered as `name`, waiting until there is one.
+    ///
+    /// # Errors
+    ///
+    /// When the registrar or the actor cannot be reached; `Cancelled`.
+    pub async fn wait_for_actor(&self, name: &str) -> Result<Portal, trellis::Error> {
+        let entry = match &self.inner.registry {
+            Some(registry) => registry.wait_for(name).await?,
+            None => {
+                let args = Payload::encode(&(name,)).map_err(crate::ActorError::from)?;
+                let reply = self.registrar_conn().await?.call(WAIT_FOR, args).await?;
+                reply.decode::<Entry>().map_err(crate::ActorError::from)?
+            }
+        };
+        self.portal_to(&entry).await
+    }
+
+    async fn portal_to(&self, entry: &Entry) -> Result<Portal, trellis::Error> {
+        let addr: Addr = entry
+            .addr
+            .parse()
+            .map_err(|e: crate::BadAddr| trellis::Error::msg(e))?;
+        Ok(Portal::new(self.connect(&addr).await?))
+    }
+
     /// Announces a child about to connect back with `uid`.
     pub(crate) fn expect_child(&self, uid: &str) -> oneshot::Receiver<Accepted> {
         let (tx, rx) = oneshot::channel();
         self.lock().expected.insert(uid.to_owned(), tx);
         rx
+    }
+
+    /// A child reports ready over `conn`: hands the connection to its spawner.
+    pub(crate) fn child_ready(&self, conn: &Conn) {
+        let expected = self.lock().expected.remove(&conn.peer().actor.uid);
+        if let Some(expected) = expected {
+            let _ = expected.send(Accepted { conn: conn.clone() });
+        }
     }
 
     pub(crate) fn forget_child(&self, uid: &str) {
@@ -202,13 +369,20 @@ impl Actor {
         buf: bytes::BytesMut,
     ) -> Result<(), trellis::Error> {
         self.lock().conns.push(conn.clone());
+        if let Some(registry) = &self.inner.registry {
+            let (registry, key) = (registry.clone(), conn.key());
+            conn.on_end(move || registry.connection_ended(key));
+        }
         let serve = self.serve();
         let actor = self.clone();
         let c = conn.clone();
         self.inner.io.start_soon(async move {
-            let run = CURRENT.scope(actor.clone(), c.clone().run(reader, writer, buf, serve));
+            let run = in_actor(actor.clone(), c.clone().run(reader, writer, buf, serve));
             let result = run.await;
-            actor.lock().conns.retain(|other| !other.same(&c));
+            let mut state = actor.lock();
+            state.conns.retain(|other| !other.same(&c));
+            state.peers.retain(|_, other| !other.same(&c));
+            drop(state);
             result
         })?;
         Ok(())
@@ -244,12 +418,9 @@ impl Actor {
                         return Ok(());
                     }
                 };
-                let uid = conn.peer().actor.uid.clone();
-                actor.adopt(conn.clone(), reader, writer, buf)?;
-                let expected = actor.lock().expected.remove(&uid);
-                if let Some(expected) = expected {
-                    let _ = expected.send(Accepted { conn });
-                }
+                // A child reports ready (registered and serving) with a call over this
+                // connection: see `child_ready`.
+                actor.adopt(conn, reader, writer, buf)?;
                 Ok::<_, trellis::Error>(())
             })?;
         }
@@ -298,6 +469,7 @@ pub(crate) fn new_uid() -> String {
 pub(crate) async fn run_actor<B, Fut, T>(
     id: ActorId,
     config: Config,
+    registrar: Option<Addr>,
     body: B,
 ) -> Result<Option<T>, trellis::Error>
 where
@@ -318,6 +490,8 @@ where
                 inner: Arc::new(Inner {
                     id,
                     config,
+                    registry: registrar.is_none().then(Default::default),
+                    registrar: registrar.unwrap_or_else(|| addr.clone()),
                     addr,
                     io: work_io.clone(),
                     work: work.clone(),
@@ -325,13 +499,14 @@ where
                 }),
             };
             work_io.start_soon(actor.clone().accept_loop(listener))?;
-            let outcome = CURRENT.scope(actor.clone(), body(actor.clone())).await;
+            let outcome = in_actor(actor.clone(), body(actor.clone())).await;
             // The body is done: stop serving, say goodbye.
             work.cancel();
             Ok::<_, trellis::Error>((outcome, actor))
         })
         .await?;
         if let Some((_, actor)) = &result {
+            actor.unregister().await;
             actor.close_all().await;
         }
         io.cancel();
@@ -405,7 +580,11 @@ where
     Fut: Future<Output = Result<T, trellis::Error>>,
 {
     let id = ActorId::new(name, new_uid());
-    run_actor(id, config, |_| root())
-        .await?
-        .ok_or_else(|| Cancelled.into())
+    let registrar = config.registrar.clone();
+    run_actor(id, config, registrar, |actor| async move {
+        actor.register().await?;
+        root().await
+    })
+    .await?
+    .ok_or_else(|| Cancelled.into())
 }

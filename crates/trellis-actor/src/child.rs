@@ -4,10 +4,10 @@
 use std::str::FromStr;
 
 use nix::sys::signal::Signal;
-use trellis_wire::{ActorId, Side};
+use trellis_wire::{ActorId, Payload, Side};
 
 use crate::actor::{Config, EXIT_PARENT_LOST, env, run_actor};
-use crate::conn::{Conn, End};
+use crate::conn::{CHILD_READY, Conn, End};
 use crate::transport::{self, Addr, Transport};
 
 /// How a child's service ended.
@@ -29,7 +29,7 @@ pub(crate) fn serve(config: Config) -> ! {
         std::process::exit(EXIT_PARENT_LOST.into());
     }
     let code = match setup(config) {
-        Ok((id, config, parent)) => run(id, config, parent),
+        Ok((id, config, parent, registrar)) => run(id, config, parent, registrar),
         Err(message) => {
             eprintln!("trellis-actor: bad child environment: {message}");
             2
@@ -38,10 +38,11 @@ pub(crate) fn serve(config: Config) -> ! {
     std::process::exit(code);
 }
 
-fn setup(config: Config) -> Result<(ActorId, Config, Addr), String> {
+fn setup(config: Config) -> Result<(ActorId, Config, Addr, Addr), String> {
     let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
     let id = ActorId::new(var(env::NAME)?, var(env::UID)?);
     let parent = Addr::from_str(&var(env::PARENT)?).map_err(|e| e.to_string())?;
+    let registrar = Addr::from_str(&var(env::REGISTRAR)?).map_err(|e| e.to_string())?;
     let transport = match var(env::TRANSPORT)?.as_str() {
         "unix" => Transport::Unix,
         tcp => match tcp.strip_prefix("tcp:").map(str::parse) {
@@ -49,14 +50,14 @@ fn setup(config: Config) -> Result<(ActorId, Config, Addr), String> {
             _ => return Err(format!("bad {}: {tcp:?}", env::TRANSPORT)),
         },
     };
-    Ok((id, config.transport(transport), parent))
+    Ok((id, config.transport(transport), parent, registrar))
 }
 
-fn run(id: ActorId, config: Config, parent: Addr) -> i32 {
+fn run(id: ActorId, config: Config, parent: Addr, registrar: Addr) -> i32 {
     // A child is small: one thread unless its functions need more.
     let outcome = trellis::Runner::current_thread()
         .handle_ctrl_c(false)
-        .run(run_actor(id, config, |actor| async move {
+        .run(run_actor(id, config, Some(registrar), |actor| async move {
             let (mut reader, mut writer) = trellis::cancellable(transport::connect(&parent))
                 .await?
                 .map_err(|e| crate::ActorError::Io {
@@ -66,6 +67,9 @@ fn run(id: ActorId, config: Config, parent: Addr) -> i32 {
             let (conn, buf) =
                 Conn::handshake(Side::Connector, actor.hello(), &mut reader, &mut writer).await?;
             actor.adopt(conn.clone(), reader, writer, buf)?;
+            actor.remember_peer(parent, conn.clone());
+            actor.register().await?;
+            conn.call(CHILD_READY, Payload::unit()).await?;
             Ok(match conn.ended().await {
                 Err(_cancelled) => Exit::Cancelled,
                 Ok(End::Goodbye | End::Lost(_)) => Exit::ParentLost,

@@ -23,6 +23,9 @@ use crate::transport::{Reader, Writer};
 /// The reserved function that asks an actor to cancel itself and exit.
 pub(crate) const CANCEL_ACTOR: &str = "trellis.cancel_actor";
 
+/// The reserved function a new child calls in its parent once it is registered and serving.
+pub(crate) const CHILD_READY: &str = "trellis.child_ready";
+
 /// How long a caller that was cancelled waits for the callee to acknowledge the cancellation
 /// before giving up on the call.
 const CANCEL_ACK_WAIT: Duration = Duration::from_secs(2);
@@ -50,6 +53,8 @@ struct Inner {
     wake_writer: Notify,
     /// Set once the connection ended, both ways.
     ended: Event,
+    /// Run when the connection ends, before `ended` is set.
+    on_end: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 struct State {
@@ -134,6 +139,7 @@ impl Conn {
                 }),
                 wake_writer: Notify::new(),
                 ended: Event::new(),
+                on_end: Mutex::new(None),
             }),
         };
         Ok((conn, buf))
@@ -141,6 +147,16 @@ impl Conn {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Identifies the connection (for registrations made over it).
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    /// Runs `hook` when the connection ends, before [`ended`](Conn::ended) returns.
+    pub(crate) fn on_end(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.inner.on_end.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
     }
 
     /// Whether both handles are of the same connection.
@@ -209,6 +225,15 @@ impl Conn {
             serving.scope.cancel();
         }
         self.inner.wake_writer.notify_one();
+        let hook = self
+            .inner
+            .on_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            hook();
+        }
         self.inner.ended.set();
     }
 
@@ -357,20 +382,31 @@ impl Conn {
                 error: Box::new(runtime_report(local, kind, text)),
             });
         };
-        if function == CANCEL_ACTOR {
+        if function == CANCEL_ACTOR || function == CHILD_READY {
             let _ = self.send(&Message::StartAck { cid });
             let _ = self.send(&Message::Return {
                 cid,
                 value: Payload::unit(),
             });
-            serve.actor.cancel_by(self.inner.peer.actor.clone());
+            if function == CANCEL_ACTOR {
+                serve.actor.cancel_by(self.inner.peer.actor.clone());
+            } else {
+                serve.actor.child_ready(self);
+            }
             return;
         }
-        let Some(handler) = serve.functions.get(function) else {
-            return refuse(
-                ErrorKind::UnknownFunction,
-                format!("no function named `{function}` in actor {local}"),
-            );
+        let builtin = serve.actor.registry().and_then(|registry| {
+            crate::registry::serve(registry, function, args.clone(), self.key())
+        });
+        let call = match (builtin, serve.functions.get(function)) {
+            (Some(builtin), _) => builtin,
+            (None, Some(handler)) => handler(args),
+            (None, None) => {
+                return refuse(
+                    ErrorKind::UnknownFunction,
+                    format!("no function named `{function}` in actor {local}"),
+                );
+            }
         };
         if kind != CallKind::Run {
             return refuse(
@@ -391,7 +427,7 @@ impl Conn {
         let actor = serve.actor.clone();
         let spawned = serve.work.start_soon(async move {
             let call = async {
-                match handler(args).await {
+                match call.await {
                     Err(CallFailure::Failed(e)) if e.is_cancelled() => Err(e),
                     other => Ok::<_, trellis::Error>(other),
                 }

@@ -34,9 +34,12 @@ mod conn;
 mod error;
 mod functions;
 mod nursery;
+mod registry;
 mod transport;
 
-pub use actor::{Actor, Config, current, main, main_with, run_root, try_current};
+pub use actor::{
+    Actor, Config, current, find_actor, main, main_with, run_root, try_current, wait_for_actor,
+};
 pub use error::{ActorError, BadArguments, RemoteActorError, UnknownFunction};
 pub use functions::{Functions, RemoteFn, ServeFn};
 pub use nursery::{ActorNursery, Portal, RunHandle, open_nursery};

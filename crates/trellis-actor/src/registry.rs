@@ -1,0 +1,131 @@
+//! The registry: which actor runs where. One actor of a tree is the registrar (the root,
+//! unless configured otherwise); every other actor registers with it when it starts and
+//! unregisters when it exits. A registration belongs to the connection that made it, so an
+//! actor that dies without unregistering (killed) leaves no stale entry behind: its entry goes
+//! with its connection.
+
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use trellis::Cancelled;
+use trellis_wire::Payload;
+
+use crate::functions::{BoxFuture, CallFailure};
+
+pub(crate) const REGISTER: &str = "trellis.register";
+pub(crate) const UNREGISTER: &str = "trellis.unregister";
+pub(crate) const FIND: &str = "trellis.find";
+pub(crate) const WAIT_FOR: &str = "trellis.wait_for";
+
+/// An actor as the registry knows it: name, unique id, listening address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    pub(crate) name: String,
+    pub(crate) uid: String,
+    pub(crate) addr: String,
+}
+
+/// The registrar's table, in registration order.
+#[derive(Default)]
+pub(crate) struct Registry {
+    entries: Mutex<Vec<(Entry, Option<usize>)>>,
+    changed: Notify,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Entry, Option<usize>)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `entry`, made over the connection `conn` (none for the registrar itself).
+    pub(crate) fn register(&self, entry: Entry, conn: Option<usize>) {
+        let mut entries = self.lock();
+        entries.retain(|(e, _)| e.uid != entry.uid);
+        tracing::debug!(name = %entry.name, addr = %entry.addr, "actor registered");
+        entries.push((entry, conn));
+        drop(entries);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn unregister(&self, uid: &str) {
+        self.lock().retain(|(e, _)| e.uid != uid);
+    }
+
+    /// The connection `conn` ended: what was registered over it goes.
+    pub(crate) fn connection_ended(&self, conn: usize) {
+        self.lock().retain(|(e, c)| {
+            let stale = *c == Some(conn);
+            if stale {
+                tracing::debug!(name = %e.name, "actor gone: registration removed");
+            }
+            !stale
+        });
+    }
+
+    /// The first registered actor named `name`.
+    pub(crate) fn find(&self, name: &str) -> Option<Entry> {
+        self.lock()
+            .iter()
+            .find(|(e, _)| e.name == name)
+            .map(|(e, _)| e.clone())
+    }
+
+    /// Waits until an actor named `name` is registered.
+    pub(crate) async fn wait_for(&self, name: &str) -> Result<Entry, Cancelled> {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(entry) = self.find(name) {
+                return Ok(entry);
+            }
+            trellis::cancellable(changed).await?;
+        }
+    }
+}
+
+/// Serves a registry request made over connection `conn`, if `function` is one.
+pub(crate) fn serve(
+    registry: &std::sync::Arc<Registry>,
+    function: &str,
+    args: Payload,
+    conn: usize,
+) -> Option<BoxFuture<Result<Payload, CallFailure>>> {
+    let registry = registry.clone();
+    let decode = |args: &Payload| {
+        args.decode::<(String,)>()
+            .map(|(s,)| s)
+            .map_err(|e| CallFailure::BadArguments(e.to_string()))
+    };
+    Some(match function {
+        REGISTER => Box::pin(async move {
+            let (entry,) = args
+                .decode::<(Entry,)>()
+                .map_err(|e| CallFailure::BadArguments(e.to_string()))?;
+            registry.register(entry, Some(conn));
+            reply(&())
+        }),
+        UNREGISTER => Box::pin(async move {
+            registry.unregister(&decode(&args)?);
+            reply(&())
+        }),
+        FIND => Box::pin(async move {
+            let found = registry.find(&decode(&args)?);
+            reply(&found)
+        }),
+        WAIT_FOR => Box::pin(async move {
+            let name = decode(&args)?;
+            let entry = registry
+                .wait_for(&name)
+                .await
+                .map_err(|c| CallFailure::Failed(c.into()))?;
+            reply(&entry)
+        }),
+        _ => return None,
+    })
+}
+
+fn reply<T: Serialize>(value: &T) -> Result<Payload, CallFailure> {
+    Payload::encode(value).map_err(|e| CallFailure::BadResult(e.to_string()))
+}
