@@ -87,7 +87,7 @@ fn registered_then_unregistered(transport: Transport) {
 fn wait_for_an_actor(transport: Transport) {
     root(transport, || async {
         open_nursery(|an| async move {
-            trellis::open_nursery(|n| async move {
+            let opened = trellis::open_nursery(|n| async move {
                 let waiter = n.start_soon(async {
                     let portal = wait_for_actor("late").await?;
                     Ok::<_, trellis::Error>(portal.actor_id().uid.clone())
@@ -96,11 +96,10 @@ fn wait_for_an_actor(transport: Transport) {
                 let uid = late.actor_id().uid.clone();
                 Ok::<_, trellis::Error>((waiter, uid))
             })
-            .await
-            .map(|opened| {
-                let (mut waiter, uid) = opened.expect("not cancelled");
-                assert_eq!(waiter.take_value(), Some(uid));
-            })
+            .await?;
+            let (mut waiter, uid) = opened.expect("not cancelled");
+            assert_eq!(waiter.take_value(), Some(uid));
+            Ok(())
         })
         .await
     })
@@ -147,7 +146,7 @@ fn children_find_each_other(transport: Transport) {
             let (uid, sum) = a.run(call_peer, ("b".to_owned(),)).await?;
             assert_eq!(uid, b.actor_id().uid);
             assert_eq!(sum, 42);
-            trellis::open_nursery(|n| async move {
+            let answer = trellis::open_nursery(|n| async move {
                 let waiting = a.clone();
                 let answer =
                     n.start_soon(
@@ -157,7 +156,8 @@ fn children_find_each_other(transport: Transport) {
                 Ok::<_, trellis::Error>(answer)
             })
             .await?
-            .map(|answer| assert_eq!(answer.into_value(), Some(2)));
+            .expect("not cancelled");
+            assert_eq!(answer.into_value(), Some(2));
             Ok(())
         })
         .await
