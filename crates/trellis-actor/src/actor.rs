@@ -198,6 +198,11 @@ impl Actor {
         self.cancel_by(self.inner.id.clone());
     }
 
+    /// Who asked this actor to cancel itself, once someone has.
+    pub(crate) fn cancelled_by(&self) -> Option<ActorId> {
+        self.lock().cancelled_by.clone()
+    }
+
     pub(crate) fn cancel_by(&self, requested_by: ActorId) {
         self.lock().cancelled_by.get_or_insert(requested_by);
         self.inner.work.cancel();
@@ -369,6 +374,7 @@ impl Actor {
         buf: bytes::BytesMut,
     ) -> Result<(), trellis::Error> {
         self.lock().conns.push(conn.clone());
+        conn.set_functions(self.inner.config.functions.clone());
         if let Some(registry) = &self.inner.registry {
             let (registry, key) = (registry.clone(), conn.key());
             conn.on_end(move || registry.connection_ended(key));

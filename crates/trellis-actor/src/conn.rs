@@ -55,6 +55,8 @@ struct Inner {
     ended: Event,
     /// Run when the connection ends, before `ended` is set.
     on_end: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The actor's functions and error types, once the connection is adopted.
+    functions: std::sync::OnceLock<Arc<Functions>>,
 }
 
 struct State {
@@ -140,6 +142,7 @@ impl Conn {
                 wake_writer: Notify::new(),
                 ended: Event::new(),
                 on_end: Mutex::new(None),
+                functions: std::sync::OnceLock::new(),
             }),
         };
         Ok((conn, buf))
@@ -147,6 +150,15 @@ impl Conn {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The error types to rebuild remote failures with (and to send our own as values).
+    pub(crate) fn set_functions(&self, functions: Arc<Functions>) {
+        let _ = self.inner.functions.set(functions);
+    }
+
+    fn functions(&self) -> Arc<Functions> {
+        self.inner.functions.get().cloned().unwrap_or_default()
     }
 
     /// Identifies the connection (for registrations made over it).
@@ -432,8 +444,8 @@ impl Conn {
                     other => Ok::<_, trellis::Error>(other),
                 }
             };
-            let outcome = crate::actor::in_actor(actor, scope.run(call)).await;
-            conn.finish_serving(cid, outcome);
+            let outcome = crate::actor::in_actor(actor.clone(), scope.run(call)).await;
+            conn.finish_serving(cid, outcome, actor.cancelled_by());
             Ok::<_, trellis::Error>(())
         });
         if spawned.is_err() {
@@ -455,6 +467,7 @@ impl Conn {
         &self,
         cid: u64,
         outcome: Result<Option<Result<Payload, CallFailure>>, trellis::Error>,
+        actor_cancelled_by: Option<ActorId>,
     ) {
         let serving = self.lock().serving.remove(&cid);
         let local = &self.inner.local;
@@ -472,18 +485,22 @@ impl Conn {
                         ErrorKind::Failed,
                         format!("the result does not encode: {text}"),
                     ),
-                    CallFailure::Failed(error) => report(local, ErrorKind::Failed, &error),
+                    CallFailure::Failed(error) => {
+                        report(local, ErrorKind::Failed, &error, &self.functions())
+                    }
                 };
                 Message::Error {
                     cid: Some(cid),
                     error: Box::new(report),
                 }
             }
-            // Cancelled: at the caller's request, or because this actor is shutting down.
+            // Cancelled: at the caller's request, or because this actor was cancelled (by
+            // whoever asked for that).
             Ok(None) | Err(_) => Message::CancelAck {
                 cid,
                 requested_by: serving
                     .and_then(|s| s.cancelled_by)
+                    .or(actor_cancelled_by)
                     .unwrap_or_else(|| local.clone()),
             },
         };
@@ -598,7 +615,9 @@ impl Conn {
     fn outcome(&self, message: Message) -> Result<Payload, trellis::Error> {
         match message {
             Message::Return { value, .. } => Ok(value),
-            Message::Error { error, .. } => Err(RemoteActorError::into_error(*error)),
+            Message::Error { error, .. } => {
+                Err(RemoteActorError::into_error(*error, &self.functions()))
+            }
             Message::CancelAck { requested_by, .. } => {
                 if requested_by == self.inner.local {
                     Err(Cancelled.into())

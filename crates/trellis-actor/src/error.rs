@@ -2,18 +2,24 @@
 
 use std::fmt;
 
+use std::sync::Arc;
+
 use trellis_wire::{ActorId, ErrorKind, ErrorReport};
+
+use crate::functions::Functions;
 
 /// A failure in another actor: its name and id, the error's type name, text, source chain and,
 /// when captured, the remote backtrace.
 ///
 /// A failure that was itself a group (an actor whose own children failed) arrives as an
 /// [`trellis::ErrorGroup`] of `RemoteActorError`s instead, nested as the tree was.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct RemoteActorError {
     report: ErrorReport,
     /// `report.chain`, linked for `source()`.
     cause: Option<Box<Cause>>,
+    /// The error value itself, when its type is registered on this side.
+    rebuilt: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 /// One link of a remote source chain.
@@ -36,28 +42,43 @@ impl std::error::Error for Cause {
 }
 
 impl RemoteActorError {
-    /// The error a report describes (a group becomes a [`trellis::ErrorGroup`]).
-    pub(crate) fn into_error(report: ErrorReport) -> trellis::Error {
+    /// The error a report describes (a group becomes a [`trellis::ErrorGroup`]); values of
+    /// error types registered in `functions` are rebuilt.
+    pub(crate) fn into_error(report: ErrorReport, functions: &Functions) -> trellis::Error {
         if report.kind == ErrorKind::Group {
             let message = format!("{} in actor {}", report.message, report.actor);
             let members = report
                 .group
                 .into_iter()
-                .map(RemoteActorError::into_error)
+                .map(|member| RemoteActorError::into_error(member, functions))
                 .collect();
             return trellis::ErrorGroup::new(message, members).into();
         }
-        trellis::Error::new(RemoteActorError::new(report))
+        trellis::Error::new(RemoteActorError::new(report, functions))
     }
 
-    pub(crate) fn new(report: ErrorReport) -> Self {
+    pub(crate) fn new(report: ErrorReport, functions: &Functions) -> Self {
         let cause = report.chain.iter().rev().fold(None, |next, message| {
             Some(Box::new(Cause {
                 message: message.clone(),
                 next,
             }))
         });
-        RemoteActorError { report, cause }
+        let rebuilt = report
+            .value
+            .as_deref()
+            .and_then(|value| functions.decode_error(&report.type_name, value));
+        RemoteActorError {
+            report,
+            cause,
+            rebuilt,
+        }
+    }
+
+    /// The remote error as its real type `E`, when `E` was registered with
+    /// [`Functions::error_type`] on both sides.
+    pub fn rebuilt<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.rebuilt.as_deref()?.downcast_ref::<E>()
     }
 
     /// The actor the error happened in.
@@ -127,14 +148,30 @@ impl fmt::Debug for RemoteActorError {
     }
 }
 
+impl PartialEq for RemoteActorError {
+    fn eq(&self, other: &Self) -> bool {
+        self.report == other.report
+    }
+}
+
+/// The source is the rebuilt error when there is one (its own sources follow), otherwise the
+/// remote causes as text.
 impl std::error::Error for RemoteActorError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.cause.as_deref().map(|c| c as _)
+        match &self.rebuilt {
+            Some(rebuilt) => Some(rebuilt.as_ref()),
+            None => self.cause.as_deref().map(|c| c as _),
+        }
     }
 }
 
 /// Builds the report of an error raised in this actor.
-pub(crate) fn report(actor: &ActorId, kind: ErrorKind, error: &trellis::Error) -> ErrorReport {
+pub(crate) fn report(
+    actor: &ActorId,
+    kind: ErrorKind,
+    error: &trellis::Error,
+    functions: &Functions,
+) -> ErrorReport {
     if let Some(group) = error.as_group() {
         return ErrorReport {
             actor: actor.clone(),
@@ -147,7 +184,7 @@ pub(crate) fn report(actor: &ActorId, kind: ErrorKind, error: &trellis::Error) -
             group: group
                 .errors()
                 .iter()
-                .map(|e| report(actor, kind.clone(), e))
+                .map(|e| report(actor, kind.clone(), e, functions))
                 .collect(),
         };
     }
@@ -162,7 +199,7 @@ pub(crate) fn report(actor: &ActorId, kind: ErrorKind, error: &trellis::Error) -
         message: error.to_string(),
         chain: error.chain().skip(1).map(|e| e.to_string()).collect(),
         backtrace: None,
-        value: None,
+        value: functions.encode_error(error),
         group: Vec::new(),
     }
 }

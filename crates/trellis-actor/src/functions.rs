@@ -101,6 +101,14 @@ remote_fn!(A, B, C, D, G, H);
 #[derive(Clone, Default)]
 pub struct Functions {
     map: HashMap<String, Handler>,
+    errors: HashMap<&'static str, ErrorType>,
+}
+
+/// How an error type registered with [`Functions::error_type`] crosses the wire.
+#[derive(Clone)]
+struct ErrorType {
+    encode: Arc<dyn Fn(&trellis::Error) -> Option<Vec<u8>> + Send + Sync>,
+    decode: Arc<dyn Fn(&[u8]) -> Option<Arc<dyn std::error::Error + Send + Sync>> + Send + Sync>,
 }
 
 impl std::fmt::Debug for Functions {
@@ -157,6 +165,44 @@ impl Functions {
         let previous = self.map.insert(name.to_owned(), handler);
         assert!(previous.is_none(), "function {name} registered twice");
         self
+    }
+
+    /// Lets errors of type `E` cross actors as values: a remote function failing with an `E`
+    /// sends the value along, and the caller's [`RemoteActorError`](crate::RemoteActorError)
+    /// gives it back as a real `E` ([`RemoteActorError::rebuilt`](crate::RemoteActorError::rebuilt)).
+    /// Other errors still arrive with their type name, text and causes.
+    #[must_use]
+    pub fn error_type<E>(mut self) -> Self
+    where
+        E: std::error::Error + Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let error_type = ErrorType {
+            encode: Arc::new(|error: &trellis::Error| {
+                let value = error.downcast_ref::<E>()?;
+                Payload::encode(value).ok().map(|p| p.as_bytes().to_vec())
+            }),
+            decode: Arc::new(|bytes: &[u8]| {
+                let payload = Payload::from_bytes(bytes.to_vec().into()).ok()?;
+                let value: E = payload.decode().ok()?;
+                Some(Arc::new(value) as Arc<dyn std::error::Error + Send + Sync>)
+            }),
+        };
+        self.errors.insert(std::any::type_name::<E>(), error_type);
+        self
+    }
+
+    /// The value of `error` for the wire, if its type is registered.
+    pub(crate) fn encode_error(&self, error: &trellis::Error) -> Option<Vec<u8>> {
+        (self.errors.get(error.type_name())?.encode)(error)
+    }
+
+    /// The error of type `type_name` rebuilt from its value, if the type is registered.
+    pub(crate) fn decode_error(
+        &self,
+        type_name: &str,
+        value: &[u8],
+    ) -> Option<Arc<dyn std::error::Error + Send + Sync>> {
+        (self.errors.get(type_name)?.decode)(value)
     }
 
     /// Whether a function is registered under `name`.

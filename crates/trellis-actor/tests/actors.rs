@@ -29,6 +29,48 @@ async fn pid() -> Result<u32, trellis::Error> {
     Ok(std::process::id())
 }
 
+/// An error type whose values cross actors (registered with `error_type`).
+#[derive(Debug, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+enum Insufficient {
+    #[error("need {need}, have {have}")]
+    Funds { need: u64, have: u64 },
+}
+
+async fn withdraw(amount: u64) -> Result<u64, trellis::Error> {
+    Err(Insufficient::Funds {
+        need: amount,
+        have: 3,
+    }
+    .into())
+}
+
+static SLEEPERS: AtomicU32 = AtomicU32::new(0);
+
+/// Sleeps until cancelled, counted in `SLEEPERS` while it sleeps.
+async fn counted_sleep() -> Result<(), trellis::Error> {
+    SLEEPERS.fetch_add(1, Ordering::SeqCst);
+    let slept = trellis::sleep_forever().await;
+    SLEEPERS.fetch_sub(1, Ordering::SeqCst);
+    slept?;
+    Ok(())
+}
+
+async fn sleepers() -> Result<u32, trellis::Error> {
+    Ok(SLEEPERS.load(Ordering::SeqCst))
+}
+
+/// In an actor: calls `counted_sleep` in the actor `name` and says who cancelled it.
+async fn sleep_in(name: String) -> Result<String, trellis::Error> {
+    let peer = trellis_actor::find_actor(&name)
+        .await?
+        .ok_or_else(|| trellis::Error::msg("no such actor"))?;
+    let err = peer.run(counted_sleep, ()).await.unwrap_err();
+    match err.downcast_ref::<ActorError>() {
+        Some(ActorError::ContextCancelled { requested_by, .. }) => Ok(requested_by.name.clone()),
+        _ => Err(err),
+    }
+}
+
 static CANCELS_SEEN: AtomicU32 = AtomicU32::new(0);
 
 /// Sleeps until cancelled, and counts the cancellation in its process.
@@ -71,7 +113,12 @@ fn config() -> Config {
             .register(pid)
             .register(sleep_counting_cancels)
             .register(cancels_seen)
-            .register(spawn_and_fail),
+            .register(spawn_and_fail)
+            .register(withdraw)
+            .register(counted_sleep)
+            .register(sleepers)
+            .register(sleep_in)
+            .error_type::<Insufficient>(),
     )
     .child_args([
         "serve_children",
@@ -154,6 +201,59 @@ fn remote_error_arrives_with_its_type(transport: Transport) {
     let group = err.as_group().expect("a group");
     assert_eq!(group.errors().len(), 1);
     assert!(group.errors()[0].is::<RemoteActorError>());
+}
+
+/// tractor: test_remote_exc_relay with a boxed type that the caller knows: registered error
+/// types come back as their real type; others as type name and text.
+fn registered_error_types_are_rebuilt(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let bank = an.start_actor("bank").await?;
+            let err = bank.run(withdraw, (10,)).await.unwrap_err();
+            let remote = err.downcast_ref::<RemoteActorError>().unwrap();
+            assert_eq!(
+                remote.rebuilt::<Insufficient>(),
+                Some(&Insufficient::Funds { need: 10, have: 3 })
+            );
+            // Found through the source chain as well.
+            assert!(err.chain().any(|e| e.is::<Insufficient>()));
+            let err = bank.run(fail, ("x".to_owned(),)).await.unwrap_err();
+            let remote = err.downcast_ref::<RemoteActorError>().unwrap();
+            assert!(remote.rebuilt::<Boom>().is_none());
+            assert!(remote.is_type::<Boom>());
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+/// tractor: test_inter_peer_cancellation.py::test_peer_canceller — an actor's call into a peer
+/// that a third actor cancels ends with `ContextCancelled` naming the canceller.
+fn context_cancelled_names_the_canceller(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let caller = an.start_actor("caller").await?;
+            let sleeper = an.start_actor("sleeper").await?;
+            let answer = trellis::open_nursery(|n| async move {
+                let answer =
+                    n.start_soon(
+                        async move { caller.run(sleep_in, ("sleeper".to_owned(),)).await },
+                    )?;
+                while sleeper.run(sleepers, ()).await? == 0 {
+                    trellis::sleep(Duration::from_millis(5)).await?;
+                }
+                sleeper.cancel_actor().await?;
+                Ok::<_, trellis::Error>(answer)
+            })
+            .await?
+            .expect("not cancelled");
+            assert_eq!(answer.into_value().as_deref(), Some("root"));
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
 }
 
 /// tractor: test_spawning.py::test_run_in_actor_same_func_in_child / unknown function
@@ -379,6 +479,8 @@ on_both_transports!(
     unknown_function_and_bad_arguments_are_typed_remote_errors,
     cancelling_a_remote_call,
     failing_run_in_actor_children_cancel_the_daemons,
+    registered_error_types_are_rebuilt,
+    context_cancelled_names_the_canceller,
     failing_daemon_call_cancels_run_in_actor_siblings,
     twenty_five_failing_children_give_a_group_of_25,
     nested_trees_give_nested_groups,
