@@ -2,11 +2,9 @@
 
 use std::fmt;
 
-use std::sync::Arc;
-
 use trellis_wire::{ActorId, ErrorKind, ErrorReport};
 
-use crate::functions::Functions;
+use crate::functions::{Functions, Rebuilt};
 
 /// A failure in another actor: its name and id, the error's type name, text, source chain and,
 /// when captured, the remote backtrace.
@@ -19,7 +17,7 @@ pub struct RemoteActorError {
     /// `report.chain`, linked for `source()`.
     cause: Option<Box<Cause>>,
     /// The error value itself, when its type is registered on this side.
-    rebuilt: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    rebuilt: Option<Rebuilt>,
 }
 
 /// One link of a remote source chain.

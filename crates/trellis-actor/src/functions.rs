@@ -104,11 +104,30 @@ pub struct Functions {
     errors: HashMap<&'static str, ErrorType>,
 }
 
+/// An error value rebuilt on this side.
+pub(crate) type Rebuilt = Arc<dyn std::error::Error + Send + Sync>;
+
 /// How an error type registered with [`Functions::error_type`] crosses the wire.
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct ErrorType {
-    encode: Arc<dyn Fn(&trellis::Error) -> Option<Vec<u8>> + Send + Sync>,
-    decode: Arc<dyn Fn(&[u8]) -> Option<Arc<dyn std::error::Error + Send + Sync>> + Send + Sync>,
+    encode: fn(&trellis::Error) -> Option<Vec<u8>>,
+    decode: fn(&[u8]) -> Option<Rebuilt>,
+}
+
+fn encode_as<E: Serialize + std::error::Error + 'static>(
+    error: &trellis::Error,
+) -> Option<Vec<u8>> {
+    let value = error.downcast_ref::<E>()?;
+    Payload::encode(value).ok().map(|p| p.as_bytes().to_vec())
+}
+
+fn decode_as<E>(bytes: &[u8]) -> Option<Rebuilt>
+where
+    E: DeserializeOwned + std::error::Error + Send + Sync + 'static,
+{
+    let payload = Payload::from_bytes(bytes.to_vec().into()).ok()?;
+    let value: E = payload.decode().ok()?;
+    Some(Arc::new(value))
 }
 
 impl std::fmt::Debug for Functions {
@@ -177,15 +196,8 @@ impl Functions {
         E: std::error::Error + Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         let error_type = ErrorType {
-            encode: Arc::new(|error: &trellis::Error| {
-                let value = error.downcast_ref::<E>()?;
-                Payload::encode(value).ok().map(|p| p.as_bytes().to_vec())
-            }),
-            decode: Arc::new(|bytes: &[u8]| {
-                let payload = Payload::from_bytes(bytes.to_vec().into()).ok()?;
-                let value: E = payload.decode().ok()?;
-                Some(Arc::new(value) as Arc<dyn std::error::Error + Send + Sync>)
-            }),
+            encode: encode_as::<E>,
+            decode: decode_as::<E>,
         };
         self.errors.insert(std::any::type_name::<E>(), error_type);
         self
@@ -197,11 +209,7 @@ impl Functions {
     }
 
     /// The error of type `type_name` rebuilt from its value, if the type is registered.
-    pub(crate) fn decode_error(
-        &self,
-        type_name: &str,
-        value: &[u8],
-    ) -> Option<Arc<dyn std::error::Error + Send + Sync>> {
+    pub(crate) fn decode_error(&self, type_name: &str, value: &[u8]) -> Option<Rebuilt> {
         (self.errors.get(type_name)?.decode)(value)
     }
 
