@@ -55,3 +55,8 @@ pub fn serve_if_child(config: Config) {
         child::serve(config);
     }
 }
+
+/// The README's examples, compiled as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -478,7 +478,7 @@ proptest! {
     }
 }
 
-/// The bytes of the example in `docs/wire-protocol.md`, section 8.
+/// The bytes of the example in `docs/wire-protocol.md`, section 9.
 #[test]
 fn spec_example_bytes() {
     let codec = Codec::new();
