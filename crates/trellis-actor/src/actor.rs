@@ -148,10 +148,11 @@ pub fn current() -> Actor {
     try_current().expect("not inside a trellis actor")
 }
 
-/// Runs `future` as code of `actor` (for [`current`]).
-pub(crate) async fn in_actor<F: Future>(actor: Actor, future: F) -> F::Output {
-    trellis::with_local(actor, future).await
-}
+/// The actor of the code below, as a trellis local: set once the actor is built, inside the
+/// local's scope, so that its connections, served calls and body all inherit it without a
+/// scope of their own.
+#[derive(Clone, Default)]
+struct ActorCell(Arc<std::sync::OnceLock<Actor>>);
 
 /// A portal to the first actor registered as `name` in this tree, if any (see
 /// [`Actor::find_actor`]).
@@ -175,7 +176,7 @@ pub async fn wait_for_actor(name: &str) -> Result<Portal, trellis::Error> {
 
 /// [`current`], or `None` outside an actor.
 pub fn try_current() -> Option<Actor> {
-    trellis::local::<Actor>()
+    trellis::local::<ActorCell>().and_then(|cell| cell.0.get().cloned())
 }
 
 impl Actor {
@@ -383,7 +384,7 @@ impl Actor {
         let actor = self.clone();
         let c = conn.clone();
         self.inner.io.start_soon(async move {
-            let run = in_actor(actor.clone(), c.clone().run(reader, writer, buf, serve));
+            let run = c.clone().run(reader, writer, buf, serve);
             let result = run.await;
             let mut state = actor.lock();
             state.conns.retain(|other| !other.same(&c));
@@ -489,35 +490,41 @@ where
         })?;
     // The body's outcome travels out of both nurseries as a value, so that its error is not
     // wrapped in their groups.
-    let outcome = trellis::open_nursery(|io| async move {
-        let work_io = io.clone();
-        let result = trellis::open_nursery(|work| async move {
-            let actor = Actor {
-                inner: Arc::new(Inner {
-                    id,
-                    config,
-                    registry: registrar.is_none().then(Default::default),
-                    registrar: registrar.unwrap_or_else(|| addr.clone()),
-                    addr,
-                    io: work_io.clone(),
-                    work: work.clone(),
-                    state: Mutex::new(State::default()),
-                }),
-            };
-            work_io.start_soon(actor.clone().accept_loop(listener))?;
-            let outcome = in_actor(actor.clone(), body(actor.clone())).await;
-            // The body is done: stop serving, say goodbye.
-            work.cancel();
-            Ok::<_, trellis::Error>((outcome, actor))
-        })
-        .await?;
-        if let Some((_, actor)) = &result {
-            actor.unregister().await;
-            actor.close_all().await;
-        }
-        io.cancel();
-        Ok::<_, trellis::Error>(result.map(|(outcome, _)| outcome))
-    })
+    let cell = ActorCell::default();
+    let set = cell.clone();
+    let outcome = trellis::with_local(
+        cell,
+        trellis::open_nursery(|io| async move {
+            let work_io = io.clone();
+            let result = trellis::open_nursery(|work| async move {
+                let actor = Actor {
+                    inner: Arc::new(Inner {
+                        id,
+                        config,
+                        registry: registrar.is_none().then(Default::default),
+                        registrar: registrar.unwrap_or_else(|| addr.clone()),
+                        addr,
+                        io: work_io.clone(),
+                        work: work.clone(),
+                        state: Mutex::new(State::default()),
+                    }),
+                };
+                let _ = set.0.set(actor.clone());
+                work_io.start_soon(actor.clone().accept_loop(listener))?;
+                let outcome = body(actor.clone()).await;
+                // The body is done: stop serving, say goodbye.
+                work.cancel();
+                Ok::<_, trellis::Error>((outcome, actor))
+            })
+            .await?;
+            if let Some((_, actor)) = &result {
+                actor.unregister().await;
+                actor.close_all().await;
+            }
+            io.cancel();
+            Ok::<_, trellis::Error>(result.map(|(outcome, _)| outcome))
+        }),
+    )
     .await?;
     match outcome.flatten() {
         Some(Ok(value)) => Ok(Some(value)),

@@ -444,7 +444,7 @@ impl Conn {
                     other => Ok::<_, trellis::Error>(other),
                 }
             };
-            let outcome = crate::actor::in_actor(actor.clone(), scope.run(call)).await;
+            let outcome = scope.run(call).await;
             conn.finish_serving(cid, outcome, actor.cancelled_by());
             Ok::<_, trellis::Error>(())
         });
