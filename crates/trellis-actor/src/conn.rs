@@ -434,10 +434,21 @@ impl Conn {
                 cancelled_by: None,
             },
         );
-        let _ = self.send(&Message::StartAck { cid });
+        // The acknowledgement waits in the buffer: a call that completes at once sends it in
+        // the same write as its result; one that has to wait flushes it then.
+        let _ = self.send_held(&Message::StartAck { cid });
         let conn = self.clone();
         let actor = serve.actor.clone();
         let spawned = serve.work.start_soon(async move {
+            let mut call = std::pin::pin!(call);
+            let mut flushed = false;
+            let call = std::future::poll_fn(|cx| {
+                let polled = call.as_mut().poll(cx);
+                if polled.is_pending() && !std::mem::replace(&mut flushed, true) {
+                    conn.flush();
+                }
+                polled
+            });
             let call = async {
                 match call.await {
                     Err(CallFailure::Failed(e)) if e.is_cancelled() => Err(e),
@@ -507,13 +518,31 @@ impl Conn {
         let _ = self.send(&message);
     }
 
-    /// Buffers `message` for the writer.
+    /// Buffers `message` and wakes the writer.
     pub(crate) fn send(&self, message: &Message) -> Result<(), ActorError> {
         let mut state = self.lock();
         self.send_locked(&mut state, message)
     }
 
+    /// Buffers `message` without waking the writer: it goes out with the next message sent,
+    /// or at the next [`flush`](Conn::flush).
+    fn send_held(&self, message: &Message) -> Result<(), ActorError> {
+        let mut state = self.lock();
+        self.encode_locked(&mut state, message)
+    }
+
+    /// Wakes the writer for what is buffered.
+    fn flush(&self) {
+        self.inner.wake_writer.notify_one();
+    }
+
     fn send_locked(&self, state: &mut State, message: &Message) -> Result<(), ActorError> {
+        self.encode_locked(state, message)?;
+        self.inner.wake_writer.notify_one();
+        Ok(())
+    }
+
+    fn encode_locked(&self, state: &mut State, message: &Message) -> Result<(), ActorError> {
         if state.end.is_some() || state.closing {
             return Err(ActorError::ConnectionLost {
                 actor: self.inner.peer.actor.clone(),
@@ -526,7 +555,6 @@ impl Conn {
                 actor: self.inner.peer.actor.clone(),
                 error: format!("refusing to send: {e}"),
             })?;
-        let was_empty = state.out.is_empty();
         self.inner
             .codec
             .encode(message, &mut state.out)
@@ -534,9 +562,6 @@ impl Conn {
                 actor: self.inner.peer.actor.clone(),
                 error: e.to_string(),
             })?;
-        if was_empty {
-            self.inner.wake_writer.notify_one();
-        }
         Ok(())
     }
 
