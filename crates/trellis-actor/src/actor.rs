@@ -242,14 +242,14 @@ impl Actor {
         {
             return Ok(conn.clone());
         }
-        let (mut reader, mut writer) = trellis::cancellable(transport::connect(addr))
+        let (mut reader, writer) = trellis::cancellable(transport::connect(addr))
             .await?
             .map_err(|e| crate::ActorError::Io {
                 context: format!("connecting to {addr}"),
                 source: e,
             })?;
         let (conn, buf) =
-            Conn::handshake(Side::Connector, self.hello(), &mut reader, &mut writer).await?;
+            Conn::handshake(Side::Connector, self.hello(), &mut reader, &writer).await?;
         self.adopt(conn.clone(), reader, writer, buf)?;
         self.lock().peers.insert(addr.clone(), conn.clone());
         Ok(conn)
@@ -397,7 +397,7 @@ impl Actor {
 
     async fn accept_loop(self, listener: Listener) -> Result<(), trellis::Error> {
         loop {
-            let (mut reader, mut writer) = match trellis::cancellable(listener.accept()).await? {
+            let (mut reader, writer) = match trellis::cancellable(listener.accept()).await? {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");
@@ -410,7 +410,7 @@ impl Actor {
             self.inner.io.start_soon(async move {
                 let shaken = trellis::move_on_after(
                     Duration::from_secs(5),
-                    Conn::handshake(Side::Acceptor, actor.hello(), &mut reader, &mut writer),
+                    Conn::handshake(Side::Acceptor, actor.hello(), &mut reader, &writer),
                 )
                 .await;
                 let (conn, buf) = match shaken {

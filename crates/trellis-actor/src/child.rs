@@ -58,14 +58,14 @@ fn run(id: ActorId, config: Config, parent: Addr, registrar: Addr) -> i32 {
     let outcome = trellis::Runner::current_thread()
         .handle_ctrl_c(false)
         .run(run_actor(id, config, Some(registrar), |actor| async move {
-            let (mut reader, mut writer) = trellis::cancellable(transport::connect(&parent))
+            let (mut reader, writer) = trellis::cancellable(transport::connect(&parent))
                 .await?
                 .map_err(|e| crate::ActorError::Io {
                     context: format!("connecting to the parent at {parent}"),
                     source: e,
                 })?;
             let (conn, buf) =
-                Conn::handshake(Side::Connector, actor.hello(), &mut reader, &mut writer).await?;
+                Conn::handshake(Side::Connector, actor.hello(), &mut reader, &writer).await?;
             actor.adopt(conn.clone(), reader, writer, buf)?;
             actor.remember_peer(parent, conn.clone());
             actor.register().await?;

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Buf;
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, oneshot};
 use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled, Nursery};
@@ -61,7 +62,12 @@ struct Inner {
 
 struct State {
     session: Session,
+    /// Encoded messages not yet taken by the socket.
     out: BytesMut,
+    /// The socket's sending half, while the connection runs.
+    writer: Option<Arc<Writer>>,
+    /// A write failed: the writer task ends the connection.
+    write_error: Option<std::io::Error>,
     /// Calls we made, waiting for their terminal message.
     calling: HashMap<u64, oneshot::Sender<Message>>,
     /// Calls we serve.
@@ -92,7 +98,7 @@ impl Conn {
         side: Side,
         local: Hello,
         reader: &mut Reader,
-        writer: &mut Writer,
+        writer: &Writer,
     ) -> Result<(Conn, BytesMut), trellis::Error> {
         let codec = Codec::new();
         let mut session = Session::new(side, local.clone());
@@ -134,6 +140,8 @@ impl Conn {
                 state: Mutex::new(State {
                     session,
                     out: BytesMut::new(),
+                    writer: None,
+                    write_error: None,
                     calling: HashMap::new(),
                     serving: HashMap::new(),
                     closing: false,
@@ -201,11 +209,12 @@ impl Conn {
         buf: BytesMut,
         serve: Serve,
     ) -> Result<(), trellis::Error> {
+        self.lock().writer = Some(Arc::new(writer));
         let conn = self.clone();
         let outcome = trellis::open_nursery(|n| async move {
             let w = conn.clone();
             n.start_soon(async move {
-                w.write_loop(writer).await;
+                w.write_loop().await;
                 Ok::<_, trellis::Error>(())
             })?;
             let end = conn.read_loop(reader, buf, &serve).await;
@@ -249,39 +258,69 @@ impl Conn {
         self.inner.ended.set();
     }
 
-    async fn write_loop(&self, mut writer: Writer) {
-        let mut buf = BytesMut::new();
+    /// Sends what the callers could not write at once: waits for room in the socket, or for
+    /// more to send; ends when the connection does (dropping the sending half shuts it down).
+    async fn write_loop(&self) {
         loop {
-            let done = {
+            let (writer, pending, done, failed) = {
                 let mut state = self.lock();
-                std::mem::swap(&mut state.out, &mut buf);
-                buf.is_empty() && (state.closing || state.end.is_some())
+                self.try_flush_locked(&mut state);
+                let failed = state.write_error.take();
+                let pending = !state.out.is_empty();
+                let done = !pending && (state.closing || state.end.is_some());
+                (state.writer.clone(), pending, done, failed)
             };
-            if done {
+            if let Some(e) = failed {
+                self.finish(End::Lost(format!("write failed: {e}")));
                 break;
             }
-            if buf.is_empty() {
-                if trellis::cancellable(self.inner.wake_writer.notified())
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                continue;
-            }
-            match trellis::cancellable(writer.write_all(&buf)).await {
-                Ok(Ok(())) => buf.clear(),
-                Ok(Err(e)) => {
-                    self.finish(End::Lost(format!("write failed: {e}")));
-                    return;
-                }
-                Err(Cancelled) => break,
+            let Some(writer) = writer.filter(|_| !done) else {
+                break;
+            };
+            let waited = if pending {
+                // An error here shows again in the next write, which reports it.
+                trellis::cancellable(writer.writable()).await.map(drop)
+            } else {
+                trellis::cancellable(self.inner.wake_writer.notified()).await
+            };
+            if waited.is_err() {
+                break;
             }
         }
-        let _ = trellis::move_on_after(Duration::from_millis(100), async {
-            trellis::cancellable(writer.shutdown()).await
-        })
-        .await;
+        self.lock().writer = None;
+    }
+
+    /// Writes as much of the buffer as the socket takes now, without waiting; leaves the rest
+    /// (and any error) to the writer task.
+    fn try_flush_locked(&self, state: &mut State) {
+        let State {
+            writer,
+            out,
+            write_error,
+            ..
+        } = state;
+        let Some(writer) = writer else {
+            return;
+        };
+        while !out.is_empty() {
+            match writer.try_write(out) {
+                Ok(0) => {
+                    *write_error = Some(std::io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => out.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    *write_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if out.is_empty() {
+            out.clear();
+        } else {
+            self.inner.wake_writer.notify_one();
+        }
     }
 
     async fn read_loop(&self, mut reader: Reader, mut buf: BytesMut, serve: &Serve) -> End {
@@ -531,14 +570,22 @@ impl Conn {
         self.encode_locked(&mut state, message)
     }
 
-    /// Wakes the writer for what is buffered.
+    /// Sends what is buffered.
     fn flush(&self) {
-        self.inner.wake_writer.notify_one();
+        let mut state = self.lock();
+        self.try_flush_locked(&mut state);
     }
 
+    /// Encodes `message` and sends it at once if the socket takes it: requests and results go
+    /// out from the calling task, without a hop to the writer task. Stream items and credit
+    /// are left for the writer, which sends many in one write.
     fn send_locked(&self, state: &mut State, message: &Message) -> Result<(), ActorError> {
         self.encode_locked(state, message)?;
-        self.inner.wake_writer.notify_one();
+        if matches!(message, Message::Yield { .. } | Message::Credit { .. }) {
+            self.inner.wake_writer.notify_one();
+        } else {
+            self.try_flush_locked(state);
+        }
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// How actors of a tree reach each other.
@@ -73,7 +73,44 @@ impl FromStr for Addr {
 }
 
 pub(crate) type Reader = Pin<Box<dyn AsyncRead + Send>>;
-pub(crate) type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// The sending half of a connection. Writes never wait: [`try_write`](Writer::try_write) takes
+/// what the socket accepts now, and [`writable`](Writer::writable) waits for room. Dropping it
+/// shuts the sending direction down.
+#[derive(Debug)]
+pub(crate) enum Writer {
+    Unix(tokio::net::unix::OwnedWriteHalf),
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+}
+
+impl Writer {
+    pub(crate) fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Writer::Unix(w) => w.try_write(buf),
+            Writer::Tcp(w) => w.try_write(buf),
+        }
+    }
+
+    pub(crate) async fn writable(&self) -> std::io::Result<()> {
+        match self {
+            Writer::Unix(w) => w.writable().await,
+            Writer::Tcp(w) => w.writable().await,
+        }
+    }
+
+    /// Writes all of `buf`, waiting for room as needed.
+    pub(crate) async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            match self.try_write(buf) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Connects to `addr`; the stream comes split in its two halves.
 pub(crate) async fn connect(addr: &Addr) -> std::io::Result<(Reader, Writer)> {
@@ -85,13 +122,13 @@ pub(crate) async fn connect(addr: &Addr) -> std::io::Result<(Reader, Writer)> {
 
 fn split_unix(stream: UnixStream) -> (Reader, Writer) {
     let (r, w) = stream.into_split();
-    (Box::pin(r), Box::pin(w))
+    (Box::pin(r), Writer::Unix(w))
 }
 
 fn split_tcp(stream: TcpStream) -> std::io::Result<(Reader, Writer)> {
     stream.set_nodelay(true)?;
     let (r, w) = stream.into_split();
-    Ok((Box::pin(r), Box::pin(w)))
+    Ok((Box::pin(r), Writer::Tcp(w)))
 }
 
 /// A listening socket; a Unix socket's file is removed when it is dropped.
