@@ -42,6 +42,7 @@ pub struct Config {
     pub(crate) child_args: Vec<OsString>,
     pub(crate) spawn_timeout: Duration,
     pub(crate) registrar: Option<Addr>,
+    pub(crate) child_env: Vec<(OsString, OsString)>,
 }
 
 impl Config {
@@ -54,7 +55,15 @@ impl Config {
             child_args: Vec::new(),
             spawn_timeout: Duration::from_secs(10),
             registrar: None,
+            child_env: Vec::new(),
         }
+    }
+
+    /// An environment variable for child processes (`RUST_LOG`, `RUST_BACKTRACE`, …).
+    #[must_use]
+    pub fn child_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.child_env.push((key.into(), value.into()));
+        self
     }
 
     /// The registrar for a root actor to use, instead of being the registrar of its tree
@@ -483,6 +492,7 @@ where
     B: FnOnce(Actor) -> Fut,
     Fut: Future<Output = Result<T, trellis::Error>>,
 {
+    crate::panic::install_hook();
     let (listener, addr) =
         Listener::bind(&config.transport, &id.uid).map_err(|e| crate::ActorError::Io {
             context: format!("listening on {:?}", config.transport),

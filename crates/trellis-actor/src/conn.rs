@@ -3,7 +3,9 @@
 //! call, and the calls this side serves.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Buf;
@@ -481,8 +483,16 @@ impl Conn {
         let spawned = serve.work.start_soon(async move {
             let mut call = std::pin::pin!(call);
             let mut flushed = false;
+            // A panic in the function fails the call (with the panic's backtrace when one was
+            // captured), like any other failure; the actor goes on serving.
             let call = std::future::poll_fn(|cx| {
-                let polled = call.as_mut().poll(cx);
+                let polled =
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+                        Ok(polled) => polled,
+                        Err(payload) => {
+                            Poll::Ready(Err(CallFailure::Panicked(crate::panic::report(payload))))
+                        }
+                    };
                 if polled.is_pending() && !std::mem::replace(&mut flushed, true) {
                     conn.flush();
                 }
@@ -538,6 +548,7 @@ impl Conn {
                     CallFailure::Failed(error) => {
                         report(local, ErrorKind::Failed, &error, &self.functions())
                     }
+                    CallFailure::Panicked(panic) => crate::panic::error_report(local, panic),
                 };
                 Message::Error {
                     cid: Some(cid),

@@ -21,6 +21,8 @@ pub(crate) enum CallFailure {
     Failed(trellis::Error),
     /// The result did not encode.
     BadResult(String),
+    /// The function panicked.
+    Panicked(crate::panic::Panic),
 }
 
 type Handler = Arc<dyn Fn(Payload) -> BoxFuture<Result<Payload, CallFailure>> + Send + Sync>;

@@ -34,6 +34,7 @@ mod conn;
 mod error;
 mod functions;
 mod nursery;
+mod panic;
 mod registry;
 mod transport;
 

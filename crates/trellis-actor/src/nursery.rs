@@ -319,6 +319,7 @@ async fn spawn(actor: &Actor, name: &str) -> Result<(Child, Conn), trellis::Erro
     let mut command = Command::new(exe);
     command
         .args(&config.child_args)
+        .envs(config.child_env.iter().map(|(k, v)| (k, v)))
         .env(env::NAME, name)
         .env(env::UID, &uid)
         .env(env::PARENT, actor.addr().to_string())

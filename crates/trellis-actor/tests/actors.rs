@@ -44,6 +44,10 @@ async fn withdraw(amount: u64) -> Result<u64, trellis::Error> {
     .into())
 }
 
+async fn explode() -> Result<(), trellis::Error> {
+    panic!("kaboom");
+}
+
 static SLEEPERS: AtomicU32 = AtomicU32::new(0);
 
 /// Sleeps until cancelled, counted in `SLEEPERS` while it sleeps.
@@ -115,6 +119,7 @@ fn config() -> Config {
             .register(cancels_seen)
             .register(spawn_and_fail)
             .register(withdraw)
+            .register(explode)
             .register(counted_sleep)
             .register(sleepers)
             .register(sleep_in)
@@ -221,6 +226,26 @@ fn registered_error_types_are_rebuilt(transport: Transport) {
             let remote = err.downcast_ref::<RemoteActorError>().unwrap();
             assert!(remote.rebuilt::<Boom>().is_none());
             assert!(remote.is_type::<Boom>());
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+/// tractor: test_remote_exc_relay for a crash: a panic in a remote function fails the call with
+/// the panic's message and the remote backtrace, and the actor goes on serving.
+fn remote_panic_arrives_with_its_backtrace(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("fragile").await?;
+            let err = portal.run(explode, ()).await.unwrap_err();
+            let remote = err.downcast_ref::<RemoteActorError>().unwrap();
+            assert_eq!(remote.type_name(), "panic");
+            assert_eq!(remote.message(), "kaboom");
+            let backtrace = remote.backtrace().expect("captured with RUST_BACKTRACE=1");
+            assert!(backtrace.contains("explode"), "{backtrace}");
+            assert_eq!(portal.run(add, (1, 2)).await?, 3);
             Ok(())
         })
         .await
@@ -480,6 +505,7 @@ on_both_transports!(
     cancelling_a_remote_call,
     failing_run_in_actor_children_cancel_the_daemons,
     registered_error_types_are_rebuilt,
+    remote_panic_arrives_with_its_backtrace,
     context_cancelled_names_the_canceller,
     failing_daemon_call_cancels_run_in_actor_siblings,
     twenty_five_failing_children_give_a_group_of_25,
