@@ -124,6 +124,7 @@ fn start_tree(role: &str, transport: &str) -> Tree {
         .env(ROLE, role)
         .env(TRANSPORT, transport)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = root.stdout.take().unwrap();
@@ -254,8 +255,12 @@ fn sigkill_of_a_child_fails_its_parent(transport: &str) {
     let mut tree = start_tree("idle", transport);
     let child = tree.pids.iter().find(|(who, _)| who == "child").unwrap().1;
     signal(child, Signal::SIGKILL);
-    let (code, _took) = wait_root(&mut tree.root, Duration::from_secs(2));
+    // The failure surfaces in the root, which has finished within a second.
+    let (code, _took) = wait_root(&mut tree.root, Duration::from_secs(1));
     assert_eq!(code, Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut tree.root.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("actor child#"), "{stderr}");
     wait_gone(&tree.pids, Duration::from_secs(1));
 }
 
