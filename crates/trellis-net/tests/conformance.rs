@@ -1,0 +1,74 @@
+//! Every trellis stream passes the conformance checks (Trio runs `check_two_way_stream` and
+//! `check_half_closeable_stream` on its `SocketStream`, memory and lockstep pairs:
+//! `test_highlevel_socket.py::test_SocketStream_generic`, `test_testing.py::test_memory_stream_pair`
+//! and `test_lockstep_stream_pair`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use trellis_net::testing::{check_half_closeable_stream, check_two_way_stream};
+use trellis_net::{
+    Listener, TcpListener, TcpStream, UnixListener, UnixStream, lockstep_stream_pair,
+    memory_stream_pair, open_tcp_stream, open_unix_stream,
+};
+
+async fn tcp_pair() -> Result<(TcpStream, TcpStream), trellis::Error> {
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    let port = listener.local_addr()?.port();
+    let mut listener = TcpListener::new(listener);
+    let client = open_tcp_stream("127.0.0.1", port).await?;
+    let server = listener.accept().await?;
+    Ok((client, server))
+}
+
+async fn unix_pair() -> Result<(UnixStream, UnixStream), trellis::Error> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "trellis-net-test-{}-{}.sock",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let mut listener = UnixListener::bind(&path)?;
+    let client = open_unix_stream(&path).await?;
+    let server = listener.accept().await?;
+    Ok((client, server))
+}
+
+#[test]
+fn memory_streams_conform() {
+    trellis::testing::run_test(async {
+        check_half_closeable_stream(|| async { Ok(memory_stream_pair(4096)) })
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn lockstep_streams_conform() {
+    trellis::testing::run_test(async {
+        check_half_closeable_stream(|| async { Ok(lockstep_stream_pair()) })
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn tcp_streams_conform() {
+    trellis::testing::run_test(async {
+        check_half_closeable_stream(tcp_pair).await.unwrap();
+    });
+}
+
+#[test]
+fn unix_streams_conform() {
+    trellis::testing::run_test(async {
+        check_half_closeable_stream(unix_pair).await.unwrap();
+    });
+}
+
+#[test]
+fn tcp_streams_conform_on_the_multi_thread_runtime() {
+    trellis::testing::run_test_multi_thread(async {
+        check_two_way_stream(tcp_pair).await.unwrap();
+    });
+}
