@@ -25,3 +25,8 @@ pub use tcp::{
     serve_listeners, serve_tcp,
 };
 pub use unix::{UnixListener, UnixStream, open_unix_stream, serve_unix};
+
+/// The README's examples, compiled as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
