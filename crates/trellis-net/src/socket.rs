@@ -15,6 +15,11 @@ use crate::stream::{HalfCloseableStream, ReceiveStream, SendStream, StreamError}
 ///
 /// It also implements `AsyncRead` and `AsyncWrite` itself (those are not checkpoints: they are
 /// tokio's contract).
+///
+/// Checkpoints: `send_all` and `receive_some` fail with `Cancelled` in a cancelled scope and
+/// are cancelled while they wait; as schedule points they rely on tokio's cooperative budget
+/// (the socket yields after a run of operations that completed at once), as trellis's channels
+/// do, rather than yielding on every call.
 #[derive(Debug)]
 pub struct SocketStream<S> {
     /// `None` once closed.
@@ -22,6 +27,8 @@ pub struct SocketStream<S> {
     /// Why the sending side is broken, if it is.
     broken: Option<io::ErrorKind>,
     eof_sent: bool,
+    /// Where received bytes land; chunks handed out share its allocation until dropped.
+    received: BytesMut,
 }
 
 impl<S> SocketStream<S> {
@@ -31,6 +38,7 @@ impl<S> SocketStream<S> {
             io: Some(io),
             broken: None,
             eof_sent: false,
+            received: BytesMut::new(),
         }
     }
 
@@ -71,7 +79,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> SendStream for SocketStream<S> {
                 "an earlier send was cancelled or failed part way",
             ));
         }
-        trellis::checkpoint().await?;
+        trellis::checkpoint_if_cancelled()?;
         let mut written = 0;
         while written < data.len() {
             let io = self.io()?;
@@ -123,12 +131,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> ReceiveStream for SocketStream<S>
             "receive_some needs room for at least one byte"
         );
         self.io()?;
-        trellis::checkpoint().await?;
-        let mut buf = BytesMut::with_capacity(max_bytes.min(64 * 1024));
-        let io = self.io()?;
-        let mut room = (&mut buf).limit(max_bytes);
+        trellis::checkpoint_if_cancelled()?;
+        self.received.reserve(max_bytes.min(64 * 1024));
+        let Some(io) = self.io.as_mut() else {
+            return Err(StreamError::Closed);
+        };
+        let mut room = (&mut self.received).limit(max_bytes);
         match trellis::cancellable(io.read_buf(&mut room)).await? {
-            Ok(_) => Ok(buf.freeze()),
+            Ok(_) => Ok(self.received.split().freeze()),
             Err(e) => Err(StreamError::Broken(e)),
         }
     }

@@ -1,0 +1,207 @@
+//! B9: TCP on 127.0.0.1 — 20,000 ping-pong round trips of 16 bytes, and 256 MiB one way in
+//! 64 KiB writes — through trellis-net streams against raw tokio `TcpStream`s doing the same.
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use trellis_net::{Listener, ReceiveStream, SendStream, TcpListener, open_tcp_stream};
+
+use crate::{Comparison, alternate, anchors};
+
+const ROUND_TRIPS: usize = 20_000;
+const MESSAGE: usize = 16;
+const BULK: usize = 256 << 20;
+const CHUNK: usize = 64 << 10;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn trellis_pingpong() -> f64 {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut listener = TcpListener::new(listener);
+    trellis::open_nursery(|n| async move {
+        n.start_soon(async move {
+            let mut server = listener.accept().await?;
+            loop {
+                let data = server.receive_some(65_536).await?;
+                if data.is_empty() {
+                    return Ok::<_, trellis::Error>(());
+                }
+                server.send_all(&data).await?;
+            }
+        })?;
+        let mut client = open_tcp_stream("127.0.0.1", port).await?;
+        let message = [7u8; MESSAGE];
+        let t0 = Instant::now();
+        for _ in 0..ROUND_TRIPS {
+            client.send_all(&message).await?;
+            let mut got = 0;
+            while got < MESSAGE {
+                got += client.receive_some(MESSAGE - got).await?.len();
+            }
+        }
+        let elapsed = t0.elapsed().as_secs_f64();
+        client.close().await?;
+        Ok::<_, trellis::Error>(elapsed)
+    })
+    .await
+    .expect("trellis ping-pong")
+    .expect("not cancelled")
+}
+
+async fn raw_pingpong() -> f64 {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            s.write_all(&buf[..n]).await.unwrap();
+        }
+    });
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client.set_nodelay(true).unwrap();
+    let message = [7u8; MESSAGE];
+    let mut back = [0u8; MESSAGE];
+    let t0 = Instant::now();
+    for _ in 0..ROUND_TRIPS {
+        client.write_all(&message).await.unwrap();
+        client.read_exact(&mut back).await.unwrap();
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    drop(client);
+    server.await.unwrap();
+    elapsed
+}
+
+async fn trellis_bulk() -> f64 {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut listener = TcpListener::new(listener);
+    trellis::open_nursery(|n| async move {
+        let sink = n.start_soon(async move {
+            let mut server = listener.accept().await?;
+            let mut total = 0;
+            loop {
+                let data = server.receive_some(CHUNK * 4).await?;
+                if data.is_empty() {
+                    return Ok::<_, trellis::Error>((total, Instant::now()));
+                }
+                total += data.len();
+            }
+        })?;
+        let mut client = open_tcp_stream("127.0.0.1", port).await?;
+        let chunk = vec![0u8; CHUNK];
+        let t0 = Instant::now();
+        for _ in 0..BULK / CHUNK {
+            client.send_all(&chunk).await?;
+        }
+        client.close().await?;
+        Ok::<_, trellis::Error>((sink, t0))
+    })
+    .await
+    .expect("trellis bulk")
+    .map(|(sink, t0)| {
+        let (total, end) = sink.into_value().expect("sink value");
+        assert_eq!(total, BULK);
+        (end - t0).as_secs_f64()
+    })
+    .expect("not cancelled")
+}
+
+async fn raw_bulk() -> f64 {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sink = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; CHUNK * 4];
+        let mut total = 0;
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return (total, Instant::now());
+            }
+            total += n;
+        }
+    });
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client.set_nodelay(true).unwrap();
+    let chunk = vec![0u8; CHUNK];
+    let t0 = Instant::now();
+    for _ in 0..BULK / CHUNK {
+        client.write_all(&chunk).await.unwrap();
+    }
+    drop(client);
+    let (total, end) = sink.await.unwrap();
+    assert_eq!(total, BULK);
+    (end - t0).as_secs_f64()
+}
+
+/// B9: ping-pong and bulk, each side by side with raw tokio.
+pub(crate) fn b9(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
+    let rt = runtime();
+    let runs = runs.min(7);
+    let (t, a) = alternate(
+        runs,
+        || rt.block_on(trellis_pingpong()),
+        || rt.block_on(raw_pingpong()),
+    );
+    let mut out = vec![Comparison {
+        id: "B9",
+        case: "pingpong 20000 x 16 B".into(),
+        trellis: t,
+        anchor: "raw tokio TcpStream".into(),
+        anchor_value: a,
+    }];
+    let pingpong = t;
+    let (t, a) = alternate(
+        runs,
+        || rt.block_on(trellis_bulk()),
+        || rt.block_on(raw_bulk()),
+    );
+    out.push(Comparison {
+        id: "B9",
+        case: "bulk 256 MiB".into(),
+        trellis: t,
+        anchor: "raw tokio TcpStream".into(),
+        anchor_value: a,
+    });
+    if python {
+        for (mode, trellis) in [("pingpong", pingpong), ("bulk", t)] {
+            let mut c = anchors::trio_comparison_args(
+                "B9",
+                "b4_tcp.py",
+                &[mode.to_owned()],
+                "s",
+                runs,
+                trellis,
+            )?;
+            c.case = if mode == "pingpong" {
+                "pingpong 20000 x 16 B".into()
+            } else {
+                "bulk 256 MiB".into()
+            };
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
