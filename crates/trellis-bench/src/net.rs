@@ -14,13 +14,6 @@ const MESSAGE: usize = 16;
 const BULK: usize = 256 << 20;
 const CHUNK: usize = 64 << 10;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 async fn trellis_pingpong() -> f64 {
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
@@ -156,37 +149,46 @@ async fn raw_bulk() -> f64 {
     (end - t0).as_secs_f64()
 }
 
-/// B9: ping-pong and bulk, each side by side with raw tokio.
+/// B9: ping-pong and bulk, each side by side with raw tokio, on both runtime flavours.
 pub(crate) fn b9(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
-    let rt = runtime();
     let runs = runs.min(7);
-    let (t, a) = alternate(
-        runs,
-        || rt.block_on(trellis_pingpong()),
-        || rt.block_on(raw_pingpong()),
-    );
-    let mut out = vec![Comparison {
-        id: "B9",
-        case: "pingpong 20000 x 16 B".into(),
-        trellis: t,
-        anchor: "raw tokio TcpStream".into(),
-        anchor_value: a,
-    }];
-    let pingpong = t;
-    let (t, a) = alternate(
-        runs,
-        || rt.block_on(trellis_bulk()),
-        || rt.block_on(raw_bulk()),
-    );
-    out.push(Comparison {
-        id: "B9",
-        case: "bulk 256 MiB".into(),
-        trellis: t,
-        anchor: "raw tokio TcpStream".into(),
-        anchor_value: a,
-    });
-    if python {
-        for (mode, trellis) in [("pingpong", pingpong), ("bulk", t)] {
+    let mut out = Vec::new();
+    let mut multi_thread = None;
+    for (flavor, rt) in crate::core::runtimes() {
+        let (pingpong, a) = alternate(
+            runs,
+            || rt.block_on(trellis_pingpong()),
+            || rt.block_on(raw_pingpong()),
+        );
+        out.push(Comparison {
+            id: "B9",
+            case: format!("{flavor} pingpong 20000 x 16 B"),
+            trellis: pingpong,
+            anchor: "raw tokio TcpStream".into(),
+            anchor_value: a,
+        });
+        let (bulk, a) = alternate(
+            runs,
+            || rt.block_on(trellis_bulk()),
+            || rt.block_on(raw_bulk()),
+        );
+        out.push(Comparison {
+            id: "B9",
+            case: format!("{flavor} bulk 256 MiB"),
+            trellis: bulk,
+            anchor: "raw tokio TcpStream".into(),
+            anchor_value: a,
+        });
+        if flavor == "current_thread" || multi_thread.is_none() {
+            // Trio runs client and server in one thread: compare with the same.
+            multi_thread = Some((flavor, pingpong, bulk));
+        }
+    }
+    if python && let Some((flavor, pingpong, bulk)) = multi_thread {
+        for (mode, case, trellis) in [
+            ("pingpong", "pingpong 20000 x 16 B", pingpong),
+            ("bulk", "bulk 256 MiB", bulk),
+        ] {
             let mut c = anchors::trio_comparison_args(
                 "B9",
                 "b4_tcp.py",
@@ -195,11 +197,7 @@ pub(crate) fn b9(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
                 runs,
                 trellis,
             )?;
-            c.case = if mode == "pingpong" {
-                "pingpong 20000 x 16 B".into()
-            } else {
-                "bulk 256 MiB".into()
-            };
+            c.case = format!("{flavor} {case}");
             out.push(c);
         }
     }

@@ -132,7 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> ReceiveStream for SocketStream<S>
         );
         self.io()?;
         trellis::checkpoint_if_cancelled()?;
-        self.received.reserve(max_bytes.min(64 * 1024));
+        self.received.reserve(max_bytes.min(1 << 20));
         let Some(io) = self.io.as_mut() else {
             return Err(StreamError::Closed);
         };
