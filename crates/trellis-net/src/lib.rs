@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 
 mod memory;
+mod process;
+mod signals;
 mod socket;
 mod stream;
 mod tcp;
@@ -17,6 +19,10 @@ pub mod testing;
 mod unix;
 
 pub use memory::{MemoryStream, lockstep_stream_pair, memory_stream_pair};
+pub use process::{
+    Completed, DEFAULT_GRACE, Process, ProcessError, RunOptions, open_process, run_process,
+};
+pub use signals::{SignalReceiver, open_signal_receiver};
 pub use socket::SocketStream;
 pub use stream::{HalfCloseableStream, Listener, ReceiveStream, SendStream, Stream, StreamError};
 pub use tcp::{

@@ -66,7 +66,7 @@ fn broken(kind: io::ErrorKind, what: &str) -> StreamError {
     StreamError::Broken(io::Error::new(kind, what.to_owned()))
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> SendStream for SocketStream<S> {
+impl<S: AsyncWrite + Unpin + Send> SendStream for SocketStream<S> {
     async fn send_all(&mut self, data: &[u8]) -> Result<(), StreamError> {
         if self.eof_sent {
             self.io()?;
@@ -124,7 +124,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> SendStream for SocketStream<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> ReceiveStream for SocketStream<S> {
+impl<S: AsyncRead + Unpin + Send> ReceiveStream for SocketStream<S> {
     async fn receive_some(&mut self, max_bytes: usize) -> Result<Bytes, StreamError> {
         assert!(
             max_bytes > 0,
