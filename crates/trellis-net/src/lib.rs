@@ -16,6 +16,7 @@ mod socket;
 mod stream;
 mod tcp;
 pub mod testing;
+mod udp;
 mod unix;
 
 pub use memory::{MemoryStream, lockstep_stream_pair, memory_stream_pair};
@@ -30,6 +31,7 @@ pub use tcp::{
     TcpStream, open_tcp_listeners, open_tcp_stream, open_tcp_stream_with, reorder_for_rfc_6555,
     serve_listeners, serve_tcp,
 };
+pub use udp::UdpSocket;
 pub use unix::{UnixListener, UnixStream, open_unix_stream, serve_unix};
 
 /// The README's examples, compiled as doc tests.
