@@ -16,12 +16,14 @@ mod socket;
 mod stream;
 mod tcp;
 pub mod testing;
+mod tls;
 mod udp;
 mod unix;
 
 pub use memory::{MemoryStream, lockstep_stream_pair, memory_stream_pair};
 pub use process::{
-    Completed, DEFAULT_GRACE, Process, ProcessError, RunOptions, open_process, run_process,
+    Completed, DEFAULT_GRACE, PipeWriter, Process, ProcessError, RunOptions, open_process,
+    run_process,
 };
 pub use signals::{SignalReceiver, open_signal_receiver};
 pub use socket::SocketStream;
@@ -31,6 +33,10 @@ pub use tcp::{
     TcpStream, open_tcp_listeners, open_tcp_stream, open_tcp_stream_with, reorder_for_rfc_6555,
     serve_listeners, serve_tcp,
 };
+pub use tls::{
+    TlsError, TlsStream, open_tls_over_tcp_stream, serve_tls_over_tcp, tls_client, tls_server,
+};
+pub use tokio_rustls::rustls;
 pub use udp::UdpSocket;
 pub use unix::{UnixListener, UnixStream, open_unix_stream, serve_unix};
 

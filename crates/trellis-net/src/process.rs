@@ -11,8 +11,8 @@ use nix::unistd::Pid;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use trellis::CancelScope;
 
-use crate::socket::SocketStream;
-use crate::stream::{ReceiveStream, SendStream};
+use crate::socket::{SocketStream, send_all_on, shutdown_briefly};
+use crate::stream::{ReceiveStream, SendStream, StreamError};
 
 /// How long a cancelled process gets between SIGTERM and SIGKILL by default.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
@@ -153,7 +153,7 @@ pub async fn run_process(
     let outcome = trellis::open_nursery(|n| async move {
         let out = n.start_soon(read_all(stdout))?;
         let err = n.start_soon(read_all(stderr))?;
-        if let Some(mut stdin) = stdin.map(SocketStream::new) {
+        if let Some(mut stdin) = stdin.map(PipeWriter::new) {
             n.start_soon(async move {
                 // A process that exits without reading all its input is not an error.
                 let _ = stdin.send_all(&input).await;
@@ -221,6 +221,48 @@ async fn terminate_and_reap(child: &mut tokio::process::Child, pid: u32, grace: 
     }
 }
 
+/// The writing end of a pipe (a process's standard input) as a trellis [`SendStream`].
+#[derive(Debug)]
+pub struct PipeWriter<W> {
+    io: Option<W>,
+    broken: Option<std::io::ErrorKind>,
+}
+
+impl<W> PipeWriter<W> {
+    /// Wraps `io`.
+    pub fn new(io: W) -> Self {
+        PipeWriter {
+            io: Some(io),
+            broken: None,
+        }
+    }
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin + Send> SendStream for PipeWriter<W> {
+    async fn send_all(&mut self, data: &[u8]) -> Result<(), StreamError> {
+        let Some(io) = self.io.as_mut() else {
+            return Err(StreamError::Closed);
+        };
+        send_all_on(io, &mut self.broken, data).await
+    }
+
+    async fn wait_send_all_might_not_block(&mut self) -> Result<(), StreamError> {
+        if self.io.is_none() {
+            return Err(StreamError::Closed);
+        }
+        trellis::checkpoint().await?;
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), StreamError> {
+        if let Some(mut io) = self.io.take() {
+            shutdown_briefly(&mut io).await;
+        }
+        trellis::checkpoint().await?;
+        Ok(())
+    }
+}
+
 /// A running process whose pipes are trellis streams (Trio's `Process` from
 /// `open_process`). Dropping it kills the process (tokio reaps it in the background); call
 /// [`wait`](Process::wait) to reap it yourself.
@@ -229,7 +271,7 @@ pub struct Process {
     child: tokio::process::Child,
     pid: u32,
     /// Its standard input, when piped.
-    pub stdin: Option<SocketStream<ChildStdin>>,
+    pub stdin: Option<PipeWriter<ChildStdin>>,
     /// Its standard output, when piped.
     pub stdout: Option<SocketStream<ChildStdout>>,
     /// Its standard error, when piped.
@@ -257,7 +299,7 @@ pub fn open_process(mut command: Command) -> Result<Process, trellis::Error> {
         .map_err(|source| ProcessError::Spawn { program, source })?;
     Ok(Process {
         pid: child.id().expect("a process just spawned has a pid"),
-        stdin: child.stdin.take().map(SocketStream::new),
+        stdin: child.stdin.take().map(PipeWriter::new),
         stdout: child.stdout.take().map(SocketStream::new),
         stderr: child.stderr.take().map(SocketStream::new),
         child,

@@ -62,46 +62,69 @@ impl<S> SocketStream<S> {
     }
 }
 
-fn broken(kind: io::ErrorKind, what: &str) -> StreamError {
+fn broken_error(kind: io::ErrorKind, what: &str) -> StreamError {
     StreamError::Broken(io::Error::new(kind, what.to_owned()))
 }
 
-impl<S: AsyncWrite + Unpin + Send> SendStream for SocketStream<S> {
-    async fn send_all(&mut self, data: &[u8]) -> Result<(), StreamError> {
-        if self.eof_sent {
-            self.io()?;
-            return Err(StreamError::Closed);
-        }
-        if let Some(kind) = self.broken {
-            self.io()?;
-            return Err(broken(
-                kind,
-                "an earlier send was cancelled or failed part way",
-            ));
-        }
-        trellis::checkpoint_if_cancelled()?;
-        let mut written = 0;
-        while written < data.len() {
-            let io = self.io()?;
-            match trellis::cancellable(io.write(&data[written..])).await {
-                Ok(Ok(0)) => {
-                    self.broken = Some(io::ErrorKind::WriteZero);
-                    return Err(broken(io::ErrorKind::WriteZero, "the stream took no bytes"));
+/// `send_all` on a writer, with Trio's rule: a send cancelled after writing part of its data
+/// marks the writer broken.
+pub(crate) async fn send_all_on<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    broken: &mut Option<io::ErrorKind>,
+    data: &[u8],
+) -> Result<(), StreamError> {
+    if let Some(kind) = *broken {
+        return Err(broken_error(
+            kind,
+            "an earlier send was cancelled or failed part way",
+        ));
+    }
+    trellis::checkpoint_if_cancelled()?;
+    let mut written = 0;
+    while written < data.len() {
+        match trellis::cancellable(io.write(&data[written..])).await {
+            Ok(Ok(0)) => {
+                *broken = Some(io::ErrorKind::WriteZero);
+                return Err(broken_error(
+                    io::ErrorKind::WriteZero,
+                    "the stream took no bytes",
+                ));
+            }
+            Ok(Ok(n)) => written += n,
+            Ok(Err(e)) => {
+                *broken = Some(e.kind());
+                return Err(StreamError::Broken(e));
+            }
+            Err(cancelled) => {
+                if written > 0 {
+                    *broken = Some(io::ErrorKind::Interrupted);
                 }
-                Ok(Ok(n)) => written += n,
-                Ok(Err(e)) => {
-                    self.broken = Some(e.kind());
-                    return Err(StreamError::Broken(e));
-                }
-                Err(cancelled) => {
-                    if written > 0 {
-                        self.broken = Some(io::ErrorKind::Interrupted);
-                    }
-                    return Err(cancelled.into());
-                }
+                return Err(cancelled.into());
             }
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// Shuts the writer down gracefully when it has a way to (TCP: FIN; TLS: close_notify),
+/// bounded in time: a closed stream is closed even if the peer does not cooperate.
+pub(crate) async fn shutdown_briefly<W: AsyncWrite + Unpin>(io: &mut W) {
+    let _ = trellis::move_on_after(std::time::Duration::from_millis(100), async {
+        trellis::cancellable(io.shutdown()).await.map(drop)
+    })
+    .await;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> SendStream for SocketStream<S> {
+    async fn send_all(&mut self, data: &[u8]) -> Result<(), StreamError> {
+        let eof_sent = self.eof_sent;
+        let Some(io) = self.io.as_mut() else {
+            return Err(StreamError::Closed);
+        };
+        if eof_sent {
+            return Err(StreamError::Closed);
+        }
+        send_all_on(io, &mut self.broken, data).await
     }
 
     async fn wait_send_all_might_not_block(&mut self) -> Result<(), StreamError> {
@@ -110,14 +133,23 @@ impl<S: AsyncWrite + Unpin + Send> SendStream for SocketStream<S> {
         Ok(())
     }
 
+    /// Shuts the sending side down, discards what the peer already sent and nobody will read
+    /// (were it left unread, closing would reset the connection — with TLS, the session
+    /// tickets a server sends after the handshake — and the peer could lose data it has not
+    /// read yet), and closes.
     async fn close(&mut self) -> Result<(), StreamError> {
         if let Some(mut io) = self.io.take() {
-            // A graceful shutdown when the stream has one (TCP: FIN); bounded, and never more
-            // than best effort: the socket is closed when dropped anyway.
-            let _ = trellis::move_on_after(std::time::Duration::from_millis(100), async {
-                trellis::cancellable(io.shutdown()).await.map(drop)
+            shutdown_briefly(&mut io).await;
+            let mut scratch = [0u8; 4096];
+            while std::future::poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut scratch);
+                Poll::Ready(matches!(
+                    Pin::new(&mut io).poll_read(cx, &mut buf),
+                    Poll::Ready(Ok(())) if !buf.filled().is_empty()
+                ))
             })
-            .await;
+            .await
+            {}
         }
         trellis::checkpoint().await?;
         Ok(())
