@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fs;
 mod memory;
 mod process;
 mod signals;
