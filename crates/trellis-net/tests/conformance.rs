@@ -72,3 +72,19 @@ fn tcp_streams_conform_on_the_multi_thread_runtime() {
         check_two_way_stream(tcp_pair).await.unwrap();
     });
 }
+
+/// Trellis streams are tokio streams too: a tokio-util codec frames lines over a TCP pair.
+#[test]
+fn tokio_codecs_work_on_trellis_streams() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_util::codec::{Framed, LinesCodec};
+    trellis::testing::run_test(async {
+        let (client, server) = tcp_pair().await.unwrap();
+        let mut client = Framed::new(client, LinesCodec::new());
+        let mut server = Framed::new(server, LinesCodec::new());
+        client.send("first line").await.unwrap();
+        client.send("second").await.unwrap();
+        assert_eq!(server.next().await.unwrap().unwrap(), "first line");
+        assert_eq!(server.next().await.unwrap().unwrap(), "second");
+    });
+}
