@@ -88,3 +88,70 @@ fn tokio_codecs_work_on_trellis_streams() {
         assert_eq!(server.next().await.unwrap().unwrap(), "second");
     });
 }
+
+/// A send cancelled after part of its data went out breaks the stream: the caller cannot
+/// send the next frame after half of this one (the guarantee `SendStream` documents). A send
+/// cancelled before anything went out leaves the stream usable.
+#[test]
+fn partly_sent_and_cancelled_breaks_the_stream() {
+    use trellis_net::{ReceiveStream, SendStream, StreamError};
+    trellis::testing::run_test(async {
+        let (mut a, mut b) = lockstep_stream_pair();
+        // Nobody receives: the 1-byte pipe takes one byte, then the send waits.
+        let cut = trellis::move_on_after(std::time::Duration::from_millis(10), async {
+            a.send_all(b"a whole frame").await
+        })
+        .await
+        .unwrap();
+        assert!(cut.is_none());
+        assert!(matches!(
+            a.send_all(b"next").await,
+            Err(StreamError::Broken(_))
+        ));
+        assert_eq!(&b.receive_some(64).await.unwrap()[..], b"a");
+
+        let (mut a, mut b) = lockstep_stream_pair();
+        let scope = trellis::CancelScope::new();
+        scope.cancel();
+        assert!(scope.run(a.send_all(b"x")).await.unwrap().is_none());
+        let (sent, got) = tokio::join!(a.send_all(b"y"), b.receive_some(8));
+        sent.unwrap();
+        assert_eq!(&got.unwrap()[..], b"y");
+    });
+}
+
+/// `serve_unix`: a Unix-socket server reporting its path through `start`.
+#[test]
+fn serve_unix_serves_each_connection() {
+    use trellis_net::{ReceiveStream, SendStream, serve_unix};
+    trellis::testing::run_test(async {
+        let path =
+            std::env::temp_dir().join(format!("trellis-net-serve-{}.sock", std::process::id()));
+        trellis::open_nursery(|n| async move {
+            let path = n
+                .start(|status| {
+                    serve_unix(
+                        |mut s: UnixStream| async move {
+                            let data = s.receive_some(64).await?;
+                            s.send_all(&data).await?;
+                            Ok(())
+                        },
+                        path,
+                        status,
+                    )
+                })
+                .await?;
+            let mut c = open_unix_stream(&path).await?;
+            c.send_all(b"over unix").await?;
+            let mut got = Vec::new();
+            while got.len() < 9 {
+                got.extend_from_slice(&c.receive_some(64).await?);
+            }
+            assert_eq!(got, b"over unix");
+            n.cancel();
+            Ok::<_, trellis::Error>(())
+        })
+        .await
+        .unwrap();
+    });
+}
