@@ -104,10 +104,11 @@ fn partly_sent_and_cancelled_breaks_the_stream() {
         .await
         .unwrap();
         assert!(cut.is_none());
-        assert!(matches!(
-            a.send_all(b"next").await,
-            Err(StreamError::Broken(_))
-        ));
+        let next = trellis::move_on_after(std::time::Duration::from_millis(10), async {
+            a.send_all(b"next").await
+        })
+        .await;
+        assert!(matches!(next, Err(StreamError::Broken(_))), "{next:?}");
         assert_eq!(&b.receive_some(64).await.unwrap()[..], b"a");
 
         let (mut a, mut b) = lockstep_stream_pair();
