@@ -80,3 +80,55 @@ fn broadcast_two_subscribers() {
         assert_eq!(other.join().unwrap(), Ok(5));
     });
 }
+
+/// Polls `future` once with a waker that does nothing.
+fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(future).poll(&mut cx)
+}
+
+/// A waiting receive dropped as a sender hands it a value loses nothing: the value goes back to
+/// the front of the channel and the next receiver gets it, exactly once.
+#[test]
+fn dropped_receive_puts_a_handed_value_back() {
+    loom::model(|| {
+        let (tx, rx) = channel::<u32>(0);
+        let rx2 = rx.clone();
+        let mut waiting = Box::pin(rx.recv());
+        assert!(poll_once(&mut waiting).is_pending());
+        let sender = thread::spawn(move || block_on(tx.send(9)));
+        drop(waiting);
+        assert_eq!(block_on(rx2.recv()), Ok(9));
+        assert_eq!(sender.join().unwrap(), Ok(()));
+        assert_eq!(block_on(rx2.recv()), Err(RecvError::EndOfChannel));
+    });
+}
+
+/// A waiting send dropped while a receiver takes values: the receiver gets the value at most
+/// once, and a later value still goes through (no stale waiter is left behind).
+#[test]
+fn dropped_send_leaves_no_stale_waiter() {
+    loom::model(|| {
+        let (tx, rx) = channel::<u32>(0);
+        let tx2 = tx.clone();
+        let mut waiting = Box::pin(tx.send(4));
+        assert!(poll_once(&mut waiting).is_pending());
+        let receiver = thread::spawn(move || {
+            let first = block_on(rx.recv()).unwrap();
+            let second = if first == 4 {
+                block_on(rx.recv()).unwrap()
+            } else {
+                first
+            };
+            (first, second)
+        });
+        drop(waiting);
+        drop(tx);
+        assert_eq!(block_on(tx2.send(5)), Ok(()));
+        let (first, second) = receiver.join().unwrap();
+        assert!(
+            (first, second) == (4, 5) || (first, second) == (5, 5),
+            "got {first}, {second}"
+        );
+    });
+}
