@@ -1,6 +1,8 @@
 //! Actor trees with real child processes, ported from tractor's test suite (the original
 //! test is named on each).
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -146,13 +148,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), trellis::Error>>,
 {
-    trellis::Runner::multi_thread()
-        .handle_ctrl_c(false)
-        .run(trellis_actor::run_root(
-            "root",
-            config().transport(transport),
-            body,
-        ))
+    common::root_with(config(), transport, body)
 }
 
 fn alive(pid: u32) -> bool {
@@ -486,18 +482,7 @@ fn killed_child_surfaces_as_an_error(transport: Transport) {
     assert!(died.to_string().contains("SIGKILL"), "{died}");
 }
 
-/// Every test above, once over Unix sockets and once over TCP on the loopback interface.
-macro_rules! on_both_transports {
-    ($($name:ident),* $(,)?) => {
-        mod unix {
-            $( #[test] fn $name() { super::$name(trellis_actor::Transport::Unix) } )*
-        }
-        mod tcp {
-            $( #[test] fn $name() { super::$name(trellis_actor::Transport::tcp_loopback()) } )*
-        }
-    };
-}
-
+// Every test above, once over Unix sockets and once over TCP on the loopback interface.
 on_both_transports!(
     remote_call_returns_value,
     remote_error_arrives_with_its_type,

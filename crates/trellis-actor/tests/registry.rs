@@ -1,6 +1,8 @@
 //! The registry: actors register when they start, unregister when they exit, and find each
 //! other by name. Ported from tractor's `test_discovery.py` (the original is named on each).
 
+mod common;
+
 use trellis_actor::{
     ActorError, Config, Functions, Transport, find_actor, open_nursery, wait_for_actor,
 };
@@ -49,13 +51,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), trellis::Error>>,
 {
-    trellis::Runner::multi_thread()
-        .handle_ctrl_c(false)
-        .run(trellis_actor::run_root(
-            "root",
-            config().transport(transport),
-            body,
-        ))
+    common::root_with(config(), transport, body)
 }
 
 /// tractor: test_discovery.py::test_reg_then_unreg — an actor is found while it runs and is
@@ -165,18 +161,7 @@ fn children_find_each_other(transport: Transport) {
     .unwrap();
 }
 
-/// Every test above, once over Unix sockets and once over TCP on the loopback interface.
-macro_rules! on_both_transports {
-    ($($name:ident),* $(,)?) => {
-        mod unix {
-            $( #[test] fn $name() { super::$name(trellis_actor::Transport::Unix) } )*
-        }
-        mod tcp {
-            $( #[test] fn $name() { super::$name(trellis_actor::Transport::tcp_loopback()) } )*
-        }
-    };
-}
-
+// Every test above, once over Unix sockets and once over TCP on the loopback interface.
 on_both_transports!(
     registered_then_unregistered,
     wait_for_an_actor,
