@@ -134,16 +134,11 @@ pub(crate) struct Inner {
 #[derive(Default)]
 struct State {
     /// Children spawned and not yet connected back, by uid.
-    expected: HashMap<String, oneshot::Sender<Accepted>>,
+    expected: HashMap<String, oneshot::Sender<Conn>>,
     conns: Vec<Conn>,
     /// Connections this actor opened to others, by the peer's address.
     peers: HashMap<Addr, Conn>,
     cancelled_by: Option<ActorId>,
-}
-
-/// A child's connection, handed from the accept loop to the spawner.
-pub(crate) struct Accepted {
-    pub(crate) conn: Conn,
 }
 
 /// The actor this code runs in: inside the root body given to [`main`] or [`run_root`],
@@ -349,7 +344,7 @@ impl Actor {
     }
 
     /// Announces a child about to connect back with `uid`.
-    pub(crate) fn expect_child(&self, uid: &str) -> oneshot::Receiver<Accepted> {
+    pub(crate) fn expect_child(&self, uid: &str) -> oneshot::Receiver<Conn> {
         let (tx, rx) = oneshot::channel();
         self.lock().expected.insert(uid.to_owned(), tx);
         rx
@@ -359,7 +354,7 @@ impl Actor {
     pub(crate) fn child_ready(&self, conn: &Conn) {
         let expected = self.lock().expected.remove(&conn.peer().actor.uid);
         if let Some(expected) = expected {
-            let _ = expected.send(Accepted { conn: conn.clone() });
+            let _ = expected.send(conn.clone());
         }
     }
 

@@ -338,7 +338,7 @@ async fn spawn(actor: &Actor, name: &str) -> Result<(Child, Conn), trellis::Erro
     let waited = trellis::move_on_after(config.spawn_timeout, async {
         let outcome = trellis::cancellable(async {
             tokio::select! {
-                accepted = &mut connected => accepted.map(|a| a.conn).map_err(|_| "the actor shut down".to_owned()),
+                accepted = &mut connected => accepted.map_err(|_| "the actor shut down".to_owned()),
                 status = child.wait() => Err(match status {
                     Ok(status) => format!("exited before connecting: {status}"),
                     Err(e) => e.to_string(),

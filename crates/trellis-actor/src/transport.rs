@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
@@ -164,7 +165,7 @@ impl Listener {
                 sweep_stale(&base);
                 // A directory of our own, mode 0700, so no other user can reach the socket.
                 let dir = socket_dir(&base, std::process::id(), uid);
-                std::fs::DirBuilder::new().mode_private().create(&dir)?;
+                std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
                 let path = dir.join("actor.sock");
                 let file = SocketFile {
                     dir,
@@ -247,16 +248,5 @@ pub(crate) fn process_runs(pid: u32) -> bool {
             Some('Z' | 'X')
         ),
         Err(_) => false,
-    }
-}
-
-trait PrivateDir {
-    fn mode_private(&mut self) -> &mut Self;
-}
-
-impl PrivateDir for std::fs::DirBuilder {
-    fn mode_private(&mut self) -> &mut Self {
-        use std::os::unix::fs::DirBuilderExt;
-        self.mode(0o700)
     }
 }
