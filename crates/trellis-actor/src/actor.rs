@@ -364,7 +364,6 @@ impl Actor {
 
     fn serve(&self) -> Serve {
         Serve {
-            functions: self.inner.config.functions.clone(),
             work: self.inner.work.clone(),
             actor: self.clone(),
         }

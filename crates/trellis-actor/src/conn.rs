@@ -87,7 +87,6 @@ struct Serving {
 /// What the reader needs to serve the peer's calls.
 #[derive(Clone)]
 pub(crate) struct Serve {
-    pub(crate) functions: Arc<Functions>,
     /// Where served calls run.
     pub(crate) work: Nursery,
     /// The actor serving: what [`crate::current`] gives inside served calls.
@@ -451,7 +450,7 @@ impl Conn {
         let builtin = serve.actor.registry().and_then(|registry| {
             crate::registry::serve(registry, function, args.clone(), self.key())
         });
-        let call = match (builtin, serve.functions.get(function)) {
+        let call = match (builtin, self.functions().get(function)) {
             (Some(builtin), _) => builtin,
             (None, Some(handler)) => handler(args),
             (None, None) => {
