@@ -14,11 +14,18 @@ const MESSAGE: usize = 16;
 const BULK: usize = 256 << 20;
 const CHUNK: usize = 64 << 10;
 
-async fn trellis_pingpong() -> f64 {
+/// A tokio listener on a free loopback port, and its address.
+async fn loopback_listener() -> (tokio::net::TcpListener, std::net::SocketAddr) {
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+        .expect("bind on loopback");
+    let addr = listener.local_addr().expect("bound address");
+    (listener, addr)
+}
+
+async fn trellis_pingpong() -> f64 {
+    let (listener, addr) = loopback_listener().await;
+    let port = addr.port();
     let mut listener = TcpListener::new(listener);
     trellis::open_nursery(|n| async move {
         n.start_soon(async move {
@@ -51,10 +58,7 @@ async fn trellis_pingpong() -> f64 {
 }
 
 async fn raw_pingpong() -> f64 {
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = loopback_listener().await;
     let server = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         s.set_nodelay(true).unwrap();
@@ -83,10 +87,8 @@ async fn raw_pingpong() -> f64 {
 }
 
 async fn trellis_bulk() -> f64 {
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let (listener, addr) = loopback_listener().await;
+    let port = addr.port();
     let mut listener = TcpListener::new(listener);
     trellis::open_nursery(|n| async move {
         let sink = n.start_soon(async move {
@@ -120,10 +122,7 @@ async fn trellis_bulk() -> f64 {
 }
 
 async fn raw_bulk() -> f64 {
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = loopback_listener().await;
     let sink = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; CHUNK * 4];
