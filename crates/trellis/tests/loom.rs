@@ -132,3 +132,26 @@ fn dropped_send_leaves_no_stale_waiter() {
         );
     });
 }
+
+/// Lossless mode with a buffer of one: the source is pulled only as the slowest subscriber
+/// allows, and both subscribers, on two threads, get every value in order.
+#[test]
+fn lossless_broadcast_waits_for_the_slowest() {
+    loom::model(|| {
+        let (tx, rx) = channel::<u32>(2);
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        drop(tx);
+        let first = trellis::broadcast::lossless_broadcast_receiver(rx, 1);
+        let second = first.subscribe().unwrap();
+        let other = thread::spawn(move || {
+            let a = block_on(second.recv()).unwrap();
+            let b = block_on(second.recv()).unwrap();
+            (a, b)
+        });
+        let a = block_on(first.recv()).unwrap();
+        let b = block_on(first.recv()).unwrap();
+        assert_eq!((a, b), (1, 2));
+        assert_eq!(other.join().unwrap(), (1, 2));
+    });
+}
