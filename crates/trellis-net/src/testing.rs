@@ -196,3 +196,19 @@ where
     assert!(a.receive_some(10).await?.is_empty());
     Ok(())
 }
+
+/// Sends back whatever it receives until the peer ends the stream: a handler for test
+/// servers (`serve_tcp(echo, 0, status)`).
+///
+/// # Errors
+///
+/// The stream's failure, or `Cancelled`.
+pub async fn echo<S: SendStream + ReceiveStream>(mut stream: S) -> Result<(), trellis::Error> {
+    loop {
+        let data = stream.receive_some(64 * 1024).await?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        stream.send_all(&data).await?;
+    }
+}

@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use trellis_net::testing::echo;
 use trellis_net::{
     ConnectError, ConnectOptions, Listener, ReceiveStream, Resolve, SendStream, TcpListener,
     TcpStream, open_tcp_listeners, open_tcp_stream, open_tcp_stream_with, reorder_for_rfc_6555,
@@ -220,23 +221,15 @@ fn listeners_on_both_families_share_the_port() {
     });
 }
 
-async fn echo(mut stream: TcpStream) -> Result<(), trellis::Error> {
-    loop {
-        let data = stream.receive_some(1024).await?;
-        if data.is_empty() {
-            return Ok(());
-        }
-        stream.send_all(&data).await?;
-    }
-}
-
 /// Trio: test_serve_tcp / test_serve_listeners_basic — reports its addresses through
 /// `start`, serves each connection in a task, and stops when cancelled.
 #[test]
 fn serve_tcp_serves_each_connection() {
     trellis::testing::run_test(async {
         trellis::open_nursery(|n| async move {
-            let addrs = n.start(|status| serve_tcp(echo, 0, status)).await?;
+            let addrs = n
+                .start(|status| serve_tcp(echo::<TcpStream>, 0, status))
+                .await?;
             let port = addrs[0].port();
             let mut clients = Vec::new();
             for i in 0..3u8 {

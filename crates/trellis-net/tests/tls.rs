@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use trellis_net::rustls::{self, pki_types};
-use trellis_net::testing::check_two_way_stream;
+use trellis_net::testing::{check_two_way_stream, echo};
 use trellis_net::{
-    Listener, ReceiveStream, SendStream, TcpListener, TlsError, TlsStream, open_tcp_stream,
-    open_tls_over_tcp_stream, serve_tls_over_tcp, tls_client, tls_server,
+    ReceiveStream, SendStream, TlsError, TlsStream, open_tcp_stream, open_tls_over_tcp_stream,
+    serve_tls_over_tcp, tls_client, tls_server,
 };
 
 /// A self-signed certificate for `localhost` and the configs that use it.
@@ -134,16 +134,6 @@ fn stalled_handshake_is_cancellable() {
     });
 }
 
-async fn echo(mut stream: Tls) -> Result<(), trellis::Error> {
-    loop {
-        let data = stream.receive_some(1024).await?;
-        if data.is_empty() {
-            return Ok(());
-        }
-        stream.send_all(&data).await?;
-    }
-}
-
 /// Trio: test_serve_ssl_over_tcp — a TLS echo server; a client that fails its handshake does
 /// not take the server down.
 #[test]
@@ -153,7 +143,7 @@ fn serve_tls_over_tcp_echoes() {
         let (server_config, client_config) = (pki.server.clone(), pki.client.clone());
         trellis::open_nursery(|n| async move {
             let addrs = n
-                .start(|status| serve_tls_over_tcp(echo, 0, server_config, status))
+                .start(|status| serve_tls_over_tcp(echo::<Tls>, 0, server_config, status))
                 .await?;
             let port = addrs[0].port();
             // Garbage instead of a ClientHello: that connection fails, the server goes on.
@@ -171,6 +161,5 @@ fn serve_tls_over_tcp_echoes() {
         })
         .await
         .unwrap();
-        let _ = TcpListener::accept;
     });
 }
