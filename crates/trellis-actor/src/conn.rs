@@ -21,6 +21,7 @@ use trellis_wire::{
 
 use crate::error::{ActorError, RemoteActorError, report, runtime_report};
 use crate::functions::{CallFailure, Functions};
+use crate::stream::{Chan, ChanEnd, Link, Pushed, StreamOptions, StreamOverrun};
 use crate::transport::{Reader, Writer};
 
 /// The reserved function that asks an actor to cancel itself and exit.
@@ -31,7 +32,7 @@ pub(crate) const CHILD_READY: &str = "trellis.child_ready";
 
 /// How long a caller that was cancelled waits for the callee to acknowledge the cancellation
 /// before giving up on the call.
-const CANCEL_ACK_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const CANCEL_ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// How the connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,8 @@ struct State {
     calling: HashMap<u64, oneshot::Sender<Message>>,
     /// Calls we serve.
     serving: HashMap<u64, Serving>,
+    /// The stream state of stream and context calls, both ways.
+    chans: HashMap<u64, Arc<Chan>>,
     /// We said goodbye: the writer stops once the buffer is out.
     closing: bool,
     end: Option<End>,
@@ -82,6 +85,8 @@ struct State {
 struct Serving {
     scope: CancelScope,
     cancelled_by: Option<ActorId>,
+    /// The call's receiving end overran: it fails with this.
+    overrun: Option<StreamOverrun>,
 }
 
 /// What the reader needs to serve the peer's calls.
@@ -145,6 +150,7 @@ impl Conn {
                     write_error: None,
                     calling: HashMap::new(),
                     serving: HashMap::new(),
+                    chans: HashMap::new(),
                     closing: false,
                     end: None,
                 }),
@@ -190,6 +196,11 @@ impl Conn {
         &self.inner.peer
     }
 
+    /// This side's actor.
+    pub(crate) fn local(&self) -> &ActorId {
+        &self.inner.local
+    }
+
     /// How the connection ended, once it has.
     pub(crate) fn end(&self) -> Option<End> {
         self.lock().end.clone()
@@ -230,7 +241,7 @@ impl Conn {
 
     /// Marks the connection ended: pending calls fail, served calls are cancelled.
     fn finish(&self, end: End) {
-        let (calling, serving) = {
+        let (calling, serving, chans) = {
             let mut state = self.lock();
             if state.end.is_some() {
                 return;
@@ -240,9 +251,13 @@ impl Conn {
             (
                 std::mem::take(&mut state.calling),
                 std::mem::take(&mut state.serving),
+                std::mem::take(&mut state.chans),
             )
         };
         drop(calling); // the callers see their channel closed: ConnectionLost
+        for chan in chans.into_values() {
+            chan.end(ChanEnd::Lost, &self.inner.local);
+        }
         for serving in serving.into_values() {
             serving.scope.cancel();
         }
@@ -371,7 +386,18 @@ impl Conn {
 
     /// Routes one received message; `Err` ends the connection.
     fn dispatch(&self, message: Message, serve: &Serve) -> Result<(), End> {
-        let received = self.lock().session.receive(&message);
+        let (received, chan) = {
+            let mut state = self.lock();
+            let received = state.session.receive(&message);
+            let chan = match &message {
+                Message::Yield { cid, .. }
+                | Message::Stop { cid }
+                | Message::Credit { cid, .. }
+                | Message::Started { cid, .. } => state.chans.get(cid).cloned(),
+                _ => None,
+            };
+            (received, chan)
+        };
         match received {
             Err(e) => {
                 let text = format!("protocol error: {e}");
@@ -408,15 +434,46 @@ impl Conn {
             Message::Return { cid, .. }
             | Message::Error { cid: Some(cid), .. }
             | Message::CancelAck { cid, .. } => {
-                let waiter = self.lock().calling.remove(&cid);
+                let (waiter, chan) = {
+                    let mut state = self.lock();
+                    (state.calling.remove(&cid), state.chans.remove(&cid))
+                };
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(message);
+                } else if let Some(chan) = chan {
+                    chan.end(ChanEnd::Terminal(message), &self.inner.local);
                 }
             }
-            // Acknowledgements and stream messages: runs need nothing more.
+            Message::Yield { cid, value } => {
+                if let Some(chan) = chan
+                    && let Pushed::Overrun(overrun) =
+                        chan.push(value, &self.inner.local, &self.inner.peer.actor)
+                {
+                    self.overrun(cid, overrun);
+                }
+            }
+            Message::Stop { .. } => chan.into_iter().for_each(|c| c.peer_stopped()),
+            Message::Credit { count, .. } => chan.into_iter().for_each(|c| c.credit(count)),
+            Message::Started { value, .. } => {
+                if let Some(chan) = chan {
+                    chan.started(value);
+                }
+            }
+            // Acknowledgements: nothing to do.
             _ => {}
         }
         Ok(())
+    }
+
+    /// The receiving end of a call overran. A call we serve fails with it; a call we made
+    /// fails in the caller (its body was cancelled), whose exit cancels the remote side.
+    fn overrun(&self, cid: u64, overrun: StreamOverrun) {
+        tracing::debug!(cid, %overrun, "stream overrun");
+        let mut state = self.lock();
+        if let Some(serving) = state.serving.get_mut(&cid) {
+            serving.overrun = Some(overrun);
+            serving.scope.cancel();
+        }
     }
 
     fn start_serving(
@@ -450,30 +507,54 @@ impl Conn {
         let builtin = serve.actor.registry().and_then(|registry| {
             crate::registry::serve(registry, function, args.clone(), self.key())
         });
-        let call = match (builtin, self.functions().get(function)) {
-            (Some(builtin), _) => builtin,
-            (None, Some(handler)) => handler(args),
+        let handler = self.functions().get(function);
+        let (call, chan) = match (builtin, handler) {
+            (Some(builtin), _) if kind == CallKind::Run => (builtin, None),
+            (None, Some(handler)) if handler.kind == kind => {
+                let chan = (kind != CallKind::Run).then(Chan::new);
+                let link = chan.clone().map(|chan| Link {
+                    conn: self.clone(),
+                    cid,
+                    chan,
+                    kind,
+                    role: trellis_wire::Role::Callee,
+                });
+                ((handler.call)(args, link), chan)
+            }
             (None, None) => {
                 return refuse(
                     ErrorKind::UnknownFunction,
                     format!("no function named `{function}` in actor {local}"),
                 );
             }
+            (builtin, handler) => {
+                let registered = handler.map_or(CallKind::Run, |h| h.kind);
+                debug_assert!(builtin.is_none() || registered == CallKind::Run);
+                return refuse(
+                    ErrorKind::BadArguments,
+                    format!(
+                        "`{function}` is a {} function, called as a {}",
+                        kind_name(registered),
+                        kind_name(kind)
+                    ),
+                );
+            }
         };
-        if kind != CallKind::Run {
-            return refuse(
-                ErrorKind::Protocol,
-                format!("`{function}` called as a {kind:?}: only run calls are served so far"),
-            );
-        }
         let scope = CancelScope::new();
-        self.lock().serving.insert(
-            cid,
-            Serving {
-                scope: scope.clone(),
-                cancelled_by: None,
-            },
-        );
+        {
+            let mut state = self.lock();
+            state.serving.insert(
+                cid,
+                Serving {
+                    scope: scope.clone(),
+                    cancelled_by: None,
+                    overrun: None,
+                },
+            );
+            if let Some(chan) = chan {
+                state.chans.insert(cid, chan);
+            }
+        }
         // The acknowledgement waits in the buffer: a call that completes at once sends it in
         // the same write as its result; one that has to wait flushes it then.
         let _ = self.send_held(&Message::StartAck { cid });
@@ -508,7 +589,10 @@ impl Conn {
             Ok::<_, trellis::Error>(())
         });
         if spawned.is_err() {
-            self.lock().serving.remove(&cid);
+            let mut state = self.lock();
+            state.serving.remove(&cid);
+            state.chans.remove(&cid);
+            drop(state);
             let local = self.inner.local.clone();
             let _ = self.send(&Message::Error {
                 cid: Some(cid),
@@ -528,8 +612,19 @@ impl Conn {
         outcome: Result<Option<Result<Payload, CallFailure>>, trellis::Error>,
         actor_cancelled_by: Option<ActorId>,
     ) {
-        let serving = self.lock().serving.remove(&cid);
+        let (serving, chan) = {
+            let mut state = self.lock();
+            (state.serving.remove(&cid), state.chans.remove(&cid))
+        };
+        if let Some(chan) = chan {
+            chan.end(ChanEnd::Over, &self.inner.local);
+        }
         let local = &self.inner.local;
+        let overrun = serving.as_ref().and_then(|s| s.overrun.clone());
+        let outcome = match overrun {
+            Some(overrun) => Ok(Some(Err(CallFailure::Failed(trellis::Error::new(overrun))))),
+            None => outcome,
+        };
         let message = match outcome {
             Ok(Some(Ok(value))) => Message::Return { cid, value },
             Ok(Some(Err(failure))) => {
@@ -659,10 +754,49 @@ impl Conn {
             Ok(Err(_)) => return Err(self.lost()),
             Err(Cancelled) => return self.cancel_call(cid, rx).await,
         };
-        self.outcome(message)
+        self.terminal_error(message)
     }
 
-    fn lost(&self) -> trellis::Error {
+    /// Starts a stream or context call: sends `Start`, and the credit for the callee's items
+    /// right behind it.
+    pub(crate) fn open_call(
+        &self,
+        function: &str,
+        kind: CallKind,
+        args: Payload,
+        options: StreamOptions,
+    ) -> Result<Link, trellis::Error> {
+        let chan = Chan::new();
+        let cid = {
+            let mut state = self.lock();
+            let cid = state.session.next_call_id();
+            let start = Message::Start {
+                cid,
+                function: function.to_owned(),
+                kind,
+                args,
+            };
+            self.send_locked(&mut state, &start)?;
+            state.chans.insert(cid, chan.clone());
+            cid
+        };
+        let link = Link {
+            conn: self.clone(),
+            cid,
+            chan,
+            kind,
+            role: trellis_wire::Role::Caller,
+        };
+        link.grant(options)?;
+        Ok(link)
+    }
+
+    /// Forgets a call we made whose end we no longer wait for.
+    pub(crate) fn forget_call(&self, cid: u64) {
+        self.lock().chans.remove(&cid);
+    }
+
+    pub(crate) fn lost(&self) -> trellis::Error {
         ActorError::ConnectionLost {
             actor: self.inner.peer.actor.clone(),
         }
@@ -685,8 +819,10 @@ impl Conn {
             .await;
         match waited {
             // It finished before the cancellation reached it: the call happened.
-            Ok(Some(Some(Some(message @ Message::Return { .. })))) => self.outcome(message),
-            Ok(Some(Some(Some(message @ Message::Error { .. })))) => self.outcome(message),
+            Ok(Some(Some(Some(message @ Message::Return { .. })))) => {
+                self.terminal_error(message)
+            }
+            Ok(Some(Some(Some(message @ Message::Error { .. })))) => self.terminal_error(message),
             _ => {
                 self.lock().calling.remove(&cid);
                 Err(Cancelled.into())
@@ -694,7 +830,8 @@ impl Conn {
         }
     }
 
-    fn outcome(&self, message: Message) -> Result<Payload, trellis::Error> {
+    /// What a terminal message means for the caller: the value, or the error.
+    pub(crate) fn terminal_error(&self, message: Message) -> Result<Payload, trellis::Error> {
         match message {
             Message::Return { value, .. } => Ok(value),
             Message::Error { error, .. } => {
@@ -713,6 +850,14 @@ impl Conn {
             }
             other => unreachable!("not a terminal message: {}", other.name()),
         }
+    }
+}
+
+fn kind_name(kind: CallKind) -> &'static str {
+    match kind {
+        CallKind::Run => "run",
+        CallKind::Stream => "stream",
+        CallKind::Context => "context",
     }
 }
 

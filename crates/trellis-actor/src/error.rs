@@ -279,6 +279,32 @@ pub enum ActorError {
         /// What it did.
         error: String,
     },
+    /// A stream item did not decode as the receiving end's item type.
+    #[error("{0}")]
+    BadItem(String),
+    /// The stream was closed: this end sent `Stop` (sending) or was dropped (receiving), or,
+    /// in the remote function, its call is over.
+    #[error("the stream is closed")]
+    StreamClosed,
+    /// A subscriber fell behind its stream and missed this many items; it goes on from the
+    /// oldest item kept.
+    #[error("the subscriber lagged behind its stream by {0} items")]
+    Lagged(u64),
+    /// `Context::started` called twice.
+    #[error("`started` called twice in one context")]
+    StartedTwice,
+    /// `Context::open_stream` called before `started`.
+    #[error("a context's stream opened before `started`")]
+    StreamBeforeStarted,
+    /// `open_stream` called twice on one side of a context.
+    #[error("a context's stream opened twice")]
+    StreamOpenedTwice,
+    /// The remote context function returned without calling `started`.
+    #[error("the context function in actor {actor} returned without calling `started`")]
+    NotStarted {
+        /// The actor that ran it.
+        actor: ActorId,
+    },
     /// An I/O error of the actor's own sockets or processes.
     #[error("{context}: {source}")]
     Io {

@@ -36,13 +36,21 @@ mod functions;
 mod nursery;
 mod panic;
 mod registry;
+mod stream;
 mod transport;
 
 pub use actor::{
     Actor, Config, current, find_actor, main, main_with, run_root, try_current, wait_for_actor,
 };
 pub use error::{ActorError, BadArguments, RemoteActorError, UnknownFunction};
-pub use functions::{Functions, RemoteFn, ServeFn};
+pub use functions::{
+    ContextCall, ContextFn, Functions, Register, RemoteFn, RunCall, ServeContextFn, ServeFn,
+    ServeStreamFn, StreamCall, StreamFn,
+};
+pub use stream::{
+    Context, DEFAULT_CAPACITY, Flow, MsgStream, PortalContext, StreamOptions, StreamOverrun,
+    Subscription,
+};
 pub use nursery::{ActorNursery, Portal, RunHandle, open_nursery};
 pub use transport::{Addr, BadAddr, Transport};
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};

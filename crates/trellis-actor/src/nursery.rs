@@ -38,6 +38,10 @@ impl Portal {
         Portal { conn }
     }
 
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
     /// The actor at the other end.
     pub fn actor_id(&self) -> &ActorId {
         &self.conn.peer().actor

@@ -126,11 +126,13 @@ impl Call {
             (Message::Cancel { .. }, Role::Caller) => {
                 !std::mem::replace(&mut self.cancel_sent, true)
             }
-            (Message::Credit { count, .. }, _) => {
+            (Message::Credit { count, .. }, from) => {
                 if *count == 0 {
                     return Err(ProtocolError::ZeroCredit { cid });
                 }
-                self.kind != CallKind::Run && self.phase != Phase::Starting
+                // The caller grants credit for the callee's items with its `Start`; the callee
+                // grants its own once it acknowledged the call.
+                self.kind != CallKind::Run && (from == Role::Caller || self.phase != Phase::Starting)
             }
             _ => false,
         };

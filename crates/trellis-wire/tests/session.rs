@@ -493,3 +493,24 @@ fn connection_errors_have_no_call() {
         Received::ConnectionError
     );
 }
+
+/// The caller grants credit for the callee's items together with its `Start`, before the
+/// acknowledgement; the callee grants its own only once it acknowledged the call.
+#[test]
+fn caller_credit_may_precede_the_acknowledgement() {
+    for kind in [CallKind::Stream, CallKind::Context] {
+        let (mut a, mut b) = pair();
+        let cid = a.next_call_id();
+        deliver(&mut a, &mut b, start(cid, kind));
+        deliver(&mut a, &mut b, Message::Credit { cid, count: 64 });
+        out_of_order(b.send(&Message::Credit { cid, count: 1 }), "Credit");
+        out_of_order(a.receive(&Message::Credit { cid, count: 1 }), "Credit");
+        deliver(&mut b, &mut a, Message::StartAck { cid });
+        deliver(&mut b, &mut a, Message::Credit { cid, count: u32::MAX });
+    }
+    // Run calls take no credit at all.
+    let (mut a, mut b) = pair();
+    let cid = a.next_call_id();
+    deliver(&mut a, &mut b, start(cid, CallKind::Run));
+    out_of_order(a.send(&Message::Credit { cid, count: 1 }), "Credit");
+}
