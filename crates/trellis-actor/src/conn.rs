@@ -659,7 +659,15 @@ impl Conn {
                     .unwrap_or_else(|| local.clone()),
             },
         };
-        let _ = self.send(&message);
+        // The caller waits for the end of its call: if the protocol forbids the message
+        // (a bug here), it still gets one, as an error.
+        if let Err(ActorError::Protocol { error, .. }) = self.send(&message) {
+            tracing::error!(cid, %error, "could not end a served call");
+            let _ = self.send(&Message::Error {
+                cid: Some(cid),
+                error: Box::new(runtime_report(local, ErrorKind::Protocol, error)),
+            });
+        }
     }
 
     /// Buffers `message` and wakes the writer.
@@ -819,9 +827,7 @@ impl Conn {
             .await;
         match waited {
             // It finished before the cancellation reached it: the call happened.
-            Ok(Some(Some(Some(message @ Message::Return { .. })))) => {
-                self.terminal_error(message)
-            }
+            Ok(Some(Some(Some(message @ Message::Return { .. })))) => self.terminal_error(message),
             Ok(Some(Some(Some(message @ Message::Error { .. })))) => self.terminal_error(message),
             _ => {
                 self.lock().calling.remove(&cid);

@@ -151,7 +151,11 @@ pub trait ContextFn<M>: Send + Sync + 'static {
 /// A [`ContextFn`] this actor can serve.
 pub trait ServeContextFn<M>: ContextFn<M> {
     /// Runs the function.
-    fn call(&self, ctx: Context, args: Self::Args) -> BoxFuture<Result<Self::Output, trellis::Error>>;
+    fn call(
+        &self,
+        ctx: Context,
+        args: Self::Args,
+    ) -> BoxFuture<Result<Self::Output, trellis::Error>>;
 }
 
 macro_rules! stream_fns {
@@ -342,8 +346,17 @@ where
                 Box::pin(async move {
                     let args = decode_args(&args)?;
                     let link = link.expect("context calls have a link");
+                    let local = link.conn.local().clone();
                     let ctx = Context::new(link);
-                    let value = function.call(ctx, args).await.map_err(CallFailure::Failed)?;
+                    let started = ctx.started_flag();
+                    let value = function
+                        .call(ctx, args)
+                        .await
+                        .map_err(CallFailure::Failed)?;
+                    if !started.load(std::sync::atomic::Ordering::Acquire) {
+                        let error = crate::ActorError::NotStarted { actor: local };
+                        return Err(CallFailure::Failed(error.into()));
+                    }
                     encode_result(&value)
                 })
             }),

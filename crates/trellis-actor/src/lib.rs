@@ -47,11 +47,11 @@ pub use functions::{
     ContextCall, ContextFn, Functions, Register, RemoteFn, RunCall, ServeContextFn, ServeFn,
     ServeStreamFn, StreamCall, StreamFn,
 };
+pub use nursery::{ActorNursery, Portal, RunHandle, open_nursery};
 pub use stream::{
     Context, DEFAULT_CAPACITY, Flow, MsgStream, PortalContext, StreamOptions, StreamOverrun,
     Subscription,
 };
-pub use nursery::{ActorNursery, Portal, RunHandle, open_nursery};
 pub use transport::{Addr, BadAddr, Transport};
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};
 

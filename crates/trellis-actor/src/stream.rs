@@ -17,8 +17,8 @@
 //! item (the broadcast receiver of `trellis::broadcast`).
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::convert::Infallible;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -125,7 +125,9 @@ impl StreamOptions {
 /// [`RemoteActorError`](crate::RemoteActorError) whose
 /// [`rebuilt`](crate::RemoteActorError::rebuilt) value is this.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("stream overrun: actor {receiver} had more than {capacity} unread items from actor {sender}")]
+#[error(
+    "stream overrun: actor {receiver} had more than {capacity} unread items from actor {sender}"
+)]
 pub struct StreamOverrun {
     /// The receiving actor.
     pub receiver: String,
@@ -272,26 +274,41 @@ impl Chan {
             if state.end.is_some() {
                 return;
             }
-            let failed = match &end {
-                ChanEnd::Terminal(Message::Return { .. }) | ChanEnd::Over => false,
-                ChanEnd::Terminal(Message::CancelAck { requested_by, .. }) => {
-                    requested_by != local
-                }
-                ChanEnd::Terminal(_) | ChanEnd::Lost => true,
-            };
-            if failed && let Some(body) = &state.body {
+            if end_is_failure(&end, local)
+                && let Some(body) = &state.body
+            {
                 body.cancel();
             }
             state.end = Some(end);
         });
     }
 
-    pub(crate) fn set_body(&self, scope: CancelScope) {
-        self.lock().body = Some(scope);
+    /// The caller's body runs in `scope`; if the call failed already, it is cancelled at once.
+    pub(crate) fn set_body(&self, scope: CancelScope, local: &ActorId) {
+        let mut state = self.lock();
+        let failed = state.overrun.is_some()
+            || state
+                .end
+                .as_ref()
+                .is_some_and(|end| end_is_failure(end, local));
+        if failed {
+            scope.cancel();
+        }
+        state.body = Some(scope);
     }
 
     pub(crate) fn terminal(&self) -> Option<ChanEnd> {
         self.lock().end.clone()
+    }
+}
+
+/// Whether the call ended in a way that must cancel the caller's body: anything but the
+/// callee's `Return` or our own request to cancel.
+fn end_is_failure(end: &ChanEnd, local: &ActorId) -> bool {
+    match end {
+        ChanEnd::Terminal(Message::Return { .. }) | ChanEnd::Over => false,
+        ChanEnd::Terminal(Message::CancelAck { requested_by, .. }) => requested_by != local,
+        ChanEnd::Terminal(_) | ChanEnd::Lost => true,
     }
 }
 
@@ -392,6 +409,9 @@ impl Link {
     }
 
     async fn send(&self, item: Payload) -> Result<(), trellis::Error> {
+        // A sender that never has to wait (unlimited credit) still lets the connection's
+        // writer, which may sit on the same worker, run once in a while.
+        tokio::task::consume_budget().await;
         trellis::cancellable(std::future::poll_fn(|cx| self.poll_credit(cx))).await??;
         self.conn.send(&Message::Yield {
             cid: self.cid,
@@ -406,9 +426,16 @@ impl Link {
         self.kind == CallKind::Stream && self.role == Role::Caller
     }
 
-    /// Says we send no more items.
+    /// Says we send no more items: the caller's end of a context says `Stop` when it is
+    /// closed or dropped. The callee's end says it only when closed explicitly: when the
+    /// function returns, its `Return` or `Error` ends the stream, and a `Stop` sent as its
+    /// stream is dropped would arrive before a failure and make it look like a clean end.
     fn close_send(&self) {
-        if self.one_way_caller() {
+        self.close_send_with(false);
+    }
+
+    fn close_send_with(&self, explicit: bool) {
+        if self.one_way_caller() || (self.role == Role::Callee && !explicit) {
             return;
         }
         let first = !std::mem::replace(&mut self.chan.lock().send_closed, true);
@@ -467,9 +494,21 @@ impl Link {
 
     /// The error of a call that failed under the caller's body.
     fn failure(&self) -> trellis::Error {
+        self.failure_or(trellis::Cancelled.into())
+    }
+
+    /// The call's failure, if it failed, else `otherwise`.
+    fn failure_or(&self, otherwise: trellis::Error) -> trellis::Error {
         let state = self.chan.lock();
-        self.ended_error(&state)
-            .unwrap_or_else(|| trellis::Cancelled.into())
+        let failed = state.overrun.is_some()
+            || state
+                .end
+                .as_ref()
+                .is_some_and(|end| end_is_failure(end, self.conn.local()));
+        match failed.then(|| self.ended_error(&state)).flatten() {
+            Some(error) => error,
+            None => otherwise,
+        }
     }
 
     /// Waits for the call's end.
@@ -575,7 +614,7 @@ impl<Rx, Tx> MsgStream<Rx, Tx> {
     /// Says this end sends nothing more: the other end's `recv` returns `None` once it read
     /// everything. Receiving goes on. Idempotent.
     pub fn close(&self) {
-        self.inner.link.close_send();
+        self.inner.link.close_send_with(true);
     }
 }
 
@@ -593,7 +632,6 @@ impl<Rx, Tx: Serialize> MsgStream<Rx, Tx> {
 }
 
 impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
-
     /// The next item; `None` once the other end stopped sending (or, on a one-way stream, the
     /// remote function returned). A checkpoint; cancel-safe (a cancelled receive takes
     /// nothing).
@@ -607,7 +645,13 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
             return receive_subscribed(root, &self.inner.link).await;
         }
         let link = &self.inner.link;
-        let item = trellis::cancellable(std::future::poll_fn(|cx| link.poll_recv(cx))).await??;
+        tokio::task::consume_budget().await;
+        let item = match trellis::cancellable(std::future::poll_fn(|cx| link.poll_recv(cx))).await {
+            Ok(item) => item?,
+            // Cancelled because the call failed (the caller's body): that failure is the
+            // better answer.
+            Err(cancelled) => return Err(link.failure_or(cancelled.into())),
+        };
         item.map(|payload| decode_item(link, &payload)).transpose()
     }
 
@@ -628,7 +672,9 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
             )
         });
         Subscription {
-            receiver: root.subscribe().expect("the root subscriber is never closed"),
+            receiver: root
+                .subscribe()
+                .expect("the root subscriber is never closed"),
             link: self.inner.link.clone(),
             _rx: PhantomData,
         }
@@ -653,7 +699,7 @@ async fn receive_subscribed<Rx: DeserializeOwned>(
     match receiver.recv().await {
         Ok(payload) => decode_item(link, &payload).map(Some),
         Err(BroadcastError::Lagged(missed)) => Err(ActorError::Lagged(missed).into()),
-        Err(BroadcastError::Cancelled) => Err(trellis::Cancelled.into()),
+        Err(BroadcastError::Cancelled) => Err(link.failure_or(trellis::Cancelled.into())),
         Err(BroadcastError::Closed) => Err(ActorError::StreamClosed.into()),
         Err(BroadcastError::EndOfChannel) => {
             let state = link.chan.lock();
@@ -727,7 +773,7 @@ impl futures_core::Stream for Items {
 /// [`started`](Context::started), then optionally open the two-way stream.
 pub struct Context {
     link: Link,
-    started: AtomicBool,
+    started: Arc<AtomicBool>,
     opened: AtomicBool,
     options: Mutex<StreamOptions>,
 }
@@ -745,10 +791,15 @@ impl Context {
     pub(crate) fn new(link: Link) -> Self {
         Context {
             link,
-            started: AtomicBool::new(false),
+            started: Arc::new(AtomicBool::new(false)),
             opened: AtomicBool::new(false),
             options: Mutex::new(StreamOptions::default()),
         }
+    }
+
+    /// Whether [`started`](Context::started) was called, readable after the context is gone.
+    pub(crate) fn started_flag(&self) -> Arc<AtomicBool> {
+        self.started.clone()
     }
 
     /// The actor that opened the context.
@@ -795,7 +846,11 @@ impl Context {
         if self.opened.swap(true, Ordering::AcqRel) {
             return Err(ActorError::StreamOpenedTwice.into());
         }
-        let capacity = self.options.lock().unwrap_or_else(|e| e.into_inner()).capacity;
+        let capacity = self
+            .options
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .capacity;
         Ok(MsgStream::new(self.link.clone(), capacity))
     }
 }
@@ -863,7 +918,10 @@ impl<R: DeserializeOwned> PortalContext<R> {
     /// The remote failure; [`ActorError::ContextCancelled`] naming who cancelled the function
     /// (this actor, after [`cancel`](PortalContext::cancel)); the connection lost; `Cancelled`.
     pub async fn result(&self) -> Result<R, trellis::Error> {
-        let end = self.link.wait_end().await?;
+        let end = match self.link.wait_end().await {
+            Ok(end) => end,
+            Err(cancelled) => return Err(self.link.failure_or(cancelled.into())),
+        };
         match end {
             ChanEnd::Terminal(message @ Message::CancelAck { .. }) => {
                 let Message::CancelAck { requested_by, .. } = message else {
@@ -894,11 +952,23 @@ impl<R: DeserializeOwned> PortalContext<R> {
 /// remote function does not outlive its caller.
 struct CallGuard<'a> {
     link: &'a Link,
+    armed: bool,
+}
+
+impl<'a> CallGuard<'a> {
+    fn new(link: &'a Link) -> Self {
+        CallGuard { link, armed: true }
+    }
+
+    /// The call ends through another guard, or normally.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        if !self.link.call_over() {
+        if self.armed && !self.link.call_over() {
             self.link.send_cancel();
             self.link.conn.forget_call(self.link.cid);
         }
@@ -915,9 +985,9 @@ async fn run_body<T>(
     link: &Link,
     body: impl Future<Output = Result<T, trellis::Error>>,
 ) -> Result<T, trellis::Error> {
-    let _guard = CallGuard { link };
+    let _guard = CallGuard::new(link);
     let scope = CancelScope::new();
-    link.chan.set_body(scope.clone());
+    link.chan.set_body(scope.clone(), link.conn.local());
     let value = match scope.run(body).await {
         Ok(Some(value)) => value,
         Ok(None) => {
@@ -1065,7 +1135,7 @@ impl Portal {
         let link = self
             .conn()
             .open_call(function.name(), CallKind::Context, args, options)?;
-        let guard = CallGuard { link: &link };
+        let guard = CallGuard::new(&link);
         let first = match link.wait_started().await {
             Ok(first) => first,
             Err(error) => {
@@ -1080,7 +1150,7 @@ impl Portal {
                 return Err(ActorError::from(e).into());
             }
         };
-        drop(guard);
+        guard.disarm();
         let ctx = PortalContext::new(link.clone(), options.capacity);
         run_body(&link, body(ctx, first)).await
     }

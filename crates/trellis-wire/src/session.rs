@@ -132,7 +132,8 @@ impl Call {
                 }
                 // The caller grants credit for the callee's items with its `Start`; the callee
                 // grants its own once it acknowledged the call.
-                self.kind != CallKind::Run && (from == Role::Caller || self.phase != Phase::Starting)
+                self.kind != CallKind::Run
+                    && (from == Role::Caller || self.phase != Phase::Starting)
             }
             _ => false,
         };

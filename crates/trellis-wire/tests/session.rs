@@ -506,7 +506,14 @@ fn caller_credit_may_precede_the_acknowledgement() {
         out_of_order(b.send(&Message::Credit { cid, count: 1 }), "Credit");
         out_of_order(a.receive(&Message::Credit { cid, count: 1 }), "Credit");
         deliver(&mut b, &mut a, Message::StartAck { cid });
-        deliver(&mut b, &mut a, Message::Credit { cid, count: u32::MAX });
+        deliver(
+            &mut b,
+            &mut a,
+            Message::Credit {
+                cid,
+                count: u32::MAX,
+            },
+        );
     }
     // Run calls take no credit at all.
     let (mut a, mut b) = pair();
