@@ -320,7 +320,7 @@ where
                 Box::pin(async move {
                     let args = decode_args(&args)?;
                     let link = link.expect("stream calls have a link");
-                    let stream = MsgStream::new(link, crate::stream::DEFAULT_CAPACITY);
+                    let stream = MsgStream::new(link, crate::stream::StreamOptions::default());
                     function
                         .call(stream, args)
                         .await

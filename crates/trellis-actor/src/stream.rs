@@ -28,7 +28,10 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use trellis::CancelScope;
-use trellis::broadcast::{BroadcastError, BroadcastReceiver, broadcast_receiver};
+use trellis::broadcast::{
+    BroadcastError, BroadcastHandle, BroadcastReceiver, broadcast_receiver,
+    lossless_broadcast_receiver,
+};
 use trellis_wire::{ActorId, CallKind, Message, Payload, Role};
 
 use crate::conn::{CANCEL_ACK_WAIT, Conn};
@@ -63,6 +66,7 @@ pub enum Flow {
 pub struct StreamOptions {
     capacity: usize,
     flow: Flow,
+    lossless_subscribers: bool,
 }
 
 impl Default for StreamOptions {
@@ -70,6 +74,7 @@ impl Default for StreamOptions {
         StreamOptions {
             capacity: DEFAULT_CAPACITY,
             flow: Flow::Backpressure,
+            lossless_subscribers: false,
         }
     }
 }
@@ -101,6 +106,14 @@ impl StreamOptions {
     #[must_use]
     pub fn flow(mut self, flow: Flow) -> Self {
         self.flow = flow;
+        self
+    }
+
+    /// Makes [`MsgStream::subscribe`]'s subscribers lossless: none ever lags; the stream is
+    /// read no faster than its slowest subscriber.
+    #[must_use]
+    pub fn lossless_subscribers(mut self) -> Self {
+        self.lossless_subscribers = true;
         self
     }
 
@@ -581,10 +594,11 @@ impl<Rx, Tx> std::fmt::Debug for MsgStream<Rx, Tx> {
 
 struct StreamInner {
     link: Link,
-    /// The broadcast, once [`MsgStream::subscribe`] was called: the stream's own `recv` goes
-    /// through its first subscriber from then on.
-    broadcast: OnceLock<BroadcastReceiver<Items>>,
-    capacity: usize,
+    options: StreamOptions,
+    /// The broadcast, once [`MsgStream::subscribe`] was called.
+    broadcast: OnceLock<BroadcastHandle<Items>>,
+    /// The stream's own subscription, for its `recv` once it is a broadcast.
+    own: OnceLock<BroadcastReceiver<Items>>,
 }
 
 impl Drop for StreamInner {
@@ -595,12 +609,13 @@ impl Drop for StreamInner {
 }
 
 impl<Rx, Tx> MsgStream<Rx, Tx> {
-    pub(crate) fn new(link: Link, capacity: usize) -> Self {
+    pub(crate) fn new(link: Link, options: StreamOptions) -> Self {
         MsgStream {
             inner: Arc::new(StreamInner {
                 link,
+                options,
                 broadcast: OnceLock::new(),
-                capacity,
+                own: OnceLock::new(),
             }),
             _types: PhantomData,
         }
@@ -641,8 +656,9 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
     /// The remote failure that ended the call, [`StreamOverrun`], the connection lost,
     /// `Cancelled`; [`ActorError::BadItem`] for an item that does not decode as `Rx`.
     pub async fn recv(&self) -> Result<Option<Rx>, trellis::Error> {
-        if let Some(root) = self.inner.broadcast.get() {
-            return receive_subscribed(root, &self.inner.link).await;
+        if let Some(handle) = self.inner.broadcast.get() {
+            let own = self.inner.own.get_or_init(|| handle.subscribe());
+            return receive_subscribed(own, &self.inner.link).await;
         }
         let link = &self.inner.link;
         tokio::task::consume_budget().await;
@@ -657,24 +673,30 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
 
     /// A new subscriber to this stream's items, for another task: every subscriber receives
     /// every item that arrives after it subscribed (tractor's `MsgStream.subscribe`). The
-    /// first call turns the stream into a broadcast: its own [`recv`](MsgStream::recv) then
-    /// reads as one more subscriber. Each keeps the stream's capacity of items; one that
-    /// falls further behind gets [`ActorError::Lagged`] with the exact count it missed and
-    /// goes on from the oldest item kept. Items are pulled from the connection by whichever
-    /// subscriber needs the next one; no task runs in the background.
+    /// first call turns the stream into a broadcast: its own [`recv`](MsgStream::recv), once
+    /// used, reads as one more subscriber.
+    ///
+    /// The broadcast keeps the stream's capacity of items. By default a subscriber that falls
+    /// further behind gets [`ActorError::Lagged`] with the exact count it missed and goes on
+    /// from the oldest item kept; with [`StreamOptions::lossless_subscribers`] nobody lags
+    /// and the slowest subscriber sets the pace (with backpressure, all the way to the
+    /// sender). Items are pulled from the connection by whichever subscriber needs the next
+    /// one; no task runs in the background.
     pub fn subscribe(&self) -> Subscription<Rx> {
-        let root = self.inner.broadcast.get_or_init(|| {
-            broadcast_receiver(
-                Items {
-                    link: self.inner.link.clone(),
-                },
-                self.inner.capacity,
-            )
+        let handle = self.inner.broadcast.get_or_init(|| {
+            let items = Items {
+                link: self.inner.link.clone(),
+            };
+            let options = self.inner.options;
+            let first = if options.lossless_subscribers {
+                lossless_broadcast_receiver(items, options.capacity)
+            } else {
+                broadcast_receiver(items, options.capacity)
+            };
+            first.handle()
         });
         Subscription {
-            receiver: root
-                .subscribe()
-                .expect("the root subscriber is never closed"),
+            receiver: handle.subscribe(),
             link: self.inner.link.clone(),
             _rx: PhantomData,
         }
@@ -846,12 +868,8 @@ impl Context {
         if self.opened.swap(true, Ordering::AcqRel) {
             return Err(ActorError::StreamOpenedTwice.into());
         }
-        let capacity = self
-            .options
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .capacity;
-        Ok(MsgStream::new(self.link.clone(), capacity))
+        let options = *self.options.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(MsgStream::new(self.link.clone(), options))
     }
 }
 
@@ -860,7 +878,7 @@ impl Context {
 pub struct PortalContext<R> {
     link: Link,
     opened: Arc<AtomicBool>,
-    capacity: usize,
+    options: StreamOptions,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -869,7 +887,7 @@ impl<R> Clone for PortalContext<R> {
         PortalContext {
             link: self.link.clone(),
             opened: self.opened.clone(),
-            capacity: self.capacity,
+            options: self.options,
             _result: PhantomData,
         }
     }
@@ -885,11 +903,11 @@ impl<R> std::fmt::Debug for PortalContext<R> {
 }
 
 impl<R: DeserializeOwned> PortalContext<R> {
-    pub(crate) fn new(link: Link, capacity: usize) -> Self {
+    pub(crate) fn new(link: Link, options: StreamOptions) -> Self {
         PortalContext {
             link,
             opened: Arc::new(AtomicBool::new(false)),
-            capacity,
+            options,
             _result: PhantomData,
         }
     }
@@ -908,7 +926,7 @@ impl<R: DeserializeOwned> PortalContext<R> {
         if self.opened.swap(true, Ordering::AcqRel) {
             return Err(ActorError::StreamOpenedTwice.into());
         }
-        Ok(MsgStream::new(self.link.clone(), self.capacity))
+        Ok(MsgStream::new(self.link.clone(), self.options))
     }
 
     /// Waits for the function's result. A checkpoint.
@@ -1077,7 +1095,7 @@ impl Portal {
         let link = self
             .conn()
             .open_call(function.name(), CallKind::Stream, args, options)?;
-        let stream = MsgStream::new(link.clone(), options.capacity);
+        let stream = MsgStream::new(link.clone(), options);
         run_body(&link, body(stream)).await
     }
 
@@ -1151,7 +1169,7 @@ impl Portal {
             }
         };
         guard.disarm();
-        let ctx = PortalContext::new(link.clone(), options.capacity);
+        let ctx = PortalContext::new(link.clone(), options);
         run_body(&link, body(ctx, first)).await
     }
 }

@@ -666,6 +666,52 @@ fn lagging_subscriber_gets_the_exact_count(transport: Transport) {
     .unwrap();
 }
 
+/// Lossless subscribers (tractor has none; B4's rule over IPC): with a buffer of 4 and one
+/// slow subscriber, nobody lags and every subscriber gets all 300 items.
+fn lossless_subscribers_never_lag(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let streamer = an.start_actor("streamer").await?;
+            let options = StreamOptions::new().capacity(4).lossless_subscribers();
+            let totals = streamer
+                .open_stream_from_with(count_to, (300,), options, |stream| async move {
+                    let subs: Vec<_> = (0..3).map(|_| stream.subscribe()).collect();
+                    let handles = trellis::open_nursery(|n| async move {
+                        let mut handles = Vec::new();
+                        for (k, sub) in subs.into_iter().enumerate() {
+                            handles.push(n.start_soon(async move {
+                                let mut items = Vec::new();
+                                while let Some(i) = sub.recv().await? {
+                                    items.push(i);
+                                    if k == 0 {
+                                        for _ in 0..5 {
+                                            trellis::checkpoint().await?;
+                                        }
+                                    }
+                                }
+                                Ok::<_, trellis::Error>(items)
+                            })?);
+                        }
+                        Ok::<_, trellis::Error>(handles)
+                    })
+                    .await?
+                    .expect("not cancelled");
+                    Ok(handles
+                        .into_iter()
+                        .map(|h| h.into_value().expect("finished"))
+                        .collect::<Vec<_>>())
+                })
+                .await?;
+            for items in totals {
+                assert_eq!(items, (1..=300).collect::<Vec<u64>>());
+            }
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
 /// tractor: test_task_broadcasting.py::test_faster_task_to_recv_is_cancelled_by_slower — a
 /// subscriber cancelled while it pulls from the stream loses nothing for the others.
 fn cancelling_a_fast_subscriber_loses_nothing_for_a_slow_one(transport: Transport) {
@@ -828,6 +874,7 @@ on_both_transports!(
     unbounded_mode_never_holds_the_producer,
     every_subscriber_gets_every_item,
     lagging_subscriber_gets_the_exact_count,
+    lossless_subscribers_never_lag,
     cancelling_a_fast_subscriber_loses_nothing_for_a_slow_one,
     peer_cancellation_reaches_every_context_holder,
     ipc_break_mid_stream_is_a_typed_error,

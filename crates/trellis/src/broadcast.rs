@@ -297,13 +297,15 @@ where
         if state.sub_mut(self.key).is_none() {
             return Err(SubscribeClosed);
         }
-        let key = state.add_sub();
-        Ok(BroadcastReceiver {
+        Ok(add_subscriber(&self.shared, &mut state, raise_on_lag))
+    }
+
+    /// A handle that subscribes new receivers without being one itself: in lossless mode a
+    /// subscriber that does not read holds everyone back, a handle does not.
+    pub fn handle(&self) -> BroadcastHandle<S> {
+        BroadcastHandle {
             shared: self.shared.clone(),
-            key,
-            raise_on_lag,
-            local: Mutex::new(VecDeque::new()),
-        })
+        }
     }
 
     /// Receives the next value for this subscriber; a cancel point.
@@ -354,6 +356,57 @@ impl<S: Stream> BroadcastReceiver<S> {
 impl<S: Stream> Drop for BroadcastReceiver<S> {
     fn drop(&mut self) {
         self.leave();
+    }
+}
+
+fn add_subscriber<S: Stream>(
+    shared: &Arc<Shared<S>>,
+    state: &mut State<S::Item>,
+    raise_on_lag: bool,
+) -> BroadcastReceiver<S> {
+    BroadcastReceiver {
+        shared: shared.clone(),
+        key: state.add_sub(),
+        raise_on_lag,
+        local: Mutex::new(VecDeque::new()),
+    }
+}
+
+/// Subscribes receivers to a broadcast without receiving itself (see
+/// [`BroadcastReceiver::handle`]). Cheap to clone.
+pub struct BroadcastHandle<S: Stream> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Stream> Clone for BroadcastHandle<S> {
+    fn clone(&self) -> Self {
+        BroadcastHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: Stream> std::fmt::Debug for BroadcastHandle<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BroadcastHandle").finish_non_exhaustive()
+    }
+}
+
+impl<S> BroadcastHandle<S>
+where
+    S: Stream + Unpin,
+    S::Item: Clone,
+{
+    /// A new subscriber: it receives every value that arrives from now on (after the end of
+    /// the source, it ends at once).
+    pub fn subscribe(&self) -> BroadcastReceiver<S> {
+        add_subscriber(&self.shared, &mut lock(&self.shared.state), true)
+    }
+
+    /// A new subscriber that skips values it fell behind on instead of reporting
+    /// [`BroadcastError::Lagged`].
+    pub fn subscribe_without_lag_errors(&self) -> BroadcastReceiver<S> {
+        add_subscriber(&self.shared, &mut lock(&self.shared.state), false)
     }
 }
 

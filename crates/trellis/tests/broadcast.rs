@@ -294,7 +294,51 @@ async fn values_taken_ahead_keep_order_and_close() {
     assert_eq!(b.recv().await, Err(BroadcastError::Closed));
 }
 
+/// A handle subscribes without being a subscriber: with the first receiver closed, a
+/// lossless broadcast's subscribers get everything and nobody waits for a reader that is not
+/// there.
+async fn handle_subscribes_without_holding_back() {
+    use trellis::broadcast::lossless_broadcast_receiver;
+    let (tx, rx) = channel::<u32>(1);
+    let first = lossless_broadcast_receiver(rx, 2);
+    let handle = first.handle();
+    drop(first);
+    let (a, b) = (handle.subscribe(), handle.subscribe());
+    let got = open_nursery(|n| async move {
+        n.start_soon(async move {
+            for v in 0..50 {
+                tx.send(v).await?;
+            }
+            Ok::<_, Error>(())
+        })?;
+        let a_got = n.start_soon(async move {
+            let mut got = Vec::new();
+            while let Ok(v) = a.recv().await {
+                got.push(v);
+            }
+            Ok::<_, Error>(got)
+        })?;
+        let mut b_got = Vec::new();
+        while let Ok(v) = b.recv().await {
+            b_got.push(v);
+        }
+        Ok::<_, Error>((a_got, b_got))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (a_got, b_got) = got;
+    assert_eq!(b_got, (0..50).collect::<Vec<_>>());
+    assert_eq!(a_got.into_value().unwrap(), (0..50).collect::<Vec<_>>());
+    // After the end, a new subscriber ends at once.
+    assert_eq!(
+        handle.subscribe().recv().await,
+        Err(BroadcastError::EndOfChannel)
+    );
+}
+
 both_flavors!(
+    handle_subscribes_without_holding_back,
     values_taken_ahead_keep_order_and_close,
     lag_accounting_is_exact_at_any_speed,
     lossless_mode_never_lags,
