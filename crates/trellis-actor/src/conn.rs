@@ -689,12 +689,13 @@ impl Conn {
         self.try_flush_locked(&mut state);
     }
 
-    /// Encodes `message` and sends it at once if the socket takes it: requests and results go
-    /// out from the calling task, without a hop to the writer task. Stream items and credit
-    /// are left for the writer, which sends many in one write.
+    /// Encodes `message` and sends it at once if the socket takes it: requests, results and
+    /// credit go out from the calling task, without a hop to the writer task (credit is on
+    /// the critical path of a stream: the sender may be waiting for it). Stream items are
+    /// left for the writer, which sends many in one write.
     fn send_locked(&self, state: &mut State, message: &Message) -> Result<(), ActorError> {
         self.encode_locked(state, message)?;
-        if matches!(message, Message::Yield { .. } | Message::Credit { .. }) {
+        if matches!(message, Message::Yield { .. }) {
             self.inner.wake_writer.notify_one();
         } else {
             self.try_flush_locked(state);

@@ -7,9 +7,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use std::convert::Infallible;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use trellis_actor::{Config, Functions, open_nursery};
+
+use trellis_actor::{Config, Context, Functions, MsgStream, StreamOptions, open_nursery};
 use trellis_wire::{CallKind, Codec, Message, Payload};
 
 use crate::{Comparison, anchors, median};
@@ -22,8 +24,31 @@ async fn echo(x: u64) -> Result<u64, trellis::Error> {
     Ok(x)
 }
 
+/// B7's streaming function: the integers `0..n`.
+async fn numbers(stream: MsgStream<Infallible, u64>, n: u64) -> Result<(), trellis::Error> {
+    for i in 0..n {
+        stream.send(i).await?;
+    }
+    Ok(())
+}
+
+/// B7's context function: the same over a context's stream (tractor's `streamer`).
+async fn numbers_ctx(ctx: Context, n: u64) -> Result<(), trellis::Error> {
+    ctx.started(n).await?;
+    let stream = ctx.open_stream::<(), u64>()?;
+    for i in 0..n {
+        stream.send(i).await?;
+    }
+    Ok(())
+}
+
 fn config() -> Config {
-    Config::new(Functions::new().register(echo))
+    Config::new(
+        Functions::new()
+            .register(echo)
+            .register(numbers)
+            .register(numbers_ctx),
+    )
 }
 
 /// Runs this process as a child of a benchmark when it was started as one (an actor, or a raw
@@ -55,9 +80,62 @@ async fn raw_child(role: &str) {
                 }
             }
         }
+        "stream" => {
+            // N frames of FRAME bytes, each a 4-byte length and a body, written through a
+            // buffer as any tokio program would.
+            let n: u64 = parts.next().unwrap().parse().unwrap();
+            let frame: usize = parts.next().unwrap().parse().unwrap();
+            let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, stream);
+            let mut bytes = vec![0u8; frame];
+            bytes[..4].copy_from_slice(&((frame - 4) as u32).to_be_bytes());
+            for i in 0..n {
+                bytes[frame - 8..].copy_from_slice(&i.to_be_bytes());
+                if out.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            let _ = out.flush().await;
+            let mut buf = [0u8; 1];
+            let _ = out.get_mut().read(&mut buf).await;
+        }
         _ => {
             let mut buf = [0u8; 1];
             let _ = stream.read(&mut buf).await;
+        }
+    }
+}
+
+/// Length-prefixed frames read from a socket, each body's last 8 bytes taken as a
+/// big-endian integer.
+struct Frames<'a> {
+    stream: &'a mut UnixStream,
+    buf: BytesMut,
+}
+
+impl<'a> Frames<'a> {
+    fn new(stream: &'a mut UnixStream) -> Self {
+        Frames {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+        }
+    }
+
+    /// Reads once and appends the whole frames that arrived to `out`.
+    async fn read_some(&mut self, out: &mut Vec<u64>) {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(64 * 1024);
+        }
+        let n = self.stream.read_buf(&mut self.buf).await.unwrap();
+        assert!(n > 0, "the raw child closed early");
+        while self.buf.len() >= 4 {
+            let len = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
+            if self.buf.len() < 4 + len {
+                break;
+            }
+            let frame = self.buf.split_to(4 + len);
+            out.push(u64::from_be_bytes(
+                frame[frame.len() - 8..].try_into().unwrap(),
+            ));
         }
     }
 }
@@ -337,4 +415,220 @@ pub(crate) fn b8(python: bool) -> Result<Vec<Comparison>, String> {
         });
     }
     Ok(out)
+}
+
+/// The size of one streamed item's frame (`Yield` of a `u64` around 50,000).
+fn item_frame() -> usize {
+    let mut frame = BytesMut::new();
+    Codec::new()
+        .encode(
+            &Message::Yield {
+                cid: 3,
+                value: Payload::encode(&50_000u64).unwrap(),
+            },
+            &mut frame,
+        )
+        .unwrap();
+    frame.len().max(12)
+}
+
+const STREAMED: u64 = 100_000;
+const SUBSCRIBERS: usize = 16;
+/// The subscribers' buffer (and the stream's), both sides.
+const FAN_BUFFER: usize = 1024;
+
+/// B7: a child streams 100,000 `u64` to its parent: seconds per 100,000 items (`ratio < 1`:
+/// trellis is faster), as a one-way stream, over a context's stream, and to 16 local
+/// subscribers (lossless) — against a raw tokio child writing the same frames over a Unix
+/// socket (for the subscribers, fanned out through `tokio::sync::broadcast` under the same
+/// lossless rule).
+pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
+    let runs = runs.max(5);
+    let (one_way, ctx, fan) = root_runtime()
+        .run(trellis_actor::run_root("bench", config(), || async move {
+            open_nursery(|an| async move {
+                let portal = an.start_actor("streamer").await?;
+                let (mut one_way, mut ctx, mut fan) = (Vec::new(), Vec::new(), Vec::new());
+                for round in 0..=runs {
+                    let t0 = Instant::now();
+                    let count = portal
+                        .open_stream_from(numbers, (STREAMED,), |stream| async move {
+                            let mut count = 0u64;
+                            while let Some(i) = stream.recv().await? {
+                                assert_eq!(i, count);
+                                count += 1;
+                            }
+                            Ok(count)
+                        })
+                        .await?;
+                    assert_eq!(count, STREAMED);
+                    let t1 = Instant::now();
+                    let count = portal
+                        .open_context(numbers_ctx, (STREAMED,), |ctx, _n: u64| async move {
+                            let stream = ctx.open_stream::<u64, ()>()?;
+                            let mut count = 0u64;
+                            while stream.recv().await?.is_some() {
+                                count += 1;
+                            }
+                            Ok(count)
+                        })
+                        .await?;
+                    assert_eq!(count, STREAMED);
+                    let t2 = Instant::now();
+                    let options = StreamOptions::new()
+                        .capacity(FAN_BUFFER)
+                        .lossless_subscribers();
+                    portal
+                        .open_stream_from_with(numbers, (STREAMED,), options, |stream| {
+                            fan_out(stream)
+                        })
+                        .await?;
+                    let t3 = Instant::now();
+                    // The first round is a warm-up.
+                    if round > 0 {
+                        one_way.push((t1 - t0).as_secs_f64());
+                        ctx.push((t2 - t1).as_secs_f64());
+                        fan.push((t3 - t2).as_secs_f64());
+                    }
+                }
+                Ok((median(&mut one_way), median(&mut ctx), median(&mut fan)))
+            })
+            .await
+        }))
+        .map_err(|e| format!("{e:?}"))?;
+    let frame = item_frame();
+    let (raw, raw_fan) = root_runtime()
+        .run(async move {
+            let raw = RawListener::bind();
+            let role = format!("stream:PATH:{STREAMED}:{frame}");
+            let (mut plain, mut fanned) = (Vec::new(), Vec::new());
+            for round in 0..=runs {
+                let mut child = spawn_raw(&raw.listener, &raw.path, &role).await;
+                let t0 = Instant::now();
+                let (mut count, mut batch) = (0u64, Vec::new());
+                let mut frames = Frames::new(&mut child.stream);
+                while count < STREAMED {
+                    frames.read_some(&mut batch).await;
+                    for i in batch.drain(..) {
+                        assert_eq!(i, count);
+                        count += 1;
+                    }
+                }
+                let plain_time = t0.elapsed();
+                drop(child.stream);
+                child.process.wait().await.unwrap();
+
+                let mut child = spawn_raw(&raw.listener, &raw.path, &role).await;
+                let t0 = Instant::now();
+                raw_fan_out(&mut child.stream).await;
+                let fan_time = t0.elapsed();
+                drop(child.stream);
+                child.process.wait().await.unwrap();
+                if round > 0 {
+                    plain.push(plain_time.as_secs_f64());
+                    fanned.push(fan_time.as_secs_f64());
+                }
+            }
+            Ok::<_, trellis::Error>((median(&mut plain), median(&mut fanned)))
+        })
+        .map_err(|e| format!("{e:?}"))?;
+    let anchor = format!("raw tokio unix socket, {frame}-byte frames");
+    let mut out = vec![
+        Comparison {
+            id: "B7",
+            case: "one-way stream, 100k u64 (s)".into(),
+            trellis: one_way,
+            anchor: anchor.clone(),
+            anchor_value: raw,
+        },
+        Comparison {
+            id: "B7",
+            case: "context stream, 100k u64 (s)".into(),
+            trellis: ctx,
+            anchor: anchor.clone(),
+            anchor_value: raw,
+        },
+        Comparison {
+            id: "B7",
+            case: "16 lossless subscribers, 100k u64 (s)".into(),
+            trellis: fan,
+            anchor: format!("{anchor} into tokio broadcast (16 receivers, same rule)"),
+            anchor_value: raw_fan,
+        },
+    ];
+    if python {
+        let rate = anchors::tractor(
+            "stream",
+            &["--n", &STREAMED.to_string(), "--rounds", "3"],
+            &["ctx_stream (median)"],
+        )?;
+        out.push(Comparison {
+            id: "B7",
+            case: "context stream, 100k u64 (s)".into(),
+            trellis: ctx,
+            anchor: "tractor 0.1.0a5 (python)".into(),
+            anchor_value: STREAMED as f64 / rate,
+        });
+    }
+    Ok(out)
+}
+
+/// Sixteen subscriber tasks each count every item of `stream`.
+async fn fan_out(stream: MsgStream<u64>) -> Result<(), trellis::Error> {
+    let subs: Vec<_> = (0..SUBSCRIBERS).map(|_| stream.subscribe()).collect();
+    let handles = trellis::open_nursery(|n| async move {
+        let mut handles = Vec::new();
+        for sub in subs {
+            handles.push(n.start_soon(async move {
+                let mut count = 0u64;
+                while sub.recv().await?.is_some() {
+                    count += 1;
+                }
+                Ok::<_, trellis::Error>(count)
+            })?);
+        }
+        Ok::<_, trellis::Error>(handles)
+    })
+    .await?
+    .expect("not cancelled");
+    for handle in handles {
+        assert_eq!(handle.into_value(), Some(STREAMED));
+    }
+    Ok(())
+}
+
+/// The raw side of the fan-out: the socket's frames into a `tokio::sync::broadcast` of the
+/// same buffer, the reader waiting for room as the lossless rule says.
+async fn raw_fan_out(stream: &mut UnixStream) {
+    let (tx, _) = tokio::sync::broadcast::channel::<u64>(FAN_BUFFER);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut rx = tx.subscribe();
+        set.spawn(async move {
+            let mut count = 0u64;
+            loop {
+                match rx.recv().await {
+                    Ok(_) => count += 1,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return count,
+                    Err(e) => panic!("lossless rule broken: {e}"),
+                }
+            }
+        });
+    }
+    let (mut sent, mut batch) = (0u64, Vec::new());
+    let mut frames = Frames::new(stream);
+    while sent < STREAMED {
+        frames.read_some(&mut batch).await;
+        for i in batch.drain(..) {
+            while tx.len() >= FAN_BUFFER {
+                tokio::task::yield_now().await;
+            }
+            tx.send(i).expect("receivers alive");
+            sent += 1;
+        }
+    }
+    drop(tx);
+    while let Some(count) = set.join_next().await {
+        assert_eq!(count.expect("task"), STREAMED);
+    }
 }

@@ -1,7 +1,7 @@
 //! `trellis-bench`: side-by-side benchmarks of trellis against its anchors.
 //!
 //! ```text
-//! cargo run --release -p trellis-bench -- B1 B2 B3 B4 B5 B6 B8 B9 [--runs N] [--anchors python]
+//! cargo run --release -p trellis-bench -- B1 B2 B3 B4 B5 B6 B7 B8 B9 [--runs N] [--anchors python]
 //! ```
 //!
 //! Each comparison prints one JSON line:
@@ -116,7 +116,7 @@ fn parse_args() -> Result<Options, String> {
             },
             "-h" | "--help" => {
                 return Err(
-                    "usage: trellis-bench [B1] [B2] [B3] [B4] [B5] [B6] [B8] [B9] [--runs N] [--anchors python]"
+                    "usage: trellis-bench [B1] [B2] [B3] [B4] [B5] [B6] [B7] [B8] [B9] [--runs N] [--anchors python]"
                         .into(),
                 );
             }
@@ -148,10 +148,11 @@ fn main() -> ExitCode {
             "B4" => broadcast::b4(options.runs),
             "B5" => actors::b5(options.runs, options.python),
             "B6" => actors::b6(options.runs, options.python),
+            "B7" => actors::b7(options.runs, options.python),
             "B8" => actors::b8(options.python),
             "B9" => net::b9(options.runs, options.python),
             other => {
-                eprintln!("unknown benchmark {other} (this runner knows B1 to B6, B8 and B9)");
+                eprintln!("unknown benchmark {other} (this runner knows B1 to B9)");
                 return ExitCode::from(2);
             }
         };
