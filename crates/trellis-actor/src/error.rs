@@ -120,8 +120,17 @@ impl RemoteActorError {
     }
 }
 
+/// With a rebuilt value the text is left to it (it is the [`source`](std::error::Error::source)),
+/// so that a printed chain says it once.
 impl fmt::Display for RemoteActorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.rebuilt.is_some() {
+            return write!(
+                f,
+                "actor {} failed with {}",
+                self.report.actor, self.report.type_name
+            );
+        }
         write!(
             f,
             "actor {} failed: {}: {}",

@@ -1,0 +1,53 @@
+//! The examples with a fixed command line, run as a user runs them (cargo builds them before
+//! the tests).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    // target/<profile>/deps/examples-<hash> → target/<profile>/examples/<name>
+    let exe = std::env::current_exe().expect("the test executable");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = profile.join("examples").join(name);
+    if !path.exists() {
+        // `cargo test --test examples` alone does not build examples; `cargo test` does.
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "trellis-actor", "--example", name])
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building example {name} failed");
+    }
+    assert!(path.exists(), "{} is not built", path.display());
+    path
+}
+
+/// The flagship demo: both acts tell their story, the failure arrives as its real type, and
+/// every process is reaped.
+#[test]
+fn market_demo_tells_its_story_and_leaves_nothing() {
+    let output = Command::new(example("market"))
+        .output()
+        .expect("run the market example");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "watch-acme (pid",
+        "watch-globex (pid",
+        "watch-initech (pid",
+        "act 1 done: 4 processes reaped, 0 left",
+        "watch-initech#",
+        "call cancelled",
+        "failed with market::BadTick: implausible quote",
+        "it is a BadTick again on this side",
+        "act 2 done: 4 processes torn down and reaped, 0 left",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
