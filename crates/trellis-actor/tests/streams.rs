@@ -741,6 +741,56 @@ fn cancelling_a_fast_subscriber_loses_nothing_for_a_slow_one(transport: Transpor
     .unwrap();
 }
 
+/// tractor: test_resource_cache.py::test_open_local_sub_to_stream — one stream from an actor,
+/// opened once through the resource cache and shared by many local tasks, each with its own
+/// subscription getting consecutive items; the stream (and the remote call) closes with the
+/// last user.
+fn shared_stream_through_the_resource_cache(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("streamer").await?;
+            let opened = std::sync::Arc::new(AtomicU32::new(0));
+            let count = opened.clone();
+            trellis::open_nursery(|service| async move {
+                let cache = trellis::resource::ResourceCache::<&str, MsgStream<u64>>::new(&service);
+                trellis::open_nursery(|users| async move {
+                    for _ in 0..5 {
+                        let (cache, portal, count) = (cache.clone(), portal.clone(), count.clone());
+                        let feed = move |provide: trellis::resource::Provide<MsgStream<u64>>| async move {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            portal
+                                .open_stream_from(count_forever, (), |stream| async move {
+                                    Ok(provide.provide(stream).await?)
+                                })
+                                .await
+                        };
+                        users.start_soon(async move {
+                            cache
+                                .open("numbers", feed, |stream, _hit| async move {
+                                    let sub = stream.subscribe();
+                                    let first = sub.recv().await?.expect("endless");
+                                    for i in 1..10 {
+                                        assert_eq!(sub.recv().await?, Some(first + i));
+                                    }
+                                    Ok::<_, trellis::Error>(())
+                                })
+                                .await
+                        })?;
+                    }
+                    Ok::<_, trellis::Error>(())
+                })
+                .await?;
+                Ok::<_, trellis::Error>(())
+            })
+            .await?;
+            assert_eq!(opened.load(Ordering::SeqCst), 1);
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
 /// tractor: test_inter_peer_cancellation.py::test_peer_canceller — when an actor is
 /// cancelled, every peer holding a context into it gets `ContextCancelled` naming the
 /// canceller.
@@ -876,6 +926,7 @@ on_both_transports!(
     lagging_subscriber_gets_the_exact_count,
     lossless_subscribers_never_lag,
     cancelling_a_fast_subscriber_loses_nothing_for_a_slow_one,
+    shared_stream_through_the_resource_cache,
     peer_cancellation_reaches_every_context_holder,
     ipc_break_mid_stream_is_a_typed_error,
     item_of_the_wrong_type_is_a_typed_error,

@@ -50,6 +50,7 @@ pub mod instrument;
 mod local;
 mod loom;
 mod nursery;
+pub mod resource;
 mod runner;
 mod slab;
 pub mod sync;
