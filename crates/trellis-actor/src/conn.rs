@@ -34,6 +34,13 @@ pub(crate) const CHILD_READY: &str = "trellis.child_ready";
 /// before giving up on the call.
 pub(crate) const CANCEL_ACK_WAIT: Duration = Duration::from_secs(2);
 
+/// Stream items read but not yet handed to their call.
+#[derive(Default)]
+struct Items {
+    chan: Option<(u64, Arc<Chan>)>,
+    values: Vec<Payload>,
+}
+
 /// How the connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum End {
@@ -340,18 +347,24 @@ impl Conn {
     }
 
     async fn read_loop(&self, mut reader: Reader, mut buf: BytesMut, serve: &Serve) -> End {
+        let mut items = Items::default();
         loop {
             loop {
                 match self.inner.codec.decode(&mut buf) {
                     Ok(Some(message)) => {
-                        if let Err(end) = self.dispatch(message, serve) {
+                        if let Err(end) = self.dispatch(message, serve, &mut items) {
                             return end;
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => return self.refuse(e),
+                    Err(e) => {
+                        self.deliver(&mut items);
+                        return self.refuse(e);
+                    }
                 }
             }
+            // What one read brought for a stream goes to it in one step.
+            self.deliver(&mut items);
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(64 * 1024);
             }
@@ -384,8 +397,22 @@ impl Conn {
         });
     }
 
-    /// Routes one received message; `Err` ends the connection.
-    fn dispatch(&self, message: Message, serve: &Serve) -> Result<(), End> {
+    /// Hands the items gathered for one call to it.
+    fn deliver(&self, items: &mut Items) {
+        let Some((cid, chan)) = items.chan.take() else {
+            return;
+        };
+        let batch = std::mem::take(&mut items.values);
+        if let Pushed::Overrun(overrun) =
+            chan.push(batch, &self.inner.local, &self.inner.peer.actor)
+        {
+            self.overrun(cid, overrun);
+        }
+    }
+
+    /// Routes one received message; `Err` ends the connection. Consecutive stream items of
+    /// one call are gathered in `items` and delivered together (before anything else).
+    fn dispatch(&self, message: Message, serve: &Serve, items: &mut Items) -> Result<(), End> {
         let (received, chan) = {
             let mut state = self.lock();
             let received = state.session.receive(&message);
@@ -398,6 +425,21 @@ impl Conn {
             };
             (received, chan)
         };
+        if received.is_ok()
+            && let Message::Yield { cid, value } = message
+        {
+            let Some(chan) = chan else {
+                // A call with no stream state (its end is gone): nothing to do.
+                return Ok(());
+            };
+            if items.chan.as_ref().is_some_and(|(c, _)| *c != cid) {
+                self.deliver(items);
+            }
+            items.chan.get_or_insert((cid, chan));
+            items.values.push(value);
+            return Ok(());
+        }
+        self.deliver(items);
         match received {
             Err(e) => {
                 let text = format!("protocol error: {e}");
@@ -442,14 +484,6 @@ impl Conn {
                     let _ = waiter.send(message);
                 } else if let Some(chan) = chan {
                     chan.end(ChanEnd::Terminal(message), &self.inner.local);
-                }
-            }
-            Message::Yield { cid, value } => {
-                if let Some(chan) = chan
-                    && let Pushed::Overrun(overrun) =
-                        chan.push(value, &self.inner.local, &self.inner.peer.actor)
-                {
-                    self.overrun(cid, overrun);
                 }
             }
             Message::Stop { .. } => chan.into_iter().for_each(|c| c.peer_stopped()),

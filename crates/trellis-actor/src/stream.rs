@@ -237,14 +237,14 @@ impl Chan {
         wakers.into_iter().for_each(Waker::wake);
     }
 
-    /// An item from the peer.
-    pub(crate) fn push(&self, item: Payload, receiver: &ActorId, sender: &ActorId) -> Pushed {
+    /// Items from the peer, in order.
+    pub(crate) fn push(&self, items: Vec<Payload>, receiver: &ActorId, sender: &ActorId) -> Pushed {
         let mut outcome = Pushed::Kept;
         self.update(|state| {
             if state.recv_closed || state.overrun.is_some() {
                 return;
             }
-            state.items.push_back(item);
+            state.items.extend(items);
             if let Some(options) = state.recv
                 && options.flow == Flow::Overrun
                 && state.items.len() > options.capacity

@@ -449,40 +449,55 @@ pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
             open_nursery(|an| async move {
                 let portal = an.start_actor("streamer").await?;
                 let (mut one_way, mut ctx, mut fan) = (Vec::new(), Vec::new(), Vec::new());
+                let (do_one_way, do_ctx, do_fan) = (
+                    crate::case_selected("one-way"),
+                    crate::case_selected("context"),
+                    crate::case_selected("subscribers"),
+                );
                 for round in 0..=runs {
                     let t0 = Instant::now();
-                    let count = portal
-                        .open_stream_from(numbers, (STREAMED,), |stream| async move {
-                            let mut count = 0u64;
-                            while let Some(i) = stream.recv().await? {
-                                assert_eq!(i, count);
-                                count += 1;
-                            }
-                            Ok(count)
-                        })
-                        .await?;
+                    let count = if !do_one_way {
+                        STREAMED
+                    } else {
+                        portal
+                            .open_stream_from(numbers, (STREAMED,), |stream| async move {
+                                let mut count = 0u64;
+                                while let Some(i) = stream.recv().await? {
+                                    assert_eq!(i, count);
+                                    count += 1;
+                                }
+                                Ok(count)
+                            })
+                            .await?
+                    };
                     assert_eq!(count, STREAMED);
                     let t1 = Instant::now();
-                    let count = portal
-                        .open_context(numbers_ctx, (STREAMED,), |ctx, _n: u64| async move {
-                            let stream = ctx.open_stream::<u64, ()>()?;
-                            let mut count = 0u64;
-                            while stream.recv().await?.is_some() {
-                                count += 1;
-                            }
-                            Ok(count)
-                        })
-                        .await?;
+                    let count = if !do_ctx {
+                        STREAMED
+                    } else {
+                        portal
+                            .open_context(numbers_ctx, (STREAMED,), |ctx, _n: u64| async move {
+                                let stream = ctx.open_stream::<u64, ()>()?;
+                                let mut count = 0u64;
+                                while stream.recv().await?.is_some() {
+                                    count += 1;
+                                }
+                                Ok(count)
+                            })
+                            .await?
+                    };
                     assert_eq!(count, STREAMED);
                     let t2 = Instant::now();
                     let options = StreamOptions::new()
                         .capacity(FAN_BUFFER)
                         .lossless_subscribers();
-                    portal
-                        .open_stream_from_with(numbers, (STREAMED,), options, |stream| {
-                            fan_out(stream)
-                        })
-                        .await?;
+                    if do_fan {
+                        portal
+                            .open_stream_from_with(numbers, (STREAMED,), options, |stream| {
+                                fan_out(stream)
+                            })
+                            .await?;
+                    }
                     let t3 = Instant::now();
                     // The first round is a warm-up.
                     if round > 0 {
@@ -497,41 +512,11 @@ pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
         }))
         .map_err(|e| format!("{e:?}"))?;
     let frame = item_frame();
-    let (raw, raw_fan) = root_runtime()
-        .run(async move {
-            let raw = RawListener::bind();
-            let role = format!("stream:PATH:{STREAMED}:{frame}");
-            let (mut plain, mut fanned) = (Vec::new(), Vec::new());
-            for round in 0..=runs {
-                let mut child = spawn_raw(&raw.listener, &raw.path, &role).await;
-                let t0 = Instant::now();
-                let (mut count, mut batch) = (0u64, Vec::new());
-                let mut frames = Frames::new(&mut child.stream);
-                while count < STREAMED {
-                    frames.read_some(&mut batch).await;
-                    for i in batch.drain(..) {
-                        assert_eq!(i, count);
-                        count += 1;
-                    }
-                }
-                let plain_time = t0.elapsed();
-                drop(child.stream);
-                child.process.wait().await.unwrap();
-
-                let mut child = spawn_raw(&raw.listener, &raw.path, &role).await;
-                let t0 = Instant::now();
-                raw_fan_out(&mut child.stream).await;
-                let fan_time = t0.elapsed();
-                drop(child.stream);
-                child.process.wait().await.unwrap();
-                if round > 0 {
-                    plain.push(plain_time.as_secs_f64());
-                    fanned.push(fan_time.as_secs_f64());
-                }
-            }
-            Ok::<_, trellis::Error>((median(&mut plain), median(&mut fanned)))
-        })
-        .map_err(|e| format!("{e:?}"))?;
+    let (raw, raw_fan) = if !crate::side_selected("anchor") {
+        (1.0, 1.0) // as `alternate` reports a side not run
+    } else {
+        raw_streams(runs, frame)?
+    };
     let anchor = format!("raw tokio unix socket, {frame}-byte frames");
     let mut out = vec![
         Comparison {
@@ -631,4 +616,43 @@ async fn raw_fan_out(stream: &mut UnixStream) {
     while let Some(count) = set.join_next().await {
         assert_eq!(count.expect("task"), STREAMED);
     }
+}
+
+/// The raw side of B7: seconds for the plain stream and for the fan-out.
+fn raw_streams(runs: usize, frame: usize) -> Result<(f64, f64), String> {
+    root_runtime()
+        .run(async move {
+            let raw = RawListener::bind();
+            let role = format!("stream:PATH:{STREAMED}:{frame}");
+            let (mut plain, mut fanned) = (Vec::new(), Vec::new());
+            for round in 0..=runs {
+                let mut child = spawn_raw(&raw.listener, &raw.path, &role).await;
+                let t0 = Instant::now();
+                let (mut count, mut batch) = (0u64, Vec::new());
+                let mut frames = Frames::new(&mut child.stream);
+                while count < STREAMED {
+                    frames.read_some(&mut batch).await;
+                    for i in batch.drain(..) {
+                        assert_eq!(i, count);
+                        count += 1;
+                    }
+                }
+                let plain_time = t0.elapsed();
+                drop(child.stream);
+                child.process.wait().await.unwrap();
+
+                let mut child = spawn_raw(&raw.listener, &raw.path, &role).await;
+                let t0 = Instant::now();
+                raw_fan_out(&mut child.stream).await;
+                let fan_time = t0.elapsed();
+                drop(child.stream);
+                child.process.wait().await.unwrap();
+                if round > 0 {
+                    plain.push(plain_time.as_secs_f64());
+                    fanned.push(fan_time.as_secs_f64());
+                }
+            }
+            Ok::<_, trellis::Error>((median(&mut plain), median(&mut fanned)))
+        })
+        .map_err(|e| format!("{e:?}"))
 }
