@@ -753,9 +753,13 @@ fn shared_stream_through_the_resource_cache(transport: Transport) {
             let count = opened.clone();
             trellis::open_nursery(|service| async move {
                 let cache = trellis::resource::ResourceCache::<&str, MsgStream<u64>>::new(&service);
+                // Every user holds the stream until all five have subscribed, so they share it.
+                let joined = std::sync::Arc::new(AtomicU32::new(0));
+                let all_in = std::sync::Arc::new(trellis::sync::Event::new());
                 trellis::open_nursery(|users| async move {
                     for _ in 0..5 {
                         let (cache, portal, count) = (cache.clone(), portal.clone(), count.clone());
+                        let (joined, all_in) = (joined.clone(), all_in.clone());
                         let feed = move |provide: trellis::resource::Provide<MsgStream<u64>>| async move {
                             count.fetch_add(1, Ordering::SeqCst);
                             portal
@@ -768,6 +772,10 @@ fn shared_stream_through_the_resource_cache(transport: Transport) {
                             cache
                                 .open("numbers", feed, |stream, _hit| async move {
                                     let sub = stream.subscribe();
+                                    if joined.fetch_add(1, Ordering::SeqCst) == 4 {
+                                        all_in.set();
+                                    }
+                                    all_in.wait().await?;
                                     let first = sub.recv().await?.expect("endless");
                                     for i in 1..10 {
                                         assert_eq!(sub.recv().await?, Some(first + i));
