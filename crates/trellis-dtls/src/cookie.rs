@@ -7,6 +7,8 @@
 //! endpoint. A cookie is accepted during the tick it was made in and the next one (so for 30
 //! to 60 seconds), and compared in constant time.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! What a server does with a datagram that arrives on its socket, decided before any
 //! per-peer state exists (Trio's receive loop and `handle_client_hello_untrusted`).
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

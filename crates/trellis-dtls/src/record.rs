@@ -4,6 +4,8 @@
 //! checked before every slice, nothing indexes past the end, nothing allocates more than the
 //! packet it was given.
 
+#![forbid(unsafe_code)]
+
 /// The one error of everything that reads bytes from the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("bad DTLS packet: {0}")]

@@ -1,6 +1,8 @@
 //! When a handshake flight is sent again, and when the handshake gives up on the MTU it
 //! guessed (RFC 6347 §4.2.4, as Trio does it).
 
+#![forbid(unsafe_code)]
+
 use std::time::Duration;
 
 /// The longest wait between two sends of a flight (OpenSSL's, and DTLS 1.3's advice).

@@ -3,6 +3,8 @@
 //! numbers of our own — so that the endpoint, not OpenSSL, decides how big datagrams are and
 //! when a flight is sent again (RFC 6347 §4.2.4).
 
+#![forbid(unsafe_code)]
+
 use crate::record::{
     BadPacket, HANDSHAKE_HEADER_LEN, RECORD_HEADER_LEN, content_type, decode_handshake_fragment,
     encode_handshake_fragment, encode_record, records,

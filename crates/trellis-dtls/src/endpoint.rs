@@ -1,0 +1,816 @@
+//! The endpoint: one UDP socket, many DTLS associations (Trio's `DTLSEndpoint` and
+//! `DTLSChannel`), on the sans-I/O core of this crate.
+//!
+//! [`open_endpoint`] runs the socket's receive loop in a nursery around a body; inside it,
+//! [`DtlsEndpoint::connect`] gives a [`DtlsChannel`] to a server and
+//! [`DtlsEndpoint::serve`] runs a handler for every peer that proves its address with a
+//! valid cookie. A channel does its handshake on first use (or [`DtlsChannel::do_handshake`]),
+//! sending each flight again with backoff when the answer does not come, and packing flights
+//! to its MTU; it then sends and receives whole datagrams.
+
+#![forbid(unsafe_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use openssl::ssl::{ErrorCode, Ssl, SslContext, SslContextBuilder, SslOptions, SslStream};
+use tokio::sync::Notify;
+use trellis_net::UdpSocket;
+
+use crate::cookie::CookieKey;
+use crate::demux::{Dropped, Incoming, classify};
+use crate::record::{BadPacket, content_type, part_of_handshake};
+use crate::retransmit::{Retransmit, best_guess_mtu, worst_case_mtu};
+use crate::volley::{FlightMessage, RecordEncoder, decode_flight};
+
+/// The largest UDP payload.
+const MAX_UDP_PACKET: usize = 65_527;
+
+/// How many datagrams a channel keeps for a reader that is behind; more are dropped and
+/// counted.
+pub const INCOMING_QUEUE: usize = 1000;
+
+/// The failures of an endpoint and its channels.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DtlsError {
+    /// `serve` was called on an endpoint that serves already.
+    #[error("this endpoint is already serving")]
+    AlreadyServing,
+    /// The channel or its endpoint was closed.
+    #[error("the DTLS channel is closed")]
+    Closed,
+    /// The peer started a new association from the same address: this one is over.
+    #[error("the peer at {0} reconnected; this association was replaced")]
+    PeerReconnected(SocketAddr),
+    /// OpenSSL refused the handshake (a certificate, a cipher, a protocol version).
+    #[error("DTLS handshake with {peer} failed: {reason}")]
+    Handshake {
+        /// The peer.
+        peer: SocketAddr,
+        /// OpenSSL's errors.
+        reason: String,
+    },
+    /// An empty datagram cannot be sent over DTLS.
+    #[error("cannot send an empty DTLS datagram")]
+    EmptyDatagram,
+    /// OpenSSL failed while sending or receiving.
+    #[error("DTLS error with {peer}: {reason}")]
+    Ssl {
+        /// The peer.
+        peer: SocketAddr,
+        /// OpenSSL's errors.
+        reason: String,
+    },
+    /// The socket failed.
+    #[error("DTLS socket error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What an endpoint counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Statistics {
+    /// Datagrams dropped: from unknown addresses, ClientHellos while not serving.
+    pub packets_dropped: u64,
+    /// Datagrams that did not parse (or did not decrypt).
+    pub bad_packets: u64,
+    /// Datagrams dropped because a channel's incoming queue was full.
+    pub queue_overflows: u64,
+    /// HelloVerifyRequests sent.
+    pub challenges_sent: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    packets_dropped: AtomicU64,
+    bad_packets: AtomicU64,
+    queue_overflows: AtomicU64,
+    challenges_sent: AtomicU64,
+}
+
+/// A DTLS client configuration: an OpenSSL context for `SslMethod::dtls()` with what the
+/// endpoint needs set. Reusable for any number of connections.
+#[derive(Clone)]
+pub struct ClientConfig(SslContext);
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientConfig(..)")
+    }
+}
+
+impl ClientConfig {
+    /// From a context builder made with `SslMethod::dtls()` (trust roots, verification,
+    /// ciphers set as wanted).
+    pub fn new(mut builder: SslContextBuilder) -> Self {
+        builder.set_options(SslOptions::NO_QUERY_MTU);
+        ClientConfig(builder.build())
+    }
+}
+
+/// A DTLS server configuration: an OpenSSL context for `SslMethod::dtls()` with certificate
+/// and key, and what the endpoint needs set (it checks cookies itself).
+#[derive(Clone)]
+pub struct ServerConfig(SslContext);
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerConfig(..)")
+    }
+}
+
+impl ServerConfig {
+    /// From a context builder made with `SslMethod::dtls()`, with certificate and key set.
+    pub fn new(mut builder: SslContextBuilder) -> Self {
+        builder.set_options(SslOptions::NO_QUERY_MTU | SslOptions::COOKIE_EXCHANGE);
+        // The endpoint verified the cookie before OpenSSL sees the ClientHello.
+        builder.set_cookie_verify_cb(|_, _| true);
+        builder.set_cookie_generate_cb(|_, _| Ok(0));
+        ServerConfig(builder.build())
+    }
+}
+
+/// A UDP socket serving DTLS associations; cheap to clone. See [`open_endpoint`].
+#[derive(Clone)]
+pub struct DtlsEndpoint {
+    inner: Arc<EndpointInner>,
+}
+
+impl std::fmt::Debug for DtlsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DtlsEndpoint")
+            .field("local", &self.inner.socket.local_addr().ok())
+            .finish()
+    }
+}
+
+struct EndpointInner {
+    socket: UdpSocket,
+    state: Mutex<EndpointState>,
+    counters: Counters,
+    /// The clock cookies are made with.
+    origin: tokio::time::Instant,
+    ipv6: bool,
+}
+
+#[derive(Default)]
+struct EndpointState {
+    channels: HashMap<SocketAddr, Arc<ChannelInner>>,
+    listening: Option<Listening>,
+    closed: bool,
+}
+
+struct Listening {
+    key: CookieKey,
+    context: SslContext,
+    incoming: trellis::channel::Sender<DtlsChannel>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `body` with a DTLS endpoint on `socket`; the socket's receive loop runs beside it and
+/// stops when `body` returns, closing every channel.
+///
+/// # Errors
+///
+/// `body`'s error, or the receive loop's (the socket failed).
+pub async fn open_endpoint<B, Fut, T>(socket: UdpSocket, body: B) -> Result<T, trellis::Error>
+where
+    B: FnOnce(DtlsEndpoint) -> Fut,
+    Fut: std::future::Future<Output = Result<T, trellis::Error>>,
+{
+    let ipv6 = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
+    let endpoint = DtlsEndpoint {
+        inner: Arc::new(EndpointInner {
+            socket,
+            state: Mutex::new(EndpointState::default()),
+            counters: Counters::default(),
+            origin: tokio::time::Instant::now(),
+            ipv6,
+        }),
+    };
+    let outcome = trellis::open_nursery(|n| async move {
+        let receiver = endpoint.clone();
+        n.start_soon(async move { receiver.receive_loop().await })?;
+        let value = body(endpoint.clone()).await;
+        endpoint.close();
+        n.cancel();
+        value
+    })
+    .await?;
+    Ok(outcome.expect("the body ran to its end"))
+}
+
+impl DtlsEndpoint {
+    /// The socket's address.
+    ///
+    /// # Errors
+    ///
+    /// The socket's.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.socket.local_addr()
+    }
+
+    /// What was counted so far.
+    pub fn statistics(&self) -> Statistics {
+        let c = &self.inner.counters;
+        Statistics {
+            packets_dropped: c.packets_dropped.load(Ordering::Relaxed),
+            bad_packets: c.bad_packets.load(Ordering::Relaxed),
+            queue_overflows: c.queue_overflows.load(Ordering::Relaxed),
+            challenges_sent: c.challenges_sent.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes the endpoint: every channel is closed; `serve` returns.
+    pub fn close(&self) {
+        let channels: Vec<_> = {
+            let mut state = lock(&self.inner.state);
+            state.closed = true;
+            state.listening = None;
+            state.channels.drain().map(|(_, c)| c).collect()
+        };
+        for channel in channels {
+            channel.closed.store(true, Ordering::Release);
+            channel.inbox_ready.notify_waiters();
+        }
+    }
+
+    /// A channel to the DTLS server at `peer`, with `config` (reusable for any number of
+    /// connections). The handshake happens on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`DtlsError::Closed`] after `close`; OpenSSL failing to make the connection object.
+    pub fn connect(
+        &self,
+        peer: SocketAddr,
+        config: &ClientConfig,
+    ) -> Result<DtlsChannel, DtlsError> {
+        let mut ssl = Ssl::new(&config.0).map_err(|e| ssl_error(peer, e))?;
+        ssl.set_connect_state();
+        let channel = ChannelInner::new(self.inner.clone(), peer, ssl)?;
+        let old = {
+            let mut state = lock(&self.inner.state);
+            if state.closed {
+                return Err(DtlsError::Closed);
+            }
+            state.channels.insert(peer, channel.clone())
+        };
+        if let Some(old) = old {
+            old.replace();
+        }
+        Ok(DtlsChannel { inner: channel })
+    }
+
+    /// Serves: for every peer that completes the cookie exchange, runs `handler` with its
+    /// channel, in a nursery of its own, until the endpoint closes or this is cancelled.
+    /// `config` holds the certificate and key.
+    ///
+    /// # Errors
+    ///
+    /// [`DtlsError::AlreadyServing`] when another `serve` runs on this endpoint; a
+    /// handler's failure (which cancels the others).
+    pub async fn serve<H, Fut>(
+        &self,
+        config: ServerConfig,
+        handler: H,
+    ) -> Result<(), trellis::Error>
+    where
+        H: Fn(DtlsChannel) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), trellis::Error>> + Send + 'static,
+    {
+        let (tx, rx) = trellis::channel::channel::<DtlsChannel>(64);
+        {
+            let mut state = lock(&self.inner.state);
+            if state.closed {
+                return Err(DtlsError::Closed.into());
+            }
+            if state.listening.is_some() {
+                return Err(DtlsError::AlreadyServing.into());
+            }
+            state.listening = Some(Listening {
+                key: CookieKey::random(),
+                context: config.0,
+                incoming: tx,
+            });
+        }
+        let inner = self.inner.clone();
+        let served = trellis::open_nursery(|n| async move {
+            while let Ok(channel) = rx.recv().await {
+                n.start_soon(handler(channel))?;
+            }
+            Ok::<_, trellis::Error>(())
+        })
+        .await;
+        lock(&inner.state).listening = None;
+        served.map(drop)
+    }
+
+    async fn receive_loop(&self) -> Result<(), trellis::Error> {
+        let mut buf = vec![0u8; MAX_UDP_PACKET];
+        loop {
+            let (n, from) = match self.inner.socket.recv_from(&mut buf).await {
+                Ok(received) => received,
+                Err(e) if e.is_cancelled() => return Err(e),
+                // ICMP errors from earlier sends (connection refused) come back here on some
+                // systems: they are about a datagram, not the socket.
+                Err(e) => {
+                    tracing::debug!(error = %e, "DTLS socket receive error");
+                    continue;
+                }
+            };
+            self.dispatch(&buf[..n], from).await;
+        }
+    }
+
+    async fn dispatch(&self, packet: &[u8], from: SocketAddr) {
+        let counters = &self.inner.counters;
+        let now = self.inner.origin.elapsed();
+        let (decision, channel) = {
+            let state = lock(&self.inner.state);
+            let channel = state.channels.get(&from).cloned();
+            let key = state.listening.as_ref().map(|l| &l.key);
+            let decision = match classify(packet, &from, key, channel.is_some(), now) {
+                Incoming::ToPeer => Decision::ToPeer,
+                Incoming::Challenge(reply) => Decision::Challenge(reply),
+                Incoming::Hello(hello) => Decision::Hello(hello.cookie.to_vec(), hello.signed),
+                Incoming::Drop(Dropped::Bad(_)) => Decision::Bad,
+                Incoming::Drop(_) => Decision::Drop,
+            };
+            (decision, channel)
+        };
+        match decision {
+            Decision::ToPeer => {
+                if let Some(channel) = channel {
+                    channel.deliver(packet.to_vec());
+                }
+            }
+            Decision::Challenge(reply) => {
+                counters.challenges_sent.fetch_add(1, Ordering::Relaxed);
+                let _ = self.inner.socket.send_to(&reply, from).await;
+            }
+            Decision::Hello(cookie, signed) => self.accept(packet, from, cookie, signed).await,
+            Decision::Bad => {
+                counters.bad_packets.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Drop => {
+                counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A ClientHello with a valid cookie: a new association, unless it repeats the one that
+    /// started the current association from that address.
+    async fn accept(&self, packet: &[u8], from: SocketAddr, cookie: Vec<u8>, signed: Vec<u8>) {
+        let (context, incoming, old) = {
+            let state = lock(&self.inner.state);
+            let Some(listening) = &state.listening else {
+                return;
+            };
+            (
+                listening.context.clone(),
+                listening.incoming.clone(),
+                state.channels.get(&from).cloned(),
+            )
+        };
+        let hello = (cookie, signed);
+        if let Some(old) = &old
+            && lock(&old.handshake).client_hello.as_ref() == Some(&hello)
+        {
+            // A copy of the ClientHello that started the current association.
+            old.deliver(packet.to_vec());
+            return;
+        }
+        let Ok(mut ssl) = Ssl::new(&context) else {
+            return;
+        };
+        ssl.set_accept_state();
+        let Ok(channel) = ChannelInner::new(self.inner.clone(), from, ssl) else {
+            return;
+        };
+        {
+            let mut stream = lock(&channel.ssl);
+            stream.get_mut().incoming.push_back(packet.to_vec());
+            if !crate::ffi::listen(stream.ssl()) {
+                self.inner
+                    .counters
+                    .bad_packets
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        {
+            let mut handshake = lock(&channel.handshake);
+            handshake.client_hello = Some(hello);
+            // Our records must be newer than the HelloVerifyRequest, which copied the first
+            // ClientHello's record number; this ClientHello's is higher still.
+            if let Some(Ok(record)) = crate::record::records(packet).next() {
+                handshake
+                    .encoder
+                    .set_next_seq(record.epoch_seq & ((1 << 48) - 1));
+            }
+        }
+        {
+            let mut state = lock(&self.inner.state);
+            if state.closed {
+                return;
+            }
+            state.channels.insert(from, channel.clone());
+        }
+        if let Some(old) = old {
+            old.replace();
+        }
+        if incoming.try_send(DtlsChannel { inner: channel }).is_err() {
+            self.inner
+                .counters
+                .queue_overflows
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+enum Decision {
+    ToPeer,
+    Challenge(Vec<u8>),
+    Hello(Vec<u8>, Vec<u8>),
+    Bad,
+    Drop,
+}
+
+/// OpenSSL's side of a channel: datagrams to read, bytes it wrote.
+#[derive(Default)]
+struct Datagrams {
+    incoming: VecDeque<Vec<u8>>,
+    out: Vec<u8>,
+}
+
+impl Read for Datagrams {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.incoming.pop_front() {
+            Some(datagram) => {
+                let n = datagram.len().min(buf.len());
+                buf[..n].copy_from_slice(&datagram[..n]);
+                Ok(n)
+            }
+            None => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for Datagrams {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct HandshakeState {
+    done: bool,
+    /// The ClientHello (cookie, signed part) that started a server-side association.
+    client_hello: Option<(Vec<u8>, Vec<u8>)>,
+    encoder: RecordEncoder,
+    mtu: usize,
+    /// Our last flight, sent again if the peer repeats its own after the handshake (our
+    /// last flight was lost).
+    final_flight: Vec<FlightMessage>,
+}
+
+struct ChannelInner {
+    endpoint: Arc<EndpointInner>,
+    peer: SocketAddr,
+    ssl: Mutex<SslStream<Datagrams>>,
+    inbox: Mutex<VecDeque<Vec<u8>>>,
+    inbox_ready: Notify,
+    handshake: Mutex<HandshakeState>,
+    /// Serialises handshakes (and the receivers that drive it).
+    handshaking: tokio::sync::Mutex<()>,
+    closed: AtomicBool,
+    replaced: AtomicBool,
+}
+
+impl ChannelInner {
+    fn new(
+        endpoint: Arc<EndpointInner>,
+        peer: SocketAddr,
+        ssl: Ssl,
+    ) -> Result<Arc<ChannelInner>, DtlsError> {
+        let stream = SslStream::new(ssl, Datagrams::default()).map_err(|e| ssl_error(peer, e))?;
+        let mtu = best_guess_mtu(endpoint.ipv6);
+        crate::ffi::set_mtu(stream.ssl(), mtu);
+        Ok(Arc::new(ChannelInner {
+            endpoint,
+            peer,
+            ssl: Mutex::new(stream),
+            inbox: Mutex::new(VecDeque::new()),
+            inbox_ready: Notify::new(),
+            handshake: Mutex::new(HandshakeState {
+                done: false,
+                client_hello: None,
+                encoder: RecordEncoder::new(),
+                mtu,
+                final_flight: Vec::new(),
+            }),
+            handshaking: tokio::sync::Mutex::new(()),
+            closed: AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
+        }))
+    }
+
+    fn deliver(&self, packet: Vec<u8>) {
+        {
+            let mut inbox = lock(&self.inbox);
+            if inbox.len() >= INCOMING_QUEUE {
+                self.endpoint
+                    .counters
+                    .queue_overflows
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            inbox.push_back(packet);
+        }
+        self.inbox_ready.notify_one();
+    }
+
+    fn replace(&self) {
+        self.replaced.store(true, Ordering::Release);
+        self.inbox_ready.notify_waiters();
+    }
+
+    fn check_open(&self) -> Result<(), DtlsError> {
+        if self.replaced.load(Ordering::Acquire) {
+            return Err(DtlsError::PeerReconnected(self.peer));
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(DtlsError::Closed);
+        }
+        Ok(())
+    }
+
+    /// The next datagram from the peer; a checkpoint, cancel-safe.
+    async fn next_packet(&self) -> Result<Vec<u8>, trellis::Error> {
+        loop {
+            self.check_open()?;
+            let notified = self.inbox_ready.notified();
+            if let Some(packet) = lock(&self.inbox).pop_front() {
+                trellis::checkpoint_if_cancelled()?;
+                return Ok(packet);
+            }
+            trellis::cancellable(notified).await?;
+        }
+    }
+
+    /// Sends the datagrams of `flight` packed to the handshake MTU.
+    async fn send_flight(&self, flight: &[FlightMessage]) -> Result<(), trellis::Error> {
+        let packets = {
+            let mut handshake = lock(&self.handshake);
+            let mtu = handshake.mtu;
+            handshake.encoder.encode_flight(flight, mtu)
+        };
+        for packet in packets {
+            self.endpoint.socket.send_to(&packet, self.peer).await?;
+        }
+        Ok(())
+    }
+
+    /// Steps OpenSSL's handshake; returns whether it finished, and the flight it wrote.
+    fn step(&self) -> Result<(bool, Vec<FlightMessage>), DtlsError> {
+        let mut stream = lock(&self.ssl);
+        let done = match stream.do_handshake() {
+            Ok(()) => true,
+            Err(e) if e.code() == ErrorCode::WANT_READ => false,
+            Err(e) => {
+                return Err(DtlsError::Handshake {
+                    peer: self.peer,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let out = std::mem::take(&mut stream.get_mut().out);
+        let flight = decode_flight(&out).map_err(|BadPacket(why)| DtlsError::Handshake {
+            peer: self.peer,
+            reason: format!("OpenSSL wrote a flight we cannot read: {why}"),
+        })?;
+        Ok((done, flight))
+    }
+
+    async fn do_handshake(&self, initial_timeout: Duration) -> Result<(), trellis::Error> {
+        let _serial = trellis::cancellable(self.handshaking.lock()).await?;
+        if lock(&self.handshake).done {
+            return Ok(());
+        }
+        let mut timer = Retransmit::new(initial_timeout);
+        let (mut done, mut flight) = self.step()?;
+        loop {
+            if done {
+                self.send_flight(&flight).await?;
+                let mut handshake = lock(&self.handshake);
+                handshake.done = true;
+                handshake.final_flight = flight;
+                return Ok(());
+            }
+            self.send_flight(&flight).await?;
+            let answered = trellis::move_on_after(timer.wait(), async {
+                loop {
+                    let packet = self.next_packet().await?;
+                    lock(&self.ssl).get_mut().incoming.push_back(packet);
+                    let (now_done, next) = self.step()?;
+                    if now_done {
+                        return Ok::<_, trellis::Error>((true, next));
+                    }
+                    let alert = matches!(
+                        next.first(),
+                        Some(FlightMessage::Pseudo { content_type: ct, .. }) if *ct == content_type::ALERT
+                    );
+                    if alert {
+                        self.send_flight(&next).await?;
+                        continue;
+                    }
+                    // OpenSSL resending its last flight on its own timer: ours decides.
+                    let resend = !next.is_empty()
+                        && next.first().and_then(FlightMessage::msg_seq)
+                            == flight.first().and_then(FlightMessage::msg_seq);
+                    if !next.is_empty() && !resend {
+                        return Ok((false, next));
+                    }
+                }
+            })
+            .await?;
+            match answered {
+                Some((now_done, next)) => {
+                    timer.answered();
+                    done = now_done;
+                    flight = next;
+                }
+                None => {
+                    let timeout = timer.timed_out();
+                    if timeout.use_min_mtu {
+                        let mut handshake = lock(&self.handshake);
+                        handshake.mtu = handshake.mtu.min(worst_case_mtu(self.endpoint.ipv6));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One DTLS association: whole datagrams to and from one peer. Cheap to clone.
+#[derive(Clone)]
+pub struct DtlsChannel {
+    inner: Arc<ChannelInner>,
+}
+
+impl std::fmt::Debug for DtlsChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DtlsChannel")
+            .field("peer", &self.inner.peer)
+            .finish()
+    }
+}
+
+impl DtlsChannel {
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.inner.peer
+    }
+
+    /// Completes the handshake (once; later calls return at once), sending each flight again
+    /// after `initial_timeout`, then doubling (up to 60 s), and dropping to the minimum MTU
+    /// after two unanswered sends. Wrap it in a deadline to bound it.
+    ///
+    /// # Errors
+    ///
+    /// [`DtlsError::Handshake`], [`DtlsError::PeerReconnected`], [`DtlsError::Closed`],
+    /// `Cancelled` (a later call starts over from where OpenSSL is).
+    pub async fn do_handshake(&self, initial_timeout: Duration) -> Result<(), trellis::Error> {
+        self.inner.do_handshake(initial_timeout).await
+    }
+
+    /// Sends one datagram (after the handshake, doing it first if needed).
+    ///
+    /// # Errors
+    ///
+    /// [`DtlsError::EmptyDatagram`], the handshake's errors, the socket's.
+    pub async fn send(&self, data: &[u8]) -> Result<(), trellis::Error> {
+        if data.is_empty() {
+            return Err(DtlsError::EmptyDatagram.into());
+        }
+        self.inner.check_open()?;
+        self.do_handshake(Duration::from_secs(1)).await?;
+        let out = {
+            let mut stream = lock(&self.inner.ssl);
+            stream
+                .ssl_write(data)
+                .map_err(|e| ssl_error(self.inner.peer, e))?;
+            std::mem::take(&mut stream.get_mut().out)
+        };
+        self.inner
+            .endpoint
+            .socket
+            .send_to(&out, self.inner.peer)
+            .await?;
+        Ok(())
+    }
+
+    /// Receives one datagram (after the handshake, doing it first if needed); a checkpoint,
+    /// cancel-safe. Datagrams that do not decrypt are dropped and counted.
+    ///
+    /// # Errors
+    ///
+    /// [`DtlsError::Closed`] when the peer closed the association or the channel was closed;
+    /// [`DtlsError::PeerReconnected`]; the handshake's errors.
+    pub async fn receive(&self) -> Result<Vec<u8>, trellis::Error> {
+        self.do_handshake(Duration::from_secs(1)).await?;
+        let mut buf = vec![0u8; MAX_UDP_PACKET];
+        loop {
+            let packet = self.inner.next_packet().await?;
+            if part_of_handshake(&packet) {
+                // The peer repeats its last flight: ours was lost. Send it again.
+                let flight = lock(&self.inner.handshake).final_flight.clone();
+                if !flight.is_empty() {
+                    self.inner.send_flight(&flight).await?;
+                }
+                continue;
+            }
+            let mut stream = lock(&self.inner.ssl);
+            stream.get_mut().incoming.push_back(packet);
+            match stream.ssl_read(&mut buf) {
+                Ok(n) => return Ok(buf[..n].to_vec()),
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                    return Err(DtlsError::Closed.into());
+                }
+                Err(e) if e.code() == ErrorCode::WANT_READ => {}
+                Err(_) => {
+                    self.inner
+                        .endpoint
+                        .counters
+                        .bad_packets
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Closes the channel: a close_notify goes to the peer when the handshake was done; later
+    /// operations fail with [`DtlsError::Closed`]. Idempotent.
+    pub async fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let out = {
+            let mut stream = lock(&self.inner.ssl);
+            if lock(&self.inner.handshake).done {
+                let _ = stream.shutdown();
+            }
+            std::mem::take(&mut stream.get_mut().out)
+        };
+        if !out.is_empty() {
+            let _ = self
+                .inner
+                .endpoint
+                .socket
+                .send_to(&out, self.inner.peer)
+                .await;
+        }
+        let mut state = lock(&self.inner.endpoint.state);
+        if state
+            .channels
+            .get(&self.inner.peer)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.inner))
+        {
+            state.channels.remove(&self.inner.peer);
+        }
+        drop(state);
+        self.inner.inbox_ready.notify_waiters();
+    }
+
+    /// Sets the largest datagram to send, in bytes of ciphertext (handshake flights and
+    /// records).
+    pub fn set_ciphertext_mtu(&self, mtu: usize) {
+        lock(&self.inner.handshake).mtu = mtu;
+        crate::ffi::set_mtu(lock(&self.inner.ssl).ssl(), mtu);
+    }
+
+    /// The largest datagram `send` can take at the current MTU.
+    pub fn cleartext_mtu(&self) -> usize {
+        // A DTLS 1.2 AEAD record: 13 bytes of header, 8 of explicit nonce, 16 of tag.
+        lock(&self.inner.handshake).mtu.saturating_sub(13 + 8 + 16)
+    }
+}
+
+fn ssl_error(peer: SocketAddr, e: impl std::fmt::Display) -> DtlsError {
+    DtlsError::Ssl {
+        peer,
+        reason: e.to_string(),
+    }
+}
