@@ -30,8 +30,8 @@ use crate::volley::{FlightMessage, RecordEncoder, decode_flight};
 /// The largest UDP payload.
 const MAX_UDP_PACKET: usize = 65_527;
 
-/// How many datagrams a channel keeps for a reader that is behind; more are dropped and
-/// counted.
+/// How many datagrams a channel keeps for a reader that is behind, by default; more are
+/// dropped and counted ([`DtlsEndpoint::set_incoming_queue`]).
 pub const INCOMING_QUEUE: usize = 1000;
 
 /// The failures of an endpoint and its channels.
@@ -155,6 +155,7 @@ struct EndpointInner {
     /// The clock cookies are made with.
     origin: tokio::time::Instant,
     ipv6: bool,
+    incoming_queue: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -193,6 +194,7 @@ where
             counters: Counters::default(),
             origin: tokio::time::Instant::now(),
             ipv6,
+            incoming_queue: std::sync::atomic::AtomicUsize::new(INCOMING_QUEUE),
         }),
     };
     let outcome = trellis::open_nursery(|n| async move {
@@ -215,6 +217,13 @@ impl DtlsEndpoint {
     /// The socket's.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.inner.socket.local_addr()
+    }
+
+    /// How many datagrams each channel made from now on keeps for a reader that is behind.
+    pub fn set_incoming_queue(&self, datagrams: usize) {
+        self.inner
+            .incoming_queue
+            .store(datagrams.max(1), Ordering::Relaxed);
     }
 
     /// What was counted so far.
@@ -303,7 +312,15 @@ impl DtlsEndpoint {
         }
         let inner = self.inner.clone();
         let served = trellis::open_nursery(|n| async move {
-            while let Ok(channel) = rx.recv().await {
+            loop {
+                // The endpoint closing drops the sender: the end of serving.
+                let channel = match rx.recv().await {
+                    Ok(channel) => channel,
+                    Err(e) if trellis::IsCancelled::is_cancelled(&e) => {
+                        return Err(trellis::Error::new(e));
+                    }
+                    Err(_) => break,
+                };
                 n.start_soon(handler(channel))?;
             }
             Ok::<_, trellis::Error>(())
@@ -488,6 +505,7 @@ struct HandshakeState {
 
 struct ChannelInner {
     endpoint: Arc<EndpointInner>,
+    queue_limit: usize,
     peer: SocketAddr,
     ssl: Mutex<SslStream<Datagrams>>,
     inbox: Mutex<VecDeque<Vec<u8>>>,
@@ -509,6 +527,7 @@ impl ChannelInner {
         let mtu = best_guess_mtu(endpoint.ipv6);
         crate::ffi::set_mtu(stream.ssl(), mtu);
         Ok(Arc::new(ChannelInner {
+            queue_limit: endpoint.incoming_queue.load(Ordering::Relaxed),
             endpoint,
             peer,
             ssl: Mutex::new(stream),
@@ -530,7 +549,7 @@ impl ChannelInner {
     fn deliver(&self, packet: Vec<u8>) {
         {
             let mut inbox = lock(&self.inbox);
-            if inbox.len() >= INCOMING_QUEUE {
+            if inbox.len() >= self.queue_limit {
                 self.endpoint
                     .counters
                     .queue_overflows

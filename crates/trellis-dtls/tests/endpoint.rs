@@ -11,7 +11,12 @@ use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
 use openssl::x509::{X509, X509NameBuilder};
-use trellis_dtls::{ClientConfig, DtlsError, ServerConfig, open_endpoint};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use trellis_dtls::{
+    ClientConfig, DtlsChannel, DtlsEndpoint, DtlsError, ServerConfig, open_endpoint,
+};
 use trellis_net::UdpSocket;
 
 /// A self-signed certificate for `localhost` and its key.
@@ -141,6 +146,403 @@ fn untrusted_certificate_fails_the_handshake() {
                     matches!(err.downcast_ref(), Some(DtlsError::Handshake { .. })),
                     "{err:?}"
                 );
+                Ok(())
+            })
+            .await
+        })
+        .await;
+    });
+}
+
+fn is(err: &trellis::Error, want: impl Fn(&DtlsError) -> bool) -> bool {
+    err.downcast_ref::<DtlsError>().is_some_and(want)
+}
+
+/// An echo handler; ends quietly when its channel closes or is replaced. `mtu` is set before
+/// the handshake when given.
+async fn echo(channel: DtlsChannel, mtu: Option<usize>) -> Result<(), trellis::Error> {
+    if let Some(mtu) = mtu {
+        channel.set_ciphertext_mtu(mtu);
+    }
+    loop {
+        match channel.receive().await {
+            Ok(data) => channel.send(&data).await?,
+            Err(e)
+                if is(&e, |d| {
+                    matches!(d, DtlsError::Closed | DtlsError::PeerReconnected(_))
+                }) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs `body` with an echo server's endpoint and address; `handlers` counts its handlers.
+async fn echo_server<F, Fut>(mtu: Option<usize>, handlers: Arc<AtomicUsize>, body: F)
+where
+    F: FnOnce(DtlsEndpoint, SocketAddr, ClientConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<(), trellis::Error>>,
+{
+    echo_server_with(configs(), mtu, handlers, body).await;
+}
+
+/// [`echo_server`] with given configurations (two servers one client trusts).
+async fn echo_server_with<F, Fut>(
+    (server_config, client_config): (ServerConfig, ClientConfig),
+    mtu: Option<usize>,
+    handlers: Arc<AtomicUsize>,
+    body: F,
+) where
+    F: FnOnce(DtlsEndpoint, SocketAddr, ClientConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<(), trellis::Error>>,
+{
+    let socket = bind("127.0.0.1:0").await;
+    let addr = socket.local_addr().unwrap();
+    open_endpoint(socket, |server| async move {
+        trellis::open_nursery(|n| async move {
+            let serving = server.clone();
+            n.start_soon(async move {
+                serving
+                    .serve(server_config, move |channel| {
+                        handlers.fetch_add(1, Ordering::SeqCst);
+                        echo(channel, mtu)
+                    })
+                    .await
+            })?;
+            body(server, addr, client_config).await?;
+            n.cancel();
+            Ok::<_, trellis::Error>(())
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+fn real_time(test: impl std::future::Future<Output = ()> + Send + 'static) {
+    trellis::testing::run_test_multi_thread(test);
+}
+
+/// Trio: test_dtls.py::test_full_duplex — sends and receives at once on both sides, each
+/// starting the handshake implicitly.
+#[test]
+fn full_duplex() {
+    real_time(async {
+        let (server_config, client_config) = configs();
+        let server_socket = bind("127.0.0.1:0").await;
+        let addr = server_socket.local_addr().unwrap();
+        open_endpoint(server_socket, |server| async move {
+            trellis::open_nursery(|n| async move {
+                let serving = server.clone();
+                n.start_soon(async move {
+                    serving
+                        .serve(server_config, |channel| async move {
+                            trellis::open_nursery(|n| async move {
+                                let c = channel.clone();
+                                n.start_soon(async move { c.send(b"from server").await })?;
+                                assert_eq!(channel.receive().await?, b"from client");
+                                Ok::<_, trellis::Error>(())
+                            })
+                            .await?;
+                            Ok(())
+                        })
+                        .await
+                })?;
+                open_endpoint(bind("127.0.0.1:0").await, |client| async move {
+                    let channel = client.connect(addr, &client_config)?;
+                    trellis::open_nursery(|n| async move {
+                        let c = channel.clone();
+                        n.start_soon(async move { c.send(b"from client").await })?;
+                        assert_eq!(channel.receive().await?, b"from server");
+                        Ok::<_, trellis::Error>(())
+                    })
+                    .await?;
+                    Ok(())
+                })
+                .await?;
+                n.cancel();
+                Ok::<_, trellis::Error>(())
+            })
+            .await?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Trio: test_dtls.py::test_channel_closing — a closed channel refuses to send and receive;
+/// closing is idempotent.
+#[test]
+fn channel_closing() {
+    real_time(async {
+        echo_server(None, Arc::default(), |_, addr, config| async move {
+            open_endpoint(bind("127.0.0.1:0").await, |client| async move {
+                let channel = client.connect(addr, &config)?;
+                channel.do_handshake(Duration::from_secs(1)).await?;
+                channel.close().await;
+                let sent = channel.send(b"abc").await.unwrap_err();
+                assert!(is(&sent, |e| matches!(e, DtlsError::Closed)), "{sent:?}");
+                let received = channel.receive().await.unwrap_err();
+                assert!(
+                    is(&received, |e| matches!(e, DtlsError::Closed)),
+                    "{received:?}"
+                );
+                channel.close().await;
+                Ok(())
+            })
+            .await
+        })
+        .await;
+    });
+}
+
+/// Trio: test_dtls.py::test_client_multiplex — one client endpoint, two servers; closing
+/// the endpoint closes its channels and refuses new ones and `serve`.
+#[test]
+fn client_multiplex() {
+    real_time(async {
+        let pair = configs();
+        echo_server_with(
+            pair.clone(),
+            None,
+            Arc::default(),
+            |_, addr1, config| async move {
+                echo_server_with(pair, None, Arc::default(), |_, addr2, _| async move {
+                    open_endpoint(bind("127.0.0.1:0").await, |client| async move {
+                        let (one, two) = (
+                            client.connect(addr1, &config)?,
+                            client.connect(addr2, &config)?,
+                        );
+                        one.send(b"abc").await?;
+                        two.send(b"xyz").await?;
+                        assert_eq!(two.receive().await?, b"xyz");
+                        assert_eq!(one.receive().await?, b"abc");
+                        client.close();
+                        assert!(is(&one.send(b"x").await.unwrap_err(), |e| matches!(
+                            e,
+                            DtlsError::Closed
+                        )));
+                        assert!(is(&two.receive().await.unwrap_err(), |e| matches!(
+                            e,
+                            DtlsError::Closed
+                        )));
+                        assert!(matches!(
+                            client.connect(addr1, &config),
+                            Err(DtlsError::Closed)
+                        ));
+                        let (server_config, _) = configs();
+                        let serve = client
+                            .serve(server_config, |_| async { Ok(()) })
+                            .await
+                            .unwrap_err();
+                        assert!(is(&serve, |e| matches!(e, DtlsError::Closed)));
+                        Ok(())
+                    })
+                    .await
+                })
+                .await;
+                Ok(())
+            },
+        )
+        .await;
+    });
+}
+
+/// Trio: test_dtls.py::test_double_serve — a second `serve` is a typed busy error; after the
+/// first ends, serving works again.
+#[test]
+fn double_serve() {
+    real_time(async {
+        open_endpoint(bind("127.0.0.1:0").await, |server| async move {
+            let scope = trellis::CancelScope::new();
+            let later = server.clone();
+            let err = trellis::open_nursery(|n| async move {
+                let (first, cancel) = (server.clone(), scope.clone());
+                n.start_soon(async move {
+                    cancel
+                        .run(first.serve(configs().0, |_| async { Ok(()) }))
+                        .await
+                        .map(drop)
+                })?;
+                // The first now waits for peers: it serves.
+                trellis::testing::wait_all_tasks_blocked().await?;
+                let err = server
+                    .serve(configs().0, |_| async { Ok(()) })
+                    .await
+                    .unwrap_err();
+                scope.cancel();
+                Ok::<_, trellis::Error>(err)
+            })
+            .await?
+            .expect("not cancelled");
+            assert!(
+                is(&err, |e| matches!(e, DtlsError::AlreadyServing)),
+                "{err:?}"
+            );
+            // The first has ended (its nursery closed): serving works again, until cancelled.
+            let again = trellis::move_on_after(
+                Duration::from_millis(20),
+                later.serve(configs().0, |_| async { Ok(()) }),
+            )
+            .await?;
+            assert!(again.is_none(), "served until the deadline");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Trio: test_dtls.py::test_connect_to_non_server — a handshake with a socket that never
+/// answers resends until a deadline stops it (on the autojump clock: no real waiting).
+#[test]
+fn connect_to_non_server() {
+    trellis::testing::run_test(async {
+        let (_, config) = configs();
+        let silent = bind("127.0.0.1:0").await;
+        let addr = silent.local_addr().unwrap();
+        open_endpoint(bind("127.0.0.1:0").await, |client| async move {
+            let channel = client.connect(addr, &config)?;
+            let outcome = trellis::move_on_after(
+                Duration::from_secs(100),
+                channel.do_handshake(Duration::from_secs(1)),
+            )
+            .await?;
+            assert!(outcome.is_none(), "the handshake cannot finish");
+            Ok(())
+        })
+        .await
+        .unwrap();
+        drop(silent);
+    });
+}
+
+/// Trio: test_dtls.py::test_incoming_buffer_overflow — a channel whose reader is behind
+/// keeps its queue's worth and counts the rest; it works normally afterwards.
+#[test]
+fn incoming_buffer_overflow() {
+    real_time(async {
+        echo_server(None, Arc::default(), |_, addr, config| async move {
+            open_endpoint(bind("127.0.0.1:0").await, |client| async move {
+                client.set_incoming_queue(10);
+                let channel = client.connect(addr, &config)?;
+                for i in 0..25 {
+                    channel.send(format!("{i}").as_bytes()).await?;
+                }
+                trellis::fail_after(Duration::from_secs(10), async {
+                    while client.statistics().queue_overflows < 15 {
+                        trellis::sleep(Duration::from_millis(1)).await?;
+                    }
+                    Ok::<_, trellis::Error>(())
+                })
+                .await?;
+                assert_eq!(client.statistics().queue_overflows, 15);
+                for i in 0..10 {
+                    assert_eq!(channel.receive().await?, format!("{i}").as_bytes());
+                }
+                channel.send(b"buffer clear now").await?;
+                assert_eq!(channel.receive().await?, b"buffer clear now");
+                Ok(())
+            })
+            .await
+        })
+        .await;
+    });
+}
+
+/// Trio: test_dtls.py::test_server_socket_doesnt_crash_on_garbage — garbage, truncated and
+/// malformed ClientHellos are counted and dropped; the server goes on serving.
+#[test]
+fn server_survives_garbage() {
+    real_time(async {
+        echo_server(None, Arc::default(), |server, addr, config| async move {
+            let raw = bind("127.0.0.1:0").await;
+            let mut hello = vec![22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 22, 1];
+            hello.extend_from_slice(&[0, 0, 10, 0, 0, 0, 0, 0, 0, 10]);
+            hello.extend_from_slice(&[0u8; 10]);
+            for garbage in [
+                &b"\x00"[..],
+                b"hello world, this is not DTLS",
+                &hello,
+                &hello[..20],
+                &[22u8; 200],
+            ] {
+                raw.send_to(garbage, addr).await?;
+            }
+            // The server is fine: a real client gets its echo.
+            open_endpoint(bind("127.0.0.1:0").await, |client| async move {
+                let channel = client.connect(addr, &config)?;
+                channel.send(b"still there?").await?;
+                assert_eq!(channel.receive().await?, b"still there?");
+                Ok(())
+            })
+            .await?;
+            let stats = server.statistics();
+            assert!(stats.bad_packets + stats.packets_dropped >= 5, "{stats:?}");
+            Ok(())
+        })
+        .await;
+    });
+}
+
+/// Trio: test_dtls.py::test_association_replaced_before_handshake_starts /
+/// test_association_replaced_while_handshake_running — a new connection from the same
+/// address replaces the old association on both sides; the old channels get a typed error.
+#[test]
+fn association_replaced() {
+    real_time(async {
+        let handlers = Arc::new(AtomicUsize::new(0));
+        let count = handlers.clone();
+        echo_server(None, handlers, |_, addr, config| async move {
+            open_endpoint(bind("127.0.0.1:0").await, |client| async move {
+                let old = client.connect(addr, &config)?;
+                old.send(b"first").await?;
+                assert_eq!(old.receive().await?, b"first");
+                let new = client.connect(addr, &config)?;
+                let err = old.send(b"again").await.unwrap_err();
+                assert!(
+                    is(
+                        &err,
+                        |e| matches!(e, DtlsError::PeerReconnected(a) if *a == addr)
+                    ),
+                    "{err:?}"
+                );
+                new.send(b"second").await?;
+                assert_eq!(new.receive().await?, b"second");
+                Ok(())
+            })
+            .await
+        })
+        .await;
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            2,
+            "the server saw two associations"
+        );
+    });
+}
+
+/// Trio: test_dtls.py::test_client_cancels_handshake_and_starts_new_one — a handshake
+/// cancelled part-way, then a new connection from the same endpoint works.
+#[test]
+fn cancelled_handshake_then_a_new_one() {
+    real_time(async {
+        echo_server(None, Arc::default(), |_, addr, config| async move {
+            open_endpoint(bind("127.0.0.1:0").await, |client| async move {
+                let first = client.connect(addr, &config)?;
+                let cut = trellis::move_on_after(
+                    Duration::from_micros(50),
+                    first.do_handshake(Duration::from_secs(1)),
+                )
+                .await?;
+                let _ = cut;
+                let second = client.connect(addr, &config)?;
+                second.send(b"after the cancel").await?;
+                assert_eq!(second.receive().await?, b"after the cancel");
                 Ok(())
             })
             .await
