@@ -92,6 +92,41 @@ struct Counters {
     challenges_sent: AtomicU64,
 }
 
+/// A future as a [`DatagramSocket`] returns it.
+pub type SocketFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, trellis::Error>> + Send + 'a>>;
+
+/// What an endpoint needs from its socket: whole datagrams to and from addresses. A
+/// [`trellis_net::UdpSocket`] is one; a simulated network in tests is another.
+pub trait DatagramSocket: Send + Sync + 'static {
+    /// The socket's own address.
+    ///
+    /// # Errors
+    ///
+    /// The system's.
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+
+    /// Sends one datagram to `to`; a checkpoint.
+    fn send_to<'a>(&'a self, data: &'a [u8], to: SocketAddr) -> SocketFuture<'a, ()>;
+
+    /// Receives one datagram into `buf`: its length and source; a checkpoint.
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> SocketFuture<'a, (usize, SocketAddr)>;
+}
+
+impl DatagramSocket for UdpSocket {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        UdpSocket::local_addr(self)
+    }
+
+    fn send_to<'a>(&'a self, data: &'a [u8], to: SocketAddr) -> SocketFuture<'a, ()> {
+        Box::pin(async move { UdpSocket::send_to(self, data, to).await.map(drop) })
+    }
+
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> SocketFuture<'a, (usize, SocketAddr)> {
+        Box::pin(UdpSocket::recv_from(self, buf))
+    }
+}
+
 /// A DTLS client configuration: an OpenSSL context for `SslMethod::dtls()` with what the
 /// endpoint needs set. Reusable for any number of connections.
 #[derive(Clone)]
@@ -149,7 +184,7 @@ impl std::fmt::Debug for DtlsEndpoint {
 }
 
 struct EndpointInner {
-    socket: UdpSocket,
+    socket: Box<dyn DatagramSocket>,
     state: Mutex<EndpointState>,
     counters: Counters,
     /// The clock cookies are made with.
@@ -181,15 +216,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// # Errors
 ///
 /// `body`'s error, or the receive loop's (the socket failed).
-pub async fn open_endpoint<B, Fut, T>(socket: UdpSocket, body: B) -> Result<T, trellis::Error>
+pub async fn open_endpoint<S, B, Fut, T>(socket: S, body: B) -> Result<T, trellis::Error>
 where
+    S: DatagramSocket,
     B: FnOnce(DtlsEndpoint) -> Fut,
     Fut: std::future::Future<Output = Result<T, trellis::Error>>,
 {
     let ipv6 = socket.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
     let endpoint = DtlsEndpoint {
         inner: Arc::new(EndpointInner {
-            socket,
+            socket: Box::new(socket),
             state: Mutex::new(EndpointState::default()),
             counters: Counters::default(),
             origin: tokio::time::Instant::now(),
@@ -497,7 +533,11 @@ struct HandshakeState {
     /// The ClientHello (cookie, signed part) that started a server-side association.
     client_hello: Option<(Vec<u8>, Vec<u8>)>,
     encoder: RecordEncoder,
+    /// The MTU flights are packed to: the user's, lowered to the minimum when flights go
+    /// unanswered.
     mtu: usize,
+    /// The user's ciphertext MTU (what `cleartext_mtu` is computed from).
+    ciphertext_mtu: usize,
     /// Our last flight, sent again if the peer repeats its own after the handshake (our
     /// last flight was lost).
     final_flight: Vec<FlightMessage>,
@@ -538,6 +578,7 @@ impl ChannelInner {
                 client_hello: None,
                 encoder: RecordEncoder::new(),
                 mtu,
+                ciphertext_mtu: mtu,
                 final_flight: Vec::new(),
             }),
             handshaking: tokio::sync::Mutex::new(()),
@@ -816,14 +857,20 @@ impl DtlsChannel {
     /// Sets the largest datagram to send, in bytes of ciphertext (handshake flights and
     /// records).
     pub fn set_ciphertext_mtu(&self, mtu: usize) {
-        lock(&self.inner.handshake).mtu = mtu;
+        {
+            let mut handshake = lock(&self.inner.handshake);
+            handshake.mtu = mtu;
+            handshake.ciphertext_mtu = mtu;
+        }
         crate::ffi::set_mtu(lock(&self.inner.ssl).ssl(), mtu);
     }
 
     /// The largest datagram `send` can take at the current MTU.
     pub fn cleartext_mtu(&self) -> usize {
         // A DTLS 1.2 AEAD record: 13 bytes of header, 8 of explicit nonce, 16 of tag.
-        lock(&self.inner.handshake).mtu.saturating_sub(13 + 8 + 16)
+        lock(&self.inner.handshake)
+            .ciphertext_mtu
+            .saturating_sub(13 + 8 + 16)
     }
 }
 

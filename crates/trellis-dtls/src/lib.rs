@@ -23,7 +23,7 @@ pub mod retransmit;
 pub mod volley;
 
 pub use endpoint::{
-    ClientConfig, DtlsChannel, DtlsEndpoint, DtlsError, INCOMING_QUEUE, ServerConfig, Statistics,
-    open_endpoint,
+    ClientConfig, DatagramSocket, DtlsChannel, DtlsEndpoint, DtlsError, INCOMING_QUEUE,
+    ServerConfig, SocketFuture, Statistics, open_endpoint,
 };
 pub use record::BadPacket;

@@ -1,0 +1,193 @@
+//! A simulated network for the DTLS tests (Trio's `FakeNet`): sockets that exchange datagrams
+//! through a router whose policy may drop, duplicate, delay (and so reorder) them, all on the
+//! test clock.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use trellis_dtls::{DatagramSocket, SocketFuture};
+
+/// What the router does with one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Deliver,
+    Drop,
+    /// Deliver, and once more.
+    Duplicate,
+    /// Deliver after this long.
+    Delay(Duration),
+}
+
+type Policy = Box<dyn FnMut(&[u8]) -> Fate + Send>;
+
+#[derive(Clone)]
+pub struct FakeNet {
+    inner: Arc<NetInner>,
+}
+
+struct NetInner {
+    sockets: Mutex<HashMap<SocketAddr, Arc<Inbox>>>,
+    policy: Mutex<Policy>,
+    /// Every datagram sent: (from, to, length).
+    log: Mutex<Vec<(SocketAddr, SocketAddr, usize)>>,
+    next_port: Mutex<u16>,
+}
+
+struct Inbox {
+    packets: Mutex<VecDeque<(Vec<u8>, SocketAddr)>>,
+    ready: Notify,
+}
+
+impl FakeNet {
+    pub fn new() -> FakeNet {
+        FakeNet {
+            inner: Arc::new(NetInner {
+                sockets: Mutex::new(HashMap::new()),
+                policy: Mutex::new(Box::new(|_| Fate::Deliver)),
+                log: Mutex::new(Vec::new()),
+                next_port: Mutex::new(10_000),
+            }),
+        }
+    }
+
+    /// Sets what happens to each datagram from now on.
+    pub fn set_policy(&self, policy: impl FnMut(&[u8]) -> Fate + Send + 'static) {
+        *self.inner.policy.lock().unwrap() = Box::new(policy);
+    }
+
+    /// A socket with a fresh address on 10.0.0.1.
+    pub fn socket(&self) -> FakeSocket {
+        self.socket_at("10.0.0.1")
+    }
+
+    /// A socket with a fresh address on fd00::1.
+    pub fn socket_v6(&self) -> FakeSocket {
+        self.socket_at("[fd00::1]")
+    }
+
+    fn socket_at(&self, host: &str) -> FakeSocket {
+        let port = {
+            let mut next = self.inner.next_port.lock().unwrap();
+            *next += 1;
+            *next
+        };
+        let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
+        let inbox = Arc::new(Inbox {
+            packets: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+        });
+        self.inner
+            .sockets
+            .lock()
+            .unwrap()
+            .insert(addr, inbox.clone());
+        FakeSocket {
+            net: self.clone(),
+            addr,
+            inbox,
+        }
+    }
+
+    /// The sizes of every datagram sent so far.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.inner.log.lock().unwrap().iter().map(|e| e.2).collect()
+    }
+
+    fn deliver(&self, packet: Vec<u8>, from: SocketAddr, to: SocketAddr) {
+        let inbox = self.inner.sockets.lock().unwrap().get(&to).cloned();
+        if let Some(inbox) = inbox {
+            inbox.packets.lock().unwrap().push_back((packet, from));
+            inbox.ready.notify_one();
+        }
+    }
+
+    fn route(&self, packet: Vec<u8>, from: SocketAddr, to: SocketAddr) {
+        self.inner
+            .log
+            .lock()
+            .unwrap()
+            .push((from, to, packet.len()));
+        let fate = (self.inner.policy.lock().unwrap())(&packet);
+        match fate {
+            Fate::Deliver => self.deliver(packet, from, to),
+            Fate::Drop => {}
+            Fate::Duplicate => {
+                self.deliver(packet.clone(), from, to);
+                self.deliver(packet, from, to);
+            }
+            Fate::Delay(delay) => {
+                let net = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    net.deliver(packet, from, to);
+                });
+            }
+        }
+    }
+}
+
+pub struct FakeSocket {
+    net: FakeNet,
+    addr: SocketAddr,
+    inbox: Arc<Inbox>,
+}
+
+impl Drop for FakeSocket {
+    fn drop(&mut self) {
+        self.net.inner.sockets.lock().unwrap().remove(&self.addr);
+    }
+}
+
+impl DatagramSocket for FakeSocket {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+
+    fn send_to<'a>(&'a self, data: &'a [u8], to: SocketAddr) -> SocketFuture<'a, ()> {
+        Box::pin(async move {
+            trellis::checkpoint().await?;
+            self.net.route(data.to_vec(), self.addr, to);
+            Ok(())
+        })
+    }
+
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> SocketFuture<'a, (usize, SocketAddr)> {
+        Box::pin(async move {
+            loop {
+                let notified = self.inbox.ready.notified();
+                if let Some((packet, from)) = self.inbox.packets.lock().unwrap().pop_front() {
+                    trellis::checkpoint_if_cancelled()?;
+                    let n = packet.len().min(buf.len());
+                    buf[..n].copy_from_slice(&packet[..n]);
+                    return Ok((n, from));
+                }
+                trellis::cancellable(notified).await?;
+            }
+        })
+    }
+}
+
+/// A small seeded generator (xorshift64*), so that a failing run can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}

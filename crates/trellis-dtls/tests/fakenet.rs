@@ -1,0 +1,238 @@
+//! The endpoint over a simulated network on the autojump clock (Trio's `FakeNet` tests from
+//! `test_dtls.py`): loss, duplication, delay and small MTUs, deterministic and without real
+//! waiting.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{FakeNet, FakeSocket, Fate, Rng};
+use openssl::asn1::Asn1Time;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use openssl::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
+use openssl::x509::{X509, X509NameBuilder};
+use trellis_dtls::{ClientConfig, DtlsChannel, DtlsError, ServerConfig, open_endpoint};
+
+fn configs() -> (ServerConfig, ClientConfig) {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "localhost").unwrap();
+    let name = name.build();
+    let mut cert = X509::builder().unwrap();
+    cert.set_version(2).unwrap();
+    cert.set_subject_name(&name).unwrap();
+    cert.set_issuer_name(&name).unwrap();
+    cert.set_pubkey(&key).unwrap();
+    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    cert.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = cert.build();
+    let mut server = SslContextBuilder::new(SslMethod::dtls()).unwrap();
+    server.set_certificate(&cert).unwrap();
+    server.set_private_key(&key).unwrap();
+    let mut client = SslContextBuilder::new(SslMethod::dtls()).unwrap();
+    client.cert_store_mut().add_cert(cert).unwrap();
+    client.set_verify(SslVerifyMode::PEER);
+    (ServerConfig::new(server), ClientConfig::new(client))
+}
+
+async fn echo(channel: DtlsChannel, mtu: Option<usize>) -> Result<(), trellis::Error> {
+    if let Some(mtu) = mtu {
+        channel.set_ciphertext_mtu(mtu);
+    }
+    loop {
+        match channel.receive().await {
+            Ok(data) => channel.send(&data).await?,
+            Err(e)
+                if e.downcast_ref::<DtlsError>().is_some_and(|e| {
+                    matches!(e, DtlsError::Closed | DtlsError::PeerReconnected(_))
+                }) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs an echo server on `server` and `client` against its address.
+async fn with_echo_server<F, Fut>(server: FakeSocket, mtu: Option<usize>, client: F)
+where
+    F: FnOnce(SocketAddr, ClientConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<(), trellis::Error>>,
+{
+    let (server_config, client_config) = configs();
+    let addr = trellis_dtls::DatagramSocket::local_addr(&server).unwrap();
+    open_endpoint(server, |endpoint| async move {
+        trellis::open_nursery(|n| async move {
+            n.start_soon(async move {
+                endpoint
+                    .serve(server_config, move |channel| echo(channel, mtu))
+                    .await
+            })?;
+            client(addr, client_config).await?;
+            n.cancel();
+            Ok::<_, trellis::Error>(())
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+/// Trio: test_dtls.py::test_handshake_over_terrible_network — 100 handshakes (and an echo
+/// each) over a network that drops, duplicates and delays (so reorders) datagrams, from a
+/// fixed seed.
+#[test]
+fn handshake_over_terrible_network() {
+    trellis::testing::run_test(async {
+        let net = FakeNet::new();
+        let mut rng = Rng::new(0x5eed);
+        net.set_policy(move |_| match rng.below(10) {
+            0 => Fate::Drop,
+            1 => Fate::Duplicate,
+            2 => Fate::Delay(Duration::from_millis(rng.below(3000))),
+            _ => Fate::Deliver,
+        });
+        let server = net.socket();
+        let clients = net.clone();
+        let log = net.clone();
+        with_echo_server(server, None, |addr, config| async move {
+            for i in 0..100u32 {
+                let config = &config;
+                open_endpoint(clients.socket(), |endpoint| async move {
+                    let channel = endpoint.connect(addr, config)?;
+                    channel.do_handshake(Duration::from_secs(1)).await?;
+                    let message = i.to_string().into_bytes();
+                    // The network may lose the datagram or its echo: try again.
+                    loop {
+                        let echoed = trellis::move_on_after(Duration::from_secs(10), async {
+                            channel.send(&message).await?;
+                            channel.receive().await
+                        })
+                        .await?;
+                        if let Some(echoed) = echoed {
+                            assert_eq!(echoed, message);
+                            break;
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+            Ok(())
+        })
+        .await;
+        // Ten datagrams or more per handshake and echo, some of them sent again.
+        let sent = log.sizes().len();
+        assert!(sent > 1000, "{sent} datagrams");
+    });
+}
+
+/// Trio: test_dtls.py::test_explicit_tiny_mtu_is_respected — with a 300-byte MTU set on both
+/// sides, no datagram of the handshake or after is larger.
+#[test]
+fn tiny_mtu_is_respected() {
+    const MTU: usize = 300;
+    trellis::testing::run_test(async {
+        let net = FakeNet::new();
+        let server = net.socket();
+        let client = net.socket();
+        with_echo_server(server, Some(MTU), |addr, config| async move {
+            open_endpoint(client, |endpoint| async move {
+                let channel = endpoint.connect(addr, &config)?;
+                channel.set_ciphertext_mtu(MTU);
+                channel.do_handshake(Duration::from_secs(1)).await?;
+                channel.send(b"hi").await?;
+                assert_eq!(channel.receive().await?, b"hi");
+                Ok(())
+            })
+            .await
+        })
+        .await;
+        let sizes = net.sizes();
+        assert!(sizes.iter().all(|&size| size <= MTU), "{sizes:?}");
+        assert!(sizes.len() > 6, "the flights were fragmented: {sizes:?}");
+    });
+}
+
+/// Trio: test_dtls.py::test_handshake_handles_minimum_network_mtu — on a path that carries
+/// only the minimum MTU of the address family, flights too big are lost until the
+/// retransmission falls back to the minimum; the user's ciphertext MTU is not changed by it.
+fn minimum_network_mtu(ipv6: bool) {
+    let mtu = if ipv6 { 1280 - 48 } else { 576 - 28 };
+    trellis::testing::run_test(async move {
+        let net = FakeNet::new();
+        net.set_policy(move |packet| {
+            if packet.len() > mtu {
+                Fate::Drop
+            } else {
+                Fate::Deliver
+            }
+        });
+        let (server, client) = if ipv6 {
+            (net.socket_v6(), net.socket_v6())
+        } else {
+            (net.socket(), net.socket())
+        };
+        with_echo_server(server, None, |addr, config| async move {
+            open_endpoint(client, |endpoint| async move {
+                let channel = endpoint.connect(addr, &config)?;
+                channel.set_ciphertext_mtu(9999);
+                channel.send(b"xyz").await?;
+                assert_eq!(channel.receive().await?, b"xyz");
+                assert!(channel.cleartext_mtu() > 9000);
+                Ok(())
+            })
+            .await
+        })
+        .await;
+    });
+}
+
+#[test]
+fn minimum_network_mtu_ipv4() {
+    minimum_network_mtu(false);
+}
+
+#[test]
+fn minimum_network_mtu_ipv6() {
+    minimum_network_mtu(true);
+}
+
+/// Trio: test_dtls.py::test_send_to_closed_local_port — sending to an address where nothing
+/// listens loses the datagrams and breaks nothing: the endpoint serves another peer after.
+#[test]
+fn send_to_closed_port() {
+    trellis::testing::run_test(async {
+        let net = FakeNet::new();
+        let server = net.socket();
+        let client = net.socket();
+        let gone = trellis_dtls::DatagramSocket::local_addr(&net.socket()).unwrap();
+        with_echo_server(server, None, |addr, config| async move {
+            open_endpoint(client, |endpoint| async move {
+                let lost = endpoint.connect(gone, &config)?;
+                let outcome = trellis::move_on_after(
+                    Duration::from_secs(30),
+                    lost.do_handshake(Duration::from_secs(1)),
+                )
+                .await?;
+                assert!(outcome.is_none());
+                let channel = endpoint.connect(addr, &config)?;
+                channel.send(b"still fine").await?;
+                assert_eq!(channel.receive().await?, b"still fine");
+                Ok(())
+            })
+            .await
+        })
+        .await;
+    });
+}
