@@ -25,7 +25,7 @@ fn python() -> PathBuf {
 }
 
 /// Runs `trio/<script> <args>` and returns the number under `field` in its JSON line.
-fn trio(script: &str, args: &[&str], field: &str) -> Result<f64, String> {
+pub(crate) fn trio(script: &str, args: &[&str], field: &str) -> Result<f64, String> {
     let python = python();
     if !python.exists() {
         return Err(format!(

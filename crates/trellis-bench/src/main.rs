@@ -1,7 +1,7 @@
 //! `trellis-bench`: side-by-side benchmarks of trellis against its anchors.
 //!
 //! ```text
-//! cargo run --release -p trellis-bench -- B1 B2 B3 B4 B5 B6 B7 B8 B9 [--runs N] [--anchors python]
+//! cargo run --release -p trellis-bench -- B1 B2 B3 B4 B5 B6 B7 B8 B9 B10 [--runs N] [--anchors python]
 //! ```
 //!
 //! Each comparison prints one JSON line:
@@ -14,6 +14,7 @@ mod anchors;
 mod broadcast;
 mod channels;
 mod core;
+mod dtls;
 mod net;
 
 use std::process::ExitCode;
@@ -116,7 +117,7 @@ fn parse_args() -> Result<Options, String> {
             },
             "-h" | "--help" => {
                 return Err(
-                    "usage: trellis-bench [B1] [B2] [B3] [B4] [B5] [B6] [B7] [B8] [B9] [--runs N] [--anchors python]"
+                    "usage: trellis-bench [B1] [B2] [B3] [B4] [B5] [B6] [B7] [B8] [B9] [B10] [--runs N] [--anchors python]"
                         .into(),
                 );
             }
@@ -151,8 +152,9 @@ fn main() -> ExitCode {
             "B7" => actors::b7(options.runs, options.python),
             "B8" => actors::b8(options.python),
             "B9" => net::b9(options.runs, options.python),
+            "B10" => dtls::b10(options.runs, options.python),
             other => {
-                eprintln!("unknown benchmark {other} (this runner knows B1 to B9)");
+                eprintln!("unknown benchmark {other} (this runner knows B1 to B10)");
                 return ExitCode::from(2);
             }
         };

@@ -1,0 +1,204 @@
+//! B10: DTLS on 127.0.0.1 — sequential full handshakes (cookie exchange, ECDSA P-256), and
+//! 100-byte ping-pong round trips on one channel, against our own TCP ping-pong of the same
+//! size (trellis-net, as B9) and, with `--anchors python`, Trio's `DTLSEndpoint`.
+
+use std::time::{Duration, Instant};
+
+use openssl::asn1::Asn1Time;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use openssl::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
+use openssl::x509::{X509, X509NameBuilder};
+use trellis_dtls::{ClientConfig, DtlsChannel, DtlsError, ServerConfig, open_endpoint};
+use trellis_net::{Listener, ReceiveStream, SendStream, TcpListener, UdpSocket, open_tcp_stream};
+
+use crate::{Comparison, anchors, median};
+
+const HANDSHAKES: usize = 200;
+const ROUND_TRIPS: usize = 5_000;
+const MESSAGE: usize = 100;
+
+/// ECDSA P-256: a self-signed certificate, the server's and the client's configurations.
+fn configs() -> (ServerConfig, ClientConfig) {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
+    let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("key");
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", "example.com")
+        .expect("name");
+    let name = name.build();
+    let mut cert = X509::builder().expect("certificate");
+    cert.set_version(2).expect("version");
+    cert.set_subject_name(&name).expect("subject");
+    cert.set_issuer_name(&name).expect("issuer");
+    cert.set_pubkey(&key).expect("key");
+    cert.set_not_before(&Asn1Time::days_from_now(0).expect("time"))
+        .expect("time");
+    cert.set_not_after(&Asn1Time::days_from_now(1).expect("time"))
+        .expect("time");
+    cert.sign(&key, MessageDigest::sha256()).expect("sign");
+    let cert = cert.build();
+    let mut server = SslContextBuilder::new(SslMethod::dtls()).expect("context");
+    server.set_certificate(&cert).expect("certificate");
+    server.set_private_key(&key).expect("key");
+    let mut client = SslContextBuilder::new(SslMethod::dtls()).expect("context");
+    client.cert_store_mut().add_cert(cert).expect("trust");
+    client.set_verify(SslVerifyMode::PEER);
+    (ServerConfig::new(server), ClientConfig::new(client))
+}
+
+async fn echo(channel: DtlsChannel) -> Result<(), trellis::Error> {
+    loop {
+        match channel.receive().await {
+            Ok(data) => channel.send(&data).await?,
+            Err(e) if e.downcast_ref::<DtlsError>().is_some() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Seconds per handshake (median of the runs), and seconds per round trip.
+async fn trellis_dtls(runs: usize) -> Result<(f64, f64), trellis::Error> {
+    let (server_config, client_config) = configs();
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let addr = socket.local_addr()?;
+    open_endpoint(socket, |server| async move {
+        let outcome = trellis::open_nursery(|n| async move {
+            n.start_soon(async move { server.serve(server_config, echo).await })?;
+            let mut per_handshake = Vec::new();
+            for _ in 0..runs {
+                let t0 = Instant::now();
+                for _ in 0..HANDSHAKES {
+                    // A fresh client socket each time, as a new peer would be.
+                    let client = UdpSocket::bind("127.0.0.1:0").await?;
+                    let config = &client_config;
+                    open_endpoint(client, |endpoint| async move {
+                        let channel = endpoint.connect(addr, config)?;
+                        channel.do_handshake(Duration::from_secs(1)).await?;
+                        channel.close().await;
+                        Ok(())
+                    })
+                    .await?;
+                }
+                per_handshake.push(t0.elapsed().as_secs_f64() / HANDSHAKES as f64);
+            }
+            let client = UdpSocket::bind("127.0.0.1:0").await?;
+            let config = &client_config;
+            let per_round_trip = open_endpoint(client, |endpoint| async move {
+                let channel = endpoint.connect(addr, config)?;
+                channel.do_handshake(Duration::from_secs(1)).await?;
+                let message = [7u8; MESSAGE];
+                let mut times = Vec::new();
+                for _ in 0..runs {
+                    let t0 = Instant::now();
+                    for _ in 0..ROUND_TRIPS {
+                        channel.send(&message).await?;
+                        let echoed = channel.receive().await?;
+                        assert_eq!(echoed.len(), MESSAGE);
+                    }
+                    times.push(t0.elapsed().as_secs_f64() / ROUND_TRIPS as f64);
+                }
+                Ok(median(&mut times))
+            })
+            .await?;
+            n.cancel();
+            Ok::<_, trellis::Error>((median(&mut per_handshake), per_round_trip))
+        })
+        .await?;
+        Ok(outcome.expect("the body finished"))
+    })
+    .await
+}
+
+/// Seconds per 100-byte TCP round trip through trellis-net streams.
+async fn tcp_pingpong(runs: usize) -> Result<f64, trellis::Error> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let mut listener = TcpListener::new(listener);
+    let outcome = trellis::open_nursery(|n| async move {
+        n.start_soon(async move {
+            let mut server = listener.accept().await?;
+            loop {
+                let data = server.receive_some(65_536).await?;
+                if data.is_empty() {
+                    return Ok::<_, trellis::Error>(());
+                }
+                server.send_all(&data).await?;
+            }
+        })?;
+        let mut client = open_tcp_stream("127.0.0.1", port).await?;
+        let message = [7u8; MESSAGE];
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let t0 = Instant::now();
+            for _ in 0..ROUND_TRIPS {
+                client.send_all(&message).await?;
+                let mut got = 0;
+                while got < MESSAGE {
+                    got += client.receive_some(MESSAGE - got).await?.len();
+                }
+            }
+            times.push(t0.elapsed().as_secs_f64() / ROUND_TRIPS as f64);
+        }
+        client.close().await?;
+        Ok::<_, trellis::Error>(median(&mut times))
+    })
+    .await?;
+    Ok(outcome.expect("not cancelled"))
+}
+
+pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
+    let runs = runs.clamp(3, 5);
+    let runtime = trellis::Runner::multi_thread().handle_ctrl_c(false);
+    let (handshake, round_trip) = runtime
+        .run(trellis_dtls(runs))
+        .map_err(|e| format!("{e:?}"))?;
+    let tcp = trellis::Runner::multi_thread()
+        .handle_ctrl_c(false)
+        .run(tcp_pingpong(runs))
+        .map_err(|e| format!("{e:?}"))?;
+    let mut out = vec![Comparison {
+        id: "B10",
+        case: format!("ping-pong {MESSAGE} B, s per round trip"),
+        trellis: round_trip,
+        anchor: format!("trellis-net TCP ping-pong {MESSAGE} B"),
+        anchor_value: tcp,
+    }];
+    if python {
+        let ms = anchors::trio(
+            "b5_dtls.py",
+            &["handshake", "ECDSA", &HANDSHAKES.to_string()],
+            "ms_per_hs",
+        )?;
+        out.push(Comparison {
+            id: "B10",
+            case: "handshake (cookie exchange, ECDSA P-256), s each".into(),
+            trellis: handshake,
+            anchor: "trio 0.35 DTLSEndpoint (python)".into(),
+            anchor_value: ms / 1e3,
+        });
+        let us = anchors::trio(
+            "b5_dtls.py",
+            &["pingpong", "ECDSA", "1", &ROUND_TRIPS.to_string()],
+            "us_per_rt",
+        )?;
+        out.push(Comparison {
+            id: "B10",
+            case: format!("ping-pong {MESSAGE} B, s per round trip"),
+            trellis: round_trip,
+            anchor: "trio 0.35 DTLSEndpoint (python)".into(),
+            anchor_value: us / 1e6,
+        });
+    } else {
+        // No anchor for the handshake alone but the goal: 2,000 per second.
+        out.push(Comparison {
+            id: "B10",
+            case: "handshake (cookie exchange, ECDSA P-256), s each".into(),
+            trellis: handshake,
+            anchor: "goal: 2,000 handshakes/s".into(),
+            anchor_value: 1.0 / 2000.0,
+        });
+    }
+    Ok(out)
+}
