@@ -150,22 +150,44 @@ async fn tcp_pingpong(runs: usize) -> Result<f64, trellis::Error> {
 
 pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
     let runs = runs.clamp(3, 5);
-    let runtime = trellis::Runner::multi_thread().handle_ctrl_c(false);
-    let (handshake, round_trip) = runtime
-        .run(trellis_dtls(runs))
-        .map_err(|e| format!("{e:?}"))?;
-    let tcp = trellis::Runner::multi_thread()
-        .handle_ctrl_c(false)
-        .run(tcp_pingpong(runs))
-        .map_err(|e| format!("{e:?}"))?;
-    let mut out = vec![Comparison {
-        id: "B10",
-        case: format!("ping-pong {MESSAGE} B, s per round trip"),
-        trellis: round_trip,
-        anchor: format!("trellis-net TCP ping-pong {MESSAGE} B"),
-        anchor_value: tcp,
-    }];
-    if python {
+    let mut out = Vec::new();
+    let mut multi = None;
+    for (flavor, runner) in [
+        (
+            "current_thread",
+            trellis::Runner::current_thread as fn() -> trellis::Runner,
+        ),
+        ("multi_thread", trellis::Runner::multi_thread),
+    ] {
+        if !crate::case_selected(flavor) {
+            continue;
+        }
+        let (handshake, round_trip) = runner()
+            .handle_ctrl_c(false)
+            .run(trellis_dtls(runs))
+            .map_err(|e| format!("{e:?}"))?;
+        let tcp = runner()
+            .handle_ctrl_c(false)
+            .run(tcp_pingpong(runs))
+            .map_err(|e| format!("{e:?}"))?;
+        out.push(Comparison {
+            id: "B10",
+            case: format!("{flavor} ping-pong {MESSAGE} B, s per round trip"),
+            trellis: round_trip,
+            anchor: format!("trellis-net TCP ping-pong {MESSAGE} B"),
+            anchor_value: tcp,
+        });
+        // No anchor for the handshake alone but the goal: 2,000 per second.
+        out.push(Comparison {
+            id: "B10",
+            case: format!("{flavor} handshake (cookie exchange, ECDSA P-256), s each"),
+            trellis: handshake,
+            anchor: "goal: 2,000 handshakes/s".into(),
+            anchor_value: 1.0 / 2000.0,
+        });
+        multi = Some((handshake, round_trip));
+    }
+    if python && let Some((handshake, round_trip)) = multi {
         let ms = anchors::trio(
             "b5_dtls.py",
             &["handshake", "ECDSA", &HANDSHAKES.to_string()],
@@ -189,15 +211,6 @@ pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> 
             trellis: round_trip,
             anchor: "trio 0.35 DTLSEndpoint (python)".into(),
             anchor_value: us / 1e6,
-        });
-    } else {
-        // No anchor for the handshake alone but the goal: 2,000 per second.
-        out.push(Comparison {
-            id: "B10",
-            case: "handshake (cookie exchange, ECDSA P-256), s each".into(),
-            trellis: handshake,
-            anchor: "goal: 2,000 handshakes/s".into(),
-            anchor_value: 1.0 / 2000.0,
         });
     }
     Ok(out)

@@ -791,9 +791,10 @@ impl DtlsChannel {
     /// [`DtlsError::PeerReconnected`]; the handshake's errors.
     pub async fn receive(&self) -> Result<Vec<u8>, trellis::Error> {
         self.do_handshake(Duration::from_secs(1)).await?;
-        let mut buf = vec![0u8; MAX_UDP_PACKET];
         loop {
             let packet = self.inner.next_packet().await?;
+            // The cleartext is never longer than the datagram that carried it.
+            let mut buf = vec![0u8; packet.len()];
             if part_of_handshake(&packet) {
                 // The peer repeats its last flight: ours was lost. Send it again.
                 let flight = lock(&self.inner.handshake).final_flight.clone();
@@ -805,7 +806,10 @@ impl DtlsChannel {
             let mut stream = lock(&self.inner.ssl);
             stream.get_mut().incoming.push_back(packet);
             match stream.ssl_read(&mut buf) {
-                Ok(n) => return Ok(buf[..n].to_vec()),
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
                     return Err(DtlsError::Closed.into());
                 }
