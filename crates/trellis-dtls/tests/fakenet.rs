@@ -236,3 +236,111 @@ fn send_to_closed_port() {
         .await;
     });
 }
+
+/// Trio: test_dtls.py::test_initial_retransmit_timeout_configuration — with every datagram
+/// lost, the first flight goes out again after the initial timeout, then after twice that,
+/// four times, and so on.
+#[test]
+fn retransmissions_back_off_from_the_initial_timeout() {
+    trellis::testing::run_test(async {
+        let net = FakeNet::new();
+        net.set_policy(|_| Fate::Drop);
+        let server = net.socket();
+        let client = net.socket();
+        let (client_addr, server_addr) = (
+            trellis_dtls::DatagramSocket::local_addr(&client).unwrap(),
+            trellis_dtls::DatagramSocket::local_addr(&server).unwrap(),
+        );
+        let (_, config) = configs();
+        open_endpoint(client, |endpoint| async move {
+            let channel = endpoint.connect(server_addr, &config)?;
+            let outcome = trellis::move_on_after(
+                Duration::from_secs(40),
+                channel.do_handshake(Duration::from_secs(3)),
+            )
+            .await?;
+            assert!(outcome.is_none());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let times = net.send_times(client_addr);
+        let gaps: Vec<u64> = times.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+        // Sent at 0, 3, 9, 21 s (then the deadline at 40 s).
+        assert_eq!(gaps, vec![3, 6, 12], "{times:?}");
+        drop(server);
+    });
+}
+
+/// Trio: test_dtls.py::test_swap_client_server — one endpoint can serve and connect; there
+/// is one association per pair of addresses, so when the server side connects back as a
+/// client, the first association is replaced (its client learns it with a typed error).
+#[test]
+fn swap_client_server() {
+    trellis::testing::run_test(async {
+        let net = FakeNet::new();
+        let (a, b) = (net.socket(), net.socket());
+        let (a_addr, b_addr) = (
+            trellis_dtls::DatagramSocket::local_addr(&a).unwrap(),
+            trellis_dtls::DatagramSocket::local_addr(&b).unwrap(),
+        );
+        let (server_config, client_config) = configs();
+        open_endpoint(a, |a| async move {
+            open_endpoint(b, |b| async move {
+                trellis::open_nursery(|n| async move {
+                    for endpoint in [a.clone(), b.clone()] {
+                        let config = server_config.clone();
+                        n.start_soon(async move {
+                            endpoint.serve(config, |channel| echo(channel, None)).await
+                        })?;
+                    }
+                    let b_to_a = b.connect(a_addr, &client_config)?;
+                    b_to_a.send(b"b as client").await?;
+                    assert_eq!(b_to_a.receive().await?, b"b as client");
+                    let a_to_b = a.connect(b_addr, &client_config)?;
+                    a_to_b.do_handshake(Duration::from_secs(1)).await?;
+                    let broken = b_to_a.send(b"association broken").await.unwrap_err();
+                    assert!(
+                        matches!(broken.downcast_ref(), Some(DtlsError::PeerReconnected(p)) if *p == a_addr),
+                        "{broken:?}"
+                    );
+                    a_to_b.send(b"a as client").await?;
+                    assert_eq!(a_to_b.receive().await?, b"a as client");
+                    n.cancel();
+                    Ok::<_, trellis::Error>(())
+                })
+                .await?;
+                Ok(())
+            })
+            .await
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Trio: test_dtls.py::test_serve_exits_cleanly_on_close — closing the endpoint ends `serve`
+/// without an error; closing again does nothing.
+#[test]
+fn serve_ends_cleanly_on_close() {
+    trellis::testing::run_test(async {
+        let net = FakeNet::new();
+        let (server_config, _) = configs();
+        open_endpoint(net.socket(), |endpoint| async move {
+            trellis::open_nursery(|n| async move {
+                let serving = endpoint.clone();
+                let served = n.start_soon(async move {
+                    serving.serve(server_config, |_| async { Ok(()) }).await
+                })?;
+                trellis::testing::wait_all_tasks_blocked().await?;
+                endpoint.close();
+                endpoint.close();
+                Ok::<_, trellis::Error>(served)
+            })
+            .await?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    });
+}

@@ -32,8 +32,8 @@ pub struct FakeNet {
 struct NetInner {
     sockets: Mutex<HashMap<SocketAddr, Arc<Inbox>>>,
     policy: Mutex<Policy>,
-    /// Every datagram sent: (from, to, length).
-    log: Mutex<Vec<(SocketAddr, SocketAddr, usize)>>,
+    /// Every datagram sent: (from, to, length, when).
+    log: Mutex<Vec<(SocketAddr, SocketAddr, usize, tokio::time::Instant)>>,
     next_port: Mutex<u16>,
 }
 
@@ -97,6 +97,12 @@ impl FakeNet {
         self.inner.log.lock().unwrap().iter().map(|e| e.2).collect()
     }
 
+    /// When each datagram from `from` was sent.
+    pub fn send_times(&self, from: SocketAddr) -> Vec<tokio::time::Instant> {
+        let log = self.inner.log.lock().unwrap();
+        log.iter().filter(|e| e.0 == from).map(|e| e.3).collect()
+    }
+
     fn deliver(&self, packet: Vec<u8>, from: SocketAddr, to: SocketAddr) {
         let inbox = self.inner.sockets.lock().unwrap().get(&to).cloned();
         if let Some(inbox) = inbox {
@@ -110,7 +116,7 @@ impl FakeNet {
             .log
             .lock()
             .unwrap()
-            .push((from, to, packet.len()));
+            .push((from, to, packet.len(), tokio::time::Instant::now()));
         let fate = (self.inner.policy.lock().unwrap())(&packet);
         match fate {
             Fate::Deliver => self.deliver(packet, from, to),
