@@ -669,6 +669,7 @@ impl ChannelInner {
         if lock(&self.handshake).done {
             return Ok(());
         }
+        self.check_open()?;
         let mut timer = Retransmit::new(initial_timeout);
         let (mut done, mut flight) = self.step()?;
         loop {

@@ -344,3 +344,116 @@ fn serve_ends_cleanly_on_close() {
         .unwrap();
     });
 }
+
+/// Trio: test_dtls.py::test_association_replaced_while_handshake_running — a handshake that
+/// cannot finish (everything is lost) fails with `PeerReconnected` once a new connection to
+/// the same address replaces it.
+#[test]
+fn association_replaced_while_handshake_running() {
+    trellis::testing::run_test(async {
+        let net = FakeNet::new();
+        net.set_policy(|_| Fate::Drop);
+        let server = net.socket();
+        let server_addr = trellis_dtls::DatagramSocket::local_addr(&server).unwrap();
+        let (_, config) = configs();
+        open_endpoint(net.socket(), |endpoint| async move {
+            let doomed = endpoint.connect(server_addr, &config)?;
+            trellis::open_nursery(|n| async move {
+                let handshake = doomed.clone();
+                let failed = n.start_soon(async move {
+                    Ok::<_, trellis::Error>(handshake.do_handshake(Duration::from_secs(1)).await)
+                })?;
+                trellis::sleep(Duration::from_secs(10)).await?;
+                endpoint.connect(server_addr, &config)?;
+                Ok::<_, trellis::Error>(failed)
+            })
+            .await?
+            .map(|failed| {
+                let err = failed.into_value().expect("finished").unwrap_err();
+                assert!(
+                    matches!(err.downcast_ref(), Some(DtlsError::PeerReconnected(_))),
+                    "{err:?}"
+                );
+            });
+            Ok(())
+        })
+        .await
+        .unwrap();
+        drop(server);
+    });
+}
+
+/// Trio: test_dtls.py::test_association_replaced_before_handshake_starts — a channel
+/// replaced before its handshake fails without sending anything.
+#[test]
+fn association_replaced_before_handshake_starts() {
+    trellis::testing::run_test(async {
+        let net = FakeNet::new();
+        net.set_policy(|packet| panic!("nothing should be sent, got {} bytes", packet.len()));
+        let server = net.socket();
+        let server_addr = trellis_dtls::DatagramSocket::local_addr(&server).unwrap();
+        let (_, config) = configs();
+        open_endpoint(net.socket(), |endpoint| async move {
+            let first = endpoint.connect(server_addr, &config)?;
+            let _second = endpoint.connect(server_addr, &config)?;
+            let err = first
+                .do_handshake(Duration::from_secs(1))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err.downcast_ref(), Some(DtlsError::PeerReconnected(_))),
+                "{err:?}"
+            );
+            Ok(())
+        })
+        .await
+        .unwrap();
+        drop(server);
+    });
+}
+
+/// Trio: test_dtls.py::test_openssl_retransmit_doesnt_break_stuff — OpenSSL's own
+/// retransmission timer (wall clock, 1 s) fires while the network is down; its resend is
+/// ignored (ours decides) and the handshake completes once the network is back. Runs on the
+/// real clock: OpenSSL's timer cannot be mocked.
+#[test]
+fn openssl_retransmit_does_not_break_stuff() {
+    trellis::testing::run_test_multi_thread(async {
+        let net = FakeNet::new();
+        let blackholed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let hole = blackholed.clone();
+        net.set_policy(move |_| {
+            if hole.load(std::sync::atomic::Ordering::SeqCst) {
+                Fate::Drop
+            } else {
+                Fate::Deliver
+            }
+        });
+        let server = net.socket();
+        let client = net.socket();
+        let client_addr = trellis_dtls::DatagramSocket::local_addr(&client).unwrap();
+        let poker = net.socket();
+        with_echo_server(server, None, |addr, config| async move {
+            open_endpoint(client, |endpoint| async move {
+                trellis::open_nursery(|n| async move {
+                    n.start_soon(async move {
+                        let channel = endpoint.connect(addr, &config)?;
+                        channel.do_handshake(Duration::from_millis(1500)).await?;
+                        channel.send(b"hi").await?;
+                        assert_eq!(channel.receive().await?, b"hi");
+                        Ok::<_, trellis::Error>(())
+                    })?;
+                    // Past OpenSSL's 1 s timer; then wake the client with a stray datagram.
+                    trellis::sleep(Duration::from_millis(1100)).await?;
+                    blackholed.store(false, std::sync::atomic::Ordering::SeqCst);
+                    trellis_dtls::DatagramSocket::send_to(&poker, b"xxx", client_addr).await?;
+                    Ok::<_, trellis::Error>(())
+                })
+                .await?;
+                Ok(())
+            })
+            .await
+        })
+        .await;
+    });
+}
