@@ -358,7 +358,7 @@ fn association_replaced_while_handshake_running() {
         let (_, config) = configs();
         open_endpoint(net.socket(), |endpoint| async move {
             let doomed = endpoint.connect(server_addr, &config)?;
-            trellis::open_nursery(|n| async move {
+            let failed = trellis::open_nursery(|n| async move {
                 let handshake = doomed.clone();
                 let failed = n.start_soon(async move {
                     Ok::<_, trellis::Error>(handshake.do_handshake(Duration::from_secs(1)).await)
@@ -368,13 +368,12 @@ fn association_replaced_while_handshake_running() {
                 Ok::<_, trellis::Error>(failed)
             })
             .await?
-            .map(|failed| {
-                let err = failed.into_value().expect("finished").unwrap_err();
-                assert!(
-                    matches!(err.downcast_ref(), Some(DtlsError::PeerReconnected(_))),
-                    "{err:?}"
-                );
-            });
+            .expect("not cancelled");
+            let err = failed.into_value().expect("finished").unwrap_err();
+            assert!(
+                matches!(err.downcast_ref(), Some(DtlsError::PeerReconnected(_))),
+                "{err:?}"
+            );
             Ok(())
         })
         .await
