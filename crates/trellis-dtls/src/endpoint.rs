@@ -555,6 +555,8 @@ struct ChannelInner {
     handshaking: tokio::sync::Mutex<()>,
     closed: AtomicBool,
     replaced: AtomicBool,
+    /// This channel's share of the endpoint's counts.
+    counters: Counters,
 }
 
 impl ChannelInner {
@@ -584,6 +586,7 @@ impl ChannelInner {
             handshaking: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
+            counters: Counters::default(),
         }))
     }
 
@@ -593,6 +596,9 @@ impl ChannelInner {
             if inbox.len() >= self.queue_limit {
                 self.endpoint
                     .counters
+                    .queue_overflows
+                    .fetch_add(1, Ordering::Relaxed);
+                self.counters
                     .queue_overflows
                     .fetch_add(1, Ordering::Relaxed);
                 return;
@@ -821,6 +827,10 @@ impl DtlsChannel {
                         .counters
                         .bad_packets
                         .fetch_add(1, Ordering::Relaxed);
+                    self.inner
+                        .counters
+                        .bad_packets
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -868,6 +878,19 @@ impl DtlsChannel {
             handshake.ciphertext_mtu = mtu;
         }
         crate::ffi::set_mtu(lock(&self.inner.ssl).ssl(), mtu);
+    }
+
+    /// What this channel counted: datagrams its full queue dropped, datagrams that did not
+    /// decrypt. (The endpoint's [`statistics`](DtlsEndpoint::statistics) also has what
+    /// reached no channel.)
+    pub fn statistics(&self) -> Statistics {
+        let c = &self.inner.counters;
+        Statistics {
+            packets_dropped: c.packets_dropped.load(Ordering::Relaxed),
+            bad_packets: c.bad_packets.load(Ordering::Relaxed),
+            queue_overflows: c.queue_overflows.load(Ordering::Relaxed),
+            challenges_sent: c.challenges_sent.load(Ordering::Relaxed),
+        }
     }
 
     /// The largest datagram `send` can take at the current MTU.

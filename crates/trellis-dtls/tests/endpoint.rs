@@ -441,6 +441,7 @@ fn incoming_buffer_overflow() {
                 })
                 .await?;
                 assert_eq!(client.statistics().queue_overflows, 15);
+                assert_eq!(channel.statistics().queue_overflows, 15);
                 for i in 0..10 {
                     assert_eq!(channel.receive().await?, format!("{i}").as_bytes());
                 }
