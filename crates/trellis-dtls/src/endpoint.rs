@@ -555,6 +555,8 @@ struct ChannelInner {
     handshaking: tokio::sync::Mutex<()>,
     closed: AtomicBool,
     replaced: AtomicBool,
+    /// The handshake is done (a lock-free look for `send` and `receive`).
+    handshake_done: AtomicBool,
     /// This channel's share of the endpoint's counts.
     counters: Counters,
 }
@@ -586,6 +588,7 @@ impl ChannelInner {
             handshaking: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
+            handshake_done: AtomicBool::new(false),
             counters: Counters::default(),
         }))
     }
@@ -684,6 +687,7 @@ impl ChannelInner {
                 let mut handshake = lock(&self.handshake);
                 handshake.done = true;
                 handshake.final_flight = flight;
+                self.handshake_done.store(true, Ordering::Release);
                 return Ok(());
             }
             self.send_flight(&flight).await?;
@@ -760,6 +764,9 @@ impl DtlsChannel {
     /// [`DtlsError::Handshake`], [`DtlsError::PeerReconnected`], [`DtlsError::Closed`],
     /// `Cancelled` (a later call starts over from where OpenSSL is).
     pub async fn do_handshake(&self, initial_timeout: Duration) -> Result<(), trellis::Error> {
+        if self.inner.handshake_done.load(Ordering::Acquire) {
+            return Ok(());
+        }
         self.inner.do_handshake(initial_timeout).await
     }
 
