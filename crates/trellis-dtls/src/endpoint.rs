@@ -92,6 +92,17 @@ struct Counters {
     challenges_sent: AtomicU64,
 }
 
+impl Counters {
+    fn snapshot(&self) -> Statistics {
+        Statistics {
+            packets_dropped: self.packets_dropped.load(Ordering::Relaxed),
+            bad_packets: self.bad_packets.load(Ordering::Relaxed),
+            queue_overflows: self.queue_overflows.load(Ordering::Relaxed),
+            challenges_sent: self.challenges_sent.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// A future as a [`DatagramSocket`] returns it.
 pub type SocketFuture<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, trellis::Error>> + Send + 'a>>;
@@ -264,13 +275,7 @@ impl DtlsEndpoint {
 
     /// What was counted so far.
     pub fn statistics(&self) -> Statistics {
-        let c = &self.inner.counters;
-        Statistics {
-            packets_dropped: c.packets_dropped.load(Ordering::Relaxed),
-            bad_packets: c.bad_packets.load(Ordering::Relaxed),
-            queue_overflows: c.queue_overflows.load(Ordering::Relaxed),
-            challenges_sent: c.challenges_sent.load(Ordering::Relaxed),
-        }
+        self.inner.counters.snapshot()
     }
 
     /// Closes the endpoint: every channel is closed; `serve` returns.
@@ -891,13 +896,7 @@ impl DtlsChannel {
     /// decrypt. (The endpoint's [`statistics`](DtlsEndpoint::statistics) also has what
     /// reached no channel.)
     pub fn statistics(&self) -> Statistics {
-        let c = &self.inner.counters;
-        Statistics {
-            packets_dropped: c.packets_dropped.load(Ordering::Relaxed),
-            bad_packets: c.bad_packets.load(Ordering::Relaxed),
-            queue_overflows: c.queue_overflows.load(Ordering::Relaxed),
-            challenges_sent: c.challenges_sent.load(Ordering::Relaxed),
-        }
+        self.inner.counters.snapshot()
     }
 
     /// The largest datagram `send` can take at the current MTU.

@@ -1,54 +1,19 @@
 //! The endpoint over real UDP sockets on the loopback interface, ported from Trio's
 //! `test_dtls.py` (each test names the original).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use openssl::asn1::Asn1Time;
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private};
-use openssl::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
-use openssl::x509::{X509, X509NameBuilder};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::configs;
 use trellis_dtls::{
     ClientConfig, DtlsChannel, DtlsEndpoint, DtlsError, ServerConfig, open_endpoint,
 };
 use trellis_net::UdpSocket;
-
-/// A self-signed certificate for `localhost` and its key.
-fn certificate() -> (X509, PKey<Private>) {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "localhost").unwrap();
-    let name = name.build();
-    let mut cert = X509::builder().unwrap();
-    cert.set_version(2).unwrap();
-    cert.set_subject_name(&name).unwrap();
-    cert.set_issuer_name(&name).unwrap();
-    cert.set_pubkey(&key).unwrap();
-    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-        .unwrap();
-    cert.sign(&key, MessageDigest::sha256()).unwrap();
-    (cert.build(), key)
-}
-
-fn configs() -> (ServerConfig, ClientConfig) {
-    let (cert, key) = certificate();
-    let mut server = SslContextBuilder::new(SslMethod::dtls()).unwrap();
-    server.set_certificate(&cert).unwrap();
-    server.set_private_key(&key).unwrap();
-    let mut client = SslContextBuilder::new(SslMethod::dtls()).unwrap();
-    client.cert_store_mut().add_cert(cert).unwrap();
-    client.set_verify(SslVerifyMode::PEER);
-    (ServerConfig::new(server), ClientConfig::new(client))
-}
 
 async fn bind(addr: &str) -> UdpSocket {
     UdpSocket::bind(addr).await.unwrap()
