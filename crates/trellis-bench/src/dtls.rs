@@ -12,7 +12,7 @@ use openssl::pkey::PKey;
 use openssl::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
 use openssl::x509::{X509, X509NameBuilder};
 use trellis_dtls::{ClientConfig, DtlsChannel, DtlsError, ServerConfig, open_endpoint};
-use trellis_net::{Listener, ReceiveStream, SendStream, TcpListener, UdpSocket, open_tcp_stream};
+use trellis_net::UdpSocket;
 
 use crate::{Comparison, anchors, median};
 
@@ -111,41 +111,14 @@ async fn trellis_dtls(runs: usize) -> Result<(f64, f64), trellis::Error> {
     .await
 }
 
-/// Seconds per 100-byte TCP round trip through trellis-net streams.
+/// Seconds per 100-byte TCP round trip through trellis-net streams (median of `runs`).
 async fn tcp_pingpong(runs: usize) -> Result<f64, trellis::Error> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let port = listener.local_addr()?.port();
-    let mut listener = TcpListener::new(listener);
-    let outcome = trellis::open_nursery(|n| async move {
-        n.start_soon(async move {
-            let mut server = listener.accept().await?;
-            loop {
-                let data = server.receive_some(65_536).await?;
-                if data.is_empty() {
-                    return Ok::<_, trellis::Error>(());
-                }
-                server.send_all(&data).await?;
-            }
-        })?;
-        let mut client = open_tcp_stream("127.0.0.1", port).await?;
-        let message = [7u8; MESSAGE];
-        let mut times = Vec::new();
-        for _ in 0..runs {
-            let t0 = Instant::now();
-            for _ in 0..ROUND_TRIPS {
-                client.send_all(&message).await?;
-                let mut got = 0;
-                while got < MESSAGE {
-                    got += client.receive_some(MESSAGE - got).await?.len();
-                }
-            }
-            times.push(t0.elapsed().as_secs_f64() / ROUND_TRIPS as f64);
-        }
-        client.close().await?;
-        Ok::<_, trellis::Error>(median(&mut times))
-    })
-    .await?;
-    Ok(outcome.expect("not cancelled"))
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let total = crate::net::pingpong_through_trellis(MESSAGE, ROUND_TRIPS).await;
+        times.push(total / ROUND_TRIPS as f64);
+    }
+    Ok(median(&mut times))
 }
 
 pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {

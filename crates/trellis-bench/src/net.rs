@@ -24,6 +24,12 @@ async fn loopback_listener() -> (tokio::net::TcpListener, std::net::SocketAddr) 
 }
 
 async fn trellis_pingpong() -> f64 {
+    pingpong_through_trellis(MESSAGE, ROUND_TRIPS).await
+}
+
+/// Seconds for `round_trips` ping-pongs of `message` bytes through trellis-net TCP streams
+/// on the loopback interface (B9, and B10's TCP side).
+pub(crate) async fn pingpong_through_trellis(message: usize, round_trips: usize) -> f64 {
     let (listener, addr) = loopback_listener().await;
     let port = addr.port();
     let mut listener = TcpListener::new(listener);
@@ -39,13 +45,13 @@ async fn trellis_pingpong() -> f64 {
             }
         })?;
         let mut client = open_tcp_stream("127.0.0.1", port).await?;
-        let message = [7u8; MESSAGE];
+        let bytes = vec![7u8; message];
         let t0 = Instant::now();
-        for _ in 0..ROUND_TRIPS {
-            client.send_all(&message).await?;
+        for _ in 0..round_trips {
+            client.send_all(&bytes).await?;
             let mut got = 0;
-            while got < MESSAGE {
-                got += client.receive_some(MESSAGE - got).await?.len();
+            while got < message {
+                got += client.receive_some(message - got).await?.len();
             }
         }
         let elapsed = t0.elapsed().as_secs_f64();
