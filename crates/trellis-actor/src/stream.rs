@@ -573,8 +573,8 @@ impl Link {
 /// `recv` and `send` are checkpoints. Clones share the stream; when the last is dropped, the
 /// end closes (its sending side says `Stop`, its receiving side discards what still comes).
 pub struct MsgStream<Rx, Tx = Infallible> {
-    inner: Arc<StreamInner>,
-    _types: PhantomData<fn(Tx) -> Rx>,
+    inner: Arc<StreamInner<Rx>>,
+    _types: PhantomData<fn(Tx)>,
 }
 
 impl<Rx, Tx> Clone for MsgStream<Rx, Tx> {
@@ -595,16 +595,41 @@ impl<Rx, Tx> std::fmt::Debug for MsgStream<Rx, Tx> {
     }
 }
 
-struct StreamInner {
+struct StreamInner<Rx> {
     link: Link,
     options: StreamOptions,
-    /// The broadcast, once [`MsgStream::subscribe`] was called.
-    broadcast: OnceLock<BroadcastHandle<Items>>,
-    /// The stream's own subscription, for its `recv` once it is a broadcast.
-    own: OnceLock<BroadcastReceiver<Items>>,
+    /// The broadcast of decoded items (a `BroadcastHandle<Items<Rx>>`), once
+    /// [`MsgStream::subscribe`] was called; kept as `Any` so that a stream whose items are
+    /// never shared needs no bound on `Rx`.
+    broadcast: OnceLock<Box<dyn std::any::Any + Send + Sync>>,
+    /// Makes the stream's own subscription, for its `recv` once it is a broadcast.
+    own_factory: OnceLock<OwnFactory<Rx>>,
+    /// The stream's own subscription, made on its first `recv` after `subscribe`.
+    own: OnceLock<Box<dyn OwnSubscription<Rx>>>,
 }
 
-impl Drop for StreamInner {
+/// The stream's own subscription, whatever `Rx` is.
+trait OwnSubscription<Rx>: Send + Sync {
+    fn recv(&self) -> Received<'_, Rx>;
+}
+
+/// What [`OwnSubscription::recv`] returns.
+type Received<'a, Rx> =
+    Pin<Box<dyn Future<Output = Result<Option<Rx>, trellis::Error>> + Send + 'a>>;
+
+/// Makes a stream's own subscription.
+type OwnFactory<Rx> = Box<dyn Fn() -> Box<dyn OwnSubscription<Rx>> + Send + Sync>;
+
+impl<Rx> OwnSubscription<Rx> for Subscription<Rx>
+where
+    Rx: DeserializeOwned + Clone + Send + 'static,
+{
+    fn recv(&self) -> Received<'_, Rx> {
+        Box::pin(Subscription::recv(self))
+    }
+}
+
+impl<Rx> Drop for StreamInner<Rx> {
     fn drop(&mut self) {
         self.link.close_send();
         self.link.close_recv();
@@ -618,6 +643,7 @@ impl<Rx, Tx> MsgStream<Rx, Tx> {
                 link,
                 options,
                 broadcast: OnceLock::new(),
+                own_factory: OnceLock::new(),
                 own: OnceLock::new(),
             }),
             _types: PhantomData,
@@ -659,9 +685,8 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
     /// The remote failure that ended the call, [`StreamOverrun`], the connection lost,
     /// `Cancelled`; [`ActorError::BadItem`] for an item that does not decode as `Rx`.
     pub async fn recv(&self) -> Result<Option<Rx>, trellis::Error> {
-        if let Some(handle) = self.inner.broadcast.get() {
-            let own = self.inner.own.get_or_init(|| handle.subscribe());
-            return receive_subscribed(own, &self.inner.link).await;
+        if let Some(factory) = self.inner.own_factory.get() {
+            return self.inner.own.get_or_init(factory).recv().await;
         }
         let link = &self.inner.link;
         tokio::task::consume_budget().await;
@@ -676,8 +701,8 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
 
     /// A new subscriber to this stream's items, for another task: every subscriber receives
     /// every item that arrives after it subscribed (tractor's `MsgStream.subscribe`). The
-    /// first call turns the stream into a broadcast: its own [`recv`](MsgStream::recv), once
-    /// used, reads as one more subscriber.
+    /// first call turns the stream into a broadcast: its own [`recv`](MsgStream::recv) reads as
+    /// one more subscriber from then on (with lossless subscribers, from its first use).
     ///
     /// The broadcast keeps the stream's capacity of items. By default a subscriber that falls
     /// further behind gets [`ActorError::Lagged`] with the exact count it missed and goes on
@@ -685,10 +710,14 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
     /// and the slowest subscriber sets the pace (with backpressure, all the way to the
     /// sender). Items are pulled from the connection by whichever subscriber needs the next
     /// one; no task runs in the background.
-    pub fn subscribe(&self) -> Subscription<Rx> {
+    pub fn subscribe(&self) -> Subscription<Rx>
+    where
+        Rx: Clone + Send + 'static,
+    {
         let handle = self.inner.broadcast.get_or_init(|| {
-            let items = Items {
+            let items = Items::<Rx> {
                 link: self.inner.link.clone(),
+                _rx: PhantomData,
             };
             let options = self.inner.options;
             let first = if options.lossless_subscribers {
@@ -696,12 +725,31 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
             } else {
                 broadcast_receiver(items, options.capacity)
             };
-            first.handle()
+            Box::new(first.handle())
         });
+        let handle = handle
+            .downcast_ref::<BroadcastHandle<Items<Rx>>>()
+            .expect("one item type per stream")
+            .clone();
+        let link = self.inner.link.clone();
+        let (factory_handle, factory_link) = (handle.clone(), link.clone());
+        let _ = self.inner.own_factory.set(Box::new(move || {
+            Box::new(Subscription {
+                receiver: factory_handle.subscribe(),
+                link: factory_link.clone(),
+            })
+        }));
+        // Lossy: the stream's own `recv` sees every item from now on, as tractor's does. A
+        // lossless broadcast cannot hold a subscriber nobody may read (it would stop the
+        // others): there, the stream's own `recv` joins at its first use.
+        if !self.inner.options.lossless_subscribers
+            && let Some(factory) = self.inner.own_factory.get()
+        {
+            self.inner.own.get_or_init(factory);
+        }
         Subscription {
             receiver: handle.subscribe(),
-            link: self.inner.link.clone(),
-            _rx: PhantomData,
+            link,
         }
     }
 }
@@ -717,12 +765,16 @@ fn decode_item<Rx: DeserializeOwned>(link: &Link, payload: &Payload) -> Result<R
     })
 }
 
-async fn receive_subscribed<Rx: DeserializeOwned>(
-    receiver: &BroadcastReceiver<Items>,
+async fn receive_subscribed<Rx>(
+    receiver: &BroadcastReceiver<Items<Rx>>,
     link: &Link,
-) -> Result<Option<Rx>, trellis::Error> {
+) -> Result<Option<Rx>, trellis::Error>
+where
+    Rx: DeserializeOwned + Clone,
+{
     match receiver.recv().await {
-        Ok(payload) => decode_item(link, &payload).map(Some),
+        Ok(Ok(value)) => Ok(Some(value)),
+        Ok(Err(bad)) => Err(ActorError::BadItem(bad.to_string()).into()),
         Err(BroadcastError::Lagged(missed)) => Err(ActorError::Lagged(missed).into()),
         Err(BroadcastError::Cancelled) => Err(link.failure_or(trellis::Cancelled.into())),
         Err(BroadcastError::Closed) => Err(ActorError::StreamClosed.into()),
@@ -737,13 +789,12 @@ async fn receive_subscribed<Rx: DeserializeOwned>(
 }
 
 /// One task's subscription to a [`MsgStream`]'s items (see [`MsgStream::subscribe`]).
-pub struct Subscription<Rx> {
-    receiver: BroadcastReceiver<Items>,
+pub struct Subscription<Rx: DeserializeOwned> {
+    receiver: BroadcastReceiver<Items<Rx>>,
     link: Link,
-    _rx: PhantomData<fn() -> Rx>,
 }
 
-impl<Rx> std::fmt::Debug for Subscription<Rx> {
+impl<Rx: DeserializeOwned> std::fmt::Debug for Subscription<Rx> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
             .field("cid", &self.link.cid)
@@ -751,7 +802,7 @@ impl<Rx> std::fmt::Debug for Subscription<Rx> {
     }
 }
 
-impl<Rx: DeserializeOwned> Subscription<Rx> {
+impl<Rx: DeserializeOwned + Clone> Subscription<Rx> {
     /// The next item for this subscriber; `None` at the end of the stream. A checkpoint.
     ///
     /// # Errors
@@ -770,25 +821,32 @@ impl<Rx: DeserializeOwned> Subscription<Rx> {
                 .subscribe()
                 .expect("subscriptions are closed only by dropping them"),
             link: self.link.clone(),
-            _rx: PhantomData,
         }
     }
 }
 
-/// The stream's items as a `Stream`, the broadcast's source: still encoded, each subscriber
-/// decodes its own copy (a clone of a payload is a reference count). Ends at the end of the
-/// stream or at its failure, which each subscriber then reads from the channel.
-struct Items {
+/// An item as the broadcast carries it: decoded once, by whichever subscriber pulled it
+/// (subscribers clone the value, not the bytes: cloning a payload is an atomic reference count
+/// into the shared read buffer, which sixteen subscribers on two threads fight over), or the
+/// text of why it did not decode.
+type Decoded<Rx> = Result<Rx, Arc<str>>;
+
+/// The stream's items as a `Stream`, the broadcast's source. Ends at the end of the stream or
+/// at its failure, which each subscriber then reads from the channel.
+struct Items<Rx> {
     link: Link,
+    _rx: PhantomData<fn() -> Rx>,
 }
 
-impl futures_core::Stream for Items {
-    type Item = Payload;
+impl<Rx: DeserializeOwned> futures_core::Stream for Items<Rx> {
+    type Item = Decoded<Rx>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Payload>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Decoded<Rx>>> {
         match self.link.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(payload))) => Poll::Ready(Some(payload)),
+            Poll::Ready(Ok(Some(payload))) => Poll::Ready(Some(
+                decode_item(&self.link, &payload).map_err(|e| Arc::from(e.to_string())),
+            )),
             Poll::Ready(Ok(None) | Err(_)) => Poll::Ready(None),
         }
     }

@@ -591,7 +591,7 @@ fn unbounded_mode_never_holds_the_producer(transport: Transport) {
 }
 
 /// tractor: test_task_broadcasting.py::test_stream_fan_out_to_local_subscriptions — every
-/// subscribing task receives every item.
+/// subscribing task receives every item, and so does the stream's own `recv`.
 fn every_subscriber_gets_every_item(transport: Transport) {
     root(transport, || async {
         open_nursery(|an| async move {
@@ -602,6 +602,14 @@ fn every_subscriber_gets_every_item(transport: Transport) {
                     let subscriptions: Vec<_> = (0..4).map(|_| stream.subscribe()).collect();
                     let outcome = trellis::open_nursery(|n| async move {
                         let mut handles = Vec::new();
+                        // The stream's own `recv` reads as one more subscriber.
+                        handles.push(n.start_soon(async move {
+                            let mut items = Vec::new();
+                            while let Some(i) = stream.recv().await? {
+                                items.push(i);
+                            }
+                            Ok::<_, trellis::Error>(items)
+                        })?);
                         for sub in subscriptions {
                             handles.push(n.start_soon(async move {
                                 let mut items = Vec::new();
@@ -621,7 +629,7 @@ fn every_subscriber_gets_every_item(transport: Transport) {
                         .collect::<Vec<_>>())
                 })
                 .await?;
-            assert_eq!(totals.len(), 4);
+            assert_eq!(totals.len(), 5);
             for items in totals {
                 assert_eq!(items, (1..=1000).collect::<Vec<u64>>());
             }
