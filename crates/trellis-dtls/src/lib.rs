@@ -3,8 +3,54 @@
 //! cryptography and the DTLS state machine; what surrounds it — record parsing,
 //! demultiplexing, cookies, retransmission, MTU — is this crate's.
 //!
-//! This first part is the sans-I/O core: no sockets, no tokio, driven by bytes and a clock.
-//! Every function that reads network bytes can only fail with [`BadPacket`].
+//! ```no_run
+//! use std::time::Duration;
+//! use openssl::ssl::{SslContextBuilder, SslMethod};
+//! use trellis_dtls::{ClientConfig, ServerConfig, open_endpoint};
+//! use trellis_net::UdpSocket;
+//!
+//! # async fn example(server: ServerConfig, client: ClientConfig) -> Result<(), trellis::Error> {
+//! // A server: one socket, a handler per peer that proved its address.
+//! let socket = UdpSocket::bind("127.0.0.1:4433").await?;
+//! open_endpoint(socket, |endpoint| async move {
+//!     endpoint
+//!         .serve(server, |channel| async move {
+//!             loop {
+//!                 let datagram = channel.receive().await?; // the handshake happens first
+//!                 channel.send(&datagram).await?;
+//!             }
+//!         })
+//!         .await
+//! })
+//! .await?;
+//!
+//! // A client: any number of channels on one socket; a config serves many connects.
+//! let socket = UdpSocket::bind("127.0.0.1:0").await?;
+//! open_endpoint(socket, |endpoint| async move {
+//!     let channel = endpoint.connect("127.0.0.1:4433".parse().unwrap(), &client)?;
+//!     trellis::fail_after(Duration::from_secs(10), channel.do_handshake(Duration::from_secs(1)))
+//!         .await?;
+//!     channel.send(b"hello").await?;
+//!     assert_eq!(channel.receive().await?, b"hello");
+//!     Ok(())
+//! })
+//! .await
+//! # }
+//! # fn configs() -> Result<(), openssl::error::ErrorStack> {
+//! // Configurations come from OpenSSL context builders for `SslMethod::dtls()`:
+//! let mut server = SslContextBuilder::new(SslMethod::dtls())?;
+//! server.set_certificate_chain_file("cert.pem")?;
+//! server.set_private_key_file("key.pem", openssl::ssl::SslFiletype::PEM)?;
+//! let server = ServerConfig::new(server);
+//! let mut client = SslContextBuilder::new(SslMethod::dtls())?;
+//! client.set_ca_file("ca.pem")?;
+//! client.set_verify(openssl::ssl::SslVerifyMode::PEER);
+//! let client = ClientConfig::new(client);
+//! # let _ = (server, client); Ok(()) }
+//! ```
+//!
+//! Underneath is a sans-I/O core: no sockets, no tokio, driven by bytes and a clock. Every
+//! function that reads network bytes can only fail with [`BadPacket`].
 //!
 //! * [`record`]: records, handshake fragments, the ClientHello's cookie.
 //! * [`cookie`]: the cookie key, cookie checks, the HelloVerifyRequest.
