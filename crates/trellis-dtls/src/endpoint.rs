@@ -76,7 +76,8 @@ pub enum DtlsError {
 pub struct Statistics {
     /// Datagrams dropped: from unknown addresses, ClientHellos while not serving.
     pub packets_dropped: u64,
-    /// Datagrams that did not parse (or did not decrypt).
+    /// Datagrams that did not parse, did not decrypt, or repeated records already read: all
+    /// dropped.
     pub bad_packets: u64,
     /// Datagrams dropped because a channel's incoming queue was full.
     pub queue_overflows: u64,
@@ -832,7 +833,8 @@ impl DtlsChannel {
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
                     return Err(DtlsError::Closed.into());
                 }
-                Err(e) if e.code() == ErrorCode::WANT_READ => {}
+                // OpenSSL discards a record that does not decrypt, or repeats one already
+                // read, without an error (RFC 6347 §4.1.2.7): counted as bad all the same.
                 Err(_) => {
                     self.inner
                         .endpoint

@@ -423,3 +423,51 @@ fn openssl_retransmit_does_not_break_stuff() {
         .await;
     });
 }
+
+/// Datagrams from a peer's address that do not decrypt (forged, or corrupted on the way) are
+/// dropped and counted by its channel; the association goes on. (RFC 6347 §4.1.2.7: invalid
+/// records are silently discarded.)
+#[test]
+fn undecryptable_datagrams_are_counted_and_dropped() {
+    trellis::testing::run_test(async {
+        let net = FakeNet::new();
+        let (server, client) = (net.socket(), net.socket());
+        let (addr, client_addr) = (
+            trellis_dtls::DatagramSocket::local_addr(&server).unwrap(),
+            trellis_dtls::DatagramSocket::local_addr(&client).unwrap(),
+        );
+        let (server_config, config) = configs();
+        open_endpoint(server, |server| async move {
+            trellis::open_nursery(|n| async move {
+                let serving = server.clone();
+                n.start_soon(async move {
+                    serving
+                        .serve(server_config, |channel| echo(channel, None))
+                        .await
+                })?;
+                open_endpoint(client, |endpoint| async move {
+                    let channel = endpoint.connect(addr, &config)?;
+                    channel.send(b"before").await?;
+                    assert_eq!(channel.receive().await?, b"before");
+                    // Application data records of epoch 1 that are not what they claim.
+                    for byte in 0..5u8 {
+                        let mut forged = vec![23, 254, 253, 0, 1, 0, 0, 0, 0, 0, 99, 0, 40];
+                        forged.extend_from_slice(&[byte; 40]);
+                        net.inject(forged, client_addr, addr);
+                    }
+                    channel.send(b"after").await?;
+                    assert_eq!(channel.receive().await?, b"after");
+                    Ok(())
+                })
+                .await?;
+                assert_eq!(server.statistics().bad_packets, 5);
+                n.cancel();
+                Ok::<_, trellis::Error>(())
+            })
+            .await?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    });
+}

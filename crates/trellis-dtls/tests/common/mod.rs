@@ -142,6 +142,11 @@ impl FakeNet {
         log.iter().filter(|e| e.0 == from).map(|e| e.3).collect()
     }
 
+    /// Delivers `packet` to `to` as if `from` had sent it (a forged or corrupted datagram).
+    pub fn inject(&self, packet: Vec<u8>, from: SocketAddr, to: SocketAddr) {
+        self.deliver(packet, from, to);
+    }
+
     fn deliver(&self, packet: Vec<u8>, from: SocketAddr, to: SocketAddr) {
         let inbox = self.inner.sockets.lock().unwrap().get(&to).cloned();
         if let Some(inbox) = inbox {
