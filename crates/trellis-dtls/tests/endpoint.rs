@@ -516,3 +516,55 @@ fn cancelled_handshake_then_a_new_one() {
         .await;
     });
 }
+
+/// The stateless cookie exchange over a real socket: a ClientHello without a cookie gets
+/// exactly one datagram back, a HelloVerifyRequest no larger than the ClientHello, and the
+/// server keeps nothing for it (no handler runs, however many come).
+#[test]
+fn cookie_exchange_is_stateless_and_does_not_amplify() {
+    real_time(async {
+        let handlers = Arc::new(AtomicUsize::new(0));
+        let count = handlers.clone();
+        echo_server(None, handlers, |server, addr, _| async move {
+            let raw = bind("127.0.0.1:0").await;
+            // A ClientHello as OpenSSL's client sends it, without a cookie.
+            let mut body = vec![254, 253];
+            body.extend_from_slice(&[9u8; 32]);
+            body.extend_from_slice(&[0, 0, 0, 4, 0xc0, 0x2b, 0xc0, 0x2f, 1, 0]);
+            let mut fragment = Vec::new();
+            trellis_dtls::record::encode_handshake_fragment(
+                1,
+                body.len(),
+                0,
+                0,
+                &body,
+                &mut fragment,
+            );
+            let mut hello = Vec::new();
+            trellis_dtls::record::encode_record(22, [254, 255], 0, &fragment, &mut hello);
+            let mut reply = vec![0u8; 2048];
+            for _ in 0..50 {
+                raw.send_to(&hello, addr).await?;
+                let (n, from) =
+                    trellis::fail_after(Duration::from_secs(10), raw.recv_from(&mut reply)).await?;
+                assert_eq!(from, addr);
+                assert!(n <= hello.len(), "{n} > {}", hello.len());
+                let record = trellis_dtls::record::records(&reply[..n])
+                    .next()
+                    .unwrap()
+                    .unwrap();
+                let fragment =
+                    trellis_dtls::record::decode_handshake_fragment(record.payload).unwrap();
+                assert_eq!(fragment.msg_type, 3, "a HelloVerifyRequest");
+            }
+            assert_eq!(server.statistics().challenges_sent, 50);
+            Ok(())
+        })
+        .await;
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            0,
+            "no association without a cookie"
+        );
+    });
+}
