@@ -781,14 +781,7 @@ impl Conn {
         let (tx, mut rx) = oneshot::channel();
         let cid = {
             let mut state = self.lock();
-            let cid = state.session.next_call_id();
-            let start = Message::Start {
-                cid,
-                function: function.to_owned(),
-                kind: CallKind::Run,
-                args,
-            };
-            self.send_locked(&mut state, &start)?;
+            let cid = self.start_locked(&mut state, function, CallKind::Run, args)?;
             state.calling.insert(cid, tx);
             cid
         };
@@ -812,14 +805,7 @@ impl Conn {
         let chan = Chan::new();
         let cid = {
             let mut state = self.lock();
-            let cid = state.session.next_call_id();
-            let start = Message::Start {
-                cid,
-                function: function.to_owned(),
-                kind,
-                args,
-            };
-            self.send_locked(&mut state, &start)?;
+            let cid = self.start_locked(&mut state, function, kind, args)?;
             state.chans.insert(cid, chan.clone());
             cid
         };
@@ -832,6 +818,25 @@ impl Conn {
         };
         link.grant(options)?;
         Ok(link)
+    }
+
+    /// Sends the `Start` of a new call of ours; returns its id.
+    fn start_locked(
+        &self,
+        state: &mut State,
+        function: &str,
+        kind: CallKind,
+        args: Payload,
+    ) -> Result<u64, ActorError> {
+        let cid = state.session.next_call_id();
+        let start = Message::Start {
+            cid,
+            function: function.to_owned(),
+            kind,
+            args,
+        };
+        self.send_locked(state, &start)?;
+        Ok(cid)
     }
 
     /// Forgets a call we made whose end we no longer wait for.

@@ -1106,6 +1106,19 @@ async fn run_body<T>(
 }
 
 impl Portal {
+    /// Starts a stream or context call (a checkpoint first).
+    fn open_link<A: Serialize>(
+        &self,
+        function: &str,
+        kind: CallKind,
+        args: &A,
+        options: StreamOptions,
+    ) -> Result<Link, trellis::Error> {
+        trellis::checkpoint_if_cancelled()?;
+        let args = Payload::encode(args).map_err(ActorError::from)?;
+        self.conn().open_call(function, kind, args, options)
+    }
+
     /// Calls a stream function in the actor and runs `body` with the stream of its items
     /// (tractor's `open_stream_from`). Returns what `body` returns.
     ///
@@ -1151,11 +1164,7 @@ impl Portal {
         B: FnOnce(MsgStream<F::Item>) -> Fut,
         Fut: Future<Output = Result<T, trellis::Error>>,
     {
-        trellis::checkpoint_if_cancelled()?;
-        let args = Payload::encode(&args).map_err(ActorError::from)?;
-        let link = self
-            .conn()
-            .open_call(function.name(), CallKind::Stream, args, options)?;
+        let link = self.open_link(function.name(), CallKind::Stream, &args, options)?;
         let stream = MsgStream::new(link.clone(), options);
         run_body(&link, body(stream)).await
     }
@@ -1209,11 +1218,7 @@ impl Portal {
         B: FnOnce(PortalContext<F::Output>, S) -> Fut,
         Fut: Future<Output = Result<T, trellis::Error>>,
     {
-        trellis::checkpoint_if_cancelled()?;
-        let args = Payload::encode(&args).map_err(ActorError::from)?;
-        let link = self
-            .conn()
-            .open_call(function.name(), CallKind::Context, args, options)?;
+        let link = self.open_link(function.name(), CallKind::Context, &args, options)?;
         let guard = CallGuard::new(&link);
         let first = match link.wait_started().await {
             Ok(first) => first,

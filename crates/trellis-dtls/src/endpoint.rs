@@ -535,7 +535,6 @@ impl Write for Datagrams {
 }
 
 struct HandshakeState {
-    done: bool,
     /// The ClientHello (cookie, signed part) that started a server-side association.
     client_hello: Option<(Vec<u8>, Vec<u8>)>,
     encoder: RecordEncoder,
@@ -561,7 +560,7 @@ struct ChannelInner {
     handshaking: tokio::sync::Mutex<()>,
     closed: AtomicBool,
     replaced: AtomicBool,
-    /// The handshake is done (a lock-free look for `send` and `receive`).
+    /// The handshake is done.
     handshake_done: AtomicBool,
     /// This channel's share of the endpoint's counts.
     counters: Counters,
@@ -584,7 +583,6 @@ impl ChannelInner {
             inbox: Mutex::new(VecDeque::new()),
             inbox_ready: Notify::new(),
             handshake: Mutex::new(HandshakeState {
-                done: false,
                 client_hello: None,
                 encoder: RecordEncoder::new(),
                 mtu,
@@ -681,7 +679,7 @@ impl ChannelInner {
 
     async fn do_handshake(&self, initial_timeout: Duration) -> Result<(), trellis::Error> {
         let _serial = trellis::cancellable(self.handshaking.lock()).await?;
-        if lock(&self.handshake).done {
+        if self.handshake_done.load(Ordering::Acquire) {
             return Ok(());
         }
         self.check_open()?;
@@ -690,9 +688,7 @@ impl ChannelInner {
         loop {
             if done {
                 self.send_flight(&flight).await?;
-                let mut handshake = lock(&self.handshake);
-                handshake.done = true;
-                handshake.final_flight = flight;
+                lock(&self.handshake).final_flight = flight;
                 self.handshake_done.store(true, Ordering::Release);
                 return Ok(());
             }
@@ -858,7 +854,7 @@ impl DtlsChannel {
         }
         let out = {
             let mut stream = lock(&self.inner.ssl);
-            if lock(&self.inner.handshake).done {
+            if self.inner.handshake_done.load(Ordering::Acquire) {
                 let _ = stream.shutdown();
             }
             std::mem::take(&mut stream.get_mut().out)

@@ -9,10 +9,8 @@ use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::configs;
-use trellis_dtls::{
-    ClientConfig, DtlsChannel, DtlsEndpoint, DtlsError, ServerConfig, open_endpoint,
-};
+use common::{configs, echo};
+use trellis_dtls::{ClientConfig, DtlsEndpoint, DtlsError, ServerConfig, open_endpoint};
 use trellis_net::UdpSocket;
 
 async fn bind(addr: &str) -> UdpSocket {
@@ -121,27 +119,6 @@ fn untrusted_certificate_fails_the_handshake() {
 
 fn is(err: &trellis::Error, want: impl Fn(&DtlsError) -> bool) -> bool {
     err.downcast_ref::<DtlsError>().is_some_and(want)
-}
-
-/// An echo handler; ends quietly when its channel closes or is replaced. `mtu` is set before
-/// the handshake when given.
-async fn echo(channel: DtlsChannel, mtu: Option<usize>) -> Result<(), trellis::Error> {
-    if let Some(mtu) = mtu {
-        channel.set_ciphertext_mtu(mtu);
-    }
-    loop {
-        match channel.receive().await {
-            Ok(data) => channel.send(&data).await?,
-            Err(e)
-                if is(&e, |d| {
-                    matches!(d, DtlsError::Closed | DtlsError::PeerReconnected(_))
-                }) =>
-            {
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Runs `body` with an echo server's endpoint and address; `handlers` counts its handlers.

@@ -7,27 +7,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{FakeNet, FakeSocket, Fate, Rng, configs};
-use trellis_dtls::{ClientConfig, DtlsChannel, DtlsError, open_endpoint};
-
-async fn echo(channel: DtlsChannel, mtu: Option<usize>) -> Result<(), trellis::Error> {
-    if let Some(mtu) = mtu {
-        channel.set_ciphertext_mtu(mtu);
-    }
-    loop {
-        match channel.receive().await {
-            Ok(data) => channel.send(&data).await?,
-            Err(e)
-                if e.downcast_ref::<DtlsError>().is_some_and(|e| {
-                    matches!(e, DtlsError::Closed | DtlsError::PeerReconnected(_))
-                }) =>
-            {
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
+use common::{FakeNet, FakeSocket, Fate, Rng, configs, echo};
+use trellis_dtls::{ClientConfig, DtlsError, open_endpoint};
 
 /// Runs an echo server on `server` and `client` against its address.
 async fn with_echo_server<F, Fut>(server: FakeSocket, mtu: Option<usize>, client: F)

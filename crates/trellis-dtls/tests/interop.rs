@@ -94,28 +94,34 @@ async fn wait_for_line<R: tokio::io::AsyncRead + Unpin>(
     panic!("the output ended before a line with {needle:?}");
 }
 
+/// Starts the echo server example with its fixed command line; returns it and the address it
+/// says it listens on.
+async fn start_echo_server(pems: &Pems) -> (tokio::process::Child, String) {
+    let mut server = Command::new(example("dtls_echo_server"))
+        .args(["--listen", "127.0.0.1:0", "--cert"])
+        .arg(pems.cert())
+        .arg("--key")
+        .arg(pems.key())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(
+        Duration::from_secs(20),
+        wait_for_line(&mut out, "listening on"),
+    )
+    .await
+    .expect("the server says where it listens");
+    (server, line.trim_start_matches("listening on ").to_owned())
+}
+
 /// Our echo server (the example, as a user runs it) answers `openssl s_client -dtls1_2`.
 #[test]
 fn our_server_with_openssl_s_client() {
     let pems = Pems::new("server");
     trellis::testing::run_test_multi_thread(async move {
-        let mut server = Command::new(example("dtls_echo_server"))
-            .args(["--listen", "127.0.0.1:0", "--cert"])
-            .arg(pems.cert())
-            .arg("--key")
-            .arg(pems.key())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(server.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(
-            Duration::from_secs(20),
-            wait_for_line(&mut out, "listening on"),
-        )
-        .await
-        .expect("the server says where it listens");
-        let addr = line.trim_start_matches("listening on ").to_owned();
+        let (mut server, addr) = start_echo_server(&pems).await;
         let mut client = Command::new("openssl")
             .args([
                 "s_client", "-dtls1_2", "-quiet", "-connect", &addr, "-CAfile",
@@ -204,23 +210,7 @@ fn our_client_with_openssl_s_server() {
 fn echo_examples_against_each_other() {
     let pems = Pems::new("examples");
     trellis::testing::run_test_multi_thread(async move {
-        let mut server = Command::new(example("dtls_echo_server"))
-            .args(["--listen", "127.0.0.1:0", "--cert"])
-            .arg(pems.cert())
-            .arg("--key")
-            .arg(pems.key())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(server.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(
-            Duration::from_secs(20),
-            wait_for_line(&mut out, "listening on"),
-        )
-        .await
-        .unwrap();
-        let addr = line.trim_start_matches("listening on ").to_owned();
+        let (mut server, addr) = start_echo_server(&pems).await;
         let client = Command::new(example("dtls_echo_client"))
             .args(["--connect", &addr, "--ca"])
             .arg(pems.cert())

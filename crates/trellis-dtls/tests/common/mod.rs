@@ -16,7 +16,30 @@ use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
 use openssl::x509::{X509, X509NameBuilder};
 use tokio::sync::Notify;
-use trellis_dtls::{ClientConfig, DatagramSocket, ServerConfig, SocketFuture};
+use trellis_dtls::{
+    ClientConfig, DatagramSocket, DtlsChannel, DtlsError, ServerConfig, SocketFuture,
+};
+
+/// An echo handler; ends quietly when its channel closes or is replaced. `mtu` is set before
+/// the handshake when given.
+pub async fn echo(channel: DtlsChannel, mtu: Option<usize>) -> Result<(), trellis::Error> {
+    if let Some(mtu) = mtu {
+        channel.set_ciphertext_mtu(mtu);
+    }
+    loop {
+        match channel.receive().await {
+            Ok(data) => channel.send(&data).await?,
+            Err(e)
+                if e.downcast_ref::<DtlsError>().is_some_and(|e| {
+                    matches!(e, DtlsError::Closed | DtlsError::PeerReconnected(_))
+                }) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// A self-signed ECDSA P-256 certificate for `localhost` and its key.
 pub fn certificate() -> (X509, PKey<Private>) {
