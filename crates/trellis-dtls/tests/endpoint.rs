@@ -503,6 +503,9 @@ fn cookie_exchange_is_stateless_and_does_not_amplify() {
         let handlers = Arc::new(AtomicUsize::new(0));
         let count = handlers.clone();
         echo_server(None, handlers, |server, addr, _| async move {
+            // Until `serve` waits for peers, a ClientHello is dropped (nobody serves), and
+            // this raw client does not resend as a real one would.
+            trellis::testing::wait_all_tasks_blocked().await?;
             let raw = bind("127.0.0.1:0").await;
             // A ClientHello as OpenSSL's client sends it, without a cookie.
             let mut body = vec![254, 253];
