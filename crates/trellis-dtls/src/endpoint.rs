@@ -213,7 +213,7 @@ struct EndpointState {
 }
 
 struct Listening {
-    key: CookieKey,
+    key: Arc<CookieKey>,
     context: SslContext,
     incoming: trellis::channel::Sender<DtlsChannel>,
 }
@@ -347,7 +347,7 @@ impl DtlsEndpoint {
                 return Err(DtlsError::AlreadyServing.into());
             }
             state.listening = Some(Listening {
-                key: CookieKey::random(),
+                key: Arc::new(CookieKey::random()),
                 context: config.0,
                 incoming: tx,
             });
@@ -392,18 +392,20 @@ impl DtlsEndpoint {
     async fn dispatch(&self, packet: &[u8], from: SocketAddr) {
         let counters = &self.inner.counters;
         let now = self.inner.origin.elapsed();
-        let (decision, channel) = {
+        // The cookie's HMACs are computed outside the endpoint's lock.
+        let (channel, key) = {
             let state = lock(&self.inner.state);
-            let channel = state.channels.get(&from).cloned();
-            let key = state.listening.as_ref().map(|l| &l.key);
-            let decision = match classify(packet, &from, key, channel.is_some(), now) {
-                Incoming::ToPeer => Decision::ToPeer,
-                Incoming::Challenge(reply) => Decision::Challenge(reply),
-                Incoming::Hello(hello) => Decision::Hello(hello.cookie.to_vec(), hello.signed),
-                Incoming::Drop(Dropped::Bad(_)) => Decision::Bad,
-                Incoming::Drop(_) => Decision::Drop,
-            };
-            (decision, channel)
+            (
+                state.channels.get(&from).cloned(),
+                state.listening.as_ref().map(|l| l.key.clone()),
+            )
+        };
+        let decision = match classify(packet, &from, key.as_deref(), channel.is_some(), now) {
+            Incoming::ToPeer => Decision::ToPeer,
+            Incoming::Challenge(reply) => Decision::Challenge(reply),
+            Incoming::Hello(hello) => Decision::Hello(hello.cookie.to_vec(), hello.signed),
+            Incoming::Drop(Dropped::Bad(_)) => Decision::Bad,
+            Incoming::Drop(_) => Decision::Drop,
         };
         match decision {
             Decision::ToPeer => {
