@@ -1,8 +1,11 @@
 //! The flagship demo: a small market data system in five processes.
 //!
 //! ```text
-//! cargo run --release -p trellis-actor --example market
+//! cargo run --release -p trellis-actor --example market [-- --hold SECONDS]
 //! ```
+//!
+//! With `--hold`, act 1's feed runs for about that long, so that the live tree can be looked
+//! at from another terminal: `trellis tree --registrar ADDR` (the address is printed first).
 //!
 //! The root spawns a `feed` actor that streams quotes, and worker actors that each open a
 //! context into the feed (found through the registry), fan its stream out to two local tasks
@@ -154,14 +157,41 @@ impl Account {
     }
 }
 
+/// `--hold SECONDS`, if given.
+fn hold_arg(mut args: impl Iterator<Item = String>) -> Result<Option<Duration>, String> {
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => Ok(None),
+        (Some("--hold"), Some(secs)) => secs
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Some(Duration::from_secs_f64(s)))
+            .ok_or_else(|| format!("--hold takes a number of seconds, not {secs:?}")),
+        _ => Err("usage: market [--hold SECONDS]".to_owned()),
+    }
+}
+
 fn alive(pid: u32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }
 
 fn main() -> std::process::ExitCode {
-    trellis_actor::main(config(), || async {
+    let hold = match hold_arg(std::env::args().skip(1)) {
+        Ok(hold) => hold,
+        Err(message) => {
+            eprintln!("market: {message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    trellis_actor::main(config(), move || async move {
         let log = std::sync::Arc::new(Account(Instant::now()));
-        act_one(&log).await?;
+        log.say(format!(
+            "the registrar is the root, at {} (see it live: trellis tree --registrar ADDR)",
+            trellis_actor::current().registrar()
+        ));
+        // A quote every 4 ms: 300 of them, or as many as fill the hold.
+        let ticks = hold.map_or(300, |h| (h.as_millis() / 4).max(300) as u64);
+        act_one(&log, ticks).await?;
         println!();
         act_two(&log).await;
         Ok(())
@@ -169,7 +199,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Act 1: everything works; the workers' reports are gathered when the nursery closes.
-async fn act_one(log: &std::sync::Arc<Account>) -> Result<(), trellis::Error> {
+async fn act_one(log: &std::sync::Arc<Account>, ticks: u64) -> Result<(), trellis::Error> {
     log.say("act 1: a feed actor and three workers; each worker opens a context into the feed");
     log.say("       and fans its stream out to two local tasks with stream.subscribe()");
     let feed_pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -187,7 +217,7 @@ async fn act_one(log: &std::sync::Arc<Account>) -> Result<(), trellis::Error> {
         for symbol in SYMBOLS {
             let name = format!("watch-{}", symbol.to_lowercase());
             handles.push(
-                an.run_in_actor(&name, watch, (symbol.to_owned(), 300, None))
+                an.run_in_actor(&name, watch, (symbol.to_owned(), ticks, None))
                     .await?,
             );
             l.say(format!(

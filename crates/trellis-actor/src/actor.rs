@@ -14,8 +14,9 @@ use trellis_wire::{ActorId, Hello, PROTOCOL_VERSION, Payload, Side};
 
 use crate::conn::{Conn, Serve};
 use crate::functions::Functions;
+use crate::introspect::{ActorInfo, Registered};
 use crate::nursery::Portal;
-use crate::registry::{Entry, FIND, REGISTER, Registry, UNREGISTER, WAIT_FOR};
+use crate::registry::{Entry, FIND, LIST, REGISTER, Registry, UNREGISTER, WAIT_FOR};
 use crate::transport;
 use crate::transport::{Addr, Listener, Reader, Transport, Writer};
 
@@ -43,6 +44,7 @@ pub struct Config {
     pub(crate) spawn_timeout: Duration,
     pub(crate) registrar: Option<Addr>,
     pub(crate) child_env: Vec<(OsString, OsString)>,
+    pub(crate) register_root: bool,
 }
 
 impl Config {
@@ -56,6 +58,7 @@ impl Config {
             spawn_timeout: Duration::from_secs(10),
             registrar: None,
             child_env: Vec::new(),
+            register_root: true,
         }
     }
 
@@ -71,6 +74,14 @@ impl Config {
     #[must_use]
     pub fn registrar(mut self, registrar: Addr) -> Self {
         self.registrar = Some(registrar);
+        self
+    }
+
+    /// A root that does not register with its registrar: a tool that looks at a tree (lists
+    /// it, calls into it) without being part of what it shows.
+    #[must_use]
+    pub fn unregistered(mut self) -> Self {
+        self.register_root = false;
         self
     }
 
@@ -128,6 +139,7 @@ pub(crate) struct Inner {
     pub(crate) registrar: Addr,
     /// The table, when this actor is the registrar.
     registry: Option<Arc<Registry>>,
+    started: std::time::Instant,
     state: Mutex<State>,
 }
 
@@ -139,6 +151,8 @@ struct State {
     /// Connections this actor opened to others, by the peer's address.
     peers: HashMap<Addr, Conn>,
     cancelled_by: Option<ActorId>,
+    /// The parent actor, for a child.
+    parent: Option<ActorId>,
 }
 
 /// The actor this code runs in: inside the root body given to [`main`] or [`run_root`],
@@ -196,6 +210,72 @@ impl Actor {
     /// Where this actor listens.
     pub fn addr(&self) -> &Addr {
         &self.inner.addr
+    }
+
+    /// What this actor tells about itself (what `trellis.info` answers): identity, host,
+    /// address, parent, uptime and the calls and streams open right now.
+    pub fn info(&self) -> ActorInfo {
+        let state = self.lock();
+        let (mut serving, mut calling, mut streams) = (0, 0, 0);
+        for conn in &state.conns {
+            let (s, c, st) = conn.load();
+            serving += s;
+            calling += c;
+            streams += st;
+        }
+        ActorInfo {
+            id: self.inner.id.clone(),
+            pid: std::process::id(),
+            host: crate::introspect::host_name(),
+            addr: self.inner.addr.to_string(),
+            parent: state.parent.as_ref().map(|p| p.uid.clone()),
+            uptime_ms: u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            serving,
+            calling,
+            streams,
+        }
+    }
+
+    /// Records the parent of this (child) actor.
+    pub(crate) fn set_parent(&self, parent: ActorId) {
+        self.lock().parent = Some(parent);
+    }
+
+    /// A portal to the actor listening at `addr` (any actor, of this tree or another).
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be reached or the handshake fails; `Cancelled`.
+    pub async fn portal(&self, addr: &Addr) -> Result<Portal, trellis::Error> {
+        Ok(Portal::new(self.connect(addr).await?))
+    }
+
+    /// Every actor registered with this tree's registrar, in registration order.
+    ///
+    /// # Errors
+    ///
+    /// When the registrar cannot be reached; `Cancelled`.
+    pub async fn registered(&self) -> Result<Vec<Registered>, trellis::Error> {
+        let entries = match &self.inner.registry {
+            Some(registry) => registry.list(),
+            None => self
+                .registrar_conn()
+                .await?
+                .call(LIST, Payload::unit())
+                .await?
+                .decode::<Vec<Entry>>()
+                .map_err(crate::ActorError::from)?,
+        };
+        entries
+            .into_iter()
+            .map(|e| {
+                let addr = e.addr.parse().map_err(trellis::Error::msg)?;
+                Ok(Registered {
+                    id: ActorId::new(e.name, e.uid),
+                    addr,
+                })
+            })
+            .collect()
     }
 
     /// Cancels this actor: everything it runs is cancelled, then it exits.
@@ -510,6 +590,7 @@ where
                         addr,
                         io: work_io.clone(),
                         work: work.clone(),
+                        started: std::time::Instant::now(),
                         state: Mutex::new(State::default()),
                     }),
                 };
@@ -598,8 +679,11 @@ where
 {
     let id = ActorId::new(name, new_uid());
     let registrar = config.registrar.clone();
+    let register = config.register_root;
     run_actor(id, config, registrar, |actor| async move {
-        actor.register().await?;
+        if register {
+            actor.register().await?;
+        }
         root().await
     })
     .await?

@@ -66,6 +66,7 @@ fn run(id: ActorId, config: Config, parent: Addr, registrar: Addr) -> i32 {
                 })?;
             let (conn, buf) =
                 Conn::handshake(Side::Connector, actor.hello(), &mut reader, &writer).await?;
+            actor.set_parent(conn.peer().actor.clone());
             actor.adopt(conn.clone(), reader, writer, buf)?;
             actor.remember_peer(parent, conn.clone());
             actor.register().await?;

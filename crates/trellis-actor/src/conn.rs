@@ -208,6 +208,12 @@ impl Conn {
         &self.inner.local
     }
 
+    /// Calls served, calls made and waited on, and open streams, right now.
+    pub(crate) fn load(&self) -> (usize, usize, usize) {
+        let state = self.lock();
+        (state.serving.len(), state.calling.len(), state.chans.len())
+    }
+
     /// How the connection ended, once it has.
     pub(crate) fn end(&self) -> Option<End> {
         self.lock().end.clone()

@@ -33,6 +33,7 @@ mod child;
 mod conn;
 mod error;
 mod functions;
+mod introspect;
 mod nursery;
 mod panic;
 mod registry;
@@ -47,6 +48,7 @@ pub use functions::{
     ContextCall, ContextFn, Functions, Register, RemoteFn, RunCall, ServeContextFn, ServeFn,
     ServeStreamFn, StreamCall, StreamFn,
 };
+pub use introspect::{ActorInfo, Registered};
 pub use nursery::{ActorNursery, Portal, RunHandle, open_nursery};
 pub use stream::{
     Context, DEFAULT_CAPACITY, Flow, MsgStream, PortalContext, StreamOptions, StreamOverrun,

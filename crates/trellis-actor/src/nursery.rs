@@ -86,6 +86,16 @@ impl Portal {
         Ok(value.decode().map_err(ActorError::from)?)
     }
 
+    /// What the actor tells about itself: identity, host, address, parent, uptime, open calls
+    /// and streams (the runtime function `trellis.info`).
+    ///
+    /// # Errors
+    ///
+    /// When the actor is gone, or `Cancelled`.
+    pub async fn info(&self) -> Result<crate::ActorInfo, trellis::Error> {
+        self.run_named(crate::introspect::INFO, ()).await
+    }
+
     /// Asks the actor to cancel everything it runs and exit. Returns once the request is
     /// acknowledged; its parent's nursery reaps it.
     ///

@@ -17,6 +17,7 @@ pub(crate) const REGISTER: &str = "trellis.register";
 pub(crate) const UNREGISTER: &str = "trellis.unregister";
 pub(crate) const FIND: &str = "trellis.find";
 pub(crate) const WAIT_FOR: &str = "trellis.wait_for";
+pub(crate) const LIST: &str = "trellis.list";
 
 /// An actor as the registry knows it: name, unique id, listening address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +62,11 @@ impl Registry {
             }
             !stale
         });
+    }
+
+    /// Every registered actor, in registration order.
+    pub(crate) fn list(&self) -> Vec<Entry> {
+        self.lock().iter().map(|(e, _)| e.clone()).collect()
     }
 
     /// The first registered actor named `name`.
@@ -110,6 +116,7 @@ pub(crate) fn serve(
             registry.unregister(&decode(&args)?);
             reply(&())
         }),
+        LIST => Box::pin(async move { reply(&registry.list()) }),
         FIND => Box::pin(async move {
             let found = registry.find(&decode(&args)?);
             reply(&found)

@@ -1,0 +1,65 @@
+//! What an actor tells about itself (`trellis.info`), and what the registrar tells about every
+//! actor it knows (`trellis.list`): the raw material of `trellis tree`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use trellis_wire::ActorId;
+
+use crate::transport::Addr;
+
+/// The reserved function every actor serves with its [`ActorInfo`].
+pub(crate) const INFO: &str = "trellis.info";
+
+/// One actor, as it describes itself: identity, where it runs, and what it is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorInfo {
+    /// Its name and unique id.
+    pub id: ActorId,
+    /// Its process id.
+    pub pid: u32,
+    /// The name of the host it runs on.
+    pub host: String,
+    /// Where it listens (`unix:PATH` or `tcp:HOST:PORT`).
+    pub addr: String,
+    /// The unique id of its parent actor; `None` for the root of a tree.
+    pub parent: Option<String>,
+    /// How long it has been running, in milliseconds.
+    pub uptime_ms: u64,
+    /// Calls it serves now (every kind).
+    pub serving: usize,
+    /// Calls it has made and waits on now.
+    pub calling: usize,
+    /// Open streams (of stream and context calls, made or served).
+    pub streams: usize,
+}
+
+impl ActorInfo {
+    /// How long the actor has been running.
+    pub fn uptime(&self) -> Duration {
+        Duration::from_millis(self.uptime_ms)
+    }
+}
+
+/// An actor as the registrar lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// Its name and unique id.
+    pub id: ActorId,
+    /// Where it listens.
+    pub addr: Addr,
+}
+
+/// Served as `trellis.info`.
+pub(crate) async fn info() -> Result<ActorInfo, trellis::Error> {
+    Ok(crate::current().info())
+}
+
+/// This host's name (`/proc/sys/kernel/hostname`, else `localhost`).
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

@@ -1,0 +1,237 @@
+//! The command line, parsed by hand: two commands, one option.
+
+use trellis_actor::Addr;
+
+/// What to do.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Command {
+    /// Draw the live tree.
+    Tree { registrar: Addr },
+    /// Call `function` in the actor registered as `actor` with `args` (a JSON array).
+    Call {
+        registrar: Addr,
+        actor: String,
+        function: String,
+        args: serde_json::Value,
+    },
+}
+
+/// Why there is nothing to run.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Usage {
+    /// Help was asked for: print it, exit 0.
+    Help(&'static str),
+    /// The command line is wrong: one line, exit 2.
+    Bad(String),
+}
+
+const HELP: &str = "\
+trellis: look at a live trellis actor tree and call into it
+
+Usage:
+  trellis tree [--registrar ADDR]
+  trellis call [--registrar ADDR] ACTOR FUNCTION [JSON-ARGS]
+  trellis COMMAND --help
+
+Commands:
+  tree   draw every actor the registrar knows, as a tree: name, pid, host, address,
+         uptime, the calls it serves and makes, its open streams
+  call   call FUNCTION in the actor registered as ACTOR and print the result as JSON
+
+Options:
+  --registrar ADDR   the registrar, unix:PATH or tcp:HOST:PORT
+                     (default: the environment variable TRELLIS_REGISTRAR)
+  -h, --help         this text
+
+Exit status: 0 done, 1 the remote function failed, 2 bad usage, no registrar, unknown actor.
+";
+
+const TREE_HELP: &str = "\
+trellis tree: draw the live actor tree
+
+Usage: trellis tree [--registrar ADDR]
+
+Asks the registrar for every actor it knows and each actor to describe itself, and draws
+them under their parents: name#id, pid, host, address, uptime, calls served/made, streams.
+An actor that does not answer is shown with the reason.
+
+Options:
+  --registrar ADDR   the registrar, unix:PATH or tcp:HOST:PORT (default: $TRELLIS_REGISTRAR)
+  -h, --help         this text
+";
+
+const CALL_HELP: &str = "\
+trellis call: make an ad-hoc call
+
+Usage: trellis call [--registrar ADDR] ACTOR FUNCTION [JSON-ARGS]
+
+Finds the first actor registered as ACTOR, calls its run function FUNCTION (the name it was
+registered under) with JSON-ARGS, a JSON array of the arguments (default []), and prints the
+result as one line of JSON.
+
+Example: trellis call calc demo::add '[1, 2]'
+
+Options:
+  --registrar ADDR   the registrar, unix:PATH or tcp:HOST:PORT (default: $TRELLIS_REGISTRAR)
+  -h, --help         this text
+";
+
+/// Parses the arguments after the program's name; `TRELLIS_REGISTRAR` is the default
+/// registrar.
+pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, Usage> {
+    parse_with(args, std::env::var("TRELLIS_REGISTRAR").ok())
+}
+
+fn parse_with(
+    args: impl IntoIterator<Item = String>,
+    default_registrar: Option<String>,
+) -> Result<Command, Usage> {
+    let mut args = args.into_iter();
+    let command = match args.next().as_deref() {
+        None | Some("-h" | "--help" | "help") => return Err(Usage::Help(HELP)),
+        Some(c @ ("tree" | "call")) => c.to_owned(),
+        Some(other) => return Err(Usage::Bad(format!("unknown command `{other}`"))),
+    };
+    let help = if command == "tree" {
+        TREE_HELP
+    } else {
+        CALL_HELP
+    };
+    let mut registrar = None;
+    let mut positional = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Err(Usage::Help(help)),
+            "--registrar" => {
+                registrar = Some(
+                    args.next()
+                        .ok_or_else(|| Usage::Bad("--registrar needs an address".into()))?,
+                );
+            }
+            a if a.starts_with("--registrar=") => {
+                registrar = Some(a["--registrar=".len()..].to_owned());
+            }
+            a if a.starts_with('-') && a.len() > 1 && !a.starts_with("-1") && a != "-0" => {
+                return Err(Usage::Bad(format!("unknown option `{a}` for `{command}`")));
+            }
+            _ => positional.push(arg),
+        }
+    }
+    let registrar = registrar.or(default_registrar).ok_or_else(|| {
+        Usage::Bad("no registrar: pass --registrar ADDR or set TRELLIS_REGISTRAR".into())
+    })?;
+    let registrar: Addr = registrar
+        .parse()
+        .map_err(|e: trellis_actor::BadAddr| Usage::Bad(e.to_string()))?;
+    if command == "tree" {
+        if let Some(extra) = positional.first() {
+            return Err(Usage::Bad(format!(
+                "`tree` takes no argument, got `{extra}`"
+            )));
+        }
+        return Ok(Command::Tree { registrar });
+    }
+    let mut positional = positional.into_iter();
+    let (Some(actor), Some(function)) = (positional.next(), positional.next()) else {
+        return Err(Usage::Bad("`call` needs ACTOR and FUNCTION".into()));
+    };
+    let args = match positional.next() {
+        None => serde_json::Value::Array(Vec::new()),
+        Some(json) => match serde_json::from_str(&json) {
+            Ok(value @ serde_json::Value::Array(_)) => value,
+            Ok(_) => {
+                return Err(Usage::Bad(format!(
+                    "JSON-ARGS must be a JSON array of the arguments, as [1, 2]; got {json}"
+                )));
+            }
+            Err(e) => return Err(Usage::Bad(format!("JSON-ARGS is not JSON: {e}"))),
+        },
+    };
+    if let Some(extra) = positional.next() {
+        return Err(Usage::Bad(format!("unexpected argument `{extra}`")));
+    }
+    Ok(Command::Call {
+        registrar,
+        actor,
+        function,
+        args,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: Option<&str>) -> Result<Command, Usage> {
+        parse_with(args.iter().map(|a| (*a).to_owned()), env.map(str::to_owned))
+    }
+
+    #[test]
+    fn every_command_has_help() {
+        assert_eq!(parse(&[], None), Err(Usage::Help(HELP)));
+        assert_eq!(parse(&["--help"], None), Err(Usage::Help(HELP)));
+        assert_eq!(
+            parse(&["tree", "--help"], None),
+            Err(Usage::Help(TREE_HELP))
+        );
+        assert_eq!(parse(&["call", "-h"], None), Err(Usage::Help(CALL_HELP)));
+    }
+
+    #[test]
+    fn the_registrar_comes_from_the_option_or_the_environment() {
+        let tree = |addr: &str| Command::Tree {
+            registrar: addr.parse().unwrap(),
+        };
+        assert_eq!(
+            parse(&["tree", "--registrar", "tcp:127.0.0.1:9"], None),
+            Ok(tree("tcp:127.0.0.1:9"))
+        );
+        assert_eq!(
+            parse(&["tree"], Some("unix:/r.sock")),
+            Ok(tree("unix:/r.sock"))
+        );
+        assert_eq!(
+            parse(&["tree", "--registrar=unix:/a"], Some("unix:/b")),
+            Ok(tree("unix:/a"))
+        );
+        assert!(matches!(parse(&["tree"], None), Err(Usage::Bad(m)) if m.contains("no registrar")));
+        assert!(matches!(
+            parse(&["tree", "--registrar", "x"], None),
+            Err(Usage::Bad(_))
+        ));
+    }
+
+    #[test]
+    fn call_takes_a_json_array() {
+        let Ok(Command::Call {
+            actor,
+            function,
+            args,
+            ..
+        }) = parse(&["call", "calc", "demo::add", "[1, 2]"], Some("unix:/r"))
+        else {
+            panic!("not parsed");
+        };
+        assert_eq!((actor.as_str(), function.as_str()), ("calc", "demo::add"));
+        assert_eq!(args, serde_json::json!([1, 2]));
+        let Ok(Command::Call { args, .. }) = parse(&["call", "a", "f"], Some("unix:/r")) else {
+            panic!("not parsed");
+        };
+        assert_eq!(args, serde_json::json!([]));
+        for bad in [
+            &["call", "a", "f", "{"][..],
+            &["call", "a", "f", "3"],
+            &["call", "a"],
+        ] {
+            assert!(
+                matches!(parse(bad, Some("unix:/r")), Err(Usage::Bad(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(parse(&["frobnicate"], None), Err(Usage::Bad(_))));
+        assert!(matches!(
+            parse(&["tree", "--verbose"], Some("unix:/r")),
+            Err(Usage::Bad(_))
+        ));
+    }
+}

@@ -1,0 +1,218 @@
+//! `trellis`: look at a live actor tree and call into it.
+//!
+//! ```text
+//! trellis tree [--registrar ADDR]
+//! trellis call [--registrar ADDR] ACTOR FUNCTION JSON-ARGS
+//! ```
+//!
+//! The registrar's address (`unix:PATH` or `tcp:HOST:PORT`) comes from `--registrar` or the
+//! environment variable `TRELLIS_REGISTRAR`. Usage errors and unreachable or unknown actors are
+//! one line on standard error and exit status 2; a remote function that fails prints its error
+//! and exits 1.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use trellis_actor::{ActorInfo, Addr, Config, Functions, Registered};
+
+mod args;
+mod tree;
+
+use args::{Command, Usage};
+
+/// How long one actor may take to describe itself or answer a call before it is reported as
+/// unresponsive.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let command = match args::parse(std::env::args().skip(1)) {
+        Ok(command) => command,
+        Err(Usage::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(Usage::Bad(message)) => {
+            eprintln!("trellis: {message} (try `trellis --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = trellis::Runner::current_thread().run(async move {
+        let config = Config::new(Functions::new()).unregistered();
+        match command {
+            Command::Tree { registrar } => tree_of(config, registrar).await,
+            Command::Call {
+                registrar,
+                actor,
+                function,
+                args,
+            } => call(config, registrar, actor, function, args).await,
+        }
+    });
+    match outcome {
+        Ok(Ok(output)) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(Failure::Usage(message))) => {
+            eprintln!("trellis: {message}");
+            ExitCode::from(2)
+        }
+        Ok(Err(Failure::Remote(error))) => {
+            eprintln!("trellis: the call failed:\n{error}");
+            ExitCode::from(1)
+        }
+        Err(error) if error.is_interrupted() => ExitCode::from(130),
+        Err(error) => {
+            eprintln!("trellis: {}", one_line(&error));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Why a command failed.
+enum Failure {
+    /// The tree could not be asked: no registrar, no such actor. One line, exit 2.
+    Usage(String),
+    /// The remote function failed. Its error tree, exit 1.
+    Remote(trellis::Error),
+}
+
+/// Whether `error` is an actor refusing a call it does not have or cannot decode.
+fn refused(error: &trellis::Error) -> bool {
+    error
+        .downcast_ref::<trellis_actor::RemoteActorError>()
+        .is_some_and(|remote| {
+            matches!(
+                remote.kind(),
+                trellis_actor::ErrorKind::UnknownFunction | trellis_actor::ErrorKind::BadArguments
+            )
+        })
+}
+
+fn one_line(error: &trellis::Error) -> String {
+    format!("{error}").lines().collect::<Vec<_>>().join(" ")
+}
+
+fn unreachable(registrar: &Addr, error: &trellis::Error) -> Failure {
+    Failure::Usage(format!(
+        "cannot reach the registrar at {registrar}: {}",
+        one_line(error)
+    ))
+}
+
+/// Runs `body` as an unregistered root actor that uses `registrar`.
+async fn as_tool<T, F, Fut>(config: Config, registrar: Addr, body: F) -> Result<T, trellis::Error>
+where
+    F: FnOnce(trellis_actor::Actor) -> Fut,
+    Fut: std::future::Future<Output = Result<T, trellis::Error>>,
+{
+    let config = config.registrar(registrar);
+    trellis_actor::run_root("trellis-cli", config, || body(trellis_actor::current())).await
+}
+
+/// What the registrar lists; `Err(Err(_))` only when this program is cancelled.
+async fn list(
+    actor: &trellis_actor::Actor,
+    registrar: &Addr,
+) -> Result<Vec<Registered>, Result<Failure, trellis::Error>> {
+    match trellis::move_on_after(ANSWER_TIMEOUT, actor.registered()).await {
+        Ok(Some(list)) => Ok(list),
+        Ok(None) => Err(Ok(Failure::Usage(format!(
+            "the registrar at {registrar} did not answer within {ANSWER_TIMEOUT:?}"
+        )))),
+        Err(e) if e.is_cancelled() => Err(Err(e)),
+        Err(e) => Err(Ok(unreachable(registrar, &e))),
+    }
+}
+
+async fn tree_of(
+    config: Config,
+    registrar: Addr,
+) -> Result<Result<String, Failure>, trellis::Error> {
+    let r = registrar.clone();
+    as_tool(config, registrar, |actor| async move {
+        let registered = match list(&actor, &r).await {
+            Ok(list) => list,
+            Err(failure) => return failure.map(Err),
+        };
+        let infos = describe_all(&actor, &registered).await?;
+        Ok(Ok(tree::draw(&r, &infos)))
+    })
+    .await
+}
+
+/// Asks every registered actor, side by side, to describe itself.
+async fn describe_all(
+    actor: &trellis_actor::Actor,
+    registered: &[Registered],
+) -> Result<Vec<(Registered, Result<ActorInfo, String>)>, trellis::Error> {
+    let described = trellis::open_nursery(|n| async move {
+        let mut tasks = Vec::new();
+        for entry in registered.iter().cloned() {
+            let actor = actor.clone();
+            tasks.push(n.start_soon(async move {
+                let info = trellis::move_on_after(ANSWER_TIMEOUT, async {
+                    let portal = actor.portal(&entry.addr).await?;
+                    portal.info().await
+                })
+                .await;
+                let info = match info {
+                    Ok(Some(info)) => Ok(info),
+                    Ok(None) => Err(format!("no answer within {ANSWER_TIMEOUT:?}")),
+                    Err(e) if e.is_cancelled() => return Err(e),
+                    Err(e) => Err(one_line(&e)),
+                };
+                Ok::<_, trellis::Error>((entry, info))
+            })?);
+        }
+        Ok::<_, trellis::Error>(tasks)
+    })
+    .await?
+    .unwrap_or_default();
+    Ok(described
+        .into_iter()
+        .filter_map(|task| task.into_value())
+        .collect())
+}
+
+async fn call(
+    config: Config,
+    registrar: Addr,
+    name: String,
+    function: String,
+    args: serde_json::Value,
+) -> Result<Result<String, Failure>, trellis::Error> {
+    let r = registrar.clone();
+    as_tool(config, registrar, |actor| async move {
+        let registered = match list(&actor, &r).await {
+            Ok(list) => list,
+            Err(failure) => return failure.map(Err),
+        };
+        let Some(entry) = registered.iter().find(|e| e.id.name == name) else {
+            return Ok(Err(Failure::Usage(format!(
+                "no actor named `{name}` is registered at {r}"
+            ))));
+        };
+        let portal = match actor.portal(&entry.addr).await {
+            Ok(portal) => portal,
+            Err(e) => {
+                return Ok(Err(Failure::Usage(format!(
+                    "cannot reach actor `{name}` at {}: {}",
+                    entry.addr,
+                    one_line(&e)
+                ))));
+            }
+        };
+        match portal
+            .run_named::<serde_json::Value, _>(&function, args)
+            .await
+        {
+            Ok(value) => Ok(Ok(format!("{value}\n"))),
+            Err(e) if e.is_cancelled() => Err(e),
+            // The call never ran: the caller got the name or the arguments wrong.
+            Err(e) if refused(&e) => Ok(Err(Failure::Usage(one_line(&e)))),
+            Err(e) => Ok(Err(Failure::Remote(e))),
+        }
+    })
+    .await
+}

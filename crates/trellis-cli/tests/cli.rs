@@ -1,0 +1,221 @@
+//! The `trellis` binary against a real tree of actor processes: `tree` draws it, `call` calls
+//! into it, and every error is one line with exit status 2.
+
+use std::process::Output;
+use std::time::Duration;
+
+use trellis_actor::{Config, Functions, Transport, open_nursery, wait_for_actor};
+
+async fn add(a: i64, b: i64) -> Result<i64, trellis::Error> {
+    Ok(a + b)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("out of stock: {0}")]
+struct OutOfStock(String);
+
+async fn fails(item: String) -> Result<(), trellis::Error> {
+    Err(trellis::Error::new(OutOfStock(item)))
+}
+
+/// In `mid`: starts a `leaf` actor below itself and holds until cancelled.
+async fn hold_with_child() -> Result<(), trellis::Error> {
+    open_nursery(|an| async move {
+        an.start_actor("leaf").await?;
+        trellis::sleep(Duration::from_secs(3600)).await?;
+        Ok(())
+    })
+    .await
+}
+
+fn config() -> Config {
+    Config::new(
+        Functions::new()
+            .register_as("add", add)
+            .register_as("fails", fails)
+            .register_as("hold_with_child", hold_with_child),
+    )
+    .child_args(["serve_children", "--exact", "--nocapture", "-q"])
+}
+
+#[test]
+fn serve_children() {
+    trellis_actor::serve_if_child(config());
+}
+
+/// Runs the `trellis` binary with `args`, on a thread (the tree keeps serving meanwhile).
+async fn trellis_cli(args: &[&str]) -> Result<Output, trellis::Error> {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    trellis::threads::run_sync(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(&args)
+            .env_remove("TRELLIS_REGISTRAR")
+            .output()
+            .map_err(trellis::Error::new)
+    })
+    .await?
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A tree `root → {calc, mid → leaf}`; runs `check` with the registrar's address, then tears
+/// the tree down.
+fn with_tree<F, Fut>(transport: Transport, check: F)
+where
+    F: FnOnce(String, [u32; 3]) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), trellis::Error>> + Send,
+{
+    trellis::Runner::multi_thread()
+        .handle_ctrl_c(false)
+        .run(trellis_actor::run_root(
+            "root",
+            config().transport(transport),
+            || async move {
+                open_nursery(|an| async move {
+                    let calc = an.start_actor("calc").await?;
+                    let mid = an.start_actor("mid").await?;
+                    trellis::open_nursery(|n| async move {
+                        let held = mid.clone();
+                        n.start_soon(async move {
+                            held.run_named::<(), _>("hold_with_child", ()).await
+                        })?;
+                        let leaf = wait_for_actor("leaf").await?;
+                        let registrar = trellis_actor::current().registrar().to_string();
+                        check(registrar, [calc.pid(), mid.pid(), leaf.pid()]).await?;
+                        n.cancel();
+                        Ok::<_, trellis::Error>(())
+                    })
+                    .await?;
+                    an.cancel();
+                    Ok(())
+                })
+                .await
+            },
+        ))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+}
+
+fn tree_is_drawn(transport: Transport) {
+    with_tree(transport, |registrar, [calc, mid, leaf]| async move {
+        let out = trellis_cli(&["tree", "--registrar", &registrar]).await?;
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        let shape: Vec<(String, String)> = stdout
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let head = &l[..l.find('#').expect("an actor id")];
+                let (branch, name) = head.rsplit_once(' ').unwrap_or(("", head));
+                (branch.to_owned(), name.to_owned())
+            })
+            .collect();
+        let expected: Vec<(String, String)> = [
+            ("", "root"),
+            ("├──", "calc"),
+            ("└──", "mid"),
+            ("    └──", "leaf"),
+        ]
+        .iter()
+        .map(|(b, n)| ((*b).to_owned(), (*n).to_owned()))
+        .collect();
+        assert_eq!(shape, expected, "{stdout}");
+        assert!(stdout.starts_with(&format!("registrar {registrar}: 4 actors\n")));
+        for (name, pid) in [("calc", calc), ("mid", mid), ("leaf", leaf)] {
+            let line = stdout
+                .lines()
+                .find(|l| l.contains(&format!("{name}#")))
+                .unwrap();
+            assert!(line.contains(&format!("pid {pid} ")), "{line}");
+            assert!(line.contains(" up "), "{line}");
+        }
+        // `mid` serves `hold_with_child`, and the describing call itself.
+        let mid = stdout.lines().find(|l| l.contains("mid#")).unwrap();
+        assert!(mid.contains("calls 2 in"), "{mid}");
+        Ok(())
+    });
+}
+
+mod unix {
+    #[test]
+    fn tree_is_drawn() {
+        super::tree_is_drawn(trellis_actor::Transport::Unix);
+    }
+}
+
+mod tcp {
+    #[test]
+    fn tree_is_drawn() {
+        super::tree_is_drawn(trellis_actor::Transport::tcp_loopback());
+    }
+}
+
+#[test]
+fn call_prints_the_result_as_json_and_errors_as_one_line() {
+    with_tree(Transport::Unix, |registrar, _| async move {
+        let r = ["--registrar", registrar.as_str()];
+        let out = trellis_cli(&[&["call"][..], &r, &["calc", "add", "[40, 2]"]].concat()).await?;
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(text(&out.stdout), "42\n");
+
+        // The describing function every actor serves, by name.
+        let out = trellis_cli(&[&["call"][..], &r, &["leaf", "trellis.info"]].concat()).await?;
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(info["id"]["name"], "leaf");
+
+        // A remote failure: its error, exit 1.
+        let out =
+            trellis_cli(&[&["call"][..], &r, &["calc", "fails", r#"["bolts"]"#]].concat()).await?;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(text(&out.stderr).contains("out of stock: bolts"), "{out:?}");
+
+        // Refusals and usage errors: one line, exit 2.
+        for (args, says) in [
+            (vec!["calc", "nosuch", "[]"], "no function named `nosuch`"),
+            (vec!["calc", "add", r#"["x"]"#], "bad arguments"),
+            (vec!["nobody", "add", "[]"], "no actor named `nobody`"),
+            (vec!["calc", "add", "{"], "not JSON"),
+        ] {
+            let out = trellis_cli(&[&["call"][..], &r, &args].concat()).await?;
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+            assert!(stderr.contains(says), "{args:?}: {stderr}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn no_registrar_is_one_line_and_status_2() {
+    let dir = std::env::temp_dir().join(format!("trellis-cli-test-{}", std::process::id()));
+    let missing = format!("unix:{}", dir.join("none.sock").display());
+    for args in [
+        vec!["tree", "--registrar", missing.as_str()],
+        vec!["call", "--registrar", missing.as_str(), "a", "f"],
+        vec!["tree"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(&args)
+            .env_remove("TRELLIS_REGISTRAR")
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("trellis: "), "{stderr}");
+    }
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [&["--help"][..], &["tree", "--help"], &["call", "--help"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(text(&out.stdout).contains("Usage"), "{args:?}");
+    }
+}
