@@ -245,9 +245,16 @@ impl Chan {
                 return;
             }
             state.items.extend(items);
+            // Under backpressure a sender has room for `capacity` unread items less those read
+            // since the last grant: more is a sender ignoring its credit, which would buffer
+            // without bound here. It fails the call as an overrun would.
+            let unread = |options: &StreamOptions| match options.flow {
+                Flow::Overrun => state.items.len(),
+                Flow::Backpressure => state.items.len() + state.read_since_grant as usize,
+                Flow::Unbounded => 0,
+            };
             if let Some(options) = state.recv
-                && options.flow == Flow::Overrun
-                && state.items.len() > options.capacity
+                && unread(&options) > options.capacity
             {
                 let overrun = StreamOverrun {
                     receiver: receiver.to_string(),

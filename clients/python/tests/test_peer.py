@@ -1,0 +1,140 @@
+"""The Python peer against a real trellis actor.
+
+Run by the Rust test ``crates/trellis-actor/tests/python_peer.rs``, which starts a root actor
+(over a Unix socket or TCP) with the functions used here and a child actor ``worker``, and
+passes the root's address in ``TRELLIS_PEER_ADDR``.
+"""
+
+import os
+import socket
+import struct
+import unittest
+
+import msgpack
+
+from trellis_peer import CallCancelled, ConnectionLost, Peer, RemoteError
+from trellis_peer.peer import parse_addr
+
+ADDR = os.environ.get("TRELLIS_PEER_ADDR")
+
+
+@unittest.skipUnless(ADDR, "TRELLIS_PEER_ADDR is not set (run by python_peer.rs)")
+class AgainstARealActor(unittest.TestCase):
+    def setUp(self):
+        self.peer = Peer.connect(ADDR)
+
+    def tearDown(self):
+        self.peer.close()
+
+    def test_handshake_names_the_actor(self):
+        self.assertEqual(self.peer.remote["name"], "root")
+        self.assertEqual(len(self.peer.remote["uid"]), 32)
+        self.assertGreater(self.peer.remote["pid"], 1)
+        self.assertEqual(self.peer.remote["version"][0], 1)
+
+    def test_run_calls_with_values_and_structs(self):
+        self.assertEqual(self.peer.call("add", 1, 2), 3)
+        self.assertEqual(self.peer.call("add", -(2**40), 1), -(2**40) + 1)
+        # A struct is a map keyed by field name, both ways.
+        self.assertEqual(
+            self.peer.call("describe", {"name": "Ada", "age": 36}),
+            {"name": "ADA", "age": 37, "tags": ["older"]},
+        )
+        # A function without parameters takes an empty argument list.
+        info = self.peer.call("trellis.info")
+        self.assertEqual(info["id"]["name"], "root")
+
+    def test_remote_error_carries_its_report(self):
+        with self.assertRaises(RemoteError) as caught:
+            self.peer.call("fails", "bolts")
+        error = caught.exception
+        self.assertEqual(error.kind, "Failed")
+        self.assertTrue(error.type_name.endswith("OutOfStock"), error.type_name)
+        self.assertEqual(error.message, "out of stock: bolts")
+        self.assertEqual(error.actor[0], "root")
+        # The error value itself travels too (the type is registered on the Rust side).
+        self.assertEqual(msgpack.unpackb(error.report["value"]), "bolts")
+
+    def test_unknown_function_and_bad_arguments_are_refused(self):
+        with self.assertRaises(RemoteError) as caught:
+            self.peer.call("no_such_function")
+        self.assertEqual(caught.exception.kind, "UnknownFunction")
+        with self.assertRaises(RemoteError) as caught:
+            self.peer.call("add", "one", "two")
+        self.assertEqual(caught.exception.kind, "BadArguments")
+        # The connection is fine afterwards.
+        self.assertEqual(self.peer.call("add", 2, 2), 4)
+
+    def test_stream_items_arrive_in_order_under_credit(self):
+        # A window of 8: the callee may never have more than 8 items out.
+        stream = self.peer.stream("count_to", 1000, window=8)
+        self.assertEqual(list(stream), list(range(1, 1001)))
+        self.assertIsNone(stream.result)
+
+    def test_context_streams_both_ways(self):
+        with self.peer.context("echo", "hello") as ctx:
+            self.assertEqual(ctx.first, "hello back")
+            for i in range(300):
+                ctx.send(i)
+                self.assertEqual(ctx.recv(), 2 * i)
+        self.assertEqual(ctx.result, 300)
+
+    def test_sending_respects_the_callees_credit(self):
+        # `sink` grants 4 items at a time and fails the call if it ever gets more.
+        with self.peer.context("sink") as ctx:
+            for i in range(500):
+                ctx.send(i)
+        self.assertEqual(ctx.result, sum(range(500)))
+
+    def test_cancelling_a_stream_ends_it_with_cancel_ack(self):
+        stream = self.peer.stream("count_forever", window=8)
+        got = [next(stream) for _ in range(20)]
+        self.assertEqual(got, list(range(20)))
+        stream.cancel()
+        with self.assertRaises(CallCancelled) as caught:
+            for _ in stream:
+                pass
+        self.assertEqual(caught.exception.requested_by, self.peer.local)
+        self.assertEqual(self.peer.call("add", 1, 1), 2)
+
+    def test_calls_interleave_on_one_connection(self):
+        first = self.peer.stream("count_to", 50, window=4)
+        second = self.peer.stream("count_to", 50, window=4)
+        pairs = list(zip(first, second))
+        self.assertEqual(pairs, [(i, i) for i in range(1, 51)])
+
+    def test_actors_are_found_through_the_registrar(self):
+        entry = self.peer.call("trellis.find", "worker")
+        self.assertEqual(entry["name"], "worker")
+        self.assertIsNone(self.peer.call("trellis.find", "nobody"))
+        with Peer.connect(entry["addr"]) as worker:
+            self.assertEqual(worker.remote["uid"], entry["uid"])
+            self.assertEqual(worker.call("add", 40, 2), 42)
+            info = worker.call("trellis.info")
+            self.assertEqual(info["parent"], self.peer.remote["uid"])
+
+    def test_a_malformed_frame_ends_only_that_connection(self):
+        family, where = parse_addr(ADDR)
+        with socket.socket(family, socket.SOCK_STREAM) as raw:
+            raw.settimeout(10)
+            raw.connect(where)
+            # A frame announcing 0 bytes (section 2): the actor must close the connection.
+            raw.sendall(struct.pack(">I", 0))
+            received = b""
+            while True:
+                chunk = raw.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        self.assertEqual(self.peer.call("add", 3, 4), 7)
+
+    def test_goodbye_closes_cleanly(self):
+        other = Peer.connect(ADDR)
+        self.assertEqual(other.call("add", 0, 0), 0)
+        other.close()
+        with self.assertRaises((ConnectionLost, OSError, AttributeError)):
+            other.call("add", 1, 1)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,387 @@
+"""The connection, the calls, the messages (section numbers refer to docs/wire-protocol.md)."""
+
+import collections
+import os
+import socket
+import struct
+import uuid
+
+import msgpack
+
+PROTOCOL_VERSION = (1, 0)
+
+# Message kinds (section 3).
+HELLO, START, START_ACK, STARTED, YIELD, STOP, RETURN, ERROR, CANCEL, CANCEL_ACK, CREDIT, GOODBYE = range(12)
+# Call kinds.
+RUN, STREAM, CONTEXT = 0, 1, 2
+
+MAX_FRAME = 16 * 1024 * 1024
+UNLIMITED = 2**32 - 1
+
+
+class PeerError(Exception):
+    """Anything that went wrong talking to an actor."""
+
+
+class ProtocolError(PeerError):
+    """The actor sent what the protocol does not allow, or undecodable bytes."""
+
+
+class ConnectionLost(PeerError):
+    """The connection ended: the actor said goodbye, or vanished."""
+
+
+class RemoteError(PeerError):
+    """A call failed in the actor (section 7): the report's fields as attributes."""
+
+    def __init__(self, report):
+        self.report = report
+        actor = report.get("actor") or {}
+        self.actor = (actor.get("name"), actor.get("uid"))
+        self.kind = report.get("kind")
+        self.type_name = report.get("type_name")
+        self.message = report.get("message")
+        self.chain = list(report.get("chain") or [])
+        self.backtrace = report.get("backtrace")
+        self.group = [RemoteError(r) for r in report.get("group") or []]
+        super().__init__(
+            f"actor {self.actor[0]} failed: {self.type_name}: {self.message}"
+        )
+
+
+class CallCancelled(PeerError):
+    """The call ended with CancelAck: it was cancelled, at the request of ``requested_by``."""
+
+    def __init__(self, requested_by):
+        self.requested_by = requested_by
+        super().__init__(f"call cancelled by {requested_by[0]}#{requested_by[1][:8]}")
+
+
+def parse_addr(addr):
+    """``unix:PATH`` or ``tcp:HOST:PORT`` (section 8's address form)."""
+    if addr.startswith("unix:"):
+        return socket.AF_UNIX, addr[len("unix:"):]
+    if addr.startswith("tcp:"):
+        host, _, port = addr[len("tcp:"):].rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return family, (host, int(port))
+    raise ValueError(f"not an actor address (unix:PATH or tcp:HOST:PORT): {addr!r}")
+
+
+class Peer:
+    """One connection to one actor, as the connector (odd call ids, section 5)."""
+
+    def __init__(self, sock, name="python-peer"):
+        self._sock = sock
+        self._buf = bytearray()
+        self._next_cid = 1
+        self._pending = {}  # cid -> deque of messages not yet taken by their call
+        self._ended = None
+        self.local = (name, uuid.uuid4().hex)
+        self._send([HELLO, list(PROTOCOL_VERSION), list(self.local), os.getpid(), {}])
+        hello = self._read_message()
+        if not isinstance(hello, list) or len(hello) < 5 or hello[0] != HELLO:
+            raise ProtocolError(f"expected Hello first, got {hello!r}")
+        version, actor, pid = hello[1], hello[2], hello[3]
+        if not isinstance(version, list) or len(version) < 2 or version[0] != PROTOCOL_VERSION[0]:
+            self._send([ERROR, None, _report(self.local, "Protocol", f"version {version} not spoken")])
+            self.close()
+            raise ProtocolError(f"the actor speaks protocol {version}, this peer {PROTOCOL_VERSION}")
+        self.remote = {"name": actor[0], "uid": actor[1], "pid": pid, "version": tuple(version[:2])}
+
+    @classmethod
+    def connect(cls, addr, name="python-peer", timeout=30.0):
+        family, where = parse_addr(addr)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(where)
+            if family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return cls(sock, name)
+        except BaseException:
+            sock.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Says Goodbye (section 6) and closes the socket."""
+        if self._sock is None:
+            return
+        try:
+            if self._ended is None:
+                self._send([GOODBYE])
+        except OSError:
+            pass
+        self._sock.close()
+        self._sock = None
+
+    # --- calls ---------------------------------------------------------------------------
+
+    def call(self, function, *args):
+        """A run call: the function's result, or RemoteError / CallCancelled."""
+        cid = self._start(function, RUN, list(args))
+        self._expect_ack(cid)
+        return self._terminal(cid, self._next(cid))
+
+    def stream(self, function, *args, window=64):
+        """A stream call: iterate over the items; ``.result`` holds the result afterwards."""
+        cid = self._start(function, STREAM, list(args), window)
+        self._expect_ack(cid)
+        return Stream(self, cid, window)
+
+    def context(self, function, *args, window=64):
+        """A context call: ``.first`` is the callee's Started value; then items both ways."""
+        cid = self._start(function, CONTEXT, list(args), window)
+        self._expect_ack(cid)
+        message = self._next(cid)
+        if message[0] != STARTED:
+            self._terminal(cid, message)
+            raise ProtocolError(f"a context call ended before Started: {message!r}")
+        return Context(self, cid, window, message[2])
+
+    def cancel(self, cid):
+        """Asks the callee to cancel call ``cid`` on behalf of this peer."""
+        self._send([CANCEL, cid, list(self.local)])
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _start(self, function, kind, args, window=None):
+        cid = self._next_cid
+        self._next_cid += 2
+        self._pending[cid] = collections.deque()
+        self._send([START, cid, function, kind, args])
+        if window is not None:
+            # The first grant goes right after Start (section 6, flow control).
+            self._send([CREDIT, cid, window])
+        return cid
+
+    def _expect_ack(self, cid):
+        message = self._next(cid)
+        if message[0] == START_ACK:
+            return
+        self._terminal(cid, message)
+        raise ProtocolError(f"expected StartAck or Error, got {message!r}")
+
+    def _terminal(self, cid, message):
+        """The value of a terminal message, or its error raised; the call is over."""
+        kind = message[0]
+        if kind == RETURN:
+            self._pending.pop(cid, None)
+            return message[2]
+        if kind == ERROR:
+            self._pending.pop(cid, None)
+            raise RemoteError(message[2])
+        if kind == CANCEL_ACK:
+            self._pending.pop(cid, None)
+            raise CallCancelled(tuple(message[2][:2]))
+        raise ProtocolError(f"unexpected message for call {cid}: {message!r}")
+
+    def _next(self, cid):
+        """The next message for call ``cid``, reading the connection as needed."""
+        queue = self._pending[cid]
+        while not queue:
+            self._pump()
+        return queue.popleft()
+
+    def _pump(self):
+        """Reads one message and routes it."""
+        message = self._read_message()
+        if not isinstance(message, list) or not message or not isinstance(message[0], int):
+            raise ProtocolError(f"not a message: {message!r}")
+        kind = message[0]
+        if kind == GOODBYE:
+            self._end("the actor said goodbye")
+        if kind == ERROR and len(message) >= 3 and message[1] is None:
+            self._end(f"the actor closed the connection: {RemoteError(message[2])}")
+        if kind == START:
+            # A call from the actor: this peer serves no functions (section 6 allows refusing).
+            self._send([ERROR, message[1], _report(self.local, "UnknownFunction",
+                                                    f"a Python peer serves no `{message[2]}`")])
+            return
+        if len(message) < 2 or message[1] not in self._pending:
+            # A crossing Credit or Stop for a call that is over; anything else is a bug.
+            if kind in (CREDIT, STOP, YIELD):
+                return
+            raise ProtocolError(f"message for an unknown call: {message!r}")
+        self._pending[message[1]].append(message)
+
+    def _end(self, why):
+        self._ended = why
+        raise ConnectionLost(why)
+
+    def _send(self, message):
+        body = msgpack.packb(message, use_bin_type=True)
+        self._sock.sendall(struct.pack(">I", len(body)) + body)
+
+    def _read_message(self):
+        if self._ended is not None:
+            raise ConnectionLost(self._ended)
+        while len(self._buf) < 4:
+            self._fill()
+        (length,) = struct.unpack(">I", self._buf[:4])
+        if length == 0 or length > MAX_FRAME:
+            self._ended = f"bad frame length {length}"
+            raise ProtocolError(self._ended)
+        while len(self._buf) < 4 + length:
+            self._fill()
+        body = bytes(self._buf[4:4 + length])
+        del self._buf[:4 + length]
+        try:
+            return msgpack.unpackb(body, raw=False, strict_map_key=False)
+        except Exception as e:  # msgpack raises several types for bad bytes
+            raise ProtocolError(f"undecodable frame: {e}") from None
+
+    def _fill(self):
+        chunk = self._sock.recv(65536)
+        if not chunk:
+            self._ended = "the connection ended without Goodbye"
+            raise ConnectionLost(self._ended)
+        self._buf += chunk
+
+
+class Stream:
+    """The items of a stream call, in order; ``result`` is set once it ends."""
+
+    def __init__(self, peer, cid, window):
+        self._peer = peer
+        self.cid = cid
+        self._window = window
+        self._unacked = 0
+        self.result = None
+        self.done = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.done:
+            raise StopIteration
+        while True:
+            message = self._peer._next(self.cid)
+            kind = message[0]
+            if kind == YIELD:
+                self._consumed()
+                return message[2]
+            if kind == STOP:
+                continue  # the callee's last item came; its result follows
+            self.done = True
+            self.result = self._peer._terminal(self.cid, message)
+            raise StopIteration
+
+    def _consumed(self):
+        # Re-grant as items are read, a quarter window at a time.
+        self._unacked += 1
+        if self._unacked >= max(1, self._window // 4):
+            self._peer._send([CREDIT, self.cid, self._unacked])
+            self._unacked = 0
+
+    def cancel(self):
+        """Cancels the call; iterating then ends with CallCancelled (or the result, if first)."""
+        self._peer.cancel(self.cid)
+
+    def close(self):
+        """Takes no more items: sends Stop and the unlimited grant, and drains to the end."""
+        if self.done:
+            return self.result
+        self._peer._send([STOP, self.cid])
+        self._peer._send([CREDIT, self.cid, UNLIMITED])
+        for _ in self:
+            pass
+        return self.result
+
+
+class Context(Stream):
+    """A context call: ``first`` is the Started value; ``send``/``recv`` carry items both ways."""
+
+    def __init__(self, peer, cid, window, first):
+        super().__init__(peer, cid, window)
+        self.first = first
+        self._credit = 0  # items the callee lets us send (it grants after Started)
+        self._inbox = collections.deque()  # messages read while waiting for credit
+        self._stopped = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.finish()
+        elif not self.done:
+            self.cancel()
+            try:
+                self.finish()
+            except PeerError:
+                pass
+
+    def _pull(self):
+        """The next message of this call that is not a grant (grants are counted)."""
+        while True:
+            message = self._inbox.popleft() if self._inbox else self._peer._next(self.cid)
+            if message[0] != CREDIT:
+                return message
+            self._credit = UNLIMITED if message[2] == UNLIMITED else self._credit + message[2]
+
+    def send(self, item):
+        """Sends one item, waiting for credit first (section 6: never more than granted)."""
+        if self._stopped:
+            raise PeerError("send after stop()")
+        while self._credit == 0:
+            message = self._peer._next(self.cid)
+            if message[0] == CREDIT:
+                self._credit = UNLIMITED if message[2] == UNLIMITED else message[2]
+                continue
+            if message[0] in (RETURN, ERROR, CANCEL_ACK):
+                self.done = True
+                self.result = self._peer._terminal(self.cid, message)
+                raise PeerError("the context ended while this side waited to send")
+            self._inbox.append(message)
+        if self._credit != UNLIMITED:
+            self._credit -= 1
+        self._peer._send([YIELD, self.cid, item])
+
+    def recv(self):
+        """The next item from the callee, or ``None`` once its side of the stream ended."""
+        while not self.done:
+            message = self._pull()
+            kind = message[0]
+            if kind == YIELD:
+                self._consumed()
+                return message[2]
+            if kind == STOP:
+                return None
+            self.done = True
+            self.result = self._peer._terminal(self.cid, message)
+        return None
+
+    def stop(self):
+        """Ends our side of the stream (Stop): the callee's recv sees the end."""
+        if not self._stopped:
+            self._stopped = True
+            self._peer._send([STOP, self.cid])
+
+    def finish(self):
+        """Stops our side and waits for the result, discarding items still arriving."""
+        self.stop()
+        while not self.done:
+            message = self._pull()
+            if message[0] in (YIELD, STOP):
+                continue
+            self.done = True
+            self.result = self._peer._terminal(self.cid, message)
+        return self.result
+
+
+def _report(actor, kind, message):
+    return {
+        "actor": {"name": actor[0], "uid": actor[1]},
+        "kind": kind,
+        "type_name": "python",
+        "message": message,
+    }
