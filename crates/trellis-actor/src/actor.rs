@@ -45,6 +45,7 @@ pub struct Config {
     pub(crate) registrar: Option<Addr>,
     pub(crate) child_env: Vec<(OsString, OsString)>,
     pub(crate) register_root: bool,
+    pub(crate) log_level: Option<tracing::Level>,
 }
 
 impl Config {
@@ -59,6 +60,7 @@ impl Config {
             registrar: None,
             child_env: Vec::new(),
             register_root: true,
+            log_level: Some(tracing::Level::INFO),
         }
     }
 
@@ -82,6 +84,17 @@ impl Config {
     #[must_use]
     pub fn unregistered(mut self) -> Self {
         self.register_root = false;
+        self
+    }
+
+    /// Which `tracing` events of child actors reach the root (default: `INFO` and above), or
+    /// `None` to leave children's logging alone. The root emits them as its own events, with
+    /// target `trellis::remote` and the fields `actor` and `origin` (the event's target); a
+    /// child's panic message comes the same way. `TRELLIS_LOG` (`error` … `trace`, `off`) in
+    /// the environment overrides it.
+    #[must_use]
+    pub fn child_log_level(mut self, level: Option<tracing::Level>) -> Self {
+        self.log_level = level;
         self
     }
 

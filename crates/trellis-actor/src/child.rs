@@ -29,7 +29,17 @@ pub(crate) fn serve(config: Config) -> ! {
         std::process::exit(EXIT_PARENT_LOST.into());
     }
     let code = match setup(config) {
-        Ok((id, config, parent, registrar)) => run(id, config, parent, registrar),
+        Ok((id, config, parent, registrar)) => {
+            let level = match std::env::var("TRELLIS_LOG") {
+                Ok(name) if name.eq_ignore_ascii_case("off") => None,
+                Ok(name) => crate::logs::parse_level(&name).or(config.log_level),
+                Err(_) => config.log_level,
+            };
+            if let Some(level) = level {
+                crate::logs::forward_from_child(id.clone(), level);
+            }
+            run(id, config, parent, registrar)
+        }
         Err(message) => {
             eprintln!("trellis-actor: bad child environment: {message}");
             2
@@ -70,6 +80,10 @@ fn run(id: ActorId, config: Config, parent: Addr, registrar: Addr) -> i32 {
             actor.adopt(conn.clone(), reader, writer, buf)?;
             actor.remember_peer(parent, conn.clone());
             actor.register().await?;
+            actor
+                .inner
+                .work
+                .start_soon(crate::logs::ship(conn.clone()))?;
             conn.call(CHILD_READY, Payload::unit()).await?;
             Ok(match conn.ended().await {
                 Err(_cancelled) => Exit::Cancelled,

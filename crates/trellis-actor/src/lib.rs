@@ -34,6 +34,7 @@ mod conn;
 mod error;
 mod functions;
 mod introspect;
+mod logs;
 mod nursery;
 mod panic;
 mod registry;

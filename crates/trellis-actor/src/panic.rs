@@ -30,9 +30,16 @@ pub(crate) fn install_hook() {
             if backtrace.status() == BacktraceStatus::Captured {
                 LAST_BACKTRACE.with(|last| *last.borrow_mut() = Some(backtrace.to_string()));
             }
+            let text = info.to_string().replace('\n', " ");
+            crate::logs::panicked(format!("{} {text}", thread_name()));
             previous(info);
         }));
     });
+}
+
+fn thread_name() -> String {
+    let thread = std::thread::current();
+    format!("thread '{}'", thread.name().unwrap_or("<unnamed>"))
 }
 
 /// The panic caught on this thread with `payload`.

@@ -1,0 +1,273 @@
+//! Log forwarding: `tracing` events of child actors reach the root, tagged with the actor
+//! they happened in.
+//!
+//! A child process installs a [`Forwarder`] as its global subscriber. It formats each enabled
+//! event into a [`Record`] and queues it (bounded: when full, records are dropped and
+//! counted); a task of the child ships the queue to its parent in batches (the runtime function
+//! `trellis.log`). A parent that is itself a child queues what it receives as it is, so records
+//! keep their origin on the way up; the root emits them as its own `tracing` events, with
+//! target `trellis::remote` and the fields `actor` (name#id) and `origin` (the event's own
+//! target), for whatever subscriber the root installed. A panic's message is a record too.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record as SpanRecord};
+use tracing::{Event, Level, Metadata, Subscriber};
+use trellis_wire::{ActorId, Payload};
+
+use crate::conn::Conn;
+
+/// The reserved function a child ships its records to its parent with.
+pub(crate) const LOG: &str = "trellis.log";
+
+/// How many records wait for shipping at most; beyond, records are dropped and counted.
+const QUEUE_CAPACITY: usize = 4096;
+
+/// One event, formatted where it happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    /// 1 = error … 5 = trace.
+    level: u8,
+    /// The event's target (its module path, usually).
+    target: String,
+    /// The message and the other fields, `message k=v k=v`.
+    text: String,
+    /// The actor where it happened.
+    actor: ActorId,
+}
+
+fn level_number(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 1,
+        Level::WARN => 2,
+        Level::INFO => 3,
+        Level::DEBUG => 4,
+        Level::TRACE => 5,
+    }
+}
+
+/// Parses a level name (`error`, `warn`, `info`, `debug`, `trace`, any case).
+pub(crate) fn parse_level(name: &str) -> Option<Level> {
+    name.trim().parse().ok()
+}
+
+/// What this process forwards, when it is a child actor.
+struct Queue {
+    records: Mutex<VecDeque<Record>>,
+    ready: Notify,
+    dropped: AtomicU64,
+}
+
+static QUEUE: OnceLock<(Arc<Queue>, ActorId)> = OnceLock::new();
+
+impl Queue {
+    fn push(&self, record: Record) {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if records.len() >= QUEUE_CAPACITY {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        records.push_back(record);
+        drop(records);
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Vec<Record> {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch: Vec<Record> = records.drain(..).collect();
+        drop(records);
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0
+            && let Some(actor) = batch.first().map(|r| r.actor.clone())
+        {
+            batch.push(Record {
+                level: level_number(Level::WARN),
+                target: "trellis::logs".to_owned(),
+                text: format!("{dropped} log records dropped: the queue to the parent was full"),
+                actor,
+            });
+        }
+        batch
+    }
+}
+
+/// The global subscriber of a child actor: queues enabled events for the parent.
+struct Forwarder {
+    actor: ActorId,
+    max_level: Level,
+    queue: Arc<Queue>,
+    next_span: AtomicU64,
+}
+
+impl Subscriber for Forwarder {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        // The runtime's own debug and trace events would describe the forwarding itself, and
+        // feed it without end.
+        *metadata.level() <= self.max_level
+            && (*metadata.level() <= Level::INFO || !metadata.target().starts_with("trellis"))
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(self.max_level.into())
+    }
+
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        // Spans are not forwarded; each gets an id all the same.
+        Id::from_u64(self.next_span.fetch_add(1, Ordering::Relaxed).max(1))
+    }
+
+    fn record(&self, _: &Id, _: &SpanRecord<'_>) {}
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let mut text = Text::default();
+        event.record(&mut text);
+        self.queue.push(Record {
+            level: level_number(*event.metadata().level()),
+            target: event.metadata().target().to_owned(),
+            text: text.finish(),
+            actor: self.actor.clone(),
+        });
+    }
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
+}
+
+/// An event's fields as one line: the message, then `name=value` for the others.
+#[derive(Default)]
+struct Text {
+    message: String,
+    fields: String,
+}
+
+impl Text {
+    fn finish(self) -> String {
+        match (self.message.is_empty(), self.fields.is_empty()) {
+            (_, true) => self.message,
+            (true, false) => self.fields,
+            (false, false) => format!("{} {}", self.message, self.fields),
+        }
+    }
+}
+
+impl Visit for Text {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            if !self.fields.is_empty() {
+                self.fields.push(' ');
+            }
+            let _ = write!(self.fields, "{}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+}
+
+/// Makes this child process forward its events at `max_level` and above (unless a global
+/// subscriber is installed already: then the program chose its own logging).
+pub(crate) fn forward_from_child(actor: ActorId, max_level: Level) {
+    let queue = Arc::new(Queue {
+        records: Mutex::new(VecDeque::new()),
+        ready: Notify::new(),
+        dropped: AtomicU64::new(0),
+    });
+    let forwarder = Forwarder {
+        actor: actor.clone(),
+        max_level,
+        queue: queue.clone(),
+        next_span: AtomicU64::new(1),
+    };
+    if tracing::subscriber::set_global_default(forwarder).is_ok() {
+        let _ = QUEUE.set((queue, actor));
+    }
+}
+
+/// Forwards a panic's message from a child (the root prints its own panics as usual).
+pub(crate) fn panicked(message: String) {
+    if let Some((queue, actor)) = QUEUE.get() {
+        queue.push(Record {
+            level: level_number(Level::ERROR),
+            target: "trellis::panic".to_owned(),
+            text: message,
+            actor: actor.clone(),
+        });
+    }
+}
+
+/// Ships queued records to the parent over `parent` until cancelled; then ships what is left,
+/// briefly.
+pub(crate) async fn ship(parent: Conn) -> Result<(), trellis::Error> {
+    let Some((queue, _)) = QUEUE.get() else {
+        return Ok(());
+    };
+    loop {
+        let batch = queue.take();
+        if !batch.is_empty() {
+            let args = Payload::encode(&(batch,)).map_err(crate::ActorError::from)?;
+            match parent.call(LOG, args).await {
+                Ok(_) => continue,
+                Err(e) if e.is_cancelled() => break,
+                // The parent is going away: nothing to ship to.
+                Err(_) => return Ok(()),
+            }
+        }
+        if trellis::cancellable(queue.ready.notified()).await.is_err() {
+            break;
+        }
+    }
+    // Cancelled: what was logged while the actor wound down still goes, if the parent listens.
+    let last = queue.take();
+    if !last.is_empty()
+        && let Ok(args) = Payload::encode(&(last,))
+    {
+        let _ = trellis::CancelScope::shielded()
+            .run(trellis::move_on_after(
+                Duration::from_secs(1),
+                parent.call(LOG, args),
+            ))
+            .await;
+    }
+    Err(trellis::Cancelled.into())
+}
+
+/// Served as `trellis.log`: records from a child, passed up or emitted here.
+pub(crate) async fn receive(records: Vec<Record>) -> Result<(), trellis::Error> {
+    for record in records {
+        match QUEUE.get() {
+            Some((queue, _)) => queue.push(record),
+            None => emit(&record),
+        }
+    }
+    Ok(())
+}
+
+/// Emits a record as an event of this (root) process.
+fn emit(record: &Record) {
+    let actor = &record.actor;
+    let (origin, text) = (&record.target, &record.text);
+    match record.level {
+        1 => tracing::error!(target: "trellis::remote", %actor, %origin, "{text}"),
+        2 => tracing::warn!(target: "trellis::remote", %actor, %origin, "{text}"),
+        3 => tracing::info!(target: "trellis::remote", %actor, %origin, "{text}"),
+        4 => tracing::debug!(target: "trellis::remote", %actor, %origin, "{text}"),
+        _ => tracing::trace!(target: "trellis::remote", %actor, %origin, "{text}"),
+    }
+}
