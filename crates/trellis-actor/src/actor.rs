@@ -28,6 +28,7 @@ pub(crate) mod env {
     pub(crate) const PARENT_PID: &str = "TRELLIS_ACTOR_PARENT_PID";
     pub(crate) const TRANSPORT: &str = "TRELLIS_ACTOR_TRANSPORT";
     pub(crate) const REGISTRAR: &str = "TRELLIS_ACTOR_REGISTRAR";
+    pub(crate) const ROOT: &str = "TRELLIS_ACTOR_ROOT";
 }
 
 /// Exit status of a child actor whose parent went away.
@@ -46,6 +47,8 @@ pub struct Config {
     pub(crate) child_env: Vec<(OsString, OsString)>,
     pub(crate) register_root: bool,
     pub(crate) log_level: Option<tracing::Level>,
+    /// The root of the tree, for a child.
+    pub(crate) root: Option<Addr>,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             child_env: Vec::new(),
             register_root: true,
             log_level: Some(tracing::Level::INFO),
+            root: None,
         }
     }
 
@@ -153,6 +157,8 @@ pub(crate) struct Inner {
     /// The table, when this actor is the registrar.
     registry: Option<Arc<Registry>>,
     started: std::time::Instant,
+    /// The tree's terminal lock (used in the root).
+    pub(crate) terminal: trellis::sync::Lock,
     state: Mutex<State>,
 }
 
@@ -247,6 +253,16 @@ impl Actor {
             calling,
             streams,
         }
+    }
+
+    /// The root of this actor's tree, `None` for the root itself.
+    pub(crate) fn root(&self) -> Option<Addr> {
+        self.inner.config.root.clone()
+    }
+
+    /// Where the root of this actor's tree listens.
+    pub(crate) fn root_addr(&self) -> Addr {
+        self.root().unwrap_or_else(|| self.inner.addr.clone())
     }
 
     /// Records the parent of this (child) actor.
@@ -604,6 +620,7 @@ where
                         io: work_io.clone(),
                         work: work.clone(),
                         started: std::time::Instant::now(),
+                        terminal: trellis::sync::Lock::new(),
                         state: Mutex::new(State::default()),
                     }),
                 };

@@ -53,6 +53,7 @@ fn setup(config: Config) -> Result<(ActorId, Config, Addr, Addr), String> {
     let id = ActorId::new(var(env::NAME)?, var(env::UID)?);
     let parent = Addr::from_str(&var(env::PARENT)?).map_err(|e| e.to_string())?;
     let registrar = Addr::from_str(&var(env::REGISTRAR)?).map_err(|e| e.to_string())?;
+    let root = Addr::from_str(&var(env::ROOT)?).map_err(|e| e.to_string())?;
     let transport = match var(env::TRANSPORT)?.as_str() {
         "unix" => Transport::Unix,
         tcp => match tcp.strip_prefix("tcp:").map(str::parse) {
@@ -60,7 +61,9 @@ fn setup(config: Config) -> Result<(ActorId, Config, Addr, Addr), String> {
             _ => return Err(format!("bad {}: {tcp:?}", env::TRANSPORT)),
         },
     };
-    Ok((id, config.transport(transport), parent, registrar))
+    let mut config = config.transport(transport);
+    config.root = Some(root);
+    Ok((id, config, parent, registrar))
 }
 
 fn run(id: ActorId, config: Config, parent: Addr, registrar: Addr) -> i32 {

@@ -432,6 +432,7 @@ impl Default for Functions {
         .error_type::<StreamOverrun>()
         .register_as(crate::introspect::INFO, crate::introspect::info)
         .register_as(crate::logs::LOG, crate::logs::receive)
+        .register_as(crate::terminal::TERMINAL, crate::terminal::serve)
     }
 }
 

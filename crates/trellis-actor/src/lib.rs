@@ -39,6 +39,7 @@ mod nursery;
 mod panic;
 mod registry;
 mod stream;
+mod terminal;
 mod transport;
 
 pub use actor::{
@@ -55,6 +56,7 @@ pub use stream::{
     Context, DEFAULT_CAPACITY, Flow, MsgStream, PortalContext, StreamOptions, StreamOverrun,
     Subscription,
 };
+pub use terminal::{Terminal, with_terminal};
 pub use transport::{Addr, BadAddr, Transport};
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};
 

@@ -340,6 +340,7 @@ async fn spawn(actor: &Actor, name: &str) -> Result<(Child, Conn), trellis::Erro
         .env(env::PARENT_PID, std::process::id().to_string())
         .env(env::TRANSPORT, transport)
         .env(env::REGISTRAR, actor.registrar().to_string())
+        .env(env::ROOT, actor.root_addr().to_string())
         .stdin(Stdio::null())
         // Its own process group: a Ctrl-C at the terminal reaches the root only, which tears
         // the tree down in order.

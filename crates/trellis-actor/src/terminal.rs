@@ -1,0 +1,241 @@
+//! The tree-wide terminal lock: an actor takes exclusive use of the terminal through the root,
+//! so that prompts from different actors never interleave (tractor's debugger lock, issues 148
+//! and 320).
+//!
+//! The terminal is the root's: child actors run with standard input closed, and in process
+//! groups of their own (Ctrl-C reaches the root only). [`with_terminal`] in a child opens a
+//! context into the root (`trellis.terminal`); the root takes its FIFO terminal lock, and then
+//! writes and reads lines on the child's behalf until the body ends. Ctrl-C while an actor holds
+//! the lock cancels the root, which cancels the context: the holder's body sees the
+//! cancellation, nobody waits on a lock that will never be released, and the tree tears down.
+
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, mpsc};
+
+use serde::{Deserialize, Serialize};
+
+use crate::functions::ContextFn;
+use crate::stream::{Context, MsgStream};
+
+/// The reserved context function that serves the terminal.
+pub(crate) const TERMINAL: &str = "trellis.terminal";
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    Write(String),
+    ReadLine,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    Written,
+    Line(Option<String>),
+}
+
+/// Exclusive use of the tree's terminal, inside [`with_terminal`].
+#[derive(Debug)]
+pub struct Terminal {
+    /// The stream into the root; `None` in the root itself.
+    remote: Option<MsgStream<Reply, Request>>,
+}
+
+/// Runs `body` with exclusive use of the terminal of the tree's root (its standard input and
+/// output): waits, first come first served, until no other actor of the tree holds it.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), trellis::Error> {
+/// let answer = trellis_actor::with_terminal(|term| async move {
+///     term.prompt("continue? [y/n] ").await
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// `body`'s error; `Cancelled`; [`ActorError`](crate::ActorError)s when the root cannot be
+/// reached (it is going away: Ctrl-C, say).
+pub async fn with_terminal<F, Fut, T>(body: F) -> Result<T, trellis::Error>
+where
+    F: FnOnce(Terminal) -> Fut,
+    Fut: std::future::Future<Output = Result<T, trellis::Error>>,
+{
+    let actor = crate::current();
+    match actor.root() {
+        None => {
+            let _held = actor
+                .inner
+                .terminal
+                .acquire()
+                .await
+                .map_err(trellis::Error::new)?;
+            body(Terminal { remote: None }).await
+        }
+        Some(root) => {
+            let root = actor.portal(&root).await?;
+            root.open_context(TerminalCall, (), |ctx, ()| async move {
+                let stream = ctx.open_stream::<Reply, Request>()?;
+                body(Terminal {
+                    remote: Some(stream),
+                })
+                .await
+            })
+            .await
+        }
+    }
+}
+
+impl Terminal {
+    /// Writes `text` to the terminal (no newline added) and flushes it.
+    ///
+    /// # Errors
+    ///
+    /// When the terminal cannot be written; `Cancelled`; the root going away.
+    pub async fn write(&self, text: impl Into<String>) -> Result<(), trellis::Error> {
+        let text = text.into();
+        match &self.remote {
+            None => write_out(&text),
+            Some(stream) => {
+                stream.send(Request::Write(text)).await?;
+                match stream.recv().await? {
+                    Some(Reply::Written) => Ok(()),
+                    other => Err(unexpected(other)),
+                }
+            }
+        }
+    }
+
+    /// Reads one line (without its line end); `None` at the end of input.
+    ///
+    /// # Errors
+    ///
+    /// When the terminal cannot be read; `Cancelled` (the line, once typed, is kept for the
+    /// next reader); the root going away.
+    pub async fn read_line(&self) -> Result<Option<String>, trellis::Error> {
+        match &self.remote {
+            None => read_line().await,
+            Some(stream) => {
+                stream.send(Request::ReadLine).await?;
+                match stream.recv().await? {
+                    Some(Reply::Line(line)) => Ok(line),
+                    other => Err(unexpected(other)),
+                }
+            }
+        }
+    }
+
+    /// Writes `text`, then reads the answer line.
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Terminal::write) and [`read_line`](Terminal::read_line).
+    pub async fn prompt(&self, text: impl Into<String>) -> Result<Option<String>, trellis::Error> {
+        self.write(text).await?;
+        self.read_line().await
+    }
+}
+
+fn unexpected(reply: Option<Reply>) -> trellis::Error {
+    trellis::Error::msg(format!("the terminal's server answered {reply:?}"))
+}
+
+/// Calls `trellis.terminal` by its reserved name.
+struct TerminalCall;
+
+impl ContextFn<()> for TerminalCall {
+    type Args = ();
+    type Output = ();
+
+    fn name(&self) -> &'static str {
+        TERMINAL
+    }
+}
+
+/// Served as `trellis.terminal`: holds the terminal lock for the caller and does its I/O.
+pub(crate) async fn serve(ctx: Context) -> Result<(), trellis::Error> {
+    let actor = crate::current();
+    let _held = actor
+        .inner
+        .terminal
+        .acquire()
+        .await
+        .map_err(trellis::Error::new)?;
+    ctx.started(()).await?;
+    let stream = ctx.open_stream::<Request, Reply>()?;
+    while let Some(request) = stream.recv().await? {
+        let reply = match request {
+            Request::Write(text) => {
+                write_out(&text)?;
+                Reply::Written
+            }
+            Request::ReadLine => Reply::Line(read_line().await?),
+        };
+        stream.send(reply).await?;
+    }
+    Ok(())
+}
+
+fn write_out(text: &str) -> Result<(), trellis::Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(trellis::Error::new)
+}
+
+/// Standard input, read a line at a time on a thread of its own: a reader that is cancelled
+/// leaves the line it asked for to the next reader, and a read that never finishes (nobody
+/// types) holds up nothing, not even the process's exit.
+struct Stdin {
+    requests: mpsc::Sender<()>,
+    lines:
+        tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<std::io::Result<Option<String>>>>,
+    /// A line was asked for and not yet taken.
+    asked: AtomicBool,
+}
+
+fn stdin() -> &'static Stdin {
+    static STDIN: OnceLock<Stdin> = OnceLock::new();
+    STDIN.get_or_init(|| {
+        let (requests, asked) = mpsc::channel::<()>();
+        let (send, lines) = tokio::sync::mpsc::unbounded_channel();
+        let asked = Mutex::new(asked);
+        std::thread::Builder::new()
+            .name("trellis-stdin".into())
+            .spawn(move || {
+                let asked = asked.lock().unwrap_or_else(|e| e.into_inner());
+                while asked.recv().is_ok() {
+                    let mut line = String::new();
+                    let read = std::io::stdin()
+                        .lock()
+                        .read_line(&mut line)
+                        .map(|n| (n > 0).then(|| line.trim_end_matches(['\n', '\r']).to_owned()));
+                    if send.send(read).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("a thread for standard input");
+        Stdin {
+            requests,
+            lines: tokio::sync::Mutex::new(lines),
+            asked: AtomicBool::new(false),
+        }
+    })
+}
+
+async fn read_line() -> Result<Option<String>, trellis::Error> {
+    let stdin = stdin();
+    let mut lines = trellis::cancellable(stdin.lines.lock()).await?;
+    if !stdin.asked.swap(true, Ordering::AcqRel) {
+        stdin
+            .requests
+            .send(())
+            .map_err(|_| trellis::Error::msg("the standard input thread is gone"))?;
+    }
+    let line = trellis::cancellable(lines.recv())
+        .await?
+        .ok_or_else(|| trellis::Error::msg("the standard input thread is gone"))?;
+    stdin.asked.store(false, Ordering::Release);
+    line.map_err(trellis::Error::new)
+}
