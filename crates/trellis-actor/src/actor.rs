@@ -49,6 +49,7 @@ pub struct Config {
     pub(crate) log_level: Option<tracing::Level>,
     /// The root of the tree, for a child.
     pub(crate) root: Option<Addr>,
+    pub(crate) keepalive: Option<Duration>,
 }
 
 impl Config {
@@ -65,6 +66,7 @@ impl Config {
             register_root: true,
             log_level: Some(tracing::Level::INFO),
             root: None,
+            keepalive: Some(Duration::from_secs(10)),
         }
     }
 
@@ -99,6 +101,17 @@ impl Config {
     #[must_use]
     pub fn child_log_level(mut self, level: Option<tracing::Level>) -> Self {
         self.log_level = level;
+        self
+    }
+
+    /// How soon a TCP connection to an actor that became unreachable (a cut link, a host
+    /// gone, with no goodbye and no reset) fails: after about twice `after` (default 10 s, so
+    /// ~20 s), by kernel keepalive probes and a limit on unacknowledged data. Every call on
+    /// the connection then fails with [`ActorError`](crate::ActorError)s, as if the peer had
+    /// died. `None` leaves the system's defaults (hours). Unix sockets do not need it.
+    #[must_use]
+    pub fn keepalive(mut self, after: Option<Duration>) -> Self {
+        self.keepalive = after;
         self
     }
 
@@ -355,12 +368,13 @@ impl Actor {
         {
             return Ok(conn.clone());
         }
-        let (mut reader, writer) = trellis::cancellable(transport::connect(addr))
-            .await?
-            .map_err(|e| crate::ActorError::Io {
-                context: format!("connecting to {addr}"),
-                source: e,
-            })?;
+        let (mut reader, writer) =
+            trellis::cancellable(transport::connect(addr, self.inner.config.keepalive))
+                .await?
+                .map_err(|e| crate::ActorError::Io {
+                    context: format!("connecting to {addr}"),
+                    source: e,
+                })?;
         let (conn, buf) =
             Conn::handshake(Side::Connector, self.hello(), &mut reader, &writer).await?;
         self.adopt(conn.clone(), reader, writer, buf)?;
@@ -509,14 +523,15 @@ impl Actor {
 
     async fn accept_loop(self, listener: Listener) -> Result<(), trellis::Error> {
         loop {
-            let (mut reader, writer) = match trellis::cancellable(listener.accept()).await? {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    trellis::sleep(Duration::from_millis(10)).await?;
-                    continue;
-                }
-            };
+            let (mut reader, writer) =
+                match trellis::cancellable(listener.accept(self.inner.config.keepalive)).await? {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        trellis::sleep(Duration::from_millis(10)).await?;
+                        continue;
+                    }
+                };
             let actor = self.clone();
             // Each handshake on its own, so a slow or silent peer holds up nobody.
             self.inner.io.start_soon(async move {

@@ -71,12 +71,13 @@ fn run(id: ActorId, config: Config, parent: Addr, registrar: Addr) -> i32 {
     let outcome = trellis::Runner::current_thread()
         .handle_ctrl_c(false)
         .run(run_actor(id, config, Some(registrar), |actor| async move {
-            let (mut reader, writer) = trellis::cancellable(transport::connect(&parent))
-                .await?
-                .map_err(|e| crate::ActorError::Io {
-                    context: format!("connecting to the parent at {parent}"),
-                    source: e,
-                })?;
+            let (mut reader, writer) =
+                trellis::cancellable(transport::connect(&parent, actor.inner.config.keepalive))
+                    .await?
+                    .map_err(|e| crate::ActorError::Io {
+                        context: format!("connecting to the parent at {parent}"),
+                        source: e,
+                    })?;
             let (conn, buf) =
                 Conn::handshake(Side::Connector, actor.hello(), &mut reader, &writer).await?;
             actor.set_parent(conn.peer().actor.clone());

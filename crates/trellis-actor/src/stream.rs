@@ -878,6 +878,17 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
+    /// Why the caller is gone, when the connection it called over broke (it crashed, was
+    /// killed, or became unreachable and the keepalive gave up): the
+    /// [`ActorError::ConnectionLost`] its own calls got. This function is cancelled then; this
+    /// says why.
+    pub fn caller_lost(&self) -> Option<trellis::Error> {
+        match self.link.conn.end() {
+            Some(crate::conn::End::Lost(_)) => Some(self.link.conn.lost()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn new(link: Link) -> Self {
         Context {
             link,

@@ -7,6 +7,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::time::Duration;
 
 use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -113,12 +114,32 @@ impl Writer {
     }
 }
 
-/// Connects to `addr`; the stream comes split in its two halves.
-pub(crate) async fn connect(addr: &Addr) -> std::io::Result<(Reader, Writer)> {
+/// Connects to `addr`; the stream comes split in its two halves. A TCP connection gets the
+/// `keepalive` (see [`keep_alive`]).
+pub(crate) async fn connect(
+    addr: &Addr,
+    keepalive: Option<Duration>,
+) -> std::io::Result<(Reader, Writer)> {
     Ok(match addr {
         Addr::Unix(path) => split_unix(UnixStream::connect(path).await?),
-        Addr::Tcp(addr) => split_tcp(TcpStream::connect(addr).await?)?,
+        Addr::Tcp(addr) => split_tcp(TcpStream::connect(addr).await?, keepalive)?,
     })
+}
+
+/// Makes a TCP connection fail once its peer has been unreachable for about `2 × after`: the
+/// kernel probes an idle connection after `after` of silence (three probes, `after / 3`
+/// apart), and gives up on data unacknowledged for `2 × after`. A cut cable or a vanished
+/// host then ends the connection as a crash would, instead of leaving it open for hours.
+fn keep_alive(stream: &TcpStream, after: Duration) -> std::io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let secs = |d: Duration| u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX);
+    let millis = u32::try_from((after * 2).as_millis()).unwrap_or(u32::MAX);
+    setsockopt(stream, sockopt::KeepAlive, &true)?;
+    setsockopt(stream, sockopt::TcpKeepIdle, &secs(after))?;
+    setsockopt(stream, sockopt::TcpKeepInterval, &secs(after / 3))?;
+    setsockopt(stream, sockopt::TcpKeepCount, &3)?;
+    setsockopt(stream, sockopt::TcpUserTimeout, &millis)?;
+    Ok(())
 }
 
 fn split_unix(stream: UnixStream) -> (Reader, Writer) {
@@ -126,8 +147,11 @@ fn split_unix(stream: UnixStream) -> (Reader, Writer) {
     (Box::pin(r), Writer::Unix(w))
 }
 
-fn split_tcp(stream: TcpStream) -> std::io::Result<(Reader, Writer)> {
+fn split_tcp(stream: TcpStream, keepalive: Option<Duration>) -> std::io::Result<(Reader, Writer)> {
     stream.set_nodelay(true)?;
+    if let Some(after) = keepalive {
+        keep_alive(&stream, after)?;
+    }
     let (r, w) = stream.into_split();
     Ok((Box::pin(r), Writer::Tcp(w)))
 }
@@ -189,10 +213,13 @@ impl Listener {
         }
     }
 
-    pub(crate) async fn accept(&self) -> std::io::Result<(Reader, Writer)> {
+    pub(crate) async fn accept(
+        &self,
+        keepalive: Option<Duration>,
+    ) -> std::io::Result<(Reader, Writer)> {
         match self {
             Listener::Unix { listener, .. } => Ok(split_unix(listener.accept().await?.0)),
-            Listener::Tcp(l) => split_tcp(l.accept().await?.0),
+            Listener::Tcp(l) => split_tcp(l.accept().await?.0, keepalive),
         }
     }
 }

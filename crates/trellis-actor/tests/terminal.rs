@@ -178,6 +178,17 @@ impl OnTerminal {
     }
 }
 
+impl Drop for OnTerminal {
+    /// A failed test leaves nothing behind: the program (and with it, by their parent-death
+    /// signal, its actors) is killed.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn gone(pid: u32) -> bool {
     let limit = Instant::now() + Duration::from_secs(30);
     while Instant::now() < limit {

@@ -1,0 +1,386 @@
+//! Actors on three "hosts": three network namespaces joined by veth pairs through a bridge,
+//! made and removed by this test (it needs root, as CI has; elsewhere it says it skipped).
+//! A registrar runs in one; a `feed` actor and a `consumer` actor, roots of trees of their
+//! own, run in the others and find each other through the registrar over TCP. The consumer
+//! calls the feed and consumes a context stream from it; then the test cuts the consumer's
+//! link. Every side must learn of it by a typed error within a bounded time (keepalive: the
+//! kernel's default would take hours), and every process must end.
+//! tractor's original: `test_multi_program.py` / `test_discovery.py` across hosts.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use trellis_actor::{Config, Context, Functions, Transport, find_actor};
+
+/// The feed: numbers, one every millisecond, until the stream breaks.
+async fn ticks(ctx: Context) -> Result<(), trellis::Error> {
+    ctx.started(()).await?;
+    let stream = ctx.open_stream::<(), u64>()?;
+    for n in 0.. {
+        let sent = async {
+            stream.send(n).await?;
+            trellis::sleep(Duration::from_millis(1)).await?;
+            Ok::<_, trellis::Error>(())
+        };
+        if let Err(e) = sent.await {
+            // Cancelled because the consumer's connection broke: the context says so.
+            let why = ctx.caller_lost().unwrap_or(e);
+            println!("feed: stream to the consumer failed: {}", kind_of(&why));
+            return Err(why);
+        }
+    }
+    Ok(())
+}
+
+async fn add(a: i64, b: i64) -> Result<i64, trellis::Error> {
+    Ok(a + b)
+}
+
+/// What kind of error: the type of the innermost error (the test checks it is typed).
+fn kind_of(e: &trellis::Error) -> String {
+    match e.downcast_ref::<trellis_actor::ActorError>() {
+        Some(actor) => format!("ActorError: {actor}"),
+        None => format!("untyped: {e}"),
+    }
+}
+
+/// How soon a dead link is noticed (about twice this).
+const KEEPALIVE: Duration = Duration::from_secs(1);
+
+fn config() -> Config {
+    Config::new(Functions::new().register(ticks).register(add))
+        .keepalive(Some(KEEPALIVE))
+        .child_args(["serve_children", "--exact", "--nocapture", "-q"])
+}
+
+#[test]
+fn serve_children() {
+    trellis_actor::serve_if_child(config());
+}
+
+/// The programs of the three hosts, when `TRELLIS_NETNS_ROLE` says which.
+#[test]
+fn netns_program() {
+    let Ok(role) = std::env::var("TRELLIS_NETNS_ROLE") else {
+        return;
+    };
+    let bind = std::env::var("TRELLIS_NETNS_BIND")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut config = config().transport(Transport::Tcp { bind });
+    if let Ok(registrar) = std::env::var("TRELLIS_NETNS_REGISTRAR") {
+        config = config.registrar(registrar.parse().unwrap());
+    }
+    let outcome = trellis::Runner::multi_thread().run(trellis_actor::run_root(
+        &role.clone(),
+        config,
+        || async move {
+            let me = trellis_actor::current();
+            match role.as_str() {
+                "registrar" => {
+                    println!("registrar at {}", me.addr());
+                    let mut had_consumer = false;
+                    loop {
+                        let names: Vec<String> = me
+                            .registered()
+                            .await?
+                            .into_iter()
+                            .map(|r| r.id.name)
+                            .collect();
+                        let has = names.iter().any(|n| n == "consumer");
+                        if has && !had_consumer {
+                            println!("registrar: consumer registered");
+                        }
+                        if had_consumer && !has {
+                            println!("registrar: consumer's registration removed");
+                        }
+                        had_consumer = has;
+                        trellis::sleep(Duration::from_millis(50)).await?;
+                    }
+                }
+                "feed" => {
+                    println!("feed at {}", me.addr());
+                    trellis::sleep(Duration::from_secs(3600)).await?;
+                    Ok(())
+                }
+                _ => {
+                    let feed = loop {
+                        if let Some(feed) = find_actor("feed").await? {
+                            break feed;
+                        }
+                        trellis::sleep(Duration::from_millis(50)).await?;
+                    };
+                    println!(
+                        "consumer: 2 + 3 = {} (from the feed)",
+                        feed.run(add, (2, 3)).await?
+                    );
+                    let outcome = feed
+                        .open_context(ticks, (), |ctx, ()| async move {
+                            let stream = ctx.open_stream::<u64, ()>()?;
+                            let mut got = 0u64;
+                            while let Some(n) = stream.recv().await? {
+                                assert_eq!(n, got, "items in order, none lost");
+                                got += 1;
+                                if got == 200 {
+                                    println!("consumer: 200 items received");
+                                }
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    match outcome {
+                        Err(e) if !e.is_cancelled() => {
+                            println!("consumer: stream failed: {}", kind_of(&e));
+                            std::process::exit(3);
+                        }
+                        other => other,
+                    }
+                }
+            }
+        },
+    ));
+    std::process::exit(match outcome {
+        Ok(()) => 0,
+        Err(e) if e.is_interrupted() => 130,
+        Err(e) => {
+            println!("{e}");
+            1
+        }
+    });
+}
+
+/// The namespaces and links; removed when dropped, whatever happened.
+struct Net {
+    names: [String; 3],
+}
+
+const ADDRS: [&str; 3] = ["10.77.0.1", "10.77.0.2", "10.77.0.3"];
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Net {
+    /// Host 0 holds a bridge; hosts 1 and 2 hang off it by veth pairs; all in 10.77.0.0/24.
+    fn new() -> Net {
+        let tag = std::process::id() % 100_000;
+        let names = [0, 1, 2].map(|i| format!("tr{tag}h{i}"));
+        let net = Net { names };
+        let [a, b, c] = &net.names;
+        for ns in [a, b, c] {
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&["-n", a, "link", "add", "br0", "type", "bridge"]);
+        ip(&[
+            "-n",
+            a,
+            "addr",
+            "add",
+            &format!("{}/24", ADDRS[0]),
+            "dev",
+            "br0",
+        ]);
+        ip(&["-n", a, "link", "set", "br0", "up"]);
+        for (i, ns) in [(1, b), (2, c)] {
+            let (outer, inner) = (format!("tr{tag}b{i}"), format!("tr{tag}e{i}"));
+            ip(&[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ]);
+            ip(&["link", "set", &outer, "netns", a]);
+            ip(&["link", "set", &inner, "netns", ns]);
+            ip(&["-n", a, "link", "set", &outer, "master", "br0"]);
+            ip(&["-n", a, "link", "set", &outer, "up"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", ADDRS[i]),
+                "dev",
+                &inner,
+            ]);
+            ip(&["-n", ns, "link", "set", &inner, "up"]);
+        }
+        net
+    }
+
+    /// Cuts host `i`'s cable (at the bridge): no packet in or out, no reset, no goodbye.
+    fn cut(&self, i: usize) {
+        let tag = std::process::id() % 100_000;
+        ip(&[
+            "-n",
+            &self.names[0],
+            "link",
+            "set",
+            &format!("tr{tag}b{i}"),
+            "down",
+        ]);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// A program running in a namespace; its output lines arrive on a channel.
+struct Host {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Host {
+    fn start(net: &Net, i: usize, role: &str, registrar: Option<&str>) -> Host {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &net.names[i]])
+            .arg(std::env::current_exe().unwrap())
+            .args(["netns_program", "--exact", "--nocapture", "-q"])
+            .env("TRELLIS_NETNS_ROLE", role)
+            .env("TRELLIS_NETNS_BIND", ADDRS[i])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        if let Some(registrar) = registrar {
+            cmd.env("TRELLIS_NETNS_REGISTRAR", registrar);
+        }
+        let mut child = cmd.spawn().expect("ip netns exec runs");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Host {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line starting with `prefix`, at most `limit`; returns it.
+    fn expect(&mut self, prefix: &str, limit: Duration) -> String {
+        let until = Instant::now() + limit;
+        if let Some(line) = self.seen.iter().find(|l| l.starts_with(prefix)) {
+            return line.clone();
+        }
+        loop {
+            match self
+                .lines
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line {prefix:?} within {limit:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    fn interrupt(&self) {
+        // `ip netns exec` runs the program in its own process (it execs): our child.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+    }
+
+    fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("did not exit within {limit:?}; saw {:?}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Whether the effective user is root (`/proc/self/status`, line `Uid: real effective …`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn actors_on_three_hosts_call_stream_and_survive_a_cut_link() {
+    if !is_root() || Command::new("ip").arg("-V").output().is_err() {
+        eprintln!("skipped: network namespaces need root and iproute2");
+        return;
+    }
+    // A generous bound for "learns within a bounded time": the keepalive makes it ~2 s; the
+    // kernel's defaults would make it hours.
+    let bound = KEEPALIVE * 15;
+    let net = Net::new();
+    let mut registrar = Host::start(&net, 0, "registrar", None);
+    let addr = registrar.expect("registrar at ", Duration::from_secs(30));
+    let addr = addr.trim_start_matches("registrar at ").to_owned();
+    assert!(addr.starts_with("tcp:10.77.0.1:"), "{addr}");
+    let mut feed = Host::start(&net, 1, "feed", Some(&addr));
+    feed.expect("feed at tcp:10.77.0.2:", Duration::from_secs(30));
+    let mut consumer = Host::start(&net, 2, "consumer", Some(&addr));
+    consumer.expect("consumer: 2 + 3 = 5", Duration::from_secs(30));
+    consumer.expect("consumer: 200 items received", Duration::from_secs(30));
+    registrar.expect("registrar: consumer registered", Duration::from_secs(30));
+
+    let cut = Instant::now();
+    net.cut(2);
+    let failed = consumer.expect("consumer: stream failed: ", bound);
+    assert!(failed.contains("ActorError"), "untyped: {failed}");
+    assert_eq!(consumer.wait(bound), Some(3));
+    let failed = feed.expect("feed: stream to the consumer failed: ", bound);
+    assert!(failed.contains("ActorError"), "untyped: {failed}");
+    registrar.expect("registrar: consumer's registration removed", bound);
+    eprintln!("every side knew within {:?} of the cut", cut.elapsed());
+
+    // The rest of the system goes on, and ends cleanly.
+    feed.interrupt();
+    registrar.interrupt();
+    assert_eq!(
+        feed.wait(Duration::from_secs(30)),
+        Some(130),
+        "{:?}",
+        feed.seen
+    );
+    assert_eq!(
+        registrar.wait(Duration::from_secs(30)),
+        Some(130),
+        "{:?}",
+        registrar.seen
+    );
+    drop(net);
+}
