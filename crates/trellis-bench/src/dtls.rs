@@ -9,7 +9,7 @@ use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
-use openssl::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
+use openssl::ssl::{Ssl, SslContextBuilder, SslMethod, SslOptions, SslStream, SslVerifyMode};
 use openssl::x509::{X509, X509NameBuilder};
 use trellis_dtls::{ClientConfig, DtlsChannel, DtlsError, ServerConfig, open_endpoint};
 use trellis_net::UdpSocket;
@@ -20,8 +20,8 @@ const HANDSHAKES: usize = 200;
 const ROUND_TRIPS: usize = 5_000;
 const MESSAGE: usize = 100;
 
-/// ECDSA P-256: a self-signed certificate, the server's and the client's configurations.
-fn configs() -> (ServerConfig, ClientConfig) {
+/// ECDSA P-256: a self-signed certificate, the server's and the client's context builders.
+fn builders() -> (SslContextBuilder, SslContextBuilder) {
     let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
     let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("key");
     let mut name = X509NameBuilder::new().expect("name");
@@ -45,7 +45,82 @@ fn configs() -> (ServerConfig, ClientConfig) {
     let mut client = SslContextBuilder::new(SslMethod::dtls()).expect("context");
     client.cert_store_mut().add_cert(cert).expect("trust");
     client.set_verify(SslVerifyMode::PEER);
+    (server, client)
+}
+
+fn configs() -> (ServerConfig, ClientConfig) {
+    let (server, client) = builders();
     (ServerConfig::new(server), ClientConfig::new(client))
+}
+
+/// One direction of an in-memory datagram link: each write is one datagram.
+#[derive(Default, Clone)]
+struct Datagrams(std::rc::Rc<std::cell::RefCell<std::collections::VecDeque<Vec<u8>>>>);
+
+/// One side's view of the link.
+struct Wire {
+    inbox: Datagrams,
+    outbox: Datagrams,
+}
+
+impl std::io::Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inbox.0.borrow_mut().pop_front() {
+            Some(datagram) => {
+                let n = datagram.len().min(buf.len());
+                buf[..n].copy_from_slice(&datagram[..n]);
+                Ok(n)
+            }
+            None => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl std::io::Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.outbox.0.borrow_mut().push_back(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// OpenSSL alone: the same handshake (same certificate, same defaults, MTU 1400, no cookie
+/// exchange, no sockets, no tasks) between two `SSL`s in this thread, seconds each. What no
+/// endpoint on OpenSSL can beat.
+fn openssl_alone(runs: usize) -> f64 {
+    let (mut server, mut client) = builders();
+    server.set_options(SslOptions::NO_QUERY_MTU);
+    client.set_options(SslOptions::NO_QUERY_MTU);
+    let (server, client) = (server.build(), client.build());
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        for _ in 0..HANDSHAKES {
+            let (up, down) = (Datagrams::default(), Datagrams::default());
+            let mut c = Ssl::new(&client).expect("client");
+            c.set_mtu(1400).expect("mtu");
+            c.set_connect_state();
+            let mut s = Ssl::new(&server).expect("server");
+            s.set_mtu(1400).expect("mtu");
+            s.set_accept_state();
+            let wire = |inbox: &Datagrams, outbox: &Datagrams| Wire {
+                inbox: inbox.clone(),
+                outbox: outbox.clone(),
+            };
+            let mut c = SslStream::new(c, wire(&down, &up)).expect("stream");
+            let mut s = SslStream::new(s, wire(&up, &down)).expect("stream");
+            let (mut client_done, mut server_done) = (false, false);
+            while !(client_done && server_done) {
+                client_done = client_done || c.do_handshake().is_ok();
+                server_done = server_done || s.do_handshake().is_ok();
+            }
+        }
+        times.push(t0.elapsed().as_secs_f64() / HANDSHAKES as f64);
+    }
+    median(&mut times)
 }
 
 async fn echo(channel: DtlsChannel) -> Result<(), trellis::Error> {
@@ -67,7 +142,7 @@ async fn trellis_dtls(runs: usize) -> Result<(f64, f64), trellis::Error> {
         let outcome = trellis::open_nursery(|n| async move {
             n.start_soon(async move { server.serve(server_config, echo).await })?;
             let mut per_handshake = Vec::new();
-            for _ in 0..runs {
+            for _ in 0..runs * usize::from(crate::part_selected("handshake")) {
                 let t0 = Instant::now();
                 for _ in 0..HANDSHAKES {
                     // A fresh client socket each time, as a new peer would be.
@@ -90,7 +165,7 @@ async fn trellis_dtls(runs: usize) -> Result<(f64, f64), trellis::Error> {
                 channel.do_handshake(Duration::from_secs(1)).await?;
                 let message = [7u8; MESSAGE];
                 let mut times = Vec::new();
-                for _ in 0..runs {
+                for _ in 0..runs * usize::from(crate::part_selected("pingpong")) {
                     let t0 = Instant::now();
                     for _ in 0..ROUND_TRIPS {
                         channel.send(&message).await?;
@@ -99,11 +174,11 @@ async fn trellis_dtls(runs: usize) -> Result<(f64, f64), trellis::Error> {
                     }
                     times.push(t0.elapsed().as_secs_f64() / ROUND_TRIPS as f64);
                 }
-                Ok(median(&mut times))
+                Ok(median_or_skipped(&mut times))
             })
             .await?;
             n.cancel();
-            Ok::<_, trellis::Error>((median(&mut per_handshake), per_round_trip))
+            Ok::<_, trellis::Error>((median_or_skipped(&mut per_handshake), per_round_trip))
         })
         .await?;
         Ok(outcome.expect("the body finished"))
@@ -111,14 +186,23 @@ async fn trellis_dtls(runs: usize) -> Result<(f64, f64), trellis::Error> {
     .await
 }
 
+/// The median, or 1 s for a part skipped by `TRELLIS_BENCH_PART`.
+fn median_or_skipped(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        1.0
+    } else {
+        median(values)
+    }
+}
+
 /// Seconds per 100-byte TCP round trip through trellis-net streams (median of `runs`).
 async fn tcp_pingpong(runs: usize) -> Result<f64, trellis::Error> {
     let mut times = Vec::new();
-    for _ in 0..runs {
+    for _ in 0..runs * usize::from(crate::part_selected("pingpong")) {
         let total = crate::net::pingpong_through_trellis(MESSAGE, ROUND_TRIPS).await;
         times.push(total / ROUND_TRIPS as f64);
     }
-    Ok(median(&mut times))
+    Ok(median_or_skipped(&mut times))
 }
 
 pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
@@ -158,6 +242,16 @@ pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> 
             anchor: "goal: 2,000 handshakes/s".into(),
             anchor_value: 1.0 / 2000.0,
         });
+        if crate::part_selected("handshake") {
+            // What OpenSSL itself costs for the same handshake, with no network at all.
+            out.push(Comparison {
+                id: "B10",
+                case: format!("{flavor} handshake (cookie exchange, ECDSA P-256), s each"),
+                trellis: handshake,
+                anchor: "OpenSSL alone: both ends in memory, one thread".into(),
+                anchor_value: openssl_alone(runs),
+            });
+        }
         multi = Some((handshake, round_trip));
     }
     if python && let Some((handshake, round_trip)) = multi {

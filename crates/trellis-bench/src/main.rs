@@ -87,6 +87,12 @@ pub(crate) fn case_selected(case: &str) -> bool {
     std::env::var("TRELLIS_BENCH_CASE").map_or(true, |c| c == case)
 }
 
+/// For profiling one part of a benchmark: `TRELLIS_BENCH_PART=handshake` (B10) runs that part
+/// only (the others report 1 s).
+pub(crate) fn part_selected(part: &str) -> bool {
+    std::env::var("TRELLIS_BENCH_PART").map_or(true, |p| p == part)
+}
+
 pub(crate) fn side_selected(side: &str) -> bool {
     std::env::var("TRELLIS_BENCH_ONLY").map_or(true, |s| s == side)
 }
