@@ -7,6 +7,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 
 use crate::cancel::node::Node;
 use crate::nursery::Shared;
@@ -27,44 +29,114 @@ impl Current {
     }
 }
 
-/// Everything trellis keeps per thread, in one thread-local so that a checkpoint touches it
-/// once.
+/// What the running code sits in, per thread. Holds references, so it has a destructor, which
+/// makes every access check the thread-local's state: checkpoints read [`FAST`] instead.
 struct Local {
     current: RefCell<Option<Current>>,
-    checkpoints: Cell<u64>,
-    /// Operations that completed without yielding since the last forced yield on this thread.
-    unyielded: Cell<u32>,
 }
 
 thread_local! {
-    static LOCAL: Local = const {
-        Local { current: RefCell::new(None), checkpoints: Cell::new(0), unyielded: Cell::new(0) }
+    static LOCAL: Local = const { Local { current: RefCell::new(None) } };
+}
+
+/// The plain numbers a checkpoint needs, in a thread-local without a destructor (so that an
+/// access is one instruction away).
+struct Fast {
+    checkpoints: Cell<u64>,
+    /// Operations that completed without yielding since the last forced yield on this thread.
+    unyielded: Cell<u32>,
+    /// The address of the current node (0 for none): its identity, never dereferenced.
+    node: Cell<usize>,
+    /// A node seen neither cancelled nor with a deadline, and [`EPOCH`] when it was seen: while
+    /// the epoch stays the same, it still is.
+    clear_node: Cell<usize>,
+    clear_epoch: Cell<u64>,
+}
+
+thread_local! {
+    static FAST: Fast = const {
+        Fast {
+            checkpoints: Cell::new(0),
+            unyielded: Cell::new(0),
+            node: Cell::new(0),
+            clear_node: Cell::new(0),
+            clear_epoch: Cell::new(0),
+        }
     };
+}
+
+/// Advanced (after the node's state is stored) whenever any node becomes cancelled or gets a
+/// deadline, including a node created in a cancelled scope: a thread's cached "clear" answer is
+/// good for as long as the epoch has not moved. Cancellation is rare next to checkpoints, so
+/// this shared word is read far more than written.
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+
+/// Called by a node whose effective state just became cancelled or deadline-bound.
+pub(crate) fn node_no_longer_clear() {
+    EPOCH.fetch_add(1, SeqCst);
 }
 
 /// How many operations may complete in a row on a thread before one yields: the same budget
 /// tokio gives a task, kept in our own thread-local so that it costs nothing extra.
 const YIELD_EVERY: u32 = 128;
 
+/// Whether the current node is cancelled: from the thread's cache when the node was clear at
+/// the current epoch, else from the node (refreshing the cache).
+#[inline]
+fn current_is_cancelled(f: &Fast) -> bool {
+    let node = f.node.get();
+    if node == 0 {
+        return false;
+    }
+    if f.clear_node.get() == node && f.clear_epoch.get() == EPOCH.load(SeqCst) {
+        return false;
+    }
+    current_is_cancelled_slow(f)
+}
+
+#[cold]
+fn current_is_cancelled_slow(f: &Fast) -> bool {
+    // The epoch first: a cancellation stored after the node is read below moves it after
+    // this load, and the next check misses the cache.
+    let epoch = EPOCH.load(SeqCst);
+    LOCAL.with(|l| {
+        let current = l.current.borrow();
+        let Some(node) = current.as_ref().map(Current::node) else {
+            return false;
+        };
+        if node.is_cancelled() {
+            return true;
+        }
+        // Under loom the cache would outlive an explored execution (it is a real
+        // thread-local), as the yield budget would.
+        if node.is_clear() && !cfg!(trellis_loom) {
+            f.clear_node.set(Arc::as_ptr(node) as usize);
+            f.clear_epoch.set(epoch);
+        }
+        false
+    })
+}
+
 /// The start of an operation that is a checkpoint: counts it, tells whether the current node
 /// is cancelled, and whether the thread has run long enough that this operation should yield
 /// first (a schedule point).
 #[inline]
 pub(crate) fn start_operation() -> (bool, bool) {
-    LOCAL.with(|l| {
-        l.checkpoints.set(l.checkpoints.get().wrapping_add(1));
-        let n = l.unyielded.get() + 1;
+    FAST.with(|f| {
+        f.checkpoints.set(f.checkpoints.get().wrapping_add(1));
+        let n = f.unyielded.get() + 1;
         // Under loom the budget would carry over between explored executions (it lives in a
         // real thread-local) and make the model non-deterministic; it is not what is modelled.
         let yield_now = n >= YIELD_EVERY && !cfg!(trellis_loom);
-        l.unyielded.set(if yield_now { 0 } else { n });
-        let cancelled = l
-            .current
-            .borrow()
-            .as_ref()
-            .is_some_and(|c| c.node().is_cancelled());
-        (cancelled, yield_now)
+        f.unyielded.set(if yield_now { 0 } else { n });
+        (current_is_cancelled(f), yield_now)
     })
+}
+
+/// Whether the current node is cancelled (not counted as a checkpoint).
+#[inline]
+pub(crate) fn is_cancelled() -> bool {
+    FAST.with(current_is_cancelled)
 }
 
 /// The node of the code being polled on this thread, if any.
@@ -80,12 +152,9 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
 /// Counts a checkpoint and tells whether the current node is cancelled, in one access.
 #[inline]
 pub(crate) fn checkpoint_is_cancelled() -> bool {
-    LOCAL.with(|l| {
-        l.checkpoints.set(l.checkpoints.get().wrapping_add(1));
-        l.current
-            .borrow()
-            .as_ref()
-            .is_some_and(|c| c.node().is_cancelled())
+    FAST.with(|f| {
+        f.checkpoints.set(f.checkpoints.get().wrapping_add(1));
+        current_is_cancelled(f)
     })
 }
 
@@ -109,8 +178,15 @@ impl Slot for Option<Current> {
 /// Moves the slot's value into the thread-local for as long as the guard lives, then moves it
 /// back: no reference counting per poll.
 pub(crate) fn enter<S: Slot>(slot: &mut S) -> Entered<'_, S> {
-    let prev = LOCAL.with(|l| l.current.replace(Some(slot.take())));
-    Entered { slot, prev }
+    let current = slot.take();
+    let id = Arc::as_ptr(current.node()) as usize;
+    let prev = LOCAL.with(|l| l.current.replace(Some(current)));
+    let prev_id = FAST.with(|f| f.node.replace(id));
+    Entered {
+        slot,
+        prev,
+        prev_id,
+    }
 }
 
 /// Puts the entered value back into its slot, and the previous one into the thread-local, when
@@ -118,10 +194,12 @@ pub(crate) fn enter<S: Slot>(slot: &mut S) -> Entered<'_, S> {
 pub(crate) struct Entered<'a, S: Slot> {
     slot: &'a mut S,
     prev: Option<Current>,
+    prev_id: usize,
 }
 
 impl<S: Slot> Drop for Entered<'_, S> {
     fn drop(&mut self) {
+        FAST.with(|f| f.node.set(self.prev_id));
         let prev = self.prev.take();
         if let Some(current) = LOCAL.with(|l| l.current.replace(prev)) {
             self.slot.restore(current);
@@ -132,12 +210,12 @@ impl<S: Slot> Drop for Entered<'_, S> {
 /// Counts one checkpoint for [`crate::testing::assert_checkpoints`].
 #[inline]
 pub(crate) fn count_checkpoint() {
-    LOCAL.with(|l| l.checkpoints.set(l.checkpoints.get().wrapping_add(1)));
+    FAST.with(|f| f.checkpoints.set(f.checkpoints.get().wrapping_add(1)));
 }
 
 /// The running total of checkpoints executed on this thread.
 pub(crate) fn checkpoint_count() -> u64 {
-    LOCAL.with(|l| l.checkpoints.get())
+    FAST.with(|f| f.checkpoints.get())
 }
 
 pin_project_lite::pin_project! {

@@ -461,7 +461,71 @@ async fn no_scope_no_cancellation() {
     .unwrap();
 }
 
+/// The checkpoint cache: a node seen clear is remembered per thread until any node's state
+/// changes. A cancel made on another thread after the check was cached must still be seen by
+/// the very next check once that cancel has returned (no Trio original: this guards our cache).
+async fn cached_clear_check_sees_a_cancel_from_another_thread() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let scope = CancelScope::new();
+    let handle = scope.clone();
+    let done = Arc::new(AtomicBool::new(false));
+    let cancelled_and_returned = done.clone();
+    let r = scope
+        .run(async move {
+            // Fill the cache: this node is clear.
+            for _ in 0..10 {
+                checkpoint_if_cancelled()?;
+            }
+            let canceller = std::thread::spawn(move || {
+                handle.cancel();
+                cancelled_and_returned.store(true, Ordering::SeqCst);
+            });
+            let mut spins = 0u64;
+            loop {
+                let returned = done.load(Ordering::SeqCst);
+                if checkpoint_if_cancelled().is_err() {
+                    break;
+                }
+                assert!(!returned, "a check after cancel() returned saw no cancellation");
+                spins += 1;
+                if spins % 1024 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            canceller.join().unwrap();
+            Err::<(), _>(Cancelled)
+        })
+        .await;
+    assert_eq!(r, Ok(None));
+}
+
+/// A scope made inside a cancelled scope is cancelled from its first check, even right after
+/// this thread cached another scope (maybe at the same address) as clear.
+async fn new_scope_in_cancelled_scope_is_not_taken_from_the_cache() {
+    for _ in 0..100 {
+        let clear = CancelScope::new();
+        clear
+            .run(async { checkpoint_if_cancelled() })
+            .await
+            .unwrap();
+        drop(clear);
+        let outer = CancelScope::new();
+        outer.cancel();
+        let seen = outer
+            .run(async {
+                let inner = CancelScope::new();
+                inner.run(async { checkpoint_if_cancelled() }).await
+            })
+            .await;
+        // The inner scope did not catch it (it was not its own cancel), the outer did.
+        assert_eq!(seen, Ok(None));
+    }
+}
+
 both_flavors!(
+    cached_clear_check_sees_a_cancel_from_another_thread,
+    new_scope_in_cancelled_scope_is_not_taken_from_the_cache,
     cancel_points,
     cancel_edge_cases,
     cancel_shielding,

@@ -27,7 +27,7 @@ use crate::time::{self, NO_DEADLINE};
 /// # }
 /// ```
 pub fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
-    if context::with_current(|node| node.is_some_and(|n| n.is_cancelled())) {
+    if context::is_cancelled() {
         Err(Cancelled)
     } else {
         Ok(())
@@ -206,7 +206,7 @@ impl CancelWait {
             self.started = true;
             return context::checkpoint_is_cancelled();
         }
-        context::with_current(|node| node.is_some_and(|n| n.is_cancelled()))
+        context::is_cancelled()
     }
 
     /// The start of an operation that can complete at once (a channel send, say): ready with

@@ -239,6 +239,13 @@ impl Node {
         self.effective_deadline.load(SeqCst)
     }
 
+    /// Neither cancelled nor under a deadline: nothing can cancel code here until the node's
+    /// state changes (which advances the checkpoint cache's epoch).
+    pub(crate) fn is_clear(&self) -> bool {
+        !self.effectively_cancelled.load(SeqCst)
+            && self.effective_deadline.load(SeqCst) == NO_DEADLINE
+    }
+
     /// Whether code in this node must get `Cancelled` now. Turns passed deadlines into
     /// cancellation of the scopes that own them, as Trio does.
     #[inline]
@@ -341,6 +348,10 @@ impl Node {
                 let old_deadline = node.effective_deadline.swap(deadline, SeqCst);
                 if was_cancelled == cancelled && old_deadline == deadline {
                     continue;
+                }
+                if cancelled || deadline != NO_DEADLINE {
+                    // Threads that cached this node as clear must look again.
+                    crate::context::node_no_longer_clear();
                 }
                 pending.extend(state.children.iter_mut().filter_map(|c| c.upgrade()));
                 !state.waiters.is_empty()
