@@ -64,12 +64,7 @@ where
     let actor = crate::current();
     match actor.root() {
         None => {
-            let _held = actor
-                .inner
-                .terminal
-                .acquire()
-                .await
-                .map_err(trellis::Error::new)?;
+            let _held = hold(&actor).await?;
             body(Terminal { remote: None }).await
         }
         Some(root) => {
@@ -155,12 +150,7 @@ impl ContextFn<()> for TerminalCall {
 /// Served as `trellis.terminal`: holds the terminal lock for the caller and does its I/O.
 pub(crate) async fn serve(ctx: Context) -> Result<(), trellis::Error> {
     let actor = crate::current();
-    let _held = actor
-        .inner
-        .terminal
-        .acquire()
-        .await
-        .map_err(trellis::Error::new)?;
+    let _held = hold(&actor).await?;
     ctx.started(()).await?;
     let stream = ctx.open_stream::<Request, Reply>()?;
     while let Some(request) = stream.recv().await? {
@@ -174,6 +164,16 @@ pub(crate) async fn serve(ctx: Context) -> Result<(), trellis::Error> {
         stream.send(reply).await?;
     }
     Ok(())
+}
+
+/// Takes the tree's terminal lock (kept by `actor`, the root), first come first served.
+async fn hold(actor: &crate::Actor) -> Result<trellis::sync::LockGuard<'_>, trellis::Error> {
+    actor
+        .inner
+        .terminal
+        .acquire()
+        .await
+        .map_err(trellis::Error::new)
 }
 
 fn write_out(text: &str) -> Result<(), trellis::Error> {

@@ -125,16 +125,27 @@ async fn list(
     }
 }
 
-async fn tree_of(
-    config: Config,
-    registrar: Addr,
-) -> Result<Result<String, Failure>, trellis::Error> {
+/// What a command prints, or why it failed; `Err` only when the program is cancelled.
+type Outcome = Result<Result<String, Failure>, trellis::Error>;
+
+/// Runs `body` with what the registrar lists (a registrar that does not answer is a failure).
+async fn with_registered<F, Fut>(config: Config, registrar: Addr, body: F) -> Outcome
+where
+    F: FnOnce(trellis_actor::Actor, Addr, Vec<Registered>) -> Fut,
+    Fut: std::future::Future<Output = Outcome>,
+{
     let r = registrar.clone();
     as_tool(config, registrar, |actor| async move {
-        let registered = match list(&actor, &r).await {
-            Ok(list) => list,
-            Err(failure) => return failure.map(Err),
-        };
+        match list(&actor, &r).await {
+            Ok(registered) => body(actor, r, registered).await,
+            Err(failure) => failure.map(Err),
+        }
+    })
+    .await
+}
+
+async fn tree_of(config: Config, registrar: Addr) -> Outcome {
+    with_registered(config, registrar, |actor, r, registered| async move {
         let infos = describe_all(&actor, &registered).await?;
         Ok(Ok(tree::draw(&r, &infos)))
     })
@@ -181,13 +192,8 @@ async fn call(
     name: String,
     function: String,
     args: serde_json::Value,
-) -> Result<Result<String, Failure>, trellis::Error> {
-    let r = registrar.clone();
-    as_tool(config, registrar, |actor| async move {
-        let registered = match list(&actor, &r).await {
-            Ok(list) => list,
-            Err(failure) => return failure.map(Err),
-        };
+) -> Outcome {
+    with_registered(config, registrar, |actor, r, registered| async move {
         let Some(entry) = registered.iter().find(|e| e.id.name == name) else {
             return Ok(Err(Failure::Usage(format!(
                 "no actor named `{name}` is registered at {r}"

@@ -487,7 +487,10 @@ async fn cached_clear_check_sees_a_cancel_from_another_thread() {
                 if checkpoint_if_cancelled().is_err() {
                     break;
                 }
-                assert!(!returned, "a check after cancel() returned saw no cancellation");
+                assert!(
+                    !returned,
+                    "a check after cancel() returned saw no cancellation"
+                );
                 spins += 1;
                 if spins % 1024 == 0 {
                     std::thread::yield_now();
