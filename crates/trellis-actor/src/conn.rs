@@ -211,7 +211,18 @@ impl Conn {
     /// Calls served, calls made and waited on, and open streams, right now.
     pub(crate) fn load(&self) -> (usize, usize, usize) {
         let state = self.lock();
-        (state.serving.len(), state.calling.len(), state.chans.len())
+        // Calls made: run calls waiting for their result, and streams and contexts opened
+        // from this side (their state lives with the served ones in `chans`).
+        let made_streams = state
+            .chans
+            .keys()
+            .filter(|cid| !state.serving.contains_key(cid) && !state.calling.contains_key(cid))
+            .count();
+        (
+            state.serving.len(),
+            state.calling.len() + made_streams,
+            state.chans.len(),
+        )
     }
 
     /// How the connection ended, once it has.

@@ -26,7 +26,7 @@ pub struct ActorInfo {
     pub parent: Option<String>,
     /// How long it has been running, in milliseconds.
     pub uptime_ms: u64,
-    /// Calls it serves now (every kind).
+    /// Calls it serves now (every kind; not the question that asked for this).
     pub serving: usize,
     /// Calls it has made and waits on now.
     pub calling: usize,
@@ -50,9 +50,11 @@ pub struct Registered {
     pub addr: Addr,
 }
 
-/// Served as `trellis.info`.
+/// Served as `trellis.info`: not counting this very call among the calls served.
 pub(crate) async fn info() -> Result<ActorInfo, trellis::Error> {
-    Ok(crate::current().info())
+    let mut info = crate::current().info();
+    info.serving = info.serving.saturating_sub(1);
+    Ok(info)
 }
 
 /// This host's name (`/proc/sys/kernel/hostname`, else `localhost`).

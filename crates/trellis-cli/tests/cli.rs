@@ -130,9 +130,11 @@ fn tree_is_drawn(transport: Transport) {
             assert!(line.contains(&format!("pid {pid} ")), "{line}");
             assert!(line.contains(" up "), "{line}");
         }
-        // `mid` serves `hold_with_child`, and the describing call itself.
+        // `mid` serves `hold_with_child` and waits on nothing; the root waits on that call.
         let mid = stdout.lines().find(|l| l.contains("mid#")).unwrap();
-        assert!(mid.contains("calls 2 in"), "{mid}");
+        assert!(mid.contains("calls 1 in / 0 out"), "{mid}");
+        let root = stdout.lines().find(|l| l.contains("root#")).unwrap();
+        assert!(root.contains("calls 0 in / 1 out"), "{root}");
         Ok(())
     });
 }
