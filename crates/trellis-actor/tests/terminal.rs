@@ -44,8 +44,38 @@ fn serve_children() {
     trellis_actor::serve_if_child(config());
 }
 
+/// In `killed` mode: alice and bob each in an actor nursery of their own, so that one dying
+/// does not cancel the other; says how each ended.
+async fn ask_apart() -> Result<(), trellis::Error> {
+    trellis::open_nursery(|n| async move {
+        for name in ["alice", "bob"] {
+            n.start_soon(async move {
+                let outcome = open_nursery(|an| async move {
+                    let portal = an.start_actor(name).await?;
+                    println!("pid {name} {}\r", portal.pid());
+                    portal.run(ask, (name.to_owned(),)).await?;
+                    an.cancel();
+                    Ok(())
+                })
+                .await;
+                match outcome {
+                    Ok(()) => println!("{name} answered\r"),
+                    Err(e) if e.is_cancelled() => return Err(e),
+                    Err(_) => println!("{name} died\r"),
+                }
+                Ok::<_, trellis::Error>(())
+            })?;
+        }
+        Ok::<_, trellis::Error>(())
+    })
+    .await?;
+    println!("all answered\r");
+    Ok(())
+}
+
 /// The program on the terminal, when `TRELLIS_TERMINAL_PROGRAM` names what it does:
-/// `prompts`: alice, bob and the root ask at once; `ctrl-c`: alice and bob ask, nobody answers.
+/// `prompts`: alice, bob and the root ask at once; `ctrl-c`: alice and bob ask, nobody answers;
+/// `killed`: alice and bob ask, each in a nursery of its own.
 #[test]
 fn terminal_program() {
     let Ok(mode) = std::env::var("TRELLIS_TERMINAL_PROGRAM") else {
@@ -55,6 +85,9 @@ fn terminal_program() {
         "root",
         config(),
         || async move {
+            if mode == "killed" {
+                return ask_apart().await;
+            }
             open_nursery(|an| async move {
                 let mut portals = Vec::new();
                 for name in ["alice", "bob"] {
@@ -246,4 +279,32 @@ fn ctrl_c_while_an_actor_holds_the_terminal_does_not_deadlock() {
     for pid in pids {
         assert!(gone(pid), "actor process {pid} is still running");
     }
+}
+
+#[test]
+fn an_actor_killed_while_holding_the_terminal_releases_it() {
+    let mut term = OnTerminal::start("killed");
+    // Whoever got the terminal first is killed at its prompt; the other must get it next.
+    let prompt = term.expect(0, PROMPT);
+    let name_start = term.seen[..prompt].rfind('[').unwrap() + 1;
+    let holder = term.seen[name_start..prompt].to_owned();
+    let other = if holder == "alice" { "bob" } else { "alice" };
+    let pid = term.expect(0, &format!("pid {holder} "));
+    let pid: i32 = term.seen[pid..]
+        .split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .expect("a pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let next = term.expect(prompt + PROMPT.len(), &format!("[{other}{PROMPT}"));
+    term.type_keys(format!("for {other}\n").as_bytes());
+    term.expect(next, &format!("[{other}] got: for {other}"));
+    term.expect(prompt, &format!("{holder} died"));
+    term.expect(next, "all answered");
+    assert_eq!(term.wait(), Some(0), "{}", term.seen);
+    assert!(gone(pid as u32));
 }
