@@ -28,6 +28,14 @@ async fn chatty_below(name: String) -> Result<(), trellis::Error> {
     .await
 }
 
+/// Logs `n` events without yielding: more than the forwarding queue holds.
+async fn flood(n: u64) -> Result<(), trellis::Error> {
+    for i in 0..n {
+        tracing::info!(i, "flood");
+    }
+    Ok(())
+}
+
 async fn panicky() -> Result<(), trellis::Error> {
     panic!("the gears are stuck");
 }
@@ -37,7 +45,8 @@ fn config() -> Config {
         Functions::new()
             .register(chatty)
             .register(chatty_below)
-            .register(panicky),
+            .register(panicky)
+            .register(flood),
     )
     .child_args(["serve_children", "--exact", "--nocapture", "-q"])
 }
@@ -208,5 +217,35 @@ fn a_child_panic_message_reaches_the_root() {
             .unwrap()
             .contains("the gears are stuck"),
         "{panic:?}"
+    );
+}
+
+#[test]
+fn a_flood_is_bounded_and_what_was_dropped_is_counted() {
+    root(|| async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("flooder").await?;
+            // The child runs on one thread and the loop never yields: its queue (4,096 records)
+            // fills before the shipping task runs once.
+            portal.run(flood, (20_000,)).await?;
+            an.cancel();
+            Ok(())
+        })
+        .await
+    });
+    let seen = from_actor("flooder");
+    let floods = seen
+        .iter()
+        .filter(|s| s.field("message").is_some_and(|m| m.starts_with("flood")))
+        .count();
+    assert_eq!(floods, 4096);
+    let dropped = seen
+        .iter()
+        .find(|s| s.level == tracing::Level::WARN)
+        .and_then(|s| s.field("message"))
+        .unwrap_or_else(|| panic!("no drop report"));
+    assert!(
+        dropped.starts_with("15904 log records dropped"),
+        "{dropped}"
     );
 }
