@@ -128,6 +128,16 @@ class AgainstARealActor(unittest.TestCase):
                 received += chunk
         self.assertEqual(self.peer.call("add", 3, 4), 7)
 
+    def test_a_peer_vanishing_mid_stream_leaves_the_actor_serving(self):
+        gone = Peer.connect(ADDR)
+        stream = gone.stream("count_forever", window=8)
+        self.assertEqual([next(stream) for _ in range(5)], list(range(5)))
+        gone._sock.close()  # no Goodbye: as if the process died
+        gone._sock = None
+        self.assertEqual(self.peer.call("add", 20, 22), 42)
+        with Peer.connect(ADDR) as again:
+            self.assertEqual(list(again.stream("count_to", 3)), [1, 2, 3])
+
     def test_goodbye_closes_cleanly(self):
         other = Peer.connect(ADDR)
         self.assertEqual(other.call("add", 0, 0), 0)
