@@ -30,14 +30,7 @@ pub(crate) fn serve(config: Config) -> ! {
     }
     let code = match setup(config) {
         Ok((id, config, parent, registrar)) => {
-            let level = match std::env::var("TRELLIS_LOG") {
-                Ok(name) if name.eq_ignore_ascii_case("off") => None,
-                Ok(name) => crate::logs::parse_level(&name).or(config.log_level),
-                Err(_) => config.log_level,
-            };
-            if let Some(level) = level {
-                crate::logs::forward_from_child(id.clone(), level);
-            }
+            crate::logs::forward_from_child(id.clone(), config.log_level);
             run(id, config, parent, registrar)
         }
         Err(message) => {

@@ -54,20 +54,33 @@ fn level_number(level: Level) -> u8 {
 }
 
 /// Parses a level name (`error`, `warn`, `info`, `debug`, `trace`, any case).
-pub(crate) fn parse_level(name: &str) -> Option<Level> {
+fn parse_level(name: &str) -> Option<Level> {
     name.trim().parse().ok()
 }
 
-/// What this process forwards, when it is a child actor.
+/// What this process forwards, when it is a child actor: its own records and those its
+/// children pass up.
 struct Queue {
+    /// This actor: what its own records and its drop reports are tagged with.
+    actor: ActorId,
     records: Mutex<VecDeque<Record>>,
     ready: Notify,
     dropped: AtomicU64,
 }
 
-static QUEUE: OnceLock<(Arc<Queue>, ActorId)> = OnceLock::new();
+static QUEUE: OnceLock<Arc<Queue>> = OnceLock::new();
 
 impl Queue {
+    /// A record of this actor.
+    fn own(&self, level: Level, target: String, text: String) -> Record {
+        Record {
+            level: level_number(level),
+            target,
+            text,
+            actor: self.actor.clone(),
+        }
+    }
+
     fn push(&self, record: Record) {
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         if records.len() >= QUEUE_CAPACITY {
@@ -84,15 +97,12 @@ impl Queue {
         let mut batch: Vec<Record> = records.drain(..).collect();
         drop(records);
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
-        if dropped > 0
-            && let Some(actor) = batch.first().map(|r| r.actor.clone())
-        {
-            batch.push(Record {
-                level: level_number(Level::WARN),
-                target: "trellis::logs".to_owned(),
-                text: format!("{dropped} log records dropped: the queue to the parent was full"),
-                actor,
-            });
+        if dropped > 0 {
+            batch.push(self.own(
+                Level::WARN,
+                "trellis::logs".to_owned(),
+                format!("{dropped} log records dropped: the queue to the parent was full"),
+            ));
         }
         batch
     }
@@ -100,7 +110,6 @@ impl Queue {
 
 /// The global subscriber of a child actor: queues enabled events for the parent.
 struct Forwarder {
-    actor: ActorId,
     max_level: Level,
     queue: Arc<Queue>,
     next_span: AtomicU64,
@@ -130,12 +139,13 @@ impl Subscriber for Forwarder {
     fn event(&self, event: &Event<'_>) {
         let mut text = Text::default();
         event.record(&mut text);
-        self.queue.push(Record {
-            level: level_number(*event.metadata().level()),
-            target: event.metadata().target().to_owned(),
-            text: text.finish(),
-            actor: self.actor.clone(),
-        });
+        let metadata = event.metadata();
+        let record = self.queue.own(
+            *metadata.level(),
+            metadata.target().to_owned(),
+            text.finish(),
+        );
+        self.queue.push(record);
     }
 
     fn enter(&self, _: &Id) {}
@@ -181,41 +191,45 @@ impl Visit for Text {
     }
 }
 
-/// Makes this child process forward its events at `max_level` and above (unless a global
-/// subscriber is installed already: then the program chose its own logging).
-pub(crate) fn forward_from_child(actor: ActorId, max_level: Level) {
+/// Makes this child process forward its events at `configured` level and above, or at the
+/// level `TRELLIS_LOG` names (`off`: none) — unless a global subscriber is installed already:
+/// then the program chose its own logging.
+pub(crate) fn forward_from_child(actor: ActorId, configured: Option<Level>) {
+    let max_level = match std::env::var("TRELLIS_LOG") {
+        Ok(name) if name.eq_ignore_ascii_case("off") => None,
+        Ok(name) => parse_level(&name).or(configured),
+        Err(_) => configured,
+    };
+    let Some(max_level) = max_level else {
+        return;
+    };
     let queue = Arc::new(Queue {
+        actor,
         records: Mutex::new(VecDeque::new()),
         ready: Notify::new(),
         dropped: AtomicU64::new(0),
     });
     let forwarder = Forwarder {
-        actor: actor.clone(),
         max_level,
         queue: queue.clone(),
         next_span: AtomicU64::new(1),
     };
     if tracing::subscriber::set_global_default(forwarder).is_ok() {
-        let _ = QUEUE.set((queue, actor));
+        let _ = QUEUE.set(queue);
     }
 }
 
 /// Forwards a panic's message from a child (the root prints its own panics as usual).
 pub(crate) fn panicked(message: String) {
-    if let Some((queue, actor)) = QUEUE.get() {
-        queue.push(Record {
-            level: level_number(Level::ERROR),
-            target: "trellis::panic".to_owned(),
-            text: message,
-            actor: actor.clone(),
-        });
+    if let Some(queue) = QUEUE.get() {
+        queue.push(queue.own(Level::ERROR, "trellis::panic".to_owned(), message));
     }
 }
 
 /// Ships queued records to the parent over `parent` until cancelled; then ships what is left,
 /// briefly.
 pub(crate) async fn ship(parent: Conn) -> Result<(), trellis::Error> {
-    let Some((queue, _)) = QUEUE.get() else {
+    let Some(queue) = QUEUE.get() else {
         return Ok(());
     };
     loop {
@@ -252,7 +266,7 @@ pub(crate) async fn ship(parent: Conn) -> Result<(), trellis::Error> {
 pub(crate) async fn receive(records: Vec<Record>) -> Result<(), trellis::Error> {
     for record in records {
         match QUEUE.get() {
-            Some((queue, _)) => queue.push(record),
+            Some(queue) => queue.push(record),
             None => emit(&record),
         }
     }
