@@ -10,8 +10,7 @@
 //! cancellation, nobody waits on a lock that will never be released, and the tree tears down.
 
 use std::io::{BufRead, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::{OnceLock, mpsc};
 
 use serde::{Deserialize, Serialize};
 
@@ -188,22 +187,23 @@ fn write_out(text: &str) -> Result<(), trellis::Error> {
 /// types) holds up nothing, not even the process's exit.
 struct Stdin {
     requests: mpsc::Sender<()>,
-    lines:
-        tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<std::io::Result<Option<String>>>>,
-    /// A line was asked for and not yet taken.
-    asked: AtomicBool,
+    lines: tokio::sync::Mutex<Lines>,
+}
+
+/// The thread's answers, and whether one was asked for and not yet taken.
+struct Lines {
+    answers: tokio::sync::mpsc::UnboundedReceiver<std::io::Result<Option<String>>>,
+    asked: bool,
 }
 
 fn stdin() -> &'static Stdin {
     static STDIN: OnceLock<Stdin> = OnceLock::new();
     STDIN.get_or_init(|| {
         let (requests, asked) = mpsc::channel::<()>();
-        let (send, lines) = tokio::sync::mpsc::unbounded_channel();
-        let asked = Mutex::new(asked);
+        let (send, answers) = tokio::sync::mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("trellis-stdin".into())
             .spawn(move || {
-                let asked = asked.lock().unwrap_or_else(|e| e.into_inner());
                 while asked.recv().is_ok() {
                     let mut line = String::new();
                     let read = std::io::stdin()
@@ -218,24 +218,25 @@ fn stdin() -> &'static Stdin {
             .expect("a thread for standard input");
         Stdin {
             requests,
-            lines: tokio::sync::Mutex::new(lines),
-            asked: AtomicBool::new(false),
+            lines: tokio::sync::Mutex::new(Lines {
+                answers,
+                asked: false,
+            }),
         }
     })
 }
 
 async fn read_line() -> Result<Option<String>, trellis::Error> {
     let stdin = stdin();
+    let gone = || trellis::Error::msg("the standard input thread is gone");
     let mut lines = trellis::cancellable(stdin.lines.lock()).await?;
-    if !stdin.asked.swap(true, Ordering::AcqRel) {
-        stdin
-            .requests
-            .send(())
-            .map_err(|_| trellis::Error::msg("the standard input thread is gone"))?;
+    if !lines.asked {
+        stdin.requests.send(()).map_err(|_| gone())?;
+        lines.asked = true;
     }
-    let line = trellis::cancellable(lines.recv())
+    let line = trellis::cancellable(lines.answers.recv())
         .await?
-        .ok_or_else(|| trellis::Error::msg("the standard input thread is gone"))?;
-    stdin.asked.store(false, Ordering::Release);
+        .ok_or_else(gone)?;
+    lines.asked = false;
     line.map_err(trellis::Error::new)
 }
