@@ -311,10 +311,9 @@ impl Actor {
         entries
             .into_iter()
             .map(|e| {
-                let addr = e.addr.parse().map_err(trellis::Error::msg)?;
                 Ok(Registered {
+                    addr: e.parsed_addr()?,
                     id: ActorId::new(e.name, e.uid),
-                    addr,
                 })
             })
             .collect()
@@ -459,11 +458,7 @@ impl Actor {
     }
 
     async fn portal_to(&self, entry: &Entry) -> Result<Portal, trellis::Error> {
-        let addr: Addr = entry
-            .addr
-            .parse()
-            .map_err(|e: crate::BadAddr| trellis::Error::msg(e))?;
-        Ok(Portal::new(self.connect(&addr).await?))
+        self.portal(&entry.parsed_addr()?).await
     }
 
     /// Announces a child about to connect back with `uid`.

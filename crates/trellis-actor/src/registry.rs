@@ -27,6 +27,13 @@ pub(crate) struct Entry {
     pub(crate) addr: String,
 }
 
+impl Entry {
+    /// Where the actor listens, as an address to connect to.
+    pub(crate) fn parsed_addr(&self) -> Result<crate::Addr, trellis::Error> {
+        self.addr.parse().map_err(trellis::Error::msg)
+    }
+}
+
 /// The registrar's table, in registration order.
 #[derive(Default)]
 pub(crate) struct Registry {
