@@ -111,7 +111,7 @@ fn parse_with(
             a if a.starts_with("--registrar=") => {
                 registrar = Some(a["--registrar=".len()..].to_owned());
             }
-            a if a.starts_with('-') && a.len() > 1 && !a.starts_with("-1") && a != "-0" => {
+            a if a.starts_with('-') && a.len() > 1 => {
                 return Err(Usage::Bad(format!("unknown option `{a}` for `{command}`")));
             }
             _ => positional.push(arg),
