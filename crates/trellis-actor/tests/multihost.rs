@@ -7,6 +7,8 @@
 //! kernel's default would take hours), and every process must end.
 //! tractor's original: `test_multi_program.py` / `test_discovery.py` across hosts.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -142,14 +144,7 @@ fn netns_program() {
             }
         },
     ));
-    std::process::exit(match outcome {
-        Ok(()) => 0,
-        Err(e) if e.is_interrupted() => 130,
-        Err(e) => {
-            println!("{e}");
-            1
-        }
-    });
+    common::exit_as(outcome);
 }
 
 /// The namespaces and links; removed when dropped, whatever happened.
@@ -301,27 +296,14 @@ impl Host {
     }
 
     fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > until {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("did not exit within {limit:?}; saw {:?}", self.seen);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::exit_code_within(&mut self.child, limit)
+            .unwrap_or_else(|| panic!("did not exit within {limit:?}; saw {:?}", self.seen))
     }
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        common::kill_unless_exited(&mut self.child);
     }
 }
 

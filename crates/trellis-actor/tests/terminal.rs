@@ -7,6 +7,8 @@
 //! The program under test is this test binary's `terminal_program`, started by `setsid -c` as
 //! the session leader of a fresh pseudo-terminal; the test plays the person at the keyboard.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::process::{Child, Command, Stdio};
@@ -113,14 +115,7 @@ fn terminal_program() {
             Ok::<_, trellis::Error>(())
         },
     ));
-    std::process::exit(match outcome {
-        Ok(()) => 0,
-        Err(e) if e.is_interrupted() => 130,
-        Err(e) => {
-            println!("failed: {e}\r");
-            1
-        }
-    });
+    common::exit_as(outcome);
 }
 
 /// The program, on a new pseudo-terminal; the master side's output arrives on the channel.
@@ -186,20 +181,12 @@ impl OnTerminal {
     }
 
     fn wait(&mut self) -> Option<i32> {
-        let limit = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > limit {
-                let _ = self.child.kill();
-                panic!(
-                    "the program did not exit; the terminal shows:\n{}",
-                    self.seen
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::exit_code_within(&mut self.child, Duration::from_secs(60)).unwrap_or_else(|| {
+            panic!(
+                "the program did not exit; the terminal shows:\n{}",
+                self.seen
+            )
+        })
     }
 
     fn pids(&self) -> Vec<u32> {
@@ -215,10 +202,7 @@ impl Drop for OnTerminal {
     /// A failed test leaves nothing behind: the program (and with it, by their parent-death
     /// signal, its actors) is killed.
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        common::kill_unless_exited(&mut self.child);
     }
 }
 

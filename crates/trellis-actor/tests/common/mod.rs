@@ -1,5 +1,10 @@
-//! What the actor test files share: running a root actor, and running each test on both
-//! transports.
+//! What the actor test files share: running a root actor, running each test on both
+//! transports, and handling the programs a test starts (each test binary uses some of it).
+
+#![allow(dead_code)]
+
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use trellis_actor::{Config, Transport};
 
@@ -34,4 +39,41 @@ macro_rules! on_both_transports {
             $( #[test] fn $name() { super::$name(trellis_actor::Transport::tcp_loopback()) } )*
         }
     };
+}
+
+/// Ends a program the test started as one of its roles: 0 when `outcome` is fine, 130 when it
+/// was interrupted (Ctrl-C, SIGINT), 1 otherwise, with the error printed for the test to read.
+pub(crate) fn exit_as(outcome: Result<(), trellis::Error>) -> ! {
+    std::process::exit(match outcome {
+        Ok(()) => 0,
+        Err(e) if e.is_interrupted() => 130,
+        Err(e) => {
+            println!("failed: {e}\r");
+            1
+        }
+    });
+}
+
+/// The exit code of `child` once it exits, or `None` after `limit` (it is then killed and
+/// reaped). The limit only keeps a broken build from hanging the suite.
+pub(crate) fn exit_code_within(child: &mut Child, limit: Duration) -> Option<Option<i32>> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status.code());
+        }
+        if Instant::now() > until {
+            kill_unless_exited(child);
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills and reaps `child` unless it exited already: a failed test leaves nothing behind.
+pub(crate) fn kill_unless_exited(child: &mut Child) {
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
