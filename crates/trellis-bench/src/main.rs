@@ -67,6 +67,9 @@ pub(crate) fn alternate(
             ys.push(b());
         }
     }
+    if std::env::var_os("TRELLIS_BENCH_RUNS").is_some() {
+        eprintln!("runs: {xs:.4?} / {ys:.4?}");
+    }
     (median(&mut xs), median(&mut ys))
 }
 
@@ -82,7 +85,8 @@ struct Options {
 }
 
 /// For profiling one side alone: `TRELLIS_BENCH_CASE=current_thread` keeps one runtime flavour,
-/// `TRELLIS_BENCH_ONLY=trellis|anchor` runs only that side (the other reports 1 s).
+/// `TRELLIS_BENCH_ONLY=trellis|anchor` runs only that side (the other reports 1 s);
+/// `TRELLIS_BENCH_RUNS=1` prints every run's time to standard error.
 pub(crate) fn case_selected(case: &str) -> bool {
     std::env::var("TRELLIS_BENCH_CASE").map_or(true, |c| c == case)
 }

@@ -4,10 +4,10 @@
 //! (A cfg of our own rather than `loom`, which would also switch tokio's internals.)
 
 #[cfg(trellis_loom)]
-pub(crate) use loom::sync::atomic::AtomicBool;
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, fence};
 #[cfg(trellis_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 #[cfg(not(trellis_loom))]
-pub(crate) use std::sync::atomic::AtomicBool;
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, fence};
 #[cfg(not(trellis_loom))]
 pub(crate) use std::sync::{Arc, Mutex, MutexGuard};

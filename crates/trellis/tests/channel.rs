@@ -458,8 +458,137 @@ async fn dropped_recv_puts_value_back() {
         s.try_send(1).unwrap(); // handed straight to the waiting receive
         s.try_send(2).unwrap(); // buffered behind it
     }
+    // The put-back value waits ahead of the buffer, one over the capacity.
+    let stats = r.statistics();
+    assert_eq!((stats.current_buffer_used, stats.peak_buffer_used), (2, 2));
     assert_eq!(r.try_recv(), Ok(1));
     assert_eq!(r.try_recv(), Ok(2));
+}
+
+/// The buffer holds exactly its capacity, whatever its size (small rings, the largest ring, and
+/// the counted queue beyond it), and gives values back in order.
+async fn capacity_is_exact() {
+    for capacity in [1usize, 2, 127, 1024, 1025, 3000] {
+        let (s, r) = channel::<usize>(capacity);
+        for i in 0..capacity {
+            assert_eq!(s.try_send(i), Ok(()), "capacity {capacity}");
+        }
+        assert_eq!(s.try_send(capacity), Err(TrySendError::Full(capacity)));
+        let stats = s.statistics();
+        assert_eq!(stats.current_buffer_used, capacity);
+        assert_eq!(stats.peak_buffer_used, capacity);
+        assert_eq!(r.try_recv(), Ok(0));
+        assert_eq!(s.try_send(capacity), Ok(()));
+        assert_eq!(
+            s.try_send(capacity + 1),
+            Err(TrySendError::Full(capacity + 1))
+        );
+        drop(s);
+        let rest: Vec<usize> = std::iter::from_fn(|| r.try_recv().ok()).collect();
+        assert_eq!(
+            rest,
+            (1..=capacity).collect::<Vec<_>>(),
+            "capacity {capacity}"
+        );
+        assert_eq!(r.try_recv(), Err(TryRecvError::EndOfChannel));
+    }
+}
+
+/// Four senders and four receivers on worker threads, for every kind of buffer (rendezvous,
+/// small, the counted queue, unbounded): every value arrives exactly once, and each sender's
+/// values arrive in the order sent.
+async fn many_tasks_lose_nothing() {
+    const PER_SENDER: u64 = 5_000;
+    for capacity in [0usize, 1, 8, 2000, usize::MAX] {
+        let (s, r) = channel::<(u64, u64)>(capacity);
+        let got = open_nursery(|n| async move {
+            for sender in 0..4u64 {
+                let s = s.clone();
+                n.start_soon(async move {
+                    for i in 0..PER_SENDER {
+                        s.send((sender, i)).await?;
+                    }
+                    Ok::<_, Error>(())
+                })?;
+            }
+            drop(s);
+            let mut handles = Vec::new();
+            for _ in 0..4 {
+                let r = r.clone();
+                handles.push(n.start_soon(async move {
+                    let mut got = Vec::new();
+                    loop {
+                        match r.recv().await {
+                            Ok(v) => got.push(v),
+                            Err(RecvError::EndOfChannel) => return Ok(got),
+                            Err(e) => return Err(Error::from(e)),
+                        }
+                    }
+                })?);
+            }
+            Ok::<_, Error>(handles)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let mut all = Vec::new();
+        for handle in got {
+            let got = handle.into_value().unwrap();
+            for sender in 0..4 {
+                let mine: Vec<u64> = got.iter().filter(|v| v.0 == sender).map(|v| v.1).collect();
+                assert!(
+                    mine.is_sorted(),
+                    "capacity {capacity}: sender {sender} out of order"
+                );
+            }
+            all.extend(got);
+        }
+        all.sort();
+        let expected: Vec<(u64, u64)> = (0..4)
+            .flat_map(|sender| (0..PER_SENDER).map(move |i| (sender, i)))
+            .collect();
+        assert_eq!(all, expected, "capacity {capacity}");
+    }
+}
+
+/// The last receiver closes while senders on other threads keep sending: every value is
+/// either handed back as `Broken` or dropped with the buffer; none is left behind in it.
+async fn close_while_sending_leaves_nothing_behind() {
+    let token = Arc::new(());
+    let (s, r) = channel::<Arc<()>>(64);
+    let kept = s.clone();
+    open_nursery(|n| {
+        let token = token.clone();
+        async move {
+            for _ in 0..2 {
+                let s = s.clone();
+                let token = token.clone();
+                n.start_soon(async move {
+                    loop {
+                        match s.send(token.clone()).await {
+                            Ok(()) => {}
+                            Err(SendError::Broken(_)) => return Ok(()),
+                            Err(e) => return Err(Error::from(e)),
+                        }
+                    }
+                })?;
+            }
+            for _ in 0..100 {
+                r.recv().await?;
+            }
+            r.close();
+            Ok::<_, Error>(())
+        }
+    })
+    .await
+    .unwrap();
+    // `kept` still holds the channel open: a value left in the buffer would still exist.
+    assert_eq!(kept.statistics().current_buffer_used, 0);
+    assert_eq!(
+        Arc::strong_count(&token),
+        1,
+        "a value was left in the buffer"
+    );
 }
 
 /// Cancelling a pending operation in a cancelled scope: a cancel point even when it could
@@ -559,4 +688,7 @@ both_flavors!(
     operations_fail_in_cancelled_scope,
     receiver_is_a_stream,
     dropping_senders_ends_waiting_receiver,
+    capacity_is_exact,
+    many_tasks_lose_nothing,
+    close_while_sending_leaves_nothing_behind,
 );

@@ -21,9 +21,16 @@ fn rendezvous_hand_off() {
 }
 
 /// Two senders, one slot: both values arrive, once each, and the end follows.
+///
+/// Three threads: explored up to three preemptions (about 10 s; unbounded it runs for hours).
+/// `LOOM_MAX_PREEMPTIONS` overrides the bound.
 #[test]
 fn two_senders_one_slot() {
-    loom::model(|| {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(|| {
         let (tx, rx) = channel::<u32>(1);
         let tx2 = tx.clone();
         let a = thread::spawn(move || block_on(tx.send(1)));
@@ -63,6 +70,65 @@ fn try_send_races_close() {
         closer.join().unwrap();
         assert!(matches!(outcome, Ok(()) | Err(TrySendError::Broken(1))));
         assert_eq!(tx.try_send(2), Err(TrySendError::Broken(2)));
+    });
+}
+
+/// A send without the lock against a receiver that finds the buffer empty and registers: the
+/// pusher sees the waiter or the waiter sees the value, in every interleaving.
+#[test]
+fn lockless_send_meets_a_registering_receiver() {
+    loom::model(|| {
+        let (tx, rx) = channel::<u32>(1);
+        // The sender stays open until the value is received: only the hand-over can wake
+        // the receiver, not the end of the channel.
+        let sender = thread::spawn(move || {
+            assert_eq!(block_on(tx.send(1)), Ok(()));
+            tx
+        });
+        assert_eq!(block_on(rx.recv()), Ok(1));
+        drop(sender.join().unwrap());
+        assert_eq!(block_on(rx.recv()), Err(RecvError::EndOfChannel));
+    });
+}
+
+/// A receive without the lock against a sender that finds the buffer full and registers: the
+/// sender's value moves into the room the receive made, in order.
+#[test]
+fn lockless_receive_refills_from_a_waiting_sender() {
+    loom::model(|| {
+        let (tx, rx) = channel::<u32>(1);
+        tx.try_send(1).unwrap();
+        let sender = thread::spawn(move || {
+            assert_eq!(block_on(tx.send(2)), Ok(()));
+            tx
+        });
+        assert_eq!(block_on(rx.recv()), Ok(1));
+        // Only the receive of 1 can release the sender: it must have moved 2 into the buffer.
+        let tx = sender.join().unwrap();
+        assert_eq!(block_on(rx.recv()), Ok(2));
+        drop(tx);
+        assert_eq!(block_on(rx.recv()), Err(RecvError::EndOfChannel));
+    });
+}
+
+/// The last receiver closes as a send without the lock pushes: the value is handed back as
+/// Broken or dropped with the buffer, never left behind in it.
+#[test]
+fn receiver_close_races_a_lockless_send() {
+    loom::model(|| {
+        let (tx, rx) = channel::<std::sync::Arc<()>>(1);
+        let token = std::sync::Arc::new(());
+        let closer = thread::spawn(move || rx.close());
+        let outcome = block_on(tx.send(token.clone()));
+        assert!(matches!(outcome, Ok(()) | Err(SendError::Broken(_))));
+        drop(outcome);
+        closer.join().unwrap();
+        assert_eq!(
+            std::sync::Arc::strong_count(&token),
+            1,
+            "a value was left behind"
+        );
+        assert_eq!(tx.statistics().current_buffer_used, 0);
     });
 }
 

@@ -292,6 +292,21 @@ impl CancelWait {
     }
 }
 
+impl Drop for CancelWait {
+    /// Inline, so that an operation that never waited pays only this test.
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(waiting) = self.waiting.take() {
+            drop_waiting(waiting);
+        }
+    }
+}
+
+#[inline(never)]
+fn drop_waiting(waiting: Box<Waiting>) {
+    drop(waiting);
+}
+
 impl Drop for Waiting {
     fn drop(&mut self) {
         if let Some(key) = self.key {

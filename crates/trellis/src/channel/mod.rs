@@ -24,7 +24,9 @@
 //! returned, and a `recv` future dropped after a value was handed to it puts the value back at
 //! the front of the channel.
 //!
-//! Operations that can complete at once do not yield every time: one in 128 on a thread yields
+//! A send or receive that need not wait, while no task waits on either side, takes no lock:
+//! the buffer is a lock-free queue, and the channel's lock is taken only to queue or release a
+//! waiting task. Operations that can complete at once do not yield every time: one in 128 on a thread yields
 //! first (like tokio's cooperative budget), so a busy loop over a channel still lets other tasks
 //! run without paying a task switch per value. Use [`checkpoint`](crate::checkpoint) where
 //! Trio's strict "every operation yields" matters.
@@ -54,18 +56,20 @@
 //! # Ok(()) }
 //! ```
 
+mod buffer;
 mod error;
 mod state;
 
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 
 use crate::loom::{Arc, AtomicBool, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 
 pub use error::{RecvError, SendError, TryRecvError, TrySendError};
-use state::State;
+use state::{Fast, State, WakeList};
 
 use crate::cancel::CancelWait;
 
@@ -73,7 +77,8 @@ use crate::cancel::CancelWait;
 /// channel. `usize::MAX` means unbounded (Trio's `math.inf`).
 pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let chan = Arc::new(Chan {
-        state: Mutex::new(State::new(capacity)),
+        state: Mutex::new(State::new()),
+        fast: Fast::new(capacity),
     });
     let (sender_id, receiver_id) = {
         let mut state = chan.lock();
@@ -94,25 +99,100 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 
 struct Chan<T> {
     state: Mutex<State<T>>,
+    /// The buffer and the signal word, used without the lock (see `state.rs`).
+    fast: Fast<T>,
+}
+
+/// The channel's lock, held: publishes the signal word before it is released.
+struct Locked<'a, T> {
+    state: MutexGuard<'a, State<T>>,
+    fast: &'a Fast<T>,
+}
+
+impl<T> Deref for Locked<'_, T> {
+    type Target = State<T>;
+
+    fn deref(&self) -> &State<T> {
+        &self.state
+    }
+}
+
+impl<T> DerefMut for Locked<'_, T> {
+    fn deref_mut(&mut self) -> &mut State<T> {
+        &mut self.state
+    }
+}
+
+impl<T> Drop for Locked<'_, T> {
+    fn drop(&mut self) {
+        self.state.publish(self.fast);
+    }
 }
 
 impl<T> Chan<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
-        // The state is consistent between statements; a panic elsewhere does not poison it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> Locked<'_, T> {
+        Locked {
+            // The state is consistent between statements; a panic elsewhere does not poison it.
+            state: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            fast: &self.fast,
+        }
+    }
+
+    /// A push without the lock found a receiver waiting or every receiver gone.
+    fn after_push(&self) {
+        let mut wake = WakeList::new();
+        let discarded = self.lock().after_push(&self.fast, &mut wake);
+        wake.wake();
+        drop(discarded);
+    }
+
+    /// A pop without the lock found a sender waiting for room.
+    fn after_pop(&self) {
+        let mut wake = WakeList::new();
+        self.lock().settle(&self.fast, &mut wake);
+        wake.wake();
+    }
+
+    /// Sends without waiting: without the lock if it can, else under it.
+    fn try_send(&self, value: T) -> Result<(), state::TrySend<T>> {
+        let Err(value) = self.fast.try_push(value, || self.after_push()) else {
+            return Ok(());
+        };
+        let mut wake = WakeList::new();
+        let outcome = self.lock().try_send(&self.fast, value, &mut wake);
+        wake.wake();
+        outcome
+    }
+
+    /// Receives without waiting: without the lock if it can, else under it.
+    fn try_recv(&self) -> Result<T, state::TryRecv> {
+        if let Some(value) = self.fast.try_pop(|| self.after_pop()) {
+            return Ok(value);
+        }
+        let mut wake = WakeList::new();
+        let outcome = self.lock().try_recv(&self.fast, &mut wake);
+        wake.wake();
+        outcome
+    }
+
+    /// A send dropped while waiting: its value, if still undelivered, is dropped with it.
+    #[inline(never)]
+    fn abandon_send(&self, key: usize) {
+        let value = self.lock().withdraw_send(key);
+        drop(value);
     }
 
     /// A receive that stops waiting without returning: a value handed to it goes back.
+    #[inline(never)]
     fn unreceive_withdrawn(&self, key: usize) {
-        let waker = {
+        let mut wake = WakeList::new();
+        {
             let mut state = self.lock();
-            state
-                .withdraw_recv(key)
-                .and_then(|value| state.unreceive(value))
-        };
-        if let Some(waker) = waker {
-            waker.wake();
+            if let Some(value) = state.withdraw_recv(key) {
+                state.unreceive(&self.fast, value, &mut wake);
+            }
         }
+        wake.wake();
     }
 }
 
@@ -132,6 +212,7 @@ impl Handle {
 
     /// Relaxed: the channel's lock orders everything that matters; a stale `false` only lets
     /// one more operation through, as if it had started before the close.
+    #[inline]
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }
@@ -227,14 +308,8 @@ impl<T> Sender<T> {
         if self.handle.is_closed() {
             return Err(TrySendError::Closed(value));
         }
-        let outcome = self.chan.lock().try_send(value);
-        match outcome {
-            Ok(waker) => {
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-                Ok(())
-            }
+        match self.chan.try_send(value) {
+            Ok(()) => Ok(()),
             Err(state::TrySend::Broken(v)) => Err(TrySendError::Broken(v)),
             Err(state::TrySend::Full(v)) => Err(TrySendError::Full(v)),
         }
@@ -247,8 +322,9 @@ impl<T> Sender<T> {
         if self.handle.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let wake = self.chan.lock().close_sender(self.handle.id);
-        wake.into_iter().for_each(Waker::wake);
+        let mut wake = WakeList::new();
+        self.chan.lock().close_sender(self.handle.id, &mut wake);
+        wake.wake();
     }
 
     /// True when this handle has been closed.
@@ -258,7 +334,7 @@ impl<T> Sender<T> {
 
     /// The channel's statistics.
     pub fn statistics(&self) -> ChannelStatistics {
-        self.chan.lock().statistics()
+        self.chan.lock().statistics(&self.chan.fast)
     }
 }
 
@@ -328,21 +404,24 @@ impl<T> SendOp<T> {
             if cancelled {
                 return Poll::Ready(Err(SendError::Cancelled(value)));
             }
+            let Err(value) = chan.fast.try_push(value, || chan.after_push()) else {
+                return Poll::Ready(Ok(()));
+            };
+            let mut wake = WakeList::new();
             let mut state = chan.lock();
-            match state.try_send(value) {
-                Ok(waker) => {
-                    drop(state);
-                    if let Some(waker) = waker {
-                        waker.wake();
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Err(state::TrySend::Broken(v)) => return Poll::Ready(Err(SendError::Broken(v))),
+            let outcome = match state.try_send(&chan.fast, value, &mut wake) {
+                Ok(()) => Some(Ok(())),
+                Err(state::TrySend::Broken(v)) => Some(Err(SendError::Broken(v))),
                 Err(state::TrySend::Full(v)) => {
-                    self.key = Some(state.wait_send(handle.id, v, cx.waker()));
+                    self.key = state.wait_send(&chan.fast, handle.id, v, cx.waker(), &mut wake);
+                    self.key.is_none().then_some(Ok(()))
                 }
-            }
+            };
             drop(state);
+            wake.wake();
+            if let Some(outcome) = outcome {
+                return Poll::Ready(outcome);
+            }
             return self.poll_cancel(chan, cx);
         };
         let mut state = chan.lock();
@@ -370,10 +449,10 @@ impl<T> SendOp<T> {
     }
 
     /// Given up (dropped): the value, if still undelivered, is dropped with it.
+    #[inline]
     fn abandon(&mut self, chan: &Chan<T>) {
         if let Some(key) = self.key.take() {
-            let value = chan.lock().withdraw_send(key);
-            drop(value);
+            chan.abandon_send(key);
         }
     }
 }
@@ -483,14 +562,8 @@ impl<T> Receiver<T> {
         if self.handle.is_closed() {
             return Err(TryRecvError::Closed);
         }
-        let outcome = self.chan.lock().try_recv();
-        match outcome {
-            Ok((value, waker)) => {
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-                Ok(value)
-            }
+        match self.chan.try_recv() {
+            Ok(value) => Ok(value),
             Err(state::TryRecv::Empty) => Err(TryRecvError::Empty),
             Err(state::TryRecv::End) => Err(TryRecvError::EndOfChannel),
         }
@@ -504,8 +577,12 @@ impl<T> Receiver<T> {
         if self.handle.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (discarded, wake) = self.chan.lock().close_receiver(self.handle.id);
-        wake.into_iter().for_each(Waker::wake);
+        let mut wake = WakeList::new();
+        let discarded = self
+            .chan
+            .lock()
+            .close_receiver(&self.chan.fast, self.handle.id, &mut wake);
+        wake.wake();
         // User values may run arbitrary code when dropped: not under the lock.
         drop(discarded);
     }
@@ -517,7 +594,7 @@ impl<T> Receiver<T> {
 
     /// The channel's statistics.
     pub fn statistics(&self) -> ChannelStatistics {
-        self.chan.lock().statistics()
+        self.chan.lock().statistics(&self.chan.fast)
     }
 
     fn poll_recv_inner(
@@ -535,24 +612,36 @@ impl<T> Receiver<T> {
                 if ready!(cancel.poll_start(cx)) {
                     return Poll::Ready(Err(RecvError::Cancelled));
                 }
+                if let Some(value) = chan.fast.try_pop(|| chan.after_pop()) {
+                    return Poll::Ready(Ok(value));
+                }
+                let mut wake = WakeList::new();
                 let mut state = chan.lock();
-                match state.try_recv() {
-                    Ok((value, waker)) => {
-                        drop(state);
-                        if let Some(waker) = waker {
-                            waker.wake();
-                        }
-                        return Poll::Ready(Ok(value));
-                    }
-                    Err(state::TryRecv::End) => return Poll::Ready(Err(RecvError::EndOfChannel)),
+                let outcome = match state.try_recv(&chan.fast, &mut wake) {
+                    Ok(value) => Some(Ok(value)),
+                    Err(state::TryRecv::End) => Some(Err(RecvError::EndOfChannel)),
                     Err(state::TryRecv::Empty) => {
-                        *key = Some(state.wait_recv(handle.id, cx.waker()));
+                        match state.wait_recv(&chan.fast, handle.id, cx.waker(), &mut wake) {
+                            Ok(value) => Some(Ok(value)),
+                            Err(k) => {
+                                *key = Some(k);
+                                None
+                            }
+                        }
                     }
+                };
+                drop(state);
+                wake.wake();
+                if let Some(outcome) = outcome {
+                    return Poll::Ready(outcome);
                 }
             }
             Some(k) => {
                 let mut state = chan.lock();
-                if let Some(outcome) = state.poll_recv_waiter(k, handle.is_closed(), cx.waker()) {
+                let fast = &chan.fast;
+                if let Some(outcome) =
+                    state.poll_recv_waiter(fast, k, handle.is_closed(), cx.waker())
+                {
                     *key = None;
                     return Poll::Ready(outcome);
                 }

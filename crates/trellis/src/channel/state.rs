@@ -1,27 +1,143 @@
-//! The channel's state machine, under its one lock: the buffer, the queues of waiting senders
-//! and receivers, and the open-handle counts.
+//! The channel's shared state: the buffer and a signal word that senders and receivers use
+//! without the lock while nobody waits, and, under the lock, the queues of waiting senders and
+//! receivers, the open-handle counts and the values put back by abandoned receives.
 //!
-//! Invariants: receivers wait only while the buffer is empty and no sender waits; senders wait
-//! only while the buffer is full (for capacity 0: always) and no receiver waits. A hand-off
-//! moves the value straight into the waiter's slot and takes the slot out of the queue; the
-//! waiter removes its slot when it next runs. Functions return the waker to wake, so that
-//! callers wake it after releasing the lock.
+//! # The fast path and its one rule
+//!
+//! While no task waits on either side, a send pushes to the buffer and a receive pops from it
+//! without the lock. Whoever has to wait registers under the lock, publishes that in the signal
+//! word, and then looks at the buffer once more; whoever pushed or popped without the lock looks
+//! at the signal word after its push or pop. A sequentially consistent fence sits between the
+//! write and the read on both sides (the classic store-buffer pairing), so at least one of the
+//! two sees the other: either the waiter finds the value (or the room) itself, or the other
+//! side takes the lock and hands it over ([`State::kick`], [`State::refill`]). No wake-up is
+//! lost and no value waits in the buffer while a receiver sleeps.
+//!
+//! Invariants, under the lock: receivers wait only while the buffer is empty (values pushed
+//! meanwhile are handed to them by the pusher), senders only while it is full (for capacity 0:
+//! always). A hand-off moves the value straight into the waiter's slot and takes the slot out
+//! of the queue; the waiter removes its slot when it next runs. Functions collect the wakers to
+//! wake in a [`WakeList`], woken after the lock is released.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::task::Waker;
 
+use super::buffer::Buffer;
 use super::{ChannelStatistics, RecvError, SendError};
+use crate::loom::{AtomicUsize, fence};
 use crate::slab::Slab;
 
-pub(super) struct State<T> {
-    buffer: VecDeque<T>,
+/// Signal bits: some receiver waits.
+pub(super) const RECV_WAITING: usize = 1;
+/// Some sender waits.
+pub(super) const SEND_WAITING: usize = 2;
+/// Every receiver is gone: sends fail, and a value pushed meanwhile must be discarded.
+pub(super) const BROKEN: usize = 4;
+/// Values put back by abandoned receives wait ahead of the buffer.
+pub(super) const FRONT: usize = 8;
+
+/// What senders and receivers touch without the lock.
+pub(super) struct Fast<T> {
+    pub(super) buffer: Buffer<T>,
+    /// The `*_WAITING`, `BROKEN` and `FRONT` bits; written only under the lock.
+    pub(super) signal: AtomicUsize,
+    peak: AtomicUsize,
     capacity: usize,
-    peak: usize,
+}
+
+impl<T> Fast<T> {
+    pub(super) fn new(capacity: usize) -> Self {
+        Fast {
+            buffer: Buffer::new(capacity),
+            signal: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    /// Sends without the lock when nobody waits and there is room; hands `value` back otherwise.
+    /// `settle` runs (it takes the lock) when, after the push, a receiver turns out to be
+    /// waiting or every receiver gone.
+    pub(super) fn try_push(&self, value: T, settle: impl FnOnce()) -> Result<(), T> {
+        if self.signal.load(Ordering::Relaxed) & (RECV_WAITING | SEND_WAITING | BROKEN) != 0 {
+            return Err(value);
+        }
+        self.buffer.push(value)?;
+        self.note_len(0);
+        fence(Ordering::SeqCst);
+        if self.signal.load(Ordering::Relaxed) & (RECV_WAITING | BROKEN) != 0 {
+            settle();
+        }
+        Ok(())
+    }
+
+    /// Receives without the lock when nobody waits and nothing was put back; `refill` runs
+    /// (it takes the lock) when, after the pop, a sender turns out to be waiting for room.
+    pub(super) fn try_pop(&self, refill: impl FnOnce()) -> Option<T> {
+        if self.signal.load(Ordering::Relaxed) & (RECV_WAITING | FRONT) != 0 {
+            return None;
+        }
+        let value = self.buffer.pop()?;
+        fence(Ordering::SeqCst);
+        if self.signal.load(Ordering::Relaxed) & SEND_WAITING != 0 {
+            refill();
+        }
+        Some(value)
+    }
+
+    /// After a push: remembers the buffer's use (plus `extra` put-back values) if it is a new
+    /// peak. Free once the buffer has been full.
+    fn note_len(&self, extra: usize) {
+        if self.peak.load(Ordering::Relaxed) < self.capacity.saturating_add(extra) {
+            self.peak
+                .fetch_max(self.buffer.len() + extra, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Wakers collected under the lock, woken after it is released; a few inline, more on the heap.
+pub(super) struct WakeList {
+    inline: [Option<Waker>; 4],
+    len: usize,
+    more: Vec<Waker>,
+}
+
+impl WakeList {
+    pub(super) fn new() -> Self {
+        WakeList {
+            inline: [None, None, None, None],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, waker: Waker) {
+        if let Some(slot) = self.inline.get_mut(self.len) {
+            *slot = Some(waker);
+            self.len += 1;
+        } else {
+            self.more.push(waker);
+        }
+    }
+
+    /// Wakes them all. Call with the lock released.
+    pub(super) fn wake(self) {
+        self.inline.into_iter().flatten().for_each(Waker::wake);
+        self.more.into_iter().for_each(Waker::wake);
+    }
+}
+
+pub(super) struct State<T> {
+    /// Values put back by receives that went away: received before the buffer's.
+    front: VecDeque<T>,
     pub(super) senders: usize,
     pub(super) receivers: usize,
     send_waiters: Waiters<SendSlot<T>>,
     recv_waiters: Waiters<RecvSlot<T>>,
     next_handle: u64,
+    /// The signal word as last published.
+    published: usize,
 }
 
 /// A blocked sender: its value stays here until a receiver takes it.
@@ -126,7 +242,7 @@ impl<S: Slot> Waiters<S> {
 
     /// Takes the waiters of one handle out of the queue (they fail with `Closed` when they
     /// run); appends their wakers to `wake`.
-    fn dequeue_handle(&mut self, handle: u64, wake: &mut Vec<Waker>) {
+    fn dequeue_handle(&mut self, handle: u64, wake: &mut WakeList) {
         let slots = &mut self.slots;
         self.order.retain(|key| {
             let slot = slots.get_mut(*key).expect("queued slots exist");
@@ -139,11 +255,34 @@ impl<S: Slot> Waiters<S> {
     }
 
     /// Takes every waiter out of the queue (the channel ended or broke); appends their wakers.
-    fn dequeue_all(&mut self, wake: &mut Vec<Waker>) {
+    fn dequeue_all(&mut self, wake: &mut WakeList) {
         for key in self.order.drain(..) {
             let slot = self.slots.get_mut(key).expect("queued slots exist");
             wake.push(take_waker(slot.waker()));
         }
+    }
+}
+
+impl<T> Waiters<RecvSlot<T>> {
+    /// Hands `value` to the first waiting receiver, or back when none waits.
+    fn hand_over(&mut self, value: T, wake: &mut WakeList) -> Result<(), T> {
+        let Some(key) = self.order.pop_front() else {
+            return Err(value);
+        };
+        let slot = self.slots.get_mut(key).expect("queued slots exist");
+        slot.value = Some(value);
+        wake.push(take_waker(&mut slot.waker));
+        Ok(())
+    }
+}
+
+impl<T> Waiters<SendSlot<T>> {
+    /// Takes the value of the first waiting sender, which is then done.
+    fn take_first(&mut self, wake: &mut WakeList) -> Option<T> {
+        let key = self.order.pop_front()?;
+        let slot = self.slots.get_mut(key).expect("queued slots exist");
+        wake.push(take_waker(&mut slot.waker));
+        Some(slot.value.take().expect("a queued sender holds its value"))
     }
 }
 
@@ -164,16 +303,15 @@ pub(super) enum TryRecv {
 }
 
 impl<T> State<T> {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(super) fn new() -> Self {
         State {
-            buffer: VecDeque::with_capacity(capacity.min(1024)),
-            capacity,
-            peak: 0,
+            front: VecDeque::new(),
             senders: 1,
             receivers: 1,
             send_waiters: Waiters::new(),
             recv_waiters: Waiters::new(),
             next_handle: 0,
+            published: 0,
         }
     }
 
@@ -182,53 +320,158 @@ impl<T> State<T> {
         self.next_handle
     }
 
-    fn push_buffer(&mut self, value: T) {
-        self.buffer.push_back(value);
-        self.peak = self.peak.max(self.buffer.len());
-    }
-
-    /// Sends without waiting: to the first waiting receiver, else into the buffer.
-    pub(super) fn try_send(&mut self, value: T) -> Result<Option<Waker>, TrySend<T>> {
+    /// Writes the signal word if what it reflects changed. Runs before the lock is released
+    /// (the channel's lock guard calls it), and explicitly before a waiter's second look.
+    pub(super) fn publish(&mut self, fast: &Fast<T>) {
+        let mut signal = 0;
+        if self.recv_waiters.len() > 0 {
+            signal |= RECV_WAITING;
+        }
+        if self.send_waiters.len() > 0 {
+            signal |= SEND_WAITING;
+        }
         if self.receivers == 0 {
-            return Err(TrySend::Broken(value));
+            signal |= BROKEN;
         }
-        if let Some(key) = self.recv_waiters.order.pop_front() {
-            let slot = self
-                .recv_waiters
-                .slots
-                .get_mut(key)
-                .expect("queued slots exist");
-            slot.value = Some(value);
-            return Ok(Some(take_waker(&mut slot.waker)));
+        if !self.front.is_empty() {
+            signal |= FRONT;
         }
-        if self.buffer.len() < self.capacity {
-            self.push_buffer(value);
-            return Ok(None);
+        if signal != self.published {
+            fast.signal.store(signal, Ordering::SeqCst);
+            self.published = signal;
         }
-        Err(TrySend::Full(value))
     }
 
-    /// Receives without waiting: from the buffer (refilling it from the first waiting sender),
-    /// else straight from the first waiting sender (rendezvous).
-    pub(super) fn try_recv(&mut self) -> Result<(T, Option<Waker>), TryRecv> {
-        let sender = self.send_waiters.order.pop_front().map(|key| {
+    /// Brings waiters and buffer into line after pushes and pops made without the lock: buffered
+    /// values go to waiting receivers, waiting senders' values into the room in the buffer, each
+    /// in arrival order.
+    pub(super) fn settle(&mut self, fast: &Fast<T>, wake: &mut WakeList) {
+        while self.kick(fast, wake) + self.refill(fast, wake) > 0 {}
+    }
+
+    /// Hands buffered values (put-back ones first) to waiting receivers. Returns how many.
+    fn kick(&mut self, fast: &Fast<T>, wake: &mut WakeList) -> usize {
+        let mut moved = 0;
+        while self.recv_waiters.len() > 0 {
+            let Some(value) = self.front.pop_front().or_else(|| fast.buffer.pop()) else {
+                break;
+            };
+            if let Err(value) = self.recv_waiters.hand_over(value, wake) {
+                self.front.push_front(value);
+                break;
+            }
+            moved += 1;
+        }
+        moved
+    }
+
+    /// Moves waiting senders' values into the buffer while it has room. Returns how many.
+    fn refill(&mut self, fast: &Fast<T>, wake: &mut WakeList) -> usize {
+        let mut moved = 0;
+        while let Some(&key) = self.send_waiters.order.front() {
             let slot = self
                 .send_waiters
                 .slots
                 .get_mut(key)
                 .expect("queued slots exist");
             let value = slot.value.take().expect("a queued sender holds its value");
-            (value, take_waker(&mut slot.waker))
-        });
-        if let Some(value) = self.buffer.pop_front() {
-            let waker = sender.map(|(next, waker)| {
-                self.push_buffer(next);
-                waker
-            });
-            return Ok((value, waker));
+            if let Err(value) = fast.buffer.push(value) {
+                slot.value = Some(value);
+                break;
+            }
+            self.send_waiters.order.pop_front();
+            wake.push(take_waker(&mut slot.waker));
+            moved += 1;
         }
-        if let Some((value, waker)) = sender {
-            return Ok((value, Some(waker)));
+        if moved > 0 {
+            fast.note_len(self.front.len());
+        }
+        moved
+    }
+
+    /// A push made without the lock found a receiver waiting or every receiver gone: hand the
+    /// buffer over, or empty it (returned, to be dropped outside the lock).
+    pub(super) fn after_push(&mut self, fast: &Fast<T>, wake: &mut WakeList) -> VecDeque<T> {
+        if self.receivers == 0 {
+            return self.drain(fast);
+        }
+        self.settle(fast, wake);
+        VecDeque::new()
+    }
+
+    fn drain(&mut self, fast: &Fast<T>) -> VecDeque<T> {
+        let mut discarded = std::mem::take(&mut self.front);
+        discarded.extend(std::iter::from_fn(|| fast.buffer.pop()));
+        discarded
+    }
+
+    /// Sends without waiting: to the first waiting receiver, else into the buffer unless
+    /// senders wait ahead of this one.
+    pub(super) fn try_send(
+        &mut self,
+        fast: &Fast<T>,
+        value: T,
+        wake: &mut WakeList,
+    ) -> Result<(), TrySend<T>> {
+        if self.receivers == 0 {
+            return Err(TrySend::Broken(value));
+        }
+        self.settle(fast, wake);
+        let Err(value) = self.recv_waiters.hand_over(value, wake) else {
+            return Ok(());
+        };
+        if self.send_waiters.len() > 0 {
+            return Err(TrySend::Full(value));
+        }
+        fast.buffer.push(value).map_err(TrySend::Full)?;
+        fast.note_len(self.front.len());
+        Ok(())
+    }
+
+    /// After `try_send` found no room: queues the sender, publishes that, and looks again (a
+    /// receive made without the lock may have made room meanwhile). `None` when the value went
+    /// after all; otherwise the waiter's key.
+    pub(super) fn wait_send(
+        &mut self,
+        fast: &Fast<T>,
+        handle: u64,
+        value: T,
+        waker: &Waker,
+        wake: &mut WakeList,
+    ) -> Option<usize> {
+        // A no-op waker until the second look is done: it may hand the value over, and the
+        // task is running anyway.
+        let key = self.send_waiters.push(SendSlot {
+            handle,
+            waker: Waker::noop().clone(),
+            value: Some(value),
+        });
+        self.publish(fast);
+        fence(Ordering::SeqCst);
+        self.settle(fast, wake);
+        let slot = self.send_waiters.slots.get_mut(key).expect("exists");
+        if slot.value.is_none() {
+            self.send_waiters.remove(key, false);
+            return None;
+        }
+        slot.waker = waker.clone();
+        Some(key)
+    }
+
+    /// Receives without waiting: a put-back value, else the buffer (refilling it from waiting
+    /// senders), else straight from the first waiting sender (rendezvous).
+    pub(super) fn try_recv(&mut self, fast: &Fast<T>, wake: &mut WakeList) -> Result<T, TryRecv> {
+        if let Some(value) = self.front.pop_front() {
+            return Ok(value);
+        }
+        // Receivers already waiting come first.
+        self.settle(fast, wake);
+        if let Some(value) = fast.buffer.pop() {
+            self.settle(fast, wake);
+            return Ok(value);
+        }
+        if let Some(value) = self.send_waiters.take_first(wake) {
+            return Ok(value);
         }
         if self.senders == 0 {
             Err(TryRecv::End)
@@ -237,20 +480,31 @@ impl<T> State<T> {
         }
     }
 
-    pub(super) fn wait_send(&mut self, handle: u64, value: T, waker: &Waker) -> usize {
-        self.send_waiters.push(SendSlot {
+    /// After `try_recv` found nothing: queues the receiver, publishes that, and looks again (a
+    /// send made without the lock may have pushed meanwhile). `Ok` with the value found;
+    /// otherwise the waiter's key.
+    pub(super) fn wait_recv(
+        &mut self,
+        fast: &Fast<T>,
+        handle: u64,
+        waker: &Waker,
+        wake: &mut WakeList,
+    ) -> Result<T, usize> {
+        let key = self.recv_waiters.push(RecvSlot {
             handle,
-            waker: waker.clone(),
-            value: Some(value),
-        })
-    }
-
-    pub(super) fn wait_recv(&mut self, handle: u64, waker: &Waker) -> usize {
-        self.recv_waiters.push(RecvSlot {
-            handle,
-            waker: waker.clone(),
+            waker: Waker::noop().clone(),
             value: None,
-        })
+        });
+        self.publish(fast);
+        fence(Ordering::SeqCst);
+        self.settle(fast, wake);
+        let slot = self.recv_waiters.slots.get_mut(key).expect("exists");
+        if let Some(value) = slot.value.take() {
+            self.recv_waiters.remove(key, false);
+            return Ok(value);
+        }
+        slot.waker = waker.clone();
+        Err(key)
     }
 
     /// A waiting sender runs again: done if its value was taken, failed if the channel broke or
@@ -292,6 +546,7 @@ impl<T> State<T> {
     /// closed or the channel ended meanwhile; otherwise it keeps waiting with `waker`.
     pub(super) fn poll_recv_waiter(
         &mut self,
+        fast: &Fast<T>,
         key: usize,
         handle_closed: bool,
         waker: &Waker,
@@ -309,9 +564,11 @@ impl<T> State<T> {
             self.recv_waiters.remove(key, true);
             return Some(Err(RecvError::Closed));
         }
-        if self.senders == 0 && self.buffer.is_empty() {
+        if self.senders == 0 {
             self.recv_waiters.remove(key, true);
-            return Some(Err(RecvError::EndOfChannel));
+            // A send that raced its own handle's close may have left a value behind.
+            let left = self.front.pop_front().or_else(|| fast.buffer.pop());
+            return Some(left.ok_or(RecvError::EndOfChannel));
         }
         Waiters::refresh_waker(slot, waker);
         None
@@ -322,57 +579,53 @@ impl<T> State<T> {
         self.recv_waiters.withdraw(key).and_then(|slot| slot.value)
     }
 
-    /// Puts back a value whose receiver went away: to the next waiting receiver, else to the
-    /// front of the buffer (which may then hold one more than its capacity).
-    pub(super) fn unreceive(&mut self, value: T) -> Option<Waker> {
-        if let Some(key) = self.recv_waiters.order.pop_front() {
-            let slot = self
-                .recv_waiters
-                .slots
-                .get_mut(key)
-                .expect("queued slots exist");
-            slot.value = Some(value);
-            return Some(take_waker(&mut slot.waker));
-        }
-        self.buffer.push_front(value);
-        self.peak = self.peak.max(self.buffer.len());
-        None
+    /// Puts back a value whose receiver went away: to the next waiting receiver, else ahead of
+    /// the buffer (which may then hold one more than its capacity).
+    pub(super) fn unreceive(&mut self, fast: &Fast<T>, value: T, wake: &mut WakeList) {
+        let Err(value) = self.recv_waiters.hand_over(value, wake) else {
+            return;
+        };
+        self.front.push_front(value);
+        fast.note_len(self.front.len());
     }
 
     /// A sender handle closed: its own waiting sends leave the queue (they fail with `Closed`
-    /// when they run); the last one ends the channel for the waiting receivers. Returns the
-    /// wakers to wake.
-    pub(super) fn close_sender(&mut self, handle: u64) -> Vec<Waker> {
+    /// when they run); the last one ends the channel for the waiting receivers.
+    pub(super) fn close_sender(&mut self, handle: u64, wake: &mut WakeList) {
         self.senders -= 1;
-        let mut wake = Vec::new();
-        self.send_waiters.dequeue_handle(handle, &mut wake);
+        self.send_waiters.dequeue_handle(handle, wake);
         if self.senders == 0 {
-            self.recv_waiters.dequeue_all(&mut wake);
+            self.recv_waiters.dequeue_all(wake);
         }
-        wake
     }
 
     /// A receiver handle closed: its own waiting receives leave the queue (they fail with
     /// `Closed` when they run); the last one breaks the channel for the waiting senders and
-    /// discards the buffer, which is returned to be dropped outside the lock along with the
-    /// wakers to wake.
-    pub(super) fn close_receiver(&mut self, handle: u64) -> (VecDeque<T>, Vec<Waker>) {
+    /// discards the buffer, which is returned to be dropped outside the lock.
+    pub(super) fn close_receiver(
+        &mut self,
+        fast: &Fast<T>,
+        handle: u64,
+        wake: &mut WakeList,
+    ) -> VecDeque<T> {
         self.receivers -= 1;
-        let mut wake = Vec::new();
-        self.recv_waiters.dequeue_handle(handle, &mut wake);
-        let mut discarded = VecDeque::new();
-        if self.receivers == 0 {
-            self.send_waiters.dequeue_all(&mut wake);
-            discarded = std::mem::take(&mut self.buffer);
+        self.recv_waiters.dequeue_handle(handle, wake);
+        if self.receivers > 0 {
+            return VecDeque::new();
         }
-        (discarded, wake)
+        self.send_waiters.dequeue_all(wake);
+        // Published before the buffer is emptied: a send without the lock that pushes after
+        // this sees `BROKEN` and empties it again.
+        self.publish(fast);
+        fence(Ordering::SeqCst);
+        self.drain(fast)
     }
 
-    pub(super) fn statistics(&self) -> ChannelStatistics {
+    pub(super) fn statistics(&self, fast: &Fast<T>) -> ChannelStatistics {
         ChannelStatistics {
-            current_buffer_used: self.buffer.len(),
-            peak_buffer_used: self.peak,
-            max_buffer_size: self.capacity,
+            current_buffer_used: fast.buffer.len() + self.front.len(),
+            peak_buffer_used: fast.peak.load(Ordering::Relaxed),
+            max_buffer_size: fast.capacity,
             open_send_channels: self.senders,
             open_receive_channels: self.receivers,
             tasks_waiting_send: self.send_waiters.len(),
