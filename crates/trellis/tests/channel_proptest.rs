@@ -183,4 +183,13 @@ proptest! {
     fn no_value_lost_or_duplicated(capacity in 0usize..4, ops in proptest::collection::vec(op(), 1..80)) {
         run(capacity, ops);
     }
+
+    /// The other kinds of buffer: the growable one beyond the largest ring, and unbounded.
+    #[test]
+    fn no_value_lost_or_duplicated_in_large_buffers(
+        capacity in prop_oneof![Just(1025usize), Just(usize::MAX)],
+        ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        run(capacity, ops);
+    }
 }

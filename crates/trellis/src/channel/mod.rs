@@ -224,7 +224,8 @@ impl Handle {
 pub struct ChannelStatistics {
     /// Values in the buffer now.
     pub current_buffer_used: usize,
-    /// The most values the buffer has held at once.
+    /// The most values the buffer has held at once (read after each send: sends and receives
+    /// racing on other threads can hide a momentary peak, never inflate one).
     pub peak_buffer_used: usize,
     /// The capacity given to [`channel`].
     pub max_buffer_size: usize,

@@ -29,13 +29,13 @@ use crate::loom::{AtomicUsize, fence};
 use crate::slab::Slab;
 
 /// Signal bits: some receiver waits.
-pub(super) const RECV_WAITING: usize = 1;
+const RECV_WAITING: usize = 1;
 /// Some sender waits.
-pub(super) const SEND_WAITING: usize = 2;
+const SEND_WAITING: usize = 2;
 /// Every receiver is gone: sends fail, and a value pushed meanwhile must be discarded.
-pub(super) const BROKEN: usize = 4;
+const BROKEN: usize = 4;
 /// Values put back by abandoned receives wait ahead of the buffer.
-pub(super) const FRONT: usize = 8;
+const FRONT: usize = 8;
 
 /// What senders and receivers touch without the lock.
 pub(super) struct Fast<T> {
