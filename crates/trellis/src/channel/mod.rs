@@ -319,6 +319,11 @@ impl<T> Sender<T> {
     /// Closes this handle (Trio's `close`): it can no longer send, and once every sender is
     /// closed, receivers see the end of the channel. A `send` waiting on this handle fails with
     /// [`SendError::Closed`]. Idempotent; dropping the handle does the same.
+    ///
+    /// A `send` on this same handle that is completing on another thread at that moment (it
+    /// found room, so it was not waiting) may still deliver its value, after receivers already
+    /// saw the end of the channel; close a handle from the task that sends on it to rule that
+    /// out.
     pub fn close(&self) {
         if self.handle.closed.swap(true, Ordering::AcqRel) {
             return;
