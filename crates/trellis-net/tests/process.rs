@@ -150,8 +150,9 @@ fn cancelled_run_terminates_and_reaps() {
 #[test]
 fn ignored_terminate_escalates_to_kill() {
     trellis::testing::run_test(async {
-        let mut p =
-            open_process(sh("trap '' TERM; echo ready; while :; do sleep 1; done")).unwrap();
+        // `read` is built in: the shell waits on its standard input (kept open by `p`) with no
+        // child of its own that would outlive it.
+        let mut p = open_process(sh("trap '' TERM; echo ready; read line")).unwrap();
         let mut stdout = p.stdout.take().unwrap();
         let mut seen = Vec::new();
         while !seen.ends_with(b"ready\n") {
