@@ -193,7 +193,9 @@ impl Visit for Text {
 
 /// Makes this child process forward its events at `configured` level and above, or at the
 /// level `TRELLIS_LOG` names (`off`: none) — unless a global subscriber is installed already:
-/// then the program chose its own logging.
+/// then the program chose its own logging, and the root is told so once (a subscriber set up
+/// before `serve_if_child` is an easy mistake that otherwise shows only as silence). Panic
+/// messages are forwarded either way.
 pub(crate) fn forward_from_child(actor: ActorId, configured: Option<Level>) {
     let max_level = match std::env::var("TRELLIS_LOG") {
         Ok(name) if name.eq_ignore_ascii_case("off") => None,
@@ -214,9 +216,19 @@ pub(crate) fn forward_from_child(actor: ActorId, configured: Option<Level>) {
         queue: queue.clone(),
         next_span: AtomicU64::new(1),
     };
-    if tracing::subscriber::set_global_default(forwarder).is_ok() {
-        let _ = QUEUE.set(queue);
+    if tracing::subscriber::set_global_default(forwarder).is_err() {
+        queue.push(
+            queue.own(
+                Level::WARN,
+                "trellis::logs".to_owned(),
+                "this actor installed its own global tracing subscriber before trellis-actor \
+             could: its events go there and are not forwarded (install it inside the root's \
+             body or after serve_if_child)"
+                    .to_owned(),
+            ),
+        );
     }
+    let _ = QUEUE.set(queue);
 }
 
 /// Forwards a panic's message from a child (the root prints its own panics as usual).

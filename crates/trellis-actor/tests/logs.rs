@@ -56,6 +56,20 @@ fn serve_children() {
     trellis_actor::serve_if_child(config());
 }
 
+/// Children that set up a global subscriber of their own before `serve_if_child`.
+#[test]
+fn serve_children_with_own_subscriber() {
+    if std::env::args().any(|a| a == "serve_children_with_own_subscriber") {
+        let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::new());
+    }
+    trellis_actor::serve_if_child(config().child_args([
+        "serve_children_with_own_subscriber",
+        "--exact",
+        "--nocapture",
+        "-q",
+    ]));
+}
+
 /// One event the root's subscriber saw: its target and its fields, as text.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -136,11 +150,50 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), trellis::Error>>,
 {
+    root_with(config(), body);
+}
+
+fn root_with<F, Fut>(config: Config, body: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), trellis::Error>>,
+{
     captured();
     trellis::Runner::multi_thread()
         .handle_ctrl_c(false)
-        .run(trellis_actor::run_root("root", config(), body))
+        .run(trellis_actor::run_root("root", config, body))
         .unwrap_or_else(|e| panic!("{e:?}"));
+}
+
+/// A child whose program installed its own subscriber first keeps it (its events are not
+/// forwarded), and the root is told why it hears nothing from that child.
+#[test]
+fn a_child_with_its_own_subscriber_says_so() {
+    let config = config().child_args([
+        "serve_children_with_own_subscriber",
+        "--exact",
+        "--nocapture",
+        "-q",
+    ]);
+    root_with(config, || async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("loner").await?;
+            portal.run(chatty, ("the loner".to_owned(),)).await?;
+            an.cancel();
+            Ok(())
+        })
+        .await
+    });
+    let seen = from_actor("loner");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].level, tracing::Level::WARN);
+    assert_eq!(seen[0].field("origin"), Some("trellis::logs"));
+    assert!(
+        seen[0]
+            .field("message")
+            .is_some_and(|m| m.contains("its own global tracing subscriber")),
+        "{seen:?}"
+    );
 }
 
 #[test]
