@@ -1,7 +1,8 @@
 //! The channel's buffer: a queue that senders push to and receivers pop from without taking the
-//! channel's lock. Lock-free (`concurrent-queue`) in normal builds; under `--cfg trellis_loom` a
-//! locked `VecDeque` with the same contract, so the model checks explore the protocol around
-//! it (the signal word and the fences in `mod.rs`) rather than the queue's insides.
+//! channel's lock. Lock-free (crossbeam-queue's `ArrayQueue` and `SegQueue`) in normal builds;
+//! under `--cfg trellis_loom` a locked `VecDeque` with the same contract, so the model checks
+//! explore the protocol around it (the signal word and the fences in `state.rs`) rather than
+//! the queue's insides.
 
 /// Capacities up to this get a fixed ring allocated up front; larger ones (short of unbounded)
 /// get a growable queue and a counter that enforces the bound.
