@@ -254,6 +254,36 @@ fn instruments_hear_every_task() {
     assert!(counts.scheduled.load(Ordering::SeqCst) >= 6);
 }
 
+/// A nursery inside a cancel scope (a timeout, a shielded scope) still reports to the run's
+/// instruments.
+#[test]
+fn instruments_hear_tasks_inside_cancel_scopes() {
+    let counts = Arc::new(Counts::default());
+    Runner::current_thread()
+        .handle_ctrl_c(false)
+        .instrument(counts.clone())
+        .run(async {
+            trellis::move_on_after(std::time::Duration::from_secs(60), async {
+                open_nursery(|n| async move {
+                    n.start_soon(trellis::checkpoint())?;
+                    Ok::<_, Error>(())
+                })
+                .await
+            })
+            .await?;
+            CancelScope::shielded()
+                .run(open_nursery(|n| async move {
+                    n.start_soon(trellis::checkpoint())?;
+                    Ok::<_, Error>(())
+                }))
+                .await?;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(counts.spawned.load(Ordering::SeqCst), 2);
+    assert_eq!(counts.exited.load(Ordering::SeqCst), 2);
+}
+
 /// Every task gets a `tracing` span whose parent is its nursery's span.
 #[test]
 fn task_spans_nest_under_nursery_spans() {

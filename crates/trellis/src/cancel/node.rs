@@ -121,9 +121,6 @@ impl Node {
         let node = Node::new_root();
         node.lock().entered = true;
         if let Some(parent) = parent {
-            if let Some(instruments) = parent.instruments() {
-                node.set_instruments(instruments.clone());
-            }
             node.attach(parent);
         }
         node
@@ -169,6 +166,11 @@ impl Node {
 
     /// Moves this node below `parent`, leaving any previous parent.
     pub(crate) fn attach(self: &Arc<Self>, parent: &Arc<Node>) {
+        // A scope made before it is entered (a timeout, a shielded scope) joins the run's
+        // instruments where it is entered.
+        if let Some(instruments) = parent.instruments() {
+            self.set_instruments(instruments.clone());
+        }
         let old = {
             let mut parent_state = parent.lock();
             let key = parent_state.children.insert(Arc::downgrade(self));
