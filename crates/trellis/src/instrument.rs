@@ -1,8 +1,9 @@
 //! Instruments: hooks into the life of every nursery task (Trio's `Instrument`).
 //!
-//! Install instruments on a run with [`Runner::instrument`](crate::Runner::instrument); every task
-//! started in a nursery under that run reports to them. When no instrument is installed the hooks
-//! cost one branch per task step.
+//! Install instruments on a run with [`Runner::instrument`](crate::Runner::instrument), or from
+//! inside it with [`add`] (and take them out with [`remove`]); every task started in a nursery
+//! under that run reports to them. When no instrument is installed the hooks cost one atomic
+//! load per task step.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -33,7 +34,8 @@
 //! assert_eq!(counter.0.load(Ordering::Relaxed), 2);
 //! ```
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Wake, Waker};
 
 /// Identifies a nursery task to instruments: its tokio task id, so it matches what tokio's own
@@ -85,22 +87,113 @@ pub trait Instrument: Send + Sync + 'static {
     }
 }
 
-/// The instruments of one run.
+/// Adds `instrument` to the current run: it hears about every nursery task event from now on
+/// (Trio's `add_instrument`). Adding one that is already installed does nothing.
+///
+/// # Errors
+///
+/// [`InstrumentError::NoRun`] outside a run started by [`Runner`](crate::Runner) or
+/// [`run`](crate::run).
+pub fn add(instrument: Arc<dyn Instrument>) -> Result<(), InstrumentError> {
+    current()?.add(instrument);
+    Ok(())
+}
+
+/// Removes `instrument` from the current run (Trio's `remove_instrument`): it hears nothing
+/// more, starting with the hooks of the step that removes it.
+///
+/// # Errors
+///
+/// [`InstrumentError::NotInstalled`] when it is not installed (Trio's `KeyError`),
+/// [`InstrumentError::NoRun`] outside a run.
+pub fn remove(instrument: &Arc<dyn Instrument>) -> Result<(), InstrumentError> {
+    if current()?.remove(instrument) {
+        Ok(())
+    } else {
+        Err(InstrumentError::NotInstalled)
+    }
+}
+
+fn current() -> Result<Arc<Instruments>, InstrumentError> {
+    crate::context::with_current(|node| node.and_then(|n| n.instruments()).cloned())
+        .ok_or(InstrumentError::NoRun)
+}
+
+/// Why [`add`] or [`remove`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstrumentError {
+    /// Not inside a run started by [`Runner`](crate::Runner) or [`run`](crate::run).
+    #[error("not inside a trellis run: instruments belong to a run")]
+    NoRun,
+    /// The instrument to remove is not installed.
+    #[error("this instrument is not installed")]
+    NotInstalled,
+}
+
+/// The instruments of one run: a list replaced as a whole when one is added or removed, so a
+/// hook runs on a snapshot and may itself add or remove instruments.
 pub(crate) struct Instruments {
-    list: Vec<Arc<dyn Instrument>>,
+    list: RwLock<Arc<[Arc<dyn Instrument>]>>,
+    /// Whether the list is non-empty: all an uninstrumented task step pays for.
+    active: AtomicBool,
 }
 
 impl Instruments {
     pub(crate) fn new(list: Vec<Arc<dyn Instrument>>) -> Arc<Self> {
-        Arc::new(Instruments { list })
+        Arc::new(Instruments {
+            active: AtomicBool::new(!list.is_empty()),
+            list: RwLock::new(list.into()),
+        })
+    }
+
+    #[inline]
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    fn snapshot(&self) -> Arc<[Arc<dyn Instrument>]> {
+        self.list.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn each(&self, hook: impl Fn(&dyn Instrument)) {
+        if self.is_active() {
+            self.snapshot().iter().for_each(|i| hook(&**i));
+        }
+    }
+
+    fn add(&self, instrument: Arc<dyn Instrument>) {
+        let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
+        if list.iter().any(|i| same(i, &instrument)) {
+            return;
+        }
+        let mut grown = list.to_vec();
+        grown.push(instrument);
+        *list = grown.into();
+        self.active.store(true, Ordering::Relaxed);
+    }
+
+    fn remove(&self, instrument: &Arc<dyn Instrument>) -> bool {
+        let mut list = self.list.write().unwrap_or_else(|e| e.into_inner());
+        if !list.iter().any(|i| same(i, instrument)) {
+            return false;
+        }
+        let kept: Vec<_> = list
+            .iter()
+            .filter(|i| !same(i, instrument))
+            .cloned()
+            .collect();
+        self.active.store(!kept.is_empty(), Ordering::Relaxed);
+        *list = kept.into();
+        true
     }
 
     pub(crate) fn task_spawned(&self, task: TaskId) {
-        self.list.iter().for_each(|i| i.task_spawned(task));
+        self.each(|i| i.task_spawned(task));
     }
 
     pub(crate) fn task_exited(&self, task: TaskId) {
-        self.list.iter().for_each(|i| i.task_exited(task));
+        self.each(|i| i.task_exited(task));
     }
 
     /// Runs one step of `task` between the step hooks, with a waker that reports scheduling.
@@ -110,16 +203,21 @@ impl Instruments {
         cx: &mut Context<'_>,
         poll: impl FnOnce(&mut Context<'_>) -> R,
     ) -> R {
-        self.list.iter().for_each(|i| i.before_task_step(task));
+        self.each(|i| i.before_task_step(task));
         let waker = Waker::from(Arc::new(ReportingWaker {
             inner: cx.waker().clone(),
             instruments: self.clone(),
             task,
         }));
         let result = poll(&mut Context::from_waker(&waker));
-        self.list.iter().for_each(|i| i.after_task_step(task));
+        self.each(|i| i.after_task_step(task));
         result
     }
+}
+
+/// The same instrument: the same object (whatever vtable the pointer carries).
+fn same(a: &Arc<dyn Instrument>, b: &Arc<dyn Instrument>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
 struct ReportingWaker {
@@ -134,10 +232,7 @@ impl Wake for ReportingWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.instruments
-            .list
-            .iter()
-            .for_each(|i| i.task_scheduled(self.task));
+        self.instruments.each(|i| i.task_scheduled(self.task));
         self.inner.wake_by_ref();
     }
 }

@@ -707,13 +707,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<U>> {
         let this = self.project();
-        let instruments = this.scope.nursery().instruments.clone();
+        let instruments = (this.scope.nursery().instruments.as_ref())
+            .filter(|i| i.is_active())
+            .cloned();
         let polled = {
             let _entered = context::enter(this.scope);
+            let first = !std::mem::replace(this.polled, true);
             match &instruments {
                 Some(instruments) => {
                     let id = TaskId::from(tokio::task::id());
-                    if !std::mem::replace(this.polled, true) {
+                    if first {
                         // Reported from inside the task, so it comes before its first step.
                         instruments.task_spawned(id);
                     }

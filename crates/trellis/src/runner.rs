@@ -149,9 +149,8 @@ impl Runner {
             .build()
             .expect("failed to build the tokio runtime");
         let root = Node::new_root();
-        if !self.instruments.is_empty() {
-            root.set_instruments(Instruments::new(self.instruments));
-        }
+        // Even an empty list: `instrument::add` may fill it during the run.
+        root.set_instruments(Instruments::new(self.instruments));
         let ctrl_c = self.ctrl_c;
         runtime.block_on(run_in_root(root, ctrl_c, main))
     }

@@ -6,7 +6,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use trellis::instrument::{Instrument, TaskId};
+use trellis::instrument::{Instrument, InstrumentError, TaskId};
 use trellis::{CancelScope, Error, Runner, open_nursery, sleep_forever};
 
 #[test]
@@ -278,6 +278,131 @@ fn instruments_hear_tasks_inside_cancel_scopes() {
                 }))
                 .await?;
             Ok::<_, Error>(())
+        })
+        .unwrap();
+    assert_eq!(counts.spawned.load(Ordering::SeqCst), 2);
+    assert_eq!(counts.exited.load(Ordering::SeqCst), 2);
+}
+
+/// Records every event, in order.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(&'static str, TaskId)>>);
+
+impl Recorder {
+    fn push(&self, event: &'static str, task: TaskId) {
+        self.0.lock().unwrap().push((event, task));
+    }
+    fn events(&self) -> Vec<(&'static str, TaskId)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Instrument for Recorder {
+    fn task_spawned(&self, task: TaskId) {
+        self.push("spawned", task);
+    }
+    fn task_scheduled(&self, task: TaskId) {
+        self.push("schedule", task);
+    }
+    fn before_task_step(&self, task: TaskId) {
+        self.push("before", task);
+    }
+    fn after_task_step(&self, task: TaskId) {
+        self.push("after", task);
+    }
+    fn task_exited(&self, task: TaskId) {
+        self.push("exited", task);
+    }
+}
+
+/// Trio: test_instruments — instruments can be removed and added as the run goes: one that
+/// stays sees exactly what the removed one saw followed by what the added one saw; removing
+/// one that is not installed fails; adding twice adds once.
+#[test]
+fn instruments_added_and_removed_during_the_run() {
+    let (r1, r2, r3) = (
+        Arc::new(Recorder::default()),
+        Arc::new(Recorder::default()),
+        Arc::new(Recorder::default()),
+    );
+    let (r2_in, r3_in) = (
+        r2.clone() as Arc<dyn Instrument>,
+        r3.clone() as Arc<dyn Instrument>,
+    );
+    Runner::current_thread()
+        .handle_ctrl_c(false)
+        .instrument(r1.clone())
+        .instrument(r2.clone())
+        .run(async move {
+            open_nursery(|n| async move {
+                n.start_soon(async move {
+                    for _ in 0..4 {
+                        trellis::checkpoint().await?;
+                    }
+                    trellis::instrument::remove(&r2_in).unwrap();
+                    assert_eq!(
+                        trellis::instrument::remove(&r2_in),
+                        Err(InstrumentError::NotInstalled)
+                    );
+                    trellis::instrument::add(r3_in.clone()).unwrap();
+                    trellis::instrument::add(r3_in).unwrap();
+                    trellis::checkpoint().await?;
+                    Ok::<_, Error>(())
+                })?;
+                Ok::<_, Error>(())
+            })
+            .await
+        })
+        .unwrap();
+    let (all, before, after) = (r1.events(), r2.events(), r3.events());
+    let joined: Vec<_> = before.iter().chain(&after).copied().collect();
+    assert_eq!(all, joined);
+    // The task ran six steps (five checkpoints), each between its step hooks. Unlike Trio's,
+    // a checkpoint's wake-up comes after its step ends (tokio defers a yielding task's wake
+    // until the poll returns). r3 was added during the fifth step and saw its end, the last
+    // step and the exit, once each.
+    let names: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
+    let mut expected = vec!["spawned", "before", "after"];
+    for _ in 0..5 {
+        expected.extend(["schedule", "before", "after"]);
+    }
+    expected.push("exited");
+    assert_eq!(names, expected);
+    let late: Vec<&str> = after.iter().map(|(name, _)| *name).collect();
+    assert_eq!(late, ["after", "schedule", "before", "after", "exited"]);
+}
+
+/// An instrument added to a run that started with none hears the tasks started after it;
+/// outside a run there is nothing to add it to.
+#[test]
+fn instrument_added_to_an_uninstrumented_run() {
+    let counts = Arc::new(Counts::default());
+    let added = counts.clone() as Arc<dyn Instrument>;
+    assert_eq!(
+        trellis::instrument::add(added.clone()),
+        Err(InstrumentError::NoRun)
+    );
+    Runner::current_thread()
+        .handle_ctrl_c(false)
+        .run(async move {
+            open_nursery(|n| async move {
+                n.start_soon(trellis::checkpoint())?;
+                Ok::<_, Error>(())
+            })
+            .await?;
+            trellis::instrument::add(added.clone()).unwrap();
+            open_nursery(|n| async move {
+                n.start_soon(trellis::checkpoint())?;
+                n.start_soon(trellis::checkpoint())?;
+                Ok::<_, Error>(())
+            })
+            .await?;
+            trellis::instrument::remove(&added).unwrap();
+            open_nursery(|n| async move {
+                n.start_soon(trellis::checkpoint())?;
+                Ok::<_, Error>(())
+            })
+            .await
         })
         .unwrap();
     assert_eq!(counts.spawned.load(Ordering::SeqCst), 2);
