@@ -65,6 +65,10 @@ impl TaskId {
 /// Hooks called as tasks live. Every method has an empty default; implement the ones you need.
 /// Hooks run on the task's thread, inside its poll: keep them short and never block.
 pub trait Instrument: Send + Sync + 'static {
+    /// The run is about to start (called on the thread that starts it).
+    fn before_run(&self) {}
+    /// The run is over: its main returned and its runtime is shut down.
+    fn after_run(&self) {}
     /// A task was started in a nursery.
     fn task_spawned(&self, task: TaskId) {
         let _ = task;
@@ -186,6 +190,14 @@ impl Instruments {
         self.active.store(!kept.is_empty(), Ordering::Relaxed);
         *list = kept.into();
         true
+    }
+
+    pub(crate) fn before_run(&self) {
+        self.each(|i| i.before_run());
+    }
+
+    pub(crate) fn after_run(&self) {
+        self.each(|i| i.after_run());
     }
 
     pub(crate) fn task_spawned(&self, task: TaskId) {

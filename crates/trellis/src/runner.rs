@@ -150,9 +150,14 @@ impl Runner {
             .expect("failed to build the tokio runtime");
         let root = Node::new_root();
         // Even an empty list: `instrument::add` may fill it during the run.
-        root.set_instruments(Instruments::new(self.instruments));
+        let instruments = Instruments::new(self.instruments);
+        root.set_instruments(instruments.clone());
         let ctrl_c = self.ctrl_c;
-        runtime.block_on(run_in_root(root, ctrl_c, main))
+        instruments.before_run();
+        let outcome = runtime.block_on(run_in_root(root, ctrl_c, main));
+        drop(runtime);
+        instruments.after_run();
+        outcome
     }
 
     /// Runs `main` and turns its outcome into an exit status; see [`main`].

@@ -286,18 +286,24 @@ fn instruments_hear_tasks_inside_cancel_scopes() {
 
 /// Records every event, in order.
 #[derive(Default)]
-struct Recorder(Mutex<Vec<(&'static str, TaskId)>>);
+struct Recorder(Mutex<Vec<(&'static str, Option<TaskId>)>>);
 
 impl Recorder {
-    fn push(&self, event: &'static str, task: TaskId) {
-        self.0.lock().unwrap().push((event, task));
+    fn push(&self, event: &'static str, task: impl Into<Option<TaskId>>) {
+        self.0.lock().unwrap().push((event, task.into()));
     }
-    fn events(&self) -> Vec<(&'static str, TaskId)> {
+    fn events(&self) -> Vec<(&'static str, Option<TaskId>)> {
         self.0.lock().unwrap().clone()
     }
 }
 
 impl Instrument for Recorder {
+    fn before_run(&self) {
+        self.push("before_run", None);
+    }
+    fn after_run(&self) {
+        self.push("after_run", None);
+    }
     fn task_spawned(&self, task: TaskId) {
         self.push("spawned", task);
     }
@@ -362,14 +368,24 @@ fn instruments_added_and_removed_during_the_run() {
     // until the poll returns). r3 was added during the fifth step and saw its end, the last
     // step and the exit, once each.
     let names: Vec<&str> = all.iter().map(|(name, _)| *name).collect();
-    let mut expected = vec!["spawned", "before", "after"];
+    let mut expected = vec!["before_run", "spawned", "before", "after"];
     for _ in 0..5 {
         expected.extend(["schedule", "before", "after"]);
     }
-    expected.push("exited");
+    expected.extend(["exited", "after_run"]);
     assert_eq!(names, expected);
     let late: Vec<&str> = after.iter().map(|(name, _)| *name).collect();
-    assert_eq!(late, ["after", "schedule", "before", "after", "exited"]);
+    assert_eq!(
+        late,
+        [
+            "after",
+            "schedule",
+            "before",
+            "after",
+            "exited",
+            "after_run"
+        ]
+    );
 }
 
 /// An instrument added to a run that started with none hears the tasks started after it;
