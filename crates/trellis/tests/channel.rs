@@ -551,6 +551,57 @@ async fn many_tasks_lose_nothing() {
     }
 }
 
+/// Closing wakes every waiter at once, however many (more than are woken without allocating):
+/// ten receivers see the end of the channel, ten senders get their values back.
+async fn closing_wakes_many_waiters() {
+    let (s, r) = channel::<u32>(0);
+    let ends = open_nursery(|n| {
+        let r = r.clone();
+        async move {
+            let mut handles = Vec::new();
+            for _ in 0..10 {
+                let r = r.clone();
+                handles.push(n.start_soon(async move { Ok::<_, Error>(r.recv().await) })?);
+            }
+            wait_all_tasks_blocked().await?;
+            assert_eq!(s.statistics().tasks_waiting_receive, 10);
+            drop(s);
+            Ok::<_, Error>(handles)
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    for handle in ends {
+        assert_eq!(handle.into_value().unwrap(), Err(RecvError::EndOfChannel));
+    }
+
+    let (s, r) = channel::<u32>(0);
+    let backs = open_nursery(|n| {
+        let s = s.clone();
+        async move {
+            let mut handles = Vec::new();
+            for i in 0..10 {
+                let s = s.clone();
+                handles.push(n.start_soon(async move { Ok::<_, Error>(s.send(i).await) })?);
+            }
+            wait_all_tasks_blocked().await?;
+            assert_eq!(r.statistics().tasks_waiting_send, 10);
+            r.close();
+            Ok::<_, Error>(handles)
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    for (i, handle) in backs.into_iter().enumerate() {
+        assert_eq!(
+            handle.into_value().unwrap(),
+            Err(SendError::Broken(i as u32))
+        );
+    }
+}
+
 /// The last receiver closes while senders on other threads keep sending: every value is
 /// either handed back as `Broken` or dropped with the buffer; none is left behind in it.
 async fn close_while_sending_leaves_nothing_behind() {
@@ -691,4 +742,5 @@ both_flavors!(
     capacity_is_exact,
     many_tasks_lose_nothing,
     close_while_sending_leaves_nothing_behind,
+    closing_wakes_many_waiters,
 );
