@@ -205,7 +205,7 @@ pub(crate) fn report(
         type_name: error.type_name().to_owned(),
         message: error.to_string(),
         chain: error.chain().skip(1).map(|e| e.to_string()).collect(),
-        backtrace: None,
+        backtrace: error.backtrace().map(ToString::to_string),
         value: functions.encode_error(error),
         group: Vec::new(),
     }

@@ -135,6 +135,8 @@ fn config() -> Config {
         "-q",
     ])
     .grace_period(Duration::from_secs(2))
+    // Remote backtraces are part of what the tests check, whatever the environment says.
+    .child_env("RUST_BACKTRACE", "1")
 }
 
 /// In a child process, this test serves as the child actor.
@@ -242,6 +244,24 @@ fn remote_panic_arrives_with_its_backtrace(transport: Transport) {
             let backtrace = remote.backtrace().expect("captured with RUST_BACKTRACE=1");
             assert!(backtrace.contains("explode"), "{backtrace}");
             assert_eq!(portal.run(add, (1, 2)).await?, 3);
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+/// tractor: test_remote_exc_relay — a remote function's error arrives with the backtrace of
+/// where it was made, when the remote actor captures backtraces.
+fn remote_error_arrives_with_its_backtrace(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("failing").await?;
+            let err = portal.run(fail, ("no luck".to_owned(),)).await.unwrap_err();
+            let remote = err.downcast_ref::<RemoteActorError>().unwrap();
+            let backtrace = remote.backtrace().expect("captured with RUST_BACKTRACE=1");
+            assert!(backtrace.contains("actors::fail"), "{backtrace}");
+            assert!(format!("{remote:?}").contains("Remote backtrace:"));
             Ok(())
         })
         .await
@@ -491,6 +511,7 @@ on_both_transports!(
     failing_run_in_actor_children_cancel_the_daemons,
     registered_error_types_are_rebuilt,
     remote_panic_arrives_with_its_backtrace,
+    remote_error_arrives_with_its_backtrace,
     context_cancelled_names_the_canceller,
     failing_daemon_call_cancels_run_in_actor_siblings,
     twenty_five_failing_children_give_a_group_of_25,

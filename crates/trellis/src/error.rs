@@ -9,6 +9,7 @@
 //! an error whether it is a cancellation, through the [`IsCancelled`] trait. Implement it for your
 //! enum (usually by forwarding to a `Cancelled` variant) and scopes will catch it.
 
+use std::backtrace::{Backtrace, BacktraceStatus};
 use std::error::Error as StdError;
 use std::fmt;
 
@@ -159,11 +160,19 @@ struct Boxed {
     error: Box<dyn StdError + Send + Sync + 'static>,
     /// The error value's type, as `std::any::type_name` spells it.
     type_name: &'static str,
+    /// Where the error became an `Error`, when backtraces are enabled (`RUST_BACKTRACE` or
+    /// `RUST_LIB_BACKTRACE`, as for std and anyhow); otherwise a disabled one, which costs
+    /// nothing to make.
+    backtrace: Backtrace,
 }
 
 impl Repr {
     fn other(error: Box<dyn StdError + Send + Sync + 'static>, type_name: &'static str) -> Self {
-        Repr::Other(Box::new(Boxed { error, type_name }))
+        Repr::Other(Box::new(Boxed {
+            error,
+            type_name,
+            backtrace: Backtrace::capture(),
+        }))
     }
 }
 
@@ -272,9 +281,17 @@ impl Error {
                     .map_err(|_| Error::cancelled())
             }
             Repr::Other(other) => {
-                let Boxed { error, type_name } = *other;
+                let Boxed {
+                    error,
+                    type_name,
+                    backtrace,
+                } = *other;
                 error.downcast::<T>().map(|b| *b).map_err(|error| Error {
-                    repr: Repr::other(error, type_name),
+                    repr: Repr::Other(Box::new(Boxed {
+                        error,
+                        type_name,
+                        backtrace,
+                    })),
                 })
             }
         }
@@ -291,6 +308,21 @@ impl Error {
         match &self.repr {
             Repr::Cancelled => std::any::type_name::<Cancelled>(),
             Repr::Other(other) => other.type_name,
+        }
+    }
+
+    /// Where this error became an [`Error`], when backtraces are enabled (`RUST_BACKTRACE=1` or
+    /// `RUST_LIB_BACKTRACE=1`); `None` otherwise, for [`Cancelled`] and for groups (their
+    /// members carry their own). `{:?}` prints it after the causes.
+    pub fn backtrace(&self) -> Option<&Backtrace> {
+        match &self.repr {
+            Repr::Other(other)
+                if other.backtrace.status() == BacktraceStatus::Captured
+                    && !other.error.is::<ErrorGroup>() =>
+            {
+                Some(&other.backtrace)
+            }
+            _ => None,
         }
     }
 
@@ -384,6 +416,9 @@ impl fmt::Debug for Error {
             for (i, cause) in causes.enumerate() {
                 write!(f, "\n    {i}: {cause}")?;
             }
+        }
+        if let Some(backtrace) = self.backtrace() {
+            write!(f, "\n\nStack backtrace:\n{backtrace}")?;
         }
         Ok(())
     }

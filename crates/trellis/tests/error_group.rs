@@ -198,8 +198,61 @@ fn error_debug_shows_causes() {
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]
     struct Outer(#[source] Boom);
-    let text = format!("{:?}", Error::new(Outer(Boom("root cause"))));
-    assert_eq!(text, "outer\n\nCaused by:\n    0: root cause");
+    let err = Error::new(Outer(Boom("root cause")));
+    let text = format!("{err:?}");
+    match err.backtrace() {
+        // Backtraces enabled where the tests run: they follow the causes.
+        Some(backtrace) => assert_eq!(
+            text,
+            format!("outer\n\nCaused by:\n    0: root cause\n\nStack backtrace:\n{backtrace}")
+        ),
+        None => assert_eq!(text, "outer\n\nCaused by:\n    0: root cause"),
+    }
+}
+
+#[inline(never)]
+fn make_error_here() -> Error {
+    Error::msg("made here")
+}
+
+/// An error keeps the backtrace of where it became an `Error` when backtraces are enabled
+/// (`RUST_BACKTRACE=1`), and none when they are not; `Cancelled` and groups never carry one.
+/// Backtrace settings are read once per process, so each case runs in a process of its own.
+#[test]
+fn errors_capture_a_backtrace_only_when_enabled() {
+    match std::env::var("TRELLIS_TEST_BACKTRACE").as_deref() {
+        Ok("on") => {
+            let err = make_error_here();
+            let backtrace = err.backtrace().expect("captured").to_string();
+            assert!(backtrace.contains("make_error_here"), "{backtrace}");
+            assert!(format!("{err:?}").contains("Stack backtrace:"));
+            assert!(Error::cancelled().backtrace().is_none());
+            let group = Error::from(trellis::ErrorGroup::new("two", vec![err, Error::msg("b")]));
+            assert!(group.backtrace().is_none());
+        }
+        Ok("off") => {
+            let err = make_error_here();
+            assert!(err.backtrace().is_none());
+            assert!(!format!("{err:?}").contains("Stack backtrace:"));
+        }
+        _ => {
+            for (mode, setting) in [("on", "1"), ("off", "0")] {
+                let status = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args([
+                        "errors_capture_a_backtrace_only_when_enabled",
+                        "--exact",
+                        "-q",
+                    ])
+                    .env("TRELLIS_TEST_BACKTRACE", mode)
+                    .env("RUST_BACKTRACE", setting)
+                    .env("RUST_LIB_BACKTRACE", setting)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "backtraces {mode}: {status}");
+            }
+        }
+    }
 }
 
 #[test]
