@@ -69,6 +69,11 @@ pub trait Instrument: Send + Sync + 'static {
     fn before_run(&self) {}
     /// The run is over: its main returned and its runtime is shut down.
     fn after_run(&self) {}
+    /// A worker thread of the run has nothing to run and is about to wait for I/O, timers or
+    /// wake-ups (Trio's `before_io_wait`; called on that thread).
+    fn before_io_wait(&self) {}
+    /// A worker thread woke from that wait.
+    fn after_io_wait(&self) {}
     /// A task was started in a nursery.
     fn task_spawned(&self, task: TaskId) {
         let _ = task;
@@ -198,6 +203,14 @@ impl Instruments {
 
     pub(crate) fn after_run(&self) {
         self.each(|i| i.after_run());
+    }
+
+    pub(crate) fn before_io_wait(&self) {
+        self.each(|i| i.before_io_wait());
+    }
+
+    pub(crate) fn after_io_wait(&self) {
+        self.each(|i| i.after_io_wait());
     }
 
     pub(crate) fn task_spawned(&self, task: TaskId) {

@@ -144,13 +144,16 @@ impl Runner {
         if let Some(threads) = self.worker_threads {
             builder.worker_threads(threads);
         }
+        // Even an empty list: `instrument::add` may fill it during the run.
+        let instruments = Instruments::new(self.instruments);
+        let (parked, unparked) = (instruments.clone(), instruments.clone());
         let runtime = builder
             .enable_all()
+            .on_thread_park(move || parked.before_io_wait())
+            .on_thread_unpark(move || unparked.after_io_wait())
             .build()
             .expect("failed to build the tokio runtime");
         let root = Node::new_root();
-        // Even an empty list: `instrument::add` may fill it during the run.
-        let instruments = Instruments::new(self.instruments);
         root.set_instruments(instruments.clone());
         let ctrl_c = self.ctrl_c;
         instruments.before_run();

@@ -388,6 +388,39 @@ fn instruments_added_and_removed_during_the_run() {
     );
 }
 
+/// Trio: test_instruments' io-wait hooks — a worker with nothing to run waits, and the
+/// instruments hear it go to sleep and wake, in pairs.
+#[test]
+fn instruments_hear_io_waits() {
+    #[derive(Default)]
+    struct Waits {
+        events: Mutex<Vec<&'static str>>,
+    }
+    impl Instrument for Waits {
+        fn before_io_wait(&self) {
+            self.events.lock().unwrap().push("wait");
+        }
+        fn after_io_wait(&self) {
+            self.events.lock().unwrap().push("woke");
+        }
+    }
+    let waits = Arc::new(Waits::default());
+    Runner::current_thread()
+        .handle_ctrl_c(false)
+        .instrument(waits.clone())
+        .run(async {
+            // Nothing else to run while it sleeps: the thread waits for the timer.
+            trellis::sleep(std::time::Duration::from_millis(5)).await?;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    let events = waits.events.lock().unwrap().clone();
+    assert!(!events.is_empty(), "no wait seen");
+    for pair in events.chunks(2) {
+        assert_eq!(pair, ["wait", "woke"], "{events:?}");
+    }
+}
+
 /// An instrument added to a run that started with none hears the tasks started after it;
 /// outside a run there is nothing to add it to.
 #[test]
