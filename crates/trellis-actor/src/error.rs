@@ -52,7 +52,13 @@ impl RemoteActorError {
                 .collect();
             return trellis::ErrorGroup::new(message, members).into();
         }
-        trellis::Error::new(RemoteActorError::new(report, functions))
+        let backtrace = report.backtrace.clone();
+        let mut error = trellis::Error::new(RemoteActorError::new(report, functions));
+        if let Some(backtrace) = backtrace {
+            // So that `{:?}` of the error, and a group's tree, show where it came from.
+            error.add_note(format!("Remote backtrace:\n{backtrace}"));
+        }
+        error
     }
 
     pub(crate) fn new(report: ErrorReport, functions: &Functions) -> Self {

@@ -262,6 +262,8 @@ fn remote_error_arrives_with_its_backtrace(transport: Transport) {
             let backtrace = remote.backtrace().expect("captured with RUST_BACKTRACE=1");
             assert!(backtrace.contains("actors::fail"), "{backtrace}");
             assert!(format!("{remote:?}").contains("Remote backtrace:"));
+            // The error the caller holds shows it too, as a note after the message.
+            assert!(format!("{err:?}").contains("Remote backtrace:"), "{err:?}");
             Ok(())
         })
         .await

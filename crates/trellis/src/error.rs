@@ -164,6 +164,8 @@ struct Boxed {
     /// `RUST_LIB_BACKTRACE`, as for std and anyhow); otherwise a disabled one, which costs
     /// nothing to make.
     backtrace: Backtrace,
+    /// Notes added after the fact (PEP 678's `add_note`).
+    notes: Vec<String>,
 }
 
 impl Repr {
@@ -172,6 +174,7 @@ impl Repr {
             error,
             type_name,
             backtrace: Backtrace::capture(),
+            notes: Vec::new(),
         }))
     }
 }
@@ -285,12 +288,14 @@ impl Error {
                     error,
                     type_name,
                     backtrace,
+                    notes,
                 } = *other;
                 error.downcast::<T>().map(|b| *b).map_err(|error| Error {
                     repr: Repr::Other(Box::new(Boxed {
                         error,
                         type_name,
                         backtrace,
+                        notes,
                     })),
                 })
             }
@@ -323,6 +328,38 @@ impl Error {
                 Some(&other.backtrace)
             }
             _ => None,
+        }
+    }
+
+    /// Adds a note (Python's `add_note`, PEP 678): context found after the error was made.
+    /// Notes print after the message in `{:?}` and in an error group's tree.
+    ///
+    /// ```
+    /// let mut err = trellis::Error::msg("upload failed");
+    /// err.add_note("while syncing /data (attempt 3 of 3)");
+    /// assert_eq!(err.notes(), ["while syncing /data (attempt 3 of 3)"]);
+    /// assert!(format!("{err:?}").starts_with("upload failed\nwhile syncing /data (attempt 3 of 3)"));
+    /// ```
+    pub fn add_note(&mut self, note: impl Into<String>) {
+        if let Repr::Cancelled = self.repr {
+            // The one unboxed error: boxed now, still a cancellation.
+            self.repr = Repr::Other(Box::new(Boxed {
+                error: Box::new(Cancelled),
+                type_name: std::any::type_name::<Cancelled>(),
+                backtrace: Backtrace::disabled(),
+                notes: Vec::new(),
+            }));
+        }
+        if let Repr::Other(other) = &mut self.repr {
+            other.notes.push(note.into());
+        }
+    }
+
+    /// The notes added to this error, oldest first.
+    pub fn notes(&self) -> &[String] {
+        match &self.repr {
+            Repr::Cancelled => &[],
+            Repr::Other(other) => &other.notes,
         }
     }
 
@@ -410,6 +447,9 @@ impl fmt::Debug for Error {
             return fmt::Display::fmt(group, f);
         }
         fmt::Display::fmt(self.as_dyn(), f)?;
+        for note in self.notes() {
+            write!(f, "\n{note}")?;
+        }
         let mut causes = self.chain().skip(1).peekable();
         if causes.peek().is_some() {
             f.write_str("\n\nCaused by:")?;

@@ -196,7 +196,11 @@ impl ErrorGroup {
                 None => {
                     // Continuation lines of a multi-line message line up under its first line.
                     let pad = " ".repeat(label.len() + 3);
-                    let text = format!("{error:#}");
+                    let mut text = format!("{error:#}");
+                    for note in error.notes() {
+                        text.push('\n');
+                        text.push_str(note);
+                    }
                     let mut lines = text.lines();
                     f.write_str(lines.next().unwrap_or(""))?;
                     for line in lines {

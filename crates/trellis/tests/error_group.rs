@@ -114,6 +114,36 @@ outer (3 errors)
     assert_eq!(format!("{:?}", Error::from(sample())), expected);
 }
 
+/// PEP 654/678 (Python's test_exceptions, notes on group members): a note added to an error
+/// prints after its message, in `{:?}` and under its leaf in a group's tree; notes survive a
+/// failed downcast; a noted cancellation is still a cancellation.
+#[test]
+fn notes_print_after_the_message_and_in_the_tree() {
+    let mut first = Error::from(Boom("disk full"));
+    first.add_note("while writing /tmp/x");
+    first.add_note("attempt 3 of 3");
+    assert_eq!(first.notes(), ["while writing /tmp/x", "attempt 3 of 3"]);
+    if first.backtrace().is_none() {
+        assert_eq!(
+            format!("{first:?}"),
+            "disk full\nwhile writing /tmp/x\nattempt 3 of 3"
+        );
+    }
+    let first = first.downcast::<KeyError>().unwrap_err();
+    assert_eq!(first.notes().len(), 2);
+    let group = ErrorGroup::new("g", vec![first, Error::msg("x")]);
+    assert_eq!(
+        group.to_string(),
+        "g (2 errors)\n├─ [1] disk full\n│      while writing /tmp/x\n│      attempt 3 of 3\n└─ [2] x"
+    );
+
+    let mut cancelled = Error::cancelled();
+    cancelled.add_note("the user pressed stop");
+    assert!(cancelled.is_cancelled());
+    assert_eq!(cancelled.notes(), ["the user pressed stop"]);
+    assert!(cancelled.is::<trellis::Cancelled>());
+}
+
 #[test]
 fn multi_line_leaves_stay_aligned() {
     let group = ErrorGroup::new(
