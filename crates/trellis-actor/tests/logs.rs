@@ -5,10 +5,12 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+mod common;
+
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
-use trellis_actor::{Config, Functions, open_nursery};
+use trellis_actor::{Config, Functions, Transport, open_nursery};
 
 async fn chatty(word: String) -> Result<(), trellis::Error> {
     tracing::info!(answer = 42, "hello from {word}");
@@ -62,12 +64,17 @@ fn serve_children_with_own_subscriber() {
     if std::env::args().any(|a| a == "serve_children_with_own_subscriber") {
         let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::new());
     }
-    trellis_actor::serve_if_child(config().child_args([
+    trellis_actor::serve_if_child(own_subscriber_config());
+}
+
+/// The configuration whose children are served by `serve_children_with_own_subscriber`.
+fn own_subscriber_config() -> Config {
+    config().child_args([
         "serve_children_with_own_subscriber",
         "--exact",
         "--nocapture",
         "-q",
-    ]));
+    ])
 }
 
 /// One event the root's subscriber saw: its target and its fields, as text.
@@ -159,23 +166,14 @@ where
     Fut: std::future::Future<Output = Result<(), trellis::Error>>,
 {
     captured();
-    trellis::Runner::multi_thread()
-        .handle_ctrl_c(false)
-        .run(trellis_actor::run_root("root", config, body))
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    common::root_with(config, Transport::Unix, body).unwrap_or_else(|e| panic!("{e:?}"));
 }
 
 /// A child whose program installed its own subscriber first keeps it (its events are not
 /// forwarded), and the root is told why it hears nothing from that child.
 #[test]
 fn a_child_with_its_own_subscriber_says_so() {
-    let config = config().child_args([
-        "serve_children_with_own_subscriber",
-        "--exact",
-        "--nocapture",
-        "-q",
-    ]);
-    root_with(config, || async {
+    root_with(own_subscriber_config(), || async {
         open_nursery(|an| async move {
             let portal = an.start_actor("loner").await?;
             portal.run(chatty, ("the loner".to_owned(),)).await?;

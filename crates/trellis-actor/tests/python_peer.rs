@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use trellis_actor::{Config, Context, Functions, MsgStream, StreamOptions, Transport};
 
+mod common;
+
 async fn add(a: i64, b: i64) -> Result<i64, trellis::Error> {
     Ok(a + b)
 }
@@ -145,40 +147,34 @@ fn python() -> PathBuf {
 
 fn python_suite(transport: Transport) {
     let python = python();
-    trellis::Runner::multi_thread()
-        .handle_ctrl_c(false)
-        .run(trellis_actor::run_root(
-            "root",
-            config().transport(transport),
-            || async move {
-                trellis_actor::open_nursery(|an| async move {
-                    an.start_actor("worker").await?;
-                    let addr = trellis_actor::current().addr().to_string();
-                    let out = trellis::threads::run_sync(move || {
-                        Command::new(python)
-                            .args(["-m", "unittest", "discover", "-v", "-s", "tests"])
-                            .current_dir(repo_root().join("clients/python"))
-                            .env("TRELLIS_PEER_ADDR", addr)
-                            .env("PYTHONPATH", repo_root().join("clients/python"))
-                            .env("PYTHONDONTWRITEBYTECODE", "1")
-                            .output()
-                    })
-                    .await?
-                    .map_err(trellis::Error::new)?;
-                    let report = String::from_utf8_lossy(&out.stderr);
-                    assert!(
-                        out.status.success(),
-                        "the Python peer's tests failed:\n{report}"
-                    );
-                    assert!(!report.contains("skipped"), "{report}");
-                    assert!(report.contains("Ran 13 tests"), "{report}");
-                    an.cancel();
-                    Ok(())
-                })
-                .await
-            },
-        ))
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    common::root_with(config(), transport, || async move {
+        trellis_actor::open_nursery(|an| async move {
+            an.start_actor("worker").await?;
+            let addr = trellis_actor::current().addr().to_string();
+            let out = trellis::threads::run_sync(move || {
+                Command::new(python)
+                    .args(["-m", "unittest", "discover", "-v", "-s", "tests"])
+                    .current_dir(repo_root().join("clients/python"))
+                    .env("TRELLIS_PEER_ADDR", addr)
+                    .env("PYTHONPATH", repo_root().join("clients/python"))
+                    .env("PYTHONDONTWRITEBYTECODE", "1")
+                    .output()
+            })
+            .await?
+            .map_err(trellis::Error::new)?;
+            let report = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "the Python peer's tests failed:\n{report}"
+            );
+            assert!(!report.contains("skipped"), "{report}");
+            assert!(report.contains("Ran 13 tests"), "{report}");
+            an.cancel();
+            Ok(())
+        })
+        .await
+    })
+    .unwrap_or_else(|e| panic!("{e:?}"));
 }
 
 #[test]
