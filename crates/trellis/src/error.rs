@@ -170,10 +170,16 @@ struct Boxed {
 
 impl Repr {
     fn other(error: Box<dyn StdError + Send + Sync + 'static>, type_name: &'static str) -> Self {
+        // A group's members carry their own backtraces; the group's would be noise.
+        let backtrace = if error.is::<ErrorGroup>() {
+            Backtrace::disabled()
+        } else {
+            Backtrace::capture()
+        };
         Repr::Other(Box::new(Boxed {
             error,
             type_name,
-            backtrace: Backtrace::capture(),
+            backtrace,
             notes: Vec::new(),
         }))
     }
@@ -321,10 +327,7 @@ impl Error {
     /// members carry their own). `{:?}` prints it after the causes.
     pub fn backtrace(&self) -> Option<&Backtrace> {
         match &self.repr {
-            Repr::Other(other)
-                if other.backtrace.status() == BacktraceStatus::Captured
-                    && !other.error.is::<ErrorGroup>() =>
-            {
+            Repr::Other(other) if other.backtrace.status() == BacktraceStatus::Captured => {
                 Some(&other.backtrace)
             }
             _ => None,
