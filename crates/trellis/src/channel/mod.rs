@@ -210,8 +210,8 @@ impl Handle {
         }
     }
 
-    /// Relaxed: the channel's lock orders everything that matters; a stale `false` only lets
-    /// one more operation through, as if it had started before the close.
+    /// Relaxed: a stale `false` only lets one more operation through, as if it had started
+    /// before the close (see [`Sender::close`] for a send that completes meanwhile).
     #[inline]
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
