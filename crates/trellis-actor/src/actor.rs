@@ -727,5 +727,5 @@ where
         root().await
     })
     .await?
-    .ok_or_else(|| Cancelled.into())
+    .ok_or_else(|| Cancelled::new().into())
 }

@@ -394,7 +394,7 @@ impl Conn {
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return End::Lost(format!("read failed: {e}")),
-                Err(Cancelled) => return End::Lost("the actor is shutting down".into()),
+                Err(Cancelled { .. }) => return End::Lost("the actor is shutting down".into()),
             }
         }
     }
@@ -805,7 +805,7 @@ impl Conn {
         let message = match trellis::cancellable(&mut rx).await {
             Ok(Ok(message)) => message,
             Ok(Err(_)) => return Err(self.lost()),
-            Err(Cancelled) => return self.cancel_call(cid, rx).await,
+            Err(Cancelled { .. }) => return self.cancel_call(cid, rx).await,
         };
         self.terminal_error(message)
     }
@@ -888,7 +888,7 @@ impl Conn {
             Ok(Some(Some(Some(message @ Message::Error { .. })))) => self.terminal_error(message),
             _ => {
                 self.lock().calling.remove(&cid);
-                Err(Cancelled.into())
+                Err(Cancelled::new().into())
             }
         }
     }
@@ -902,7 +902,7 @@ impl Conn {
             }
             Message::CancelAck { requested_by, .. } => {
                 if requested_by == self.inner.local {
-                    Err(Cancelled.into())
+                    Err(Cancelled::new().into())
                 } else {
                     Err(ActorError::ContextCancelled {
                         actor: self.inner.peer.actor.clone(),

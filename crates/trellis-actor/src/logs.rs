@@ -271,7 +271,7 @@ pub(crate) async fn ship(parent: Conn) -> Result<(), trellis::Error> {
             ))
             .await;
     }
-    Err(trellis::Cancelled.into())
+    Err(trellis::Cancelled::new().into())
 }
 
 /// Served as `trellis.log`: records from a child, passed up or emitted here.

@@ -186,7 +186,7 @@ where
     let mut failures = std::mem::take(&mut *lock(&shared.failures));
     match outcome {
         Ok(Some(value)) if failures.is_empty() => Ok(value),
-        Ok(None) if failures.is_empty() => Err(Cancelled.into()),
+        Ok(None) if failures.is_empty() => Err(Cancelled::new().into()),
         Ok(_) => Err(trellis::ErrorGroup::new("actor nursery", failures).into()),
         Err(error) if failures.is_empty() => Err(error),
         // Cancelled from outside after failures: the failures are what happened.
@@ -401,11 +401,11 @@ async fn supervise(
     let lost = tokio::select! {
         released = release.wait() => match released {
             Ok(()) => None,
-            Err(Cancelled) => None,
+            Err(Cancelled { .. }) => None,
         },
         ended = conn.ended() => match ended {
             Ok(End::Lost(reason)) => Some(reason),
-            Ok(End::Goodbye) | Err(Cancelled) => None,
+            Ok(End::Goodbye) | Err(Cancelled { .. }) => None,
         },
     };
     let uid = actor.uid.clone();

@@ -517,7 +517,7 @@ impl Link {
 
     /// The error of a call that failed under the caller's body.
     fn failure(&self) -> trellis::Error {
-        self.failure_or(trellis::Cancelled.into())
+        self.failure_or(trellis::Cancelled::new().into())
     }
 
     /// The call's failure, if it failed, else `otherwise`.
@@ -783,7 +783,7 @@ where
         Ok(Ok(value)) => Ok(Some(value)),
         Ok(Err(bad)) => Err(ActorError::BadItem(bad.to_string()).into()),
         Err(BroadcastError::Lagged(missed)) => Err(ActorError::Lagged(missed).into()),
-        Err(BroadcastError::Cancelled) => Err(link.failure_or(trellis::Cancelled.into())),
+        Err(BroadcastError::Cancelled) => Err(link.failure_or(trellis::Cancelled::new().into())),
         Err(BroadcastError::Closed) => Err(ActorError::StreamClosed.into()),
         Err(BroadcastError::EndOfChannel) => {
             let state = link.chan.lock();

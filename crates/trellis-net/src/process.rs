@@ -172,7 +172,7 @@ pub async fn run_process(
         Ok::<_, trellis::Error>((status, out, err))
     })
     .await?
-    .ok_or(trellis::Cancelled)?;
+    .ok_or(trellis::Cancelled::new())?;
     let (status, out, err) = outcome;
     let status = status.map_err(io_error)?;
     let completed = Completed {

@@ -197,7 +197,7 @@ pub async fn open_tcp_stream_with<R: Resolve>(
         Ok::<_, trellis::Error>(winner.ok_or(attempts))
     })
     .await?
-    .ok_or(trellis::Cancelled)?;
+    .ok_or(trellis::Cancelled::new())?;
     match winner {
         Ok(stream) => {
             stream.set_nodelay(true).map_err(StreamError::Broken)?;
@@ -371,7 +371,7 @@ where
         Ok::<_, trellis::Error>(())
     })
     .await?;
-    Err(trellis::Cancelled.into())
+    Err(trellis::Cancelled::new().into())
 }
 
 /// Listens on `port` (all local addresses) and serves each connection with `handler` (Trio's

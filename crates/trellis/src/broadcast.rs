@@ -36,12 +36,13 @@
 use crate::loom::{Arc, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use futures_core::Stream;
 
 use crate::cancel::CancelWait;
-use crate::error::{Cancelled, IsCancelled};
+use crate::error::IsCancelled;
 
 /// Why [`BroadcastReceiver::recv`] returned no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +73,7 @@ impl std::fmt::Display for BroadcastError {
 impl std::error::Error for BroadcastError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BroadcastError::Cancelled => Some(&Cancelled),
+            BroadcastError::Cancelled => Some(&crate::error::CANCELLED),
             _ => None,
         }
     }
@@ -141,6 +142,8 @@ where
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
         source: Mutex::new(source),
+        first_seq: AtomicU64::new(0),
+        lossless,
     });
     BroadcastReceiver {
         shared,
@@ -154,6 +157,10 @@ struct Shared<S: Stream> {
     state: Mutex<State<S::Item>>,
     /// Locked only inside a poll, by the subscriber pulling.
     source: Mutex<S>,
+    /// `State::first_seq`, readable without the lock: a subscriber checks that the values it
+    /// took ahead are still kept before handing one out (lossy mode).
+    first_seq: AtomicU64,
+    lossless: bool,
 }
 
 struct State<T> {
@@ -247,10 +254,12 @@ pub struct BroadcastReceiver<S: Stream> {
     shared: Arc<Shared<S>>,
     key: u64,
     raise_on_lag: bool,
-    /// Values already taken from the shared buffer for this subscriber (in order): one visit to
-    /// the shared state takes up to [`PREFETCH`] of them, so that sixteen subscribers do not
-    /// queue on its lock for every value. Only this subscriber touches it.
-    local: Mutex<VecDeque<S::Item>>,
+    /// Values already taken from the shared buffer for this subscriber, with their sequence
+    /// numbers, in order: one visit to the shared state takes up to [`PREFETCH`] of them, so
+    /// that sixteen subscribers do not queue on its lock for every value. Only this subscriber
+    /// touches it. In lossy mode a value taken ahead is handed out only while the shared buffer
+    /// still keeps it, so lag is counted exactly as if nothing had been taken ahead.
+    local: Mutex<VecDeque<(u64, S::Item)>>,
 }
 
 /// How many kept values a subscriber takes per visit to the shared state.
@@ -431,8 +440,19 @@ where
                 Poll::Ready(true) => return Poll::Ready(Err(BroadcastError::Cancelled)),
                 Poll::Ready(false) => {}
             }
-            if let Some(value) = lock(&self.receiver.local).pop_front() {
-                return Poll::Ready(Ok(value));
+            let mut local = lock(&self.receiver.local);
+            if let Some(&(seq, _)) = local.front() {
+                if shared.lossless || seq >= shared.first_seq.load(Ordering::Acquire) {
+                    let (_, value) = local.pop_front().expect("looked at above");
+                    return Poll::Ready(Ok(value));
+                }
+                // Fallen behind: what was taken ahead is no longer kept. Count the lag from
+                // the first value not read, as if nothing had been taken ahead.
+                local.clear();
+                drop(local);
+                if let Some(next) = lock(&shared.state).sub_mut(key) {
+                    *next = seq;
+                }
             }
         }
         {
@@ -456,7 +476,8 @@ where
                 let more = (end - next_seq - 1).min(PREFETCH as u64 - 1) as usize;
                 if more > 0 {
                     let mut local = lock(&self.receiver.local);
-                    local.extend(state.queue.range(at + 1..=at + more).cloned());
+                    let seqs = next_seq + 1..;
+                    local.extend(seqs.zip(state.queue.range(at + 1..=at + more).cloned()));
                 }
                 *state.sub_mut(key).expect("checked above") += 1 + more as u64;
                 self.stop_pulling(&mut state);
@@ -495,6 +516,7 @@ where
                 let wakers = {
                     let mut state = lock(&shared.state);
                     state.push(value.clone());
+                    shared.first_seq.store(state.first_seq, Ordering::Release);
                     let end = state.end_seq();
                     if let Some(next) = state.sub_mut(key) {
                         *next = end;

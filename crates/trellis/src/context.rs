@@ -139,6 +139,12 @@ pub(crate) fn is_cancelled() -> bool {
     FAST.with(current_is_cancelled)
 }
 
+/// The `Cancelled` that code here gets, with the reason of the scope that cancelled it.
+#[cold]
+pub(crate) fn cancelled() -> crate::error::Cancelled {
+    with_current(|node| node.map_or_else(crate::error::Cancelled::new, |n| n.cancelled()))
+}
+
 /// The node of the code being polled on this thread, if any.
 pub(crate) fn current() -> Option<Arc<Node>> {
     LOCAL.with(|l| l.current.borrow().as_ref().map(|c| c.node().clone()))

@@ -9,9 +9,11 @@
 //! an error whether it is a cancellation, through the [`IsCancelled`] trait. Implement it for your
 //! enum (usually by forwarding to a `Cancelled` variant) and scopes will catch it.
 
+use std::any::Any;
 use std::backtrace::{Backtrace, BacktraceStatus};
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::group::ErrorGroup;
 
@@ -19,22 +21,203 @@ use crate::group::ErrorGroup;
 ///
 /// Propagate it with `?`: the cancel scope that was cancelled catches it. Returning it from a task
 /// is not a failure of the task; nurseries do not report it as one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("cancelled")]
-pub struct Cancelled;
+///
+/// A `Cancelled` says where the cancellation came from (Trio's `Cancelled.source` and `reason`,
+/// Trio 0.31): an explicit [`cancel`](crate::CancelScope::cancel) and its reason, a deadline, a
+/// failing task in a nursery, or Ctrl-C. Its `Display` says so:
+/// `cancelled due to deadline`, `cancelled due to explicit with reason 'shutting down'`.
+/// The reason is for people and logs, not for control flow: every `Cancelled` compares equal to
+/// every other, whatever its reason.
+///
+/// It is one pointer wide: the reason, when there is one, is shared, not copied.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use trellis::{CancelScope, CancelSource};
+///
+/// let scope = CancelScope::new();
+/// let seen = scope
+///     .run(async {
+///         scope.cancel_with_reason("shutting down");
+///         let cancelled = trellis::checkpoint().await.unwrap_err();
+///         assert_eq!(cancelled.source(), CancelSource::Explicit);
+///         assert_eq!(cancelled.reason(), Some("shutting down"));
+///         Err::<(), _>(cancelled)
+///     })
+///     .await;
+/// assert_eq!(seen, Ok(None));
+/// # }
+/// ```
+#[derive(Clone, Default)]
+pub struct Cancelled {
+    reason: Option<Arc<CancelReason>>,
+}
+
+/// Where a cancellation came from (Trio's `Cancelled.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CancelSource {
+    /// Not known: a `Cancelled` made by [`Cancelled::new`], or by code outside trellis.
+    Unknown,
+    /// [`CancelScope::cancel`](crate::CancelScope::cancel) or
+    /// [`cancel_with_reason`](crate::CancelScope::cancel_with_reason).
+    Explicit,
+    /// The scope's deadline passed.
+    Deadline,
+    /// A nursery cancelled its tasks because one of them (or its body) failed or panicked, or
+    /// because the nursery was dropped unfinished.
+    Nursery,
+    /// Ctrl-C (SIGINT) reached the entry point (Trio's `KeyboardInterrupt`).
+    Interrupt,
+}
+
+impl CancelSource {
+    /// The word `Display` uses: `explicit`, `deadline`, `nursery`, `interrupt`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelSource::Unknown => "unknown",
+            CancelSource::Explicit => "explicit",
+            CancelSource::Deadline => "deadline",
+            CancelSource::Nursery => "nursery",
+            CancelSource::Interrupt => "interrupt",
+        }
+    }
+}
+
+impl fmt::Display for CancelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a scope was cancelled: where from, an optional message, and the task that cancelled it.
+/// The first cancellation of a scope sets it; later ones do not overwrite it (as in Trio).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelReason {
+    source: CancelSource,
+    message: Option<String>,
+    task: Option<tokio::task::Id>,
+}
+
+impl CancelReason {
+    /// A reason from `source`, recording the tokio task that is running now (if any).
+    pub fn new(source: CancelSource) -> Self {
+        CancelReason {
+            source,
+            message: None,
+            task: tokio::task::try_id(),
+        }
+    }
+
+    /// A deadline passing: no task did it.
+    pub(crate) fn deadline() -> Self {
+        CancelReason {
+            source: CancelSource::Deadline,
+            message: None,
+            task: None,
+        }
+    }
+
+    /// The same reason with a message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// Where the cancellation came from.
+    pub fn source(&self) -> CancelSource {
+        self.source
+    }
+
+    /// The message given with it, if any.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// The tokio task that cancelled, when it happened in one.
+    pub fn task(&self) -> Option<tokio::task::Id> {
+        self.task
+    }
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cancelled due to {}", self.source)?;
+        if let Some(message) = &self.message {
+            write!(f, " with reason '{message}'")?;
+        }
+        if let Some(task) = self.task {
+            write!(f, " from task {task}")?;
+        }
+        Ok(())
+    }
+}
 
 impl Cancelled {
-    /// A `Cancelled` value, for code that implements its own checkpoints.
+    /// A `Cancelled` value with no known reason, for code that implements its own checkpoints.
     pub const fn new() -> Self {
-        Cancelled
+        Cancelled { reason: None }
+    }
+
+    /// A `Cancelled` carrying `reason`.
+    pub fn with_reason(reason: Arc<CancelReason>) -> Self {
+        Cancelled {
+            reason: Some(reason),
+        }
+    }
+
+    /// Where the cancellation came from; [`CancelSource::Unknown`] when nobody said.
+    pub fn source(&self) -> CancelSource {
+        self.reason
+            .as_ref()
+            .map_or(CancelSource::Unknown, |r| r.source)
+    }
+
+    /// The message given to [`cancel_with_reason`](crate::CancelScope::cancel_with_reason) (or
+    /// set by the nursery or the entry point), if any.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_ref().and_then(|r| r.message())
+    }
+
+    /// The tokio task that cancelled the scope, when it was cancelled from one.
+    pub fn source_task(&self) -> Option<tokio::task::Id> {
+        self.reason.as_ref().and_then(|r| r.task)
+    }
+
+    /// The whole reason, when one is known.
+    pub fn cancel_reason(&self) -> Option<&Arc<CancelReason>> {
+        self.reason.as_ref()
     }
 }
 
-impl Default for Cancelled {
-    fn default() -> Self {
-        Cancelled
+/// Every `Cancelled` equals every other: the reason is diagnostics, not identity.
+impl PartialEq for Cancelled {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }
+
+impl Eq for Cancelled {}
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reason {
+            None => f.write_str("cancelled"),
+            Some(reason) => fmt::Display::fmt(reason, f),
+        }
+    }
+}
+
+impl fmt::Debug for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reason {
+            None => f.write_str("Cancelled"),
+            Some(reason) => write!(f, "Cancelled({reason})"),
+        }
+    }
+}
+
+impl StdError for Cancelled {}
 
 /// The error of [`fail_after`](crate::fail_after) and [`fail_at`](crate::fail_at): the deadline
 /// passed before the operation finished (Trio's `TooSlowError`).
@@ -104,6 +287,32 @@ impl StdError for Message {}
 pub trait IsCancelled {
     /// True when this error is a cancellation that a cancel scope may catch.
     fn is_cancelled(&self) -> bool;
+
+    /// For an error that can hold several (an error group): takes the cancellations out, so
+    /// that a cancel scope which catches them passes on only the real failures (Trio's scopes
+    /// split `Cancelled` out of an `ExceptionGroup`). The default suits errors that are one
+    /// thing: a cancellation or not.
+    fn split_cancelled(self) -> CancelSplit<Self>
+    where
+        Self: Sized,
+    {
+        if self.is_cancelled() {
+            CancelSplit::Cancelled
+        } else {
+            CancelSplit::Failure(self)
+        }
+    }
+}
+
+/// What [`IsCancelled::split_cancelled`] found.
+#[derive(Debug)]
+pub enum CancelSplit<E> {
+    /// Only cancellations.
+    Cancelled,
+    /// Cancellations and failures: the failures, without the cancellations.
+    Mixed(E),
+    /// No cancellation: the error unchanged.
+    Failure(E),
 }
 
 impl IsCancelled for Cancelled {
@@ -151,7 +360,9 @@ pub struct Error {
 }
 
 enum Repr {
-    Cancelled,
+    /// One pointer (the shared reason, if any): no allocation for the error every cancelled
+    /// task returns.
+    Cancelled(Cancelled),
     /// Boxed twice so that `Error` is one pointer wide: errors are rare, results are not.
     Other(Box<Boxed>),
 }
@@ -185,7 +396,8 @@ impl Repr {
     }
 }
 
-static CANCELLED: Cancelled = Cancelled;
+/// A `Cancelled` with no reason, for errors that report one as their `source()`.
+pub(crate) static CANCELLED: Cancelled = Cancelled::new();
 
 impl Error {
     /// Wraps any error.
@@ -200,11 +412,14 @@ impl Error {
 
     /// Wraps an already boxed error (as `anyhow::Error` and `Box<dyn Error>` give).
     pub fn from_boxed(error: Box<dyn StdError + Send + Sync + 'static>) -> Self {
-        if error.is::<Cancelled>() {
-            return Error {
-                repr: Repr::Cancelled,
-            };
-        }
+        let error = match error.downcast::<Cancelled>() {
+            Ok(cancelled) => {
+                return Error {
+                    repr: Repr::Cancelled(*cancelled),
+                };
+            }
+            Err(other) => other,
+        };
         Error {
             repr: Repr::other(error, "Box<dyn std::error::Error + Send + Sync>"),
         }
@@ -213,15 +428,41 @@ impl Error {
     /// The cancellation error.
     pub const fn cancelled() -> Self {
         Error {
-            repr: Repr::Cancelled,
+            repr: Repr::Cancelled(Cancelled::new()),
         }
     }
 
-    /// True when this is [`Cancelled`], or an error whose source chain contains it.
+    /// The cancellation inside, when this error is one: the [`Cancelled`] itself, one in its
+    /// source chain, or the first leaf of a group made only of cancellations.
+    pub fn as_cancelled(&self) -> Option<&Cancelled> {
+        match &self.repr {
+            Repr::Cancelled(cancelled) => Some(cancelled),
+            Repr::Other(_) if !self.is_cancelled() => None,
+            Repr::Other(e) => match e.error.downcast_ref::<ErrorGroup>() {
+                Some(group) => group.leaves().find_map(Error::as_cancelled),
+                None => self.chain().find_map(|e| e.downcast_ref::<Cancelled>()),
+            },
+        }
+    }
+
+    /// The cancellation inside (see [`as_cancelled`](Error::as_cancelled)), or a `Cancelled`
+    /// without a reason when this error is not one.
+    pub fn into_cancelled(self) -> Cancelled {
+        match self.repr {
+            Repr::Cancelled(cancelled) => cancelled,
+            _ => self.as_cancelled().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// True when this is [`Cancelled`], an error whose source chain contains it, or a group
+    /// made only of such errors (PEP 654: a group of cancellations is a cancellation).
     pub fn is_cancelled(&self) -> bool {
         match &self.repr {
-            Repr::Cancelled => true,
+            Repr::Cancelled(_) => true,
             Repr::Other(e) => {
+                if let Some(group) = e.error.downcast_ref::<ErrorGroup>() {
+                    return group.leaves().all(Error::is_cancelled);
+                }
                 let mut next: Option<&(dyn StdError + 'static)> = Some(e.error.as_ref());
                 while let Some(e) = next {
                     if e.is::<Cancelled>() {
@@ -282,12 +523,11 @@ impl Error {
     /// The error as a `T` by value, or itself back.
     pub fn downcast<T: StdError + 'static>(self) -> Result<T, Self> {
         match self.repr {
-            Repr::Cancelled => {
-                let boxed: Box<dyn StdError + Send + Sync + 'static> = Box::new(Cancelled);
-                boxed
-                    .downcast::<T>()
-                    .map(|b| *b)
-                    .map_err(|_| Error::cancelled())
+            Repr::Cancelled(cancelled) => {
+                let boxed: Box<dyn StdError + Send + Sync + 'static> = Box::new(cancelled);
+                boxed.downcast::<T>().map(|b| *b).map_err(|boxed| Error {
+                    repr: Repr::Cancelled(*boxed.downcast::<Cancelled>().expect("put in above")),
+                })
             }
             Repr::Other(other) => {
                 let Boxed {
@@ -317,7 +557,7 @@ impl Error {
     /// ```
     pub fn type_name(&self) -> &'static str {
         match &self.repr {
-            Repr::Cancelled => std::any::type_name::<Cancelled>(),
+            Repr::Cancelled(_) => std::any::type_name::<Cancelled>(),
             Repr::Other(other) => other.type_name,
         }
     }
@@ -344,10 +584,10 @@ impl Error {
     /// assert!(format!("{err:?}").starts_with("upload failed\nwhile syncing /data (attempt 3 of 3)"));
     /// ```
     pub fn add_note(&mut self, note: impl Into<String>) {
-        if let Repr::Cancelled = self.repr {
+        if let Repr::Cancelled(cancelled) = &self.repr {
             // The one unboxed error: boxed now, still a cancellation.
             self.repr = Repr::Other(Box::new(Boxed {
-                error: Box::new(Cancelled),
+                error: Box::new(cancelled.clone()),
                 type_name: std::any::type_name::<Cancelled>(),
                 backtrace: Backtrace::disabled(),
                 notes: Vec::new(),
@@ -361,7 +601,7 @@ impl Error {
     /// The notes added to this error, oldest first.
     pub fn notes(&self) -> &[String] {
         match &self.repr {
-            Repr::Cancelled => &[],
+            Repr::Cancelled(_) => &[],
             Repr::Other(other) => &other.notes,
         }
     }
@@ -369,7 +609,7 @@ impl Error {
     /// The error as a trait object.
     pub fn as_dyn(&self) -> &(dyn StdError + Send + Sync + 'static) {
         match &self.repr {
-            Repr::Cancelled => &CANCELLED,
+            Repr::Cancelled(cancelled) => cancelled,
             Repr::Other(e) => e.error.as_ref(),
         }
     }
@@ -388,12 +628,14 @@ impl Error {
 
 impl<E: StdError + Send + Sync + 'static> From<E> for Error {
     fn from(error: E) -> Self {
-        // Resolved at compile time: the check folds away for every other `E`.
-        if std::any::TypeId::of::<E>() == std::any::TypeId::of::<Cancelled>() {
+        // Resolved at compile time for every `E` but `Cancelled`; no allocation either way.
+        let mut slot = Some(error);
+        if let Some(cancelled) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Cancelled>>() {
             return Error {
-                repr: Repr::Cancelled,
+                repr: Repr::Cancelled(cancelled.take().expect("filled above")),
             };
         }
+        let error = slot.expect("filled above");
         Error {
             repr: Repr::other(Box::new(error), std::any::type_name::<E>()),
         }
@@ -403,7 +645,7 @@ impl<E: StdError + Send + Sync + 'static> From<E> for Error {
 impl From<Error> for Box<dyn StdError + Send + Sync + 'static> {
     fn from(error: Error) -> Self {
         match error.repr {
-            Repr::Cancelled => Box::new(Cancelled),
+            Repr::Cancelled(cancelled) => Box::new(cancelled),
             Repr::Other(e) => e.error,
         }
     }
@@ -416,7 +658,7 @@ impl From<Error> for Box<dyn StdError + Send + Sync + 'static> {
 impl From<Error> for anyhow::Error {
     fn from(error: Error) -> Self {
         match error.repr {
-            Repr::Cancelled => anyhow::Error::new(Cancelled),
+            Repr::Cancelled(cancelled) => anyhow::Error::new(cancelled),
             Repr::Other(boxed) => match boxed.error.downcast::<ErrorGroup>() {
                 Ok(group) => anyhow::Error::new(*group),
                 Err(other) => anyhow::Error::from_boxed(other),
@@ -428,6 +670,23 @@ impl From<Error> for anyhow::Error {
 impl IsCancelled for Error {
     fn is_cancelled(&self) -> bool {
         Error::is_cancelled(self)
+    }
+
+    fn split_cancelled(self) -> CancelSplit<Self> {
+        if self.is_cancelled() {
+            return CancelSplit::Cancelled;
+        }
+        let has_cancelled = self
+            .as_group()
+            .is_some_and(|g| g.leaves().any(Error::is_cancelled));
+        if !has_cancelled {
+            return CancelSplit::Failure(self);
+        }
+        let group = self.into_group().expect("checked above");
+        match group.split_by(&mut |e| e.as_group().is_none() && e.is_cancelled()) {
+            (_, Some(rest)) => CancelSplit::Mixed(rest.into()),
+            (_, None) => CancelSplit::Cancelled,
+        }
     }
 }
 

@@ -6,6 +6,8 @@ use std::fmt;
 use crate::error::Error;
 
 /// A non-empty tree of errors with a message.
+#[doc(alias = "MultiError")]
+#[doc(alias = "ExceptionGroup")]
 ///
 /// A group has a message and one or more errors; each is a leaf or a nested group. A nursery
 /// whose tasks failed returns a group holding one entry per failed task, and a task that ran a
@@ -127,9 +129,24 @@ impl ErrorGroup {
     }
 
     /// Splits into the errors that match `predicate` and the rest, keeping the tree's shape.
-    /// The predicate is asked about nested groups before their members; a group it accepts
-    /// goes to the matching side whole. Either side is `None` when it would be empty.
+    /// As in PEP 654, the predicate is asked about the group itself first (a group it accepts
+    /// goes to the matching side whole, this one included), then about nested groups before
+    /// their members. Either side is `None` when it would be empty.
     pub fn split_by(
+        self,
+        predicate: &mut dyn FnMut(&Error) -> bool,
+    ) -> (Option<ErrorGroup>, Option<ErrorGroup>) {
+        let whole = Error::from(self);
+        if predicate(&whole) {
+            return (Some(whole.into_group().expect("made from a group")), None);
+        }
+        whole
+            .into_group()
+            .expect("made from a group")
+            .split_members(predicate)
+    }
+
+    fn split_members(
         self,
         predicate: &mut dyn FnMut(&Error) -> bool,
     ) -> (Option<ErrorGroup>, Option<ErrorGroup>) {
@@ -142,7 +159,7 @@ impl ErrorGroup {
             }
             match error.into_group() {
                 Ok(group) => {
-                    let (m, r) = group.split_by(predicate);
+                    let (m, r) = group.split_members(predicate);
                     matched.extend(m.map(Error::from));
                     rest.extend(r.map(Error::from));
                 }
@@ -158,7 +175,17 @@ impl ErrorGroup {
         (wrap(matched, &self.message), wrap(rest, &self.message))
     }
 
-    /// Splits by type: errors that are a `T` (leaves or whole nested groups) and the rest.
+    /// Splits by type: errors that are a `T` (leaves or whole nested groups, or this group
+    /// itself when `T` is `ErrorGroup`) and the rest.
+    ///
+    /// ```
+    /// use trellis::{Error, ErrorGroup};
+    ///
+    /// let group = ErrorGroup::new("nursery", vec![Error::msg("a"), Error::msg("b")]);
+    /// let (matched, rest) = group.split::<ErrorGroup>();
+    /// assert_eq!(matched.unwrap().leaves().count(), 2); // the whole group, as PEP 654 says
+    /// assert!(rest.is_none());
+    /// ```
     pub fn split<T: StdError + 'static>(self) -> (Option<ErrorGroup>, Option<ErrorGroup>) {
         self.split_by(&mut |e| e.is::<T>())
     }

@@ -59,12 +59,15 @@ pub mod threads;
 mod time;
 
 pub use cancel::{
-    CancelScope, Cancellable, Checkpoint, cancellable, checkpoint, checkpoint_if_cancelled,
-    current_effective_deadline, fail_after, fail_at, move_on_after, move_on_at, sleep,
-    sleep_forever, sleep_until,
+    CancelScope, Cancellable, Checkpoint, FailAfter, MoveOn, ScopeRun, cancellable, checkpoint,
+    checkpoint_if_cancelled, current_effective_deadline, fail_after, fail_at, move_on_after,
+    move_on_at, sleep, sleep_forever, sleep_until,
 };
 pub use channel::channel;
-pub use error::{Cancelled, Error, Interrupted, IsCancelled, NotStarted, NurseryClosed, TooSlow};
+pub use error::{
+    CancelReason, CancelSource, CancelSplit, Cancelled, Error, Interrupted, IsCancelled,
+    NotStarted, NurseryClosed, TooSlow,
+};
 pub use group::ErrorGroup;
 pub use local::{local, with_local};
 pub use nursery::{Nursery, TaskHandle, TaskStatus, open_nursery};

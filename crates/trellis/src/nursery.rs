@@ -39,7 +39,9 @@ use tracing::Instrument as _;
 use crate::cancel::node::Node;
 use crate::cancel::{CancelScope, cancellable};
 use crate::context::{self, Current, InNode, Slot};
-use crate::error::{Cancelled, Error, NotStarted, NurseryClosed};
+use crate::error::{
+    CancelReason, CancelSource, Cancelled, Error, IsCancelled, NotStarted, NurseryClosed,
+};
 use crate::group::ErrorGroup;
 use crate::instrument::{Instruments, TaskId};
 
@@ -75,7 +77,7 @@ pub async fn open_nursery<B, Fut, R, E>(body: B) -> Result<Option<R>, Error>
 where
     B: FnOnce(Nursery) -> Fut,
     Fut: Future<Output = Result<R, E>>,
-    E: Into<Error>,
+    E: Into<Error> + IsCancelled,
 {
     let parent = context::current();
     let node = Node::new_child(parent.as_ref());
@@ -88,6 +90,7 @@ where
             handles: Vec::new(),
             waker: None,
             errors: Vec::new(),
+            cancelled: None,
             panic: None,
         }),
         saw_cancelled: AtomicBool::new(false),
@@ -113,11 +116,12 @@ where
                 }
                 Ok(Poll::Ready(Err(error))) => {
                     body_done = true;
-                    shared.record_error(error.into());
+                    let cancelled = error.is_cancelled();
+                    shared.record_error(error.into(), cancelled, Origin::Body);
                 }
                 Err(payload) => {
                     body_done = true;
-                    shared.record_panic(payload);
+                    shared.record_panic(payload, Origin::Body);
                 }
             }
         }
@@ -165,18 +169,18 @@ impl Nursery {
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
-        E: Into<Error> + 'static,
+        E: Into<Error> + IsCancelled + 'static,
     {
         let join = self
             .shared
             .spawn(None, future, |outcome, shared: &Shared| match outcome {
                 Outcome::Value(value) => Some(value),
-                Outcome::Failed(error) => {
-                    shared.record_error(error);
+                Outcome::Failed(error, cancelled) => {
+                    shared.record_error(error, cancelled, Origin::Task);
                     None
                 }
                 Outcome::Panicked(payload) => {
-                    shared.record_panic(payload);
+                    shared.record_panic(payload, Origin::Task);
                     None
                 }
             })?;
@@ -222,7 +226,7 @@ impl Nursery {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         V: Send + 'static,
         T: Send + 'static,
-        E: Into<Error> + 'static,
+        E: Into<Error> + IsCancelled + 'static,
     {
         let caller = context::current();
         let node = Node::new_child(caller.as_ref());
@@ -244,7 +248,11 @@ impl Nursery {
                             Some(value) => StartOutcome::Started(value),
                             None => StartOutcome::NotStarted,
                         },
-                        Outcome::Failed(error) => StartOutcome::Failed(error),
+                        // A cancellation by the task's own rule reaches the caller as one.
+                        Outcome::Failed(error, true) => {
+                            StartOutcome::Failed(Error::from(error.into_cancelled()))
+                        }
+                        Outcome::Failed(error, false) => StartOutcome::Failed(error),
                         Outcome::Panicked(payload) => StartOutcome::Panicked(payload),
                     };
                     match tx.send(report) {
@@ -256,8 +264,10 @@ impl Nursery {
             };
             match outcome {
                 Outcome::Value(_) => {}
-                Outcome::Failed(error) => shared.record_error(error),
-                Outcome::Panicked(payload) => shared.record_panic(payload),
+                Outcome::Failed(error, cancelled) => {
+                    shared.record_error(error, cancelled, Origin::Task);
+                }
+                Outcome::Panicked(payload) => shared.record_panic(payload, Origin::Task),
             }
             None::<()>
         };
@@ -284,7 +294,12 @@ impl Nursery {
     /// Cancels the nursery's scope: the body and every task get `Cancelled` at their next
     /// checkpoint, and the nursery catches those cancellations.
     pub fn cancel(&self) {
-        self.shared.node.cancel();
+        self.cancel_scope().cancel();
+    }
+
+    /// [`cancel`](Nursery::cancel) with a reason that the tasks' `Cancelled` carries.
+    pub fn cancel_with_reason(&self, reason: impl Into<String>) {
+        self.cancel_scope().cancel_with_reason(reason);
     }
 }
 
@@ -396,6 +411,8 @@ struct State {
     /// The nursery future, once its body is done and it waits for the tasks.
     waker: Option<Waker>,
     errors: Vec<Error>,
+    /// The first cancellation a task returned, with its reason.
+    cancelled: Option<Cancelled>,
     panic: Option<Box<dyn Any + Send>>,
 }
 
@@ -418,7 +435,7 @@ impl Shared {
     ) -> Result<JoinHandle<Option<U>>, NurseryClosed>
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
-        E: Into<Error>,
+        E: Into<Error> + IsCancelled,
         U: Send + 'static,
         D: FnOnce(Outcome<T>, &Shared) -> Option<U> + Send + 'static,
     {
@@ -474,22 +491,39 @@ impl Shared {
         }
     }
 
-    fn record_error(&self, error: Error) {
-        if error.is_cancelled() {
+    /// A task (or the body) ended with an error. `cancelled` is what the error's own
+    /// [`IsCancelled`] said: the one rule, as for `CancelScope::run`.
+    fn record_error(&self, error: Error, cancelled: bool, from: Origin) {
+        if cancelled {
             // Not a failure: whether it is caught here or goes on outward is decided at the end.
             // Checked first so that 10,000 cancelled tasks do not all write the shared line.
             if !self.saw_cancelled.load(Ordering::Relaxed) {
                 self.saw_cancelled.store(true, Ordering::Relaxed);
+                let mut state = self.lock();
+                if state.cancelled.is_none() {
+                    // Kept (with its reason) in case the cancellation goes on outward with
+                    // failures beside it.
+                    state.cancelled = Some(error.into_cancelled());
+                }
             }
             return;
         }
+        let reason = || {
+            let first_line = error.to_string();
+            let first_line = first_line.lines().next().unwrap_or_default();
+            CancelReason::new(CancelSource::Nursery)
+                .with_message(format!("{} failed: {first_line}", from.as_str()))
+        };
+        self.node.cancel(reason);
         self.lock().errors.push(error);
-        self.node.cancel();
     }
 
-    fn record_panic(&self, payload: Box<dyn Any + Send>) {
+    fn record_panic(&self, payload: Box<dyn Any + Send>, from: Origin) {
+        self.node.cancel(|| {
+            CancelReason::new(CancelSource::Nursery)
+                .with_message(format!("{} panicked", from.as_str()))
+        });
         self.lock().panic.get_or_insert(payload);
-        self.node.cancel();
     }
 
     fn task_done(&self) {
@@ -546,17 +580,24 @@ impl Shared {
         };
         let saw_cancelled = self.saw_cancelled.load(Ordering::Relaxed);
         let caught = saw_cancelled && self.node.try_catch();
-        self.node.detach();
+        let cancelled = self.lock().cancelled.take();
+        self.node.leave();
         if let Some(payload) = panic {
             resume_unwind(payload);
         }
-        if !errors.is_empty() {
-            return Err(ErrorGroup::new(GROUP_MESSAGE, errors).into());
+        let cancelled = (saw_cancelled && !caught)
+            .then(|| cancelled.map_or_else(Error::cancelled, Error::from));
+        match (errors.is_empty(), cancelled) {
+            (true, Some(cancelled)) => Err(cancelled),
+            (true, None) => Ok(body_value),
+            (false, cancelled) => {
+                // A cancellation from outside goes on outward beside the failures (Trio keeps
+                // the `Cancelled` in the group); the scope that catches it takes it out.
+                let mut errors = errors;
+                errors.extend(cancelled);
+                Err(ErrorGroup::new(GROUP_MESSAGE, errors).into())
+            }
         }
-        if saw_cancelled && !caught {
-            return Err(Error::cancelled());
-        }
-        Ok(body_value)
     }
 }
 
@@ -568,7 +609,10 @@ struct AbortOnDrop {
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
-            shared.node.cancel();
+            shared.node.cancel(|| {
+                CancelReason::new(CancelSource::Nursery)
+                    .with_message("the nursery's future was dropped")
+            });
             shared.live.fetch_or(CLOSED, Ordering::AcqRel);
             let handles = std::mem::take(&mut shared.lock().handles);
             handles.iter().for_each(AbortHandle::abort);
@@ -583,7 +627,10 @@ struct CancelOnDrop(Option<Arc<Node>>);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(node) = self.0.take() {
-            node.cancel();
+            node.cancel(|| {
+                CancelReason::new(CancelSource::Nursery)
+                    .with_message("the caller of start stopped waiting")
+            });
         }
     }
 }
@@ -615,8 +662,25 @@ enum StartOutcome<V> {
 
 enum Outcome<T> {
     Value(T),
-    Failed(Error),
+    /// The error, and whether the task's own error type called it a cancellation.
+    Failed(Error, bool),
     Panicked(Box<dyn Any + Send>),
+}
+
+/// Where a failure in a nursery came from, for the reason its siblings are cancelled with.
+#[derive(Clone, Copy)]
+enum Origin {
+    Task,
+    Body,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Task => "task",
+            Origin::Body => "nursery body",
+        }
+    }
 }
 
 /// Where a task runs and which nursery it belongs to.
@@ -699,7 +763,7 @@ pin_project_lite::pin_project! {
 impl<F, T, E, U, S, D> Future for Child<F, S, D>
 where
     F: Future<Output = Result<T, E>>,
-    E: Into<Error>,
+    E: Into<Error> + IsCancelled,
     S: TaskScope,
     D: FnOnce(Outcome<T>, &Shared) -> Option<U>,
 {
@@ -730,7 +794,10 @@ where
         let outcome = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(value))) => Outcome::Value(value),
-            Ok(Poll::Ready(Err(error))) => Outcome::Failed(error.into()),
+            Ok(Poll::Ready(Err(error))) => {
+                let cancelled = error.is_cancelled();
+                Outcome::Failed(error.into(), cancelled)
+            }
             Err(payload) => Outcome::Panicked(payload),
         };
         let shared = this.scope.nursery();

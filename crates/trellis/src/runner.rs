@@ -9,6 +9,7 @@ use std::task::Poll;
 
 use crate::cancel::node::Node;
 use crate::context::InNode;
+use crate::error::{CancelReason, CancelSource};
 use crate::error::{Error, Interrupted};
 use crate::group::ErrorGroup;
 use crate::instrument::{Instrument, Instruments};
@@ -212,7 +213,9 @@ where
             }
         }
         if cancel_now {
-            root.cancel();
+            root.cancel(|| {
+                CancelReason::new(CancelSource::Interrupt).with_message("Ctrl-C (SIGINT)")
+            });
         }
         main.as_mut().poll(cx)
     })

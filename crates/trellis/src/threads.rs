@@ -190,9 +190,12 @@ pub mod from_thread {
         let cancelled = THREAD.with(|t| {
             t.borrow()
                 .as_ref()
-                .and_then(|c| c.caller.as_ref())
-                .is_some_and(|n| n.is_cancelled())
+                .and_then(|c| c.caller.clone())
+                .filter(|n| n.is_cancelled())
         });
-        if cancelled { Err(Cancelled) } else { Ok(()) }
+        match cancelled {
+            Some(node) => Err(node.cancelled()),
+            None => Ok(()),
+        }
     }
 }

@@ -39,6 +39,21 @@ pub(crate) fn decode(nanos: i64) -> Instant {
     Instant::from_std(at.unwrap_or_else(|| base + Duration::from_secs(365 * 24 * 3600)))
 }
 
+/// The deadline `timeout` from now, saturating: a duration too large for the clock (up to
+/// `Duration::MAX`) means no deadline at all, as tokio's `sleep` treats it as "never".
+pub(crate) fn deadline_after(timeout: Duration) -> i64 {
+    match Instant::now().checked_add(timeout).map(encode) {
+        // Beyond the encoding's ~292 years is "never" too.
+        Some(at) if at < NO_DEADLINE - 1 => at,
+        _ => NO_DEADLINE,
+    }
+}
+
+/// `now + timeout`, or `None` when that is beyond what the clock can represent.
+pub(crate) fn instant_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
 pub(crate) fn now() -> i64 {
     encode(Instant::now())
 }

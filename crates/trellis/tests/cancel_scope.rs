@@ -29,7 +29,7 @@ async fn cancel_points() {
                     1 => checkpoint().await,
                     _ => sleep_forever().await.map(|_| ()),
                 };
-                assert_eq!(outcome, Err(Cancelled));
+                assert_eq!(outcome, Err(Cancelled::new()));
                 outcome
             })
             .await;
@@ -47,8 +47,8 @@ async fn cancel_edge_cases() {
             inner.cancel();
             inner.cancel();
             // Level-triggered: every checkpoint fails, not just the first.
-            assert_eq!(sleep_forever().await.map(|_| ()), Err(Cancelled));
-            assert_eq!(sleep_forever().await.map(|_| ()), Err(Cancelled));
+            assert_eq!(sleep_forever().await.map(|_| ()), Err(Cancelled::new()));
+            assert_eq!(sleep_forever().await.map(|_| ()), Err(Cancelled::new()));
             checkpoint().await
         })
         .await;
@@ -69,7 +69,7 @@ async fn cancel_shielding() {
                 .run(async move {
                     checkpoint().await?;
                     o.cancel();
-                    assert_eq!(checkpoint().await, Err(Cancelled));
+                    assert_eq!(checkpoint().await, Err(Cancelled::new()));
                     assert!(!i2.shield());
                     i2.set_shield(true);
                     assert!(i2.shield());
@@ -82,7 +82,7 @@ async fn cancel_shielding() {
                     checkpoint().await?;
                     // The shield can be lowered and raised again.
                     i2.set_shield(false);
-                    assert_eq!(checkpoint().await, Err(Cancelled));
+                    assert_eq!(checkpoint().await, Err(Cancelled::new()));
                     i2.set_shield(true);
                     checkpoint().await?;
                     // A shield does not protect from its own scope.
@@ -130,12 +130,12 @@ async fn nested_scopes_shield_then_own_cancel() {
     let r = s1
         .run(s2.run(async move {
             c1.cancel();
-            assert_eq!(checkpoint().await, Err(Cancelled));
-            assert_eq!(checkpoint().await, Err(Cancelled));
+            assert_eq!(checkpoint().await, Err(Cancelled::new()));
+            assert_eq!(checkpoint().await, Err(Cancelled::new()));
             c2.set_shield(true);
             checkpoint().await?;
             c2.cancel();
-            assert_eq!(checkpoint().await, Err(Cancelled));
+            assert_eq!(checkpoint().await, Err(Cancelled::new()));
             checkpoint().await
         }))
         .await;
@@ -221,7 +221,7 @@ async fn shield_before_entry() {
             o.cancel();
             checkpoint().await?;
             s.set_shield(false);
-            assert_eq!(checkpoint().await, Err(Cancelled));
+            assert_eq!(checkpoint().await, Err(Cancelled::new()));
             checkpoint().await
         }))
         .await;
@@ -274,7 +274,7 @@ async fn unentered_scope_deadline_cancel_called() {
         .run(async move {
             let r = checkpoint().await;
             s.set_deadline(Some(now + HOUR));
-            assert_eq!(checkpoint().await, Err(Cancelled));
+            assert_eq!(checkpoint().await, Err(Cancelled::new()));
             r
         })
         .await;
@@ -497,7 +497,7 @@ async fn cached_clear_check_sees_a_cancel_from_another_thread() {
                 }
             }
             canceller.join().unwrap();
-            Err::<(), _>(Cancelled)
+            Err::<(), _>(Cancelled::new())
         })
         .await;
     assert_eq!(r, Ok(None));

@@ -432,7 +432,7 @@ async fn recv_handed_value_before_cancel_keeps_it() {
     open_nursery(|n| async move {
         n.start_soon(async move {
             let got = sc
-                .run(async { r.recv().await.map_err(|_| Cancelled) })
+                .run(async { r.recv().await.map_err(|_| Cancelled::new()) })
                 .await;
             *out.lock().unwrap() = Some(got);
             Ok::<_, Error>(())
@@ -653,7 +653,7 @@ async fn operations_fail_in_cancelled_scope() {
         .run(async {
             assert_eq!(s.send(2).await, Err(SendError::Cancelled(2)));
             assert_eq!(r.recv().await, Err(RecvError::Cancelled));
-            Err::<(), _>(Cancelled)
+            Err::<(), _>(Cancelled::new())
         })
         .await;
     assert_eq!(r2, Ok(None));

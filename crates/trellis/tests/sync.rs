@@ -302,22 +302,35 @@ async fn lock_try_acquire_blocks_acquire() {
     assert_eq!(taken(&record), ["started", "finished"]);
 }
 
-/// A waiter granted the lock and then dropped passes it on: nobody waits forever.
+/// A waiter granted the lock and then dropped passes it on: nobody waits forever. The two
+/// waiters are polled by hand in a task that does not hold the lock.
 async fn abandoned_lock_grant_is_passed_on() {
-    let lock = Lock::new();
+    let lock = Arc::new(Lock::new());
     let guard = lock.try_acquire().unwrap();
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    let mut first = Box::pin(lock.acquire());
-    let mut second = Box::pin(lock.acquire());
-    assert!(first.as_mut().poll(&mut cx).is_pending());
-    assert!(second.as_mut().poll(&mut cx).is_pending());
+    let (queued_tx, queued_rx) = tokio::sync::oneshot::channel();
+    let (released_tx, released_rx) = tokio::sync::oneshot::channel::<()>();
+    let l = lock.clone();
+    let waiters = tokio::spawn(async move {
+        let poll_once = |f: std::pin::Pin<&mut _>| {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            std::future::Future::poll(f, &mut cx)
+        };
+        let mut first = Box::pin(l.acquire());
+        let mut second = Box::pin(l.acquire());
+        assert!(poll_once(first.as_mut()).is_pending());
+        assert!(poll_once(second.as_mut()).is_pending());
+        queued_tx.send(()).unwrap();
+        released_rx.await.unwrap();
+        drop(first); // handed the lock, goes away without using it
+        assert!(matches!(
+            poll_once(second.as_mut()),
+            std::task::Poll::Ready(Ok(_))
+        ));
+    });
+    queued_rx.await.unwrap();
     drop(guard); // hands the lock to `first`
-    drop(first); // which goes away without using it
-    assert!(matches!(
-        second.as_mut().poll(&mut cx),
-        std::task::Poll::Ready(Ok(_))
-    ));
+    released_tx.send(()).unwrap();
+    waiters.await.unwrap();
 }
 
 /// A cancelled acquire leaves the line; acquiring in a cancelled scope fails at once.
@@ -340,7 +353,7 @@ async fn cancelled_acquire() {
         .await;
     assert_eq!(r, Ok(None));
     assert_eq!(sem.statistics().tasks_waiting, 0);
-    let _ = Cancelled;
+    let _ = Cancelled::new();
 }
 
 /// Trio: test_CapacityLimiter (in a task, so that the task can borrow)

@@ -55,7 +55,7 @@ async fn wait_all_tasks_blocked_is_cancellable() {
     open_nursery(|n| async move {
         n.start_soon(async move {
             let r = wait_all_tasks_blocked().await;
-            assert_eq!(r, Err(Cancelled));
+            assert_eq!(r, Err(Cancelled::new()));
             push(&rec, "ok");
             r
         })?;

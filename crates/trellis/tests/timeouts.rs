@@ -36,7 +36,7 @@ async fn sleep_takes_its_time() {
     assert_checkpoints(sleep(Duration::ZERO)).await.unwrap();
     // The trivial move_on_at: a deadline of now cancels even sleep(0).
     let r = move_on_at(Instant::now(), async {
-        assert_eq!(sleep(Duration::ZERO).await, Err(Cancelled));
+        assert_eq!(sleep(Duration::ZERO).await, Err(Cancelled::new()));
         sleep(Duration::ZERO).await
     })
     .await;
@@ -65,8 +65,8 @@ async fn timeout_scope_shields_from_outer() {
                     o.cancel();
                     checkpoint().await.expect("the shield should hold");
                     i.set_shield(false);
-                    assert_eq!(checkpoint().await, Err(Cancelled));
-                    Err::<(), _>(Cancelled)
+                    assert_eq!(checkpoint().await, Err(Cancelled::new()));
+                    Err::<(), _>(Cancelled::new())
                 })
                 .await
         })
@@ -136,7 +136,8 @@ async fn fail_at_and_fail_after() {
     .unwrap();
 }
 
-/// Trio: test_timeout_deadline_on_entry — a relative timeout starts counting at entry.
+/// Trio: test_timeout_deadline_on_entry — a relative timeout starts counting at entry; once
+/// entered, the relative timeout reads as the time left and setting it moves the deadline.
 async fn timeout_deadline_on_entry() {
     let scope = CancelScope::with_timeout(5 * SEC);
     assert_eq!(scope.relative_timeout(), Some(5 * SEC));
@@ -147,13 +148,22 @@ async fn timeout_deadline_on_entry() {
     scope
         .run(async move {
             assert_eq!(s.deadline(), Some(start + 5 * SEC));
-            assert_eq!(s.relative_timeout(), None);
+            assert_eq!(s.relative_timeout(), Some(5 * SEC));
             s.set_deadline(Some(start + 3 * SEC));
-            assert_eq!(s.deadline(), Some(start + 3 * SEC));
+            assert_eq!(s.relative_timeout(), Some(3 * SEC));
+            s.set_relative_timeout(4 * SEC);
+            assert_eq!(s.deadline(), Some(start + 4 * SEC));
             Ok::<_, Cancelled>(())
         })
         .await
         .unwrap();
+    // The same through move_on_after: made now, counted from its first poll.
+    let outer = move_on_after(5 * SEC, async { sleep_forever().await.map(|_| ()) });
+    assert_eq!(outer.scope().relative_timeout(), Some(5 * SEC));
+    sleep(3 * SEC).await.unwrap();
+    let t0 = Instant::now();
+    assert_eq!(outer.await, Ok(None));
+    assert_took(t0, 5 * SEC);
 }
 
 /// Trio: test_basic_timeout
@@ -195,7 +205,7 @@ async fn basic_timeout() {
             sleep(5 * SEC).await?;
             checkpoint().await?;
             s.set_deadline(Some(start + SEC));
-            assert_eq!(checkpoint().await, Err(Cancelled));
+            assert_eq!(checkpoint().await, Err(Cancelled::new()));
             checkpoint().await
         })
         .await;

@@ -28,7 +28,7 @@ use crate::time::{self, NO_DEADLINE};
 /// ```
 pub fn checkpoint_if_cancelled() -> Result<(), Cancelled> {
     if context::is_cancelled() {
-        Err(Cancelled)
+        Err(context::cancelled())
     } else {
         Ok(())
     }
@@ -140,13 +140,13 @@ impl<F: Future> Future for Cancellable<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if this.wait.is_cancelled() {
-            return Poll::Ready(Err(Cancelled));
+            return Poll::Ready(Err(this.wait.cancelled()));
         }
         if let Poll::Ready(output) = this.inner.poll(cx) {
             return Poll::Ready(Ok(output));
         }
         match this.wait.poll_cancelled(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Cancelled)),
+            Poll::Ready(()) => Poll::Ready(Err(this.wait.cancelled())),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -227,6 +227,15 @@ impl CancelWait {
             return Poll::Pending;
         }
         Poll::Ready(cancelled)
+    }
+
+    /// The `Cancelled` to return, with the reason of the scope that cancelled this operation.
+    #[cold]
+    pub(crate) fn cancelled(&self) -> Cancelled {
+        match &self.waiting {
+            Some(waiting) => waiting.node.cancelled(),
+            None => context::cancelled(),
+        }
     }
 
     /// Registers `cx`'s waker for cancellation and arms the deadline timer; ready when the
@@ -315,7 +324,8 @@ impl Drop for Waiting {
     }
 }
 
-/// Sleeps for `duration`; a checkpoint (Trio's `sleep`).
+/// Sleeps for `duration`; a checkpoint (Trio's `sleep`). A duration too large for the clock
+/// (up to `Duration::MAX`) sleeps until cancelled, as tokio's `sleep` does.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
@@ -323,7 +333,10 @@ impl Drop for Waiting {
 /// # }
 /// ```
 pub async fn sleep(duration: Duration) -> Result<(), Cancelled> {
-    sleep_until(Instant::now() + duration).await
+    match time::instant_after(duration) {
+        Some(deadline) => sleep_until(deadline).await,
+        None => sleep_forever().await.map(|never| match never {}),
+    }
 }
 
 /// Sleeps until `deadline`; a checkpoint, also when the deadline has passed.

@@ -21,5 +21,5 @@ pub use checkpoint::{
     Cancellable, Checkpoint, cancellable, checkpoint, checkpoint_if_cancelled,
     current_effective_deadline, sleep, sleep_forever, sleep_until,
 };
-pub use scope::CancelScope;
-pub use timeouts::{fail_after, fail_at, move_on_after, move_on_at};
+pub use scope::{CancelScope, ScopeRun};
+pub use timeouts::{FailAfter, MoveOn, fail_after, fail_at, move_on_after, move_on_at};

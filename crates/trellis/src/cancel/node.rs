@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::Waker;
 
+use crate::error::{CancelReason, Cancelled};
 use crate::instrument::Instruments;
 use crate::slab::Slab;
 use crate::time::{self, NO_DEADLINE};
@@ -30,6 +31,9 @@ pub(crate) struct Node {
     instruments: OnceLock<Arc<Instruments>>,
     /// A value for code running in this node and below (see `crate::local`).
     local: OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Why this node's own scope was cancelled; set once, with `cancel_called`, by the first
+    /// cancellation (later ones do not overwrite it, as in Trio). Read without the lock.
+    reason: OnceLock<Arc<CancelReason>>,
     effectively_cancelled: AtomicBool,
     effective_deadline: AtomicI64,
 }
@@ -46,6 +50,9 @@ struct State {
     timeout: Option<std::time::Duration>,
     shield: bool,
     entered: bool,
+    /// Left (its code finished or was dropped): a deadline passing from now on no longer
+    /// cancels it, since it is no longer active.
+    exited: bool,
     cancelled_caught: bool,
 }
 
@@ -82,10 +89,12 @@ impl Node {
                 timeout: None,
                 shield: false,
                 entered: false,
+                exited: false,
                 cancelled_caught: false,
             }),
             instruments: OnceLock::new(),
             local: OnceLock::new(),
+            reason: OnceLock::new(),
             effectively_cancelled: AtomicBool::new(false),
             effective_deadline: AtomicI64::new(NO_DEADLINE),
         })
@@ -132,14 +141,13 @@ impl Node {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Marks the node entered; returns false when it already was (a scope is single-use).
     /// Marks the node entered, resolving a relative timeout into a deadline; returns false
     /// when it was entered before (a scope is single-use).
     pub(crate) fn mark_entered(self: &Arc<Self>) -> bool {
         let (first, resolved) = {
             let mut state = self.lock();
             let resolved = state.timeout.take().map(|timeout| {
-                state.deadline = time::encode(tokio::time::Instant::now() + timeout);
+                state.deadline = time::deadline_after(timeout);
             });
             (
                 !std::mem::replace(&mut state.entered, true),
@@ -152,16 +160,34 @@ impl Node {
         first
     }
 
-    /// Sets a deadline `timeout` after entry, on a scope not entered yet.
-    pub(crate) fn set_relative_timeout(&self, timeout: std::time::Duration) {
-        let mut state = self.lock();
-        debug_assert!(!state.entered);
-        state.timeout = Some(timeout);
-        state.deadline = NO_DEADLINE;
+    /// Sets a deadline `timeout` after entry: on a scope not entered yet it waits for entry
+    /// (replacing any absolute deadline); on an entered one it is a deadline `timeout` from now.
+    pub(crate) fn set_relative_timeout(self: &Arc<Self>, timeout: std::time::Duration) {
+        {
+            let mut state = self.lock();
+            if state.entered {
+                self.note_passed_deadline(&mut state);
+                state.deadline = time::deadline_after(timeout);
+            } else {
+                state.timeout = Some(timeout);
+                state.deadline = NO_DEADLINE;
+            }
+        }
+        self.update();
     }
 
+    /// Before entry: the timeout that starts at entry, if one was set. After entry: the time
+    /// left until the deadline (zero once it passed), if there is one (Trio's
+    /// `relative_deadline`).
     pub(crate) fn relative_timeout(&self) -> Option<std::time::Duration> {
-        self.lock().timeout
+        let state = self.lock();
+        if !state.entered {
+            return state.timeout;
+        }
+        (state.deadline != NO_DEADLINE).then(|| {
+            let left = state.deadline.saturating_sub(time::now());
+            std::time::Duration::from_nanos(u64::try_from(left).unwrap_or(0))
+        })
     }
 
     /// Moves this node below `parent`, leaving any previous parent.
@@ -194,20 +220,56 @@ impl Node {
         }
     }
 
-    pub(crate) fn cancel(self: &Arc<Self>) {
+    /// The scope's code is done: a deadline that passed while it ran has cancelled it (for
+    /// good), one that passes later never will. Leaves the parent.
+    pub(crate) fn leave(&self) {
+        let old = {
+            let mut state = self.lock();
+            self.note_passed_deadline(&mut state);
+            state.exited = true;
+            state.parent.take()
+        };
+        if let Some(old) = old {
+            old.node.lock().children.remove(old.key);
+        }
+    }
+
+    /// Cancels the node's own scope; `reason` is asked for only by the first cancellation.
+    pub(crate) fn cancel(self: &Arc<Self>, reason: impl FnOnce() -> CancelReason) {
         {
             let mut state = self.lock();
             if state.cancel_called {
                 return;
             }
             state.cancel_called = true;
+            let _ = self.reason.set(Arc::new(reason()));
         }
         self.update();
+    }
+
+    /// Trio cancels a scope the moment its deadline passes while it is active (or not yet
+    /// entered); trellis notices lazily, at checkpoints, and makes it so — permanently —
+    /// wherever the difference could be seen: reading `cancel_called`, moving the deadline,
+    /// leaving the scope. True when this call cancelled the node (the caller then updates).
+    fn note_passed_deadline(&self, state: &mut State) -> bool {
+        if state.cancel_called
+            || state.exited
+            || state.deadline == NO_DEADLINE
+            || state.deadline > time::now()
+        {
+            return false;
+        }
+        state.cancel_called = true;
+        let _ = self.reason.set(Arc::new(CancelReason::deadline()));
+        true
     }
 
     pub(crate) fn set_deadline(self: &Arc<Self>, deadline: i64) {
         {
             let mut state = self.lock();
+            if state.entered {
+                self.note_passed_deadline(&mut state);
+            }
             state.deadline = deadline;
             state.timeout = None;
         }
@@ -227,10 +289,44 @@ impl Node {
         self.lock().shield
     }
 
-    /// True once `cancel` was called or the node's own deadline passed.
-    pub(crate) fn cancel_called(&self) -> bool {
-        let state = self.lock();
-        state.cancel_called || (state.deadline != NO_DEADLINE && state.deadline <= time::now())
+    /// True once `cancel` was called, or the node's own deadline passed while its scope was
+    /// active or before it was entered (which cancels it, for good).
+    pub(crate) fn cancel_called(self: &Arc<Self>) -> bool {
+        let newly = {
+            let mut state = self.lock();
+            if state.cancel_called {
+                return true;
+            }
+            self.note_passed_deadline(&mut state)
+        };
+        if newly {
+            self.update();
+        }
+        newly
+    }
+
+    /// The `Cancelled` that code in this node gets: with the reason of this node's scope, or of
+    /// the nearest cancelled scope above it up to a shield.
+    #[cold]
+    pub(crate) fn cancelled(self: &Arc<Self>) -> Cancelled {
+        let mut node = self.clone();
+        loop {
+            if let Some(reason) = node.reason.get() {
+                return Cancelled::with_reason(reason.clone());
+            }
+            let parent = {
+                let state = node.lock();
+                if state.shield {
+                    None
+                } else {
+                    state.parent.as_ref().map(|p| p.node.clone())
+                }
+            };
+            match parent {
+                Some(parent) => node = parent,
+                None => return Cancelled::new(),
+            }
+        }
     }
 
     pub(crate) fn cancelled_caught(&self) -> bool {
@@ -283,7 +379,7 @@ impl Node {
                 )
             };
             if expired {
-                node.cancel();
+                node.cancel(CancelReason::deadline);
             }
             match parent {
                 Some(parent) if !shield => node = parent,
@@ -293,8 +389,8 @@ impl Node {
     }
 
     /// Trio's rule: a scope catches the `Cancelled` that reaches it when it was cancelled itself
-    /// and no cancellation from outside is visible to it. Records the catch.
-    pub(crate) fn try_catch(self: &Arc<Self>) -> bool {
+    /// and no cancellation from outside is visible to it.
+    pub(crate) fn can_catch(self: &Arc<Self>) -> bool {
         if !self.cancel_called() {
             return false;
         }
@@ -302,12 +398,21 @@ impl Node {
             let state = self.lock();
             (state.shield, state.parent.as_ref().map(|p| p.node.clone()))
         };
-        let outer_visible = !shield && parent.is_some_and(|p| p.is_cancelled());
-        if outer_visible {
-            return false;
-        }
+        shield || !parent.is_some_and(|p| p.is_cancelled())
+    }
+
+    /// Records that the scope caught a cancellation.
+    pub(crate) fn caught(&self) {
         self.lock().cancelled_caught = true;
-        true
+    }
+
+    /// [`can_catch`](Node::can_catch), recording the catch.
+    pub(crate) fn try_catch(self: &Arc<Self>) -> bool {
+        let catch = self.can_catch();
+        if catch {
+            self.caught();
+        }
+        catch
     }
 
     /// Registers (or refreshes) the waker of a blocked checkpoint; `key` remembers its slot.

@@ -1,14 +1,16 @@
 //! The cancel scope: where cancellation originates.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::node::Node;
 use crate::context::{self, InNode};
-use crate::error::IsCancelled;
+use crate::error::{CancelReason, CancelSource, CancelSplit, IsCancelled};
 use crate::time;
 
 /// A region of code that can be cancelled as a unit, by a call or by a deadline.
@@ -79,17 +81,45 @@ impl CancelScope {
 
     /// A scope cancelled `timeout` after it is entered (Trio's relative deadline: the clock starts
     /// at [`run`](CancelScope::run), not here). Until then [`deadline`](CancelScope::deadline) is
-    /// `None` and [`relative_timeout`](CancelScope::relative_timeout) tells the timeout.
+    /// `None` and [`relative_timeout`](CancelScope::relative_timeout) tells the timeout. A
+    /// timeout too large for the clock (up to `Duration::MAX`) means no deadline.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// use std::time::Duration;
+    /// use trellis::CancelScope;
+    ///
+    /// let scope = CancelScope::with_timeout(Duration::from_secs(5));
+    /// tokio::time::sleep(Duration::from_secs(60)).await; // not entered yet: nothing runs out
+    /// scope.set_relative_timeout(Duration::from_secs(2)); // still changeable
+    /// let started = tokio::time::Instant::now();
+    /// let r = scope.run(trellis::sleep(Duration::from_secs(10))).await;
+    /// assert_eq!(r, Ok(None));
+    /// assert_eq!(started.elapsed(), Duration::from_secs(2));
+    /// # }
+    /// ```
+    #[doc(alias = "relative_deadline")]
     pub fn with_timeout(timeout: Duration) -> Self {
         let scope = CancelScope::new();
         scope.node.set_relative_timeout(timeout);
         scope
     }
 
-    /// The timeout of a scope made by [`with_timeout`](CancelScope::with_timeout) that has not
-    /// been entered yet.
+    /// Before the scope is entered: the timeout that starts when it is, if one was set (by
+    /// [`with_timeout`](CancelScope::with_timeout) or
+    /// [`set_relative_timeout`](CancelScope::set_relative_timeout)). Once entered: the time
+    /// left until the deadline (zero once it passed), if there is one. Trio's
+    /// `relative_deadline`.
+    #[doc(alias = "relative_deadline")]
     pub fn relative_timeout(&self) -> Option<Duration> {
         self.node.relative_timeout()
+    }
+
+    /// Sets a deadline relative to entry: before the scope is entered, the deadline will be
+    /// `timeout` after entry (this replaces an absolute deadline); once entered, it is `timeout`
+    /// from now. A timeout too large for the clock means no deadline.
+    pub fn set_relative_timeout(&self, timeout: Duration) {
+        self.node.set_relative_timeout(timeout);
     }
 
     /// A shielded scope: cancellation from outside does not reach the code inside.
@@ -122,12 +152,30 @@ impl CancelScope {
     }
 
     /// Cancels the scope: from now on every checkpoint inside returns `Err(Cancelled)`. Idempotent;
-    /// may be called before the scope is entered, from any task or thread.
+    /// may be called before the scope is entered, from any task or thread. The `Cancelled` that
+    /// code inside gets says it was an explicit cancel, from which task.
     pub fn cancel(&self) {
-        self.node.cancel();
+        self.node
+            .cancel(|| CancelReason::new(CancelSource::Explicit));
     }
 
-    /// True once [`cancel`](CancelScope::cancel) was called or the deadline passed.
+    /// [`cancel`](CancelScope::cancel) with a reason that the `Cancelled` inside carries and
+    /// prints (Trio 0.31's `cancel(reason=...)`). Only the first cancellation of a scope sets
+    /// its reason.
+    pub fn cancel_with_reason(&self, reason: impl Into<String>) {
+        self.node
+            .cancel(|| CancelReason::new(CancelSource::Explicit).with_message(reason));
+    }
+
+    /// Cancels the scope with a reason made elsewhere (a nursery, the entry point, an actor
+    /// runtime passing on a remote cancellation).
+    pub fn cancel_because(&self, reason: CancelReason) {
+        self.node.cancel(|| reason);
+    }
+
+    /// True once [`cancel`](CancelScope::cancel) was called, or the deadline passed while the
+    /// scope was active or before it was entered. It stays true (moving the deadline later does
+    /// not undo a cancellation), and a scope left before its deadline never turns true.
     pub fn cancel_called(&self) -> bool {
         self.node.cancel_called()
     }
@@ -161,40 +209,125 @@ impl CancelScope {
     ///
     /// Returns `Ok(Some(output))` when it succeeds, `Ok(None)` when it failed with a
     /// cancellation that this scope caught, and the error otherwise — including a `Cancelled`
-    /// that belongs to a scope further out.
+    /// that belongs to a scope further out. An error holding cancellations *and* failures (a
+    /// nursery's group) is split when this scope catches: it reports
+    /// [`cancelled_caught`](CancelScope::cancelled_caught) and returns the failures alone.
+    ///
+    /// The scope is entered when the returned future is first polled (a relative timeout
+    /// starts then) and left when it finishes or is dropped.
     ///
     /// # Panics
     ///
     /// When the scope was entered before: each scope runs code once, as in Trio.
-    pub async fn run<F, T, E>(&self, future: F) -> Result<Option<T>, E>
+    pub fn run<F, T, E>(&self, future: F) -> ScopeRun<F>
     where
         F: Future<Output = Result<T, E>>,
         E: IsCancelled,
     {
-        assert!(
-            self.node.mark_entered(),
-            "a CancelScope can be entered only once"
-        );
-        if let Some(parent) = context::current() {
-            self.node.attach(&parent);
+        ScopeRun {
+            inner: InNode::new(future, self.node.clone()),
+            node: self.node.clone(),
+            state: RunState::NotEntered,
         }
-        let leave = Leave(&self.node);
-        let outcome = InNode::new(future, self.node.clone()).await;
-        let result = match outcome {
-            Ok(value) => Ok(Some(value)),
-            Err(e) if e.is_cancelled() && self.node.try_catch() => Ok(None),
-            Err(e) => Err(e),
-        };
-        drop(leave);
-        result
     }
 }
 
-/// Detaches a scope's node from its parent when the scope is left, also by being dropped.
-struct Leave<'a>(&'a Arc<Node>);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    NotEntered,
+    Entered,
+    Left,
+}
 
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.0.detach();
+pin_project_lite::pin_project! {
+    /// The future of [`CancelScope::run`] (and of the timeouts): runs the inner future inside
+    /// the scope and catches the scope's own cancellation.
+    #[must_use = "futures do nothing unless you .await or poll them"]
+    pub struct ScopeRun<F> {
+        #[pin]
+        inner: InNode<F>,
+        node: Arc<Node>,
+        state: RunState,
+    }
+
+    impl<F> PinnedDrop for ScopeRun<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.state == RunState::Entered {
+                this.node.leave();
+            }
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ScopeRun<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopeRun")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> ScopeRun<F> {
+    /// The scope this future runs in.
+    pub(crate) fn scope(&self) -> CancelScope {
+        CancelScope::from_node(self.node.clone())
+    }
+}
+
+impl<F, T, E> Future for ScopeRun<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: IsCancelled,
+{
+    type Output = Result<Option<T>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if *this.state == RunState::NotEntered {
+            assert!(
+                this.node.mark_entered(),
+                "a CancelScope can be entered only once"
+            );
+            if let Some(parent) = context::current() {
+                this.node.attach(&parent);
+            }
+            *this.state = RunState::Entered;
+        }
+        assert!(
+            *this.state == RunState::Entered,
+            "ScopeRun polled after it finished"
+        );
+        let outcome = ready!(this.inner.poll(cx));
+        let result = match outcome {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => catch(this.node, error),
+        };
+        this.node.leave();
+        *this.state = RunState::Left;
+        Poll::Ready(result)
+    }
+}
+
+/// Trio's rule at a scope's exit: the cancellations in `error` are caught when the scope was
+/// cancelled itself and no cancellation from outside is visible; the failures go on.
+fn catch<T, E: IsCancelled>(node: &Arc<Node>, error: E) -> Result<Option<T>, E> {
+    if !node.can_catch() {
+        return Err(error);
+    }
+    if error.is_cancelled() {
+        node.caught();
+        return Ok(None);
+    }
+    match error.split_cancelled() {
+        CancelSplit::Cancelled => {
+            node.caught();
+            Ok(None)
+        }
+        CancelSplit::Mixed(failures) => {
+            node.caught();
+            Err(failures)
+        }
+        CancelSplit::Failure(error) => Err(error),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::error::{Cancelled, IsCancelled};
+use crate::error::IsCancelled;
 
 /// Why [`Sender::send`](super::Sender::send) failed. The value comes back in every case.
 #[derive(PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl<T> fmt::Display for SendError<T> {
 impl<T> std::error::Error for SendError<T> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SendError::Cancelled(_) => Some(&Cancelled),
+            SendError::Cancelled(_) => Some(&crate::error::CANCELLED),
             _ => None,
         }
     }
@@ -129,7 +129,7 @@ impl fmt::Display for RecvError {
 impl std::error::Error for RecvError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            RecvError::Cancelled => Some(&Cancelled),
+            RecvError::Cancelled => Some(&crate::error::CANCELLED),
             _ => None,
         }
     }

@@ -63,7 +63,7 @@ impl std::fmt::Display for CapacityError {
 impl std::error::Error for CapacityError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CapacityError::Cancelled => Some(&Cancelled),
+            CapacityError::Cancelled => Some(&crate::error::CANCELLED),
             _ => None,
         }
     }
@@ -226,7 +226,7 @@ impl CapacityLimiter {
         let mut wait = Wait::new(self, borrower);
         std::future::poll_fn(|cx| wait.poll_wait(cx))
             .await
-            .map_err(|Cancelled| CapacityError::Cancelled)?;
+            .map_err(|_: Cancelled| CapacityError::Cancelled)?;
         Ok(CapacityToken {
             limiter: self,
             borrower,

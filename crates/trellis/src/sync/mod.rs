@@ -32,6 +32,11 @@ fn lock<S>(mutex: &Mutex<S>) -> MutexGuard<'_, S> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The tokio task running now, if any.
+fn current_task() -> Option<TaskId> {
+    tokio::task::try_id().map(TaskId::from)
+}
+
 fn wake_all(wakers: impl IntoIterator<Item = Waker>) {
     wakers.into_iter().for_each(Waker::wake);
 }
@@ -86,7 +91,7 @@ impl<'a, W: Waitable> Wait<'a, W> {
         match self.key {
             None => {
                 if self.cancel.is_cancelled() {
-                    return Poll::Ready(Err(Cancelled));
+                    return Poll::Ready(Err(self.cancel.cancelled()));
                 }
                 let mut state = lock(self.owner.state());
                 if W::try_take(&mut state, &self.ticket) {
@@ -95,7 +100,7 @@ impl<'a, W: Waitable> Wait<'a, W> {
                     let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
                     return Poll::Pending;
                 }
-                let key = W::queue(&mut state).push(cx.waker());
+                let key = W::queue(&mut state).push(cx.waker(), current_task());
                 W::on_wait(&mut state, key, &self.ticket);
                 self.key = Some(key);
             }
@@ -115,7 +120,11 @@ impl<'a, W: Waitable> Wait<'a, W> {
             W::on_withdraw(&mut state, key);
         }
         // Granted just as we were cancelled: the wait completed; keep it.
-        Poll::Ready(if granted { Ok(()) } else { Err(Cancelled) })
+        Poll::Ready(if granted {
+            Ok(())
+        } else {
+            Err(self.cancel.cancelled())
+        })
     }
 }
 
@@ -559,6 +568,9 @@ pub struct Lock {
 #[derive(Debug)]
 struct LockState {
     locked: bool,
+    /// The task holding the lock (Trio's `owner`): set when it is taken or handed over, so
+    /// that a task that already holds it is refused instead of waiting forever for itself.
+    owner: Option<TaskId>,
     queue: WaitQueue,
     broken: Option<BrokenLock>,
 }
@@ -567,10 +579,23 @@ impl Default for LockState {
     fn default() -> Self {
         LockState {
             locked: false,
+            owner: None,
             queue: WaitQueue::new(),
             broken: None,
         }
     }
+}
+
+/// The statistics of a [`Lock`] (Trio's `LockStatistics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockStatistics {
+    /// Whether the lock is held.
+    pub locked: bool,
+    /// The tokio task holding it, when it is held from within one.
+    pub owner: Option<TaskId>,
+    /// Tasks waiting for it.
+    pub tasks_waiting: usize,
 }
 
 /// Why a [`Lock`] (or a [`Condition`]) was not acquired.
@@ -583,6 +608,10 @@ pub enum LockError {
     /// `try_acquire` only: the lock is held or others wait for it (Trio's `WouldBlock`).
     #[error("the acquisition would block")]
     WouldBlock,
+    /// The calling task already holds the lock: waiting would wait forever for itself
+    /// (Trio's `RuntimeError("attempt to re-acquire an already held Lock")`).
+    #[error("attempt to re-acquire a lock this task already holds")]
+    AlreadyHeld,
     /// The task that held the lock panicked while holding it (Trio's `BrokenResourceError`).
     #[error(transparent)]
     Broken(#[from] BrokenLock),
@@ -627,6 +656,7 @@ impl Waitable for Lock {
         // A broken lock lets everyone through at once, to fail.
         if state.broken.is_some() || !state.locked && state.queue.is_empty() {
             state.locked = true;
+            state.owner = current_task();
             return true;
         }
         false
@@ -640,13 +670,20 @@ impl Waitable for Lock {
     }
 }
 
-/// Hands the lock to the next waiter (it stays locked) or unlocks it.
+/// Hands the lock to the next waiter, who owns it from now on (it stays locked), or unlocks
+/// it.
 fn release_lock(state: &mut LockState) -> Option<Waker> {
-    let waker = state.queue.grant_first();
-    if waker.is_none() {
-        state.locked = false;
+    match state.queue.grant_first_with_task() {
+        Some((_, waker, task)) => {
+            state.owner = task;
+            Some(waker)
+        }
+        None => {
+            state.locked = false;
+            state.owner = None;
+            None
+        }
     }
-    waker
 }
 
 impl Lock {
@@ -660,12 +697,21 @@ impl Lock {
     /// # Errors
     ///
     /// [`LockError::Cancelled`] when the calling code is cancelled before the lock was handed
-    /// over; [`LockError::Broken`] when its owner panicked while holding it, now or earlier.
+    /// over; [`LockError::Broken`] when its owner panicked while holding it, now or earlier;
+    /// [`LockError::AlreadyHeld`] when the calling task holds it already (waiting would be
+    /// waiting for itself). Two futures of one task that both take the lock (`join!`,
+    /// `select!`) count as that task: take it in separate tasks.
     pub async fn acquire(&self) -> Result<LockGuard<'_>, LockError> {
+        // Cancellation first, as in Trio (`checkpoint_if_cancelled` before anything else).
+        crate::cancel::checkpoint_if_cancelled()?;
+        self.check_not_owner()?;
         let mut wait = Wait::new(self, ());
         std::future::poll_fn(|cx| wait.poll_wait(cx)).await?;
         self.check_broken()?;
-        Ok(LockGuard { lock: self })
+        Ok(LockGuard {
+            lock: self,
+            held: true,
+        })
     }
 
     /// Takes the lock if it is free and nobody waits.
@@ -674,11 +720,25 @@ impl Lock {
     ///
     /// [`LockError::WouldBlock`] otherwise, [`LockError::Broken`] if it is broken.
     pub fn try_acquire(&self) -> Result<LockGuard<'_>, LockError> {
+        self.check_not_owner()?;
         if Self::try_take(&mut lock(&self.state), &()) {
             self.check_broken()?;
-            Ok(LockGuard { lock: self })
+            Ok(LockGuard {
+                lock: self,
+                held: true,
+            })
         } else {
             Err(LockError::WouldBlock)
+        }
+    }
+
+    fn check_not_owner(&self) -> Result<(), LockError> {
+        let state = lock(&self.state);
+        match current_task() {
+            Some(me) if state.locked && state.broken.is_none() && state.owner == Some(me) => {
+                Err(LockError::AlreadyHeld)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -710,6 +770,7 @@ impl Lock {
                 });
                 self.broken.store(true, Ordering::Release);
                 state.locked = false;
+                state.owner = None;
                 state.queue.grant_all()
             } else {
                 release_lock(&mut state).into_iter().collect()
@@ -723,11 +784,44 @@ impl Lock {
         lock(&self.state).locked
     }
 
-    /// How many tasks wait for the lock.
-    pub fn statistics(&self) -> WaitStatistics {
-        WaitStatistics {
-            tasks_waiting: lock(&self.state).queue.len(),
+    /// Whether the lock is held, by which task, and how many tasks wait for it.
+    pub fn statistics(&self) -> LockStatistics {
+        let state = lock(&self.state);
+        LockStatistics {
+            locked: state.locked,
+            owner: state.owner,
+            tasks_waiting: state.queue.len(),
         }
+    }
+
+    /// Moves a waiter of a condition into the lock's line (see [`Condition::notify`]): it will
+    /// be handed the lock in turn. Returns its key in the lock's queue.
+    fn enqueue_for(&self, waker: &Waker, task: Option<TaskId>) -> usize {
+        lock(&self.state).queue.push(waker, task)
+    }
+
+    /// A moved waiter's turn: `true` once it holds the lock.
+    fn poll_moved(&self, key: usize, waker: &Waker) -> bool {
+        lock(&self.state).queue.poll(key, waker)
+    }
+
+    /// A moved waiter leaves the line, cancelled: `true` when the lock had just been handed
+    /// to it (it then keeps it).
+    fn leave_line(&self, key: usize) -> bool {
+        lock(&self.state).queue.withdraw(key)
+    }
+
+    /// A moved waiter leaves the line: a lock already handed to it goes to the next one.
+    fn withdraw_moved(&self, key: usize) {
+        let wakers = {
+            let mut state = lock(&self.state);
+            if state.queue.withdraw(key) {
+                <Lock as Waitable>::abandon(&mut state, &())
+            } else {
+                Vec::new()
+            }
+        };
+        wake_all(wakers);
     }
 }
 
@@ -736,10 +830,15 @@ impl Lock {
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
+    /// False while a [`Condition::wait`] has let the lock go (and for good if that wait was
+    /// dropped unfinished).
+    held: bool,
 }
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        self.lock.release();
+        if self.held {
+            self.lock.release();
+        }
     }
 }

@@ -5,8 +5,10 @@
 use std::collections::VecDeque;
 use std::task::Waker;
 
+use crate::instrument::TaskId;
 use crate::slab::Slab;
 
+#[derive(Default)]
 pub(crate) struct WaitQueue {
     slots: Slab<Slot>,
     order: VecDeque<usize>,
@@ -15,6 +17,8 @@ pub(crate) struct WaitQueue {
 struct Slot {
     waker: Waker,
     granted: bool,
+    /// The waiting task, when it is a tokio task: a lock hands itself to this owner.
+    task: Option<TaskId>,
 }
 
 impl WaitQueue {
@@ -34,10 +38,11 @@ impl WaitQueue {
         self.order.is_empty()
     }
 
-    pub(crate) fn push(&mut self, waker: &Waker) -> usize {
+    pub(crate) fn push(&mut self, waker: &Waker, task: Option<TaskId>) -> usize {
         let key = self.slots.insert(Slot {
             waker: waker.clone(),
             granted: false,
+            task,
         });
         self.order.push_back(key);
         key
@@ -50,12 +55,19 @@ impl WaitQueue {
 
     /// Grants the first waiter; returns its key and its waker.
     pub(crate) fn grant_first_with_key(&mut self) -> Option<(usize, Waker)> {
+        self.grant_first_with_task()
+            .map(|(key, waker, _)| (key, waker))
+    }
+
+    /// Grants the first waiter; returns its key, its waker and its task.
+    pub(crate) fn grant_first_with_task(&mut self) -> Option<(usize, Waker, Option<TaskId>)> {
         let key = self.order.pop_front()?;
         let slot = self.slots.get_mut(key).expect("queued slots exist");
         slot.granted = true;
         Some((
             key,
             std::mem::replace(&mut slot.waker, Waker::noop().clone()),
+            slot.task,
         ))
     }
 

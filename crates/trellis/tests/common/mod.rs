@@ -35,3 +35,16 @@ pub struct Boom(pub &'static str);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("key error: {0}")]
 pub struct KeyError(pub &'static str);
+
+// Task errors say whether they are a cancellation (the one rule nurseries and scopes share).
+impl trellis::IsCancelled for Boom {
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+}
+
+impl trellis::IsCancelled for KeyError {
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+}
