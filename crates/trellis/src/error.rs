@@ -223,6 +223,7 @@ impl StdError for Cancelled {}
 /// passed before the operation finished (Trio's `TooSlowError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
 #[error("operation did not finish before its deadline")]
+#[doc(alias = "TooSlowError")]
 pub struct TooSlow;
 
 /// Spawning into a nursery that has already finished. Spawn from the nursery body or from one of
@@ -235,6 +236,7 @@ pub struct NurseryClosed;
 /// Python's `KeyboardInterrupt`. [`crate::main`] exits with status 130 on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
 #[error("interrupted")]
+#[doc(alias = "KeyboardInterrupt")]
 pub struct Interrupted;
 
 /// A task given to [`Nursery::start`](crate::Nursery::start) returned without calling

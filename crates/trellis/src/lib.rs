@@ -72,6 +72,7 @@ pub use group::ErrorGroup;
 pub use local::{local, with_local};
 pub use nursery::{Nursery, TaskHandle, TaskStatus, open_nursery};
 pub use runner::{Runner, main, run};
+pub use time::current_time;
 
 /// `Result` with trellis's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

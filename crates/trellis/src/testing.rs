@@ -30,9 +30,10 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -44,6 +45,8 @@ use crate::error::{Cancelled, Error};
 struct Idle {
     workers: usize,
     parked: AtomicUsize,
+    /// Every time a worker wakes up: activity that a cushion must not see.
+    unparks: AtomicU64,
     wanted: AtomicBool,
     notify: Notify,
 }
@@ -57,6 +60,7 @@ impl Idle {
     }
 
     fn unparked(&self) {
+        self.unparks.fetch_add(1, Ordering::SeqCst);
         self.parked.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -69,6 +73,7 @@ fn builder(flavor_multi: bool, workers: usize) -> (tokio::runtime::Builder, Arc<
     let idle = Arc::new(Idle {
         workers,
         parked: AtomicUsize::new(0),
+        unparks: AtomicU64::new(0),
         wanted: AtomicBool::new(false),
         notify: Notify::new(),
     });
@@ -103,6 +108,8 @@ fn with_idle<R>(idle: Arc<Idle>, f: impl FnOnce() -> R) -> R {
 ///
 /// Resumes the test's panic; panics when the runtime cannot be built.
 #[cfg(feature = "test-util")]
+#[doc(alias = "MockClock")]
+#[doc(alias = "autojump_threshold")]
 pub fn run_test<F: Future>(test: F) -> F::Output {
     let (mut builder, idle) = builder(false, 1);
     let runtime = builder
@@ -147,6 +154,38 @@ pub async fn wait_all_tasks_blocked() -> Result<(), Cancelled> {
     notified.as_mut().enable();
     idle.wanted.store(true, Ordering::SeqCst);
     cancellable(notified).await
+}
+
+/// Waits until every other task of the runtime has been blocked for `cushion` of real time
+/// without a break (Trio's `wait_all_tasks_blocked(cushion)`): for tests where something
+/// outside the runtime (a thread, a child process, the network) takes a moment to answer.
+/// Timers of the autojump clock do not fire during the cushion. A checkpoint.
+///
+/// On [`run_test`] (one worker) any task running during the cushion starts it over; on
+/// [`run_test_multi_thread`] a single wake-up of another task can go unnoticed if it lands
+/// on the worker that would have woken for this one.
+///
+/// # Panics
+///
+/// Outside a runtime made by [`run_test`] or [`run_test_multi_thread`].
+pub async fn wait_all_tasks_blocked_with_cushion(cushion: Duration) -> Result<(), Cancelled> {
+    let idle = IDLE
+        .with(|i| i.borrow().clone())
+        .expect("wait_all_tasks_blocked needs a runtime from trellis::testing");
+    loop {
+        wait_all_tasks_blocked().await?;
+        if cushion.is_zero() {
+            return Ok(());
+        }
+        let before = idle.unparks.load(Ordering::SeqCst);
+        // Real time, on a thread: a blocking task also holds the paused clock still.
+        let pause = tokio::task::spawn_blocking(move || std::thread::sleep(cushion));
+        let _ = cancellable(pause).await?;
+        // Our own wake-up unparks at most every worker once.
+        if idle.unparks.load(Ordering::SeqCst) - before <= idle.workers as u64 {
+            return Ok(());
+        }
+    }
 }
 
 /// Makes blocks of code in different tasks run in a fixed order (Trio's `Sequencer`).

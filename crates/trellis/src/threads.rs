@@ -69,6 +69,7 @@ impl ThreadOptions {
 /// # Panics
 ///
 /// Resumes a panic of `f` in the caller.
+#[doc(alias = "to_thread_run_sync")]
 pub async fn run_sync<F, R>(f: F) -> Result<R, Error>
 where
     F: FnOnce() -> R + Send + 'static,
@@ -142,6 +143,8 @@ thread_local! {
     static THREAD: RefCell<Option<ThreadContext>> = const { RefCell::new(None) };
 }
 
+pub use from_thread::check_cancelled;
+
 /// From a thread started by [`run_sync`]: back to the runtime (Trio's `trio.from_thread`).
 pub mod from_thread {
     use super::*;
@@ -177,6 +180,38 @@ pub mod from_thread {
             Ok(value) => Ok(value),
             Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
         }
+    }
+
+    /// Runs the synchronous `f` on the runtime, inside the cancel scope of the task that
+    /// started this thread, and blocks the thread until it returns (Trio's
+    /// `from_thread.run_sync`): for code that must run on the runtime, such as calls that
+    /// need a runtime context or a trellis local.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), trellis::Error> {
+    /// use trellis::threads::{from_thread, run_sync};
+    ///
+    /// let on_runtime = run_sync(|| {
+    ///     from_thread::run_sync(|| tokio::runtime::Handle::try_current().is_ok())
+    /// })
+    /// .await?;
+    /// assert_eq!(on_runtime, Ok(true));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`NotATrellisThread`] on other threads.
+    ///
+    /// # Panics
+    ///
+    /// Resumes a panic of `f` on this thread.
+    pub fn run_sync<F, T>(f: F) -> Result<T, NotATrellisThread>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        run(async move { f() })
     }
 
     /// Whether the task that started this thread has been cancelled (`Err(Cancelled)`), so

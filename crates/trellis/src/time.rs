@@ -54,6 +54,21 @@ pub(crate) fn instant_after(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// The trellis clock's current time (Trio's `current_time`): tokio's clock, so it is the
+/// virtual time of a paused (test) runtime, and what deadlines are measured against.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// use std::time::Duration;
+/// let t0 = trellis::current_time();
+/// trellis::sleep(Duration::from_secs(3)).await.unwrap();
+/// assert_eq!(trellis::current_time() - t0, Duration::from_secs(3));
+/// # }
+/// ```
+pub fn current_time() -> Instant {
+    Instant::now()
+}
+
 pub(crate) fn now() -> i64 {
     encode(Instant::now())
 }

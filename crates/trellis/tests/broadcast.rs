@@ -337,7 +337,66 @@ async fn handle_subscribes_without_holding_back() {
     );
 }
 
+/// tokio's rule, whatever the read history: a subscriber never receives a value the shared
+/// buffer no longer keeps, and `Lagged(n)` counts exactly the values it missed. The same
+/// reads and sends against `tokio::sync::broadcast` of the same capacity must see the same.
+async fn lag_is_exact_whatever_was_read_before() {
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Value(u32),
+        Lagged(u64),
+    }
+    // (values sent before, subscriber A's reads after them), for a few read histories.
+    let scripts: &[&[(u32, usize)]] = &[
+        &[(4, 1), (13, 5)],         // read 0 after 0..4 sent, then fall far behind
+        &[(1, 1), (10, 5)],         // read 0 at once, then fall 9 behind
+        &[(8, 2), (9, 1), (30, 5)], // lagged already, read ahead, lag again
+        &[(4, 4), (6, 2)],          // never behind
+    ];
+    for script in scripts {
+        // tokio's broadcast with capacity 4.
+        let (tx, mut rx_a) = tokio::sync::broadcast::channel::<u32>(4);
+        let mut expected = Vec::new();
+        let mut sent = 0;
+        for &(until, reads) in *script {
+            while sent < until {
+                tx.send(sent).unwrap();
+                sent += 1;
+            }
+            for _ in 0..reads {
+                expected.push(match rx_a.try_recv() {
+                    Ok(v) => Seen::Value(v),
+                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => Seen::Lagged(n),
+                    Err(e) => panic!("{e:?}"),
+                });
+            }
+        }
+        // Ours: B reads every value as it comes (pulling the source), A follows the script.
+        let (src_tx, src_rx) = channel::<u32>(64);
+        let a = broadcast_receiver(src_rx, 4);
+        let b = a.subscribe().unwrap();
+        let mut got = Vec::new();
+        let mut sent = 0;
+        for &(until, reads) in *script {
+            while sent < until {
+                src_tx.send(sent).await.unwrap();
+                assert_eq!(b.recv().await, Ok(sent));
+                sent += 1;
+            }
+            for _ in 0..reads {
+                got.push(match a.recv().await {
+                    Ok(v) => Seen::Value(v),
+                    Err(BroadcastError::Lagged(n)) => Seen::Lagged(n),
+                    Err(e) => panic!("{e:?}"),
+                });
+            }
+        }
+        assert_eq!(got, expected, "script {script:?}");
+    }
+}
+
 both_flavors!(
+    lag_is_exact_whatever_was_read_before,
     handle_subscribes_without_holding_back,
     values_taken_ahead_keep_order_and_close,
     lag_accounting_is_exact_at_any_speed,

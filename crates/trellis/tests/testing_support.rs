@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use trellis::testing::{
     Sequencer, assert_checkpoints, assert_no_checkpoints, wait_all_tasks_blocked,
+    wait_all_tasks_blocked_with_cushion,
 };
 use trellis::{Cancelled, Error, checkpoint, checkpoint_if_cancelled, open_nursery, sleep};
 
@@ -190,6 +191,49 @@ async fn assert_no_checkpoints_rejects_checkpoints() {
     assert!(r.is_err());
 }
 
+/// Trio: test_wait_all_tasks_blocked_with_cushion — a task that blocks on work outside the
+/// runtime (here a thread) three times in a row: without a cushion the waiter returns while
+/// the first piece is out; with a cushion longer than each piece, only once all three are done.
+async fn cushion_waits_for_outside_work() {
+    let record = Arc::new(Mutex::new(Vec::new()));
+    let rec = record.clone();
+    open_nursery(|n| async move {
+        let r = rec.clone();
+        n.start_soon(async move {
+            push(&r, "blink start");
+            for _ in 0..3 {
+                trellis::threads::run_sync(|| std::thread::sleep(Duration::from_millis(5))).await?;
+            }
+            push(&r, "blink end");
+            Ok::<_, Error>(())
+        })?;
+        let r = rec.clone();
+        n.start_soon(async move {
+            wait_all_tasks_blocked().await?;
+            push(&r, "wait_no_cushion end");
+            Ok::<_, Error>(())
+        })?;
+        let r = rec.clone();
+        n.start_soon(async move {
+            wait_all_tasks_blocked_with_cushion(Duration::from_millis(300)).await?;
+            push(&r, "wait_cushion end");
+            Ok::<_, Error>(())
+        })?;
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        *record.lock().unwrap(),
+        [
+            "blink start",
+            "wait_no_cushion end",
+            "blink end",
+            "wait_cushion end"
+        ]
+    );
+}
+
 both_flavors!(
     waits_for_busy_tasks,
     wait_all_tasks_blocked_is_cancellable,
@@ -199,4 +243,7 @@ both_flavors!(
     assert_no_checkpoints_rejects_checkpoints,
 );
 
-autojump!(wait_all_tasks_blocked_before_clock_jumps);
+autojump!(
+    wait_all_tasks_blocked_before_clock_jumps,
+    cushion_waits_for_outside_work
+);

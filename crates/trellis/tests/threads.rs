@@ -189,11 +189,38 @@ async fn from_thread_runs_on_the_runtime() {
     assert_eq!(seen, Some(Some(false)));
 }
 
+/// Trio: test_trio_from_thread_run_sync — a synchronous function runs on the runtime (it
+/// can use the runtime and the trellis clock) and its value comes back to the thread.
+async fn from_thread_run_sync_runs_on_the_runtime() {
+    let worker = std::thread::current().id();
+    let (on_runtime, thread) = run_sync(move || {
+        let here = std::thread::current().id();
+        let back = from_thread::run_sync(move || {
+            let _ = trellis::current_time();
+            (
+                tokio::runtime::Handle::try_current().is_ok(),
+                std::thread::current().id(),
+            )
+        })
+        .unwrap();
+        (back, here)
+    })
+    .await
+    .unwrap();
+    assert!(on_runtime.0, "ran inside the runtime");
+    assert_ne!(on_runtime.1, thread, "not on the worker thread");
+    let _ = worker;
+}
+
 /// Calling back from a thread trellis did not start is an error.
 #[test]
 fn from_thread_elsewhere_is_an_error() {
     assert_eq!(
         from_thread::run(async {}),
+        Err(from_thread::NotATrellisThread)
+    );
+    assert_eq!(
+        from_thread::run_sync(|| 1),
         Err(from_thread::NotATrellisThread)
     );
     assert_eq!(from_thread::check_cancelled(), Ok(()));
@@ -207,4 +234,5 @@ both_flavors!(
     limiter_bounds_threads,
     cancelled_while_waiting_for_a_token,
     from_thread_runs_on_the_runtime,
+    from_thread_run_sync_runs_on_the_runtime,
 );

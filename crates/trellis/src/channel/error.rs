@@ -6,6 +6,8 @@ use crate::error::IsCancelled;
 
 /// Why [`Sender::send`](super::Sender::send) failed. The value comes back in every case.
 #[derive(PartialEq, Eq)]
+#[doc(alias = "BrokenResourceError")]
+#[doc(alias = "ClosedResourceError")]
 pub enum SendError<T> {
     /// This sender was closed (Trio's `ClosedResourceError`): use another handle.
     Closed(T),
@@ -105,6 +107,7 @@ impl<T> std::error::Error for TrySendError<T> {}
 
 /// Why [`Receiver::recv`](super::Receiver::recv) returned no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[doc(alias = "EndOfChannel")]
 pub enum RecvError {
     /// Every sender is closed and the buffer is drained (Trio's `EndOfChannel`): the stream of
     /// values is complete.

@@ -58,6 +58,7 @@
 
 mod buffer;
 mod error;
+mod producer;
 mod state;
 
 use std::future::Future;
@@ -69,12 +70,14 @@ use crate::loom::{Arc, AtomicBool, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
 pub use error::{RecvError, SendError, TryRecvError, TrySendError};
+pub use producer::with_producer;
 use state::{Fast, State, WakeList};
 
 use crate::cancel::CancelWait;
 
 /// Makes a channel holding up to `capacity` values in its buffer; 0 makes a rendezvous
 /// channel. `usize::MAX` means unbounded (Trio's `math.inf`).
+#[doc(alias = "open_memory_channel")]
 pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let chan = Arc::new(Chan {
         state: Mutex::new(State::new()),
@@ -240,6 +243,7 @@ pub struct ChannelStatistics {
 }
 
 /// The sending end of a [`channel`]. Clone it for more senders; each clone closes on its own.
+#[doc(alias = "MemorySendChannel")]
 pub struct Sender<T> {
     chan: Arc<Chan<T>>,
     handle: Handle,
@@ -324,6 +328,7 @@ impl<T> Sender<T> {
     /// found room, so it was not waiting) may still deliver its value, after receivers already
     /// saw the end of the channel; close a handle from the task that sends on it to rule that
     /// out.
+    #[doc(alias = "aclose")]
     pub fn close(&self) {
         if self.handle.closed.swap(true, Ordering::AcqRel) {
             return;
@@ -499,6 +504,7 @@ impl<T> futures_sink::Sink<T> for Sender<T> {
 /// The receiving end of a [`channel`]. Clone it for more receivers (each value goes to one of
 /// them); each clone closes on its own. It is also a [`Stream`](futures_core::Stream) of the
 /// values, ending with the channel.
+#[doc(alias = "MemoryReceiveChannel")]
 pub struct Receiver<T> {
     chan: Arc<Chan<T>>,
     handle: Handle,
@@ -579,6 +585,7 @@ impl<T> Receiver<T> {
     /// buffered values are dropped and senders fail with [`SendError::Broken`]. A `recv`
     /// waiting on this handle fails with [`RecvError::Closed`]. Idempotent; dropping the handle
     /// does the same.
+    #[doc(alias = "aclose")]
     pub fn close(&self) {
         if self.handle.closed.swap(true, Ordering::AcqRel) {
             return;

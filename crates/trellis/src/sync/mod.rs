@@ -539,6 +539,7 @@ impl Drop for SemaphorePermit<'_> {
 }
 
 /// Trio's `StrictFIFOLock`: [`Lock`] already hands itself over in strict arrival order.
+#[doc(alias = "StrictFIFOLock")]
 pub type StrictFifoLock = Lock;
 
 /// A fair mutual-exclusion lock (Trio's `Lock`, which is also its `StrictFIFOLock`): waiters
