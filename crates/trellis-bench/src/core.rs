@@ -1,4 +1,5 @@
-//! B1 (spawn and join) and B2 (cancel many blocked tasks): the core issue's benchmarks.
+//! B1 (spawn and join), B2 (cancel many blocked tasks) and B11 (a deadline per task): the
+//! core's benchmarks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +13,7 @@ use crate::{Comparison, alternate, anchors, case_selected};
 
 const B1_TASKS: usize = 100_000;
 const B2_TASKS: usize = 10_000;
+const B11_TASKS: usize = 100_000;
 
 pub(crate) fn runtimes() -> Vec<(&'static str, Runtime)> {
     let multi = tokio::runtime::Builder::new_multi_thread()
@@ -210,6 +212,61 @@ pub(crate) fn b2(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
             runs,
             trellis,
         )?);
+    }
+    Ok(out)
+}
+
+/// B11 with trellis: a nursery of `n` tasks, each inside its own `fail_after(10 s)` scope,
+/// passing one checkpoint. Scope deadlines are checked at checkpoints and need a timer only
+/// when a task blocks, so none of these pays for one.
+async fn b11_trellis(n: usize) -> f64 {
+    let t0 = Instant::now();
+    trellis::open_nursery(|nursery| async move {
+        for _ in 0..n {
+            nursery.start_soon(trellis::fail_after(
+                std::time::Duration::from_secs(10),
+                async { Ok::<_, trellis::Error>(trellis::checkpoint().await?) },
+            ))?;
+        }
+        Ok::<_, trellis::Error>(())
+    })
+    .await
+    .expect("nursery failed");
+    t0.elapsed().as_secs_f64()
+}
+
+/// B11 with tokio: `JoinSet` of `n` tasks, each a `yield_now` inside `tokio::time::timeout`.
+async fn b11_timeout(n: usize) -> f64 {
+    let t0 = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        set.spawn(tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::task::yield_now(),
+        ));
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("task failed").expect("timed out");
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+/// B11: a deadline per task, against tokio's `timeout` per task.
+pub(crate) fn b11(runs: usize) -> Result<Vec<Comparison>, String> {
+    let mut out = Vec::new();
+    for (case, rt) in runtimes() {
+        let (t, a) = alternate(
+            runs,
+            || rt.block_on(b11_trellis(B11_TASKS)),
+            || rt.block_on(b11_timeout(B11_TASKS)),
+        );
+        out.push(Comparison {
+            id: "B11",
+            case: case.into(),
+            trellis: t,
+            anchor: "tokio JoinSet+timeout".into(),
+            anchor_value: a,
+        });
     }
     Ok(out)
 }

@@ -1,7 +1,7 @@
 //! `trellis-bench`: side-by-side benchmarks of trellis against its anchors.
 //!
 //! ```text
-//! cargo run --release -p trellis-bench -- B1 B2 B3 B4 B5 B6 B7 B8 B9 B10 [--runs N] [--anchors python]
+//! cargo run --release -p trellis-bench -- B1 B2 B3 B4 B5 B6 B7 B8 B9 B10 B11 [--runs N] [--anchors python]
 //! ```
 //!
 //! Each comparison prints one JSON line:
@@ -127,7 +127,7 @@ fn parse_args() -> Result<Options, String> {
             },
             "-h" | "--help" => {
                 return Err(
-                    "usage: trellis-bench [B1] [B2] [B3] [B4] [B5] [B6] [B7] [B8] [B9] [B10] [--runs N] [--anchors python]"
+                    "usage: trellis-bench [B1] [B2] [B3] [B4] [B5] [B6] [B7] [B8] [B9] [B10] [B11] [--runs N] [--anchors python]"
                         .into(),
                 );
             }
@@ -163,8 +163,9 @@ fn main() -> ExitCode {
             "B8" => actors::b8(options.python),
             "B9" => net::b9(options.runs, options.python),
             "B10" => dtls::b10(options.runs, options.python),
+            "B11" => core::b11(options.runs),
             other => {
-                eprintln!("unknown benchmark {other} (this runner knows B1 to B10)");
+                eprintln!("unknown benchmark {other} (this runner knows B1 to B11)");
                 return ExitCode::from(2);
             }
         };

@@ -45,11 +45,11 @@ struct Fast {
     checkpoints: Cell<u64>,
     /// Operations that completed without yielding since the last forced yield on this thread.
     unyielded: Cell<u32>,
-    /// The address of the current node (0 for none): its identity, never dereferenced.
-    node: Cell<usize>,
+    /// The id of the current node (0 for none).
+    node: Cell<u64>,
     /// A node seen neither cancelled nor with a deadline, and [`EPOCH`] when it was seen: while
     /// the epoch stays the same, it still is.
-    clear_node: Cell<usize>,
+    clear_node: Cell<u64>,
     clear_epoch: Cell<u64>,
 }
 
@@ -65,10 +65,12 @@ thread_local! {
     };
 }
 
-/// Advanced (after the node's state is stored) whenever any node becomes cancelled or gets a
-/// deadline, including a node created in a cancelled scope: a thread's cached "clear" answer is
-/// good for as long as the epoch has not moved. Cancellation is rare next to checkpoints, so
-/// this shared word is read far more than written.
+/// Advanced (after the node's state is stored) whenever a node that some thread may have cached
+/// as clear becomes cancelled or gets a deadline: a thread's cached "clear" answer is good for
+/// as long as the epoch has not moved. Nodes are cached by id, never reused, and a thread marks
+/// a node before caching it, so a scope entered with a deadline (which nobody can have cached)
+/// does not move it. Cancellation is rare next to checkpoints, so this shared word is read far
+/// more than written.
 static EPOCH: AtomicU64 = AtomicU64::new(1);
 
 /// Called by a node whose effective state just became cancelled or deadline-bound.
@@ -109,8 +111,12 @@ fn current_is_cancelled_slow(f: &Fast) -> bool {
         }
         // Under loom the cache would outlive an explored execution (it is a real
         // thread-local), as the yield budget would.
-        if node.is_clear() && !cfg!(trellis_loom) {
-            f.clear_node.set(Arc::as_ptr(node) as usize);
+        if cfg!(trellis_loom) {
+            return false;
+        }
+        node.mark_observed_clear();
+        if node.is_clear() {
+            f.clear_node.set(node.id());
             f.clear_epoch.set(epoch);
         }
         false
@@ -185,7 +191,7 @@ impl Slot for Option<Current> {
 /// back: no reference counting per poll.
 pub(crate) fn enter<S: Slot>(slot: &mut S) -> Entered<'_, S> {
     let current = slot.take();
-    let id = Arc::as_ptr(current.node()) as usize;
+    let id = current.node().id();
     let prev = LOCAL.with(|l| l.current.replace(Some(current)));
     let prev_id = FAST.with(|f| f.node.replace(id));
     Entered {
@@ -200,7 +206,7 @@ pub(crate) fn enter<S: Slot>(slot: &mut S) -> Entered<'_, S> {
 pub(crate) struct Entered<'a, S: Slot> {
     slot: &'a mut S,
     prev: Option<Current>,
-    prev_id: usize,
+    prev_id: u64,
 }
 
 impl<S: Slot> Drop for Entered<'_, S> {

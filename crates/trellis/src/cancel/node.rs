@@ -36,6 +36,32 @@ pub(crate) struct Node {
     reason: OnceLock<Arc<CancelReason>>,
     effectively_cancelled: AtomicBool,
     effective_deadline: AtomicI64,
+    /// Never reused (unlike the node's address): what a thread's checkpoint cache remembers.
+    id: u64,
+    /// Set by a thread before it caches this node as clear. Only then must the node's turning
+    /// cancelled or deadline-bound advance the global epoch: a scope entered with a deadline
+    /// (every `fail_after`) does not invalidate every thread's cache.
+    observed_clear: AtomicBool,
+}
+
+/// Node ids, handed to each thread in blocks so that making a node touches no shared line.
+fn next_id() -> u64 {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicU64;
+    const BLOCK: u64 = 1 << 16;
+    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static RANGE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    RANGE.with(|range| {
+        let (mut next, mut end) = range.get();
+        if next == end {
+            next = NEXT_BLOCK.fetch_add(1, SeqCst) * BLOCK;
+            end = next + BLOCK;
+        }
+        range.set((next + 1, end));
+        next
+    })
 }
 
 struct State {
@@ -97,7 +123,21 @@ impl Node {
             reason: OnceLock::new(),
             effectively_cancelled: AtomicBool::new(false),
             effective_deadline: AtomicI64::new(NO_DEADLINE),
+            id: next_id(),
+            observed_clear: AtomicBool::new(false),
         })
+    }
+
+    /// The node's identity for the checkpoint cache (never 0, never reused).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Called by a thread about to cache this node as clear, before it checks that it is.
+    pub(crate) fn mark_observed_clear(&self) {
+        if !self.observed_clear.load(SeqCst) {
+            self.observed_clear.store(true, SeqCst);
+        }
     }
 
     pub(crate) fn instruments(&self) -> Option<&Arc<Instruments>> {
@@ -143,21 +183,15 @@ impl Node {
 
     /// Marks the node entered, resolving a relative timeout into a deadline; returns false
     /// when it was entered before (a scope is single-use).
+    ///
+    /// The node's effective state is not recomputed here: the caller attaches it to its parent
+    /// or calls [`update`](Node::update), once.
     pub(crate) fn mark_entered(self: &Arc<Self>) -> bool {
-        let (first, resolved) = {
-            let mut state = self.lock();
-            let resolved = state.timeout.take().map(|timeout| {
-                state.deadline = time::deadline_after(timeout);
-            });
-            (
-                !std::mem::replace(&mut state.entered, true),
-                resolved.is_some(),
-            )
-        };
-        if resolved {
-            self.update();
+        let mut state = self.lock();
+        if let Some(timeout) = state.timeout.take() {
+            state.deadline = time::deadline_after(timeout);
         }
-        first
+        !std::mem::replace(&mut state.entered, true)
     }
 
     /// Sets a deadline `timeout` after entry: on a scope not entered yet it waits for entry
@@ -165,13 +199,15 @@ impl Node {
     pub(crate) fn set_relative_timeout(self: &Arc<Self>, timeout: std::time::Duration) {
         {
             let mut state = self.lock();
-            if state.entered {
-                self.note_passed_deadline(&mut state);
-                state.deadline = time::deadline_after(timeout);
-            } else {
+            if !state.entered {
+                // Nothing runs in a node before it is entered, and entering computes its
+                // effective state: nothing to recompute now.
                 state.timeout = Some(timeout);
                 state.deadline = NO_DEADLINE;
+                return;
             }
+            self.note_passed_deadline(&mut state);
+            state.deadline = time::deadline_after(timeout);
         }
         self.update();
     }
@@ -265,20 +301,30 @@ impl Node {
     }
 
     pub(crate) fn set_deadline(self: &Arc<Self>, deadline: i64) {
-        {
+        let entered = {
             let mut state = self.lock();
             if state.entered {
                 self.note_passed_deadline(&mut state);
             }
             state.deadline = deadline;
             state.timeout = None;
+            state.entered
+        };
+        // Before entry nothing runs in the node; entering computes its effective state.
+        if entered {
+            self.update();
         }
-        self.update();
     }
 
     pub(crate) fn set_shield(self: &Arc<Self>, shield: bool) {
-        self.lock().shield = shield;
-        self.update();
+        let entered = {
+            let mut state = self.lock();
+            state.shield = shield;
+            state.entered
+        };
+        if entered {
+            self.update();
+        }
     }
 
     pub(crate) fn deadline(&self) -> i64 {
@@ -430,7 +476,7 @@ impl Node {
 
     /// Recomputes the cached effective state of this node and, where it changed, of its
     /// descendants; wakes the waiters of every node whose state changed.
-    fn update(self: &Arc<Self>) {
+    pub(crate) fn update(self: &Arc<Self>) {
         /// Wakers are cloned out in batches and woken outside the lock, so that tasks waking
         /// up (and leaving the waiter list) do not wait for all 10,000 of their siblings.
         const BATCH: usize = 64;
@@ -456,8 +502,10 @@ impl Node {
                 if was_cancelled == cancelled && old_deadline == deadline {
                     continue;
                 }
-                if cancelled || deadline != NO_DEADLINE {
-                    // Threads that cached this node as clear must look again.
+                // Threads that cached this node as clear must look again. (A thread marks the
+                // node before checking it, and we changed it before reading the mark: one of
+                // us sees the other.)
+                if (cancelled || deadline != NO_DEADLINE) && node.observed_clear.load(SeqCst) {
                     crate::context::node_no_longer_clear();
                 }
                 pending.extend(state.children.iter_mut().filter_map(|c| c.upgrade()));

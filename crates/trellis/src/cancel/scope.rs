@@ -289,8 +289,9 @@ where
                 this.node.mark_entered(),
                 "a CancelScope can be entered only once"
             );
-            if let Some(parent) = context::current() {
-                this.node.attach(&parent);
+            match context::current() {
+                Some(parent) => this.node.attach(&parent),
+                None => this.node.update(),
             }
             *this.state = RunState::Entered;
         }
