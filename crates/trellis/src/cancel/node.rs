@@ -44,6 +44,13 @@ pub(crate) struct Node {
     observed_clear: AtomicBool,
 }
 
+/// How many unused nodes a thread keeps for reuse.
+const RECYCLED_MAX: usize = 64;
+
+thread_local! {
+    static RECYCLED: std::cell::RefCell<Vec<Arc<Node>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Node ids, handed to each thread in blocks so that making a node touches no shared line.
 fn next_id() -> u64 {
     use std::cell::Cell;
@@ -105,7 +112,19 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A node with no parent: nothing outside can cancel it.
     pub(crate) fn new_root() -> Arc<Node> {
-        Arc::new(Node {
+        let fresh = Node::fresh();
+        let recycled = RECYCLED.with(|pool| pool.borrow_mut().pop());
+        match recycled {
+            Some(mut node) => {
+                *Arc::get_mut(&mut node).expect("only unshared nodes are kept") = fresh;
+                node
+            }
+            None => Arc::new(fresh),
+        }
+    }
+
+    fn fresh() -> Node {
+        Node {
             state: Mutex::new(State {
                 parent: None,
                 children: Slab::default(),
@@ -125,7 +144,51 @@ impl Node {
             effective_deadline: AtomicI64::new(NO_DEADLINE),
             id: next_id(),
             observed_clear: AtomicBool::new(false),
-        })
+        }
+    }
+
+    /// Keeps the allocation of a node that nothing refers to any more, for the next scope made
+    /// on this thread: a timeout per task then costs no allocation (B11). The node gets a new
+    /// id when reused, so no checkpoint cache can mistake it for the old one.
+    pub(crate) fn recycle(mut node: Arc<Node>) {
+        if Arc::get_mut(&mut node).is_none() {
+            return;
+        }
+        RECYCLED.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < RECYCLED_MAX {
+                pool.push(node);
+            }
+        });
+    }
+
+    /// The node of a scope made from `spec`, not entered yet.
+    pub(crate) fn new_scope(spec: &crate::cancel::scope::ScopeSpec) -> Arc<Node> {
+        let node = Node::new_root();
+        {
+            let mut state = node.lock();
+            if spec.relative {
+                state.timeout = (spec.at != NO_DEADLINE)
+                    .then(|| std::time::Duration::from_nanos(spec.at as u64));
+            } else {
+                state.deadline = spec.at;
+            }
+            state.shield = spec.shield;
+        }
+        node
+    }
+
+    /// The node of a scope made from `spec` as it is entered: a relative timeout counts from
+    /// now.
+    pub(crate) fn new_entered_scope(spec: &crate::cancel::scope::ScopeSpec) -> Arc<Node> {
+        let node = Node::new_root();
+        {
+            let mut state = node.lock();
+            state.deadline = spec.deadline_from_now();
+            state.shield = spec.shield;
+            state.entered = true;
+        }
+        node
     }
 
     /// The node's identity for the checkpoint cache (never 0, never reused).
@@ -233,19 +296,50 @@ impl Node {
         if let Some(instruments) = parent.instruments() {
             self.set_instruments(instruments.clone());
         }
-        let old = {
+        let (old, settled) = {
             let mut parent_state = parent.lock();
             let key = parent_state.children.insert(Arc::downgrade(self));
             let link = ParentLink {
                 node: parent.clone(),
                 key,
             };
-            self.lock().parent.replace(link)
+            let mut state = self.lock();
+            let old = state.parent.replace(link);
+            // A scope being entered has no children and nobody waits in it yet: its effective
+            // state is computed here, under the locks already held, and nothing needs waking.
+            let settled = old.is_none() && state.children.is_empty() && state.waiters.is_empty();
+            if settled {
+                self.settle(&state);
+            }
+            (old, settled)
         };
         if let Some(old) = old {
             old.node.lock().children.remove(old.key);
         }
-        self.update();
+        if !settled {
+            self.update();
+        }
+    }
+
+    /// Stores the effective state of a node that has no children and no waiters, from its own
+    /// state and its parent's (read under the node's lock, as `update` does).
+    fn settle(&self, state: &State) {
+        let (outer_cancelled, outer_deadline) = match &state.parent {
+            Some(parent) if !state.shield => (
+                parent.node.effectively_cancelled.load(SeqCst),
+                parent.node.effective_deadline.load(SeqCst),
+            ),
+            _ => (false, NO_DEADLINE),
+        };
+        let cancelled = state.cancel_called || outer_cancelled;
+        let deadline = state.deadline.min(outer_deadline);
+        self.effectively_cancelled.store(cancelled, SeqCst);
+        let old_deadline = self.effective_deadline.swap(deadline, SeqCst);
+        if (cancelled || deadline != old_deadline && deadline != NO_DEADLINE)
+            && self.observed_clear.load(SeqCst)
+        {
+            crate::context::node_no_longer_clear();
+        }
     }
 
     /// Leaves the parent: from now on nothing above can cancel this node.

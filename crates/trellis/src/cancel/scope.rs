@@ -2,14 +2,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::node::Node;
-use crate::context::{self, InNode};
+use crate::context::{self, Current};
 use crate::error::{CancelReason, CancelSource, CancelSplit, IsCancelled};
 use crate::time;
 
@@ -225,10 +225,59 @@ impl CancelScope {
         E: IsCancelled,
     {
         ScopeRun {
-            inner: InNode::new(future, self.node.clone()),
-            node: self.node.clone(),
+            inner: future,
+            node: OnceLock::from(self.node.clone()),
+            spec: ScopeSpec::absolute_none(),
+            current: None,
             state: RunState::NotEntered,
         }
+    }
+}
+
+/// What a timeout's scope will be, until its node is made: on first poll (on the thread that
+/// runs it, so a scope costs one allocation there and nothing where the future was made), or
+/// when someone asks for a handle.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ScopeSpec {
+    /// An encoded deadline, or (with `relative`) a timeout in nanoseconds; `NO_DEADLINE` for
+    /// none. Kept to one word: the spec sits in every timeout's future.
+    pub(crate) at: i64,
+    pub(crate) relative: bool,
+    pub(crate) shield: bool,
+}
+
+impl ScopeSpec {
+    pub(crate) fn relative(timeout: Duration) -> Self {
+        ScopeSpec {
+            // Beyond ~292 years is "never", as for every duration.
+            at: i64::try_from(timeout.as_nanos()).unwrap_or(time::NO_DEADLINE),
+            relative: true,
+            shield: false,
+        }
+    }
+
+    pub(crate) fn absolute(deadline: Instant) -> Self {
+        ScopeSpec {
+            at: time::encode(deadline),
+            relative: false,
+            shield: false,
+        }
+    }
+
+    /// The encoded deadline of a scope entered now.
+    fn absolute_none() -> Self {
+        ScopeSpec {
+            at: time::NO_DEADLINE,
+            relative: false,
+            shield: false,
+        }
+    }
+
+    pub(crate) fn deadline_from_now(&self) -> i64 {
+        if !self.relative || self.at == time::NO_DEADLINE {
+            return self.at;
+        }
+        time::deadline_after(Duration::from_nanos(self.at as u64))
     }
 }
 
@@ -245,16 +294,21 @@ pin_project_lite::pin_project! {
     #[must_use = "futures do nothing unless you .await or poll them"]
     pub struct ScopeRun<F> {
         #[pin]
-        inner: InNode<F>,
-        node: Arc<Node>,
+        inner: F,
+        node: OnceLock<Arc<Node>>,
+        spec: ScopeSpec,
+        // The node, lent to the thread-local while `inner` is polled.
+        current: Option<Current>,
         state: RunState,
     }
 
     impl<F> PinnedDrop for ScopeRun<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if *this.state == RunState::Entered {
-                this.node.leave();
+            if *this.state == RunState::Entered
+                && let Some(node) = this.node.get()
+            {
+                node.leave();
             }
         }
     }
@@ -269,9 +323,32 @@ impl<F> std::fmt::Debug for ScopeRun<F> {
 }
 
 impl<F> ScopeRun<F> {
+    /// A future that runs `inner` in a scope made (later) from `spec`.
+    pub(crate) fn with_spec(spec: ScopeSpec, inner: F) -> Self {
+        ScopeRun {
+            inner,
+            node: OnceLock::new(),
+            spec,
+            current: None,
+            state: RunState::NotEntered,
+        }
+    }
+
+    fn node(&self) -> &Arc<Node> {
+        self.node.get_or_init(|| Node::new_scope(&self.spec))
+    }
+
     /// The scope this future runs in.
     pub(crate) fn scope(&self) -> CancelScope {
-        CancelScope::from_node(self.node.clone())
+        CancelScope::from_node(self.node().clone())
+    }
+
+    /// Shields the scope (or not), before or after it is made.
+    pub(crate) fn set_shield(&mut self, shield: bool) {
+        match self.node.get() {
+            Some(node) => node.set_shield(shield),
+            None => self.spec.shield = shield,
+        }
     }
 }
 
@@ -282,31 +359,58 @@ where
 {
     type Output = Result<Option<T>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if *this.state == RunState::NotEntered {
-            assert!(
-                this.node.mark_entered(),
-                "a CancelScope can be entered only once"
-            );
-            match context::current() {
-                Some(parent) => this.node.attach(&parent),
-                None => this.node.update(),
-            }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.state == RunState::NotEntered {
+            let node = self.as_mut().enter_node();
+            context::with_current(|parent| match parent {
+                Some(parent) => node.attach(parent),
+                None => node.update(),
+            });
+            let this = self.as_mut().project();
+            *this.current = Some(Current::Node(node));
             *this.state = RunState::Entered;
         }
+        let this = self.project();
         assert!(
             *this.state == RunState::Entered,
             "ScopeRun polled after it finished"
         );
-        let outcome = ready!(this.inner.poll(cx));
+        let outcome = {
+            let _entered = context::enter(this.current);
+            ready!(this.inner.poll(cx))
+        };
+        let node = this.node.take().expect("made on entry");
         let result = match outcome {
             Ok(value) => Ok(Some(value)),
-            Err(error) => catch(this.node, error),
+            Err(error) => catch(&node, error),
         };
-        this.node.leave();
         *this.state = RunState::Left;
+        *this.current = None;
+        if Arc::strong_count(&node) == 1 {
+            // Nobody holds a handle that could ask `cancel_called` later.
+            node.detach();
+            Node::recycle(node);
+        } else {
+            node.leave();
+        }
         Poll::Ready(result)
+    }
+}
+
+impl<F> ScopeRun<F> {
+    /// The node, entered: made entered now (a timeout nobody asked a handle for), or marked.
+    fn enter_node(self: Pin<&mut Self>) -> Arc<Node> {
+        let this = self.project();
+        if let Some(node) = this.node.get() {
+            assert!(
+                node.mark_entered(),
+                "a CancelScope can be entered only once"
+            );
+            return node.clone();
+        }
+        let node = Node::new_entered_scope(this.spec);
+        let _ = this.node.set(node.clone());
+        node
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::CancelScope;
-use super::scope::ScopeRun;
+use super::scope::{ScopeRun, ScopeSpec};
 use crate::error::{IsCancelled, TooSlow};
 
 /// Runs `future` with a deadline `timeout` after it starts; `Ok(None)` when the deadline
@@ -36,7 +36,7 @@ where
     F: Future<Output = Result<T, E>>,
     E: IsCancelled,
 {
-    MoveOn::new(CancelScope::with_timeout(timeout), future)
+    MoveOn::new(relative(timeout), future)
 }
 
 /// Runs `future` with a deadline; `Ok(None)` when the deadline cancelled it (Trio's
@@ -46,7 +46,7 @@ where
     F: Future<Output = Result<T, E>>,
     E: IsCancelled,
 {
-    MoveOn::new(CancelScope::with_deadline(deadline), future)
+    MoveOn::new(absolute(deadline), future)
 }
 
 /// Runs `future` with a deadline `timeout` after it starts; `Err(TooSlow)` when the deadline
@@ -68,7 +68,7 @@ where
     F: Future<Output = Result<T, E>>,
     E: IsCancelled + From<TooSlow>,
 {
-    FailAfter::new(CancelScope::with_timeout(timeout), future)
+    FailAfter::new(relative(timeout), future)
 }
 
 /// Runs `future` with a deadline; `Err(TooSlow)` when the deadline cancelled it (Trio's
@@ -78,7 +78,15 @@ where
     F: Future<Output = Result<T, E>>,
     E: IsCancelled + From<TooSlow>,
 {
-    FailAfter::new(CancelScope::with_deadline(deadline), future)
+    FailAfter::new(absolute(deadline), future)
+}
+
+fn relative(timeout: Duration) -> ScopeSpec {
+    ScopeSpec::relative(timeout)
+}
+
+fn absolute(deadline: Instant) -> ScopeSpec {
+    ScopeSpec::absolute(deadline)
 }
 
 pin_project_lite::pin_project! {
@@ -102,13 +110,13 @@ pin_project_lite::pin_project! {
 macro_rules! timeout_builders {
     ($name:ident) => {
         impl<F> $name<F> {
-            fn new<T, E>(scope: CancelScope, future: F) -> Self
+            fn new<T, E>(spec: ScopeSpec, future: F) -> Self
             where
                 F: Future<Output = Result<T, E>>,
                 E: IsCancelled,
             {
                 $name {
-                    run: scope.run(future),
+                    run: ScopeRun::with_spec(spec, future),
                 }
             }
 
@@ -133,8 +141,8 @@ macro_rules! timeout_builders {
             /// assert_eq!(r, Ok(None));
             /// # }
             /// ```
-            pub fn shield(self, shield: bool) -> Self {
-                self.run.scope().set_shield(shield);
+            pub fn shield(mut self, shield: bool) -> Self {
+                self.run.set_shield(shield);
                 self
             }
 
