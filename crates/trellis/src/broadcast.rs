@@ -69,7 +69,7 @@ impl std::fmt::Display for BroadcastError {
     }
 }
 
-/// A cancelled receive names [`Cancelled`] as its source.
+/// A cancelled receive names [`Cancelled`](crate::Cancelled) as its source.
 impl std::error::Error for BroadcastError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {

@@ -46,7 +46,7 @@ impl<T> fmt::Display for SendError<T> {
     }
 }
 
-/// A cancelled send names [`Cancelled`] as its source, so that
+/// A cancelled send names [`Cancelled`](crate::Cancelled) as its source, so that
 /// [`Error::is_cancelled`](crate::Error::is_cancelled) sees it through a `?`.
 impl<T> std::error::Error for SendError<T> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
@@ -128,7 +128,7 @@ impl fmt::Display for RecvError {
     }
 }
 
-/// A cancelled receive names [`Cancelled`] as its source (see [`SendError`]).
+/// A cancelled receive names [`Cancelled`](crate::Cancelled) as its source (see [`SendError`]).
 impl std::error::Error for RecvError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
