@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::node::Node;
-use crate::context::{self, Current};
+use crate::context::{self, Current, Slot};
 use crate::error::{CancelReason, CancelSource, CancelSplit, IsCancelled};
 use crate::time;
 
@@ -228,7 +228,6 @@ impl CancelScope {
             inner: future,
             node: OnceLock::from(self.node.clone()),
             spec: ScopeSpec::absolute_none(),
-            current: None,
             state: RunState::NotEntered,
         }
     }
@@ -297,8 +296,6 @@ pin_project_lite::pin_project! {
         inner: F,
         node: OnceLock<Arc<Node>>,
         spec: ScopeSpec,
-        // The node, lent to the thread-local while `inner` is polled.
-        current: Option<Current>,
         state: RunState,
     }
 
@@ -329,7 +326,6 @@ impl<F> ScopeRun<F> {
             inner,
             node: OnceLock::new(),
             spec,
-            current: None,
             state: RunState::NotEntered,
         }
     }
@@ -366,9 +362,7 @@ where
                 Some(parent) => node.attach(parent),
                 None => node.update(),
             });
-            let this = self.as_mut().project();
-            *this.current = Some(Current::Node(node));
-            *this.state = RunState::Entered;
+            *self.as_mut().project().state = RunState::Entered;
         }
         let this = self.project();
         assert!(
@@ -376,7 +370,8 @@ where
             "ScopeRun polled after it finished"
         );
         let outcome = {
-            let _entered = context::enter(this.current);
+            // The node moves into the thread-local for the poll, and back.
+            let _entered = context::enter(&mut *this.node);
             ready!(this.inner.poll(cx))
         };
         let node = this.node.take().expect("made on entry");
@@ -385,7 +380,6 @@ where
             Err(error) => catch(&node, error),
         };
         *this.state = RunState::Left;
-        *this.current = None;
         if Arc::strong_count(&node) == 1 {
             // Nobody holds a handle that could ask `cancel_called` later.
             node.detach();
@@ -434,5 +428,18 @@ fn catch<T, E: IsCancelled>(node: &Arc<Node>, error: E) -> Result<Option<T>, E> 
             Err(failures)
         }
         CancelSplit::Failure(error) => Err(error),
+    }
+}
+
+/// A scope's node lends itself to the thread-local while its code is polled.
+impl Slot for OnceLock<Arc<Node>> {
+    fn take(&mut self) -> Current {
+        Current::Node(OnceLock::take(self).expect("entered once at a time"))
+    }
+
+    fn restore(&mut self, current: Current) {
+        if let Current::Node(node) = current {
+            let _ = self.set(node);
+        }
     }
 }
