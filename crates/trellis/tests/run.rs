@@ -64,6 +64,9 @@ fn ctrl_c_child_role() {
             n.start_soon(async move {
                 println!("ready");
                 let r = sleep_forever().await;
+                if let Err(cancelled) = &r {
+                    println!("why: {cancelled}");
+                }
                 // Cleanup after cancellation: it may await, inside a shield.
                 CancelScope::shielded()
                     .run(async {
@@ -172,6 +175,11 @@ fn ctrl_c_cancels_cleans_up_and_exits_130() {
     assert_eq!(code, 130, "stderr: {stderr}");
     assert!(stdout.contains("cleanup done"), "stdout: {stdout}");
     assert!(stderr.contains("interrupted"), "stderr: {stderr}");
+    // Trio: test_reason_delayed_ki — the tasks learn that Ctrl-C cancelled them.
+    assert!(
+        stdout.contains("why: cancelled due to interrupt with reason 'Ctrl-C (SIGINT)'"),
+        "stdout: {stdout}"
+    );
 }
 
 /// A second Ctrl-C while cleanup hangs exits at once, still with 130.
