@@ -71,7 +71,9 @@ pub use error::{
 pub use group::ErrorGroup;
 pub use local::{local, with_local};
 pub use nursery::{Nursery, TaskHandle, TaskStatus, open_nursery};
-pub use runner::{Runner, main, run};
+pub use runner::Runner;
+#[cfg(feature = "rt-multi-thread")]
+pub use runner::{main, run};
 pub use time::current_time;
 
 /// `Result` with trellis's [`Error`].

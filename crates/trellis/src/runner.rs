@@ -2,7 +2,7 @@
 //! cancellation.
 
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::task::Poll;
@@ -32,6 +32,7 @@ use crate::instrument::{Instrument, Instruments};
 ///     })
 /// }
 /// ```
+#[cfg(feature = "rt-multi-thread")]
 pub fn run<F, T, E>(main: F) -> Result<T, Error>
 where
     F: Future<Output = Result<T, E>>,
@@ -51,6 +52,7 @@ where
 ///     })
 /// }
 /// ```
+#[cfg(feature = "rt-multi-thread")]
 pub fn main<F, T, E>(main: F) -> ExitCode
 where
     F: Future<Output = Result<T, E>>,
@@ -77,6 +79,7 @@ pub struct Runner {
 #[derive(Debug, Clone, Copy)]
 enum Flavor {
     CurrentThread,
+    #[cfg(feature = "rt-multi-thread")]
     MultiThread,
 }
 
@@ -92,22 +95,25 @@ impl std::fmt::Debug for Runner {
 }
 
 impl Runner {
-    /// A multi-thread runtime (one worker per core unless set).
-    pub fn multi_thread() -> Self {
+    fn new(flavor: Flavor) -> Self {
         Runner {
-            flavor: Flavor::MultiThread,
+            flavor,
             worker_threads: None,
             instruments: Vec::new(),
             ctrl_c: true,
         }
     }
 
+    /// A multi-thread runtime (one worker per core unless set). Needs the `rt-multi-thread`
+    /// feature (on by default).
+    #[cfg(feature = "rt-multi-thread")]
+    pub fn multi_thread() -> Self {
+        Runner::new(Flavor::MultiThread)
+    }
+
     /// A current-thread runtime.
     pub fn current_thread() -> Self {
-        Runner {
-            flavor: Flavor::CurrentThread,
-            ..Runner::multi_thread()
-        }
+        Runner::new(Flavor::CurrentThread)
     }
 
     /// The number of worker threads of a multi-thread runtime.
@@ -122,7 +128,8 @@ impl Runner {
         self
     }
 
-    /// Whether Ctrl-C cancels the run (default: yes).
+    /// Whether Ctrl-C cancels the run (default: yes). Needs the `signal` feature (on by
+    /// default); without it Ctrl-C is not handled.
     pub fn handle_ctrl_c(mut self, enabled: bool) -> Self {
         self.ctrl_c = enabled;
         self
@@ -140,6 +147,7 @@ impl Runner {
     {
         let mut builder = match self.flavor {
             Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            #[cfg(feature = "rt-multi-thread")]
             Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
         };
         if let Some(threads) = self.worker_threads {
@@ -190,7 +198,7 @@ where
     E: Into<Error>,
 {
     let mut main = pin!(InNode::new(main, root.clone()));
-    let mut ctrl_c = handle_ctrl_c.then(|| Box::pin(tokio::signal::ctrl_c()));
+    let mut ctrl_c = handle_ctrl_c.then(ctrl_c_signal).flatten();
     let mut interrupted = false;
     let outcome = poll_fn(|cx| {
         let mut cancel_now = false;
@@ -208,7 +216,10 @@ where
                     cancel_now = true;
                     // Listen for the second Ctrl-C (polled by the next turn of this loop) before
                     // cancelling anything, so that no cleanup can run before we listen.
-                    *signal = Box::pin(tokio::signal::ctrl_c());
+                    match ctrl_c_signal() {
+                        Some(next) => *signal = next,
+                        None => ctrl_c = None,
+                    }
                 }
             }
         }
@@ -226,5 +237,19 @@ where
             Err(ErrorGroup::new("interrupted", vec![Interrupted.into(), error]).into())
         }
         (true, _) => Err(Interrupted.into()),
+    }
+}
+
+type CtrlC = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
+/// The next Ctrl-C, when signal handling is compiled in.
+fn ctrl_c_signal() -> Option<CtrlC> {
+    #[cfg(feature = "signal")]
+    {
+        Some(Box::pin(tokio::signal::ctrl_c()))
+    }
+    #[cfg(not(feature = "signal"))]
+    {
+        None
     }
 }

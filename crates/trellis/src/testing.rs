@@ -42,6 +42,10 @@ use crate::context;
 use crate::error::{Cancelled, Error};
 
 /// Idle detection for one runtime: how many workers are parked and who waits for all of them.
+#[cfg_attr(
+    not(any(feature = "test-util", feature = "rt-multi-thread")),
+    allow(dead_code)
+)]
 struct Idle {
     workers: usize,
     parked: AtomicUsize,
@@ -51,6 +55,10 @@ struct Idle {
     notify: Notify,
 }
 
+#[cfg_attr(
+    not(any(feature = "test-util", feature = "rt-multi-thread")),
+    allow(dead_code)
+)]
 impl Idle {
     fn parking(&self) {
         let parked = self.parked.fetch_add(1, Ordering::SeqCst) + 1;
@@ -69,6 +77,10 @@ thread_local! {
     static IDLE: RefCell<Option<Arc<Idle>>> = const { RefCell::new(None) };
 }
 
+#[cfg_attr(
+    not(any(feature = "test-util", feature = "rt-multi-thread")),
+    allow(dead_code)
+)]
 fn builder(flavor_multi: bool, workers: usize) -> (tokio::runtime::Builder, Arc<Idle>) {
     let idle = Arc::new(Idle {
         workers,
@@ -77,11 +89,17 @@ fn builder(flavor_multi: bool, workers: usize) -> (tokio::runtime::Builder, Arc<
         wanted: AtomicBool::new(false),
         notify: Notify::new(),
     });
+    #[cfg(feature = "rt-multi-thread")]
     let mut builder = if flavor_multi {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         b.worker_threads(workers);
         b
     } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    #[cfg(not(feature = "rt-multi-thread"))]
+    let mut builder = {
+        let _ = flavor_multi;
         tokio::runtime::Builder::new_current_thread()
     };
     builder.enable_all();
@@ -125,6 +143,7 @@ pub fn run_test<F: Future>(test: F) -> F::Output {
 /// # Panics
 ///
 /// Resumes the test's panic; panics when the runtime cannot be built.
+#[cfg(feature = "rt-multi-thread")]
 pub fn run_test_multi_thread<F>(test: F) -> F::Output
 where
     F: Future + Send + 'static,
