@@ -40,7 +40,8 @@ use crate::cancel::node::Node;
 use crate::cancel::{CancelScope, cancellable};
 use crate::context::{self, Current, InNode, Slot};
 use crate::error::{
-    CancelReason, CancelSource, Cancelled, Error, IsCancelled, NotStarted, NurseryClosed,
+    CancelReason, CancelSource, CancelSplit, Cancelled, Error, IsCancelled, NotStarted,
+    NurseryClosed,
 };
 use crate::group::ErrorGroup;
 use crate::instrument::{Instruments, TaskId};
@@ -579,7 +580,24 @@ impl Shared {
             (std::mem::take(&mut state.errors), state.panic.take())
         };
         let saw_cancelled = self.saw_cancelled.load(Ordering::Relaxed);
-        let caught = saw_cancelled && self.node.try_catch();
+        // A failed task's group may hold cancellations too (a nursery of its own, cancelled
+        // from here): the nursery's scope catches those as well.
+        let nested_cancelled = errors.iter().any(|e| {
+            e.as_group()
+                .is_some_and(|g| g.leaves().any(Error::is_cancelled))
+        });
+        let caught = (saw_cancelled || nested_cancelled) && self.node.try_catch();
+        let errors: Vec<Error> = if caught && nested_cancelled {
+            errors
+                .into_iter()
+                .filter_map(|e| match e.split_cancelled() {
+                    CancelSplit::Cancelled => None,
+                    CancelSplit::Mixed(failures) | CancelSplit::Failure(failures) => Some(failures),
+                })
+                .collect()
+        } else {
+            errors
+        };
         let cancelled = self.lock().cancelled.take();
         self.node.leave();
         if let Some(payload) = panic {

@@ -178,7 +178,10 @@ pub mod from_thread {
         };
         match handle.block_on(task) {
             Ok(value) => Ok(value),
-            Err(join_error) => std::panic::resume_unwind(join_error.into_panic()),
+            Err(join_error) if join_error.is_panic() => {
+                std::panic::resume_unwind(join_error.into_panic())
+            }
+            Err(_) => panic!("the runtime shut down while a thread was calling into it"),
         }
     }
 

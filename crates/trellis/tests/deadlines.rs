@@ -230,6 +230,21 @@ async fn relative_timeout_before_entry() {
     assert_eq!(t.scope().deadline(), Some(at));
 }
 
+/// A timeout's scope handle taken after it finished tells how it ended (Trio's
+/// `with move_on_after(..) as cs:` then `cs.cancelled_caught`).
+async fn timeout_scope_after_it_finished() {
+    let mut t = Box::pin(move_on_after(SEC, async {
+        sleep_forever().await.map(|_| ())
+    }));
+    assert_eq!(t.as_mut().await, Ok(None));
+    let scope = t.scope();
+    assert!(scope.cancel_called());
+    assert!(scope.cancelled_caught());
+    let mut t = Box::pin(fail_after(SEC, async { Ok::<_, Error>(()) }));
+    t.as_mut().await.unwrap();
+    assert!(!t.scope().cancel_called());
+}
+
 /// Trio: test_current_time_with_mock_clock — the trellis clock is the test clock.
 async fn current_time_with_mock_clock() {
     let t0 = current_time();
@@ -250,4 +265,5 @@ autojump!(
     fail_after_fails_even_if_shielded,
     relative_timeout_before_entry,
     current_time_with_mock_clock,
+    timeout_scope_after_it_finished,
 );

@@ -185,6 +185,34 @@ async fn cancellation_travels_beside_failures() {
     assert!(!outer.cancelled_caught());
 }
 
+/// Trio's rule at a nursery's own scope: a task that ran a nursery of its own, cancelled from
+/// here, returns a group holding its failure and the cancellation; the nursery that caused the
+/// cancellation catches it out of that nested group, so no `Cancelled` leaks past it.
+async fn nursery_catches_cancellations_nested_in_failures() {
+    let r = open_nursery(|n| async move {
+        n.start_soon(async {
+            open_nursery(|inner| async move {
+                inner.start_soon(async {
+                    let _ = sleep_forever().await;
+                    Err::<(), _>(Boom("cleanup failed"))
+                })?;
+                inner.start_soon(async { Ok::<_, Error>(sleep_forever().await.map(|_| ())?) })?;
+                Ok::<_, Error>(())
+            })
+            .await
+            .map(|_| ())
+        })?;
+        wait_all_tasks_blocked().await?;
+        n.start_soon(async { Err::<(), _>(KeyError("first failure")) })?;
+        Ok::<_, Error>(())
+    })
+    .await;
+    let e = r.unwrap_err();
+    let group = e.as_group().unwrap();
+    assert!(group.leaves().all(|l| !l.is_cancelled()), "{e:?}");
+    assert_eq!(group.leaves().count(), 2);
+}
+
 /// Trio: test_cancel_scope_no_cancellederror — a cancelled scope whose code fails with a
 /// group holding no cancellation lets it through and does not report a catch.
 async fn cancel_scope_no_cancellederror() {
@@ -229,5 +257,6 @@ both_flavors!(
     cancel_scope_exceptiongroup_filtering,
     cancellation_travels_beside_failures,
     cancel_scope_no_cancellederror,
+    nursery_catches_cancellations_nested_in_failures,
     split_checks_the_group_itself_first,
 );

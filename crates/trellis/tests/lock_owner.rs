@@ -224,7 +224,13 @@ async fn dropped_wait_leaves_the_lock_consistent() {
             let wait = c.wait(&mut guard);
             let _ = tokio::time::timeout(std::time::Duration::from_millis(1), wait).await;
         }
-        drop(guard); // holds nothing: must not release someone else's lock
+        // The guard holds nothing now: using it with the condition is refused, and dropping
+        // it must not release someone else's lock.
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.notify_all(&guard);
+        }));
+        assert!(refused.is_err());
+        drop(guard);
     })
     .await
     .unwrap();

@@ -60,15 +60,18 @@ fn next_id() -> u64 {
     thread_local! {
         static RANGE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     }
-    RANGE.with(|range| {
-        let (mut next, mut end) = range.get();
-        if next == end {
-            next = NEXT_BLOCK.fetch_add(1, SeqCst) * BLOCK;
-            end = next + BLOCK;
-        }
-        range.set((next + 1, end));
-        next
-    })
+    RANGE
+        .try_with(|range| {
+            let (mut next, mut end) = range.get();
+            if next == end {
+                next = NEXT_BLOCK.fetch_add(1, SeqCst) * BLOCK;
+                end = next + BLOCK;
+            }
+            range.set((next + 1, end));
+            next
+        })
+        // In a thread-local destructor: a block of one.
+        .unwrap_or_else(|_| NEXT_BLOCK.fetch_add(1, SeqCst) * BLOCK)
 }
 
 struct State {
@@ -112,15 +115,12 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A node with no parent: nothing outside can cancel it.
     pub(crate) fn new_root() -> Arc<Node> {
-        let fresh = Node::fresh();
-        let recycled = RECYCLED.with(|pool| pool.borrow_mut().pop());
-        match recycled {
-            Some(mut node) => {
-                *Arc::get_mut(&mut node).expect("only unshared nodes are kept") = fresh;
-                node
-            }
-            None => Arc::new(fresh),
-        }
+        // (Not from a thread-local destructor: the pool is gone then.)
+        let recycled = RECYCLED
+            .try_with(|pool| pool.borrow_mut().pop())
+            .ok()
+            .flatten();
+        recycled.unwrap_or_else(|| Arc::new(Node::fresh()))
     }
 
     fn fresh() -> Node {
@@ -151,10 +151,12 @@ impl Node {
     /// on this thread: a timeout per task then costs no allocation (B11). The node gets a new
     /// id when reused, so no checkpoint cache can mistake it for the old one.
     pub(crate) fn recycle(mut node: Arc<Node>) {
-        if Arc::get_mut(&mut node).is_none() {
+        let Some(slot) = Arc::get_mut(&mut node) else {
             return;
-        }
-        RECYCLED.with(|pool| {
+        };
+        // Reset now, so that a kept node holds nothing of its past (instruments, reason).
+        *slot = Node::fresh();
+        let _ = RECYCLED.try_with(|pool| {
             let mut pool = pool.borrow_mut();
             if pool.len() < RECYCLED_MAX {
                 pool.push(node);
@@ -366,13 +368,18 @@ impl Node {
 
     /// Cancels the node's own scope; `reason` is asked for only by the first cancellation.
     pub(crate) fn cancel(self: &Arc<Self>, reason: impl FnOnce() -> CancelReason) {
+        if self.lock().cancel_called {
+            return;
+        }
+        // Made outside the lock: it may format a user's error, which may panic.
+        let reason = Arc::new(reason());
         {
             let mut state = self.lock();
             if state.cancel_called {
                 return;
             }
             state.cancel_called = true;
-            let _ = self.reason.set(Arc::new(reason()));
+            let _ = self.reason.set(reason);
         }
         self.update();
     }

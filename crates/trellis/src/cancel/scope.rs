@@ -307,6 +307,10 @@ pin_project_lite::pin_project! {
             {
                 node.leave();
             }
+            // Nobody else holds the node: keep its allocation for the next scope.
+            if let Some(node) = this.node.take() {
+                Node::recycle(node);
+            }
         }
     }
 }
@@ -374,19 +378,13 @@ where
             let _entered = context::enter(&mut *this.node);
             ready!(this.inner.poll(cx))
         };
-        let node = this.node.take().expect("made on entry");
+        let node = this.node.get().expect("made on entry");
         let result = match outcome {
             Ok(value) => Ok(Some(value)),
-            Err(error) => catch(&node, error),
+            Err(error) => catch(node, error),
         };
         *this.state = RunState::Left;
-        if Arc::strong_count(&node) == 1 {
-            // Nobody holds a handle that could ask `cancel_called` later.
-            node.detach();
-            Node::recycle(node);
-        } else {
-            node.leave();
-        }
+        node.leave();
         Poll::Ready(result)
     }
 }

@@ -101,6 +101,10 @@ impl Condition {
             std::ptr::eq(guard.lock, &self.lock),
             "the guard is not of this condition's lock"
         );
+        assert!(
+            guard.held,
+            "the guard no longer holds the lock (a wait on it was dropped or the lock broke)"
+        );
     }
 
     /// Releases the lock, waits until notified, and holds the lock again before returning.
@@ -119,7 +123,7 @@ impl Condition {
     ///
     /// # Panics
     ///
-    /// When `guard` is not of this condition's lock.
+    /// When `guard` is not of this condition's lock, or no longer holds it.
     pub async fn wait(&self, guard: &mut LockGuard<'_>) -> Result<(), LockError> {
         self.check(guard);
         let mut op = CondWait {
@@ -154,7 +158,7 @@ impl Condition {
     ///
     /// # Panics
     ///
-    /// When `guard` is not of this condition's lock.
+    /// When `guard` is not of this condition's lock, or no longer holds it.
     pub fn notify(&self, guard: &LockGuard<'_>, count: usize) -> usize {
         self.check(guard);
         let mut state = lock(&self.state);
@@ -175,7 +179,7 @@ impl Condition {
     ///
     /// # Panics
     ///
-    /// When `guard` is not of this condition's lock.
+    /// When `guard` is not of this condition's lock, or no longer holds it.
     pub fn notify_all(&self, guard: &LockGuard<'_>) -> usize {
         self.notify(guard, usize::MAX)
     }

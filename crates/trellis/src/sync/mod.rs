@@ -655,7 +655,11 @@ impl Waitable for Lock {
 
     fn try_take(state: &mut LockState, _: &()) -> bool {
         // A broken lock lets everyone through at once, to fail.
-        if state.broken.is_some() || !state.locked && state.queue.is_empty() {
+        if state.broken.is_some() {
+            // Everyone through, to fail: nobody owns a broken lock.
+            return true;
+        }
+        if !state.locked && state.queue.is_empty() {
             state.locked = true;
             state.owner = current_task();
             return true;
