@@ -311,7 +311,7 @@ impl Node {
             // state is computed here, under the locks already held, and nothing needs waking.
             let settled = old.is_none() && state.children.is_empty() && state.waiters.is_empty();
             if settled {
-                self.settle(&state);
+                self.store_effective(&state);
             }
             (old, settled)
         };
@@ -323,9 +323,12 @@ impl Node {
         }
     }
 
-    /// Stores the effective state of a node that has no children and no waiters, from its own
-    /// state and its parent's (read under the node's lock, as `update` does).
-    fn settle(&self, state: &State) {
+    /// Computes and stores the node's effective state from its own state and its parent's
+    /// (read under the node's lock, so a parent changing meanwhile recomputes it after us).
+    /// Returns whether it changed; if it turned cancelled or deadline-bound and some thread
+    /// may have cached the node as clear, moves the epoch. (A thread marks the node before
+    /// checking it, and we changed it before reading the mark: one of us sees the other.)
+    fn store_effective(&self, state: &State) -> bool {
         let (outer_cancelled, outer_deadline) = match &state.parent {
             Some(parent) if !state.shield => (
                 parent.node.effectively_cancelled.load(SeqCst),
@@ -335,13 +338,15 @@ impl Node {
         };
         let cancelled = state.cancel_called || outer_cancelled;
         let deadline = state.deadline.min(outer_deadline);
-        self.effectively_cancelled.store(cancelled, SeqCst);
+        let was_cancelled = self.effectively_cancelled.swap(cancelled, SeqCst);
         let old_deadline = self.effective_deadline.swap(deadline, SeqCst);
-        if (cancelled || deadline != old_deadline && deadline != NO_DEADLINE)
-            && self.observed_clear.load(SeqCst)
-        {
+        if was_cancelled == cancelled && old_deadline == deadline {
+            return false;
+        }
+        if (cancelled || deadline != NO_DEADLINE) && self.observed_clear.load(SeqCst) {
             crate::context::node_no_longer_clear();
         }
+        true
     }
 
     /// Leaves the parent: from now on nothing above can cancel this node.
@@ -589,25 +594,8 @@ impl Node {
         while let Some(node) = next.take().or_else(|| pending.pop()) {
             let has_waiters = {
                 let mut state = node.lock();
-                let (outer_cancelled, outer_deadline) = match &state.parent {
-                    Some(parent) if !state.shield => (
-                        parent.node.effectively_cancelled.load(SeqCst),
-                        parent.node.effective_deadline.load(SeqCst),
-                    ),
-                    _ => (false, NO_DEADLINE),
-                };
-                let cancelled = state.cancel_called || outer_cancelled;
-                let deadline = state.deadline.min(outer_deadline);
-                let was_cancelled = node.effectively_cancelled.swap(cancelled, SeqCst);
-                let old_deadline = node.effective_deadline.swap(deadline, SeqCst);
-                if was_cancelled == cancelled && old_deadline == deadline {
+                if !node.store_effective(&state) {
                     continue;
-                }
-                // Threads that cached this node as clear must look again. (A thread marks the
-                // node before checking it, and we changed it before reading the mark: one of
-                // us sees the other.)
-                if (cancelled || deadline != NO_DEADLINE) && node.observed_clear.load(SeqCst) {
-                    crate::context::node_no_longer_clear();
                 }
                 pending.extend(state.children.iter_mut().filter_map(|c| c.upgrade()));
                 !state.waiters.is_empty()
