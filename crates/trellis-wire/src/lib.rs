@@ -15,6 +15,8 @@
 
 mod error;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod message;
 mod msgpack;
 mod session;
@@ -24,7 +26,9 @@ pub use frame::{Codec, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
     ActorId, CallKind, Hello, MAX_PAYLOAD_DEPTH, Message, PROTOCOL_VERSION, Payload, Version,
 };
-pub use session::{Received, Role, Session, Side};
+pub use session::{
+    CallCounts, ConnectionError, Event, Outcome, Role, SendError, Session, Side, Window,
+};
 
 /// The README's example, compiled and run as a doc test.
 #[doc = include_str!("../README.md")]

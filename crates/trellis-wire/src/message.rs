@@ -426,6 +426,9 @@ impl Message {
                 let actor = fields.actor("actor")?;
                 fields.next("pid")?;
                 let pid = fields.r.uint_as("a u32 pid")?;
+                // Reserved; required so that a peer that forgot it learns at once.
+                fields.next("capabilities")?;
+                fields.r.skip_values(1)?;
                 Message::Hello(Hello {
                     version: Version { major, minor },
                     actor,

@@ -319,6 +319,22 @@ fn newer_minor_versions_may_append_fields() {
     );
 }
 
+/// Spec 1.1 §3: a receiver rejects a message with fewer elements than listed; `Hello`'s
+/// capabilities map is one of them.
+#[test]
+fn a_hello_without_capabilities_is_refused() {
+    let body = [
+        0x94, 0x00, 0x92, 0x01, 0x01, 0x92, 0xa1, b'a', 0xa1, b'1', 0x05,
+    ];
+    assert_eq!(
+        Codec::new().decode(&mut frame(&body)),
+        Err(DecodeError::MissingField {
+            kind: Some(0),
+            field: "capabilities"
+        })
+    );
+}
+
 #[test]
 fn integers_in_any_width_decode() {
     // StartAck with cid 1 as uint8, uint64 and int16.

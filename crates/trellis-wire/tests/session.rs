@@ -1,9 +1,11 @@
-//! The connection and call rules: each test names the rule and sends or receives the message
-//! that breaks it.
+//! The protocol engine: the handshake, the call rules, flow control, and what happens when a
+//! peer breaks them. Each test plays the peer with raw messages and checks what the session
+//! sends back and which events it reports (the numbers are `docs/wire-protocol.md`'s sections).
 
+use bytes::BytesMut;
 use trellis_wire::{
-    ActorId, CallKind, ErrorKind, ErrorReport, Hello, Message, PROTOCOL_VERSION, Payload,
-    ProtocolError, Received, Role, Session, Side, Version,
+    ActorId, CallKind, Codec, ConnectionError, ErrorKind, ErrorReport, Event, Hello, Message,
+    Outcome, PROTOCOL_VERSION, Payload, ProtocolError, SendError, Session, Side, Version, Window,
 };
 
 fn hello(name: &str, version: Version) -> Hello {
@@ -14,22 +16,37 @@ fn hello(name: &str, version: Version) -> Hello {
     }
 }
 
-/// A connected pair after the handshake: (connector, acceptor).
-fn pair() -> (Session, Session) {
-    let mut a = Session::new(Side::Connector, hello("parent", PROTOCOL_VERSION));
-    let mut b = Session::new(Side::Acceptor, hello("child", PROTOCOL_VERSION));
-    let (ha, hb) = (a.hello(), b.hello());
-    assert_eq!(b.receive(&ha), Ok(Received::Hello));
-    assert_eq!(a.receive(&hb), Ok(Received::Hello));
-    (a, b)
+fn peer_id() -> ActorId {
+    ActorId::new("peer", "0123456789abcdef")
 }
 
-/// Sends `msg` from `from` and delivers it to `to`; both must accept it.
-fn deliver(from: &mut Session, to: &mut Session, msg: Message) -> Received {
-    from.send(&msg)
-        .unwrap_or_else(|e| panic!("sender refused {msg:?}: {e}"));
-    to.receive(&msg)
-        .unwrap_or_else(|e| panic!("receiver refused {msg:?}: {e}"))
+/// A session on `side` whose peer said `Hello`; its own `Hello` is taken off the wire.
+fn connected(side: Side) -> Session {
+    let mut s = Session::new(side, hello("local", PROTOCOL_VERSION));
+    s.handle(Message::Hello(hello("peer", PROTOCOL_VERSION)))
+        .unwrap();
+    assert!(matches!(sent(&mut s)[..], [Message::Hello(_)]));
+    s
+}
+
+/// Decodes what the session wrote since the last call.
+fn sent(s: &mut Session) -> Vec<Message> {
+    let codec = Codec::new();
+    let mut out = s.outgoing().split();
+    let mut messages = Vec::new();
+    while let Some(m) = codec.decode(&mut out).unwrap() {
+        messages.push(m);
+    }
+    assert!(out.is_empty(), "a partial frame was written");
+    messages
+}
+
+fn events(s: &mut Session) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn value(n: u8) -> Payload {
+    Payload::encode(&n).unwrap()
 }
 
 fn start(cid: u64, kind: CallKind) -> Message {
@@ -41,16 +58,12 @@ fn start(cid: u64, kind: CallKind) -> Message {
     }
 }
 
-fn value() -> Payload {
-    Payload::encode(&1u8).unwrap()
-}
-
 fn failure() -> Box<ErrorReport> {
     Box::new(ErrorReport {
-        actor: ActorId::new("child", "1"),
-        kind: ErrorKind::UnknownFunction,
-        type_name: "UnknownFunction".into(),
-        message: "no function `f`".into(),
+        actor: ActorId::new("peer", "1"),
+        kind: ErrorKind::Failed,
+        type_name: "E".into(),
+        message: "it failed".into(),
         chain: vec![],
         backtrace: None,
         value: None,
@@ -58,466 +71,649 @@ fn failure() -> Box<ErrorReport> {
     })
 }
 
-fn out_of_order(result: Result<impl std::fmt::Debug, ProtocolError>, got: &str) {
-    match result {
-        Err(ProtocolError::OutOfOrder { got: g, .. }) if g == got => {}
-        other => panic!("expected {got} to be out of order, got {other:?}"),
+/// The connection-level error the session sent last, which must be of kind `Protocol`.
+fn connection_error(s: &mut Session) -> String {
+    match sent(s).pop() {
+        Some(Message::Error { cid: None, error }) if error.kind == ErrorKind::Protocol => {
+            error.message
+        }
+        other => panic!("expected a connection-level Error, got {other:?}"),
     }
 }
 
-#[test]
-fn hello_comes_first_on_both_sides() {
-    let mut a = Session::new(Side::Connector, hello("a", PROTOCOL_VERSION));
-    assert_eq!(
-        a.send(&Message::StartAck { cid: 2 }),
-        Err(ProtocolError::NoHello { got: "StartAck" })
-    );
-    assert_eq!(
-        a.receive(&Message::Goodbye),
-        Err(ProtocolError::NoHello { got: "Goodbye" })
-    );
-    let h = Message::Hello(hello("b", PROTOCOL_VERSION));
-    assert_eq!(a.receive(&h), Ok(Received::Hello));
-    assert_eq!(a.receive(&h), Err(ProtocolError::DuplicateHello));
-    assert_eq!(a.peer().unwrap().actor.name, "b");
-    let _ = a.hello();
-    assert_eq!(
-        a.send(&Message::Hello(hello("a", PROTOCOL_VERSION))),
-        Err(ProtocolError::DuplicateHello)
-    );
+fn broken(events: &[Event], cid: u64) -> &ProtocolError {
+    match events {
+        [Event::Broken { cid: c, error }] if *c == cid => error,
+        other => panic!("expected call {cid} broken, got {other:?}"),
+    }
 }
 
+/// §4: `Hello` first. Anything else first is refused, with a connection-level `Error` after
+/// our own `Hello`.
 #[test]
-fn major_version_must_match_minor_may_differ() {
-    let mut a = Session::new(Side::Connector, hello("a", PROTOCOL_VERSION));
-    let theirs = Version {
+fn hello_comes_first_and_a_refusal_is_reported() {
+    let mut s = Session::new(Side::Acceptor, hello("local", PROTOCOL_VERSION));
+    let got = s.handle(start(1, CallKind::Run));
+    assert_eq!(
+        got,
+        Err(ConnectionError::Protocol(ProtocolError::NoHello {
+            got: "Start"
+        }))
+    );
+    let out = sent(&mut s);
+    assert!(matches!(out[0], Message::Hello(_)));
+    assert!(
+        matches!(&out[1], Message::Error { cid: None, error } if error.message.contains("Hello"))
+    );
+    assert!(s.is_closed());
+    assert_eq!(
+        s.start("f", CallKind::Run, Payload::unit()),
+        Err(SendError::Closed)
+    );
+    // A second `Hello` is refused too.
+    let mut s = connected(Side::Connector);
+    assert!(
+        s.handle(Message::Hello(hello("peer", PROTOCOL_VERSION)))
+            .is_err()
+    );
+    assert!(connection_error(&mut s).contains("Hello sent twice"));
+}
+
+/// §4: the major versions must match, and a mismatch is reported before closing; minor
+/// versions may differ.
+#[test]
+fn major_version_mismatch_is_reported_minor_may_differ() {
+    let mut s = Session::new(Side::Connector, hello("local", PROTOCOL_VERSION));
+    let newer_minor = Version {
+        major: PROTOCOL_VERSION.major,
+        minor: PROTOCOL_VERSION.minor + 5,
+    };
+    assert_eq!(s.handle(Message::Hello(hello("p", newer_minor))), Ok(()));
+
+    let mut s = Session::new(Side::Connector, hello("local", PROTOCOL_VERSION));
+    let other_major = Version {
         major: PROTOCOL_VERSION.major + 1,
         minor: 0,
     };
+    assert!(matches!(
+        s.handle(Message::Hello(hello("p", other_major))),
+        Err(ConnectionError::Protocol(
+            ProtocolError::VersionMismatch { .. }
+        ))
+    ));
+    assert!(connection_error(&mut s).contains("incompatible"));
+}
+
+/// §6: a run call is acknowledged, then returns; the result may not come first.
+#[test]
+fn a_run_call_is_acknowledged_then_returns() {
+    let mut s = connected(Side::Acceptor);
+    s.handle(start(1, CallKind::Run)).unwrap();
+    assert!(matches!(
+        &events(&mut s)[..],
+        [Event::Call { cid: 1, function, kind: CallKind::Run, .. }] if function == "f"
+    ));
+    assert!(matches!(
+        s.finish(1, Outcome::Returned(value(3))),
+        Err(SendError::Protocol(ProtocolError::OutOfOrder {
+            got: "Return",
+            ..
+        }))
+    ));
+    s.accept(1).unwrap();
+    s.finish(1, Outcome::Returned(value(3))).unwrap();
     assert_eq!(
-        a.receive(&Message::Hello(hello("b", theirs))),
-        Err(ProtocolError::VersionMismatch {
-            ours: PROTOCOL_VERSION,
-            theirs
+        sent(&mut s),
+        [
+            Message::StartAck { cid: 1 },
+            Message::Return {
+                cid: 1,
+                value: value(3)
+            }
+        ]
+    );
+    assert_eq!(s.live_calls(), 0);
+    // The caller's Cancel crossing the result is stale, not an error.
+    s.handle(Message::Cancel {
+        cid: 1,
+        requested_by: peer_id(),
+    })
+    .unwrap();
+    assert!(events(&mut s).is_empty());
+}
+
+/// §6.2: an `Error` instead of the acknowledgement (an unknown function, bad arguments).
+#[test]
+fn a_call_may_be_refused_instead_of_acknowledged() {
+    let mut s = connected(Side::Acceptor);
+    s.handle(start(1, CallKind::Run)).unwrap();
+    s.refuse(1, *failure()).unwrap();
+    assert!(matches!(
+        &sent(&mut s)[..],
+        [Message::Error { cid: Some(1), .. }]
+    ));
+    assert_eq!(s.live_calls(), 0);
+
+    let mut caller = connected(Side::Connector);
+    let cid = caller.start("f", CallKind::Run, Payload::unit()).unwrap();
+    caller
+        .handle(Message::Error {
+            cid: Some(cid),
+            error: failure(),
         })
-    );
-    assert!(a.peer().is_none());
-    let newer_minor = Version {
-        major: PROTOCOL_VERSION.major,
-        minor: PROTOCOL_VERSION.minor + 3,
-    };
-    assert_eq!(
-        a.receive(&Message::Hello(hello("b", newer_minor))),
-        Ok(Received::Hello)
-    );
+        .unwrap();
+    assert!(matches!(
+        &events(&mut caller)[..],
+        [Event::Ended {
+            outcome: Outcome::Failed(_),
+            ..
+        }]
+    ));
 }
 
-#[test]
-fn run_call_acknowledged_then_returns() {
-    let (mut a, mut b) = pair();
-    let cid = a.next_call_id();
-    assert_eq!(
-        deliver(&mut a, &mut b, start(cid, CallKind::Run)),
-        Received::Call { cid, ends: false }
-    );
-    assert_eq!(b.role(cid), Some(Role::Callee));
-    assert_eq!(a.role(cid), Some(Role::Caller));
-    // No result before the acknowledgement, on either side's check.
-    let early = Message::Return {
-        cid,
-        value: value(),
-    };
-    out_of_order(b.send(&early), "Return");
-    out_of_order(a.receive(&early), "Return");
-    deliver(&mut b, &mut a, Message::StartAck { cid });
-    // A run call has no stream.
-    out_of_order(
-        b.send(&Message::Yield {
-            cid,
-            value: value(),
-        }),
-        "Yield",
-    );
-    out_of_order(a.send(&Message::Stop { cid }), "Stop");
-    out_of_order(a.send(&Message::Credit { cid, count: 1 }), "Credit");
-    assert_eq!(
-        deliver(&mut b, &mut a, early),
-        Received::Call { cid, ends: true }
-    );
-    assert_eq!((a.live_calls(), b.live_calls()), (0, 0));
-}
-
-#[test]
-fn an_error_may_replace_the_acknowledgement() {
-    let (mut a, mut b) = pair();
-    let cid = a.next_call_id();
-    deliver(&mut a, &mut b, start(cid, CallKind::Run));
-    let err = Message::Error {
-        cid: Some(cid),
-        error: failure(),
-    };
-    assert_eq!(
-        deliver(&mut b, &mut a, err),
-        Received::Call { cid, ends: true }
-    );
-}
-
+/// §5: call ids are of the caller's parity and strictly increase; breaking that breaks the
+/// connection (ids are how calls are told apart).
 #[test]
 fn call_ids_are_fresh_increasing_and_of_the_callers_parity() {
-    let (mut a, mut b) = pair();
-    // The connector's ids are odd, the acceptor's even.
-    let (ca, cb) = (a.next_call_id(), b.next_call_id());
-    assert_eq!((ca % 2, cb % 2), (1, 0));
-    // The acceptor may not start a call with an odd id...
-    assert_eq!(
-        a.receive(&start(3, CallKind::Run)),
-        Err(ProtocolError::BadCallId { cid: 3 })
-    );
-    // ...nor send a Start with an id it did not allocate.
-    assert_eq!(
-        b.send(&start(100, CallKind::Run)),
-        Err(ProtocolError::BadCallId { cid: 100 })
-    );
-    deliver(&mut a, &mut b, start(ca, CallKind::Run));
-    // Reused, then lower ids are refused by the receiver.
-    assert_eq!(
-        b.receive(&start(ca, CallKind::Run)),
-        Err(ProtocolError::BadCallId { cid: ca })
-    );
-    let next = a.next_call_id();
-    deliver(&mut a, &mut b, start(next, CallKind::Run));
-    assert!(b.receive(&start(ca, CallKind::Run)).is_err());
-    // Both directions at once: calls of both sides coexist.
-    deliver(&mut b, &mut a, start(cb, CallKind::Run));
-    assert_eq!((a.live_calls(), b.live_calls()), (3, 3));
-    assert_eq!(a.role(cb), Some(Role::Callee));
-}
-
-#[test]
-fn messages_for_calls_that_never_existed_are_refused() {
-    let (mut a, _b) = pair();
-    assert_eq!(
-        a.receive(&Message::StartAck { cid: 41 }),
-        Err(ProtocolError::UnknownCall {
-            cid: 41,
-            got: "StartAck"
+    let mut connector = connected(Side::Connector);
+    let ids: Vec<u64> = (0..3)
+        .map(|_| {
+            connector
+                .start("f", CallKind::Run, Payload::unit())
+                .unwrap()
         })
-    );
-    assert_eq!(
-        a.receive(&Message::Cancel {
-            cid: 40,
-            requested_by: ActorId::new("x", "1")
-        }),
-        Err(ProtocolError::UnknownCall {
-            cid: 40,
-            got: "Cancel"
-        })
-    );
-}
+        .collect();
+    assert_eq!(ids, [1, 3, 5]);
+    let mut acceptor = connected(Side::Acceptor);
+    assert_eq!(acceptor.start("f", CallKind::Run, Payload::unit()), Ok(2));
 
-/// tractor's context rules: `started` comes once and before any stream item, both ways.
-#[test]
-fn context_started_once_before_streaming() {
-    let (mut a, mut b) = pair();
-    let cid = a.next_call_id();
-    deliver(&mut a, &mut b, start(cid, CallKind::Context));
-    deliver(&mut b, &mut a, Message::StartAck { cid });
-    let item = || Message::Yield {
-        cid,
-        value: value(),
-    };
-    out_of_order(b.send(&item()), "Yield");
-    out_of_order(a.send(&item()), "Yield");
-    out_of_order(
-        b.send(&Message::Return {
-            cid,
-            value: value(),
-        }),
-        "Return",
-    );
-    deliver(
-        &mut b,
-        &mut a,
-        Message::Started {
-            cid,
-            value: value(),
-        },
-    );
-    out_of_order(
-        b.send(&Message::Started {
-            cid,
-            value: value(),
-        }),
-        "Started",
-    );
-    // Both directions stream now.
-    deliver(&mut a, &mut b, item());
-    deliver(&mut b, &mut a, item());
-    deliver(&mut b, &mut a, Message::Credit { cid, count: 4 });
-    deliver(&mut a, &mut b, Message::Credit { cid, count: 4 });
-    // A side that stopped sends no more items; the other side still may.
-    deliver(&mut a, &mut b, Message::Stop { cid });
-    out_of_order(a.send(&item()), "Yield");
-    out_of_order(b.receive(&item()), "Yield");
-    out_of_order(a.send(&Message::Stop { cid }), "Stop");
-    deliver(&mut b, &mut a, item());
-    deliver(&mut b, &mut a, Message::Stop { cid });
-    out_of_order(b.send(&item()), "Yield");
-    assert_eq!(
-        deliver(
-            &mut b,
-            &mut a,
-            Message::Return {
-                cid,
-                value: value()
-            }
-        ),
-        Received::Call { cid, ends: true }
-    );
-}
-
-#[test]
-fn stream_flows_from_the_callee_only() {
-    let (mut a, mut b) = pair();
-    let cid = a.next_call_id();
-    deliver(&mut a, &mut b, start(cid, CallKind::Stream));
-    out_of_order(
-        b.send(&Message::Yield {
-            cid,
-            value: value(),
-        }),
-        "Yield",
-    );
-    deliver(&mut b, &mut a, Message::StartAck { cid });
-    out_of_order(
-        b.send(&Message::Started {
-            cid,
-            value: value(),
-        }),
-        "Started",
-    );
-    out_of_order(
-        a.send(&Message::Yield {
-            cid,
-            value: value(),
-        }),
-        "Yield",
-    );
-    deliver(
-        &mut b,
-        &mut a,
-        Message::Yield {
-            cid,
-            value: value(),
-        },
-    );
-    // The caller stops listening; items already in flight still arrive legally.
-    deliver(&mut a, &mut b, Message::Stop { cid });
-    deliver(
-        &mut b,
-        &mut a,
-        Message::Yield {
-            cid,
-            value: value(),
-        },
-    );
-    deliver(
-        &mut b,
-        &mut a,
-        Message::Return {
-            cid,
-            value: Payload::unit(),
-        },
-    );
-}
-
-#[test]
-fn cancel_once_then_acknowledged_naming_the_canceller() {
-    let (mut a, mut b) = pair();
-    let cid = a.next_call_id();
-    let by = ActorId::new("root", "9");
-    deliver(&mut a, &mut b, start(cid, CallKind::Run));
-    // The callee cannot report a cancellation of a call it never acknowledged.
-    out_of_order(
-        b.send(&Message::CancelAck {
-            cid,
-            requested_by: by.clone(),
-        }),
-        "CancelAck",
-    );
-    deliver(&mut b, &mut a, Message::StartAck { cid });
-    let cancel = Message::Cancel {
-        cid,
-        requested_by: by.clone(),
-    };
-    deliver(&mut a, &mut b, cancel.clone());
-    out_of_order(a.send(&cancel), "Cancel");
-    // Only the caller cancels.
-    let cb = b.next_call_id();
-    deliver(&mut b, &mut a, start(cb, CallKind::Run));
-    deliver(&mut a, &mut b, Message::StartAck { cid: cb });
-    out_of_order(
-        a.send(&Message::Cancel {
-            cid: cb,
-            requested_by: by.clone(),
-        }),
-        "Cancel",
-    );
-    assert_eq!(
-        deliver(
-            &mut b,
-            &mut a,
-            Message::CancelAck {
-                cid,
-                requested_by: by
-            }
-        ),
-        Received::Call { cid, ends: true }
-    );
-}
-
-/// A caller's Cancel or Credit may cross the result on the wire: the callee ignores it. The
-/// callee ends its calls, so nothing of its own may follow the end.
-#[test]
-fn late_caller_messages_are_stale_late_callee_messages_are_errors() {
-    let (mut a, mut b) = pair();
-    let cid = a.next_call_id();
-    deliver(&mut a, &mut b, start(cid, CallKind::Context));
-    deliver(&mut b, &mut a, Message::StartAck { cid });
-    deliver(
-        &mut b,
-        &mut a,
-        Message::Started {
-            cid,
-            value: value(),
-        },
-    );
-    let result = Message::Return {
-        cid,
-        value: value(),
-    };
-    b.send(&result).unwrap();
-    // Before the result reaches the caller, it sends more.
-    let late = [
-        Message::Yield {
-            cid,
-            value: value(),
-        },
-        Message::Credit { cid, count: 1 },
-        Message::Stop { cid },
-        Message::Cancel {
-            cid,
-            requested_by: ActorId::new("root", "9"),
-        },
-    ];
-    for m in &late {
-        a.send(m).unwrap();
-        assert_eq!(b.receive(m), Ok(Received::Stale), "{m:?}");
-    }
-    a.receive(&result).unwrap();
-    assert_eq!(
-        a.receive(&Message::Yield {
-            cid,
-            value: value()
-        }),
-        Err(ProtocolError::UnknownCall { cid, got: "Yield" })
-    );
-}
-
-#[test]
-fn zero_credit_is_refused() {
-    let (mut a, mut b) = pair();
-    let cid = a.next_call_id();
-    deliver(&mut a, &mut b, start(cid, CallKind::Stream));
-    deliver(&mut b, &mut a, Message::StartAck { cid });
-    assert_eq!(
-        a.send(&Message::Credit { cid, count: 0 }),
-        Err(ProtocolError::ZeroCredit { cid })
-    );
-}
-
-#[test]
-fn nothing_after_goodbye() {
-    let (mut a, mut b) = pair();
-    assert_eq!(deliver(&mut a, &mut b, Message::Goodbye), Received::Goodbye);
-    let cid = a.next_call_id();
-    assert_eq!(
-        a.send(&start(cid, CallKind::Run)),
-        Err(ProtocolError::AfterGoodbye { got: "Start" })
-    );
-    assert_eq!(
-        b.receive(&start(cid, CallKind::Run)),
-        Err(ProtocolError::AfterGoodbye { got: "Start" })
-    );
-}
-
-#[test]
-fn a_refused_message_changes_nothing() {
-    let (mut a, mut b) = pair();
-    let cid = a.next_call_id();
-    deliver(&mut a, &mut b, start(cid, CallKind::Context));
-    deliver(&mut b, &mut a, Message::StartAck { cid });
-    // A Stop from the caller before Started is refused and does not count as a stop.
-    out_of_order(a.send(&Message::Stop { cid }), "Stop");
-    deliver(
-        &mut b,
-        &mut a,
-        Message::Started {
-            cid,
-            value: value(),
-        },
-    );
-    deliver(
-        &mut a,
-        &mut b,
-        Message::Yield {
-            cid,
-            value: value(),
-        },
-    );
-    deliver(&mut a, &mut b, Message::Stop { cid });
-}
-
-#[test]
-fn connection_errors_have_no_call() {
-    let (mut a, mut b) = pair();
-    assert_eq!(
-        deliver(
-            &mut b,
-            &mut a,
-            Message::Error {
-                cid: None,
-                error: failure()
-            }
-        ),
-        Received::ConnectionError
-    );
-}
-
-/// The caller grants credit for the callee's items together with its `Start`, before the
-/// acknowledgement; the callee grants its own only once it acknowledged the call.
-#[test]
-fn caller_credit_may_precede_the_acknowledgement() {
-    for kind in [CallKind::Stream, CallKind::Context] {
-        let (mut a, mut b) = pair();
-        let cid = a.next_call_id();
-        deliver(&mut a, &mut b, start(cid, kind));
-        deliver(&mut a, &mut b, Message::Credit { cid, count: 64 });
-        out_of_order(b.send(&Message::Credit { cid, count: 1 }), "Credit");
-        out_of_order(a.receive(&Message::Credit { cid, count: 1 }), "Credit");
-        deliver(&mut b, &mut a, Message::StartAck { cid });
-        deliver(
-            &mut b,
-            &mut a,
-            Message::Credit {
-                cid,
-                count: u32::MAX,
-            },
+    for bad in [[2, 0], [3, 3], [5, 3]] {
+        let mut s = connected(Side::Acceptor);
+        let mut result = Ok(());
+        for cid in bad.into_iter().filter(|c| *c > 0) {
+            result = s.handle(start(cid, CallKind::Run));
+        }
+        assert!(
+            matches!(
+                result,
+                Err(ConnectionError::Protocol(ProtocolError::BadCallId { .. }))
+            ),
+            "{bad:?}: {result:?}"
         );
     }
-    // Run calls take no credit at all.
-    let (mut a, mut b) = pair();
-    let cid = a.next_call_id();
-    deliver(&mut a, &mut b, start(cid, CallKind::Run));
-    out_of_order(a.send(&Message::Credit { cid, count: 1 }), "Credit");
+}
+
+/// §6: a message for a call that never existed breaks the connection.
+#[test]
+fn messages_for_calls_that_never_existed_break_the_connection() {
+    let mut s = connected(Side::Acceptor);
+    assert!(matches!(
+        s.handle(Message::Stop { cid: 7 }),
+        Err(ConnectionError::Protocol(ProtocolError::UnknownCall {
+            cid: 7,
+            ..
+        }))
+    ));
+    assert!(connection_error(&mut s).contains("unknown call 7"));
+    assert_eq!(s.handle(Message::Goodbye), Err(ConnectionError::Closed));
+}
+
+/// Spec 1.1 §6.5: a caller that breaks one call's rules fails that call only (a per-call
+/// `Error`); the connection and its other calls go on.
+#[test]
+fn a_caller_breaking_a_call_fails_that_call_only() {
+    let mut s = connected(Side::Acceptor);
+    s.handle(start(1, CallKind::Run)).unwrap();
+    s.handle(start(3, CallKind::Run)).unwrap();
+    s.accept(1).unwrap();
+    s.accept(3).unwrap();
+    events(&mut s);
+    sent(&mut s);
+    // A run call carries no stream items.
+    s.handle(Message::Yield {
+        cid: 1,
+        value: value(0),
+    })
+    .unwrap();
+    assert!(matches!(
+        broken(&events(&mut s), 1),
+        ProtocolError::OutOfOrder { got: "Yield", .. }
+    ));
+    assert!(matches!(
+        &sent(&mut s)[..],
+        [Message::Error { cid: Some(1), error }] if error.kind == ErrorKind::Protocol
+    ));
+    // The broken call is over: the function's late result is refused, not sent.
+    assert_eq!(
+        s.finish(1, Outcome::Returned(value(1))),
+        Err(SendError::CallOver { cid: 1 })
+    );
+    s.finish(3, Outcome::Returned(value(3))).unwrap();
+    assert!(matches!(
+        &sent(&mut s)[..],
+        [Message::Return { cid: 3, .. }]
+    ));
+}
+
+/// Spec 1.1 §6.5: a callee that breaks one call's rules fails that call for the caller, who
+/// cancels it and drops what else comes for it until its end.
+#[test]
+fn a_callee_breaking_a_call_fails_that_call_only() {
+    let mut s = connected(Side::Connector);
+    let broken_cid = s.start("f", CallKind::Run, Payload::unit()).unwrap();
+    let other = s.start("g", CallKind::Run, Payload::unit()).unwrap();
+    sent(&mut s);
+    // A result before the acknowledgement.
+    s.handle(Message::Return {
+        cid: broken_cid,
+        value: value(0),
+    })
+    .unwrap();
+    broken(&events(&mut s), broken_cid);
+    assert!(matches!(
+        &sent(&mut s)[..],
+        [Message::Cancel { cid, .. }] if *cid == broken_cid
+    ));
+    // Its further messages are dropped until its end; then it is gone.
+    s.handle(Message::StartAck { cid: broken_cid }).unwrap();
+    s.handle(Message::CancelAck {
+        cid: broken_cid,
+        requested_by: peer_id(),
+    })
+    .unwrap();
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.live_calls(), 1);
+    s.handle(Message::StartAck { cid: other }).unwrap();
+    s.handle(Message::Return {
+        cid: other,
+        value: value(2),
+    })
+    .unwrap();
+    assert!(matches!(
+        &events(&mut s)[..],
+        [Event::Ended {
+            outcome: Outcome::Returned(_),
+            ..
+        }]
+    ));
+}
+
+/// §6, flow control: the receiver grants its window, items beyond it are an overrun (further
+/// items dropped), and consuming items grants more in batches of a quarter window.
+#[test]
+fn a_credit_window_grants_as_items_are_consumed_and_catches_overruns() {
+    let mut s = connected(Side::Connector);
+    let cid = s.start("f", CallKind::Stream, Payload::unit()).unwrap();
+    s.open_receive(cid, Window::Credit(8)).unwrap();
+    assert!(matches!(
+        &sent(&mut s)[..],
+        [Message::Start { .. }, Message::Credit { count: 8, .. }]
+    ));
+    s.handle(Message::StartAck { cid }).unwrap();
+    for n in 0..8 {
+        s.handle(Message::Yield {
+            cid,
+            value: value(n),
+        })
+        .unwrap();
+    }
+    assert_eq!(events(&mut s).len(), 8);
+    s.consumed(cid, 1);
+    assert!(
+        sent(&mut s).is_empty(),
+        "a grant waits for a quarter window"
+    );
+    s.consumed(cid, 1);
+    assert_eq!(sent(&mut s), [Message::Credit { cid, count: 2 }]);
+    s.handle(Message::Yield {
+        cid,
+        value: value(8),
+    })
+    .unwrap();
+    s.handle(Message::Yield {
+        cid,
+        value: value(9),
+    })
+    .unwrap();
+    assert_eq!(events(&mut s).len(), 2);
+    // The sender ignores its credit: overrun, once; what follows is dropped.
+    s.handle(Message::Yield {
+        cid,
+        value: value(10),
+    })
+    .unwrap();
+    s.handle(Message::Yield {
+        cid,
+        value: value(11),
+    })
+    .unwrap();
+    assert_eq!(events(&mut s), [Event::Overrun { cid, capacity: 8 }]);
+    // The call itself is still live: the application ends it with the error it chooses.
+    assert_eq!(s.live_calls(), 1);
+}
+
+/// tractor's overrun mode: unlimited credit, and an overrun once more than the limit is
+/// unread.
+#[test]
+fn an_unlimited_window_with_a_limit_counts_unread_items() {
+    let mut s = connected(Side::Connector);
+    let cid = s.start("f", CallKind::Stream, Payload::unit()).unwrap();
+    s.open_receive(cid, Window::Unlimited(Some(2))).unwrap();
+    assert!(matches!(
+        sent(&mut s)[..],
+        [
+            _,
+            Message::Credit {
+                count: u32::MAX,
+                ..
+            }
+        ]
+    ));
+    s.handle(Message::StartAck { cid }).unwrap();
+    for n in 0..4 {
+        s.handle(Message::Yield {
+            cid,
+            value: value(n),
+        })
+        .unwrap();
+        if n % 2 == 1 {
+            s.consumed(cid, 2);
+        }
+    }
+    assert_eq!(events(&mut s).len(), 4);
+    assert!(
+        sent(&mut s).is_empty(),
+        "an unlimited window never grants again"
+    );
+    for n in 0..3 {
+        s.handle(Message::Yield {
+            cid,
+            value: value(n),
+        })
+        .unwrap();
+    }
+    assert_eq!(
+        events(&mut s).pop(),
+        Some(Event::Overrun { cid, capacity: 2 })
+    );
+}
+
+/// §6: a sender sends no more items than it was granted; an unlimited grant lifts the limit.
+#[test]
+fn a_sender_waits_for_credit() {
+    let mut s = connected(Side::Acceptor);
+    s.handle(start(1, CallKind::Stream)).unwrap();
+    s.accept(1).unwrap();
+    events(&mut s);
+    assert_eq!(
+        s.send_item(1, value(0)),
+        Err(SendError::NoCredit { cid: 1 })
+    );
+    s.handle(Message::Credit { cid: 1, count: 2 }).unwrap();
+    assert_eq!(events(&mut s), [Event::Credit { cid: 1 }]);
+    s.handle(Message::Credit { cid: 1, count: 1 }).unwrap();
+    assert!(
+        events(&mut s).is_empty(),
+        "only credit after none is an event"
+    );
+    for n in 0..3 {
+        s.send_item(1, value(n)).unwrap();
+    }
+    assert_eq!(
+        s.send_item(1, value(3)),
+        Err(SendError::NoCredit { cid: 1 })
+    );
+    s.handle(Message::Credit {
+        cid: 1,
+        count: u32::MAX,
+    })
+    .unwrap();
+    for n in 0..100 {
+        s.send_item(1, value(n)).unwrap();
+    }
+    assert_eq!(s.send_credit(1), Ok(u64::MAX));
+}
+
+/// Spec 1.1 §6: the caller of a one-way stream ends it early with `Stop`: the callee's next
+/// send learns that the receiver stopped, and the call then returns normally.
+#[test]
+fn stop_from_a_one_way_caller_stops_the_producer() {
+    let mut s = connected(Side::Acceptor);
+    s.handle(start(1, CallKind::Stream)).unwrap();
+    s.handle(Message::Credit {
+        cid: 1,
+        count: u32::MAX,
+    })
+    .unwrap();
+    s.accept(1).unwrap();
+    s.send_item(1, value(0)).unwrap();
+    events(&mut s);
+    s.handle(Message::Stop { cid: 1 }).unwrap();
+    assert_eq!(events(&mut s), [Event::Stopped { cid: 1 }]);
+    assert_eq!(
+        s.send_item(1, value(1)),
+        Err(SendError::ReceiverStopped { cid: 1 })
+    );
+    s.finish(1, Outcome::Returned(Payload::unit())).unwrap();
+    // As a caller: `stop` sends it, once.
+    let mut c = connected(Side::Connector);
+    let cid = c.start("f", CallKind::Stream, Payload::unit()).unwrap();
+    c.handle(Message::StartAck { cid }).unwrap();
+    c.stop(cid).unwrap();
+    assert!(c.stop(cid).is_err());
+}
+
+/// §6: a context's `Started` comes once, before any item; the callee grants the caller's
+/// items right after it, and the caller may not send before.
+#[test]
+fn a_context_starts_once_and_items_wait_for_the_callees_grant() {
+    let mut callee = connected(Side::Acceptor);
+    callee.handle(start(1, CallKind::Context)).unwrap();
+    callee.accept(1).unwrap();
+    assert!(
+        callee.open_receive(1, Window::Credit(4)).is_err(),
+        "not started"
+    );
+    callee.started(1, value(0)).unwrap();
+    assert!(callee.started(1, value(0)).is_err());
+    callee.open_receive(1, Window::Credit(4)).unwrap();
+    assert!(matches!(
+        &sent(&mut callee)[..],
+        [
+            Message::StartAck { .. },
+            Message::Started { .. },
+            Message::Credit { count: 4, .. }
+        ]
+    ));
+
+    // A caller that sends before any grant overruns a window of nothing.
+    let mut eager = connected(Side::Acceptor);
+    eager.handle(start(1, CallKind::Context)).unwrap();
+    eager.accept(1).unwrap();
+    eager.started(1, value(0)).unwrap();
+    events(&mut eager);
+    eager
+        .handle(Message::Yield {
+            cid: 1,
+            value: value(1),
+        })
+        .unwrap();
+    assert_eq!(
+        events(&mut eager),
+        [Event::Overrun {
+            cid: 1,
+            capacity: 0
+        }]
+    );
+
+    // A caller's `Yield` before `Started` breaks the call.
+    let mut early = connected(Side::Acceptor);
+    early.handle(start(1, CallKind::Context)).unwrap();
+    early.accept(1).unwrap();
+    events(&mut early);
+    early
+        .handle(Message::Yield {
+            cid: 1,
+            value: value(1),
+        })
+        .unwrap();
+    broken(&events(&mut early), 1);
+}
+
+/// §3: a credit of zero breaks its call.
+#[test]
+fn zero_credit_breaks_the_call() {
+    let mut s = connected(Side::Acceptor);
+    s.handle(start(1, CallKind::Stream)).unwrap();
+    events(&mut s);
+    s.handle(Message::Credit { cid: 1, count: 0 }).unwrap();
+    assert_eq!(
+        broken(&events(&mut s), 1),
+        &ProtocolError::ZeroCredit { cid: 1 }
+    );
+}
+
+/// §6, cancellation: `Cancel` once; the callee acknowledges naming the canceller; a callee
+/// may also end a call with `CancelAck` unprompted (its actor was cancelled by another).
+#[test]
+fn cancel_once_and_cancel_acks_name_the_canceller() {
+    let mut s = connected(Side::Connector);
+    let cid = s.start("f", CallKind::Run, Payload::unit()).unwrap();
+    assert!(s.cancel(cid, peer_id()));
+    assert!(!s.cancel(cid, peer_id()), "sent once");
+    s.handle(Message::StartAck { cid }).unwrap();
+    s.handle(Message::CancelAck {
+        cid,
+        requested_by: peer_id(),
+    })
+    .unwrap();
+    assert!(!s.cancel(cid, peer_id()), "the call is over");
+    let other = s.start("f", CallKind::Run, Payload::unit()).unwrap();
+    s.handle(Message::StartAck { cid: other }).unwrap();
+    let third = ActorId::new("third", "3");
+    s.handle(Message::CancelAck {
+        cid: other,
+        requested_by: third.clone(),
+    })
+    .unwrap();
+    let ends: Vec<_> = events(&mut s).into_iter().collect();
+    assert_eq!(
+        ends.last(),
+        Some(&Event::Ended {
+            cid: other,
+            outcome: Outcome::Cancelled {
+                requested_by: third
+            }
+        })
+    );
+}
+
+/// §6: `Goodbye` is the last message; the calls still live are over; anything after it
+/// breaks the connection. Our own `Goodbye` ends our sending.
+#[test]
+fn goodbye_ends_every_call_and_nothing_follows() {
+    let mut s = connected(Side::Connector);
+    s.start("f", CallKind::Run, Payload::unit()).unwrap();
+    s.handle(Message::Goodbye).unwrap();
+    assert_eq!(events(&mut s), [Event::Goodbye]);
+    assert_eq!(s.live_calls(), 0);
+    assert!(matches!(
+        s.handle(Message::StartAck { cid: 1 }),
+        Err(ConnectionError::Protocol(
+            ProtocolError::AfterGoodbye { .. }
+        ))
+    ));
+
+    let mut s = connected(Side::Connector);
+    s.close();
+    assert_eq!(sent(&mut s), [Message::Goodbye]);
+    assert_eq!(
+        s.start("f", CallKind::Run, Payload::unit()),
+        Err(SendError::Closed)
+    );
+}
+
+/// §6: a connection-level `Error` from the peer is an event; nothing follows it.
+#[test]
+fn a_peer_connection_error_is_reported() {
+    let mut s = connected(Side::Connector);
+    s.handle(Message::Error {
+        cid: None,
+        error: failure(),
+    })
+    .unwrap();
+    assert!(matches!(&events(&mut s)[..], [Event::PeerError(_)]));
+    assert!(s.is_closed());
+}
+
+/// §2: bytes that are not a frame break the connection, with a report.
+#[test]
+fn garbage_bytes_break_the_connection_with_a_report() {
+    let mut s = connected(Side::Connector);
+    let mut garbage = BytesMut::from(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1][..]);
+    assert!(matches!(
+        s.handle_bytes(&mut garbage),
+        Err(ConnectionError::Decode(_))
+    ));
+    assert!(connection_error(&mut s).contains("undecodable"));
+}
+
+/// A caller that gives up on a call drops what still comes for it, up to its end.
+#[test]
+fn a_forgotten_call_drops_its_messages_until_its_end() {
+    let mut s = connected(Side::Connector);
+    let cid = s.start("f", CallKind::Stream, Payload::unit()).unwrap();
+    s.open_receive(cid, Window::Credit(4)).unwrap();
+    s.forget(cid);
+    s.handle(Message::StartAck { cid }).unwrap();
+    s.handle(Message::Yield {
+        cid,
+        value: value(1),
+    })
+    .unwrap();
+    s.handle(Message::Return {
+        cid,
+        value: Payload::unit(),
+    })
+    .unwrap();
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.live_calls(), 0);
+}
+
+/// §6: a receiver that closes its end early grants the unlimited count and drops what still
+/// arrives.
+#[test]
+fn closing_a_receiving_end_grants_without_limit_and_drops_items() {
+    let mut s = connected(Side::Connector);
+    let cid = s.start("f", CallKind::Stream, Payload::unit()).unwrap();
+    s.open_receive(cid, Window::Credit(2)).unwrap();
+    s.handle(Message::StartAck { cid }).unwrap();
+    sent(&mut s);
+    s.close_receive(cid);
+    assert_eq!(
+        sent(&mut s),
+        [Message::Credit {
+            cid,
+            count: u32::MAX
+        }]
+    );
+    for n in 0..10 {
+        s.handle(Message::Yield {
+            cid,
+            value: value(n),
+        })
+        .unwrap();
+    }
+    assert!(events(&mut s).is_empty());
+}
+
+/// Counting live calls, by sort.
+#[test]
+fn counts_by_sort() {
+    let mut s = connected(Side::Connector);
+    s.start("f", CallKind::Run, Payload::unit()).unwrap();
+    s.start("g", CallKind::Stream, Payload::unit()).unwrap();
+    s.handle(start(2, CallKind::Context)).unwrap();
+    let counts = s.counts();
+    assert_eq!((counts.calling, counts.serving, counts.streams), (2, 1, 2));
 }

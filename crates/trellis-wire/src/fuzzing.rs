@@ -1,0 +1,260 @@
+//! Drivers shared by the fuzz targets (`fuzz/`) and the property tests, so that both run the
+//! same scenarios: a hostile peer's bytes into a session, and two honest sessions taking
+//! random actions against each other. Not a stable API.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+
+use crate::{
+    ActorId, CallKind, Codec, Event, Hello, Outcome, PROTOCOL_VERSION, Payload, Session, Side,
+    Window,
+};
+
+fn hello(name: &str) -> Hello {
+    Hello {
+        version: PROTOCOL_VERSION,
+        actor: ActorId::new(name, "0"),
+        pid: 1,
+    }
+}
+
+/// Feeds `data` to a session as the peer's bytes, interleaved with local actions picked by
+/// the data's first bytes (so that the peer's messages meet calls in every state, and
+/// credit in both directions). Never panics: every input is handled or refused.
+pub fn hostile_peer(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let side = if first & 1 == 1 {
+        Side::Connector
+    } else {
+        Side::Acceptor
+    };
+    let codec = Codec::new().with_max_frame(1 << 16);
+    let mut session = Session::with_codec(side, hello("fuzz"), codec);
+    let actions = usize::from(first >> 1).min(rest.len());
+    let (actions, bytes) = rest.split_at(actions);
+    let mut known = Vec::new();
+    // Half the actions before the peer's bytes, half between pieces of them.
+    for &action in &actions[..actions.len() / 2] {
+        act(&mut session, action, &mut known);
+    }
+    let mut later = actions[actions.len() / 2..].iter();
+    let mut inbox = BytesMut::new();
+    for piece in bytes.chunks(16) {
+        inbox.extend_from_slice(piece);
+        if session.handle_bytes(&mut inbox).is_err() {
+            break;
+        }
+        while let Some(event) = session.poll_event() {
+            note(&event, &mut known);
+        }
+        if let Some(&action) = later.next() {
+            act(&mut session, action, &mut known);
+        }
+    }
+}
+
+fn note(event: &Event, known: &mut Vec<u64>) {
+    if let Event::Call { cid, .. } = event {
+        known.push(*cid);
+    }
+}
+
+/// A local action chosen by `byte`, on a call chosen by it too. Refusals are fine.
+fn act(session: &mut Session, byte: u8, known: &mut Vec<u64>) {
+    let cid = known
+        .get(usize::from(byte >> 4) % known.len().max(1))
+        .copied()
+        .unwrap_or(1);
+    let small = Payload::unit();
+    match byte & 0x0f {
+        0 => {
+            let kind =
+                [CallKind::Run, CallKind::Stream, CallKind::Context][usize::from(byte >> 4) % 3];
+            if let Ok(cid) = session.start("f", kind, small) {
+                known.push(cid);
+            }
+        }
+        1 => drop(session.open_receive(cid, Window::Credit(u32::from(byte >> 4) + 1))),
+        2 => drop(session.open_receive(cid, Window::Unlimited(Some(u32::from(byte >> 4))))),
+        3 => session.consumed(cid, u32::from(byte >> 4)),
+        4 => drop(session.accept(cid)),
+        5 => drop(session.started(cid, small)),
+        6 => drop(session.send_item(cid, small)),
+        7 => drop(session.finish(cid, Outcome::Returned(small))),
+        8 => drop(session.cancel(cid, ActorId::new("x", "y"))),
+        9 => drop(session.stop(cid)),
+        10 => session.close_receive(cid),
+        11 => session.forget(cid),
+        12 => drop(session.send_credit(cid)),
+        13 => {
+            let _ = session.counts();
+        }
+        14 => session.outgoing().clear(),
+        _ => {}
+    }
+}
+
+/// The state one honest side keeps about its calls.
+struct Honest {
+    session: Session,
+    /// Bytes received and not yet handled.
+    inbox: BytesMut,
+    /// Calls the peer made that this side has not answered.
+    to_answer: Vec<(u64, CallKind)>,
+    /// Calls this side serves or made that are live, with their kind.
+    live: HashMap<u64, CallKind>,
+    /// Items received and not yet consumed, per call.
+    unread: HashMap<u64, u32>,
+    /// Items received, and calls ended, in all.
+    stats: PairStats,
+}
+
+/// What an [`honest_pair`] run exchanged, so that a test can tell it did something.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PairStats {
+    /// Stream items received, both ways.
+    pub items: usize,
+    /// Calls that ended with the callee's terminal message, both ways.
+    pub ended: usize,
+}
+
+impl Honest {
+    fn new(side: Side, name: &str) -> Self {
+        Honest {
+            session: Session::new(side, hello(name)),
+            inbox: BytesMut::new(),
+            to_answer: Vec::new(),
+            live: HashMap::new(),
+            unread: HashMap::new(),
+            stats: PairStats::default(),
+        }
+    }
+
+    fn pick(&self, byte: u8) -> Option<u64> {
+        let mut cids: Vec<u64> = self.live.keys().copied().collect();
+        cids.sort_unstable();
+        cids.get(usize::from(byte >> 3) % cids.len().max(1))
+            .copied()
+    }
+
+    /// Handles what arrived; an honest peer never breaks a rule, so any violation panics.
+    fn receive(&mut self) {
+        if let Err(e) = self.session.handle_bytes(&mut self.inbox) {
+            panic!("an honest peer broke the connection: {e}");
+        }
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                Event::Call { cid, kind, .. } => self.to_answer.push((cid, kind)),
+                Event::Item { cid, .. } => {
+                    *self.unread.entry(cid).or_default() += 1;
+                    self.stats.items += 1;
+                }
+                Event::Ended { cid, .. } => {
+                    self.live.remove(&cid);
+                    self.stats.ended += 1;
+                }
+                Event::Broken { cid, error } => panic!("an honest peer broke call {cid}: {error}"),
+                Event::Overrun { cid, .. } => panic!("an honest peer overran call {cid}"),
+                _ => {}
+            }
+        }
+    }
+
+    fn act(&mut self, byte: u8) {
+        let picked = self.pick(byte);
+        let s = &mut self.session;
+        let unit = Payload::unit();
+        match byte & 7 {
+            0 => {
+                let kind = [CallKind::Run, CallKind::Stream, CallKind::Context]
+                    [usize::from(byte >> 3) % 3];
+                let cid = s.start("f", kind, unit).expect("a start is always allowed");
+                if kind != CallKind::Run {
+                    s.open_receive(cid, Window::Credit(u32::from(byte >> 6) + 1))
+                        .expect("a caller opens its receiving end at once");
+                }
+                self.live.insert(cid, kind);
+            }
+            1 => {
+                if let Some((cid, kind)) = self.to_answer.pop() {
+                    s.accept(cid).expect("acknowledging a new call");
+                    if kind == CallKind::Context {
+                        s.started(cid, unit).expect("starting a context");
+                        s.open_receive(cid, Window::Credit(2))
+                            .expect("after Started");
+                    }
+                    self.live.insert(cid, kind);
+                }
+            }
+            2 | 3 => {
+                if let Some(cid) = picked {
+                    // Refused without credit, after a stop, on a call that cannot stream.
+                    let _ = s.send_item(cid, unit);
+                }
+            }
+            4 => {
+                for (cid, unread) in self.unread.iter_mut() {
+                    s.consumed(*cid, std::mem::take(unread));
+                }
+            }
+            5 => {
+                if let Some(cid) = picked
+                    && s.role(cid) == Some(crate::Role::Callee)
+                    && s.finish(cid, Outcome::Returned(unit)).is_ok()
+                {
+                    self.live.remove(&cid);
+                }
+            }
+            6 => {
+                if let Some(cid) = picked {
+                    s.cancel(cid, ActorId::new("x", "y"));
+                    if s.role(cid) == Some(crate::Role::Callee) {
+                        let _ = s.finish(
+                            cid,
+                            Outcome::Cancelled {
+                                requested_by: ActorId::new("x", "y"),
+                            },
+                        );
+                    }
+                }
+            }
+            _ => {
+                if let Some(cid) = picked {
+                    let _ = s.stop(cid);
+                }
+            }
+        }
+    }
+}
+
+/// Two honest sessions take the actions `ops` picks and exchange their bytes in pieces of
+/// the sizes `ops` picks. Panics if either sees a broken rule or an overrun: an engine that
+/// follows its own checks never sends what its peer refuses.
+pub fn honest_pair(ops: &[u8]) -> PairStats {
+    let mut a = Honest::new(Side::Connector, "a");
+    let mut b = Honest::new(Side::Acceptor, "b");
+    for pair in ops.chunks(2) {
+        let (op, arg) = (pair[0], pair.get(1).copied().unwrap_or(0));
+        let (from, to) = if op & 0x80 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        if op & 0x40 == 0 {
+            from.act(arg);
+        } else {
+            // Deliver part of what `from` wrote (frames split anywhere).
+            let out = from.session.outgoing();
+            let n = (usize::from(op & 0x3f) * 7 + usize::from(arg)).min(out.len());
+            to.inbox.extend_from_slice(&out.split_to(n));
+            to.receive();
+        }
+    }
+    PairStats {
+        items: a.stats.items + b.stats.items,
+        ended: a.stats.ended + b.stats.ended,
+    }
+}

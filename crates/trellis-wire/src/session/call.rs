@@ -1,0 +1,269 @@
+//! One call's protocol state on one side: where it stands, who stopped, and both directions'
+//! flow control.
+
+use crate::{CallKind, Message, ProtocolError};
+
+use super::{Role, Window};
+
+/// The credit count that means "no limit".
+pub(super) const UNLIMITED: u32 = u32::MAX;
+
+/// Where a call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// `Start` sent; no `StartAck` yet.
+    Starting,
+    /// `StartAck` sent.
+    Running,
+    /// Contexts: `Started` sent; the two-way stream may flow.
+    Started,
+}
+
+/// The receiving direction of a call on this side: what was granted, received and consumed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Receiving {
+    pub(super) window: Window,
+    /// Items the peer may have sent in total (`u64::MAX`: no limit).
+    pub(super) granted: u64,
+    pub(super) received: u64,
+    pub(super) consumed: u64,
+    /// Consumed since the last grant.
+    pub(super) ungranted: u64,
+    /// The local end closed: items are counted and dropped.
+    pub(super) closed: bool,
+}
+
+impl Receiving {
+    pub(super) fn new(window: Window) -> Self {
+        let granted = match window {
+            Window::Credit(capacity) => u64::from(capacity),
+            Window::Unlimited(_) => u64::MAX,
+        };
+        Receiving {
+            window,
+            granted,
+            received: 0,
+            consumed: 0,
+            ungranted: 0,
+            closed: false,
+        }
+    }
+
+    /// Whether one more item received now breaks the window.
+    pub(super) fn overruns(&self) -> bool {
+        match self.window {
+            Window::Credit(_) => self.received >= self.granted,
+            Window::Unlimited(Some(limit)) => {
+                !self.closed && self.received - self.consumed >= u64::from(limit)
+            }
+            Window::Unlimited(None) => false,
+        }
+    }
+
+    /// How many unread items make the window overrun.
+    pub(super) fn capacity(&self) -> u32 {
+        match self.window {
+            Window::Credit(capacity) | Window::Unlimited(Some(capacity)) => capacity,
+            Window::Unlimited(None) => UNLIMITED,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Call {
+    pub(super) kind: CallKind,
+    pub(super) role: Role,
+    pub(super) phase: Phase,
+    /// The caller sent `Stop`.
+    pub(super) caller_stopped: bool,
+    /// The callee sent `Stop`.
+    pub(super) callee_stopped: bool,
+    pub(super) cancel_sent: bool,
+    /// Items this side may still send (`u64::MAX`: no limit).
+    pub(super) send_credit: u64,
+    /// This side's receiving end, once it granted credit.
+    pub(super) receiving: Option<Receiving>,
+    /// This side's receiving end overran: further items are dropped.
+    pub(super) overran: bool,
+    /// A call we made and no longer follow (we gave up on it, or the callee broke its rules):
+    /// the callee's messages are dropped until its terminal one.
+    pub(super) detached: bool,
+}
+
+impl Call {
+    pub(super) fn new(kind: CallKind, role: Role) -> Call {
+        Call {
+            kind,
+            role,
+            phase: Phase::Starting,
+            caller_stopped: false,
+            callee_stopped: false,
+            cancel_sent: false,
+            send_credit: 0,
+            receiving: None,
+            overran: false,
+            detached: false,
+        }
+    }
+
+    pub(super) fn describe(&self) -> String {
+        let kind = match self.kind {
+            CallKind::Run => "run",
+            CallKind::Stream => "stream",
+            CallKind::Context => "context",
+        };
+        let role = match self.role {
+            Role::Caller => "we call",
+            Role::Callee => "we serve",
+        };
+        format!("{kind} call, {role}")
+    }
+
+    pub(super) fn state(&self) -> &'static str {
+        match self.phase {
+            Phase::Starting => "not acknowledged",
+            Phase::Running => "acknowledged",
+            Phase::Started => "started",
+        }
+    }
+
+    pub(super) fn out_of_order(&self, cid: u64, got: &'static str) -> ProtocolError {
+        ProtocolError::OutOfOrder {
+            cid,
+            got,
+            call: self.describe(),
+            state: self.state(),
+        }
+    }
+
+    /// Checks a message flowing `from` the caller or the callee and applies it to the call's
+    /// order (flow control is the session's). Returns whether it ends the call. On error the
+    /// call is unchanged.
+    pub(super) fn apply(
+        &mut self,
+        cid: u64,
+        msg: &Message,
+        from: Role,
+    ) -> Result<bool, ProtocolError> {
+        let mut next = *self;
+        let ok = match (msg, from) {
+            (Message::StartAck { .. }, Role::Callee) => {
+                next.phase = Phase::Running;
+                self.phase == Phase::Starting
+            }
+            (Message::Started { .. }, Role::Callee) => {
+                next.phase = Phase::Started;
+                self.kind == CallKind::Context && self.phase == Phase::Running
+            }
+            (Message::Yield { .. }, Role::Callee) => {
+                self.callee_may_stream() && !self.callee_stopped
+            }
+            (Message::Stop { .. }, Role::Callee) => {
+                next.callee_stopped = true;
+                self.callee_may_stream() && !self.callee_stopped
+            }
+            (Message::Return { .. }, Role::Callee) => match self.kind {
+                CallKind::Context => self.phase == Phase::Started,
+                CallKind::Run | CallKind::Stream => self.phase == Phase::Running,
+            },
+            // A callee may end a call with `CancelAck` unprompted: its actor is being
+            // cancelled, at the request named in it.
+            (Message::CancelAck { .. }, Role::Callee) => self.phase != Phase::Starting,
+            // An error may come instead of the acknowledgement (an unknown function, say).
+            (Message::Error { .. }, Role::Callee) => true,
+            (Message::Yield { .. }, Role::Caller) => {
+                self.kind == CallKind::Context
+                    && self.phase == Phase::Started
+                    && !self.caller_stopped
+            }
+            (Message::Stop { .. }, Role::Caller) => {
+                next.caller_stopped = true;
+                (match self.kind {
+                    CallKind::Run => false,
+                    CallKind::Stream => self.phase != Phase::Starting,
+                    CallKind::Context => self.phase == Phase::Started,
+                }) && !self.caller_stopped
+            }
+            (Message::Cancel { .. }, Role::Caller) => {
+                next.cancel_sent = true;
+                !self.cancel_sent
+            }
+            (Message::Credit { count, .. }, from) => {
+                if *count == 0 {
+                    return Err(ProtocolError::ZeroCredit { cid });
+                }
+                // The caller grants credit for the callee's items with its `Start`; the callee
+                // grants its own once the context started.
+                match (self.kind, from) {
+                    (CallKind::Run, _) => false,
+                    (CallKind::Stream, Role::Caller) => true,
+                    (CallKind::Stream, Role::Callee) => false,
+                    (CallKind::Context, Role::Caller) => true,
+                    (CallKind::Context, Role::Callee) => self.phase == Phase::Started,
+                }
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(self.out_of_order(cid, msg.name()));
+        }
+        *self = next;
+        Ok(is_terminal(msg))
+    }
+
+    fn callee_may_stream(&self) -> bool {
+        match self.kind {
+            CallKind::Run => false,
+            CallKind::Stream => self.phase == Phase::Running,
+            CallKind::Context => self.phase == Phase::Started,
+        }
+    }
+
+    /// Whether this side may send a `Yield` now (credit aside).
+    pub(super) fn may_send_items(&self) -> bool {
+        match (self.kind, self.role) {
+            (CallKind::Run, _) | (CallKind::Stream, Role::Caller) => false,
+            (CallKind::Stream, Role::Callee) => {
+                self.phase == Phase::Running && !self.callee_stopped
+            }
+            (CallKind::Context, Role::Callee) => {
+                self.phase == Phase::Started && !self.callee_stopped
+            }
+            (CallKind::Context, Role::Caller) => {
+                self.phase == Phase::Started && !self.caller_stopped
+            }
+        }
+    }
+
+    /// Adds a grant from the peer to our sending credit.
+    pub(super) fn add_send_credit(&mut self, count: u32) {
+        self.send_credit = if count == UNLIMITED {
+            u64::MAX
+        } else if self.send_credit == u64::MAX {
+            u64::MAX
+        } else {
+            // Grants add up; a sum beyond what a u64 counts is as good as no limit.
+            self.send_credit.saturating_add(u64::from(count))
+        };
+    }
+}
+
+/// Whether the message ends its call.
+pub(super) fn is_terminal(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Return { .. } | Message::Error { cid: Some(_), .. } | Message::CancelAck { .. }
+    )
+}
+
+/// Messages a caller may send before it sees its call's result, which then arrive after the
+/// callee ended the call.
+pub(super) fn is_late_ok(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Cancel { .. }
+            | Message::Stop { .. }
+            | Message::Credit { .. }
+            | Message::Yield { .. }
+    )
+}
