@@ -2,9 +2,78 @@
 
 use std::fmt;
 
-use trellis_wire::{ActorId, ErrorKind, ErrorReport};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::functions::{Functions, Rebuilt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use trellis_wire::{ActorId, ErrorKind, ErrorReport, Payload};
+
+/// An error value rebuilt on this side.
+pub(crate) type Rebuilt = Arc<dyn std::error::Error + Send + Sync>;
+
+/// The error types whose values cross actors (see `Functions::error_type`), by wire name.
+#[derive(Clone, Default)]
+pub(crate) struct ErrorTypes {
+    /// Rust type name → (wire name, encoder).
+    by_type: HashMap<&'static str, (String, Encode)>,
+    /// Wire name → decoder.
+    by_name: HashMap<String, Decode>,
+}
+
+type Encode = fn(&trellis::Error) -> Option<Vec<u8>>;
+type Decode = fn(&[u8]) -> Option<Rebuilt>;
+
+fn encode_as<E: Serialize + std::error::Error + 'static>(
+    error: &trellis::Error,
+) -> Option<Vec<u8>> {
+    let value = error.downcast_ref::<E>()?;
+    Payload::encode(value).ok().map(|p| p.as_bytes().to_vec())
+}
+
+fn decode_as<E>(bytes: &[u8]) -> Option<Rebuilt>
+where
+    E: DeserializeOwned + std::error::Error + Send + Sync + 'static,
+{
+    let payload = Payload::from_bytes(bytes.to_vec().into()).ok()?;
+    let value: E = payload.decode().ok()?;
+    Some(Arc::new(value))
+}
+
+/// A type's bare name: `my_crate::errors::BadInput<T>` → `BadInput`.
+pub(crate) fn bare_name(path: &str) -> &str {
+    let path = path.split('<').next().unwrap_or(path);
+    path.rsplit("::").next().unwrap_or(path)
+}
+
+impl ErrorTypes {
+    /// Registers `E` under `name`; `false` when the name or the type is taken already.
+    pub(crate) fn insert<E>(&mut self, name: &str) -> bool
+    where
+        E: std::error::Error + Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let rust = std::any::type_name::<E>();
+        if self.by_name.contains_key(name) || self.by_type.contains_key(rust) {
+            return false;
+        }
+        self.by_type
+            .insert(rust, (name.to_owned(), encode_as::<E> as Encode));
+        self.by_name
+            .insert(name.to_owned(), decode_as::<E> as Decode);
+        true
+    }
+
+    /// The wire name and value of `error`, if its type is registered.
+    fn encode(&self, error: &trellis::Error) -> Option<(String, Vec<u8>)> {
+        let (name, encode) = self.by_type.get(error.type_name())?;
+        Some((name.clone(), encode(error)?))
+    }
+
+    /// The error registered as `name`, rebuilt from its value.
+    fn decode(&self, name: &str, value: &[u8]) -> Option<Rebuilt> {
+        (self.by_name.get(name)?)(value)
+    }
+}
 
 /// A failure in another actor: its name and id, the error's type name, text, source chain and,
 /// when captured, the remote backtrace.
@@ -42,18 +111,18 @@ impl std::error::Error for Cause {
 impl RemoteActorError {
     /// The error a report describes (a group becomes a [`trellis::ErrorGroup`]); values of
     /// error types registered in `functions` are rebuilt.
-    pub(crate) fn into_error(report: ErrorReport, functions: &Functions) -> trellis::Error {
+    pub(crate) fn into_error(report: ErrorReport, types: &ErrorTypes) -> trellis::Error {
         if report.kind == ErrorKind::Group {
             let message = format!("{} in actor {}", report.message, report.actor);
             let members = report
                 .group
                 .into_iter()
-                .map(|member| RemoteActorError::into_error(member, functions))
+                .map(|member| RemoteActorError::into_error(member, types))
                 .collect();
             return trellis::ErrorGroup::new(message, members).into();
         }
         let backtrace = report.backtrace.clone();
-        let mut error = trellis::Error::new(RemoteActorError::new(report, functions));
+        let mut error = trellis::Error::new(RemoteActorError::new(report, types));
         if let Some(backtrace) = backtrace {
             // So that `{:?}` of the error, and a group's tree, show where it came from.
             error.add_note(format!("Remote backtrace:\n{backtrace}"));
@@ -61,7 +130,7 @@ impl RemoteActorError {
         error
     }
 
-    pub(crate) fn new(report: ErrorReport, functions: &Functions) -> Self {
+    pub(crate) fn new(report: ErrorReport, types: &ErrorTypes) -> Self {
         let cause = report.chain.iter().rev().fold(None, |next, message| {
             Some(Box::new(Cause {
                 message: message.clone(),
@@ -71,7 +140,7 @@ impl RemoteActorError {
         let rebuilt = report
             .value
             .as_deref()
-            .and_then(|value| functions.decode_error(&report.type_name, value));
+            .and_then(|value| types.decode(&report.type_name, value));
         RemoteActorError {
             report,
             cause,
@@ -120,9 +189,11 @@ impl RemoteActorError {
         &self.report
     }
 
-    /// Whether the remote type name ends with `T`'s name: `err.is_type::<BadInput>()`.
+    /// Whether the remote error is a `T`: its type name is `T`'s path or, for a registered
+    /// error type, `T`'s bare name (`err.is_type::<BadInput>()`).
     pub fn is_type<T: ?Sized>(&self) -> bool {
-        self.report.type_name == std::any::type_name::<T>()
+        let rust = std::any::type_name::<T>();
+        self.report.type_name == rust || self.report.type_name == bare_name(rust)
     }
 }
 
@@ -183,7 +254,7 @@ pub(crate) fn report(
     actor: &ActorId,
     kind: ErrorKind,
     error: &trellis::Error,
-    functions: &Functions,
+    types: &ErrorTypes,
 ) -> ErrorReport {
     if let Some(group) = error.as_group() {
         return ErrorReport {
@@ -197,7 +268,7 @@ pub(crate) fn report(
             group: group
                 .errors()
                 .iter()
-                .map(|e| report(actor, kind.clone(), e, functions))
+                .map(|e| report(actor, kind.clone(), e, types))
                 .collect(),
         };
     }
@@ -205,14 +276,19 @@ pub(crate) fn report(
     if let Some(remote) = error.downcast_ref::<RemoteActorError>() {
         return remote.report.clone();
     }
+    // A registered type travels under its registered name, with its value.
+    let (type_name, value) = match types.encode(error) {
+        Some((name, value)) => (name, Some(value)),
+        None => (error.type_name().to_owned(), None),
+    };
     ErrorReport {
         actor: actor.clone(),
         kind,
-        type_name: error.type_name().to_owned(),
+        type_name,
         message: error.to_string(),
         chain: error.chain().skip(1).map(|e| e.to_string()).collect(),
         backtrace: error.backtrace().map(ToString::to_string),
-        value: functions.encode_error(error),
+        value,
         group: Vec::new(),
     }
 }
@@ -320,6 +396,13 @@ pub enum ActorError {
         /// The actor that ran it.
         actor: ActorId,
     },
+    /// The receiving end of this one-way stream stopped (its caller sent `Stop`): send
+    /// nothing more. A stream function that returns this error ends its call normally.
+    #[error("the receiver of the stream stopped")]
+    ReceiverStopped,
+    /// A message exceeds the connection's maximum frame size.
+    #[error("{0}")]
+    TooLarge(#[from] trellis_wire::EncodeError),
     /// An I/O error of the actor's own sockets or processes.
     #[error("{context}: {source}")]
     Io {
@@ -328,4 +411,31 @@ pub enum ActorError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// A stream's receiving end in [`Flow::Overrun`](crate::Flow::Overrun) mode had more unread
+/// items than its capacity, or its sender ignored its credit. Fails the call on the receiving
+/// side; a callee's overrun reaches the caller as a [`RemoteActorError`] whose
+/// [`rebuilt`](RemoteActorError::rebuilt) value is this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error(
+    "stream overrun: actor {receiver} had more than {capacity} unread items from actor {sender}"
+)]
+pub struct StreamOverrun {
+    /// The receiving actor.
+    pub receiver: String,
+    /// The sending actor.
+    pub sender: String,
+    /// The receiving end's capacity.
+    pub capacity: usize,
+}
+
+/// Why a served function did not produce a value.
+pub(crate) enum CallFailure {
+    /// The function failed.
+    Failed(trellis::Error),
+    /// The result did not encode.
+    BadResult(String),
+    /// The function panicked.
+    Panicked(crate::panic::Panic),
 }

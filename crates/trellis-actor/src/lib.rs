@@ -28,47 +28,36 @@
 
 #![forbid(unsafe_code)]
 
+// Layers, each using only those listed before it (`ARCHITECTURE.md` shows how this is
+// checked): names and data → transport → connection → calls → functions → actor → tree.
 mod actor;
-mod child;
-mod conn;
+mod calls;
+mod connection;
 mod error;
 mod functions;
-mod introspect;
+mod info;
 mod logs;
-mod nursery;
+mod names;
 mod panic;
-mod registry;
-mod stream;
-mod terminal;
 mod transport;
+mod tree;
 
 pub use actor::{
-    Actor, Config, current, find_actor, main, main_with, run_root, try_current, wait_for_actor,
+    Actor, Config, Terminal, current, find_actor, main, main_with, run_root, serve_if_child,
+    try_current, wait_for_actor, with_terminal,
 };
-pub use error::{ActorError, BadArguments, RemoteActorError, UnknownFunction};
+pub use calls::{
+    Context, DEFAULT_CAPACITY, Flow, MsgStream, Portal, PortalContext, StreamOptions, Subscription,
+};
+pub use error::{ActorError, BadArguments, RemoteActorError, StreamOverrun, UnknownFunction};
 pub use functions::{
     ContextCall, ContextFn, Functions, Register, RemoteFn, RunCall, ServeContextFn, ServeFn,
     ServeStreamFn, StreamCall, StreamFn,
 };
-pub use introspect::{ActorInfo, Registered};
-pub use nursery::{ActorNursery, Portal, RunHandle, open_nursery};
-pub use stream::{
-    Context, DEFAULT_CAPACITY, Flow, MsgStream, PortalContext, StreamOptions, StreamOverrun,
-    Subscription,
-};
-pub use terminal::{Terminal, with_terminal};
+pub use info::{ActorInfo, FunctionInfo, Registered};
 pub use transport::{Addr, BadAddr, Transport};
+pub use tree::{ActorNursery, RunHandle, open_nursery};
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};
-
-/// Serves as a child actor if this process was started as one, and then exits; otherwise
-/// returns at once. [`main`] does this first; call it yourself at the top of a `main` that
-/// does not use [`main`] (a benchmark runner, say), or from the one `#[test]` of a test binary
-/// that its root's [`Config::child_args`] runs (`["that_test", "--exact", "--nocapture"]`).
-pub fn serve_if_child(config: Config) {
-    if actor::is_child() {
-        child::serve(config);
-    }
-}
 
 /// The README's examples, compiled as doc tests.
 #[doc = include_str!("../README.md")]

@@ -22,11 +22,6 @@ use tracing::span::{Attributes, Id, Record as SpanRecord};
 use tracing::{Event, Level, Metadata, Subscriber};
 use trellis_wire::{ActorId, Payload};
 
-use crate::conn::Conn;
-
-/// The reserved function a child ships its records to its parent with.
-pub(crate) const LOG: &str = "trellis.log";
-
 /// How many records wait for shipping at most; beyond, records are dropped and counted.
 const QUEUE_CAPACITY: usize = 4096;
 
@@ -238,9 +233,13 @@ pub(crate) fn panicked(message: String) {
     }
 }
 
-/// Ships queued records to the parent over `parent` until cancelled; then ships what is left,
-/// briefly.
-pub(crate) async fn ship(parent: Conn) -> Result<(), trellis::Error> {
+/// Ships queued records to the parent with `send` (a call of `trellis.log`) until cancelled;
+/// then ships what is left, briefly.
+pub(crate) async fn ship<F, Fut>(mut send: F) -> Result<(), trellis::Error>
+where
+    F: FnMut(Payload) -> Fut,
+    Fut: std::future::Future<Output = Result<Payload, trellis::Error>>,
+{
     let Some(queue) = QUEUE.get() else {
         return Ok(());
     };
@@ -248,7 +247,7 @@ pub(crate) async fn ship(parent: Conn) -> Result<(), trellis::Error> {
         let batch = queue.take();
         if !batch.is_empty() {
             let args = Payload::encode(&(batch,)).map_err(crate::ActorError::from)?;
-            match parent.call(LOG, args).await {
+            match send(args).await {
                 Ok(_) => continue,
                 Err(e) if e.is_cancelled() => break,
                 // The parent is going away: nothing to ship to.
@@ -265,10 +264,7 @@ pub(crate) async fn ship(parent: Conn) -> Result<(), trellis::Error> {
         && let Ok(args) = Payload::encode(&(last,))
     {
         let _ = trellis::CancelScope::shielded()
-            .run(trellis::move_on_after(
-                Duration::from_secs(1),
-                parent.call(LOG, args),
-            ))
+            .run(trellis::move_on_after(Duration::from_secs(1), send(args)))
             .await;
     }
     Err(trellis::Cancelled::new().into())

@@ -44,7 +44,7 @@ fn market_demo_tells_its_story_and_leaves_nothing() {
         "act 1 done: 4 processes reaped, 0 left",
         "watch-initech#",
         "call cancelled",
-        "failed with market::BadTick: implausible quote",
+        "failed with BadTick: implausible quote",
         "it is a BadTick again on this side",
         "act 2 done: 4 processes torn down and reaped, 0 left",
     ] {

@@ -83,13 +83,13 @@ async fn sink(ctx: Context) -> Result<i64, trellis::Error> {
 fn config() -> Config {
     Config::new(
         Functions::new()
-            .register_as("add", add)
-            .register_as("describe", describe)
-            .register_as("fails", fails)
-            .register_as("count_to", count_to)
-            .register_as("count_forever", count_forever)
-            .register_as("echo", echo)
-            .register_as("sink", sink)
+            .register(add)
+            .register(describe)
+            .register(fails)
+            .register(count_to)
+            .register(count_forever)
+            .register(echo)
+            .register(sink)
             .error_type::<OutOfStock>(),
     )
     .child_args(["serve_children", "--exact", "--nocapture", "-q"])

@@ -187,7 +187,7 @@ fn call_sizes() -> (usize, usize) {
         .encode(
             &Message::Start {
                 cid: 10_001,
-                function: std::any::type_name_of_val(&echo).to_owned(),
+                function: "echo".to_owned(),
                 kind: CallKind::Run,
                 args: Payload::encode(&(5_000u64,)).unwrap(),
             },

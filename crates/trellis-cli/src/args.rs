@@ -69,7 +69,7 @@ Finds the first actor registered as ACTOR, calls its run function FUNCTION (the 
 registered under) with JSON-ARGS, a JSON array of the arguments (default []), and prints the
 result as one line of JSON.
 
-Example: trellis call calc demo::add '[1, 2]'
+Example: trellis call calc add '[1, 2]'
 
 Options:
   --registrar ADDR   the registrar, unix:PATH or tcp:HOST:PORT (default: $TRELLIS_REGISTRAR)
@@ -208,11 +208,11 @@ mod tests {
             function,
             args,
             ..
-        }) = parse(&["call", "calc", "demo::add", "[1, 2]"], Some("unix:/r"))
+        }) = parse(&["call", "calc", "add", "[1, 2]"], Some("unix:/r"))
         else {
             panic!("not parsed");
         };
-        assert_eq!((actor.as_str(), function.as_str()), ("calc", "demo::add"));
+        assert_eq!((actor.as_str(), function.as_str()), ("calc", "add"));
         assert_eq!(args, serde_json::json!([1, 2]));
         let Ok(Command::Call { args, .. }) = parse(&["call", "a", "f"], Some("unix:/r")) else {
             panic!("not parsed");

@@ -31,9 +31,9 @@ async fn hold_with_child() -> Result<(), trellis::Error> {
 fn config() -> Config {
     Config::new(
         Functions::new()
-            .register_as("add", add)
-            .register_as("fails", fails)
-            .register_as("hold_with_child", hold_with_child),
+            .register(add)
+            .register(fails)
+            .register(hold_with_child),
     )
     .child_args(["serve_children", "--exact", "--nocapture", "-q"])
 }

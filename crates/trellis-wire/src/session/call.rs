@@ -237,9 +237,7 @@ impl Call {
 
     /// Adds a grant from the peer to our sending credit.
     pub(super) fn add_send_credit(&mut self, count: u32) {
-        self.send_credit = if count == UNLIMITED {
-            u64::MAX
-        } else if self.send_credit == u64::MAX {
+        self.send_credit = if count == UNLIMITED || self.send_credit == u64::MAX {
             u64::MAX
         } else {
             // Grants add up; a sum beyond what a u64 counts is as good as no limit.

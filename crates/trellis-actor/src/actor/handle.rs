@@ -1,10 +1,7 @@
-//! The actor runtime of one process: its identity, its listener, its connections, the calls
-//! it serves, and the entry point that makes a process a root or a child actor.
+//! The actor running in this process: its identity, its connections and peers, the registry
+//! client, and the handle its code reaches through [`current`].
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::future::Future;
-use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -12,135 +9,15 @@ use tokio::sync::oneshot;
 use trellis::{Cancelled, Nursery};
 use trellis_wire::{ActorId, Hello, PROTOCOL_VERSION, Payload, Side};
 
-use crate::conn::{Conn, Serve};
-use crate::functions::Functions;
-use crate::introspect::{ActorInfo, Registered};
-use crate::nursery::Portal;
-use crate::registry::{Entry, FIND, LIST, REGISTER, Registry, UNREGISTER, WAIT_FOR};
+use super::config::Config;
+use super::registry::{Entry, Registry};
+use super::service::ActorService;
+use crate::calls::Portal;
+use crate::connection::{Conn, HANDSHAKE_TIMEOUT};
+use crate::info::{ActorInfo, Registered, host_name};
+use crate::names::{FIND, LIST, REGISTER, UNREGISTER, WAIT_FOR};
 use crate::transport;
-use crate::transport::{Addr, Listener, Reader, Transport, Writer};
-
-/// Environment variables through which a parent tells a child process who it is.
-pub(crate) mod env {
-    pub(crate) const NAME: &str = "TRELLIS_ACTOR_NAME";
-    pub(crate) const UID: &str = "TRELLIS_ACTOR_UID";
-    pub(crate) const PARENT: &str = "TRELLIS_ACTOR_PARENT";
-    pub(crate) const PARENT_PID: &str = "TRELLIS_ACTOR_PARENT_PID";
-    pub(crate) const TRANSPORT: &str = "TRELLIS_ACTOR_TRANSPORT";
-    pub(crate) const REGISTRAR: &str = "TRELLIS_ACTOR_REGISTRAR";
-    pub(crate) const ROOT: &str = "TRELLIS_ACTOR_ROOT";
-}
-
-/// Exit status of a child actor whose parent went away.
-pub(crate) const EXIT_PARENT_LOST: u8 = 3;
-
-/// How a tree of actors runs. Every process of the tree is built from the same configuration
-/// (it is the same executable).
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub(crate) functions: Arc<Functions>,
-    pub(crate) transport: Transport,
-    pub(crate) grace: Duration,
-    pub(crate) child_args: Vec<OsString>,
-    pub(crate) spawn_timeout: Duration,
-    pub(crate) registrar: Option<Addr>,
-    pub(crate) child_env: Vec<(OsString, OsString)>,
-    pub(crate) register_root: bool,
-    pub(crate) log_level: Option<tracing::Level>,
-    /// The root of the tree, for a child.
-    pub(crate) root: Option<Addr>,
-    pub(crate) keepalive: Option<Duration>,
-}
-
-impl Config {
-    /// A configuration serving `functions`, over Unix sockets, with a grace period of 2 s.
-    pub fn new(functions: Functions) -> Self {
-        Config {
-            functions: Arc::new(functions),
-            transport: Transport::Unix,
-            grace: Duration::from_secs(2),
-            child_args: Vec::new(),
-            spawn_timeout: Duration::from_secs(10),
-            registrar: None,
-            child_env: Vec::new(),
-            register_root: true,
-            log_level: Some(tracing::Level::INFO),
-            root: None,
-            keepalive: Some(Duration::from_secs(10)),
-        }
-    }
-
-    /// An environment variable for child processes (`RUST_LOG`, `RUST_BACKTRACE`, …).
-    #[must_use]
-    pub fn child_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.child_env.push((key.into(), value.into()));
-        self
-    }
-
-    /// The registrar for a root actor to use, instead of being the registrar of its tree
-    /// (actors of several trees, on one host or many, then find each other there).
-    #[must_use]
-    pub fn registrar(mut self, registrar: Addr) -> Self {
-        self.registrar = Some(registrar);
-        self
-    }
-
-    /// A root that does not register with its registrar: a tool that looks at a tree (lists
-    /// it, calls into it) without being part of what it shows.
-    #[must_use]
-    pub fn unregistered(mut self) -> Self {
-        self.register_root = false;
-        self
-    }
-
-    /// Which `tracing` events of child actors reach the root (default: `INFO` and above), or
-    /// `None` to leave children's logging alone. The root emits them as its own events, with
-    /// target `trellis::remote` and the fields `actor` and `origin` (the event's target); a
-    /// child's panic message comes the same way. `TRELLIS_LOG` (`error` … `trace`, `off`) in
-    /// the environment overrides it.
-    #[must_use]
-    pub fn child_log_level(mut self, level: Option<tracing::Level>) -> Self {
-        self.log_level = level;
-        self
-    }
-
-    /// How soon a TCP connection to an actor that became unreachable (a cut link, a host
-    /// gone, with no goodbye and no reset) fails: after about twice `after` (default 10 s, so
-    /// ~20 s), by kernel keepalive probes and a limit on unacknowledged data. Every call on
-    /// the connection then fails with [`ActorError`](crate::ActorError)s, as if the peer had
-    /// died. `None` leaves the system's defaults (hours). Unix sockets do not need it.
-    #[must_use]
-    pub fn keepalive(mut self, after: Option<Duration>) -> Self {
-        self.keepalive = after;
-        self
-    }
-
-    /// How actors reach each other.
-    #[must_use]
-    pub fn transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
-        self
-    }
-
-    /// How long a child actor has to exit after being asked to, before it is killed.
-    #[must_use]
-    pub fn grace_period(mut self, grace: Duration) -> Self {
-        self.grace = grace;
-        self
-    }
-
-    /// Command-line arguments for child processes (the executable is this one). Test binaries
-    /// use this to run one test that serves; see [`serve_if_child`](crate::serve_if_child).
-    #[must_use]
-    pub fn child_args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<OsString>,
-    {
-        self.child_args = args.into_iter().map(Into::into).collect();
-        self
-    }
-}
+use crate::transport::{Addr, Listener, Reader, Writer};
 
 /// A handle to the actor running in this process.
 #[derive(Clone)]
@@ -168,15 +45,15 @@ pub(crate) struct Inner {
     /// Where the registrar listens (this actor's own address if it is the registrar).
     pub(crate) registrar: Addr,
     /// The table, when this actor is the registrar.
-    registry: Option<Arc<Registry>>,
-    started: std::time::Instant,
+    pub(crate) registry: Option<Arc<Registry>>,
+    pub(crate) started: std::time::Instant,
     /// The tree's terminal lock (used in the root).
     pub(crate) terminal: trellis::sync::Lock,
-    state: Mutex<State>,
+    pub(crate) state: Mutex<State>,
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     /// Children spawned and not yet connected back, by uid.
     expected: HashMap<String, oneshot::Sender<Conn>>,
     conns: Vec<Conn>,
@@ -202,7 +79,7 @@ pub fn current() -> Actor {
 /// local's scope, so that its connections, served calls and body all inherit it without a
 /// scope of their own.
 #[derive(Clone, Default)]
-struct ActorCell(Arc<std::sync::OnceLock<Actor>>);
+pub(crate) struct ActorCell(pub(crate) Arc<std::sync::OnceLock<Actor>>);
 
 /// A portal to the first actor registered as `name` in this tree, if any (see
 /// [`Actor::find_actor`]).
@@ -258,7 +135,7 @@ impl Actor {
         ActorInfo {
             id: self.inner.id.clone(),
             pid: std::process::id(),
-            host: crate::introspect::host_name(),
+            host: host_name(),
             addr: self.inner.addr.to_string(),
             parent: state.parent.as_ref().map(|p| p.uid.clone()),
             uptime_ms: u64::try_from(self.inner.started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -381,11 +258,6 @@ impl Actor {
         Ok(conn)
     }
 
-    /// Remembers the connection to the actor at `addr` (the parent's, say) for reuse.
-    pub(crate) fn remember_peer(&self, addr: Addr, conn: Conn) {
-        self.lock().peers.insert(addr, conn);
-    }
-
     async fn registrar_conn(&self) -> Result<Conn, trellis::Error> {
         let registrar = self.inner.registrar.clone();
         self.connect(&registrar).await
@@ -404,7 +276,7 @@ impl Actor {
 
     /// Unregisters this actor, best effort and briefly: its registration goes with its
     /// connection to the registrar anyway.
-    async fn unregister(&self) {
+    pub(crate) async fn unregister(&self) {
         if let Some(registry) = &self.inner.registry {
             registry.unregister(&self.inner.id.uid);
             return;
@@ -480,13 +352,6 @@ impl Actor {
         self.lock().expected.remove(uid);
     }
 
-    fn serve(&self) -> Serve {
-        Serve {
-            work: self.inner.work.clone(),
-            actor: self.clone(),
-        }
-    }
-
     /// Starts the I/O of an established connection.
     pub(crate) fn adopt(
         &self,
@@ -496,16 +361,15 @@ impl Actor {
         buf: bytes::BytesMut,
     ) -> Result<(), trellis::Error> {
         self.lock().conns.push(conn.clone());
-        conn.set_functions(self.inner.config.functions.clone());
         if let Some(registry) = &self.inner.registry {
             let (registry, key) = (registry.clone(), conn.key());
             conn.on_end(move || registry.connection_ended(key));
         }
-        let serve = self.serve();
+        let service = Arc::new(ActorService::new(self.clone()));
         let actor = self.clone();
         let c = conn.clone();
         self.inner.io.start_soon(async move {
-            let run = c.clone().run(reader, writer, buf, serve);
+            let run = c.clone().run(reader, writer, buf, service);
             let result = run.await;
             let mut state = actor.lock();
             state.conns.retain(|other| !other.same(&c));
@@ -516,7 +380,7 @@ impl Actor {
         Ok(())
     }
 
-    async fn accept_loop(self, listener: Listener) -> Result<(), trellis::Error> {
+    pub(crate) async fn accept_loop(self, listener: Listener) -> Result<(), trellis::Error> {
         loop {
             let (mut reader, writer) =
                 match trellis::cancellable(listener.accept(self.inner.config.keepalive)).await? {
@@ -531,7 +395,7 @@ impl Actor {
             // Each handshake on its own, so a slow or silent peer holds up nobody.
             self.inner.io.start_soon(async move {
                 let shaken = trellis::move_on_after(
-                    Duration::from_secs(5),
+                    HANDSHAKE_TIMEOUT,
                     Conn::handshake(Side::Acceptor, actor.hello(), &mut reader, &writer),
                 )
                 .await;
@@ -556,7 +420,7 @@ impl Actor {
     }
 
     /// Says goodbye on every connection and gives the writers a moment to send it.
-    async fn close_all(&self) {
+    pub(crate) async fn close_all(&self) {
         let conns = self.lock().conns.clone();
         for conn in &conns {
             conn.close();
@@ -590,142 +454,4 @@ pub(crate) fn new_uid() -> String {
         h.finish()
     };
     format!("{:016x}{:016x}", half(1), half(2))
-}
-
-/// Runs this actor's runtime around `body`: binds the listener, serves calls, and when `body`
-/// ends, cancels what is still served, says goodbye to every peer and returns `body`'s
-/// outcome.
-pub(crate) async fn run_actor<B, Fut, T>(
-    id: ActorId,
-    config: Config,
-    registrar: Option<Addr>,
-    body: B,
-) -> Result<Option<T>, trellis::Error>
-where
-    B: FnOnce(Actor) -> Fut,
-    Fut: Future<Output = Result<T, trellis::Error>>,
-{
-    crate::panic::install_hook();
-    let (listener, addr) =
-        Listener::bind(&config.transport, &id.uid).map_err(|e| crate::ActorError::Io {
-            context: format!("listening on {:?}", config.transport),
-            source: e,
-        })?;
-    // The body's outcome travels out of both nurseries as a value, so that its error is not
-    // wrapped in their groups.
-    let cell = ActorCell::default();
-    let set = cell.clone();
-    let outcome = trellis::with_local(
-        cell,
-        trellis::open_nursery(|io| async move {
-            let work_io = io.clone();
-            let result = trellis::open_nursery(|work| async move {
-                let actor = Actor {
-                    inner: Arc::new(Inner {
-                        id,
-                        config,
-                        registry: registrar.is_none().then(Default::default),
-                        registrar: registrar.unwrap_or_else(|| addr.clone()),
-                        addr,
-                        io: work_io.clone(),
-                        work: work.clone(),
-                        started: std::time::Instant::now(),
-                        terminal: trellis::sync::Lock::new(),
-                        state: Mutex::new(State::default()),
-                    }),
-                };
-                let _ = set.0.set(actor.clone());
-                work_io.start_soon(actor.clone().accept_loop(listener))?;
-                let outcome = body(actor.clone()).await;
-                // The body is done: stop serving, say goodbye.
-                work.cancel();
-                Ok::<_, trellis::Error>((outcome, actor))
-            })
-            .await?;
-            if let Some((_, actor)) = &result {
-                actor.unregister().await;
-                actor.close_all().await;
-            }
-            io.cancel();
-            Ok::<_, trellis::Error>(result.map(|(outcome, _)| outcome))
-        }),
-    )
-    .await?;
-    match outcome.flatten() {
-        Some(Ok(value)) => Ok(Some(value)),
-        Some(Err(error)) => Err(error),
-        None => Ok(None),
-    }
-}
-
-/// The entry point: call it first in `main`. In the root process it runs `root` as the root
-/// actor (on a multi-thread runtime, with Ctrl-C cancelling the tree); in a child process
-/// started by an actor nursery it serves calls until its parent cancels it, and never returns.
-///
-/// ```no_run
-/// use trellis_actor::{Config, Functions};
-///
-/// async fn add(a: i64, b: i64) -> Result<i64, trellis::Error> {
-///     Ok(a + b)
-/// }
-///
-/// fn main() -> std::process::ExitCode {
-///     trellis_actor::main(Config::new(Functions::new().register(add)), || async {
-///         trellis_actor::open_nursery(|an| async move {
-///             let calc = an.start_actor("calc").await?;
-///             assert_eq!(calc.run(add, (1, 2)).await?, 3);
-///             Ok(())
-///         })
-///         .await
-///     })
-/// }
-/// ```
-pub fn main<F, Fut>(config: Config, root: F) -> ExitCode
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<(), trellis::Error>>,
-{
-    main_with(trellis::Runner::multi_thread(), config, root)
-}
-
-/// [`main`] with the root's runtime chosen by `runner` (its flavour, whether Ctrl-C cancels
-/// the root, instruments). Child processes always serve on a current-thread runtime.
-pub fn main_with<F, Fut>(runner: trellis::Runner, config: Config, root: F) -> ExitCode
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<(), trellis::Error>>,
-{
-    if is_child() {
-        crate::child::serve(config);
-    }
-    runner.main(run_root("root", config, root))
-}
-
-/// Whether this process was started as a child actor.
-pub(crate) fn is_child() -> bool {
-    std::env::var_os(env::UID).is_some() && std::env::var_os(env::PARENT).is_some()
-}
-
-/// Runs `root` as a root actor named `name` inside an existing trellis program (for tests and
-/// programs that manage their own runtime), and returns its value. See [`main`].
-///
-/// # Errors
-///
-/// `root`'s error, or `Cancelled` when the root actor was cancelled.
-pub async fn run_root<F, Fut, T>(name: &str, config: Config, root: F) -> Result<T, trellis::Error>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, trellis::Error>>,
-{
-    let id = ActorId::new(name, new_uid());
-    let registrar = config.registrar.clone();
-    let register = config.register_root;
-    run_actor(id, config, registrar, |actor| async move {
-        if register {
-            actor.register().await?;
-        }
-        root().await
-    })
-    .await?
-    .ok_or_else(|| Cancelled::new().into())
 }

@@ -6,107 +6,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled, Nursery, TaskHandle};
-use trellis_wire::{ActorId, Payload};
 
 use crate::actor::{Actor, current, env, new_uid};
-use crate::conn::{CANCEL_ACTOR, Conn, End};
+use crate::calls::Portal;
+use crate::connection::{Conn, End};
 use crate::error::ActorError;
 use crate::functions::RemoteFn;
 use crate::transport::{Transport, remove_socket_dir};
-
-/// A way to call functions in another actor.
-#[derive(Clone)]
-pub struct Portal {
-    conn: Conn,
-}
-
-impl std::fmt::Debug for Portal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Portal")
-            .field("actor", &self.conn.peer().actor)
-            .finish()
-    }
-}
-
-impl Portal {
-    pub(crate) fn new(conn: Conn) -> Self {
-        Portal { conn }
-    }
-
-    pub(crate) fn conn(&self) -> &Conn {
-        &self.conn
-    }
-
-    /// The actor at the other end.
-    pub fn actor_id(&self) -> &ActorId {
-        &self.conn.peer().actor
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.conn.peer().pid
-    }
-
-    /// Calls `function(args…)` in the actor and returns its result. `args` is the tuple of
-    /// its arguments: `portal.run(add, (1, 2))`.
-    ///
-    /// Cancelling the caller cancels the remote call: the remote function sees `Cancelled` at
-    /// its next checkpoint, and this call returns `Cancelled` once the remote side
-    /// acknowledged it.
-    ///
-    /// # Errors
-    ///
-    /// The remote failure as a [`RemoteActorError`](crate::RemoteActorError) (or a group of
-    /// them), [`ActorError::ConnectionLost`] when the actor went away, `Cancelled`.
-    pub async fn run<F, Args>(&self, function: F, args: Args) -> Result<F::Output, trellis::Error>
-    where
-        F: RemoteFn<Args>,
-        Args: Serialize,
-    {
-        self.run_named(function.name(), args).await
-    }
-
-    /// [`run`](Portal::run) by the function's registered name.
-    ///
-    /// # Errors
-    ///
-    /// As [`run`](Portal::run).
-    pub async fn run_named<R, Args>(&self, name: &str, args: Args) -> Result<R, trellis::Error>
-    where
-        R: DeserializeOwned,
-        Args: Serialize,
-    {
-        let args = Payload::encode(&args).map_err(ActorError::from)?;
-        let value = self.conn.call(name, args).await?;
-        Ok(value.decode().map_err(ActorError::from)?)
-    }
-
-    /// What the actor tells about itself: identity, host, address, parent, uptime, open calls
-    /// and streams (the runtime function `trellis.info`).
-    ///
-    /// # Errors
-    ///
-    /// When the actor is gone, or `Cancelled`.
-    pub async fn info(&self) -> Result<crate::ActorInfo, trellis::Error> {
-        self.run_named(crate::introspect::INFO, ()).await
-    }
-
-    /// Asks the actor to cancel everything it runs and exit. Returns once the request is
-    /// acknowledged; its parent's nursery reaps it.
-    ///
-    /// # Errors
-    ///
-    /// When the actor is gone already, or `Cancelled`.
-    pub async fn cancel_actor(&self) -> Result<(), trellis::Error> {
-        self.conn.call(CANCEL_ACTOR, Payload::unit()).await?;
-        Ok(())
-    }
-}
 
 /// A nursery of actors: child processes that live no longer than it. See [`open_nursery`].
 #[derive(Clone)]

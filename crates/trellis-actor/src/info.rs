@@ -8,9 +8,6 @@ use trellis_wire::ActorId;
 
 use crate::transport::Addr;
 
-/// The reserved function every actor serves with its [`ActorInfo`].
-pub(crate) const INFO: &str = "trellis.info";
-
 /// One actor, as it describes itself: identity, where it runs, and what it is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActorInfo {
@@ -50,11 +47,13 @@ pub struct Registered {
     pub addr: Addr,
 }
 
-/// Served as `trellis.info`: not counting this very call among the calls served.
-pub(crate) async fn info() -> Result<ActorInfo, trellis::Error> {
-    let mut info = crate::current().info();
-    info.serving = info.serving.saturating_sub(1);
-    Ok(info)
+/// A function an actor serves, as it lists them (`trellis.functions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    /// The name it is called by.
+    pub name: String,
+    /// `run`, `stream` or `context`.
+    pub kind: String,
 }
 
 /// This host's name (`/proc/sys/kernel/hostname`, else `localhost`).

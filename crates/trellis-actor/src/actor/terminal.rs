@@ -14,11 +14,11 @@ use std::sync::{OnceLock, mpsc};
 
 use serde::{Deserialize, Serialize};
 
+use crate::calls::{Context, MsgStream};
 use crate::functions::ContextFn;
-use crate::stream::{Context, MsgStream};
+use crate::names::TERMINAL;
 
 /// The reserved context function that serves the terminal.
-pub(crate) const TERMINAL: &str = "trellis.terminal";
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
@@ -60,7 +60,7 @@ where
     F: FnOnce(Terminal) -> Fut,
     Fut: std::future::Future<Output = Result<T, trellis::Error>>,
 {
-    let actor = crate::current();
+    let actor = super::handle::current();
     match actor.root() {
         None => {
             let _held = hold(&actor).await?;
@@ -148,7 +148,7 @@ impl ContextFn<()> for TerminalCall {
 
 /// Served as `trellis.terminal`: holds the terminal lock for the caller and does its I/O.
 pub(crate) async fn serve(ctx: Context) -> Result<(), trellis::Error> {
-    let actor = crate::current();
+    let actor = super::handle::current();
     let _held = hold(&actor).await?;
     ctx.started(()).await?;
     let stream = ctx.open_stream::<Request, Reply>()?;
@@ -166,7 +166,9 @@ pub(crate) async fn serve(ctx: Context) -> Result<(), trellis::Error> {
 }
 
 /// Takes the tree's terminal lock (kept by `actor`, the root), first come first served.
-async fn hold(actor: &crate::Actor) -> Result<trellis::sync::LockGuard<'_>, trellis::Error> {
+async fn hold(
+    actor: &super::handle::Actor,
+) -> Result<trellis::sync::LockGuard<'_>, trellis::Error> {
     actor
         .inner
         .terminal

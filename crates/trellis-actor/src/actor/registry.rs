@@ -11,13 +11,9 @@ use tokio::sync::Notify;
 use trellis::Cancelled;
 use trellis_wire::Payload;
 
-use crate::functions::{BoxFuture, CallFailure};
-
-pub(crate) const REGISTER: &str = "trellis.register";
-pub(crate) const UNREGISTER: &str = "trellis.unregister";
-pub(crate) const FIND: &str = "trellis.find";
-pub(crate) const WAIT_FOR: &str = "trellis.wait_for";
-pub(crate) const LIST: &str = "trellis.list";
+use crate::connection::Prepared;
+use crate::error::CallFailure;
+use crate::names::{FIND, LIST, REGISTER, UNREGISTER, WAIT_FOR};
 
 /// An actor as the registry knows it: name, unique id, listening address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,46 +94,61 @@ impl Registry {
     }
 }
 
-/// Serves a registry request made over connection `conn`, if `function` is one.
+/// Prepares a registry request made over connection `conn`, if `function` is one: `Err` when
+/// its arguments do not decode.
 pub(crate) fn serve(
     registry: &std::sync::Arc<Registry>,
     function: &str,
-    args: Payload,
+    args: &Payload,
     conn: usize,
-) -> Option<BoxFuture<Result<Payload, CallFailure>>> {
+) -> Option<Result<Prepared, String>> {
     let registry = registry.clone();
-    let decode = |args: &Payload| {
+    let name = || {
         args.decode::<(String,)>()
             .map(|(s,)| s)
-            .map_err(|e| CallFailure::BadArguments(e.to_string()))
+            .map_err(|e| e.to_string())
     };
-    Some(match function {
-        REGISTER => Box::pin(async move {
-            let (entry,) = args
-                .decode::<(Entry,)>()
-                .map_err(|e| CallFailure::BadArguments(e.to_string()))?;
-            registry.register(entry, Some(conn));
-            reply(&())
+    let prepared: Result<Prepared, String> = match function {
+        REGISTER => {
+            args.decode::<(Entry,)>()
+                .map_err(|e| e.to_string())
+                .map(|(entry,)| -> Prepared {
+                    Box::new(move |_| {
+                        Box::pin(async move {
+                            registry.register(entry, Some(conn));
+                            reply(&())
+                        })
+                    })
+                })
+        }
+        UNREGISTER => name().map(|uid| -> Prepared {
+            Box::new(move |_| {
+                Box::pin(async move {
+                    registry.unregister(&uid);
+                    reply(&())
+                })
+            })
         }),
-        UNREGISTER => Box::pin(async move {
-            registry.unregister(&decode(&args)?);
-            reply(&())
+        LIST => Ok(Box::new(move |_| {
+            Box::pin(async move { reply(&registry.list()) })
+        })),
+        FIND => name().map(|name| -> Prepared {
+            Box::new(move |_| Box::pin(async move { reply(&registry.find(&name)) }))
         }),
-        LIST => Box::pin(async move { reply(&registry.list()) }),
-        FIND => Box::pin(async move {
-            let found = registry.find(&decode(&args)?);
-            reply(&found)
-        }),
-        WAIT_FOR => Box::pin(async move {
-            let name = decode(&args)?;
-            let entry = registry
-                .wait_for(&name)
-                .await
-                .map_err(|c| CallFailure::Failed(c.into()))?;
-            reply(&entry)
+        WAIT_FOR => name().map(|name| -> Prepared {
+            Box::new(move |_| {
+                Box::pin(async move {
+                    let entry = registry
+                        .wait_for(&name)
+                        .await
+                        .map_err(|c| CallFailure::Failed(c.into()))?;
+                    reply(&entry)
+                })
+            })
         }),
         _ => return None,
-    })
+    };
+    Some(prepared)
 }
 
 fn reply<T: Serialize>(value: &T) -> Result<Payload, CallFailure> {

@@ -4,11 +4,13 @@
 use std::str::FromStr;
 
 use nix::sys::signal::Signal;
-use trellis_wire::{ActorId, Payload, Side};
+use trellis_wire::{ActorId, Payload};
 
-use crate::actor::{Config, EXIT_PARENT_LOST, env, run_actor};
-use crate::conn::{CHILD_READY, Conn, End};
-use crate::transport::{self, Addr, Transport};
+use super::config::{Config, EXIT_PARENT_LOST, env};
+use super::run::run_actor;
+use crate::connection::End;
+use crate::names::{CHILD_READY, LOG};
+use crate::transport::{Addr, Transport};
 
 /// How a child's service ended.
 enum Exit {
@@ -64,23 +66,17 @@ fn run(id: ActorId, config: Config, parent: Addr, registrar: Addr) -> i32 {
     let outcome = trellis::Runner::current_thread()
         .handle_ctrl_c(false)
         .run(run_actor(id, config, Some(registrar), |actor| async move {
-            let (mut reader, writer) =
-                trellis::cancellable(transport::connect(&parent, actor.inner.config.keepalive))
-                    .await?
-                    .map_err(|e| crate::ActorError::Io {
-                        context: format!("connecting to the parent at {parent}"),
-                        source: e,
-                    })?;
-            let (conn, buf) =
-                Conn::handshake(Side::Connector, actor.hello(), &mut reader, &writer).await?;
+            let conn = actor.connect(&parent).await?;
             actor.set_parent(conn.peer().actor.clone());
-            actor.adopt(conn.clone(), reader, writer, buf)?;
-            actor.remember_peer(parent, conn.clone());
             actor.register().await?;
+            let parent_conn = conn.clone();
             actor
                 .inner
                 .work
-                .start_soon(crate::logs::ship(conn.clone()))?;
+                .start_soon(crate::logs::ship(move |records| {
+                    let conn = parent_conn.clone();
+                    async move { conn.call(LOG, records).await }
+                }))?;
             conn.call(CHILD_READY, Payload::unit()).await?;
             Ok(match conn.ended().await {
                 Err(_cancelled) => Exit::Cancelled,

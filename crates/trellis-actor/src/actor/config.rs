@@ -1,0 +1,130 @@
+//! How a tree of actors runs, and what a parent tells a child process.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::functions::Functions;
+use crate::transport::{Addr, Transport};
+
+/// Environment variables through which a parent tells a child process who it is.
+pub(crate) mod env {
+    pub(crate) const NAME: &str = "TRELLIS_ACTOR_NAME";
+    pub(crate) const UID: &str = "TRELLIS_ACTOR_UID";
+    pub(crate) const PARENT: &str = "TRELLIS_ACTOR_PARENT";
+    pub(crate) const PARENT_PID: &str = "TRELLIS_ACTOR_PARENT_PID";
+    pub(crate) const TRANSPORT: &str = "TRELLIS_ACTOR_TRANSPORT";
+    pub(crate) const REGISTRAR: &str = "TRELLIS_ACTOR_REGISTRAR";
+    pub(crate) const ROOT: &str = "TRELLIS_ACTOR_ROOT";
+}
+
+/// Exit status of a child actor whose parent went away.
+pub(crate) const EXIT_PARENT_LOST: u8 = 3;
+
+/// How a tree of actors runs. Every process of the tree is built from the same configuration
+/// (it is the same executable).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) functions: Arc<Functions>,
+    pub(crate) transport: Transport,
+    pub(crate) grace: Duration,
+    pub(crate) child_args: Vec<OsString>,
+    pub(crate) spawn_timeout: Duration,
+    pub(crate) registrar: Option<Addr>,
+    pub(crate) child_env: Vec<(OsString, OsString)>,
+    pub(crate) register_root: bool,
+    pub(crate) log_level: Option<tracing::Level>,
+    /// The root of the tree, for a child.
+    pub(crate) root: Option<Addr>,
+    pub(crate) keepalive: Option<Duration>,
+}
+
+impl Config {
+    /// A configuration serving `functions`, over Unix sockets, with a grace period of 2 s.
+    pub fn new(functions: Functions) -> Self {
+        Config {
+            functions: Arc::new(functions),
+            transport: Transport::Unix,
+            grace: Duration::from_secs(2),
+            child_args: Vec::new(),
+            spawn_timeout: Duration::from_secs(10),
+            registrar: None,
+            child_env: Vec::new(),
+            register_root: true,
+            log_level: Some(tracing::Level::INFO),
+            root: None,
+            keepalive: Some(Duration::from_secs(10)),
+        }
+    }
+
+    /// An environment variable for child processes (`RUST_LOG`, `RUST_BACKTRACE`, …).
+    #[must_use]
+    pub fn child_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.child_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The registrar for a root actor to use, instead of being the registrar of its tree
+    /// (actors of several trees, on one host or many, then find each other there).
+    #[must_use]
+    pub fn registrar(mut self, registrar: Addr) -> Self {
+        self.registrar = Some(registrar);
+        self
+    }
+
+    /// A root that does not register with its registrar: a tool that looks at a tree (lists
+    /// it, calls into it) without being part of what it shows.
+    #[must_use]
+    pub fn unregistered(mut self) -> Self {
+        self.register_root = false;
+        self
+    }
+
+    /// Which `tracing` events of child actors reach the root (default: `INFO` and above), or
+    /// `None` to leave children's logging alone. The root emits them as its own events, with
+    /// target `trellis::remote` and the fields `actor` and `origin` (the event's target); a
+    /// child's panic message comes the same way. `TRELLIS_LOG` (`error` … `trace`, `off`) in
+    /// the environment overrides it.
+    #[must_use]
+    pub fn child_log_level(mut self, level: Option<tracing::Level>) -> Self {
+        self.log_level = level;
+        self
+    }
+
+    /// How soon a TCP connection to an actor that became unreachable (a cut link, a host
+    /// gone, with no goodbye and no reset) fails: after about twice `after` (default 10 s, so
+    /// ~20 s), by kernel keepalive probes and a limit on unacknowledged data. Every call on
+    /// the connection then fails with [`ActorError`](crate::ActorError)s, as if the peer had
+    /// died. `None` leaves the system's defaults (hours). Unix sockets do not need it.
+    #[must_use]
+    pub fn keepalive(mut self, after: Option<Duration>) -> Self {
+        self.keepalive = after;
+        self
+    }
+
+    /// How actors reach each other.
+    #[must_use]
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// How long a child actor has to exit after being asked to, before it is killed.
+    #[must_use]
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Command-line arguments for child processes (the executable is this one). Test binaries
+    /// use this to run one test that serves; see [`serve_if_child`](crate::serve_if_child).
+    #[must_use]
+    pub fn child_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.child_args = args.into_iter().map(Into::into).collect();
+        self
+    }
+}

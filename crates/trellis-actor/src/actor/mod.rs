@@ -1,0 +1,25 @@
+//! The actor layer: the actor running in this process and how it serves.
+//!
+//! * `config.rs`: [`Config`], and what a parent tells a child process;
+//! * `handle.rs`: [`Actor`] and [`current`]: identity, connections, the registry client;
+//! * `service.rs`: answering peers' calls (the runtime's functions, the registrar's, the
+//!   registered ones);
+//! * `run.rs`: the runtime around a body; `entry.rs`: [`main`]; `child.rs`: a child process;
+//! * `registry.rs`: the registrar's table; `terminal.rs`: the tree's terminal lock.
+
+mod child;
+mod config;
+mod entry;
+mod handle;
+mod registry;
+mod run;
+mod service;
+mod terminal;
+
+pub use config::Config;
+pub(crate) use config::env;
+pub use entry::{main, main_with, serve_if_child};
+pub(crate) use handle::new_uid;
+pub use handle::{Actor, current, find_actor, try_current, wait_for_actor};
+pub use run::run_root;
+pub use terminal::{Terminal, with_terminal};

@@ -1,0 +1,102 @@
+//! Running an actor: the runtime around a body, the entry point that makes a process a root
+//! or a child, and a root inside an existing program.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use trellis::Cancelled;
+use trellis_wire::ActorId;
+
+use super::config::Config;
+use super::handle::{Actor, ActorCell, Inner, State, new_uid};
+use crate::transport::{Addr, Listener};
+
+/// Runs this actor's runtime around `body`: binds the listener, serves calls, and when `body`
+/// ends, cancels what is still served, says goodbye to every peer and returns `body`'s
+/// outcome.
+pub(crate) async fn run_actor<B, Fut, T>(
+    id: ActorId,
+    config: Config,
+    registrar: Option<Addr>,
+    body: B,
+) -> Result<Option<T>, trellis::Error>
+where
+    B: FnOnce(Actor) -> Fut,
+    Fut: Future<Output = Result<T, trellis::Error>>,
+{
+    crate::panic::install_hook();
+    let (listener, addr) =
+        Listener::bind(&config.transport, &id.uid).map_err(|e| crate::ActorError::Io {
+            context: format!("listening on {:?}", config.transport),
+            source: e,
+        })?;
+    // The body's outcome travels out of both nurseries as a value, so that its error is not
+    // wrapped in their groups.
+    let cell = ActorCell::default();
+    let set = cell.clone();
+    let outcome = trellis::with_local(
+        cell,
+        trellis::open_nursery(|io| async move {
+            let work_io = io.clone();
+            let result = trellis::open_nursery(|work| async move {
+                let actor = Actor {
+                    inner: Arc::new(Inner {
+                        id,
+                        config,
+                        registry: registrar.is_none().then(Default::default),
+                        registrar: registrar.unwrap_or_else(|| addr.clone()),
+                        addr,
+                        io: work_io.clone(),
+                        work: work.clone(),
+                        started: std::time::Instant::now(),
+                        terminal: trellis::sync::Lock::new(),
+                        state: Mutex::new(State::default()),
+                    }),
+                };
+                let _ = set.0.set(actor.clone());
+                work_io.start_soon(actor.clone().accept_loop(listener))?;
+                let outcome = body(actor.clone()).await;
+                // The body is done: stop serving, say goodbye.
+                work.cancel();
+                Ok::<_, trellis::Error>((outcome, actor))
+            })
+            .await?;
+            if let Some((_, actor)) = &result {
+                actor.unregister().await;
+                actor.close_all().await;
+            }
+            io.cancel();
+            Ok::<_, trellis::Error>(result.map(|(outcome, _)| outcome))
+        }),
+    )
+    .await?;
+    match outcome.flatten() {
+        Some(Ok(value)) => Ok(Some(value)),
+        Some(Err(error)) => Err(error),
+        None => Ok(None),
+    }
+}
+
+/// Runs `root` as a root actor named `name` inside an existing trellis program (for tests and
+/// programs that manage their own runtime), and returns its value. See [`main`].
+///
+/// # Errors
+///
+/// `root`'s error, or `Cancelled` when the root actor was cancelled.
+pub async fn run_root<F, Fut, T>(name: &str, config: Config, root: F) -> Result<T, trellis::Error>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, trellis::Error>>,
+{
+    let id = ActorId::new(name, new_uid());
+    let registrar = config.registrar.clone();
+    let register = config.register_root;
+    run_actor(id, config, registrar, |actor| async move {
+        if register {
+            actor.register().await?;
+        }
+        root().await
+    })
+    .await?
+    .ok_or_else(|| Cancelled::new().into())
+}

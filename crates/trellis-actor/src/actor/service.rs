@@ -1,0 +1,152 @@
+//! How an actor answers the calls its peers make: the runtime's own functions first
+//! (`docs/wire-protocol.md` §8), then the registrar's when it is one, then the functions its
+//! configuration registered. Arguments are decoded before the call is acknowledged, so that a
+//! call with bad arguments is refused instead.
+
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use trellis_wire::{ActorId, CallKind, ErrorKind, Payload};
+
+use super::handle::Actor;
+use crate::connection::{Conn, Prepared, Service};
+use crate::error::ErrorTypes;
+use crate::functions::{Functions, call_kind_name};
+use crate::info::FunctionInfo;
+use crate::names::{CANCEL_ACTOR, CHILD_READY, FUNCTIONS, INFO, LOG, TERMINAL};
+
+/// The runtime's own functions that run as served calls.
+fn builtins() -> &'static Functions {
+    static BUILTINS: OnceLock<Functions> = OnceLock::new();
+    BUILTINS.get_or_init(|| {
+        Functions::new()
+            .insert(LOG, crate::logs::receive)
+            .insert(TERMINAL, super::terminal::serve)
+    })
+}
+
+/// The functions the runtime answers at once, as [`FunctionInfo`]s.
+const QUICK: [&str; 4] = [CANCEL_ACTOR, CHILD_READY, INFO, FUNCTIONS];
+
+/// An actor serving the calls of one connection.
+pub(crate) struct ActorService {
+    actor: Actor,
+}
+
+impl ActorService {
+    pub(crate) fn new(actor: Actor) -> Self {
+        ActorService { actor }
+    }
+
+    fn functions(&self) -> &Functions {
+        &self.actor.inner.config.functions
+    }
+
+    /// Every function this actor serves, the runtime's included.
+    fn list(&self) -> Vec<FunctionInfo> {
+        let mut list = self.functions().list();
+        list.extend(builtins().list());
+        list.extend(QUICK.iter().map(|name| FunctionInfo {
+            name: (*name).to_owned(),
+            kind: "run".to_owned(),
+        }));
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Answers one of the runtime's quick functions; `false` when `function` is none.
+    fn quick(&self, conn: &Conn, cid: u64, function: &str) -> bool {
+        fn encoded<T: Serialize>(value: &T) -> Payload {
+            Payload::encode(value).unwrap_or_else(|_| Payload::unit())
+        }
+        match function {
+            CANCEL_ACTOR => {
+                conn.answer(cid, Payload::unit());
+                self.actor.cancel_by(conn.peer().actor.clone());
+            }
+            CHILD_READY => {
+                conn.answer(cid, Payload::unit());
+                self.actor.child_ready(conn);
+            }
+            INFO => {
+                let mut info = self.actor.info();
+                // Not counting this very call.
+                info.serving = info.serving.saturating_sub(1);
+                conn.answer(cid, encoded(&info));
+            }
+            FUNCTIONS => conn.answer(cid, encoded(&self.list())),
+            _ => return false,
+        }
+        true
+    }
+
+    /// The served function `function`, prepared from `args`.
+    fn prepare(
+        &self,
+        conn: &Conn,
+        function: &str,
+        kind: CallKind,
+        args: &Payload,
+    ) -> Result<Prepared, (ErrorKind, String)> {
+        if let Some(registry) = self.actor.registry()
+            && let Some(prepared) = super::registry::serve(registry, function, args, conn.key())
+        {
+            return expect_kind(function, CallKind::Run, kind).and_then(|()| {
+                prepared.map_err(|e| (ErrorKind::BadArguments, format!("bad arguments: {e}")))
+            });
+        }
+        let handler = builtins()
+            .get(function)
+            .or_else(|| self.functions().get(function))
+            .ok_or_else(|| {
+                (
+                    ErrorKind::UnknownFunction,
+                    format!(
+                        "no function named `{function}` in actor {}",
+                        self.actor.id()
+                    ),
+                )
+            })?;
+        expect_kind(function, handler.kind, kind)?;
+        (handler.prepare)(args.clone())
+            .map_err(|e| (ErrorKind::BadArguments, format!("bad arguments: {e}")))
+    }
+}
+
+fn expect_kind(
+    function: &str,
+    registered: CallKind,
+    called: CallKind,
+) -> Result<(), (ErrorKind, String)> {
+    if registered == called {
+        return Ok(());
+    }
+    Err((
+        ErrorKind::BadArguments,
+        format!(
+            "`{function}` is a {} function, called as a {}",
+            call_kind_name(registered),
+            call_kind_name(called)
+        ),
+    ))
+}
+
+impl Service for ActorService {
+    fn call(&self, conn: &Conn, cid: u64, function: &str, kind: CallKind, args: Payload) {
+        if kind == CallKind::Run && self.quick(conn, cid, function) {
+            return;
+        }
+        match self.prepare(conn, function, kind, &args) {
+            Ok(prepared) => conn.serve_call(cid, kind, prepared, &self.actor.inner.work),
+            Err((error_kind, text)) => conn.refuse(cid, error_kind, text),
+        }
+    }
+
+    fn error_types(&self) -> &ErrorTypes {
+        self.functions().error_types()
+    }
+
+    fn cancelled_by(&self) -> Option<ActorId> {
+        self.actor.cancelled_by()
+    }
+}

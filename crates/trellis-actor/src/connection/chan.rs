@@ -1,0 +1,158 @@
+//! A stream or context call's local buffer: the items received and not yet read, the
+//! callee's `Started` value, how the call ended, and the tasks waiting on any of it. The
+//! protocol state (credit, stops, phases) is the session's; this is a buffer and a waker.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Waker};
+
+use trellis::CancelScope;
+use trellis_wire::{ActorId, Outcome, Payload, ProtocolError};
+
+use crate::error::StreamOverrun;
+
+/// How a call ended, for the side that waits on it.
+#[derive(Debug, Clone)]
+pub(crate) enum CallEnd {
+    /// The callee's terminal message.
+    Ended(Outcome),
+    /// The callee broke the call's rules; we cancelled it.
+    Broken(ProtocolError),
+    /// The connection ended first.
+    Lost,
+    /// On the callee's side: the served function finished.
+    Over,
+}
+
+impl CallEnd {
+    /// Whether the call ended in a way that must cancel the caller's body: anything but the
+    /// callee's `Return` or our own request to cancel.
+    pub(crate) fn is_failure(&self, local: &ActorId) -> bool {
+        match self {
+            CallEnd::Ended(Outcome::Returned(_)) | CallEnd::Over => false,
+            CallEnd::Ended(Outcome::Cancelled { requested_by }) => requested_by != local,
+            CallEnd::Ended(Outcome::Failed(_)) | CallEnd::Broken(_) | CallEnd::Lost => true,
+        }
+    }
+}
+
+/// The shared buffer of one call on one side.
+pub(crate) struct Chan {
+    state: Mutex<ChanState>,
+}
+
+#[derive(Default)]
+pub(crate) struct ChanState {
+    pub(crate) items: VecDeque<Payload>,
+    /// After how many reads the receiving end reports them to the session (0: not opened).
+    pub(crate) report_every: u32,
+    /// Items read and not yet reported.
+    pub(crate) unreported: u32,
+    /// The peer sent `Stop`.
+    pub(crate) peer_stopped: bool,
+    /// Our receiving end closed: items are discarded.
+    pub(crate) recv_closed: bool,
+    /// Our receiving end overran.
+    pub(crate) overrun: Option<StreamOverrun>,
+    /// We closed our sending end.
+    pub(crate) send_closed: bool,
+    /// The callee's `Started` value, on the caller's side of a context.
+    pub(crate) started: Option<Payload>,
+    pub(crate) end: Option<CallEnd>,
+    /// Runs the caller's body of a context or stream: cancelled when the call fails under it.
+    body: Option<CancelScope>,
+    wakers: Vec<Waker>,
+}
+
+impl ChanState {
+    /// Wakes `cx` at the next change.
+    pub(crate) fn wait(&mut self, cx: &TaskContext<'_>) {
+        if !self.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            self.wakers.push(cx.waker().clone());
+        }
+    }
+
+    /// Whether the call failed in a way the local end should report.
+    pub(crate) fn failed(&self, local: &ActorId) -> bool {
+        self.overrun.is_some() || self.end.as_ref().is_some_and(|end| end.is_failure(local))
+    }
+}
+
+impl Chan {
+    pub(crate) fn new() -> Arc<Chan> {
+        Arc::new(Chan {
+            state: Mutex::new(ChanState::default()),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ChanState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `f` and wakes everyone waiting.
+    pub(crate) fn update(&self, f: impl FnOnce(&mut ChanState)) {
+        let wakers = {
+            let mut state = self.lock();
+            f(&mut state);
+            std::mem::take(&mut state.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Items from the peer, in order (the session checked them against the window).
+    pub(crate) fn push(&self, items: Vec<Payload>) {
+        self.update(|state| {
+            if !state.recv_closed && state.overrun.is_none() {
+                state.items.extend(items);
+            }
+        });
+    }
+
+    /// The receiving end overran: what is buffered is dropped, the caller's body cancelled.
+    pub(crate) fn overrun(&self, overrun: StreamOverrun) {
+        self.update(|state| {
+            state.items.clear();
+            if let Some(body) = &state.body {
+                body.cancel();
+            }
+            state.overrun = Some(overrun);
+        });
+    }
+
+    pub(crate) fn started(&self, value: Payload) {
+        self.update(|state| state.started = Some(value));
+    }
+
+    /// Wakes whoever waits (credit came, the peer stopped).
+    pub(crate) fn wake(&self, peer_stopped: bool) {
+        self.update(|state| state.peer_stopped |= peer_stopped);
+    }
+
+    /// The call ended. A failure cancels the caller's body so that it learns at once.
+    pub(crate) fn end(&self, end: CallEnd, local: &ActorId) {
+        self.update(|state| {
+            if state.end.is_some() {
+                return;
+            }
+            if end.is_failure(local)
+                && let Some(body) = &state.body
+            {
+                body.cancel();
+            }
+            state.end = Some(end);
+        });
+    }
+
+    /// The caller's body runs in `scope`; if the call failed already, it is cancelled at once.
+    pub(crate) fn set_body(&self, scope: CancelScope, local: &ActorId) {
+        let mut state = self.lock();
+        if state.failed(local) {
+            scope.cancel();
+        }
+        state.body = Some(scope);
+    }
+
+    pub(crate) fn terminal(&self) -> Option<CallEnd> {
+        self.lock().end.clone()
+    }
+}

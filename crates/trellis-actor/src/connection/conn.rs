@@ -1,0 +1,419 @@
+//! The connection handle: the protocol engine under a lock, the socket's sending half, and
+//! the local ends of the live calls. Callers act on the engine through it; the driver
+//! (`driver.rs`) feeds it what arrives.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Notify, oneshot};
+use trellis::sync::Event;
+use trellis::{CancelScope, Cancelled};
+use trellis_wire::{ActorId, CallKind, Hello, Outcome, Payload, SendError, Session, Side};
+
+use super::chan::{CallEnd, Chan};
+use super::serving::{Served, Service};
+use crate::error::{ActorError, ErrorTypes, RemoteActorError};
+use crate::transport::{Reader, Writer};
+
+/// How long a caller that was cancelled waits for the callee to acknowledge the cancellation
+/// before giving up on the call.
+pub(crate) const CANCEL_ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a handshake may take before the connection is dropped.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The peer said goodbye, or we did.
+    Goodbye,
+    /// It broke: the peer vanished, or sent what it may not.
+    Lost(String),
+}
+
+/// When what an action encoded goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Now, from the acting task, if the socket takes it (requests, results, credit: the
+    /// critical path of a call).
+    Now,
+    /// By the writer task, which sends many stream items in one write.
+    Writer,
+}
+
+/// A connection to one peer actor; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) local: ActorId,
+    pub(super) peer: Hello,
+    pub(super) state: Mutex<State>,
+    pub(super) wake_writer: Notify,
+    /// Set once the connection ended, both ways.
+    pub(super) ended: Event,
+    /// Run when the connection ends, before `ended` is set.
+    pub(super) on_end: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// What serves the peer's calls, once the connection runs.
+    pub(super) service: OnceLock<Arc<dyn Service>>,
+}
+
+pub(super) struct State {
+    pub(super) session: Session,
+    /// The socket's sending half, while the connection runs.
+    pub(super) writer: Option<Arc<Writer>>,
+    /// A write failed: the writer task ends the connection.
+    pub(super) write_error: Option<std::io::Error>,
+    /// The local ends of live calls, both ways.
+    pub(super) calls: HashMap<u64, Local>,
+    pub(super) end: Option<End>,
+}
+
+/// The local end of one live call.
+#[derive(Default)]
+pub(super) struct Local {
+    /// A run call we made: where its end goes.
+    pub(super) waiter: Option<oneshot::Sender<CallEnd>>,
+    /// A stream or context call, either way: its buffer.
+    pub(super) chan: Option<Arc<Chan>>,
+    /// A call we serve.
+    pub(super) served: Option<Served>,
+}
+
+impl Conn {
+    /// Exchanges `Hello`s over a fresh stream (each side sends its own first) and returns the
+    /// connection, ready to [`run`](Conn::run), with the bytes read past the peer's `Hello`.
+    /// A peer that breaks the handshake gets a connection-level `Error` saying why.
+    pub(crate) async fn handshake(
+        side: Side,
+        local: Hello,
+        reader: &mut Reader,
+        writer: &Writer,
+    ) -> Result<(Conn, BytesMut), trellis::Error> {
+        let mut session = Session::new(side, local.clone());
+        let sent = writer.write_all(session.outgoing()).await;
+        session.outgoing().clear();
+        sent.map_err(|e| io("sending Hello", e))?;
+        let mut buf = BytesMut::with_capacity(4096);
+        let refused = |error: String| ActorError::Protocol {
+            actor: local.actor.clone(),
+            error,
+        };
+        while session.peer().is_none() {
+            let n = trellis::cancellable(reader.read_buf(&mut buf))
+                .await?
+                .map_err(|e| io("reading Hello", e))?;
+            if n == 0 {
+                return Err(
+                    refused("the peer closed the connection during the handshake".into()).into(),
+                );
+            }
+            if let Err(e) = session.handle_bytes(&mut buf) {
+                // Best effort: tell the peer why before closing.
+                let _ = trellis::move_on_after(Duration::from_millis(100), async {
+                    Ok::<_, Cancelled>(writer.write_all(session.outgoing()).await)
+                })
+                .await;
+                return Err(refused(format!("handshake failed: {e}")).into());
+            }
+        }
+        let peer = session
+            .peer()
+            .cloned()
+            .expect("the loop ends with the peer's Hello");
+        let conn = Conn {
+            inner: Arc::new(Inner {
+                local: local.actor,
+                peer,
+                state: Mutex::new(State {
+                    session,
+                    writer: None,
+                    write_error: None,
+                    calls: HashMap::new(),
+                    end: None,
+                }),
+                wake_writer: Notify::new(),
+                ended: Event::new(),
+                on_end: Mutex::new(None),
+                service: OnceLock::new(),
+            }),
+        };
+        Ok((conn, buf))
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The error types remote failures are rebuilt with.
+    pub(crate) fn error_types(&self) -> ErrorTypes {
+        self.inner
+            .service
+            .get()
+            .map(|s| s.error_types().clone())
+            .unwrap_or_default()
+    }
+
+    /// Identifies the connection (for registrations made over it).
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    /// Runs `hook` when the connection ends, before [`ended`](Conn::ended) returns.
+    pub(crate) fn on_end(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.inner.on_end.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(hook));
+    }
+
+    /// Whether both handles are of the same connection.
+    pub(crate) fn same(&self, other: &Conn) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// The peer's `Hello`.
+    pub(crate) fn peer(&self) -> &Hello {
+        &self.inner.peer
+    }
+
+    /// This side's actor.
+    pub(crate) fn local(&self) -> &ActorId {
+        &self.inner.local
+    }
+
+    /// Calls served, calls made and waited on, and open streams, right now.
+    pub(crate) fn load(&self) -> (usize, usize, usize) {
+        let counts = self.lock().session.counts();
+        (counts.serving, counts.calling, counts.streams)
+    }
+
+    /// How the connection ended, once it has.
+    pub(crate) fn end(&self) -> Option<End> {
+        self.lock().end.clone()
+    }
+
+    /// Waits until the connection has ended.
+    pub(crate) async fn ended(&self) -> Result<End, Cancelled> {
+        self.inner.ended.wait().await?;
+        Ok(self.end().expect("set before the event"))
+    }
+
+    /// Runs `f` on the engine, then sends what it encoded as `flush` says.
+    pub(crate) fn act<R>(&self, flush: Flush, f: impl FnOnce(&mut Session) -> R) -> R {
+        let mut state = self.lock();
+        let result = f(&mut state.session);
+        self.flush_locked(&mut state, flush);
+        result
+    }
+
+    pub(super) fn flush_locked(&self, state: &mut State, flush: Flush) {
+        if state.session.outgoing().is_empty() {
+            return;
+        }
+        match flush {
+            Flush::Now => self.try_flush_locked(state),
+            Flush::Writer => self.inner.wake_writer.notify_one(),
+        }
+    }
+
+    /// Sends what is buffered.
+    pub(crate) fn flush(&self) {
+        let mut state = self.lock();
+        self.try_flush_locked(&mut state);
+    }
+
+    /// Writes as much of the outgoing buffer as the socket takes now, without waiting; leaves
+    /// the rest (and any error) to the writer task.
+    pub(super) fn try_flush_locked(&self, state: &mut State) {
+        let State {
+            writer,
+            session,
+            write_error,
+            ..
+        } = state;
+        let Some(writer) = writer else {
+            return;
+        };
+        let out = session.outgoing();
+        while !out.is_empty() {
+            match writer.try_write(out) {
+                Ok(0) => {
+                    *write_error = Some(std::io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => out.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    *write_error = Some(e);
+                    break;
+                }
+            }
+        }
+        if out.is_empty() {
+            out.clear();
+        } else {
+            self.inner.wake_writer.notify_one();
+        }
+    }
+
+    /// Says goodbye: the writer sends what is buffered, then closes its side.
+    pub(crate) fn close(&self) {
+        let mut state = self.lock();
+        state.session.close();
+        self.flush_locked(&mut state, Flush::Now);
+        drop(state);
+        self.inner.wake_writer.notify_one();
+    }
+
+    /// The error for an action the engine refused.
+    pub(crate) fn send_error(&self, error: SendError) -> trellis::Error {
+        match error {
+            SendError::Closed => self.lost(),
+            SendError::ReceiverStopped { .. } => ActorError::ReceiverStopped.into(),
+            SendError::TooLarge(e) => ActorError::TooLarge(e).into(),
+            SendError::CallOver { .. } | SendError::NoCredit { .. } => {
+                ActorError::StreamClosed.into()
+            }
+            other => ActorError::Protocol {
+                actor: self.inner.peer.actor.clone(),
+                error: other.to_string(),
+            }
+            .into(),
+        }
+    }
+
+    pub(crate) fn lost(&self) -> trellis::Error {
+        ActorError::ConnectionLost {
+            actor: self.inner.peer.actor.clone(),
+        }
+        .into()
+    }
+
+    /// Starts a call of ours with its local end in `local`; returns its id.
+    fn start(
+        &self,
+        function: &str,
+        kind: CallKind,
+        args: Payload,
+        local: Local,
+    ) -> Result<u64, trellis::Error> {
+        let mut state = self.lock();
+        if state.end.is_some() {
+            return Err(self.lost());
+        }
+        let cid = state
+            .session
+            .start(function, kind, args)
+            .map_err(|e| self.send_error(e))?;
+        state.calls.insert(cid, local);
+        self.flush_locked(&mut state, Flush::Now);
+        Ok(cid)
+    }
+
+    /// Calls `function` in the peer and waits for its result. Cancelling the caller cancels
+    /// the remote call; the caller then sees `Cancelled` once the callee acknowledged it (or
+    /// after a bounded wait).
+    pub(crate) async fn call(
+        &self,
+        function: &str,
+        args: Payload,
+    ) -> Result<Payload, trellis::Error> {
+        let (tx, mut rx) = oneshot::channel();
+        let local = Local {
+            waiter: Some(tx),
+            ..Local::default()
+        };
+        let cid = self.start(function, CallKind::Run, args, local)?;
+        let end = match trellis::cancellable(&mut rx).await {
+            Ok(Ok(end)) => end,
+            Ok(Err(_)) => return Err(self.lost()),
+            Err(Cancelled { .. }) => return self.cancel_call(cid, rx).await,
+        };
+        self.call_result(end)
+    }
+
+    async fn cancel_call(
+        &self,
+        cid: u64,
+        rx: oneshot::Receiver<CallEnd>,
+    ) -> Result<Payload, trellis::Error> {
+        let local = self.inner.local.clone();
+        self.act(Flush::Now, |s| s.cancel(cid, local));
+        let waited = CancelScope::shielded()
+            .run(trellis::move_on_after(CANCEL_ACK_WAIT, async {
+                Ok::<_, trellis::Error>(trellis::cancellable(rx).await?.ok())
+            }))
+            .await;
+        match waited {
+            // It finished before the cancellation reached it: the call happened.
+            Ok(Some(Some(Some(
+                end @ CallEnd::Ended(Outcome::Returned(_) | Outcome::Failed(_)),
+            )))) => self.call_result(end),
+            _ => {
+                self.forget_call(cid);
+                Err(Cancelled::new().into())
+            }
+        }
+    }
+
+    /// Starts a stream or context call, its local end a fresh buffer.
+    pub(crate) fn open_call(
+        &self,
+        function: &str,
+        kind: CallKind,
+        args: Payload,
+    ) -> Result<(u64, Arc<Chan>), trellis::Error> {
+        let chan = Chan::new();
+        let local = Local {
+            chan: Some(chan.clone()),
+            ..Local::default()
+        };
+        let cid = self.start(function, kind, args, local)?;
+        Ok((cid, chan))
+    }
+
+    /// Forgets a call we made whose end we no longer wait for.
+    pub(crate) fn forget_call(&self, cid: u64) {
+        let mut state = self.lock();
+        state.calls.remove(&cid);
+        state.session.forget(cid);
+    }
+
+    /// What a call's end means for its caller: the value, or the error.
+    pub(crate) fn call_result(&self, end: CallEnd) -> Result<Payload, trellis::Error> {
+        match end {
+            CallEnd::Ended(Outcome::Returned(value)) => Ok(value),
+            CallEnd::Ended(Outcome::Failed(report)) => {
+                Err(RemoteActorError::into_error(*report, &self.error_types()))
+            }
+            CallEnd::Ended(Outcome::Cancelled { requested_by }) => {
+                if requested_by == self.inner.local {
+                    Err(Cancelled::new().into())
+                } else {
+                    Err(ActorError::ContextCancelled {
+                        actor: self.inner.peer.actor.clone(),
+                        requested_by,
+                    }
+                    .into())
+                }
+            }
+            CallEnd::Broken(error) => Err(ActorError::Protocol {
+                actor: self.inner.peer.actor.clone(),
+                error: error.to_string(),
+            }
+            .into()),
+            CallEnd::Lost => Err(self.lost()),
+            CallEnd::Over => Err(ActorError::StreamClosed.into()),
+        }
+    }
+}
+
+pub(super) fn io(context: &str, source: std::io::Error) -> ActorError {
+    ActorError::Io {
+        context: context.to_owned(),
+        source,
+    }
+}

@@ -1,0 +1,280 @@
+//! Drives a connection: a reader feeds the engine what arrives and hands the events to the
+//! calls' local ends; a writer sends what the callers could not write at once.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use trellis::Cancelled;
+use trellis_wire::{Event, Payload};
+
+use super::chan::{CallEnd, Chan};
+use super::conn::{Conn, End, Flush, Local};
+use super::serving::Service;
+use crate::error::StreamOverrun;
+use crate::transport::{Reader, Writer};
+
+/// What an event asks of the local ends, worked out under the connection's lock and done
+/// after it.
+enum Step {
+    /// Items for one call (consecutive items of a call are gathered).
+    Items(Arc<Chan>, Vec<Payload>),
+    Started(Arc<Chan>, Payload),
+    Wake(Arc<Chan>, bool),
+    /// A call we made, or serve, is over.
+    End(Local, CallEnd),
+    Overrun(Arc<Chan>, StreamOverrun),
+    /// The peer starts a call.
+    Serve {
+        cid: u64,
+        function: String,
+        kind: trellis_wire::CallKind,
+        args: Payload,
+    },
+    /// The connection is over.
+    Close(End),
+}
+
+impl Conn {
+    /// Runs the connection until it ends: writes what is sent, reads and routes what arrives,
+    /// serves the peer's calls with `service`. `buf` holds bytes read past the handshake.
+    pub(crate) async fn run(
+        self,
+        reader: Reader,
+        writer: Writer,
+        buf: BytesMut,
+        service: Arc<dyn Service>,
+    ) -> Result<(), trellis::Error> {
+        let _ = self.inner.service.set(service);
+        self.lock().writer = Some(Arc::new(writer));
+        let conn = self.clone();
+        let outcome = trellis::open_nursery(|n| async move {
+            let w = conn.clone();
+            n.start_soon(async move {
+                w.write_loop().await;
+                Ok::<_, trellis::Error>(())
+            })?;
+            let end = conn.read_loop(reader, buf).await;
+            // Also stops the writer.
+            conn.finish(end);
+            Ok::<_, trellis::Error>(())
+        })
+        .await;
+        self.finish(End::Lost("the actor is shutting down".into()));
+        outcome.map(drop)
+    }
+
+    /// Marks the connection ended: pending calls fail, served calls are cancelled.
+    pub(super) fn finish(&self, end: End) {
+        let calls = {
+            let mut state = self.lock();
+            if state.end.is_some() {
+                return;
+            }
+            tracing::debug!(peer = %self.inner.peer.actor, ?end, "connection ended");
+            state.end = Some(end);
+            std::mem::take(&mut state.calls)
+        };
+        for local in calls.into_values() {
+            self.end_local(local, CallEnd::Lost);
+        }
+        self.inner.wake_writer.notify_one();
+        let hook = self
+            .inner
+            .on_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.inner.ended.set();
+    }
+
+    /// Tells a call's local end that the call is over.
+    fn end_local(&self, local: Local, end: CallEnd) {
+        if let Some(served) = &local.served {
+            served.scope.cancel();
+        }
+        if let Some(chan) = local.chan {
+            chan.end(end.clone(), &self.inner.local);
+        }
+        if let Some(waiter) = local.waiter {
+            let _ = waiter.send(end);
+        }
+    }
+
+    /// Sends what the callers could not write at once: waits for room in the socket, or for
+    /// more to send; ends when the connection does (dropping the sending half shuts it down).
+    async fn write_loop(&self) {
+        loop {
+            let (writer, pending, done, failed) = {
+                let mut state = self.lock();
+                self.try_flush_locked(&mut state);
+                let failed = state.write_error.take();
+                let pending = !state.session.outgoing().is_empty();
+                let done = !pending && (state.session.is_closed() || state.end.is_some());
+                (state.writer.clone(), pending, done, failed)
+            };
+            if let Some(e) = failed {
+                self.finish(End::Lost(format!("write failed: {e}")));
+                break;
+            }
+            let Some(writer) = writer.filter(|_| !done) else {
+                break;
+            };
+            let waited = if pending {
+                // An error here shows again in the next write, which reports it.
+                trellis::cancellable(writer.writable()).await.map(drop)
+            } else {
+                trellis::cancellable(self.inner.wake_writer.notified()).await
+            };
+            if waited.is_err() {
+                break;
+            }
+        }
+        self.lock().writer = None;
+    }
+
+    async fn read_loop(&self, mut reader: Reader, mut buf: BytesMut) -> End {
+        let mut steps = Vec::new();
+        loop {
+            // Events may wait from the handshake's last read.
+            if let Some(end) = self.pump(&mut buf, &mut steps) {
+                return end;
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(64 * 1024);
+            }
+            match trellis::cancellable(reader.read_buf(&mut buf)).await {
+                Ok(Ok(0)) => {
+                    return End::Lost(format!(
+                        "actor {} closed the connection without a goodbye",
+                        self.inner.peer.actor
+                    ));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return End::Lost(format!("read failed: {e}")),
+                Err(Cancelled { .. }) => return End::Lost("the actor is shutting down".into()),
+            }
+        }
+    }
+
+    /// Feeds what was read to the engine and carries out its events; `Some` when the
+    /// connection is over.
+    fn pump(&self, buf: &mut BytesMut, steps: &mut Vec<Step>) -> Option<End> {
+        {
+            let mut state = self.lock();
+            let handled = state.session.handle_bytes(buf);
+            while let Some(event) = state.session.poll_event() {
+                self.route(&mut state.calls, event, steps);
+            }
+            if let Err(e) = handled {
+                steps.push(Step::Close(End::Lost(e.to_string())));
+            }
+            // Credit and acknowledgements the engine wrote go out now.
+            self.flush_locked(&mut state, Flush::Now);
+        }
+        let mut end = None;
+        for step in steps.drain(..) {
+            match step {
+                Step::Items(chan, items) => chan.push(items),
+                Step::Started(chan, value) => chan.started(value),
+                Step::Wake(chan, stopped) => chan.wake(stopped),
+                Step::End(local, call_end) => self.end_local(local, call_end),
+                Step::Overrun(chan, overrun) => chan.overrun(overrun),
+                Step::Serve {
+                    cid,
+                    function,
+                    kind,
+                    args,
+                } => self.serve(cid, function, kind, args),
+                Step::Close(close) => end = end.or(Some(close)),
+            }
+        }
+        end
+    }
+
+    /// Works out what `event` asks of the local ends.
+    fn route(
+        &self,
+        calls: &mut std::collections::HashMap<u64, Local>,
+        event: Event,
+        steps: &mut Vec<Step>,
+    ) {
+        let chan = |calls: &std::collections::HashMap<u64, Local>, cid: u64| {
+            calls.get(&cid).and_then(|l| l.chan.clone())
+        };
+        match event {
+            Event::Item { cid, value } => {
+                if let Some(Step::Items(last, items)) = steps.last_mut()
+                    && calls
+                        .get(&cid)
+                        .and_then(|l| l.chan.as_ref())
+                        .is_some_and(|c| Arc::ptr_eq(c, last))
+                {
+                    items.push(value);
+                } else if let Some(chan) = chan(calls, cid) {
+                    steps.push(Step::Items(chan, vec![value]));
+                }
+            }
+            Event::Started { cid, value } => {
+                steps.extend(chan(calls, cid).map(|c| Step::Started(c, value)))
+            }
+            Event::Credit { cid } => steps.extend(chan(calls, cid).map(|c| Step::Wake(c, false))),
+            Event::Stopped { cid } => steps.extend(chan(calls, cid).map(|c| Step::Wake(c, true))),
+            Event::Call {
+                cid,
+                function,
+                kind,
+                args,
+            } => steps.push(Step::Serve {
+                cid,
+                function,
+                kind,
+                args,
+            }),
+            Event::CancelRequested { cid, requested_by } => {
+                if let Some(served) = calls.get_mut(&cid).and_then(|l| l.served.as_mut()) {
+                    served.cancelled_by = Some(requested_by);
+                    served.scope.cancel();
+                }
+            }
+            Event::Ended { cid, outcome } => {
+                if let Some(local) = calls.remove(&cid) {
+                    steps.push(Step::End(local, CallEnd::Ended(outcome)));
+                }
+            }
+            Event::Broken { cid, error } => {
+                tracing::debug!(cid, %error, "the peer broke a call");
+                if let Some(local) = calls.remove(&cid) {
+                    steps.push(Step::End(local, CallEnd::Broken(error)));
+                }
+            }
+            Event::Overrun { cid, capacity } => {
+                let overrun = StreamOverrun {
+                    receiver: self.inner.local.to_string(),
+                    sender: self.inner.peer.actor.to_string(),
+                    capacity: capacity as usize,
+                };
+                tracing::debug!(cid, %overrun, "stream overrun");
+                let Some(local) = calls.get_mut(&cid) else {
+                    return;
+                };
+                // A call we serve fails with it; a call we made fails in the caller (its body
+                // is cancelled), whose exit cancels the remote side.
+                if let Some(served) = local.served.as_mut() {
+                    served.overrun = Some(overrun.clone());
+                    served.scope.cancel();
+                }
+                steps.extend(local.chan.clone().map(|c| Step::Overrun(c, overrun)));
+            }
+            Event::Goodbye => steps.push(Step::Close(End::Goodbye)),
+            Event::PeerError(report) => steps.push(Step::Close(End::Lost(format!(
+                "actor {} reported: {}",
+                self.inner.peer.actor, report.message
+            )))),
+            _ => {}
+        }
+    }
+}

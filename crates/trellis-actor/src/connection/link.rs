@@ -1,0 +1,259 @@
+//! One stream or context call's local end: its connection, its id, its buffer. Receiving
+//! reads the buffer and reports reads to the engine (which grants credit); sending asks the
+//! engine for credit and waits on the buffer's waker when there is none.
+
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use trellis::CancelScope;
+use trellis_wire::{CallKind, Payload, Role, SendError, Window};
+
+use super::chan::{CallEnd, Chan, ChanState};
+use super::conn::{CANCEL_ACK_WAIT, Conn, End, Flush};
+use crate::error::ActorError;
+
+/// One call's channel as seen by its local end.
+#[derive(Clone)]
+pub(crate) struct Link {
+    pub(crate) conn: Conn,
+    pub(crate) cid: u64,
+    pub(crate) chan: Arc<Chan>,
+    pub(crate) kind: CallKind,
+    pub(crate) role: Role,
+}
+
+impl Link {
+    pub(crate) fn new(conn: Conn, cid: u64, chan: Arc<Chan>, kind: CallKind, role: Role) -> Self {
+        Link {
+            conn,
+            cid,
+            chan,
+            kind,
+            role,
+        }
+    }
+
+    /// Opens the receiving end: grants the sender its first credit.
+    pub(crate) fn grant(&self, window: Window) -> Result<(), trellis::Error> {
+        self.chan.lock().report_every = window.report_every();
+        self.conn
+            .act(Flush::Now, |s| s.open_receive(self.cid, window))
+            .map_err(|e| self.conn.send_error(e))
+    }
+
+    /// Why the stream cannot go on, as an error for the local end, or `None` when it ended
+    /// normally.
+    pub(crate) fn ended_error(&self, state: &ChanState) -> Option<trellis::Error> {
+        if let Some(overrun) = &state.overrun {
+            return Some(trellis::Error::new(overrun.clone()));
+        }
+        match state.end.as_ref()? {
+            CallEnd::Ended(trellis_wire::Outcome::Returned(_)) => None,
+            end => self.conn.call_result(end.clone()).err(),
+        }
+    }
+
+    /// The next item, `None` at the end of the stream.
+    pub(crate) fn poll_recv(
+        &self,
+        cx: &TaskContext<'_>,
+    ) -> Poll<Result<Option<Payload>, trellis::Error>> {
+        let mut state = self.chan.lock();
+        if let Some(item) = state.items.pop_front() {
+            state.unreported += 1;
+            let report = if state.unreported >= state.report_every {
+                std::mem::take(&mut state.unreported)
+            } else {
+                0
+            };
+            drop(state);
+            if report > 0 {
+                self.conn.act(Flush::Now, |s| s.consumed(self.cid, report));
+            }
+            return Poll::Ready(Ok(Some(item)));
+        }
+        if state.recv_closed {
+            return Poll::Ready(Err(ActorError::StreamClosed.into()));
+        }
+        if let Some(error) = self.ended_error(&state) {
+            return Poll::Ready(Err(error));
+        }
+        if state.peer_stopped || state.end.is_some() {
+            return Poll::Ready(Ok(None));
+        }
+        state.wait(cx);
+        Poll::Pending
+    }
+
+    pub(crate) fn call_over(&self) -> bool {
+        self.chan.lock().end.is_some()
+    }
+
+    /// Sends `item` once there is credit.
+    pub(crate) async fn send(&self, item: Payload) -> Result<(), trellis::Error> {
+        // A sender that never has to wait (unlimited credit) still lets the connection's
+        // writer, which may sit on the same worker, run once in a while.
+        tokio::task::consume_budget().await;
+        let mut item = Some(item);
+        trellis::cancellable(std::future::poll_fn(|cx| self.poll_send(cx, &mut item))).await?
+    }
+
+    fn poll_send(
+        &self,
+        cx: &TaskContext<'_>,
+        item: &mut Option<Payload>,
+    ) -> Poll<Result<(), trellis::Error>> {
+        for attempt in 0..2 {
+            let sent = self
+                .conn
+                .act(Flush::Writer, |s| match s.send_credit(self.cid) {
+                    Ok(0) => Err(SendError::NoCredit { cid: self.cid }),
+                    Ok(_) => s.send_item(self.cid, item.take().expect("sent once")),
+                    Err(e) => Err(e),
+                });
+            match sent {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(SendError::NoCredit { .. }) if attempt == 0 => {
+                    // Wait for credit; checked again in case it came meanwhile.
+                    self.chan.lock().wait(cx);
+                }
+                Err(SendError::NoCredit { .. }) => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(self.send_failure(e))),
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Why a send failed: the call's end when it is over, else the engine's refusal.
+    fn send_failure(&self, error: SendError) -> trellis::Error {
+        let state = self.chan.lock();
+        if state.send_closed {
+            return ActorError::StreamClosed.into();
+        }
+        if matches!(error, SendError::CallOver { .. } | SendError::Closed)
+            && let Some(error) = self.ended_error(&state)
+        {
+            return error;
+        }
+        drop(state);
+        self.conn.send_error(error)
+    }
+
+    /// The caller's end of a one-way stream: it does not send.
+    pub(crate) fn one_way_caller(&self) -> bool {
+        self.kind == CallKind::Stream && self.role == Role::Caller
+    }
+
+    /// Says we send no more items (context) or, as the caller of a one-way stream, that we
+    /// take no more: `Stop`, once.
+    pub(crate) fn stop(&self) {
+        let first = !std::mem::replace(&mut self.chan.lock().send_closed, true);
+        if first && !self.call_over() {
+            let _ = self.conn.act(Flush::Now, |s| s.stop(self.cid));
+        }
+    }
+
+    /// Sends a context's first value.
+    pub(crate) fn started(&self, value: Payload) -> Result<(), trellis::Error> {
+        self.conn
+            .act(Flush::Now, |s| s.started(self.cid, value))
+            .map_err(|e| self.conn.send_error(e))
+    }
+
+    /// Stops receiving: what is buffered or still comes is discarded and, with `grant`, the
+    /// sender never waits for credit again.
+    pub(crate) fn close_recv(&self, grant: bool) {
+        {
+            let mut state = self.chan.lock();
+            state.recv_closed = true;
+            state.items.clear();
+        }
+        if grant && !self.call_over() {
+            self.conn.act(Flush::Now, |s| s.close_receive(self.cid));
+        }
+    }
+
+    /// Sends `Cancel` for a call we made, once, unless it is over.
+    pub(crate) fn send_cancel(&self) {
+        if !self.call_over() {
+            let local = self.conn.local().clone();
+            self.conn.act(Flush::Now, |s| s.cancel(self.cid, local));
+        }
+    }
+
+    /// Cancels a call we made and waits, shielded and for a bounded time, for the callee to
+    /// acknowledge (or end the call otherwise).
+    pub(crate) async fn cancel_and_wait(&self) {
+        if self.call_over() {
+            return;
+        }
+        self.send_cancel();
+        let waited = CancelScope::shielded()
+            .run(trellis::move_on_after(CANCEL_ACK_WAIT, async {
+                Ok::<_, trellis::Error>(self.wait_end().await?)
+            }))
+            .await;
+        if !matches!(waited, Ok(Some(Some(_)))) {
+            self.conn.forget_call(self.cid);
+        }
+    }
+
+    /// The error of a call that failed under the caller's body.
+    pub(crate) fn failure(&self) -> trellis::Error {
+        self.failure_or(trellis::Cancelled::new().into())
+    }
+
+    /// The call's failure, if it failed, else `otherwise`.
+    pub(crate) fn failure_or(&self, otherwise: trellis::Error) -> trellis::Error {
+        let state = self.chan.lock();
+        let failed = state.failed(self.conn.local());
+        match failed.then(|| self.ended_error(&state)).flatten() {
+            Some(error) => error,
+            None => otherwise,
+        }
+    }
+
+    /// Waits for the call's end.
+    pub(crate) async fn wait_end(&self) -> Result<CallEnd, trellis::Cancelled> {
+        trellis::cancellable(std::future::poll_fn(|cx| {
+            let mut state = self.chan.lock();
+            match &state.end {
+                Some(end) => Poll::Ready(end.clone()),
+                None => {
+                    state.wait(cx);
+                    Poll::Pending
+                }
+            }
+        }))
+        .await
+    }
+
+    /// Waits for the callee's `Started` value (or the call's end before it).
+    pub(crate) async fn wait_started(&self) -> Result<Payload, trellis::Error> {
+        trellis::cancellable(std::future::poll_fn(|cx| {
+            let mut state = self.chan.lock();
+            if let Some(value) = state.started.clone() {
+                return Poll::Ready(Ok(value));
+            }
+            if state.end.is_some() {
+                return Poll::Ready(Err(self.ended_error(&state).unwrap_or_else(|| {
+                    ActorError::NotStarted {
+                        actor: self.conn.peer().actor.clone(),
+                    }
+                    .into()
+                })));
+            }
+            state.wait(cx);
+            Poll::Pending
+        }))
+        .await?
+    }
+
+    /// Why the connection the call runs over was lost, if it was.
+    pub(crate) fn lost(&self) -> Option<trellis::Error> {
+        match self.conn.end() {
+            Some(End::Lost(_)) => Some(self.conn.lost()),
+            _ => None,
+        }
+    }
+}

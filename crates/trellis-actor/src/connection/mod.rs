@@ -1,0 +1,18 @@
+//! The connection layer: one connection to a peer actor, driven by `trellis-wire`'s engine.
+//!
+//! * `conn.rs`: the handle (the engine under a lock, the local ends of live calls), the
+//!   handshake, making calls;
+//! * `driver.rs`: the reader and writer tasks, and routing the engine's events;
+//! * `serving.rs`: running the peer's calls;
+//! * `chan.rs` and `link.rs`: a stream or context call's local buffer and its end.
+
+mod chan;
+mod conn;
+mod driver;
+mod link;
+mod serving;
+
+pub(crate) use chan::CallEnd;
+pub(crate) use conn::{Conn, End, HANDSHAKE_TIMEOUT};
+pub(crate) use link::Link;
+pub(crate) use serving::{BoxFuture, Prepared, Service};

@@ -1,0 +1,212 @@
+//! The calls this side serves: each runs in its own cancel scope in the service's nursery;
+//! its end (value, failure, cancellation, panic) becomes the call's terminal message.
+
+use std::panic::AssertUnwindSafe;
+use std::task::Poll;
+
+use trellis::{CancelScope, Nursery};
+use trellis_wire::{ActorId, CallKind, ErrorKind, Outcome, Payload, Role, SendError};
+
+use super::chan::{CallEnd, Chan};
+use super::conn::{Conn, Flush, Local};
+use super::link::Link;
+use crate::error::{ActorError, CallFailure, ErrorTypes, StreamOverrun, report, runtime_report};
+
+/// A future as a served call runs it.
+pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// A served call, ready to run: stream and context calls get their call's [`Link`].
+pub(crate) type Prepared =
+    Box<dyn FnOnce(Option<Link>) -> BoxFuture<Result<Payload, CallFailure>> + Send>;
+
+/// What answers the peer's calls on a connection: the actor runtime.
+pub(crate) trait Service: Send + Sync + 'static {
+    /// The peer starts `function`: answer with [`Conn::refuse`], [`Conn::answer`] or
+    /// [`Conn::serve_call`].
+    fn call(&self, conn: &Conn, cid: u64, function: &str, kind: CallKind, args: Payload);
+
+    /// The error types failures are sent and rebuilt with.
+    fn error_types(&self) -> &ErrorTypes;
+
+    /// Who cancelled this actor, if someone did: its served calls' `CancelAck` names them.
+    fn cancelled_by(&self) -> Option<ActorId>;
+}
+
+/// The local state of a call we serve.
+pub(crate) struct Served {
+    pub(crate) scope: CancelScope,
+    pub(crate) cancelled_by: Option<ActorId>,
+    /// The call's receiving end overran: it fails with this.
+    pub(crate) overrun: Option<StreamOverrun>,
+}
+
+impl Conn {
+    pub(super) fn serve(&self, cid: u64, function: String, kind: CallKind, args: Payload) {
+        match self.inner.service.get() {
+            Some(service) => service.clone().call(self, cid, &function, kind, args),
+            None => self.refuse(
+                cid,
+                ErrorKind::UnknownFunction,
+                format!("actor {} serves no calls", self.inner.local),
+            ),
+        }
+    }
+
+    /// Refuses a call the peer started: an `Error` instead of the acknowledgement.
+    pub(crate) fn refuse(&self, cid: u64, kind: ErrorKind, text: String) {
+        let report = runtime_report(&self.inner.local, kind, text);
+        let _ = self.act(Flush::Now, |s| s.refuse(cid, report));
+    }
+
+    /// Acknowledges a call and returns its value at once (the runtime's own quick calls).
+    pub(crate) fn answer(&self, cid: u64, value: Payload) {
+        let _ = self.act(Flush::Now, |s| {
+            s.accept(cid)?;
+            s.finish(cid, Outcome::Returned(value))
+        });
+    }
+
+    /// Serves a call the peer started with `prepared` (its arguments decoded already) in
+    /// `work`: acknowledges it and runs it in its own cancel scope.
+    pub(crate) fn serve_call(&self, cid: u64, kind: CallKind, prepared: Prepared, work: &Nursery) {
+        let scope = CancelScope::new();
+        let chan = (kind != CallKind::Run).then(Chan::new);
+        {
+            let mut state = self.lock();
+            // The acknowledgement waits in the buffer: a call that completes at once sends it
+            // in the same write as its result; one that has to wait flushes it then.
+            if state.session.accept(cid).is_err() {
+                return;
+            }
+            state.calls.insert(
+                cid,
+                Local {
+                    chan: chan.clone(),
+                    served: Some(Served {
+                        scope: scope.clone(),
+                        cancelled_by: None,
+                        overrun: None,
+                    }),
+                    ..Local::default()
+                },
+            );
+        }
+        let link = chan.map(|chan| Link::new(self.clone(), cid, chan, kind, Role::Callee));
+        let call = prepared(link);
+        let conn = self.clone();
+        let spawned = work.start_soon(async move {
+            let mut call = std::pin::pin!(call);
+            let mut flushed = false;
+            // A panic in the function fails the call (with the panic's backtrace when one was
+            // captured), like any other failure; the actor goes on serving.
+            let call = std::future::poll_fn(|cx| {
+                let polled =
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+                        Ok(polled) => polled,
+                        Err(payload) => {
+                            Poll::Ready(Err(CallFailure::Panicked(crate::panic::report(payload))))
+                        }
+                    };
+                if polled.is_pending() && !std::mem::replace(&mut flushed, true) {
+                    conn.flush();
+                }
+                polled
+            });
+            let call = async {
+                match call.await {
+                    Err(CallFailure::Failed(e)) if e.is_cancelled() => Err(e),
+                    other => Ok::<_, trellis::Error>(other),
+                }
+            };
+            let outcome = scope.run(call).await;
+            conn.finish_serving(cid, kind, outcome);
+            Ok::<_, trellis::Error>(())
+        });
+        if spawned.is_err() {
+            let local = self.lock().calls.remove(&cid);
+            drop(local);
+            let actor = self.inner.local.clone();
+            let report = runtime_report(
+                &actor,
+                ErrorKind::ActorShuttingDown,
+                format!("actor {actor} is shutting down"),
+            );
+            let _ = self.act(Flush::Now, |s| {
+                s.finish(cid, Outcome::Failed(Box::new(report)))
+            });
+        }
+    }
+
+    /// Sends the end of a call we served.
+    fn finish_serving(
+        &self,
+        cid: u64,
+        kind: CallKind,
+        outcome: Result<Option<Result<Payload, CallFailure>>, trellis::Error>,
+    ) {
+        let Some(local) = self.lock().calls.remove(&cid) else {
+            // The call is over already: the peer broke it, or the connection ended.
+            return;
+        };
+        if let Some(chan) = &local.chan {
+            chan.end(CallEnd::Over, &self.inner.local);
+        }
+        let served = local.served;
+        let service = self.inner.service.get().cloned();
+        let types = service
+            .as_ref()
+            .map(|s| s.error_types().clone())
+            .unwrap_or_default();
+        let actor = &self.inner.local;
+        let overrun = served.as_ref().and_then(|s| s.overrun.clone());
+        let outcome = match overrun {
+            Some(overrun) => Ok(Some(Err(CallFailure::Failed(trellis::Error::new(overrun))))),
+            None => outcome,
+        };
+        let outcome = match outcome {
+            // A stream whose caller stopped taking items ends normally.
+            Ok(Some(Err(CallFailure::Failed(error))))
+                if kind == CallKind::Stream
+                    && matches!(
+                        error.downcast_ref::<ActorError>(),
+                        Some(ActorError::ReceiverStopped)
+                    ) =>
+            {
+                Outcome::Returned(Payload::unit())
+            }
+            Ok(Some(Ok(value))) => Outcome::Returned(value),
+            Ok(Some(Err(failure))) => Outcome::Failed(Box::new(match failure {
+                CallFailure::BadResult(text) => runtime_report(
+                    actor,
+                    ErrorKind::Failed,
+                    format!("the result does not encode: {text}"),
+                ),
+                CallFailure::Failed(error) => report(actor, ErrorKind::Failed, &error, &types),
+                CallFailure::Panicked(panic) => crate::panic::error_report(actor, panic),
+            })),
+            // Cancelled: at the caller's request, or because this actor was cancelled (by
+            // whoever asked for that).
+            Ok(None) | Err(_) => Outcome::Cancelled {
+                requested_by: served
+                    .and_then(|s| s.cancelled_by)
+                    .or_else(|| service.and_then(|s| s.cancelled_by()))
+                    .unwrap_or_else(|| actor.clone()),
+            },
+        };
+        // The caller waits for the end of its call: a result too large for a frame still
+        // ends it, as an error.
+        let sent = self.act(Flush::Now, |s| s.finish(cid, outcome));
+        if let Err(SendError::TooLarge(e)) = sent {
+            let report = runtime_report(
+                actor,
+                ErrorKind::Failed,
+                format!("the result is too large: {e}"),
+            );
+            let _ = self.act(Flush::Now, |s| {
+                s.finish(cid, Outcome::Failed(Box::new(report)))
+            });
+        } else if let Err(e) = sent {
+            tracing::debug!(cid, %e, "could not end a served call");
+        }
+    }
+}
