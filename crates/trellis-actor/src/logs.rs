@@ -246,7 +246,7 @@ where
     loop {
         let batch = queue.take();
         if !batch.is_empty() {
-            let args = Payload::encode(&(batch,)).map_err(crate::ActorError::from)?;
+            let args = Payload::encode(&(batch,)).map_err(trellis::Error::new)?;
             match send(args).await {
                 Ok(_) => continue,
                 Err(e) if e.is_cancelled() => break,

@@ -3,21 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use tokio::sync::oneshot;
-use trellis::{Cancelled, Nursery};
-use trellis_wire::{ActorId, Hello, PROTOCOL_VERSION, Payload, Side};
+use trellis::Nursery;
+use trellis_wire::{ActorId, Hello, PROTOCOL_VERSION};
 
 use super::config::Config;
-use super::registry::{Entry, Registry};
-use super::service::ActorService;
-use crate::calls::Portal;
-use crate::connection::{Conn, HANDSHAKE_TIMEOUT};
-use crate::info::{ActorInfo, Registered, host_name};
-use crate::names::{FIND, LIST, REGISTER, UNREGISTER, WAIT_FOR};
-use crate::transport;
-use crate::transport::{Addr, Listener, Reader, Writer};
+use super::registry::Registry;
+use crate::connection::Conn;
+use crate::info::{ActorInfo, host_name};
+use crate::transport::Addr;
 
 /// A handle to the actor running in this process.
 #[derive(Clone)]
@@ -56,9 +51,9 @@ pub(crate) struct Inner {
 pub(crate) struct State {
     /// Children spawned and not yet connected back, by uid.
     expected: HashMap<String, oneshot::Sender<Conn>>,
-    conns: Vec<Conn>,
+    pub(super) conns: Vec<Conn>,
     /// Connections this actor opened to others, by the peer's address.
-    peers: HashMap<Addr, Conn>,
+    pub(super) peers: HashMap<Addr, Conn>,
     cancelled_by: Option<ActorId>,
     /// The parent actor, for a child.
     parent: Option<ActorId>,
@@ -81,33 +76,13 @@ pub fn current() -> Actor {
 #[derive(Clone, Default)]
 pub(crate) struct ActorCell(pub(crate) Arc<std::sync::OnceLock<Actor>>);
 
-/// A portal to the first actor registered as `name` in this tree, if any (see
-/// [`Actor::find_actor`]).
-///
-/// # Errors
-///
-/// When the registrar or the actor cannot be reached; `Cancelled`.
-pub async fn find_actor(name: &str) -> Result<Option<Portal>, trellis::Error> {
-    current().find_actor(name).await
-}
-
-/// A portal to the first actor registered as `name`, once there is one (see
-/// [`Actor::wait_for_actor`]).
-///
-/// # Errors
-///
-/// When the registrar or the actor cannot be reached; `Cancelled`.
-pub async fn wait_for_actor(name: &str) -> Result<Portal, trellis::Error> {
-    current().wait_for_actor(name).await
-}
-
 /// [`current`], or `None` outside an actor.
 pub fn try_current() -> Option<Actor> {
     trellis::local::<ActorCell>().and_then(|cell| cell.0.get().cloned())
 }
 
 impl Actor {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -160,42 +135,6 @@ impl Actor {
         self.lock().parent = Some(parent);
     }
 
-    /// A portal to the actor listening at `addr` (any actor, of this tree or another).
-    ///
-    /// # Errors
-    ///
-    /// When it cannot be reached or the handshake fails; `Cancelled`.
-    pub async fn portal(&self, addr: &Addr) -> Result<Portal, trellis::Error> {
-        Ok(Portal::new(self.connect(addr).await?))
-    }
-
-    /// Every actor registered with this tree's registrar, in registration order.
-    ///
-    /// # Errors
-    ///
-    /// When the registrar cannot be reached; `Cancelled`.
-    pub async fn registered(&self) -> Result<Vec<Registered>, trellis::Error> {
-        let entries = match &self.inner.registry {
-            Some(registry) => registry.list(),
-            None => self
-                .registrar_conn()
-                .await?
-                .call(LIST, Payload::unit())
-                .await?
-                .decode::<Vec<Entry>>()
-                .map_err(crate::ActorError::from)?,
-        };
-        entries
-            .into_iter()
-            .map(|e| {
-                Ok(Registered {
-                    addr: e.parsed_addr()?,
-                    id: ActorId::new(e.name, e.uid),
-                })
-            })
-            .collect()
-    }
-
     /// Cancels this actor: everything it runs is cancelled, then it exits.
     pub fn cancel(&self) {
         self.cancel_by(self.inner.id.clone());
@@ -229,110 +168,6 @@ impl Actor {
         &self.inner.registrar
     }
 
-    fn entry(&self) -> Entry {
-        Entry {
-            name: self.inner.id.name.clone(),
-            uid: self.inner.id.uid.clone(),
-            addr: self.inner.addr.to_string(),
-        }
-    }
-
-    /// A connection to the actor listening at `addr`: the one open already, or a new one.
-    pub(crate) async fn connect(&self, addr: &Addr) -> Result<Conn, trellis::Error> {
-        if let Some(conn) = self.lock().peers.get(addr)
-            && conn.end().is_none()
-        {
-            return Ok(conn.clone());
-        }
-        let (mut reader, writer) =
-            trellis::cancellable(transport::connect(addr, self.inner.config.keepalive))
-                .await?
-                .map_err(|e| crate::ActorError::Io {
-                    context: format!("connecting to {addr}"),
-                    source: e,
-                })?;
-        let (conn, buf) =
-            Conn::handshake(Side::Connector, self.hello(), &mut reader, &writer).await?;
-        self.adopt(conn.clone(), reader, writer, buf)?;
-        self.lock().peers.insert(addr.clone(), conn.clone());
-        Ok(conn)
-    }
-
-    async fn registrar_conn(&self) -> Result<Conn, trellis::Error> {
-        let registrar = self.inner.registrar.clone();
-        self.connect(&registrar).await
-    }
-
-    /// Registers this actor with the registrar.
-    pub(crate) async fn register(&self) -> Result<(), trellis::Error> {
-        if let Some(registry) = &self.inner.registry {
-            registry.register(self.entry(), None);
-            return Ok(());
-        }
-        let args = Payload::encode(&(self.entry(),)).map_err(crate::ActorError::from)?;
-        self.registrar_conn().await?.call(REGISTER, args).await?;
-        Ok(())
-    }
-
-    /// Unregisters this actor, best effort and briefly: its registration goes with its
-    /// connection to the registrar anyway.
-    pub(crate) async fn unregister(&self) {
-        if let Some(registry) = &self.inner.registry {
-            registry.unregister(&self.inner.id.uid);
-            return;
-        }
-        let conn = self.lock().peers.get(&self.inner.registrar).cloned();
-        let Some(conn) = conn else { return };
-        let Ok(args) = Payload::encode(&(self.inner.id.uid.clone(),)) else {
-            return;
-        };
-        let _ =
-            trellis::move_on_after(Duration::from_millis(200), conn.call(UNREGISTER, args)).await;
-    }
-
-    /// A portal to the first actor registered as `name`, if any.
-    ///
-    /// # Errors
-    ///
-    /// When the registrar or the actor cannot be reached; `Cancelled`.
-    pub async fn find_actor(&self, name: &str) -> Result<Option<Portal>, trellis::Error> {
-        let entry = match &self.inner.registry {
-            Some(registry) => registry.find(name),
-            None => {
-                let args = Payload::encode(&(name,)).map_err(crate::ActorError::from)?;
-                let reply = self.registrar_conn().await?.call(FIND, args).await?;
-                reply
-                    .decode::<Option<Entry>>()
-                    .map_err(crate::ActorError::from)?
-            }
-        };
-        match entry {
-            Some(entry) => Ok(Some(self.portal_to(&entry).await?)),
-            None => Ok(None),
-        }
-    }
-
-    /// A portal to the first actor registered as `name`, waiting until there is one.
-    ///
-    /// # Errors
-    ///
-    /// When the registrar or the actor cannot be reached; `Cancelled`.
-    pub async fn wait_for_actor(&self, name: &str) -> Result<Portal, trellis::Error> {
-        let entry = match &self.inner.registry {
-            Some(registry) => registry.wait_for(name).await?,
-            None => {
-                let args = Payload::encode(&(name,)).map_err(crate::ActorError::from)?;
-                let reply = self.registrar_conn().await?.call(WAIT_FOR, args).await?;
-                reply.decode::<Entry>().map_err(crate::ActorError::from)?
-            }
-        };
-        self.portal_to(&entry).await
-    }
-
-    async fn portal_to(&self, entry: &Entry) -> Result<Portal, trellis::Error> {
-        self.portal(&entry.parsed_addr()?).await
-    }
-
     /// Announces a child about to connect back with `uid`.
     pub(crate) fn expect_child(&self, uid: &str) -> oneshot::Receiver<Conn> {
         let (tx, rx) = oneshot::channel();
@@ -350,88 +185,6 @@ impl Actor {
 
     pub(crate) fn forget_child(&self, uid: &str) {
         self.lock().expected.remove(uid);
-    }
-
-    /// Starts the I/O of an established connection.
-    pub(crate) fn adopt(
-        &self,
-        conn: Conn,
-        reader: Reader,
-        writer: Writer,
-        buf: bytes::BytesMut,
-    ) -> Result<(), trellis::Error> {
-        self.lock().conns.push(conn.clone());
-        if let Some(registry) = &self.inner.registry {
-            let (registry, key) = (registry.clone(), conn.key());
-            conn.on_end(move || registry.connection_ended(key));
-        }
-        let service = Arc::new(ActorService::new(self.clone()));
-        let actor = self.clone();
-        let c = conn.clone();
-        self.inner.io.start_soon(async move {
-            let run = c.clone().run(reader, writer, buf, service);
-            let result = run.await;
-            let mut state = actor.lock();
-            state.conns.retain(|other| !other.same(&c));
-            state.peers.retain(|_, other| !other.same(&c));
-            drop(state);
-            result
-        })?;
-        Ok(())
-    }
-
-    pub(crate) async fn accept_loop(self, listener: Listener) -> Result<(), trellis::Error> {
-        loop {
-            let (mut reader, writer) =
-                match trellis::cancellable(listener.accept(self.inner.config.keepalive)).await? {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        trellis::sleep(Duration::from_millis(10)).await?;
-                        continue;
-                    }
-                };
-            let actor = self.clone();
-            // Each handshake on its own, so a slow or silent peer holds up nobody.
-            self.inner.io.start_soon(async move {
-                let shaken = trellis::move_on_after(
-                    HANDSHAKE_TIMEOUT,
-                    Conn::handshake(Side::Acceptor, actor.hello(), &mut reader, &writer),
-                )
-                .await;
-                let (conn, buf) = match shaken {
-                    Ok(Some(shaken)) => shaken,
-                    Ok(None) => {
-                        tracing::debug!("handshake timed out");
-                        return Ok(());
-                    }
-                    Err(e) if e.is_cancelled() => return Err(e),
-                    Err(e) => {
-                        tracing::debug!("handshake failed: {e}");
-                        return Ok(());
-                    }
-                };
-                // A child reports ready (registered and serving) with a call over this
-                // connection: see `child_ready`.
-                actor.adopt(conn, reader, writer, buf)?;
-                Ok::<_, trellis::Error>(())
-            })?;
-        }
-    }
-
-    /// Says goodbye on every connection and gives the writers a moment to send it.
-    pub(crate) async fn close_all(&self) {
-        let conns = self.lock().conns.clone();
-        for conn in &conns {
-            conn.close();
-        }
-        let _ = trellis::move_on_after(Duration::from_millis(500), async {
-            for conn in &conns {
-                conn.ended().await?;
-            }
-            Ok::<_, Cancelled>(())
-        })
-        .await;
     }
 }
 

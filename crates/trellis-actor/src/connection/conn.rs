@@ -14,8 +14,7 @@ use trellis::{CancelScope, Cancelled};
 use trellis_wire::{ActorId, CallKind, Hello, Outcome, Payload, SendError, Session, Side};
 
 use super::chan::{CallEnd, Chan};
-use super::serving::{Served, Service};
-use crate::error::{ActorError, ErrorTypes, RemoteActorError};
+use crate::error::{ActorError, ErrorTypes, RemoteActorError, StreamOverrun};
 use crate::transport::{Reader, Writer};
 
 /// How long a caller that was cancelled waits for the callee to acknowledge the cancellation
@@ -42,6 +41,27 @@ pub(crate) enum Flush {
     Now,
     /// By the writer task, which sends many stream items in one write.
     Writer,
+}
+
+/// What answers the peer's calls on a connection: the actor runtime.
+pub(crate) trait Service: Send + Sync + 'static {
+    /// The peer starts `function`: answer with [`Conn::refuse`], [`Conn::answer`] or
+    /// [`Conn::serve_call`].
+    fn call(&self, conn: &Conn, cid: u64, function: &str, kind: CallKind, args: Payload);
+
+    /// The error types failures are sent and rebuilt with.
+    fn error_types(&self) -> &ErrorTypes;
+
+    /// Who cancelled this actor, if someone did: its served calls' `CancelAck` names them.
+    fn cancelled_by(&self) -> Option<ActorId>;
+}
+
+/// The local state of a call we serve.
+pub(crate) struct Served {
+    pub(crate) scope: CancelScope,
+    pub(crate) cancelled_by: Option<ActorId>,
+    /// The call's receiving end overran: it fails with this.
+    pub(crate) overrun: Option<StreamOverrun>,
 }
 
 /// A connection to one peer actor; cheap to clone.

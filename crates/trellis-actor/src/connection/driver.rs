@@ -9,8 +9,7 @@ use trellis::Cancelled;
 use trellis_wire::{Event, Payload};
 
 use super::chan::{CallEnd, Chan};
-use super::conn::{Conn, End, Flush, Local};
-use super::serving::Service;
+use super::conn::{Conn, End, Flush, Local, Service};
 use crate::error::StreamOverrun;
 use crate::transport::{Reader, Writer};
 

@@ -13,6 +13,6 @@ mod link;
 mod serving;
 
 pub(crate) use chan::CallEnd;
-pub(crate) use conn::{Conn, End, HANDSHAKE_TIMEOUT};
+pub(crate) use conn::{Conn, End, HANDSHAKE_TIMEOUT, Service};
 pub(crate) use link::Link;
-pub(crate) use serving::{BoxFuture, Prepared, Service};
+pub(crate) use serving::{BoxFuture, Prepared};

@@ -5,12 +5,12 @@ use std::panic::AssertUnwindSafe;
 use std::task::Poll;
 
 use trellis::{CancelScope, Nursery};
-use trellis_wire::{ActorId, CallKind, ErrorKind, Outcome, Payload, Role, SendError};
+use trellis_wire::{CallKind, ErrorKind, Outcome, Payload, Role, SendError};
 
 use super::chan::{CallEnd, Chan};
-use super::conn::{Conn, Flush, Local};
+use super::conn::{Conn, Flush, Local, Served};
 use super::link::Link;
-use crate::error::{ActorError, CallFailure, ErrorTypes, StreamOverrun, report, runtime_report};
+use crate::error::{ActorError, CallFailure, report, runtime_report};
 
 /// A future as a served call runs it.
 pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -18,27 +18,6 @@ pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output 
 /// A served call, ready to run: stream and context calls get their call's [`Link`].
 pub(crate) type Prepared =
     Box<dyn FnOnce(Option<Link>) -> BoxFuture<Result<Payload, CallFailure>> + Send>;
-
-/// What answers the peer's calls on a connection: the actor runtime.
-pub(crate) trait Service: Send + Sync + 'static {
-    /// The peer starts `function`: answer with [`Conn::refuse`], [`Conn::answer`] or
-    /// [`Conn::serve_call`].
-    fn call(&self, conn: &Conn, cid: u64, function: &str, kind: CallKind, args: Payload);
-
-    /// The error types failures are sent and rebuilt with.
-    fn error_types(&self) -> &ErrorTypes;
-
-    /// Who cancelled this actor, if someone did: its served calls' `CancelAck` names them.
-    fn cancelled_by(&self) -> Option<ActorId>;
-}
-
-/// The local state of a call we serve.
-pub(crate) struct Served {
-    pub(crate) scope: CancelScope,
-    pub(crate) cancelled_by: Option<ActorId>,
-    /// The call's receiving end overran: it fails with this.
-    pub(crate) overrun: Option<StreamOverrun>,
-}
 
 impl Conn {
     pub(super) fn serve(&self, cid: u64, function: String, kind: CallKind, args: Payload) {
