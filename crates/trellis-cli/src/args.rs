@@ -14,6 +14,8 @@ pub(crate) enum Command {
         function: String,
         args: serde_json::Value,
     },
+    /// List the functions the actor registered as `actor` serves.
+    List { registrar: Addr, actor: String },
 }
 
 /// Why there is nothing to run.
@@ -31,12 +33,14 @@ trellis: look at a live trellis actor tree and call into it
 Usage:
   trellis tree [--registrar ADDR]
   trellis call [--registrar ADDR] ACTOR FUNCTION [JSON-ARGS]
+  trellis call [--registrar ADDR] ACTOR --list
   trellis COMMAND --help
 
 Commands:
   tree   draw every actor the registrar knows, as a tree: name, pid, host, address,
          uptime, the calls it serves and makes, its open streams
-  call   call FUNCTION in the actor registered as ACTOR and print the result as JSON
+  call   call FUNCTION in the actor registered as ACTOR and print the result as JSON,
+         or with --list, list the functions it serves
 
 Options:
   --registrar ADDR   the registrar, unix:PATH or tcp:HOST:PORT
@@ -64,6 +68,7 @@ const CALL_HELP: &str = "\
 trellis call: make an ad-hoc call
 
 Usage: trellis call [--registrar ADDR] ACTOR FUNCTION [JSON-ARGS]
+       trellis call [--registrar ADDR] ACTOR --list
 
 Finds the first actor registered as ACTOR, calls its run function FUNCTION (the name it was
 registered under) with JSON-ARGS, a JSON array of the arguments (default []), and prints the
@@ -72,6 +77,8 @@ result as one line of JSON.
 Example: trellis call calc add '[1, 2]'
 
 Options:
+  --list             list the functions ACTOR serves, one per line: its call kind (run,
+                     stream, context) and its name
   --registrar ADDR   the registrar, unix:PATH or tcp:HOST:PORT (default: $TRELLIS_REGISTRAR)
   -h, --help         this text
 ";
@@ -98,10 +105,12 @@ fn parse_with(
         CALL_HELP
     };
     let mut registrar = None;
+    let mut list = false;
     let mut positional = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Err(Usage::Help(help)),
+            "--list" if command == "call" => list = true,
             "--registrar" => {
                 registrar = Some(
                     args.next()
@@ -132,6 +141,15 @@ fn parse_with(
         return Ok(Command::Tree { registrar });
     }
     let mut positional = positional.into_iter();
+    if list {
+        let Some(actor) = positional.next() else {
+            return Err(Usage::Bad("`call --list` needs ACTOR".into()));
+        };
+        if let Some(extra) = positional.next() {
+            return Err(Usage::Bad(format!("unexpected argument `{extra}`")));
+        }
+        return Ok(Command::List { registrar, actor });
+    }
     let (Some(actor), Some(function)) = (positional.next(), positional.next()) else {
         return Err(Usage::Bad("`call` needs ACTOR and FUNCTION".into()));
     };
@@ -164,6 +182,25 @@ mod tests {
 
     fn parse(args: &[&str], env: Option<&str>) -> Result<Command, Usage> {
         parse_with(args.iter().map(|a| (*a).to_owned()), env.map(str::to_owned))
+    }
+
+    #[test]
+    fn call_lists_with_list() {
+        assert_eq!(
+            parse(&["call", "calc", "--list"], Some("unix:/r")),
+            Ok(Command::List {
+                registrar: "unix:/r".parse().unwrap(),
+                actor: "calc".into()
+            })
+        );
+        assert!(matches!(
+            parse(&["call", "--list"], Some("unix:/r")),
+            Err(Usage::Bad(_))
+        ));
+        assert!(matches!(
+            parse(&["tree", "--list"], Some("unix:/r")),
+            Err(Usage::Bad(_))
+        ));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! ```text
 //! trellis tree [--registrar ADDR]
 //! trellis call [--registrar ADDR] ACTOR FUNCTION JSON-ARGS
+//! trellis call [--registrar ADDR] ACTOR --list
 //! ```
 //!
 //! The registrar's address (`unix:PATH` or `tcp:HOST:PORT`) comes from `--registrar` or the
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
                 function,
                 args,
             } => call(config, registrar, actor, function, args).await,
+            Command::List { registrar, actor } => functions_of(config, registrar, actor).await,
         }
     });
     match outcome {
@@ -186,6 +188,48 @@ async fn describe_all(
         .collect())
 }
 
+/// A portal to the first actor registered as `name`, or why there is none.
+async fn find(
+    actor: &trellis_actor::Actor,
+    registrar: &Addr,
+    registered: &[Registered],
+    name: &str,
+) -> Result<trellis_actor::Portal, Failure> {
+    let Some(entry) = registered.iter().find(|e| e.id.name == name) else {
+        return Err(Failure::Usage(format!(
+            "no actor named `{name}` is registered at {registrar}"
+        )));
+    };
+    actor.portal(&entry.addr).await.map_err(|e| {
+        Failure::Usage(format!(
+            "cannot reach actor `{name}` at {}: {}",
+            entry.addr,
+            one_line(&e)
+        ))
+    })
+}
+
+async fn functions_of(config: Config, registrar: Addr, name: String) -> Outcome {
+    with_registered(config, registrar, |actor, r, registered| async move {
+        let portal = match find(&actor, &r, &registered, &name).await {
+            Ok(portal) => portal,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        match trellis::move_on_after(ANSWER_TIMEOUT, portal.functions()).await {
+            Ok(Some(list)) => Ok(Ok(list
+                .iter()
+                .map(|f| format!("{:<8}{}\n", f.kind, f.name))
+                .collect())),
+            Ok(None) => Ok(Err(Failure::Usage(format!(
+                "actor `{name}` did not answer within {ANSWER_TIMEOUT:?}"
+            )))),
+            Err(e) if e.is_cancelled() => Err(e),
+            Err(e) => Ok(Err(Failure::Remote(e))),
+        }
+    })
+    .await
+}
+
 async fn call(
     config: Config,
     registrar: Addr,
@@ -194,20 +238,9 @@ async fn call(
     args: serde_json::Value,
 ) -> Outcome {
     with_registered(config, registrar, |actor, r, registered| async move {
-        let Some(entry) = registered.iter().find(|e| e.id.name == name) else {
-            return Ok(Err(Failure::Usage(format!(
-                "no actor named `{name}` is registered at {r}"
-            ))));
-        };
-        let portal = match actor.portal(&entry.addr).await {
+        let portal = match find(&actor, &r, &registered, &name).await {
             Ok(portal) => portal,
-            Err(e) => {
-                return Ok(Err(Failure::Usage(format!(
-                    "cannot reach actor `{name}` at {}: {}",
-                    entry.addr,
-                    one_line(&e)
-                ))));
-            }
+            Err(failure) => return Ok(Err(failure)),
         };
         match portal
             .run_named::<serde_json::Value, _>(&function, args)

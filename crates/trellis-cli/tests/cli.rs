@@ -166,6 +166,16 @@ fn call_prints_the_result_as_json_and_errors_as_one_line() {
         let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
         assert_eq!(info["id"]["name"], "leaf");
 
+        // What an actor serves, by the names it registered them under.
+        let out = trellis_cli(&[&["call"][..], &r, &["calc", "--list"]].concat()).await?;
+        assert!(out.status.success(), "{out:?}");
+        let listed = text(&out.stdout);
+        assert!(listed.lines().any(|l| l == "run     add"), "{listed}");
+        assert!(
+            listed.lines().any(|l| l == "context trellis.terminal"),
+            "{listed}"
+        );
+
         // A remote failure: its error, exit 1.
         let out =
             trellis_cli(&[&["call"][..], &r, &["calc", "fails", r#"["bolts"]"#]].concat()).await?;

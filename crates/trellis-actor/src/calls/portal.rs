@@ -14,7 +14,7 @@ use super::stream::MsgStream;
 use crate::connection::{CallEnd, Conn, Link};
 use crate::error::ActorError;
 use crate::functions::{ContextFn, RemoteFn, StreamFn};
-use crate::info::ActorInfo;
+use crate::info::{ActorInfo, FunctionInfo};
 use crate::names;
 
 /// A way to call functions in another actor.
@@ -88,6 +88,16 @@ impl Portal {
     /// When the actor is gone, or `Cancelled`.
     pub async fn info(&self) -> Result<ActorInfo, trellis::Error> {
         self.run_named(names::INFO, ()).await
+    }
+
+    /// The functions the actor serves, by name, with their call kinds (the runtime function
+    /// `trellis.functions`).
+    ///
+    /// # Errors
+    ///
+    /// When the actor is gone, or `Cancelled`.
+    pub async fn functions(&self) -> Result<Vec<FunctionInfo>, trellis::Error> {
+        self.run_named(names::FUNCTIONS, ()).await
     }
 
     /// Asks the actor to cancel everything it runs and exit. Returns once the request is
