@@ -79,9 +79,8 @@ impl Context {
             return Err(ActorError::StartedTwice.into());
         }
         let value = Payload::encode(&value).map_err(ActorError::from)?;
-        self.link.started(value)?;
         let options = *self.options.lock().unwrap_or_else(|e| e.into_inner());
-        self.link.grant(options.window())
+        self.link.started(value, options.window())
     }
 
     /// Opens this side of the two-way stream: receives `Rx`, sends `Tx`.

@@ -201,11 +201,10 @@ impl Portal {
     ) -> Result<Link, trellis::Error> {
         trellis::checkpoint_if_cancelled()?;
         let args = Payload::encode(args).map_err(ActorError::from)?;
-        let (cid, chan) = self.conn.open_call(function, kind, args)?;
-        let link = Link::new(self.conn.clone(), cid, chan, kind, Role::Caller);
-        // The callee's items may flow as soon as it acknowledges the call.
-        link.grant(options.window())?;
-        Ok(link)
+        let (cid, chan) = self
+            .conn
+            .open_call(function, kind, args, options.window())?;
+        Ok(Link::new(self.conn.clone(), cid, chan, kind, Role::Caller))
     }
 
     /// Calls a stream function in the actor and runs `body` with the stream of its items

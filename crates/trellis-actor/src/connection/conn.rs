@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, oneshot};
 use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled};
-use trellis_wire::{ActorId, CallKind, Hello, Outcome, Payload, SendError, Session, Side};
+use trellis_wire::{ActorId, CallKind, Hello, Outcome, Payload, SendError, Session, Side, Window};
 
 use super::chan::{CallEnd, Chan};
 use crate::error::{ActorError, ErrorTypes, RemoteActorError, StreamOverrun};
@@ -312,13 +312,16 @@ impl Conn {
         .into()
     }
 
-    /// Starts a call of ours with its local end in `local`; returns its id.
+    /// Starts a call of ours with its local end in `local` and, for a stream or context, its
+    /// receiving end opened with `window` in the same step (the callee may answer at once);
+    /// returns its id.
     fn start(
         &self,
         function: &str,
         kind: CallKind,
         args: Payload,
         local: Local,
+        window: Option<Window>,
     ) -> Result<u64, trellis::Error> {
         let mut state = self.lock();
         if state.end.is_some() {
@@ -328,6 +331,12 @@ impl Conn {
             .session
             .start(function, kind, args)
             .map_err(|e| self.send_error(e))?;
+        if let Some(window) = window {
+            state
+                .session
+                .open_receive(cid, window)
+                .expect("a new stream or context call opens its receiving end");
+        }
         state.calls.insert(cid, local);
         self.flush_locked(&mut state, Flush::Now);
         Ok(cid)
@@ -346,7 +355,7 @@ impl Conn {
             waiter: Some(tx),
             ..Local::default()
         };
-        let cid = self.start(function, CallKind::Run, args, local)?;
+        let cid = self.start(function, CallKind::Run, args, local, None)?;
         let end = match trellis::cancellable(&mut rx).await {
             Ok(Ok(end)) => end,
             Ok(Err(_)) => return Err(self.lost()),
@@ -379,19 +388,22 @@ impl Conn {
         }
     }
 
-    /// Starts a stream or context call, its local end a fresh buffer.
+    /// Starts a stream or context call, its local end a fresh buffer receiving as `window`
+    /// says.
     pub(crate) fn open_call(
         &self,
         function: &str,
         kind: CallKind,
         args: Payload,
+        window: Window,
     ) -> Result<(u64, Arc<Chan>), trellis::Error> {
         let chan = Chan::new();
+        chan.lock().report_every = window.report_every();
         let local = Local {
             chan: Some(chan.clone()),
             ..Local::default()
         };
-        let cid = self.start(function, kind, args, local)?;
+        let cid = self.start(function, kind, args, local, Some(window))?;
         Ok((cid, chan))
     }
 

@@ -33,14 +33,6 @@ impl Link {
         }
     }
 
-    /// Opens the receiving end: grants the sender its first credit.
-    pub(crate) fn grant(&self, window: Window) -> Result<(), trellis::Error> {
-        self.chan.lock().report_every = window.report_every();
-        self.conn
-            .act(Flush::Now, |s| s.open_receive(self.cid, window))
-            .map_err(|e| self.conn.send_error(e))
-    }
-
     /// Why the stream cannot go on, as an error for the local end, or `None` when it ended
     /// normally.
     pub(crate) fn ended_error(&self, state: &ChanState) -> Option<trellis::Error> {
@@ -153,11 +145,15 @@ impl Link {
         }
     }
 
-    /// Sends a context's first value.
-    pub(crate) fn started(&self, value: Payload) -> Result<(), trellis::Error> {
-        self.conn
-            .act(Flush::Now, |s| s.started(self.cid, value))
-            .map_err(|e| self.conn.send_error(e))
+    /// Sends a context's first value and opens the callee's receiving end as `window` says,
+    /// in one step.
+    pub(crate) fn started(&self, value: Payload, window: Window) -> Result<(), trellis::Error> {
+        self.chan.lock().report_every = window.report_every();
+        let sent = self.conn.act(Flush::Now, |s| {
+            s.started(self.cid, value)?;
+            s.open_receive(self.cid, window)
+        });
+        sent.map_err(|e| self.send_failure(e))
     }
 
     /// Stops receiving: what is buffered or still comes is discarded and, with `grant`, the
