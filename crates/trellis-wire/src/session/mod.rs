@@ -757,15 +757,21 @@ impl Session {
     }
 
     /// Closes our receiving end: what still comes is dropped, and the sender gets unlimited
-    /// credit so that it never waits on us again.
+    /// credit so that it never waits on us again (unless the end overran: its call is
+    /// failing).
     pub fn close_receive(&mut self, cid: u64) {
-        let Some(receiving) = self.calls.get_mut(&cid).and_then(|c| c.receiving.as_mut()) else {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        let overran = call.overran;
+        let Some(receiving) = call.receiving.as_mut() else {
             return;
         };
         if std::mem::replace(&mut receiving.closed, true) {
             return;
         }
-        if matches!(receiving.window, Window::Credit(_)) {
+        // An end that overran is failing its call: no more credit for it.
+        if matches!(receiving.window, Window::Credit(_)) && !overran {
             receiving.granted = u64::MAX;
             let _ = self.send_on_call(
                 cid,
