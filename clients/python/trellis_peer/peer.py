@@ -8,7 +8,7 @@ import uuid
 
 import msgpack
 
-PROTOCOL_VERSION = (1, 1)
+PROTOCOL_VERSION = (1, 0)
 
 # Message kinds (section 3).
 HELLO, START, START_ACK, STARTED, YIELD, STOP, RETURN, ERROR, CANCEL, CANCEL_ACK, CREDIT, GOODBYE = range(12)

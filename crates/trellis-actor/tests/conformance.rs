@@ -132,6 +132,36 @@ impl runner::Wire for Live {
     }
 }
 
+/// The Python runner (`clients/python/tests/test_conformance.py`, written from the scenario
+/// file's notation alone) against a live actor.
+#[test]
+fn the_python_runner_passes_every_scenario_against_a_live_actor() {
+    let python = common::python();
+    common::root_with(config(), Transport::Unix, || async move {
+        let addr = trellis_actor::current().addr().to_string();
+        let out = trellis::threads::run_sync(move || {
+            std::process::Command::new(python)
+                .args(["-m", "unittest", "discover", "-v", "-s", "tests"])
+                .args(["-p", "test_conformance.py"])
+                .current_dir(common::repo_root().join("clients/python"))
+                .env("TRELLIS_CONFORMANCE_ADDR", addr)
+                .env("PYTHONPATH", common::repo_root().join("clients/python"))
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .output()
+        })
+        .await?
+        .map_err(trellis::Error::new)?;
+        let report = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "the Python runner failed:\n{report}");
+        assert!(
+            report.contains("Ran 1 test") && !report.contains("skipped"),
+            "{report}"
+        );
+        Ok(())
+    })
+    .unwrap();
+}
+
 /// Every scenario, against a live actor.
 #[test]
 fn a_live_actor_passes_every_scenario() {

@@ -4,9 +4,7 @@
 //! virtual environment under the target directory (from PyPI, once).
 
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use trellis_actor::{Config, Context, Functions, MsgStream, StreamOptions, Transport};
@@ -100,63 +98,27 @@ fn serve_children() {
     trellis_actor::serve_if_child(config());
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A Python interpreter that can `import msgpack`: the system's, or one of a virtual
-/// environment made for these tests.
-fn python() -> PathBuf {
-    static PYTHON: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut python = PYTHON.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(python) = &*python {
-        return python.clone();
-    }
-    let has_msgpack = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import msgpack"])
-            .output()
-            .is_ok_and(|out| out.status.success())
-    };
-    let system = PathBuf::from("python3");
-    let found = if has_msgpack(&system) {
-        system
-    } else {
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-peer-venv");
-        let venv_python = venv.join("bin/python");
-        if !has_msgpack(&venv_python) {
-            let run = |cmd: &mut Command| {
-                let out = cmd.output().expect("python3 runs");
-                assert!(
-                    out.status.success(),
-                    "{cmd:?} failed:\n{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            };
-            run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-            run(Command::new(&venv_python)
-                .args(["-m", "pip", "install", "--quiet", "-r"])
-                .arg(repo_root().join("clients/python/requirements.txt")));
-        }
-        venv_python
-    };
-    *python = Some(found.clone());
-    found
-}
-
 fn python_suite(transport: Transport) {
-    let python = python();
+    let python = common::python();
     common::root_with(config(), transport, || async move {
         trellis_actor::open_nursery(|an| async move {
             an.start_actor("worker").await?;
             let addr = trellis_actor::current().addr().to_string();
             let out = trellis::threads::run_sync(move || {
                 Command::new(python)
-                    .args(["-m", "unittest", "discover", "-v", "-s", "tests"])
-                    .current_dir(repo_root().join("clients/python"))
+                    .args([
+                        "-m",
+                        "unittest",
+                        "discover",
+                        "-v",
+                        "-s",
+                        "tests",
+                        "-p",
+                        "test_peer.py",
+                    ])
+                    .current_dir(common::repo_root().join("clients/python"))
                     .env("TRELLIS_PEER_ADDR", addr)
-                    .env("PYTHONPATH", repo_root().join("clients/python"))
+                    .env("PYTHONPATH", common::repo_root().join("clients/python"))
                     .env("PYTHONDONTWRITEBYTECODE", "1")
                     .output()
             })

@@ -269,3 +269,41 @@ fn the_engine_passes_every_scenario() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Every section of `docs/wire-protocol.md` that says MUST has a scenario citing it.
+#[test]
+fn every_section_with_a_must_has_a_scenario() {
+    let spec = include_str!("../../../docs/wire-protocol.md");
+    let cited: Vec<String> = runner::load()
+        .iter()
+        .flat_map(|s| {
+            s.spec
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut section = String::new();
+    let mut uncovered = Vec::new();
+    for line in spec.lines() {
+        if let Some(heading) = line
+            .strip_prefix("## ")
+            .or_else(|| line.strip_prefix("### "))
+        {
+            section = heading
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('.')
+                .to_owned();
+        }
+        let must = line.contains("MUST") && !line.starts_with("Key words");
+        if must && !cited.contains(&section) && !uncovered.contains(&section) {
+            uncovered.push(section.clone());
+        }
+    }
+    assert!(
+        uncovered.is_empty(),
+        "sections with a MUST and no scenario: {uncovered:?}"
+    );
+}

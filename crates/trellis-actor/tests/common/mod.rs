@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use trellis_actor::{Config, Transport};
@@ -76,4 +78,50 @@ pub(crate) fn kill_unless_exited(child: &mut Child) {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// The repository's root.
+pub(crate) fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A Python interpreter that can `import msgpack`: the system's, or one of a virtual
+/// environment made for these tests.
+pub(crate) fn python() -> PathBuf {
+    static PYTHON: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut python = PYTHON.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(python) = &*python {
+        return python.clone();
+    }
+    let has_msgpack = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import msgpack"])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    let system = PathBuf::from("python3");
+    let found = if has_msgpack(&system) {
+        system
+    } else {
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-peer-venv");
+        let venv_python = venv.join("bin/python");
+        if !has_msgpack(&venv_python) {
+            let run = |cmd: &mut Command| {
+                let out = cmd.output().expect("python3 runs");
+                assert!(
+                    out.status.success(),
+                    "{cmd:?} failed:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+            run(Command::new(&venv_python)
+                .args(["-m", "pip", "install", "--quiet", "-r"])
+                .arg(repo_root().join("clients/python/requirements.txt")));
+        }
+        venv_python
+    };
+    *python = Some(found.clone());
+    found
 }
