@@ -97,6 +97,14 @@ class AgainstARealActor(unittest.TestCase):
         self.assertEqual(caught.exception.requested_by, self.peer.local)
         self.assertEqual(self.peer.call("add", 1, 1), 2)
 
+    def test_stop_ends_a_stream_early(self):
+        # Spec 1.1 section 6.3: the callee stops producing at the caller's Stop and returns.
+        stream = self.peer.stream("count_forever", window=8)
+        self.assertEqual([next(stream) for _ in range(3)], [0, 1, 2])
+        self.assertIsNone(stream.close())
+        self.assertTrue(stream.done)
+        self.assertEqual(self.peer.call("add", 1, 1), 2)
+
     def test_calls_interleave_on_one_connection(self):
         first = self.peer.stream("count_to", 50, window=4)
         second = self.peer.stream("count_to", 50, window=4)
@@ -144,6 +152,52 @@ class AgainstARealActor(unittest.TestCase):
         other.close()
         with self.assertRaises((ConnectionLost, OSError, AttributeError)):
             other.call("add", 1, 1)
+
+
+class AgainstABrokenCallee(unittest.TestCase):
+    """Spec 1.1 section 6.5 from the caller's side: a callee that breaks one call's rules fails
+    that call; the peer cancels it, drops what else comes for it, and goes on. The callee is a
+    script on the other end of a socket pair."""
+
+    def test_a_broken_call_fails_alone(self):
+        ours, theirs = socket.socketpair()
+        seen = []
+
+        def send(message):
+            body = msgpack.packb(message, use_bin_type=True)
+            theirs.sendall(struct.pack(">I", len(body)) + body)
+
+        def read():
+            header = theirs.recv(4, socket.MSG_WAITALL)
+            (length,) = struct.unpack(">I", header)
+            return msgpack.unpackb(theirs.recv(length, socket.MSG_WAITALL), raw=False)
+
+        def callee():
+            seen.append(read())  # Hello
+            send([0, [1, 1], ["script", "1"], 1, {}])
+            start = read()
+            seen.append(start)
+            send([2, start[1]])
+            send([4, start[1], 0])  # an item on a run call: the call's rules broken
+            seen.append(read())  # the peer's Cancel
+            send([9, start[1], ["script", "1"]])  # its CancelAck, to be dropped
+            second = read()
+            send([2, second[1]])
+            send([6, second[1], 42])
+
+        import threading
+        thread = threading.Thread(target=callee)
+        thread.start()
+        peer = Peer(ours)
+        with self.assertRaises(Exception) as caught:
+            peer.call("first")
+        self.assertIn("unexpected message", str(caught.exception))
+        self.assertEqual(peer.call("second"), 42)
+        thread.join()
+        self.assertEqual(seen[2][0], 8)  # Cancel
+        self.assertEqual(seen[2][1], seen[1][1])
+        peer._sock.close()
+        theirs.close()
 
 
 if __name__ == "__main__":

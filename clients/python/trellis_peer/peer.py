@@ -8,7 +8,7 @@ import uuid
 
 import msgpack
 
-PROTOCOL_VERSION = (1, 0)
+PROTOCOL_VERSION = (1, 1)
 
 # Message kinds (section 3).
 HELLO, START, START_ACK, STARTED, YIELD, STOP, RETURN, ERROR, CANCEL, CANCEL_ACK, CREDIT, GOODBYE = range(12)
@@ -77,6 +77,7 @@ class Peer:
         self._buf = bytearray()
         self._next_cid = 1
         self._pending = {}  # cid -> deque of messages not yet taken by their call
+        self._abandoned = set()  # calls the callee broke: dropped until their end (6.5)
         self._ended = None
         self.local = (name, uuid.uuid4().hex)
         self._send([HELLO, list(PROTOCOL_VERSION), list(self.local), os.getpid(), {}])
@@ -166,7 +167,7 @@ class Peer:
         message = self._next(cid)
         if message[0] == START_ACK:
             return
-        self._terminal(cid, message)
+        self._terminal(cid, message)  # raises for Error, CancelAck, anything else
         raise ProtocolError(f"expected StartAck or Error, got {message!r}")
 
     def _terminal(self, cid, message):
@@ -181,7 +182,15 @@ class Peer:
         if kind == CANCEL_ACK:
             self._pending.pop(cid, None)
             raise CallCancelled(tuple(message[2][:2]))
+        self._abandon(cid)
         raise ProtocolError(f"unexpected message for call {cid}: {message!r}")
+
+    def _abandon(self, cid):
+        """The callee broke call ``cid``'s rules: that call fails, the connection goes on
+        (section 6.5). Cancels it and drops what else comes for it until its end."""
+        if self._pending.pop(cid, None) is not None:
+            self._abandoned.add(cid)
+            self._send([CANCEL, cid, list(self.local)])
 
     def _next(self, cid):
         """The next message for call ``cid``, reading the connection as needed."""
@@ -204,6 +213,10 @@ class Peer:
             # A call from the actor: this peer serves no functions (section 6 allows refusing).
             self._send([ERROR, message[1], _report(self.local, "UnknownFunction",
                                                     f"a Python peer serves no `{message[2]}`")])
+            return
+        if len(message) >= 2 and message[1] in self._abandoned:
+            if kind in (RETURN, ERROR, CANCEL_ACK):
+                self._abandoned.discard(message[1])
             return
         if len(message) < 2 or message[1] not in self._pending:
             # A crossing Credit or Stop for a call that is over; anything else is a bug.

@@ -149,7 +149,7 @@ impl RemoteActorError {
     }
 
     /// The remote error as its real type `E`, when `E` was registered with
-    /// [`Functions::error_type`] on both sides.
+    /// [`Functions::error_type`](crate::Functions::error_type) on both sides.
     pub fn rebuilt<E: std::error::Error + 'static>(&self) -> Option<&E> {
         self.rebuilt.as_deref()?.downcast_ref::<E>()
     }

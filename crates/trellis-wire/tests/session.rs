@@ -310,14 +310,21 @@ fn a_callee_breaking_a_call_fails_that_call_only() {
     })
     .unwrap();
     broken(&events(&mut s), broken_cid);
+    // That message ended the call for the callee: nothing to cancel, nothing awaited.
+    assert!(sent(&mut s).is_empty());
+    assert_eq!(s.live_calls(), 1);
+    // A non-terminal rule break: the call is cancelled, its messages dropped until its end.
+    let third = s.start("h", CallKind::Run, Payload::unit()).unwrap();
+    sent(&mut s);
+    s.handle(Message::Stop { cid: third }).unwrap();
+    broken(&events(&mut s), third);
     assert!(matches!(
         &sent(&mut s)[..],
-        [Message::Cancel { cid, .. }] if *cid == broken_cid
+        [Message::Cancel { cid, .. }] if *cid == third
     ));
-    // Its further messages are dropped until its end; then it is gone.
-    s.handle(Message::StartAck { cid: broken_cid }).unwrap();
+    s.handle(Message::StartAck { cid: third }).unwrap();
     s.handle(Message::CancelAck {
-        cid: broken_cid,
+        cid: third,
         requested_by: peer_id(),
     })
     .unwrap();

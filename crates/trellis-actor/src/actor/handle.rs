@@ -59,7 +59,7 @@ pub(crate) struct State {
     parent: Option<ActorId>,
 }
 
-/// The actor this code runs in: inside the root body given to [`main`] or [`run_root`],
+/// The actor this code runs in: inside the root body given to [`main`](crate::main) or [`run_root`](crate::run_root),
 /// inside functions served to other actors, and in every task these start in trellis nurseries
 /// (it is a [`trellis::with_local`] value).
 ///

@@ -78,7 +78,7 @@ where
 }
 
 /// Runs `root` as a root actor named `name` inside an existing trellis program (for tests and
-/// programs that manage their own runtime), and returns its value. See [`main`].
+/// programs that manage their own runtime), and returns its value. See [`main`](crate::main).
 ///
 /// # Errors
 ///

@@ -23,7 +23,7 @@ pub enum Flow {
     #[default]
     Backpressure,
     /// The sender never waits; once more than the capacity is unread the call fails with
-    /// [`StreamOverrun`] (tractor's default).
+    /// [`StreamOverrun`](crate::StreamOverrun) (tractor's default).
     Overrun,
     /// The sender never waits and the receiver buffers everything (tractor's
     /// `allow_overruns=True`).
@@ -56,7 +56,7 @@ impl StreamOptions {
 
     /// How many unread items the receiving end holds (with [`Flow::Backpressure`], how many
     /// the sender may have in flight; with [`Flow::Overrun`], how many before the call fails).
-    /// Subscribers of [`MsgStream::subscribe`] keep as many.
+    /// Subscribers of [`MsgStream::subscribe`](crate::MsgStream::subscribe) keep as many.
     ///
     /// # Panics
     ///
@@ -78,7 +78,7 @@ impl StreamOptions {
         self
     }
 
-    /// Makes [`MsgStream::subscribe`]'s subscribers lossless: none ever lags; the stream is
+    /// Makes [`MsgStream::subscribe`](crate::MsgStream::subscribe)'s subscribers lossless: none ever lags; the stream is
     /// read no faster than its slowest subscriber.
     #[must_use]
     pub fn lossless_subscribers(mut self) -> Self {

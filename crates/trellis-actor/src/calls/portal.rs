@@ -238,8 +238,8 @@ impl Portal {
     ///
     /// # Errors
     ///
-    /// As [`open_stream_from`](Portal::open_stream_from); [`StreamOverrun`] in
-    /// [`Flow::Overrun`] mode.
+    /// As [`open_stream_from`](Portal::open_stream_from); [`StreamOverrun`](crate::StreamOverrun) in
+    /// [`Flow::Overrun`](crate::Flow::Overrun) mode.
     pub async fn open_stream_from_with<F, M, B, Fut, T>(
         &self,
         function: F,
@@ -258,7 +258,7 @@ impl Portal {
     }
 
     /// Opens a context with a context function in the actor (tractor's `open_context`): waits
-    /// for the function's [`started`](Context::started) value, then runs `body` with the
+    /// for the function's [`started`](crate::Context::started) value, then runs `body` with the
     /// caller's side of the context and that value. Returns what `body` returns, once the
     /// function returned too (its result is [`PortalContext::result`]).
     ///

@@ -154,7 +154,7 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
     ///
     /// # Errors
     ///
-    /// The remote failure that ended the call, [`StreamOverrun`], the connection lost,
+    /// The remote failure that ended the call, [`StreamOverrun`](crate::StreamOverrun), the connection lost,
     /// `Cancelled`; [`ActorError::BadItem`] for an item that does not decode as `Rx`.
     pub async fn recv(&self) -> Result<Option<Rx>, trellis::Error> {
         if let Some(factory) = self.inner.own_factory.get() {

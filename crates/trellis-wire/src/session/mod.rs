@@ -523,7 +523,7 @@ impl Session {
         let ends = match call.apply(cid, &msg, from) {
             Ok(ends) => ends,
             Err(error) => {
-                self.break_call(cid, error);
+                self.break_call(cid, error, is_terminal(&msg));
                 return Ok(());
             }
         };
@@ -572,8 +572,9 @@ impl Session {
         Ok(())
     }
 
-    /// The peer broke the rules of call `cid`: end it for us, tell the peer, go on.
-    fn break_call(&mut self, cid: u64, error: ProtocolError) {
+    /// The peer broke the rules of call `cid`: end it for us, tell the peer, go on. A callee's
+    /// out-of-place terminal message (`ended`) ends the call for it: nothing is awaited.
+    fn break_call(&mut self, cid: u64, error: ProtocolError, ended: bool) {
         let Some(call) = self.calls.get_mut(&cid) else {
             return;
         };
@@ -585,6 +586,9 @@ impl Session {
                     cid: Some(cid),
                     error: Box::new(report),
                 });
+            }
+            Role::Caller if ended => {
+                self.calls.remove(&cid);
             }
             Role::Caller => {
                 call.detached = true;
