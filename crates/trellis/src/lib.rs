@@ -57,6 +57,7 @@ pub mod sync;
 pub mod testing;
 pub mod threads;
 mod time;
+pub mod token;
 
 pub use cancel::{
     CancelScope, Cancellable, Checkpoint, FailAfter, MoveOn, ScopeRun, cancellable, checkpoint,
