@@ -72,7 +72,7 @@ pub use error::{
 pub use group::ErrorGroup;
 pub use local::{local, with_local};
 pub use nursery::{Nursery, TaskHandle, TaskStatus, open_nursery};
-pub use runner::Runner;
+pub use runner::{Root, Runner, root};
 #[cfg(feature = "rt-multi-thread")]
 pub use runner::{main, run};
 pub use time::current_time;

@@ -135,12 +135,28 @@ impl Runner {
         self
     }
 
-    /// Runs `main` to completion; see [`run`].
+    /// Runs `main` to completion; see [`run`]. A runtime that cannot be built (the OS refuses
+    /// threads or an event queue) is an error of this run, not a panic: see
+    /// [`try_run`](Runner::try_run) to tell it apart.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// When the tokio runtime cannot be built (the OS refuses threads or an event queue).
+    /// `main`'s error, [`Interrupted`], or the `std::io::Error` of building the runtime.
     pub fn run<F, T, E>(self, main: F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Into<Error>,
+    {
+        self.try_run(main).unwrap_or_else(|e| Err(Error::new(e)))
+    }
+
+    /// [`run`](Runner::run), with the failure to build the runtime apart: `Err` when tokio's
+    /// builder fails, else `main`'s outcome.
+    ///
+    /// # Errors
+    ///
+    /// The `std::io::Error` of building the runtime.
+    pub fn try_run<F, T, E>(self, main: F) -> std::io::Result<Result<T, Error>>
     where
         F: Future<Output = Result<T, E>>,
         E: Into<Error>,
@@ -160,8 +176,7 @@ impl Runner {
             .enable_all()
             .on_thread_park(move || parked.before_io_wait())
             .on_thread_unpark(move || unparked.after_io_wait())
-            .build()
-            .expect("failed to build the tokio runtime");
+            .build()?;
         let root = Node::new_root();
         root.set_instruments(instruments.clone());
         let ctrl_c = self.ctrl_c;
@@ -169,7 +184,7 @@ impl Runner {
         let outcome = runtime.block_on(run_in_root(root, ctrl_c, main));
         drop(runtime);
         instruments.after_run();
-        outcome
+        Ok(outcome)
     }
 
     /// Runs `main` and turns its outcome into an exit status; see [`main`].
@@ -190,6 +205,109 @@ impl Runner {
             }
         }
     }
+}
+
+/// A trellis root inside a tokio runtime that is already running (`#[tokio::main]`, a
+/// service's runtime, a library's caller): a root cancel scope, instruments, and optionally
+/// Ctrl-C → cancellation, for one future, without building a runtime. See [`root`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let value = trellis::Root::new()
+///     .run(async {
+///         trellis::open_nursery(|n| async move {
+///             n.start_soon(async { trellis::checkpoint().await })?;
+///             Ok::<_, trellis::Error>(42)
+///         })
+///         .await
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(value, Some(42));
+/// # }
+/// ```
+#[derive(Default)]
+pub struct Root {
+    instruments: Vec<Arc<dyn Instrument>>,
+    ctrl_c: bool,
+}
+
+impl std::fmt::Debug for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Root")
+            .field("instruments", &self.instruments.len())
+            .field("ctrl_c", &self.ctrl_c)
+            .finish()
+    }
+}
+
+impl Root {
+    /// A root without Ctrl-C handling (the program around owns its signals) and without
+    /// instruments.
+    pub fn new() -> Self {
+        Root::default()
+    }
+
+    /// Adds an instrument that hears about every nursery task of the run. The runtime is not
+    /// this root's: `before_io_wait`/`after_io_wait` are not called.
+    pub fn instrument(mut self, instrument: Arc<dyn Instrument>) -> Self {
+        self.instruments.push(instrument);
+        self
+    }
+
+    /// Whether Ctrl-C cancels the root (default: no), as with [`Runner`]: the first cancels,
+    /// [`run`](Root::run) then returns [`Interrupted`]; a second exits the process with status
+    /// 130. Needs the `signal` feature.
+    pub fn handle_ctrl_c(mut self, enabled: bool) -> Self {
+        self.ctrl_c = enabled;
+        self
+    }
+
+    /// Runs `main` in a new root cancel scope, on the runtime that polls this future.
+    ///
+    /// # Errors
+    ///
+    /// `main`'s error; [`Interrupted`] after Ctrl-C (when handled).
+    pub async fn run<F, T, E>(self, main: F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Into<Error>,
+    {
+        let instruments = Instruments::new(self.instruments);
+        let root = Node::new_root();
+        root.set_instruments(instruments.clone());
+        instruments.before_run();
+        let outcome = run_in_root(root, self.ctrl_c, main).await;
+        instruments.after_run();
+        outcome
+    }
+}
+
+/// Runs `main` in a trellis root inside the tokio runtime that is already running (both
+/// flavours): `Root::new().run(main)`. Use it where a program starts with `#[tokio::main]` or
+/// another framework's runtime; [`run`] builds a runtime of its own instead.
+///
+/// ```
+/// #[tokio::main]
+/// async fn main() -> Result<(), trellis::Error> {
+///     trellis::root(async {
+///         trellis::sleep(std::time::Duration::from_millis(1)).await?;
+///         Ok::<_, trellis::Error>(())
+///     })
+///     .await
+/// }
+/// ```
+///
+/// # Errors
+///
+/// `main`'s error.
+pub async fn root<F, T, E>(main: F) -> Result<T, Error>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<Error>,
+{
+    Root::new().run(main).await
 }
 
 async fn run_in_root<F, T, E>(root: Arc<Node>, handle_ctrl_c: bool, main: F) -> Result<T, Error>
