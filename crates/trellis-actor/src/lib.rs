@@ -44,7 +44,7 @@ mod tree;
 
 pub use actor::{
     Actor, Config, Terminal, current, find_actor, main, main_with, run_root, serve_if_child,
-    try_current, wait_for_actor, with_terminal,
+    serve_if_child_async, try_current, wait_for_actor, with_terminal,
 };
 pub use calls::{
     Context, DEFAULT_CAPACITY, Flow, MsgStream, Portal, PortalContext, StreamOptions, Subscription,

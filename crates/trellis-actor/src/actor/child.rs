@@ -20,25 +20,51 @@ enum Exit {
     ParentLost,
 }
 
-/// Serves as the child actor described by the environment, then exits the process.
-pub(crate) fn serve(config: Config) -> ! {
-    // Die with the parent, even when it is killed outright; and if it is already gone, go.
+/// What a child does before it runs anything: die with its parent, even when the parent is
+/// killed outright, and exit at once if the parent is gone already; then read its
+/// environment. `Err` is the exit status to leave with.
+fn prepare(config: Config) -> Result<(ActorId, Config, Addr, Addr), i32> {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let parent_pid = std::env::var(env::PARENT_PID)
         .ok()
         .and_then(|p| p.parse::<i32>().ok());
     if parent_pid.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid) {
-        std::process::exit(EXIT_PARENT_LOST.into());
+        return Err(EXIT_PARENT_LOST.into());
     }
-    let code = match setup(config) {
+    match setup(config) {
         Ok((id, config, parent, registrar)) => {
             crate::logs::forward_from_child(id.clone(), config.log_level);
-            run(id, config, parent, registrar)
+            Ok((id, config, parent, registrar))
         }
         Err(message) => {
             eprintln!("trellis-actor: bad child environment: {message}");
-            2
+            Err(2)
         }
+    }
+}
+
+/// Serves as the child actor described by the environment on a runtime of its own (one
+/// thread), then exits the process.
+pub(crate) fn serve(config: Config) -> ! {
+    let code = match prepare(config) {
+        Ok((id, config, parent, registrar)) => exit_code(
+            trellis::Runner::current_thread()
+                .handle_ctrl_c(false)
+                .run(serve_child(id, config, parent, registrar)),
+        ),
+        Err(code) => code,
+    };
+    std::process::exit(code);
+}
+
+/// [`serve`] on the tokio runtime that polls it (a child whose `main` is `#[tokio::main]`),
+/// in a trellis root of its own; then exits the process.
+pub(crate) async fn serve_async(config: Config) -> ! {
+    let code = match prepare(config) {
+        Ok((id, config, parent, registrar)) => {
+            exit_code(trellis::root(serve_child(id, config, parent, registrar)).await)
+        }
+        Err(code) => code,
     };
     std::process::exit(code);
 }
@@ -61,28 +87,36 @@ fn setup(config: Config) -> Result<(ActorId, Config, Addr, Addr), String> {
     Ok((id, config, parent, registrar))
 }
 
-fn run(id: ActorId, config: Config, parent: Addr, registrar: Addr) -> i32 {
-    // A child is small: one thread unless its functions need more.
-    let outcome = trellis::Runner::current_thread()
-        .handle_ctrl_c(false)
-        .run(run_actor(id, config, Some(registrar), |actor| async move {
-            let conn = actor.connect(&parent).await?;
-            actor.set_parent(conn.peer().actor.clone());
-            actor.register().await?;
-            let parent_conn = conn.clone();
-            actor
-                .inner
-                .work
-                .start_soon(crate::logs::ship(move |records| {
-                    let conn = parent_conn.clone();
-                    async move { conn.call(LOG, records).await }
-                }))?;
-            conn.call(CHILD_READY, Payload::unit()).await?;
-            Ok(match conn.ended().await {
-                Err(_cancelled) => Exit::Cancelled,
-                Ok(End::Goodbye | End::Lost(_)) => Exit::ParentLost,
-            })
-        }));
+/// The child's service: connect to the parent, register, report ready, serve until the
+/// parent cancels it or goes away.
+async fn serve_child(
+    id: ActorId,
+    config: Config,
+    parent: Addr,
+    registrar: Addr,
+) -> Result<Option<Exit>, trellis::Error> {
+    run_actor(id, config, Some(registrar), |actor| async move {
+        let conn = actor.connect(&parent).await?;
+        actor.set_parent(conn.peer().actor.clone());
+        actor.register().await?;
+        let parent_conn = conn.clone();
+        actor
+            .inner
+            .work
+            .start_soon(crate::logs::ship(move |records| {
+                let conn = parent_conn.clone();
+                async move { conn.call(LOG, records).await }
+            }))?;
+        conn.call(CHILD_READY, Payload::unit()).await?;
+        Ok(match conn.ended().await {
+            Err(_cancelled) => Exit::Cancelled,
+            Ok(End::Goodbye | End::Lost(_)) => Exit::ParentLost,
+        })
+    })
+    .await
+}
+
+fn exit_code(outcome: Result<Option<Exit>, trellis::Error>) -> i32 {
     match outcome {
         Ok(Some(Exit::Cancelled) | None) => 0,
         Ok(Some(Exit::ParentLost)) => EXIT_PARENT_LOST.into(),

@@ -63,3 +63,36 @@ pub fn serve_if_child(config: Config) {
         super::child::serve(config);
     }
 }
+
+/// [`serve_if_child`] for a `main` that is already async (`#[tokio::main]`, either flavour):
+/// in a child process it serves on the runtime that polls it, in a trellis root of its own,
+/// and exits the process; otherwise it returns at once. Call it first in such a `main`; the
+/// root actor of the same program runs with [`run_root`] inside [`trellis::root`].
+///
+/// ```no_run
+/// use trellis_actor::{Config, Functions};
+///
+/// async fn add(a: i64, b: i64) -> Result<i64, trellis::Error> {
+///     Ok(a + b)
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), trellis::Error> {
+///     let config = || Config::new(Functions::new().register(add));
+///     trellis_actor::serve_if_child_async(config()).await;
+///     trellis::root(trellis_actor::run_root("root", config(), || async {
+///         trellis_actor::open_nursery(|an| async move {
+///             let calc = an.start_actor("calc").await?;
+///             assert_eq!(calc.run(add, (1, 2)).await?, 3);
+///             Ok(())
+///         })
+///         .await
+///     }))
+///     .await
+/// }
+/// ```
+pub async fn serve_if_child_async(config: Config) {
+    if is_child() {
+        super::child::serve_async(config).await;
+    }
+}

@@ -19,7 +19,7 @@ mod terminal;
 
 pub use config::Config;
 pub(crate) use config::env;
-pub use entry::{main, main_with, serve_if_child};
+pub use entry::{main, main_with, serve_if_child, serve_if_child_async};
 pub(crate) use handle::new_uid;
 pub use handle::{Actor, current, try_current};
 pub use peers::{find_actor, wait_for_actor};
