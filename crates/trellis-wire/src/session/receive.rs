@@ -1,0 +1,255 @@
+//! What the peer sends: bytes decoded into messages, each checked against the connection's
+//! and its call's rules, turned into events; rule breaks answered.
+
+use bytes::BytesMut;
+
+use super::call::{Call, is_late_ok, is_terminal};
+use super::{ConnectionError, Event, Outcome, Role, Session};
+use crate::{ErrorKind, ErrorReport, Message, PROTOCOL_VERSION, ProtocolError};
+
+impl Session {
+    /// Decodes and handles every whole frame in `buf`, leaving a partial one.
+    ///
+    /// # Errors
+    ///
+    /// The connection cannot go on (see [`ConnectionError`]); events produced before the
+    /// error are still there to poll.
+    pub fn handle_bytes(&mut self, buf: &mut BytesMut) -> Result<(), ConnectionError> {
+        loop {
+            if self.failed {
+                return if buf.is_empty() {
+                    Ok(())
+                } else {
+                    Err(ConnectionError::Closed)
+                };
+            }
+            match self.codec.decode(buf) {
+                Ok(Some(message)) => self.handle(message)?,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.fail_connection(format!("undecodable frame: {e}"));
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+
+    /// Handles one message from the peer.
+    ///
+    /// # Errors
+    ///
+    /// The connection cannot go on (see [`ConnectionError`]).
+    pub fn handle(&mut self, msg: Message) -> Result<(), ConnectionError> {
+        if self.failed {
+            return Err(ConnectionError::Closed);
+        }
+        match self.receive(msg) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.fail_connection(format!("protocol error: {e}"));
+                Err(e.into())
+            }
+        }
+    }
+
+    fn receive(&mut self, msg: Message) -> Result<(), ProtocolError> {
+        if self.peer_done {
+            return Err(ProtocolError::AfterGoodbye { got: msg.name() });
+        }
+        match msg {
+            Message::Hello(hello) => {
+                if self.peer.is_some() {
+                    return Err(ProtocolError::DuplicateHello);
+                }
+                if hello.version.major != PROTOCOL_VERSION.major {
+                    return Err(ProtocolError::VersionMismatch {
+                        ours: PROTOCOL_VERSION,
+                        theirs: hello.version,
+                    });
+                }
+                self.peer = Some(hello);
+                return Ok(());
+            }
+            _ if self.peer.is_none() => return Err(ProtocolError::NoHello { got: msg.name() }),
+            Message::Goodbye => {
+                self.peer_done = true;
+                self.calls.clear();
+                self.events.push_back(Event::Goodbye);
+                return Ok(());
+            }
+            Message::Error { cid: None, error } => {
+                self.peer_done = true;
+                self.calls.clear();
+                self.events.push_back(Event::PeerError(error));
+                return Ok(());
+            }
+            Message::Start {
+                cid,
+                function,
+                kind,
+                args,
+            } => {
+                let fresh = !self.ours(cid) && self.peer_highest.is_none_or(|h| cid > h);
+                if !fresh {
+                    return Err(ProtocolError::BadCallId { cid });
+                }
+                self.peer_highest = Some(cid);
+                self.calls.insert(cid, Call::new(kind, Role::Callee));
+                self.events.push_back(Event::Call {
+                    cid,
+                    function,
+                    kind,
+                    args,
+                });
+                return Ok(());
+            }
+            _ => {}
+        }
+        let cid = msg.cid().expect("every other message has a call id");
+        let Some(call) = self.calls.get_mut(&cid) else {
+            // The peer's messages as the caller may cross the call's end; the callee's may not,
+            // since the callee ends the call.
+            if !self.ours(cid) && self.ended(cid) && is_late_ok(&msg) {
+                return Ok(());
+            }
+            return Err(ProtocolError::UnknownCall {
+                cid,
+                got: msg.name(),
+            });
+        };
+        if call.detached {
+            if is_terminal(&msg) {
+                self.calls.remove(&cid);
+            }
+            return Ok(());
+        }
+        let from = call.role.other();
+        let ends = match call.apply(cid, &msg, from) {
+            Ok(ends) => ends,
+            Err(error) => {
+                self.break_call(cid, error, is_terminal(&msg));
+                return Ok(());
+            }
+        };
+        let event = match msg {
+            Message::Yield { value, .. } => match call.receiving.as_mut() {
+                _ if call.overran => None,
+                Some(receiving) if !receiving.overruns() => {
+                    receiving.received += 1;
+                    (!receiving.closed).then_some(Event::Item { cid, value })
+                }
+                // Beyond the window, or before any grant.
+                receiving => {
+                    let capacity = receiving.map_or(0, |r| r.capacity());
+                    call.overran = true;
+                    Some(Event::Overrun { cid, capacity })
+                }
+            },
+            Message::Stop { .. } => Some(Event::Stopped { cid }),
+            Message::Credit { count, .. } => {
+                let was_dry = call.send_credit == 0;
+                call.add_send_credit(count);
+                was_dry.then_some(Event::Credit { cid })
+            }
+            Message::Started { value, .. } => Some(Event::Started { cid, value }),
+            Message::Cancel { requested_by, .. } => {
+                Some(Event::CancelRequested { cid, requested_by })
+            }
+            Message::Return { value, .. } => Some(Event::Ended {
+                cid,
+                outcome: Outcome::Returned(value),
+            }),
+            Message::Error { error, .. } => Some(Event::Ended {
+                cid,
+                outcome: Outcome::Failed(error),
+            }),
+            Message::CancelAck { requested_by, .. } => Some(Event::Ended {
+                cid,
+                outcome: Outcome::Cancelled { requested_by },
+            }),
+            _ => None,
+        };
+        if ends {
+            self.calls.remove(&cid);
+        }
+        self.events.extend(event);
+        Ok(())
+    }
+
+    /// The peer broke the rules of call `cid`: end it for us, tell the peer, go on. A callee's
+    /// out-of-place terminal message (`ended`) ends the call for it: nothing is awaited.
+    fn break_call(&mut self, cid: u64, error: ProtocolError, ended: bool) {
+        let Some(call) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        match call.role {
+            Role::Callee => {
+                self.calls.remove(&cid);
+                let report = self.report(format!("call {cid} failed: {error}"));
+                self.encode(&Message::Error {
+                    cid: Some(cid),
+                    error: Box::new(report),
+                });
+            }
+            Role::Caller if ended => {
+                self.calls.remove(&cid);
+            }
+            Role::Caller => {
+                call.detached = true;
+                if !std::mem::replace(&mut call.cancel_sent, true) {
+                    let requested_by = self.local.actor.clone();
+                    self.encode(&Message::Cancel { cid, requested_by });
+                }
+            }
+        }
+        self.events.push_back(Event::Broken { cid, error });
+    }
+
+    /// A report of a protocol failure found here.
+    pub(super) fn report(&self, message: String) -> ErrorReport {
+        ErrorReport {
+            actor: self.local.actor.clone(),
+            kind: ErrorKind::Protocol,
+            type_name: "trellis_wire::ProtocolError".into(),
+            message,
+            chain: Vec::new(),
+            backtrace: None,
+            value: None,
+            group: Vec::new(),
+        }
+    }
+
+    /// The connection is broken: say why (if we still may) and stop.
+    pub(super) fn fail_connection(&mut self, message: String) {
+        if self.failed {
+            return;
+        }
+        if !self.goodbye_sent {
+            let report = self.report(message);
+            self.encode(&Message::Error {
+                cid: None,
+                error: Box::new(report),
+            });
+        }
+        self.failed = true;
+        self.calls.clear();
+    }
+
+    /// Encodes a message the session itself sends (small, always within a frame).
+    pub(super) fn encode(&mut self, msg: &Message) {
+        if self.codec.encode(msg, &mut self.out).is_err() {
+            // Only an error report could be this large: send it without its details.
+            if let Message::Error { cid, error } = msg {
+                let mut short = self.report(error.message.chars().take(1024).collect());
+                short.kind = error.kind.clone();
+                let _ = self.codec.encode(
+                    &Message::Error {
+                        cid: *cid,
+                        error: Box::new(short),
+                    },
+                    &mut self.out,
+                );
+            }
+        }
+    }
+}
