@@ -10,22 +10,17 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{Read, Write};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use openssl::ssl::{ErrorCode, Ssl, SslContext, SslContextBuilder, SslOptions, SslStream};
-use tokio::sync::Notify;
+use openssl::ssl::{Ssl, SslContext, SslContextBuilder, SslOptions};
 use trellis_net::UdpSocket;
 
+use crate::channel::{ChannelInner, DtlsChannel, ssl_error};
 use crate::cookie::CookieKey;
 use crate::demux::{Dropped, Incoming, classify};
-use crate::record::{BadPacket, content_type, part_of_handshake};
-use crate::retransmit::{Retransmit, best_guess_mtu, worst_case_mtu};
-use crate::volley::{FlightMessage, RecordEncoder, decode_flight};
 
 /// The largest UDP payload.
 const MAX_UDP_PACKET: usize = 65_527;
@@ -86,15 +81,15 @@ pub struct Statistics {
 }
 
 #[derive(Default)]
-struct Counters {
-    packets_dropped: AtomicU64,
-    bad_packets: AtomicU64,
-    queue_overflows: AtomicU64,
-    challenges_sent: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) packets_dropped: AtomicU64,
+    pub(crate) bad_packets: AtomicU64,
+    pub(crate) queue_overflows: AtomicU64,
+    pub(crate) challenges_sent: AtomicU64,
 }
 
 impl Counters {
-    fn snapshot(&self) -> Statistics {
+    pub(crate) fn snapshot(&self) -> Statistics {
         Statistics {
             packets_dropped: self.packets_dropped.load(Ordering::Relaxed),
             bad_packets: self.bad_packets.load(Ordering::Relaxed),
@@ -195,21 +190,21 @@ impl std::fmt::Debug for DtlsEndpoint {
     }
 }
 
-struct EndpointInner {
-    socket: Box<dyn DatagramSocket>,
-    state: Mutex<EndpointState>,
-    counters: Counters,
+pub(crate) struct EndpointInner {
+    pub(crate) socket: Box<dyn DatagramSocket>,
+    pub(crate) state: Mutex<EndpointState>,
+    pub(crate) counters: Counters,
     /// The clock cookies are made with.
-    origin: tokio::time::Instant,
-    ipv6: bool,
-    incoming_queue: std::sync::atomic::AtomicUsize,
+    pub(crate) origin: tokio::time::Instant,
+    pub(crate) ipv6: bool,
+    pub(crate) incoming_queue: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
-struct EndpointState {
-    channels: HashMap<SocketAddr, Arc<ChannelInner>>,
+pub(crate) struct EndpointState {
+    pub(crate) channels: HashMap<SocketAddr, Arc<ChannelInner>>,
     listening: Option<Listening>,
-    closed: bool,
+    pub(crate) closed: bool,
 }
 
 struct Listening {
@@ -218,7 +213,7 @@ struct Listening {
     incoming: trellis::channel::Sender<DtlsChannel>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -503,414 +498,4 @@ enum Decision {
     Hello(Vec<u8>, Vec<u8>),
     Bad,
     Drop,
-}
-
-/// OpenSSL's side of a channel: datagrams to read, bytes it wrote.
-#[derive(Default)]
-struct Datagrams {
-    incoming: VecDeque<Vec<u8>>,
-    out: Vec<u8>,
-}
-
-impl Read for Datagrams {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self.incoming.pop_front() {
-            Some(datagram) => {
-                let n = datagram.len().min(buf.len());
-                buf[..n].copy_from_slice(&datagram[..n]);
-                Ok(n)
-            }
-            None => Err(std::io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
-impl Write for Datagrams {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.out.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct HandshakeState {
-    /// The ClientHello (cookie, signed part) that started a server-side association.
-    client_hello: Option<(Vec<u8>, Vec<u8>)>,
-    encoder: RecordEncoder,
-    /// The MTU flights are packed to: the user's, lowered to the minimum when flights go
-    /// unanswered.
-    mtu: usize,
-    /// The user's ciphertext MTU (what `cleartext_mtu` is computed from).
-    ciphertext_mtu: usize,
-    /// Our last flight, sent again if the peer repeats its own after the handshake (our
-    /// last flight was lost).
-    final_flight: Vec<FlightMessage>,
-}
-
-struct ChannelInner {
-    endpoint: Arc<EndpointInner>,
-    queue_limit: usize,
-    peer: SocketAddr,
-    ssl: Mutex<SslStream<Datagrams>>,
-    inbox: Mutex<VecDeque<Vec<u8>>>,
-    inbox_ready: Notify,
-    handshake: Mutex<HandshakeState>,
-    /// Serialises handshakes (and the receivers that drive it).
-    handshaking: tokio::sync::Mutex<()>,
-    closed: AtomicBool,
-    replaced: AtomicBool,
-    /// The handshake is done.
-    handshake_done: AtomicBool,
-    /// This channel's share of the endpoint's counts.
-    counters: Counters,
-}
-
-impl ChannelInner {
-    fn new(
-        endpoint: Arc<EndpointInner>,
-        peer: SocketAddr,
-        ssl: Ssl,
-    ) -> Result<Arc<ChannelInner>, DtlsError> {
-        let stream = SslStream::new(ssl, Datagrams::default()).map_err(|e| ssl_error(peer, e))?;
-        let mtu = best_guess_mtu(endpoint.ipv6);
-        crate::ffi::set_mtu(stream.ssl(), mtu);
-        Ok(Arc::new(ChannelInner {
-            queue_limit: endpoint.incoming_queue.load(Ordering::Relaxed),
-            endpoint,
-            peer,
-            ssl: Mutex::new(stream),
-            inbox: Mutex::new(VecDeque::new()),
-            inbox_ready: Notify::new(),
-            handshake: Mutex::new(HandshakeState {
-                client_hello: None,
-                encoder: RecordEncoder::new(),
-                mtu,
-                ciphertext_mtu: mtu,
-                final_flight: Vec::new(),
-            }),
-            handshaking: tokio::sync::Mutex::new(()),
-            closed: AtomicBool::new(false),
-            replaced: AtomicBool::new(false),
-            handshake_done: AtomicBool::new(false),
-            counters: Counters::default(),
-        }))
-    }
-
-    fn deliver(&self, packet: Vec<u8>) {
-        {
-            let mut inbox = lock(&self.inbox);
-            if inbox.len() >= self.queue_limit {
-                self.endpoint
-                    .counters
-                    .queue_overflows
-                    .fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .queue_overflows
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            inbox.push_back(packet);
-        }
-        self.inbox_ready.notify_one();
-    }
-
-    fn replace(&self) {
-        self.replaced.store(true, Ordering::Release);
-        self.inbox_ready.notify_waiters();
-    }
-
-    fn check_open(&self) -> Result<(), DtlsError> {
-        if self.replaced.load(Ordering::Acquire) {
-            return Err(DtlsError::PeerReconnected(self.peer));
-        }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(DtlsError::Closed);
-        }
-        Ok(())
-    }
-
-    /// The next datagram from the peer; a checkpoint, cancel-safe.
-    async fn next_packet(&self) -> Result<Vec<u8>, trellis::Error> {
-        loop {
-            self.check_open()?;
-            let notified = self.inbox_ready.notified();
-            if let Some(packet) = lock(&self.inbox).pop_front() {
-                trellis::checkpoint_if_cancelled()?;
-                return Ok(packet);
-            }
-            trellis::cancellable(notified).await?;
-        }
-    }
-
-    /// Sends the datagrams of `flight` packed to the handshake MTU.
-    async fn send_flight(&self, flight: &[FlightMessage]) -> Result<(), trellis::Error> {
-        let packets = {
-            let mut handshake = lock(&self.handshake);
-            let mtu = handshake.mtu;
-            handshake.encoder.encode_flight(flight, mtu)
-        };
-        for packet in packets {
-            self.endpoint.socket.send_to(&packet, self.peer).await?;
-        }
-        Ok(())
-    }
-
-    /// Steps OpenSSL's handshake; returns whether it finished, and the flight it wrote.
-    fn step(&self) -> Result<(bool, Vec<FlightMessage>), DtlsError> {
-        let mut stream = lock(&self.ssl);
-        let done = match stream.do_handshake() {
-            Ok(()) => true,
-            Err(e) if e.code() == ErrorCode::WANT_READ => false,
-            Err(e) => {
-                return Err(DtlsError::Handshake {
-                    peer: self.peer,
-                    reason: e.to_string(),
-                });
-            }
-        };
-        let out = std::mem::take(&mut stream.get_mut().out);
-        let flight = decode_flight(&out).map_err(|BadPacket(why)| DtlsError::Handshake {
-            peer: self.peer,
-            reason: format!("OpenSSL wrote a flight we cannot read: {why}"),
-        })?;
-        Ok((done, flight))
-    }
-
-    async fn do_handshake(&self, initial_timeout: Duration) -> Result<(), trellis::Error> {
-        let _serial = trellis::cancellable(self.handshaking.lock()).await?;
-        if self.handshake_done.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        self.check_open()?;
-        let mut timer = Retransmit::new(initial_timeout);
-        let (mut done, mut flight) = self.step()?;
-        loop {
-            if done {
-                self.send_flight(&flight).await?;
-                lock(&self.handshake).final_flight = flight;
-                self.handshake_done.store(true, Ordering::Release);
-                return Ok(());
-            }
-            self.send_flight(&flight).await?;
-            let answered = trellis::move_on_after(timer.wait(), async {
-                loop {
-                    let packet = self.next_packet().await?;
-                    lock(&self.ssl).get_mut().incoming.push_back(packet);
-                    let (now_done, next) = self.step()?;
-                    if now_done {
-                        return Ok::<_, trellis::Error>((true, next));
-                    }
-                    let alert = matches!(
-                        next.first(),
-                        Some(FlightMessage::Pseudo { content_type: ct, .. }) if *ct == content_type::ALERT
-                    );
-                    if alert {
-                        self.send_flight(&next).await?;
-                        continue;
-                    }
-                    // OpenSSL resending its last flight on its own timer: ours decides.
-                    let resend = !next.is_empty()
-                        && next.first().and_then(FlightMessage::msg_seq)
-                            == flight.first().and_then(FlightMessage::msg_seq);
-                    if !next.is_empty() && !resend {
-                        return Ok((false, next));
-                    }
-                }
-            })
-            .await?;
-            match answered {
-                Some((now_done, next)) => {
-                    timer.answered();
-                    done = now_done;
-                    flight = next;
-                }
-                None => {
-                    let timeout = timer.timed_out();
-                    if timeout.use_min_mtu {
-                        let mut handshake = lock(&self.handshake);
-                        handshake.mtu = handshake.mtu.min(worst_case_mtu(self.endpoint.ipv6));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// One DTLS association: whole datagrams to and from one peer. Cheap to clone.
-#[derive(Clone)]
-pub struct DtlsChannel {
-    inner: Arc<ChannelInner>,
-}
-
-impl std::fmt::Debug for DtlsChannel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DtlsChannel")
-            .field("peer", &self.inner.peer)
-            .finish()
-    }
-}
-
-impl DtlsChannel {
-    /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.inner.peer
-    }
-
-    /// Completes the handshake (once; later calls return at once), sending each flight again
-    /// after `initial_timeout`, then doubling (up to 60 s), and dropping to the minimum MTU
-    /// after two unanswered sends. Wrap it in a deadline to bound it.
-    ///
-    /// # Errors
-    ///
-    /// [`DtlsError::Handshake`], [`DtlsError::PeerReconnected`], [`DtlsError::Closed`],
-    /// `Cancelled` (a later call starts over from where OpenSSL is).
-    pub async fn do_handshake(&self, initial_timeout: Duration) -> Result<(), trellis::Error> {
-        if self.inner.handshake_done.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        self.inner.do_handshake(initial_timeout).await
-    }
-
-    /// Sends one datagram (after the handshake, doing it first if needed).
-    ///
-    /// # Errors
-    ///
-    /// [`DtlsError::EmptyDatagram`], the handshake's errors, the socket's.
-    pub async fn send(&self, data: &[u8]) -> Result<(), trellis::Error> {
-        if data.is_empty() {
-            return Err(DtlsError::EmptyDatagram.into());
-        }
-        self.inner.check_open()?;
-        self.do_handshake(Duration::from_secs(1)).await?;
-        let out = {
-            let mut stream = lock(&self.inner.ssl);
-            stream
-                .ssl_write(data)
-                .map_err(|e| ssl_error(self.inner.peer, e))?;
-            std::mem::take(&mut stream.get_mut().out)
-        };
-        self.inner
-            .endpoint
-            .socket
-            .send_to(&out, self.inner.peer)
-            .await?;
-        Ok(())
-    }
-
-    /// Receives one datagram (after the handshake, doing it first if needed); a checkpoint,
-    /// cancel-safe. Datagrams that do not decrypt are dropped and counted.
-    ///
-    /// # Errors
-    ///
-    /// [`DtlsError::Closed`] when the peer closed the association or the channel was closed;
-    /// [`DtlsError::PeerReconnected`]; the handshake's errors.
-    pub async fn receive(&self) -> Result<Vec<u8>, trellis::Error> {
-        self.do_handshake(Duration::from_secs(1)).await?;
-        loop {
-            let packet = self.inner.next_packet().await?;
-            // The cleartext is never longer than the datagram that carried it.
-            let mut buf = vec![0u8; packet.len()];
-            if part_of_handshake(&packet) {
-                // The peer repeats its last flight: ours was lost. Send it again.
-                let flight = lock(&self.inner.handshake).final_flight.clone();
-                if !flight.is_empty() {
-                    self.inner.send_flight(&flight).await?;
-                }
-                continue;
-            }
-            let mut stream = lock(&self.inner.ssl);
-            stream.get_mut().incoming.push_back(packet);
-            match stream.ssl_read(&mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Ok(buf);
-                }
-                Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
-                    return Err(DtlsError::Closed.into());
-                }
-                // OpenSSL discards a record that does not decrypt, or repeats one already
-                // read, without an error (RFC 6347 §4.1.2.7): counted as bad all the same.
-                Err(_) => {
-                    self.inner
-                        .endpoint
-                        .counters
-                        .bad_packets
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.inner
-                        .counters
-                        .bad_packets
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-    }
-
-    /// Closes the channel: a close_notify goes to the peer when the handshake was done; later
-    /// operations fail with [`DtlsError::Closed`]. Idempotent.
-    pub async fn close(&self) {
-        if self.inner.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let out = {
-            let mut stream = lock(&self.inner.ssl);
-            if self.inner.handshake_done.load(Ordering::Acquire) {
-                let _ = stream.shutdown();
-            }
-            std::mem::take(&mut stream.get_mut().out)
-        };
-        if !out.is_empty() {
-            let _ = self
-                .inner
-                .endpoint
-                .socket
-                .send_to(&out, self.inner.peer)
-                .await;
-        }
-        let mut state = lock(&self.inner.endpoint.state);
-        if state
-            .channels
-            .get(&self.inner.peer)
-            .is_some_and(|c| Arc::ptr_eq(c, &self.inner))
-        {
-            state.channels.remove(&self.inner.peer);
-        }
-        drop(state);
-        self.inner.inbox_ready.notify_waiters();
-    }
-
-    /// Sets the largest datagram to send, in bytes of ciphertext (handshake flights and
-    /// records).
-    pub fn set_ciphertext_mtu(&self, mtu: usize) {
-        {
-            let mut handshake = lock(&self.inner.handshake);
-            handshake.mtu = mtu;
-            handshake.ciphertext_mtu = mtu;
-        }
-        crate::ffi::set_mtu(lock(&self.inner.ssl).ssl(), mtu);
-    }
-
-    /// What this channel counted: datagrams its full queue dropped, datagrams that did not
-    /// decrypt. (The endpoint's [`statistics`](DtlsEndpoint::statistics) also has what
-    /// reached no channel.)
-    pub fn statistics(&self) -> Statistics {
-        self.inner.counters.snapshot()
-    }
-
-    /// The largest datagram `send` can take at the current MTU.
-    pub fn cleartext_mtu(&self) -> usize {
-        // A DTLS 1.2 AEAD record: 13 bytes of header, 8 of explicit nonce, 16 of tag.
-        lock(&self.inner.handshake)
-            .ciphertext_mtu
-            .saturating_sub(13 + 8 + 16)
-    }
-}
-
-fn ssl_error(peer: SocketAddr, e: impl std::fmt::Display) -> DtlsError {
-    DtlsError::Ssl {
-        peer,
-        reason: e.to_string(),
-    }
 }

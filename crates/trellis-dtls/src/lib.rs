@@ -60,6 +60,7 @@
 // Unsafe code is confined to `ffi` (one OpenSSL call); every other module forbids it.
 #![deny(unsafe_code)]
 
+mod channel;
 pub mod cookie;
 pub mod demux;
 mod endpoint;
@@ -68,8 +69,9 @@ pub mod record;
 pub mod retransmit;
 pub mod volley;
 
+pub use channel::DtlsChannel;
 pub use endpoint::{
-    ClientConfig, DatagramSocket, DtlsChannel, DtlsEndpoint, DtlsError, INCOMING_QUEUE,
-    ServerConfig, SocketFuture, Statistics, open_endpoint,
+    ClientConfig, DatagramSocket, DtlsEndpoint, DtlsError, INCOMING_QUEUE, ServerConfig,
+    SocketFuture, Statistics, open_endpoint,
 };
 pub use record::BadPacket;
