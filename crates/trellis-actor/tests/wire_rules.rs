@@ -135,6 +135,18 @@ impl Peer {
         }
     }
 
+    /// Starts a call of `hold` and waits for its acknowledgement: a call that stays running.
+    async fn start_held(&mut self) -> u64 {
+        let held = self
+            .session
+            .start("hold", CallKind::Run, Payload::unit())
+            .unwrap();
+        self.flush().await;
+        self.until(|m| matches!(m, Message::StartAck { cid } if *cid == held).then_some(()))
+            .await;
+        held
+    }
+
     async fn call(&mut self, function: &str, args: impl serde::Serialize) -> Outcome {
         let cid = self
             .session
@@ -248,13 +260,7 @@ fn stop_ends_a_one_way_stream_with_a_return() {
 fn a_broken_call_leaves_the_connection_alone() {
     with_actor(|path| async move {
         let mut peer = Peer::connect(&path).await;
-        let held = peer
-            .session
-            .start("hold", CallKind::Run, Payload::unit())
-            .unwrap();
-        peer.flush().await;
-        peer.until(|m| matches!(m, Message::StartAck { cid } if *cid == held).then_some(()))
-            .await;
+        let held = peer.start_held().await;
         // A run call carries no items.
         peer.write_raw(&Message::Yield {
             cid: held,
@@ -341,13 +347,7 @@ async fn assert_reported(stream: &mut UnixStream, case: &str) {
 fn goodbye_cancels_the_calls_it_leaves() {
     with_actor(|path| async move {
         let mut peer = Peer::connect(&path).await;
-        let held = peer
-            .session
-            .start("hold", CallKind::Run, Payload::unit())
-            .unwrap();
-        peer.flush().await;
-        peer.until(|m| matches!(m, Message::StartAck { cid } if *cid == held).then_some(()))
-            .await;
+        let held = peer.start_held().await;
         peer.session.close();
         peer.flush().await;
         // The actor closes its side too; by then the call was cancelled.
