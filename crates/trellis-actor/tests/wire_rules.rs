@@ -347,7 +347,7 @@ async fn assert_reported(stream: &mut UnixStream, case: &str) {
 fn goodbye_cancels_the_calls_it_leaves() {
     with_actor(|path| async move {
         let mut peer = Peer::connect(&path).await;
-        let held = peer.start_held().await;
+        peer.start_held().await;
         peer.session.close();
         peer.flush().await;
         // The actor closes its side too; by then the call was cancelled.

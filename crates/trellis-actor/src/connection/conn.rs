@@ -170,13 +170,13 @@ impl Conn {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The error types remote failures are rebuilt with.
-    pub(crate) fn error_types(&self) -> ErrorTypes {
-        self.inner
-            .service
-            .get()
-            .map(|s| s.error_types().clone())
-            .unwrap_or_default()
+    /// Runs `f` with the error types failures are sent and rebuilt with (none registered
+    /// before the connection runs).
+    pub(crate) fn with_error_types<R>(&self, f: impl FnOnce(&ErrorTypes) -> R) -> R {
+        match self.inner.service.get() {
+            Some(service) => f(service.error_types()),
+            None => f(&ErrorTypes::default()),
+        }
     }
 
     /// Identifies the connection (for registrations made over it).
@@ -419,7 +419,7 @@ impl Conn {
         match end {
             CallEnd::Ended(Outcome::Returned(value)) => Ok(value),
             CallEnd::Ended(Outcome::Failed(report)) => {
-                Err(RemoteActorError::into_error(*report, &self.error_types()))
+                Err(self.with_error_types(|types| RemoteActorError::into_error(*report, types)))
             }
             CallEnd::Ended(Outcome::Cancelled { requested_by }) => {
                 if requested_by == self.inner.local {

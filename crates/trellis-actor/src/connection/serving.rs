@@ -131,11 +131,7 @@ impl Conn {
             chan.end(CallEnd::Over, &self.inner.local);
         }
         let served = local.served;
-        let service = self.inner.service.get().cloned();
-        let types = service
-            .as_ref()
-            .map(|s| s.error_types().clone())
-            .unwrap_or_default();
+        let service = self.inner.service.get();
         let actor = &self.inner.local;
         let overrun = served.as_ref().and_then(|s| s.overrun.clone());
         let outcome = match overrun {
@@ -160,7 +156,9 @@ impl Conn {
                     ErrorKind::Failed,
                     format!("the result does not encode: {text}"),
                 ),
-                CallFailure::Failed(error) => report(actor, ErrorKind::Failed, &error, &types),
+                CallFailure::Failed(error) => {
+                    self.with_error_types(|types| report(actor, ErrorKind::Failed, &error, types))
+                }
                 CallFailure::Panicked(panic) => crate::panic::error_report(actor, panic),
             })),
             // Cancelled: at the caller's request, or because this actor was cancelled (by
