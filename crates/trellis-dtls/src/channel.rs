@@ -404,7 +404,7 @@ impl DtlsChannel {
     }
 
     /// What this channel counted: datagrams its full queue dropped, datagrams that did not
-    /// decrypt. (The endpoint's [`statistics`](DtlsEndpoint::statistics) also has what
+    /// decrypt. (The endpoint's [`statistics`](crate::DtlsEndpoint::statistics) also has what
     /// reached no channel.)
     pub fn statistics(&self) -> Statistics {
         self.inner.counters.snapshot()
