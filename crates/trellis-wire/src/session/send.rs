@@ -196,7 +196,7 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// [`SendError::NoCredit`] (wait for [`Event::Credit`]); as
+    /// [`SendError::NoCredit`] (wait for [`Event::Credit`](super::Event::Credit)); as
     /// [`send_credit`](Session::send_credit); the item exceeds the maximum frame size.
     pub fn send_item(&mut self, cid: u64, value: Payload) -> Result<(), SendError> {
         if self.send_credit(cid)? == 0 {
