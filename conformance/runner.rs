@@ -7,7 +7,19 @@
 #![allow(dead_code)]
 
 use serde_json::{Value, json};
-use trellis_wire::{ActorId, CallKind, Hello, Message, Payload};
+use trellis_wire::auth::{NONCE_LEN, proof};
+use trellis_wire::{ActorId, Auth, CallKind, Hello, Key, Message, Payload, Side};
+
+/// The tree secret the implementation under test is configured with.
+pub(crate) const SECRET: &[u8] = b"trellis conformance secret";
+
+/// The nonce of the script's `Hello`.
+pub(crate) const SCRIPT_NONCE: [u8; NONCE_LEN] = [0x5a; NONCE_LEN];
+
+/// Who the script says it is.
+pub(crate) fn script_id() -> ActorId {
+    ActorId::new("conformance", "00000000000000000000000000000001")
+}
 
 /// One scenario: what the script (the caller, on the connecting side) sends and what the
 /// implementation under test (an actor serving the standard functions) must answer.
@@ -16,7 +28,8 @@ pub(crate) struct Scenario {
     pub(crate) name: String,
     pub(crate) spec: String,
     pub(crate) must: String,
-    /// Whether the script opens with its `Hello` and reads the implementation's first.
+    /// Whether the script opens with the handshake (its `Hello`, the implementation's, its
+    /// `Auth` proving [`SECRET`], the implementation's, checked).
     pub(crate) hello: bool,
     pub(crate) steps: Vec<Step>,
 }
@@ -31,6 +44,13 @@ pub(crate) enum Step {
     Skip(Value),
     /// The connection ends next, with nothing more.
     ExpectClose,
+    /// The script's `Auth`, proving `secret` as `credential` (or no credential), over the
+    /// implementation's nonce, or over another nonce (a replay).
+    SendAuth {
+        secret: Option<String>,
+        credential: Option<String>,
+        replay: bool,
+    },
 }
 
 /// The scenarios of `conformance/scenarios.json`.
@@ -72,6 +92,13 @@ fn step(s: &Value) -> Step {
         Step::Skip(pattern.clone())
     } else if s.get("expect_close").is_some() {
         Step::ExpectClose
+    } else if let Some(auth) = s.get("send_auth") {
+        let text = |key: &str| auth.get(key).and_then(Value::as_str).map(str::to_owned);
+        Step::SendAuth {
+            secret: text("secret"),
+            credential: text("credential"),
+            replay: auth.get("nonce").and_then(Value::as_str) == Some("other"),
+        }
     } else {
         panic!("unknown step {s}")
     }
@@ -85,7 +112,7 @@ fn from_hex(hex: &str) -> Vec<u8> {
         .collect()
 }
 
-const KINDS: [&str; 12] = [
+const KINDS: [&str; 13] = [
     "Hello",
     "Start",
     "StartAck",
@@ -98,12 +125,14 @@ const KINDS: [&str; 12] = [
     "CancelAck",
     "Credit",
     "Goodbye",
+    "Auth",
 ];
 
 const CALL_KINDS: [&str; 3] = ["run", "stream", "context"];
 
 /// A message in the scenario notation (`["Start", 1, "add", "run", [1, 2]]`) as a frame:
-/// the kind's number, the fields as MessagePack, `extra` elements appended.
+/// the kind's number, the fields as MessagePack (`{"bin": "hex"}` as a binary string),
+/// `extra` elements appended.
 pub(crate) fn frame(message: &Value, extra: &[Value]) -> Vec<u8> {
     let parts = message.as_array().expect("a message is an array");
     let name = parts[0].as_str().expect("a message name");
@@ -125,24 +154,63 @@ pub(crate) fn frame(message: &Value, extra: &[Value]) -> Vec<u8> {
         }
     }
     elements.extend(extra.iter().cloned());
-    let body = rmp_serde::to_vec_named(&Value::Array(elements)).expect("encodes");
+    let mut body = vec![0xdc];
+    body.extend((elements.len() as u16).to_be_bytes());
+    for element in &elements {
+        match element.get("bin").and_then(Value::as_str) {
+            Some(hex) => {
+                let bytes = from_hex(hex);
+                body.push(0xc5);
+                body.extend((bytes.len() as u16).to_be_bytes());
+                body.extend(bytes);
+            }
+            None => body.extend(rmp_serde::to_vec_named(element).expect("encodes")),
+        }
+    }
     let mut out = (body.len() as u32).to_be_bytes().to_vec();
     out.extend(body);
     out
 }
 
-/// The script's `Hello` as a frame.
-pub(crate) fn hello_frame() -> Vec<u8> {
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bin(bytes: &[u8]) -> Value {
+    json!({ "bin": to_hex(bytes) })
+}
+
+/// The script's `Auth`, over the implementation's nonce `theirs`.
+pub(crate) fn auth_frame(
+    secret: Option<&[u8]>,
+    credential: Option<&str>,
+    theirs: &[u8],
+) -> Vec<u8> {
+    let (credential, proof) = match (secret, credential) {
+        (Some(secret), Some(name)) => {
+            let key = Key::new(name, secret).expect("a usable secret");
+            let p = proof(
+                &key,
+                Side::Connector,
+                &SCRIPT_NONCE,
+                theirs,
+                &script_id(),
+                None,
+            );
+            (json!(name), bin(&p))
+        }
+        _ => (Value::Null, Value::Null),
+    };
+    let id = script_id();
     frame(
-        &json!([
-            "Hello",
-            [1, 1],
-            ["conformance", "00000000000000000000000000000001"],
-            0,
-            {}
-        ]),
+        &json!(["Auth", credential, proof, [id.name, id.uid], 0]),
         &[],
     )
+}
+
+/// The script's `Hello` as a frame.
+pub(crate) fn hello_frame() -> Vec<u8> {
+    frame(&json!(["Hello", [2, 0], bin(&SCRIPT_NONCE), {}]), &[])
 }
 
 fn payload(p: &Payload) -> Value {
@@ -157,11 +225,21 @@ fn actor(id: &ActorId) -> Value {
 /// A message the implementation sent, in the scenario notation.
 pub(crate) fn notation(message: &Message) -> Value {
     match message {
-        Message::Hello(Hello {
-            version,
+        Message::Hello(Hello { version, nonce }) => {
+            json!(["Hello", [version.major, version.minor], bin(nonce), {}])
+        }
+        Message::Auth(Auth {
+            credential,
+            proof,
             actor: id,
             pid,
-        }) => json!(["Hello", [version.major, version.minor], actor(id), pid, {}]),
+        }) => json!([
+            "Auth",
+            credential,
+            proof.as_ref().map(|p| bin(p)),
+            actor(id),
+            pid
+        ]),
         Message::Start {
             cid,
             function,
@@ -233,23 +311,35 @@ pub(crate) fn run(scenario: &Scenario, wire: &mut dyn Wire) -> Result<(), String
         ))
     };
     let mut peeked: Option<Option<Message>> = None;
+    // The implementation's nonce, once its Hello came.
+    let mut theirs: Vec<u8> = Vec::new();
     if scenario.hello {
-        wire.send(&hello_frame());
-        match wire.next() {
-            Some(Message::Hello(_)) => {}
-            other => {
-                return fail(
-                    0,
-                    format!("expected the implementation's Hello, got {other:?}"),
-                );
-            }
+        if let Err(e) = handshake(wire, &mut theirs) {
+            return fail(0, e);
         }
     }
     for (i, step) in scenario.steps.iter().enumerate() {
         match step {
             Step::Send(bytes) => wire.send(bytes),
+            Step::SendAuth {
+                secret,
+                credential,
+                replay,
+            } => {
+                let other = [0x11; NONCE_LEN];
+                let over = if *replay { &other[..] } else { &theirs[..] };
+                let frame = auth_frame(
+                    secret.as_deref().map(str::as_bytes),
+                    credential.as_deref(),
+                    over,
+                );
+                wire.send(&frame);
+            }
             Step::Expect(pattern) => {
                 let next = peeked.take().unwrap_or_else(|| wire.next());
+                if let Some(Message::Hello(hello)) = &next {
+                    theirs = hello.nonce.to_vec();
+                }
                 match next {
                     Some(message) if matches(pattern, &notation(&message)) => {}
                     Some(message) => {
@@ -277,4 +367,41 @@ pub(crate) fn run(scenario: &Scenario, wire: &mut dyn Wire) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// The handshake of §4 as the connector, proving [`SECRET`]; checks the implementation's
+/// proof in turn. Leaves the implementation's nonce in `theirs`.
+fn handshake(wire: &mut dyn Wire, theirs: &mut Vec<u8>) -> Result<(), String> {
+    wire.send(&hello_frame());
+    match wire.next() {
+        Some(Message::Hello(hello)) => *theirs = hello.nonce.to_vec(),
+        other => {
+            return Err(format!(
+                "expected the implementation's Hello, got {other:?}"
+            ));
+        }
+    }
+    wire.send(&auth_frame(Some(SECRET), Some("tree"), theirs));
+    match wire.next() {
+        Some(Message::Auth(auth)) => {
+            let key = Key::tree(SECRET).expect("a usable secret");
+            let expected = proof(
+                &key,
+                Side::Acceptor,
+                &SCRIPT_NONCE,
+                theirs,
+                &script_id(),
+                Some(&auth.actor),
+            );
+            if auth.credential.as_deref() != Some("tree")
+                || auth.proof.as_deref() != Some(&expected[..])
+            {
+                return Err(format!(
+                    "the implementation's Auth does not prove the secret: {auth:?}"
+                ));
+            }
+            Ok(())
+        }
+        other => Err(format!("expected the implementation's Auth, got {other:?}")),
+    }
 }

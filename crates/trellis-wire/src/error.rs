@@ -133,6 +133,25 @@ pub enum ProtocolError {
     /// A second `Hello`.
     #[error("Hello sent twice")]
     DuplicateHello,
+    /// A message other than `Auth` before the handshake completed.
+    #[error("expected Auth, got {got}")]
+    NoAuth {
+        /// The message's name.
+        got: &'static str,
+    },
+    /// A second `Auth`.
+    #[error("Auth sent twice")]
+    DuplicateAuth,
+    /// A `Hello` whose nonce is not [`NONCE_LEN`](crate::auth::NONCE_LEN) bytes long.
+    #[error("a Hello's nonce must have 32 bytes, this one has {len}")]
+    BadNonce {
+        /// Its length.
+        len: usize,
+    },
+    /// The peer did not prove a credential this side accepts (or, as the acceptor, did not
+    /// prove the one it was asked for). Deliberately says no more.
+    #[error("not authorized")]
+    Unauthorized,
     /// The peer speaks an incompatible major version.
     #[error("protocol version {theirs} is incompatible with ours ({ours})")]
     VersionMismatch {
@@ -195,6 +214,8 @@ pub enum ErrorKind {
     Protocol,
     /// The remote actor is being torn down and does not take calls.
     ActorShuttingDown,
+    /// The peer did not authenticate, or may not call what it called.
+    Unauthorized,
     /// Several failures together; they are in [`ErrorReport::group`].
     Group,
 }

@@ -7,21 +7,19 @@ use std::collections::HashMap;
 use bytes::BytesMut;
 
 use crate::{
-    ActorId, CallKind, Codec, Event, Hello, Outcome, PROTOCOL_VERSION, Payload, Session, Side,
+    ActorId, CallKind, Codec, Event, Identity, Key, Keyring, Outcome, Payload, Session, Side,
     Window,
 };
 
-fn hello(name: &str) -> Hello {
-    Hello {
-        version: PROTOCOL_VERSION,
-        actor: ActorId::new(name, "0"),
-        pid: 1,
-    }
+fn identity(name: &str) -> Identity {
+    Identity::new(ActorId::new(name, "0"), 1)
 }
 
 /// Feeds `data` to a session as the peer's bytes, interleaved with local actions picked by
 /// the data's first bytes (so that the peer's messages meet calls in every state, and
-/// credit in both directions). Never panics: every input is handled or refused.
+/// credit in both directions). Never panics: every input is handled or refused. The session
+/// accepts peers without a credential, so that a fuzzer finds its way past the handshake (an
+/// `Auth` with no credential) to the calls.
 pub fn hostile_peer(data: &[u8]) {
     let Some((&first, rest)) = data.split_first() else {
         return;
@@ -32,7 +30,7 @@ pub fn hostile_peer(data: &[u8]) {
         Side::Acceptor
     };
     let codec = Codec::new().with_max_frame(1 << 16);
-    let mut session = Session::with_codec(side, hello("fuzz"), codec);
+    let mut session = Session::with_codec(side, identity("fuzz"), Keyring::open(), codec);
     let actions = usize::from(first >> 1).min(rest.len());
     let (actions, bytes) = rest.split_at(actions);
     let mut known = Vec::new();
@@ -122,9 +120,9 @@ pub struct PairStats {
 }
 
 impl Honest {
-    fn new(side: Side, name: &str) -> Self {
+    fn new(side: Side, name: &str, keyring: Keyring) -> Self {
         Honest {
-            session: Session::new(side, hello(name)),
+            session: Session::new(side, identity(name), keyring),
             inbox: BytesMut::new(),
             to_answer: Vec::new(),
             live: HashMap::new(),
@@ -230,12 +228,25 @@ impl Honest {
     }
 }
 
+/// Delivers all that `from` wrote to `to`.
+fn deliver(from: &mut Honest, to: &mut Honest) {
+    let out = from.session.outgoing().split();
+    to.inbox.extend_from_slice(&out);
+    to.receive();
+}
+
 /// Two honest sessions take the actions `ops` picks and exchange their bytes in pieces of
 /// the sizes `ops` picks. Panics if either sees a broken rule or an overrun: an engine that
 /// follows its own checks never sends what its peer refuses.
 pub fn honest_pair(ops: &[u8]) -> PairStats {
-    let mut a = Honest::new(Side::Connector, "a");
-    let mut b = Honest::new(Side::Acceptor, "b");
+    let key = Key::tree(b"sixteen or more bytes").expect("a long enough secret");
+    let mut a = Honest::new(Side::Connector, "a", Keyring::new(key.clone()));
+    let mut b = Honest::new(Side::Acceptor, "b", Keyring::new(key));
+    // The handshake: Hellos both ways, then the connector's Auth and the acceptor's.
+    while a.session.peer().is_none() || b.session.peer().is_none() {
+        deliver(&mut a, &mut b);
+        deliver(&mut b, &mut a);
+    }
     for pair in ops.chunks(2) {
         let (op, arg) = (pair[0], pair.get(1).copied().unwrap_or(0));
         let (from, to) = if op & 0x80 == 0 {

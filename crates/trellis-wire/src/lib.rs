@@ -5,14 +5,15 @@
 //! The protocol is specified in `docs/wire-protocol.md` at the repository root, precisely
 //! enough to write a peer in another language. In short: length-prefixed MessagePack frames
 //! ([`Codec`]), one connection per pair of actors carrying many calls by call id, a
-//! [`Hello`] from each side first, and [`Session`] checking each message against its call's
-//! state.
+//! [`Hello`] and an [`Auth`] from each side first (a mutual challenge–response over a shared
+//! secret, [`auth`]), and [`Session`] checking each message against its call's state.
 //!
 //! Decoding never panics on any input: every malformed frame is a [`DecodeError`], every
 //! message out of place a [`ProtocolError`].
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod error;
 mod frame;
 #[doc(hidden)]
@@ -21,10 +22,12 @@ mod message;
 mod msgpack;
 mod session;
 
+pub use auth::{Key, KeyError, Keyring};
 pub use error::{DecodeError, EncodeError, ErrorKind, ErrorReport, PayloadError, ProtocolError};
 pub use frame::{Codec, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
-    ActorId, CallKind, Hello, MAX_PAYLOAD_DEPTH, Message, PROTOCOL_VERSION, Payload, Version,
+    ActorId, Auth, CallKind, Hello, Identity, MAX_PAYLOAD_DEPTH, Message, PROTOCOL_VERSION,
+    Payload, Peer, Version,
 };
 pub use session::{
     CallCounts, ConnectionError, Event, Outcome, Role, SendError, Session, Side, Window,

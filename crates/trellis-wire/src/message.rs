@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::msgpack::{Reader, write_array_len, write_str, write_uint};
+use crate::msgpack::{Reader, write_array_len, write_bin, write_str, write_uint};
 use crate::{DecodeError, ErrorReport, PayloadError};
 
 /// A protocol version: peers must agree on `major`; `minor` only adds what older peers can
@@ -23,7 +23,7 @@ pub struct Version {
 }
 
 /// The version this crate speaks.
-pub const PROTOCOL_VERSION: Version = Version { major: 1, minor: 1 };
+pub const PROTOCOL_VERSION: Version = Version { major: 2, minor: 0 };
 
 impl std::fmt::Display for Version {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,15 +61,59 @@ impl std::fmt::Display for ActorId {
     }
 }
 
-/// The first message on every connection, from both sides.
+/// The first message on every connection, from both sides: the version and a fresh nonce.
+/// It says nothing of who the sender is: that comes in [`Auth`], once the peer is known to
+/// belong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hello {
     /// The protocol version the sender speaks.
     pub version: Version,
+    /// [`NONCE_LEN`](crate::auth::NONCE_LEN) random bytes, fresh for this connection.
+    pub nonce: Bytes,
+}
+
+/// The second message of each side: the credential it proves, the proof, and who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// The name of the credential proved, or `None` for a peer without one.
+    pub credential: Option<String>,
+    /// The proof (HMAC-SHA256, see [`proof`](crate::auth::proof)), or `None` with no
+    /// credential.
+    pub proof: Option<Bytes>,
     /// The sender.
     pub actor: ActorId,
-    /// The sender's process id.
+    /// The sender's process id (0 where there is none).
     pub pid: u32,
+}
+
+/// Who this side of a connection is, as its `Auth` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The actor.
+    pub actor: ActorId,
+    /// Its process id (0 where there is none).
+    pub pid: u32,
+}
+
+impl Identity {
+    /// An identity from its parts.
+    pub fn new(actor: ActorId, pid: u32) -> Self {
+        Identity { actor, pid }
+    }
+}
+
+/// The peer of a connection whose handshake completed: who it is and what it proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The version it speaks (the same major version as ours).
+    pub version: Version,
+    /// The peer actor.
+    pub actor: ActorId,
+    /// Its process id (0 where there is none).
+    pub pid: u32,
+    /// The credential it proved, or `None` when it proved none (an anonymous client, accepted
+    /// because this side's keyring accepts those).
+    pub credential: Option<String>,
 }
 
 /// What a call returns.
@@ -184,8 +228,10 @@ fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::dec
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Message {
-    /// The first message of each side: version and identity.
+    /// The first message of each side: version and nonce.
     Hello(Hello),
+    /// The second message of each side: credential, proof and identity.
+    Auth(Auth),
     /// Caller → callee: run `function` with `args`.
     Start {
         /// A new call id of the caller's parity.
@@ -274,6 +320,7 @@ mod kind {
     pub(super) const CANCEL_ACK: u64 = 9;
     pub(super) const CREDIT: u64 = 10;
     pub(super) const GOODBYE: u64 = 11;
+    pub(super) const AUTH: u64 = 12;
 }
 
 impl Message {
@@ -281,6 +328,7 @@ impl Message {
     pub fn name(&self) -> &'static str {
         match self {
             Message::Hello(_) => "Hello",
+            Message::Auth(_) => "Auth",
             Message::Start { .. } => "Start",
             Message::StartAck { .. } => "StartAck",
             Message::Started { .. } => "Started",
@@ -298,7 +346,7 @@ impl Message {
     /// The call the message belongs to, if any.
     pub fn cid(&self) -> Option<u64> {
         match self {
-            Message::Hello(_) | Message::Goodbye => None,
+            Message::Hello(_) | Message::Auth(_) | Message::Goodbye => None,
             Message::Error { cid, .. } => *cid,
             Message::Start { cid, .. }
             | Message::StartAck { cid }
@@ -321,15 +369,28 @@ impl Message {
         };
         match self {
             Message::Hello(hello) => {
-                write_array_len(dst, 5);
+                write_array_len(dst, 4);
                 write_uint(dst, kind::HELLO);
                 write_array_len(dst, 2);
                 write_uint(dst, hello.version.major.into());
                 write_uint(dst, hello.version.minor.into());
-                actor(dst, &hello.actor);
-                write_uint(dst, hello.pid.into());
+                write_bin(dst, &hello.nonce);
                 // Reserved for capabilities: an empty map.
                 dst.put_u8(0x80);
+            }
+            Message::Auth(auth) => {
+                write_array_len(dst, 5);
+                write_uint(dst, kind::AUTH);
+                match &auth.credential {
+                    Some(name) => write_str(dst, name),
+                    None => dst.put_u8(0xc0),
+                }
+                match &auth.proof {
+                    Some(proof) => write_bin(dst, proof),
+                    None => dst.put_u8(0xc0),
+                }
+                actor(dst, &auth.actor);
+                write_uint(dst, auth.pid.into());
             }
             Message::Start {
                 cid,
@@ -423,14 +484,46 @@ impl Message {
                 let minor = fields.r.uint_as("a u16 minor version")?;
                 // Later elements of the version are reserved.
                 fields.r.skip_values(elements - 2)?;
+                let version = Version { major, minor };
+                if major != PROTOCOL_VERSION.major {
+                    // Another major version lays its Hello out its own way: what follows its
+                    // version is not ours to read. The session refuses the version.
+                    fields.r.skip_values(fields.left)?;
+                    fields.left = 0;
+                    Message::Hello(Hello {
+                        version,
+                        nonce: Bytes::new(),
+                    })
+                } else {
+                    fields.next("nonce")?;
+                    let nonce = fields.bin()?;
+                    // Reserved; required so that a peer that forgot it learns at once.
+                    fields.next("capabilities")?;
+                    fields.r.skip_values(1)?;
+                    Message::Hello(Hello { version, nonce })
+                }
+            }
+            kind::AUTH => {
+                fields.next("credential")?;
+                let credential = if fields.r.peek_nil() {
+                    fields.r.nil()?;
+                    None
+                } else {
+                    Some(fields.r.str()?.to_owned())
+                };
+                fields.next("proof")?;
+                let proof = if fields.r.peek_nil() {
+                    fields.r.nil()?;
+                    None
+                } else {
+                    Some(fields.bin()?)
+                };
                 let actor = fields.actor("actor")?;
                 fields.next("pid")?;
                 let pid = fields.r.uint_as("a u32 pid")?;
-                // Reserved; required so that a peer that forgot it learns at once.
-                fields.next("capabilities")?;
-                fields.r.skip_values(1)?;
-                Message::Hello(Hello {
-                    version: Version { major, minor },
+                Message::Auth(Auth {
+                    credential,
+                    proof,
                     actor,
                     pid,
                 })
@@ -551,6 +644,13 @@ impl Fields<'_> {
         let start = self.r.position();
         let raw = self.r.raw_value()?;
         Ok(Payload(self.frame.slice(start..start + raw.len())))
+    }
+
+    /// A binary string, sharing the frame's memory.
+    fn bin(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.r.bin()?.len();
+        let end = self.r.position();
+        Ok(self.frame.slice(end - len..end))
     }
 
     fn actor(&mut self, field: &'static str) -> Result<ActorId, DecodeError> {

@@ -118,6 +118,19 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError::InvalidUtf8 { at })
     }
 
+    /// A binary string (`bin 8/16/32`).
+    pub(crate) fn bin(&mut self) -> Result<&'a [u8], DecodeError> {
+        let at = self.pos;
+        let len = match self.byte()? {
+            0xc4 => self.be(1)?,
+            0xc5 => self.be(2)?,
+            0xc6 => self.be(4)?,
+            _ => return Err(self.unexpected(at, "a binary string")),
+        };
+        let len = usize::try_from(len).map_err(|_| DecodeError::Truncated { at })?;
+        self.take(len)
+    }
+
     /// Whether the next value is `nil`.
     pub(crate) fn peek_nil(&self) -> bool {
         self.bytes.get(self.pos) == Some(&0xc0)
@@ -247,4 +260,23 @@ pub(crate) fn write_str(dst: &mut impl BufMut, s: &str) {
         }
     }
     dst.put_slice(s.as_bytes());
+}
+
+pub(crate) fn write_bin(dst: &mut impl BufMut, b: &[u8]) {
+    let len = b.len();
+    match len {
+        0..=0xff => {
+            dst.put_u8(0xc4);
+            dst.put_u8(len as u8);
+        }
+        0x100..=0xffff => {
+            dst.put_u8(0xc5);
+            dst.put_u16(len as u16);
+        }
+        _ => {
+            dst.put_u8(0xc6);
+            dst.put_u32(u32::try_from(len).expect("binary strings are shorter than a frame"));
+        }
+    }
+    dst.put_slice(b);
 }

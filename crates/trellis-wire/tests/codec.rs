@@ -5,8 +5,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use trellis_wire::{
-    ActorId, CallKind, Codec, DecodeError, EncodeError, ErrorKind, ErrorReport, Hello, Message,
-    PROTOCOL_VERSION, Payload, Version,
+    ActorId, Auth, CallKind, Codec, DecodeError, EncodeError, ErrorKind, ErrorReport, Hello,
+    Message, PROTOCOL_VERSION, Payload, Version,
 };
 
 fn actor() -> ActorId {
@@ -40,8 +40,19 @@ fn one_of_each() -> Vec<Message> {
     vec![
         Message::Hello(Hello {
             version: PROTOCOL_VERSION,
+            nonce: Bytes::from_static(&[9; 32]),
+        }),
+        Message::Auth(Auth {
+            credential: Some("tree".into()),
+            proof: Some(Bytes::from_static(&[3; 32])),
             actor: actor(),
             pid: 4242,
+        }),
+        Message::Auth(Auth {
+            credential: None,
+            proof: None,
+            actor: actor(),
+            pid: 0,
         }),
         Message::Start {
             cid: 1,
@@ -304,34 +315,61 @@ fn newer_minor_versions_may_append_fields() {
         Codec::new().decode(&mut wire).unwrap(),
         Some(Message::StartAck { cid: 9 })
     );
-    // Hello whose version and actor carry extra elements, and a capabilities map.
-    let body = [
-        0x95, 0x00, 0x93, 0x01, 0x07, 0x2a, 0x93, 0xa1, b'a', 0xa1, b'1', 0xc0, 0x05, 0x81, 0xa1,
-        b'k', 0xc3,
-    ];
+    // Hello whose version carries extra elements, with a capabilities map and a field more.
+    let mut body = vec![0x95, 0x00, 0x93, 0x02, 0x07, 0x2a, 0xc4, 0x20];
+    body.extend([5; 32]);
+    body.extend([0x81, 0xa1, b'k', 0xc3, 0xc0]);
     assert_eq!(
         Codec::new().decode(&mut frame(&body)).unwrap(),
         Some(Message::Hello(Hello {
-            version: Version { major: 1, minor: 7 },
+            version: Version { major: 2, minor: 7 },
+            nonce: Bytes::copy_from_slice(&[5; 32]),
+        }))
+    );
+    // Auth whose actor carries an extra element.
+    let body = [
+        0x95, 0x0c, 0xc0, 0xc0, 0x93, 0xa1, b'a', 0xa1, b'1', 0xc0, 0x05,
+    ];
+    assert_eq!(
+        Codec::new().decode(&mut frame(&body)).unwrap(),
+        Some(Message::Auth(Auth {
+            credential: None,
+            proof: None,
             actor: ActorId::new("a", "1"),
             pid: 5,
         }))
     );
 }
 
-/// Spec 1.1 §3: a receiver rejects a message with fewer elements than listed; `Hello`'s
+/// Spec §3: a receiver rejects a message with fewer elements than listed; `Hello`'s
 /// capabilities map is one of them.
 #[test]
 fn a_hello_without_capabilities_is_refused() {
-    let body = [
-        0x94, 0x00, 0x92, 0x01, 0x01, 0x92, 0xa1, b'a', 0xa1, b'1', 0x05,
-    ];
+    let mut body = vec![0x93, 0x00, 0x92, 0x02, 0x00, 0xc4, 0x20];
+    body.extend([5; 32]);
     assert_eq!(
         Codec::new().decode(&mut frame(&body)),
         Err(DecodeError::MissingField {
             kind: Some(0),
             field: "capabilities"
         })
+    );
+}
+
+/// §4: a `Hello` of another major version decodes as far as its version (what follows is laid
+/// out that version's way), so that the receiver can say which version it refuses.
+#[test]
+fn a_hello_of_another_major_version_decodes_to_its_version() {
+    // A 1.1 Hello: version, actor, pid, capabilities.
+    let body = [
+        0x95, 0x00, 0x92, 0x01, 0x01, 0x92, 0xa1, b'a', 0xa1, b'1', 0x05, 0x80,
+    ];
+    assert_eq!(
+        Codec::new().decode(&mut frame(&body)).unwrap(),
+        Some(Message::Hello(Hello {
+            version: Version { major: 1, minor: 1 },
+            nonce: Bytes::new(),
+        }))
     );
 }
 
@@ -406,16 +444,29 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
 fn arb_message() -> impl Strategy<Value = Message> {
     let cid = any::<u64>();
     prop_oneof![
-        (any::<u16>(), any::<u16>(), arb_actor(), any::<u32>()).prop_map(|(ma, mi, a, pid)| {
+        (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(mi, nonce)| {
             Message::Hello(Hello {
                 version: Version {
-                    major: ma,
+                    major: PROTOCOL_VERSION.major,
                     minor: mi,
                 },
-                actor: a,
-                pid,
+                nonce: nonce.into(),
             })
         }),
+        (
+            proptest::option::of(".{1,40}"),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+            arb_actor(),
+            any::<u32>()
+        )
+            .prop_map(|(credential, proof, actor, pid)| {
+                Message::Auth(Auth {
+                    credential,
+                    proof: proof.map(Into::into),
+                    actor,
+                    pid,
+                })
+            }),
         (cid, ".{0,64}", 0..3u8, arb_payload()).prop_map(|(cid, f, k, args)| Message::Start {
             cid,
             function: f,

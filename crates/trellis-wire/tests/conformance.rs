@@ -10,8 +10,8 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::BytesMut;
 use trellis_wire::{
-    ActorId, CallKind, Codec, ErrorKind, ErrorReport, Event, Hello, Message, Outcome,
-    PROTOCOL_VERSION, Payload, SendError, Session, Side, Window,
+    ActorId, CallKind, Codec, ErrorKind, ErrorReport, Event, Identity, Key, Keyring, Message,
+    Outcome, Payload, SendError, Session, Side, Window,
 };
 
 /// A standard function being served.
@@ -56,13 +56,10 @@ fn kind_of(function: &str) -> Option<CallKind> {
 
 impl Emulated {
     fn new() -> Self {
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            actor: ActorId::new("emulated", "1"),
-            pid: 1,
-        };
+        let me = Identity::new(ActorId::new("emulated", "1"), 1);
+        let keyring = Keyring::new(Key::tree(runner::SECRET).expect("a usable secret"));
         let mut emulated = Emulated {
-            session: Session::new(Side::Acceptor, hello),
+            session: Session::new(Side::Acceptor, me, keyring),
             codec: Codec::new(),
             running: HashMap::new(),
             sent: VecDeque::new(),

@@ -23,7 +23,7 @@ proptest! {
 #[test]
 fn a_hostile_peer_sending_valid_messages_never_panics_a_session() {
     use bytes::BytesMut;
-    use trellis_wire::{ActorId, CallKind, Codec, Hello, Message, PROTOCOL_VERSION, Payload};
+    use trellis_wire::{ActorId, Auth, CallKind, Codec, Hello, Message, PROTOCOL_VERSION, Payload};
     let codec = Codec::new();
     let mut runner = proptest::test_runner::TestRunner::default();
     let strategy = (
@@ -33,12 +33,19 @@ fn a_hostile_peer_sending_valid_messages_never_panics_a_session() {
     runner
         .run(&strategy, |(first, picks)| {
             let mut wire = BytesMut::new();
+            // The hostile driver's session accepts peers without a credential.
             let hello = Message::Hello(Hello {
                 version: PROTOCOL_VERSION,
+                nonce: bytes::Bytes::from_static(&[1; 32]),
+            });
+            codec.encode(&hello, &mut wire).unwrap();
+            let auth = Message::Auth(Auth {
+                credential: None,
+                proof: None,
                 actor: ActorId::new("peer", "1"),
                 pid: 2,
             });
-            codec.encode(&hello, &mut wire).unwrap();
+            codec.encode(&auth, &mut wire).unwrap();
             for (kind, cid, n) in picks {
                 let v = Payload::unit();
                 let m = match kind {

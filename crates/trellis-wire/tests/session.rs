@@ -2,30 +2,95 @@
 //! peer breaks them. Each test plays the peer with raw messages and checks what the session
 //! sends back and which events it reports (the numbers are `docs/wire-protocol.md`'s sections).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use trellis_wire::auth::{self, NONCE_LEN};
 use trellis_wire::{
-    ActorId, CallKind, Codec, ConnectionError, ErrorKind, ErrorReport, Event, Hello, Message,
-    Outcome, PROTOCOL_VERSION, Payload, ProtocolError, SendError, Session, Side, Version, Window,
+    ActorId, Auth, CallKind, Codec, ConnectionError, ErrorKind, ErrorReport, Event, Hello,
+    Identity, Key, Keyring, Message, Outcome, PROTOCOL_VERSION, Payload, ProtocolError, SendError,
+    Session, Side, Version, Window,
 };
 
-fn hello(name: &str, version: Version) -> Hello {
+/// The nonce the tests' peer says `Hello` with.
+const PEER_NONCE: [u8; NONCE_LEN] = [7; NONCE_LEN];
+
+fn hello(version: Version) -> Hello {
     Hello {
         version,
-        actor: ActorId::new(name, "0123456789abcdef"),
-        pid: 1,
+        nonce: Bytes::copy_from_slice(&PEER_NONCE),
     }
+}
+
+fn key() -> Key {
+    Key::tree(b"the tree's secret, for tests").unwrap()
+}
+
+fn local_id() -> ActorId {
+    ActorId::new("local", "fedcba9876543210")
 }
 
 fn peer_id() -> ActorId {
     ActorId::new("peer", "0123456789abcdef")
 }
 
-/// A session on `side` whose peer said `Hello`; its own `Hello` is taken off the wire.
+/// A fresh session of the tree `key()`, and the nonce of its `Hello` (taken off the wire).
+fn fresh(side: Side, keyring: Keyring) -> (Session, Bytes) {
+    let mut s = Session::new(side, Identity::new(local_id(), 1), keyring);
+    match &sent(&mut s)[..] {
+        [Message::Hello(h)] => {
+            assert_eq!(h.version, PROTOCOL_VERSION);
+            let nonce = h.nonce.clone();
+            (s, nonce)
+        }
+        other => panic!("expected a Hello first, got {other:?}"),
+    }
+}
+
+/// The `Auth` the tests' peer sends as `prover`, proving `key` (or nothing), over the nonces
+/// of the connection with a session whose nonce is `theirs`.
+fn peer_auth(prover: Side, key: Option<&Key>, theirs: &[u8]) -> Auth {
+    let (nc, na) = match prover {
+        Side::Connector => (&PEER_NONCE[..], theirs),
+        Side::Acceptor => (theirs, &PEER_NONCE[..]),
+    };
+    let (connector, acceptor) = match prover {
+        Side::Connector => (peer_id(), None),
+        Side::Acceptor => (local_id(), Some(peer_id())),
+    };
+    Auth {
+        credential: key.map(|k| k.name().to_owned()),
+        proof: key.map(|k| {
+            Bytes::copy_from_slice(&auth::proof(
+                k,
+                prover,
+                nc,
+                na,
+                &connector,
+                acceptor.as_ref(),
+            ))
+        }),
+        actor: peer_id(),
+        pid: 2,
+    }
+}
+
+/// A session on `side` whose handshake with the tests' peer (of the same tree) completed;
+/// what it sent is taken off the wire.
 fn connected(side: Side) -> Session {
-    let mut s = Session::new(side, hello("local", PROTOCOL_VERSION));
-    s.handle(Message::Hello(hello("peer", PROTOCOL_VERSION)))
+    let (mut s, ours) = fresh(side, Keyring::new(key()));
+    s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+    let peer_side = match side {
+        Side::Connector => Side::Acceptor,
+        Side::Acceptor => Side::Connector,
+    };
+    if side == Side::Connector {
+        assert!(matches!(&sent(&mut s)[..], [Message::Auth(_)]));
+    }
+    s.handle(Message::Auth(peer_auth(peer_side, Some(&key()), &ours)))
         .unwrap();
-    assert!(matches!(sent(&mut s)[..], [Message::Hello(_)]));
+    if side == Side::Acceptor {
+        assert!(matches!(&sent(&mut s)[..], [Message::Auth(_)]));
+    }
+    assert_eq!(s.peer().unwrap().actor, peer_id());
     s
 }
 
@@ -89,10 +154,10 @@ fn broken(events: &[Event], cid: u64) -> &ProtocolError {
 }
 
 /// §4: `Hello` first. Anything else first is refused, with a connection-level `Error` after
-/// our own `Hello`.
+/// our own `Hello`, naming nobody.
 #[test]
 fn hello_comes_first_and_a_refusal_is_reported() {
-    let mut s = Session::new(Side::Acceptor, hello("local", PROTOCOL_VERSION));
+    let (mut s, _) = fresh(Side::Acceptor, Keyring::new(key()));
     let got = s.handle(start(1, CallKind::Run));
     assert_eq!(
         got,
@@ -101,47 +166,222 @@ fn hello_comes_first_and_a_refusal_is_reported() {
         }))
     );
     let out = sent(&mut s);
-    assert!(matches!(out[0], Message::Hello(_)));
-    assert!(
-        matches!(&out[1], Message::Error { cid: None, error } if error.message.contains("Hello"))
-    );
+    assert!(matches!(&out[0], Message::Error { cid: None, error }
+            if error.message.contains("Hello") && error.actor == ActorId::new("", "")));
     assert!(s.is_closed());
     assert_eq!(
         s.start("f", CallKind::Run, Payload::unit()),
         Err(SendError::Closed)
     );
-    // A second `Hello` is refused too.
+    // A second `Hello` is refused too, as is a second `Auth`.
     let mut s = connected(Side::Connector);
-    assert!(
-        s.handle(Message::Hello(hello("peer", PROTOCOL_VERSION)))
-            .is_err()
-    );
+    assert!(s.handle(Message::Hello(hello(PROTOCOL_VERSION))).is_err());
     assert!(connection_error(&mut s).contains("Hello sent twice"));
+    let mut s = connected(Side::Acceptor);
+    let again = peer_auth(Side::Connector, Some(&key()), &[0; 32]);
+    assert!(s.handle(Message::Auth(again)).is_err());
+    assert!(connection_error(&mut s).contains("Auth sent twice"));
 }
 
 /// §4: the major versions must match, and a mismatch is reported before closing; minor
 /// versions may differ.
 #[test]
 fn major_version_mismatch_is_reported_minor_may_differ() {
-    let mut s = Session::new(Side::Connector, hello("local", PROTOCOL_VERSION));
+    let (mut s, _) = fresh(Side::Connector, Keyring::new(key()));
     let newer_minor = Version {
         major: PROTOCOL_VERSION.major,
         minor: PROTOCOL_VERSION.minor + 5,
     };
-    assert_eq!(s.handle(Message::Hello(hello("p", newer_minor))), Ok(()));
+    assert_eq!(s.handle(Message::Hello(hello(newer_minor))), Ok(()));
 
-    let mut s = Session::new(Side::Connector, hello("local", PROTOCOL_VERSION));
+    let (mut s, _) = fresh(Side::Connector, Keyring::new(key()));
     let other_major = Version {
         major: PROTOCOL_VERSION.major + 1,
         minor: 0,
     };
     assert!(matches!(
-        s.handle(Message::Hello(hello("p", other_major))),
+        s.handle(Message::Hello(hello(other_major))),
         Err(ConnectionError::Protocol(
             ProtocolError::VersionMismatch { .. }
         ))
     ));
     assert!(connection_error(&mut s).contains("incompatible"));
+
+    // A nonce of another length is refused.
+    let (mut s, _) = fresh(Side::Acceptor, Keyring::new(key()));
+    let short = Hello {
+        version: PROTOCOL_VERSION,
+        nonce: Bytes::from_static(b"short"),
+    };
+    assert!(matches!(
+        s.handle(Message::Hello(short)),
+        Err(ConnectionError::Protocol(ProtocolError::BadNonce {
+            len: 5
+        }))
+    ));
+}
+
+/// The refusal a session sends to a peer that did not authenticate: a connection-level
+/// `Error` of kind `Unauthorized` that names nobody and says no more, and nothing else.
+fn assert_refused(s: &mut Session, got: Result<(), ConnectionError>) {
+    assert_eq!(
+        got,
+        Err(ConnectionError::Protocol(ProtocolError::Unauthorized))
+    );
+    match &sent(s)[..] {
+        [Message::Error { cid: None, error }] => {
+            assert_eq!(error.kind, ErrorKind::Unauthorized);
+            assert_eq!(error.actor, ActorId::new("", ""));
+            assert_eq!(error.message, "not authorized");
+        }
+        other => panic!("expected only a connection-level Error, got {other:?}"),
+    }
+    assert!(s.is_closed());
+    assert!(s.peer().is_none());
+}
+
+/// §4: both sides prove the tree's secret; each learns who the other is and what it proved.
+#[test]
+fn both_sides_prove_the_secret_and_learn_each_other() {
+    let me = |name: &str| Identity::new(ActorId::new(name, "0"), 7);
+    let mut a = Session::new(Side::Connector, me("a"), Keyring::new(key()));
+    let mut b = Session::new(Side::Acceptor, me("b"), Keyring::new(key()));
+    let pass = |from: &mut Session, to: &mut Session| {
+        let mut bytes = from.outgoing().split();
+        to.handle_bytes(&mut bytes).unwrap();
+    };
+    pass(&mut a, &mut b);
+    pass(&mut b, &mut a);
+    assert!(a.peer().is_none(), "the acceptor has not proved itself yet");
+    assert_eq!(
+        a.start("f", CallKind::Run, Payload::unit()),
+        Err(SendError::Handshaking)
+    );
+    pass(&mut a, &mut b);
+    let peer = b.peer().unwrap();
+    assert_eq!((peer.actor.name.as_str(), peer.pid), ("a", 7));
+    assert_eq!(peer.credential.as_deref(), Some("tree"));
+    pass(&mut b, &mut a);
+    assert_eq!(a.peer().unwrap().actor.name, "b");
+    assert!(a.start("f", CallKind::Run, Payload::unit()).is_ok());
+}
+
+/// §4: a connector with another secret, an unknown credential, no proof, or a proof made for
+/// another connection is refused, and learns nothing of the acceptor.
+#[test]
+fn an_acceptor_refuses_a_peer_that_does_not_prove_the_secret() {
+    let other = Key::tree(b"another tree's secret, 16+").unwrap();
+    let unknown = Key::new("friends", b"the tree's secret, for tests").unwrap();
+    for key in [other, unknown] {
+        let (mut s, ours) = fresh(Side::Acceptor, Keyring::new(self::key()));
+        s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+        let got = s.handle(Message::Auth(peer_auth(Side::Connector, Some(&key), &ours)));
+        assert_refused(&mut s, got);
+    }
+    // The credential's name without its proof.
+    let (mut s, ours) = fresh(Side::Acceptor, Keyring::new(key()));
+    s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+    let mut auth = peer_auth(Side::Connector, Some(&key()), &ours);
+    auth.proof = None;
+    let got = s.handle(Message::Auth(auth));
+    assert_refused(&mut s, got);
+    // A replay: a genuine Auth, made for another connection's nonce.
+    let (mut s, _) = fresh(Side::Acceptor, Keyring::new(key()));
+    s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+    let recorded = peer_auth(Side::Connector, Some(&key()), &[1; NONCE_LEN]);
+    let got = s.handle(Message::Auth(recorded));
+    assert_refused(&mut s, got);
+    // A reflection: the acceptor's kind of proof, shown to an acceptor.
+    let (mut s, ours) = fresh(Side::Acceptor, Keyring::new(key()));
+    s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+    let mut reflected = peer_auth(Side::Acceptor, Some(&key()), &ours);
+    reflected.actor = peer_id();
+    let got = s.handle(Message::Auth(reflected));
+    assert_refused(&mut s, got);
+    // A message other than Auth after the Hello.
+    let (mut s, _) = fresh(Side::Acceptor, Keyring::new(key()));
+    s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+    assert_eq!(
+        s.handle(start(1, CallKind::Run)),
+        Err(ConnectionError::Protocol(ProtocolError::NoAuth {
+            got: "Start"
+        }))
+    );
+}
+
+/// §4: the connector checks the acceptor in turn: an acceptor that cannot prove the secret
+/// (an impostor at a registered address) gets no call.
+#[test]
+fn a_connector_refuses_an_acceptor_that_does_not_prove_the_secret() {
+    let other = Key::tree(b"another tree's secret, 16+").unwrap();
+    let (mut s, ours) = fresh(Side::Connector, Keyring::new(key()));
+    s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+    let proved = sent(&mut s);
+    assert!(matches!(&proved[..], [Message::Auth(a)] if a.credential.as_deref() == Some("tree")));
+    let got = s.handle(Message::Auth(peer_auth(
+        Side::Acceptor,
+        Some(&other),
+        &ours,
+    )));
+    assert_refused(&mut s, got);
+    // An acceptor answering without a credential is no better.
+    let (mut s, ours) = fresh(Side::Connector, Keyring::new(key()));
+    s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+    sent(&mut s);
+    let got = s.handle(Message::Auth(peer_auth(Side::Acceptor, None, &ours)));
+    assert_refused(&mut s, got);
+    // The acceptor's refusal of us is the peer's error, not ours.
+    let (mut s, _) = fresh(Side::Connector, Keyring::new(key()));
+    s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+    let mut refusal = *failure();
+    refusal.kind = ErrorKind::Unauthorized;
+    s.handle(Message::Error {
+        cid: None,
+        error: Box::new(refusal),
+    })
+    .unwrap();
+    assert!(
+        matches!(&events(&mut s)[..], [Event::PeerError(e)] if e.kind == ErrorKind::Unauthorized)
+    );
+    assert!(s.is_closed());
+}
+
+/// §4: a peer without a credential is served only by an acceptor that accepts such peers,
+/// and then proves nothing either.
+#[test]
+fn anonymous_peers_only_where_accepted() {
+    let (mut s, ours) = fresh(Side::Acceptor, Keyring::new(key()));
+    s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+    let got = s.handle(Message::Auth(peer_auth(Side::Connector, None, &ours)));
+    assert_refused(&mut s, got);
+
+    let (mut s, ours) = fresh(Side::Acceptor, Keyring::new(key()).accept_anonymous());
+    s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+    s.handle(Message::Auth(peer_auth(Side::Connector, None, &ours)))
+        .unwrap();
+    assert!(matches!(
+        &sent(&mut s)[..],
+        [Message::Auth(Auth {
+            credential: None,
+            proof: None,
+            ..
+        })]
+    ));
+    assert_eq!(s.peer().unwrap().credential, None);
+
+    // An anonymous connector takes an anonymous acceptor.
+    let (mut s, ours) = fresh(Side::Connector, Keyring::open());
+    s.handle(Message::Hello(hello(PROTOCOL_VERSION))).unwrap();
+    assert!(matches!(
+        &sent(&mut s)[..],
+        [Message::Auth(Auth {
+            credential: None,
+            ..
+        })]
+    ));
+    s.handle(Message::Auth(peer_auth(Side::Acceptor, None, &ours)))
+        .unwrap();
+    assert!(s.peer().is_some());
 }
 
 /// §6: a run call is acknowledged, then returns; the result may not come first.

@@ -21,11 +21,12 @@ mod send;
 
 use std::collections::{HashMap, VecDeque};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
+use crate::auth::{self, Keyring};
 use crate::{
-    ActorId, CallKind, Codec, DecodeError, EncodeError, ErrorReport, Hello, Message, Payload,
-    ProtocolError,
+    ActorId, CallKind, Codec, DecodeError, EncodeError, ErrorReport, Hello, Identity, Message,
+    PROTOCOL_VERSION, Payload, Peer, ProtocolError,
 };
 use call::{Call, UNLIMITED};
 
@@ -237,6 +238,9 @@ pub enum SendError {
     /// The message exceeds the maximum frame size; nothing changed.
     #[error(transparent)]
     TooLarge(#[from] EncodeError),
+    /// The handshake has not completed: no call may start yet.
+    #[error("the handshake has not completed")]
+    Handshaking,
     /// The connection is closed.
     #[error("the connection is closed")]
     Closed,
@@ -257,19 +261,24 @@ pub struct CallCounts {
 ///
 /// ```
 /// use bytes::BytesMut;
-/// use trellis_wire::{ActorId, CallKind, Event, Hello, Outcome, Payload, PROTOCOL_VERSION, Session, Side};
+/// use trellis_wire::{ActorId, CallKind, Event, Identity, Key, Keyring, Outcome, Payload, Session, Side};
 ///
-/// let hello = |name: &str| Hello { version: PROTOCOL_VERSION, actor: ActorId::new(name, "0"), pid: 1 };
-/// let mut parent = Session::new(Side::Connector, hello("parent"));
-/// let mut child = Session::new(Side::Acceptor, hello("child"));
+/// let me = |name: &str| Identity::new(ActorId::new(name, "0"), 1);
+/// let secret = Keyring::new(Key::tree(b"a secret of the tree, 16+ bytes").unwrap());
+/// let mut parent = Session::new(Side::Connector, me("parent"), secret.clone());
+/// let mut child = Session::new(Side::Acceptor, me("child"), secret);
 /// // Moves what one side wrote to the other.
 /// let pass = |from: &mut Session, to: &mut Session| {
 ///     let mut bytes = from.outgoing().split();
 ///     to.handle_bytes(&mut bytes).unwrap();
 /// };
+/// pass(&mut parent, &mut child); // Hello
+/// pass(&mut child, &mut parent); // Hello; the parent answers with its Auth
+/// pass(&mut parent, &mut child); // Auth; the child checks it, answers with its own
+/// pass(&mut child, &mut parent); // Auth: the parent knows the child is of its tree
+/// assert_eq!(parent.peer().unwrap().actor.name, "child");
 /// let cid = parent.start("add", CallKind::Run, Payload::encode(&(1, 2)).unwrap()).unwrap();
-/// pass(&mut parent, &mut child); // Hello and Start
-/// pass(&mut child, &mut parent); // Hello
+/// pass(&mut parent, &mut child);
 /// let Some(Event::Call { function, .. }) = child.poll_event() else { panic!() };
 /// assert_eq!(function, "add");
 /// // The child may not return before it acknowledges the call.
@@ -283,9 +292,15 @@ pub struct CallCounts {
 #[derive(Debug)]
 pub struct Session {
     side: Side,
-    local: Hello,
+    local: Identity,
+    keyring: Keyring,
     codec: Codec,
-    peer: Option<Hello>,
+    /// Our `Hello`'s nonce.
+    nonce: Bytes,
+    handshake: Handshake,
+    /// The version of the peer's `Hello`.
+    peer_version: crate::Version,
+    peer: Option<Peer>,
     goodbye_sent: bool,
     /// The peer said `Goodbye` or reported a connection error: nothing more comes.
     peer_done: bool,
@@ -300,19 +315,51 @@ pub struct Session {
     events: VecDeque<Event>,
 }
 
+/// Where the handshake stands (§4).
+#[derive(Debug)]
+enum Handshake {
+    /// Waiting for the peer's `Hello`.
+    Hello,
+    /// Waiting for the peer's `Auth`; the connector has sent its own.
+    Auth {
+        /// The peer's nonce.
+        peer_nonce: Bytes,
+    },
+    /// Both sides proved what they had to.
+    Done,
+}
+
 impl Session {
-    /// A session for a connection on `side`, introducing ourselves with `local`: our `Hello`
-    /// is the first outgoing message.
-    pub fn new(side: Side, local: Hello) -> Self {
-        Session::with_codec(side, local, Codec::new())
+    /// A session for a connection on `side`, introducing ourselves as `local`, proving and
+    /// accepting what `keyring` holds: our `Hello` is the first outgoing message.
+    pub fn new(side: Side, local: Identity, keyring: Keyring) -> Self {
+        Session::with_codec(side, local, keyring, Codec::new())
     }
 
     /// [`new`](Session::new) with a codec of another maximum frame size.
-    pub fn with_codec(side: Side, local: Hello, codec: Codec) -> Self {
+    pub fn with_codec(side: Side, local: Identity, keyring: Keyring, codec: Codec) -> Self {
+        Session::with_nonce(side, local, keyring, codec, auth::nonce())
+    }
+
+    /// [`with_codec`](Session::with_codec) with a chosen nonce instead of a random one: for
+    /// tests and fuzzers that replay a handshake. A session that serves a real peer must use
+    /// a fresh random nonce, or its peer's proofs can be replayed.
+    #[doc(hidden)]
+    pub fn with_nonce(
+        side: Side,
+        local: Identity,
+        keyring: Keyring,
+        codec: Codec,
+        nonce: [u8; auth::NONCE_LEN],
+    ) -> Self {
         let mut session = Session {
             side,
             local,
+            keyring,
             codec,
+            nonce: Bytes::copy_from_slice(&nonce),
+            handshake: Handshake::Hello,
+            peer_version: PROTOCOL_VERSION,
             peer: None,
             goodbye_sent: false,
             peer_done: false,
@@ -323,7 +370,10 @@ impl Session {
             out: BytesMut::new(),
             events: VecDeque::new(),
         };
-        let hello = Message::Hello(session.local.clone());
+        let hello = Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            nonce: session.nonce.clone(),
+        });
         session
             .codec
             .encode(&hello, &mut session.out)
@@ -336,13 +386,13 @@ impl Session {
         self.side
     }
 
-    /// Our `Hello`.
-    pub fn local(&self) -> &Hello {
+    /// Who we are.
+    pub fn local(&self) -> &Identity {
         &self.local
     }
 
-    /// The peer's `Hello`, once received.
-    pub fn peer(&self) -> Option<&Hello> {
+    /// The peer, once the handshake completed: calls may flow from then on.
+    pub fn peer(&self) -> Option<&Peer> {
         self.peer.as_ref()
     }
 

@@ -1,11 +1,14 @@
 //! What the peer sends: bytes decoded into messages, each checked against the connection's
 //! and its call's rules, turned into events; rule breaks answered.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::call::{Call, is_late_ok, is_terminal};
-use super::{ConnectionError, Event, Outcome, Role, Session};
-use crate::{ErrorKind, ErrorReport, Message, PROTOCOL_VERSION, ProtocolError};
+use super::{ConnectionError, Event, Handshake, Outcome, Role, Session, Side};
+use crate::auth::{self, NONCE_LEN};
+use crate::{
+    ActorId, Auth, ErrorKind, ErrorReport, Hello, Message, PROTOCOL_VERSION, Peer, ProtocolError,
+};
 
 impl Session {
     /// Decodes and handles every whole frame in `buf`, leaving a partial one.
@@ -45,6 +48,10 @@ impl Session {
         }
         match self.receive(msg) {
             Ok(()) => Ok(()),
+            Err(ProtocolError::Unauthorized) => {
+                self.fail_connection_as(ErrorKind::Unauthorized, "not authorized".into());
+                Err(ProtocolError::Unauthorized.into())
+            }
             Err(e) => {
                 self.fail_connection(format!("protocol error: {e}"));
                 Err(e.into())
@@ -52,25 +59,156 @@ impl Session {
         }
     }
 
+    /// The handshake's messages (§4), until it completes.
+    fn handshake(&mut self, msg: Message) -> Result<(), ProtocolError> {
+        match (&self.handshake, msg) {
+            (Handshake::Hello, Message::Hello(hello)) => self.hello(hello),
+            (Handshake::Hello, other) => Err(ProtocolError::NoHello { got: other.name() }),
+            (Handshake::Auth { .. }, Message::Hello(_)) => Err(ProtocolError::DuplicateHello),
+            (Handshake::Auth { .. }, Message::Error { cid: None, error }) => {
+                // The peer refuses us (we failed its check, or it ours).
+                self.peer_done = true;
+                self.events.push_back(Event::PeerError(error));
+                Ok(())
+            }
+            (Handshake::Auth { peer_nonce }, Message::Auth(auth)) => {
+                let peer_nonce = peer_nonce.clone();
+                self.auth(auth, &peer_nonce)
+            }
+            (Handshake::Auth { .. }, other) => Err(ProtocolError::NoAuth { got: other.name() }),
+            (Handshake::Done, _) => unreachable!("handled once the handshake is done"),
+        }
+    }
+
+    fn hello(&mut self, hello: Hello) -> Result<(), ProtocolError> {
+        if hello.version.major != PROTOCOL_VERSION.major {
+            return Err(ProtocolError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: hello.version,
+            });
+        }
+        if hello.nonce.len() != NONCE_LEN {
+            return Err(ProtocolError::BadNonce {
+                len: hello.nonce.len(),
+            });
+        }
+        self.peer_version = hello.version;
+        if self.side == Side::Connector {
+            // We prove first: the acceptor says nothing of itself to a peer it does not know.
+            let key = self.keyring.presented().cloned();
+            let proof = key.as_ref().map(|key| {
+                Bytes::copy_from_slice(&auth::proof(
+                    key,
+                    Side::Connector,
+                    &self.nonce,
+                    &hello.nonce,
+                    &self.local.actor,
+                    None,
+                ))
+            });
+            self.encode(&Message::Auth(Auth {
+                credential: key.map(|k| k.name().to_owned()),
+                proof,
+                actor: self.local.actor.clone(),
+                pid: self.local.pid,
+            }));
+        }
+        self.handshake = Handshake::Auth {
+            peer_nonce: hello.nonce,
+        };
+        Ok(())
+    }
+
+    /// Checks the peer's `Auth`; the acceptor answers with its own.
+    fn auth(&mut self, auth: Auth, peer_nonce: &[u8]) -> Result<(), ProtocolError> {
+        let (nonce_connector, nonce_acceptor) = match self.side {
+            Side::Connector => (&self.nonce[..], peer_nonce),
+            Side::Acceptor => (peer_nonce, &self.nonce[..]),
+        };
+        let (connector, acceptor) = match self.side {
+            Side::Connector => (&self.local.actor, Some(&auth.actor)),
+            Side::Acceptor => (&auth.actor, None),
+        };
+        let key = match (&self.side, &auth.credential) {
+            (_, None) => {
+                // No credential: the acceptor must accept anonymous peers; the connector must
+                // have asked for nothing.
+                let fine = match self.side {
+                    Side::Acceptor => self.keyring.accepts_anonymous(),
+                    Side::Connector => self.keyring.presented().is_none(),
+                };
+                if !fine || auth.proof.is_some() {
+                    return Err(ProtocolError::Unauthorized);
+                }
+                None
+            }
+            (Side::Acceptor, Some(name)) => self.keyring.find(name).cloned(),
+            (Side::Connector, Some(name)) => self
+                .keyring
+                .presented()
+                .filter(|k| k.name() == name)
+                .cloned(),
+        };
+        if let Some(name) = &auth.credential {
+            let Some(key) = &key else {
+                return Err(ProtocolError::Unauthorized);
+            };
+            let proof = auth.proof.as_deref().unwrap_or_default();
+            let prover = match self.side {
+                Side::Connector => Side::Acceptor,
+                Side::Acceptor => Side::Connector,
+            };
+            let genuine = auth::verify(
+                key,
+                prover,
+                nonce_connector,
+                nonce_acceptor,
+                connector,
+                acceptor,
+                proof,
+            );
+            if !genuine || key.name() != name {
+                return Err(ProtocolError::Unauthorized);
+            }
+        }
+        if self.side == Side::Acceptor {
+            let proof = key.as_ref().map(|key| {
+                Bytes::copy_from_slice(&auth::proof(
+                    key,
+                    Side::Acceptor,
+                    nonce_connector,
+                    nonce_acceptor,
+                    &auth.actor,
+                    Some(&self.local.actor),
+                ))
+            });
+            self.encode(&Message::Auth(Auth {
+                credential: auth.credential.clone(),
+                proof,
+                actor: self.local.actor.clone(),
+                pid: self.local.pid,
+            }));
+        }
+        self.peer = Some(Peer {
+            version: self.peer_version,
+            actor: auth.actor,
+            pid: auth.pid,
+            credential: auth.credential,
+        });
+        self.handshake = Handshake::Done;
+        Ok(())
+    }
+
     fn receive(&mut self, msg: Message) -> Result<(), ProtocolError> {
         if self.peer_done {
             return Err(ProtocolError::AfterGoodbye { got: msg.name() });
         }
+        if !matches!(self.handshake, Handshake::Done) {
+            return self.handshake(msg);
+        }
         match msg {
-            Message::Hello(hello) => {
-                if self.peer.is_some() {
-                    return Err(ProtocolError::DuplicateHello);
-                }
-                if hello.version.major != PROTOCOL_VERSION.major {
-                    return Err(ProtocolError::VersionMismatch {
-                        ours: PROTOCOL_VERSION,
-                        theirs: hello.version,
-                    });
-                }
-                self.peer = Some(hello);
-                return Ok(());
-            }
-            _ if self.peer.is_none() => return Err(ProtocolError::NoHello { got: msg.name() }),
+            Message::Hello(_) => return Err(ProtocolError::DuplicateHello),
+            Message::Auth(_) => return Err(ProtocolError::DuplicateAuth),
             Message::Goodbye => {
                 self.peer_done = true;
                 self.calls.clear();
@@ -205,10 +343,15 @@ impl Session {
         self.events.push_back(Event::Broken { cid, error });
     }
 
-    /// A report of a protocol failure found here.
+    /// A report of a protocol failure found here. Before the handshake completed it names
+    /// nobody: a peer that has not proved it belongs learns nothing of who we are.
     pub(super) fn report(&self, message: String) -> ErrorReport {
+        let actor = match self.handshake {
+            Handshake::Done => self.local.actor.clone(),
+            _ => ActorId::new("", ""),
+        };
         ErrorReport {
-            actor: self.local.actor.clone(),
+            actor,
             kind: ErrorKind::Protocol,
             type_name: "trellis_wire::ProtocolError".into(),
             message,
@@ -221,11 +364,17 @@ impl Session {
 
     /// The connection is broken: say why (if we still may) and stop.
     pub(super) fn fail_connection(&mut self, message: String) {
+        self.fail_connection_as(ErrorKind::Protocol, message);
+    }
+
+    /// [`fail_connection`](Session::fail_connection) with a report of `kind`.
+    pub(super) fn fail_connection_as(&mut self, kind: ErrorKind, message: String) {
         if self.failed {
             return;
         }
         if !self.goodbye_sent {
-            let report = self.report(message);
+            let mut report = self.report(message);
+            report.kind = kind;
             self.encode(&Message::Error {
                 cid: None,
                 error: Box::new(report),

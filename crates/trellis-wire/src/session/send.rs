@@ -36,7 +36,8 @@ impl Session {
     ///
     /// # Errors
     ///
-    /// The connection is closed; the `Start` exceeds the maximum frame size.
+    /// The connection is closed; the handshake has not completed; the `Start` exceeds the
+    /// maximum frame size.
     pub fn start(
         &mut self,
         function: &str,
@@ -44,6 +45,9 @@ impl Session {
         args: Payload,
     ) -> Result<u64, SendError> {
         self.check_open()?;
+        if self.peer.is_none() {
+            return Err(SendError::Handshaking);
+        }
         let cid = self.next_cid;
         self.codec.encode(
             &Message::Start {
