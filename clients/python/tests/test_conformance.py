@@ -3,10 +3,14 @@ Python against a live trellis actor serving the standard functions.
 
 Run by the Rust test ``crates/trellis-actor/tests/conformance.rs``, which starts the actor and
 passes its address in ``TRELLIS_CONFORMANCE_ADDR``. The scenario notation is read and written
-here from the document alone: a message is ``[name, fields...]``; ``"_"`` in an expected
-message matches anything; an expected map matches when each of its keys does.
+here from the document alone: a message is ``[name, fields...]``; ``{"bin": hex}`` is a
+binary string; ``"_"`` in an expected message matches anything; an expected map matches when
+each of its keys does. The actor holds the tree secret the file names; the script proves it
+in its handshake and checks the actor's proof (section 4).
 """
 
+import hashlib
+import hmac
 import json
 import os
 import socket
@@ -22,27 +26,62 @@ ADDR = os.environ.get("TRELLIS_CONFORMANCE_ADDR")
 SCENARIOS = Path(__file__).resolve().parents[3] / "conformance" / "scenarios.json"
 
 KINDS = ["Hello", "Start", "StartAck", "Started", "Yield", "Stop", "Return", "Error",
-         "Cancel", "CancelAck", "Credit", "Goodbye"]
+         "Cancel", "CancelAck", "Credit", "Goodbye", "Auth"]
 CALL_KINDS = ["run", "stream", "context"]
+FILE = json.loads(SCENARIOS.read_text())
+SECRET = FILE["secret"].encode()
+SCRIPT = FILE["peer"]
+SCRIPT_NONCE = b"\x5a" * 32
+
+
+def to_wire(value):
+    if isinstance(value, dict) and set(value) == {"bin"}:
+        return bytes.fromhex(value["bin"])
+    return value
 
 
 def frame(message, extra=()):
-    name, fields = message[0], list(message[1:])
+    name, fields = message[0], [to_wire(f) for f in message[1:]]
     if name == "Start":
         fields[2] = CALL_KINDS.index(fields[2])
     body = msgpack.packb([KINDS.index(name), *fields, *extra], use_bin_type=True)
     return struct.pack(">I", len(body)) + body
 
 
+def from_wire(value):
+    return {"bin": value.hex()} if isinstance(value, bytes) else value
+
+
 def notation(raw):
     """A received message (the decoded array) in the scenario notation."""
-    kind, fields = raw[0], list(raw[1:])
+    kind, fields = raw[0], [from_wire(f) for f in raw[1:]]
     name = KINDS[kind]
     if name == "Start":
         fields[2] = CALL_KINDS[fields[2]]
     if name == "Hello":
+        fields = fields[:3]
+    if name == "Auth":
         fields = fields[:4]
     return [name, *fields]
+
+
+def proof(label, nonce_connector, nonce_acceptor, credential, connector, acceptor=None,
+          secret=SECRET):
+    fields = [label, nonce_connector, nonce_acceptor, credential.encode(),
+              connector[0].encode(), connector[1].encode()]
+    if acceptor is not None:
+        fields += [acceptor[0].encode(), acceptor[1].encode()]
+    transcript = b"".join(struct.pack(">I", len(f)) + f for f in fields)
+    return hmac.new(secret, transcript, hashlib.sha256).digest()
+
+
+def auth(theirs, secret=SECRET, credential="tree"):
+    """The script's Auth over the actor's nonce ``theirs``."""
+    if secret is None or credential is None:
+        return frame(["Auth", None, None, SCRIPT, 0])
+    p = proof(b"trellis connector proof", SCRIPT_NONCE, theirs, credential, SCRIPT,
+              secret=secret)
+    return frame(["Auth", credential, {"bin": p.hex()}, SCRIPT, 0])
 
 
 def matches(pattern, actual):
@@ -97,19 +136,39 @@ class Live:
 
 
 def hello():
-    return frame(["Hello", [1, 1], ["conformance", "00000000000000000000000000000001"], 0, {}])
+    return frame(["Hello", [2, 0], {"bin": SCRIPT_NONCE.hex()}, {}])
 
 
 def run(scenario, wire):
     where = f"scenario {scenario['name']} (§{scenario['spec']}: {scenario['must']})"
     peeked = []
-    take = lambda: peeked.pop() if peeked else wire.next()  # noqa: E731
+    theirs = [b""]
+
+    def take():
+        got = peeked.pop() if peeked else wire.next()
+        if got and got[0] == "Hello":
+            theirs[0] = bytes.fromhex(got[2]["bin"])
+        return got
+
     if scenario.get("hello", True):
         wire.send(hello())
         first = take()
         assert first and first[0] == "Hello", f"{where}: expected Hello, got {first}"
+        wire.send(auth(theirs[0]))
+        answer = take()
+        assert answer and answer[0] == "Auth" and answer[1] == "tree", \
+            f"{where}: expected the actor's Auth, got {answer}"
+        expected = proof(b"trellis acceptor proof", SCRIPT_NONCE, theirs[0], "tree", SCRIPT,
+                         answer[3])
+        assert hmac.compare_digest(bytes.fromhex(answer[2]["bin"]), expected), \
+            f"{where}: the actor's proof is wrong"
     for i, step in enumerate(scenario["steps"], 1):
-        if "send" in step:
+        if "send_auth" in step:
+            a = step["send_auth"]
+            secret = a.get("secret")
+            over = b"\x11" * 32 if a.get("nonce") == "other" else theirs[0]
+            wire.send(auth(over, secret.encode() if secret else None, a.get("credential")))
+        elif "send" in step:
             wire.send(frame(step["send"], step.get("extra", ())))
         elif "send_hex" in step:
             wire.send(bytes.fromhex(step["send_hex"].replace(" ", "")))

@@ -30,7 +30,8 @@ class AgainstARealActor(unittest.TestCase):
         self.assertEqual(self.peer.remote["name"], "root")
         self.assertEqual(len(self.peer.remote["uid"]), 32)
         self.assertGreater(self.peer.remote["pid"], 1)
-        self.assertEqual(self.peer.remote["version"][0], 1)
+        self.assertEqual(self.peer.remote["version"][0], 2)
+        self.assertEqual(self.peer.remote["credential"], "tree")
 
     def test_run_calls_with_values_and_structs(self):
         self.assertEqual(self.peer.call("add", 1, 2), 3)
@@ -174,7 +175,9 @@ class AgainstABrokenCallee(unittest.TestCase):
 
         def callee():
             seen.append(read())  # Hello
-            send([0, [1, 1], ["script", "1"], 1, {}])
+            send([0, [2, 0], b"s" * 32, {}])
+            seen.append(read())  # Auth, without a credential (the peer has no secret)
+            send([12, None, None, ["script", "1"], 1])
             start = read()
             seen.append(start)
             send([2, start[1]])
@@ -194,8 +197,9 @@ class AgainstABrokenCallee(unittest.TestCase):
         self.assertIn("unexpected message", str(caught.exception))
         self.assertEqual(peer.call("second"), 42)
         thread.join()
-        self.assertEqual(seen[2][0], 8)  # Cancel
-        self.assertEqual(seen[2][1], seen[1][1])
+        self.assertEqual(seen[1][:3], [12, None, None])
+        self.assertEqual(seen[3][0], 8)  # Cancel
+        self.assertEqual(seen[3][1], seen[2][1])
         peer._sock.close()
         theirs.close()
 

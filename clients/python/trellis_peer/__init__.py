@@ -1,7 +1,8 @@
 """A Python peer for trellis actors.
 
 Written from ``docs/wire-protocol.md`` alone; its only dependency is ``msgpack``. It connects to
-an actor over TCP or a Unix socket, does the handshake, and makes calls: run calls, stream
+an actor over TCP or a Unix socket, does the handshake (proving the tree's secret, found as
+``Peer.connect`` says), and makes calls: run calls, stream
 calls whose items it consumes, and contexts with a stream both ways. Flow control follows the
 protocol's credit rules. It is synchronous: one thread drives one connection, and the calls it
 makes may interleave (messages for a call that is not being read are kept for it).
@@ -28,6 +29,7 @@ from .peer import (
     ProtocolError,
     RemoteError,
     Stream,
+    Unauthorized,
 )
 
 __all__ = [
@@ -40,4 +42,5 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "Stream",
+    "Unauthorized",
 ]

@@ -1,17 +1,23 @@
 """The connection, the calls, the messages (section numbers refer to docs/wire-protocol.md)."""
 
 import collections
+import hashlib
+import hmac
 import os
 import socket
+import stat
 import struct
 import uuid
 
 import msgpack
 
-PROTOCOL_VERSION = (1, 1)
+PROTOCOL_VERSION = (2, 0)
 
 # Message kinds (section 3).
-HELLO, START, START_ACK, STARTED, YIELD, STOP, RETURN, ERROR, CANCEL, CANCEL_ACK, CREDIT, GOODBYE = range(12)
+(HELLO, START, START_ACK, STARTED, YIELD, STOP, RETURN, ERROR, CANCEL, CANCEL_ACK, CREDIT,
+ GOODBYE, AUTH) = range(13)
+NONCE_LEN = 32
+TREE = "tree"
 # Call kinds.
 RUN, STREAM, CONTEXT = 0, 1, 2
 
@@ -25,6 +31,11 @@ class PeerError(Exception):
 
 class ProtocolError(PeerError):
     """The actor sent what the protocol does not allow, or undecodable bytes."""
+
+
+class Unauthorized(PeerError):
+    """The handshake failed on authentication (section 4): the actor refused our proof, or
+    could not prove the secret itself."""
 
 
 class ConnectionLost(PeerError):
@@ -72,7 +83,10 @@ def parse_addr(addr):
 class Peer:
     """One connection to one actor, as the connector (odd call ids, section 5)."""
 
-    def __init__(self, sock, name="python-peer"):
+    def __init__(self, sock, name="python-peer", secret=None, credential=TREE):
+        """Runs the handshake (section 4) over ``sock``, proving ``secret`` (bytes) as
+        ``credential``; with no secret, the peer presents no credential (an actor serves such
+        a peer only the functions it exposes to anyone)."""
         self._sock = sock
         self._buf = bytearray()
         self._next_cid = 1
@@ -80,27 +94,69 @@ class Peer:
         self._abandoned = set()  # calls the callee broke: dropped until their end (6.5)
         self._ended = None
         self.local = (name, uuid.uuid4().hex)
-        self._send([HELLO, list(PROTOCOL_VERSION), list(self.local), os.getpid(), {}])
+        nonce = os.urandom(NONCE_LEN)
+        self._send([HELLO, list(PROTOCOL_VERSION), nonce, {}])
         hello = self._read_message()
-        if not isinstance(hello, list) or len(hello) < 5 or hello[0] != HELLO:
+        if not isinstance(hello, list) or len(hello) < 2 or hello[0] != HELLO:
             raise ProtocolError(f"expected Hello first, got {hello!r}")
-        version, actor, pid = hello[1], hello[2], hello[3]
+        version = hello[1]
         if not isinstance(version, list) or len(version) < 2 or version[0] != PROTOCOL_VERSION[0]:
-            self._send([ERROR, None, _report(self.local, "Protocol", f"version {version} not spoken")])
+            self._send([ERROR, None, _report(("", ""), "Protocol", f"version {version} not spoken")])
             self.close()
             raise ProtocolError(f"the actor speaks protocol {version}, this peer {PROTOCOL_VERSION}")
-        self.remote = {"name": actor[0], "uid": actor[1], "pid": pid, "version": tuple(version[:2])}
+        if len(hello) < 4 or not isinstance(hello[2], bytes) or len(hello[2]) != NONCE_LEN:
+            self.close()
+            raise ProtocolError(f"a Hello without a {NONCE_LEN}-byte nonce: {hello!r}")
+        theirs = hello[2]
+        if secret is None:
+            credential = None
+        proof = None
+        if credential is not None:
+            proof = _proof(secret, b"trellis connector proof", nonce, theirs, credential,
+                           self.local)
+        self._send([AUTH, credential, proof, list(self.local), os.getpid()])
+        auth = self._read_message()
+        if isinstance(auth, list) and len(auth) >= 3 and auth[0] == ERROR and auth[1] is None:
+            self._ended = "refused"
+            report = auth[2] if isinstance(auth[2], dict) else {}
+            if report.get("kind") == "Unauthorized":
+                raise Unauthorized("the actor refused the connection: not authorized")
+            raise RemoteError(report)
+        if not isinstance(auth, list) or len(auth) < 5 or auth[0] != AUTH:
+            raise ProtocolError(f"expected Auth, got {auth!r}")
+        actor, pid = auth[3], auth[4]
+        if auth[1] != credential:
+            self._refuse()
+        if credential is not None:
+            expected = _proof(secret, b"trellis acceptor proof", nonce, theirs, credential,
+                              self.local, actor[:2])
+            if not isinstance(auth[2], bytes) or not hmac.compare_digest(auth[2], expected):
+                self._refuse()
+        self.remote = {"name": actor[0], "uid": actor[1], "pid": pid, "version": tuple(version[:2]),
+                       "credential": credential}
+
+    def _refuse(self):
+        """The actor did not prove what it had to: say so and close (section 4)."""
+        self._send([ERROR, None, _report(("", ""), "Unauthorized", "not authorized")])
+        self._sock.close()
+        self._sock = None
+        raise Unauthorized("the actor did not prove the secret")
 
     @classmethod
-    def connect(cls, addr, name="python-peer", timeout=30.0):
+    def connect(cls, addr, name="python-peer", timeout=30.0, secret=None, credential=TREE):
+        """Connects to ``addr``. The secret, unless given: the file ``TRELLIS_SECRET_FILE``
+        names, else ``TRELLIS_SECRET``, else (for a ``unix:`` address) the ``secret`` file
+        next to the socket; with none found, the peer presents no credential."""
         family, where = parse_addr(addr)
+        if secret is None:
+            secret = find_secret(where if family == socket.AF_UNIX else None)
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
             sock.connect(where)
             if family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return cls(sock, name)
+            return cls(sock, name, secret, credential)
         except BaseException:
             sock.close()
             raise
@@ -389,6 +445,40 @@ class Context(Stream):
             self.done = True
             self.result = self._peer._terminal(self.cid, message)
         return self.result
+
+
+def read_secret(path):
+    """The secret in the file ``path``, which only its owner may access."""
+    mode = os.stat(path).st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise PeerError(f"the secret file {path} is accessible to other users")
+    with open(path, "rb") as f:
+        secret = f.read()
+    return secret[:-1] if secret.endswith(b"\n") else secret
+
+
+def find_secret(socket_path=None):
+    """The tree secret the environment names, or the one next to an actor's Unix socket."""
+    if os.environ.get("TRELLIS_SECRET_FILE"):
+        return read_secret(os.environ["TRELLIS_SECRET_FILE"])
+    if os.environ.get("TRELLIS_SECRET"):
+        return os.environb[b"TRELLIS_SECRET"]
+    if socket_path is not None:
+        beside = os.path.join(os.path.dirname(socket_path), "secret")
+        if os.path.exists(beside):
+            return read_secret(beside)
+    return None
+
+
+def _proof(secret, label, nonce_connector, nonce_acceptor, credential, connector, acceptor=None):
+    """HMAC-SHA256 over the transcript of section 4: each field preceded by its length as a
+    big-endian u32."""
+    fields = [label, nonce_connector, nonce_acceptor, credential.encode(),
+              connector[0].encode(), connector[1].encode()]
+    if acceptor is not None:
+        fields += [acceptor[0].encode(), acceptor[1].encode()]
+    transcript = b"".join(struct.pack(">I", len(f)) + f for f in fields)
+    return hmac.new(secret, transcript, hashlib.sha256).digest()
 
 
 def _report(actor, kind, message):

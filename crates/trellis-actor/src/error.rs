@@ -300,6 +300,7 @@ pub(crate) fn runtime_report(actor: &ActorId, kind: ErrorKind, message: String) 
         type_name: match kind {
             ErrorKind::UnknownFunction => std::any::type_name::<UnknownFunction>(),
             ErrorKind::BadArguments => std::any::type_name::<BadArguments>(),
+            ErrorKind::Unauthorized => std::any::type_name::<Unauthorized>(),
             _ => "trellis_actor::RuntimeError",
         }
         .to_owned(),
@@ -321,6 +322,12 @@ pub struct UnknownFunction;
 /// [`RemoteActorError`] whose kind is [`ErrorKind::BadArguments`].
 #[derive(Debug)]
 pub struct BadArguments;
+
+/// The remote actor does not let this peer call the function (it is not a member of the
+/// tree, and the function is not exposed to its credential). Arrives as a
+/// [`RemoteActorError`] whose kind is [`ErrorKind::Unauthorized`].
+#[derive(Debug)]
+pub struct Unauthorized;
 
 /// The runtime's own failures.
 #[derive(Debug, thiserror::Error)]
@@ -403,6 +410,14 @@ pub enum ActorError {
     /// A message exceeds the connection's maximum frame size.
     #[error("{0}")]
     TooLarge(#[from] trellis_wire::EncodeError),
+    /// A connection's handshake failed on authentication: the peer did not prove the tree's
+    /// secret to us, or we did not prove it to the peer (it holds another secret, or is not
+    /// an actor of this tree).
+    #[error("{0}: not authorized (the two sides do not share the tree's secret)")]
+    NotAuthorized(String),
+    /// The tree's secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
     /// An I/O error of the actor's own sockets or processes.
     #[error("{context}: {source}")]
     Io {

@@ -39,6 +39,7 @@ mod info;
 mod logs;
 mod names;
 mod panic;
+mod secret;
 mod transport;
 mod tree;
 
@@ -49,12 +50,15 @@ pub use actor::{
 pub use calls::{
     Context, DEFAULT_CAPACITY, Flow, MsgStream, Portal, PortalContext, StreamOptions, Subscription,
 };
-pub use error::{ActorError, BadArguments, RemoteActorError, StreamOverrun, UnknownFunction};
+pub use error::{
+    ActorError, BadArguments, RemoteActorError, StreamOverrun, Unauthorized, UnknownFunction,
+};
 pub use functions::{
     ContextCall, ContextFn, Functions, Register, RemoteFn, RunCall, ServeContextFn, ServeFn,
     ServeStreamFn, StreamCall, StreamFn,
 };
 pub use info::{ActorInfo, FunctionInfo, Registered};
+pub use secret::{SECRET_ENV, SECRET_FILE_ENV, SECRET_FILE_NAME, Secret, SecretError};
 pub use transport::{Addr, BadAddr, Transport};
 pub use tree::{ActorNursery, RunHandle, open_nursery};
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};

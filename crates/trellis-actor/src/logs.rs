@@ -270,6 +270,16 @@ where
     Err(trellis::Cancelled::new().into())
 }
 
+/// The first actor that `trellis.log` arguments `args` speak for and `may` refuses, if any
+/// (`Err` when the arguments do not decode: the call is then refused as bad arguments).
+pub(crate) fn forged(
+    args: &trellis_wire::Payload,
+    may: impl Fn(&ActorId) -> bool,
+) -> Result<Option<ActorId>, trellis_wire::PayloadError> {
+    let (records,) = args.decode::<(Vec<Record>,)>()?;
+    Ok(records.into_iter().map(|r| r.actor).find(|a| !may(a)))
+}
+
 /// Served as `trellis.log`: records from a child, passed up or emitted here.
 pub(crate) async fn receive(records: Vec<Record>) -> Result<(), trellis::Error> {
     for record in records {

@@ -161,7 +161,7 @@ fn split_tcp(stream: TcpStream, keepalive: Option<Duration>) -> std::io::Result<
 pub(crate) enum Listener {
     Unix {
         listener: UnixListener,
-        _file: SocketFile,
+        file: SocketFile,
     },
     Tcp(TcpListener),
 }
@@ -176,6 +176,7 @@ pub(crate) struct SocketFile {
 impl Drop for SocketFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.dir.join(crate::secret::SECRET_FILE_NAME));
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
@@ -199,7 +200,7 @@ impl Listener {
                 Ok((
                     Listener::Unix {
                         listener,
-                        _file: file,
+                        file,
                     },
                     Addr::Unix(path),
                 ))
@@ -213,13 +214,39 @@ impl Listener {
         }
     }
 
+    /// The listener's private directory (mode 0700), for a Unix socket.
+    pub(crate) fn private_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Listener::Unix { file, .. } => Some(&file.dir),
+            Listener::Tcp(_) => None,
+        }
+    }
+
+    /// Accepts a connection; says who connected (for the log): the remote address over
+    /// TCP, the process and user over a Unix socket.
     pub(crate) async fn accept(
         &self,
         keepalive: Option<Duration>,
-    ) -> std::io::Result<(Reader, Writer)> {
+    ) -> std::io::Result<(Reader, Writer, String)> {
         match self {
-            Listener::Unix { listener, .. } => Ok(split_unix(listener.accept().await?.0)),
-            Listener::Tcp(l) => split_tcp(l.accept().await?.0, keepalive),
+            Listener::Unix { listener, .. } => {
+                let (stream, _) = listener.accept().await?;
+                let who = match stream.peer_cred() {
+                    Ok(cred) => format!(
+                        "unix (pid {}, uid {})",
+                        cred.pid().map_or("?".into(), |p| p.to_string()),
+                        cred.uid()
+                    ),
+                    Err(_) => "unix".to_owned(),
+                };
+                let (r, w) = split_unix(stream);
+                Ok((r, w, who))
+            }
+            Listener::Tcp(l) => {
+                let (stream, from) = l.accept().await?;
+                let (r, w) = split_tcp(stream, keepalive)?;
+                Ok((r, w, format!("tcp:{from}")))
+            }
         }
     }
 }

@@ -82,6 +82,7 @@ fn config() -> Config {
             .register(deaf),
     )
     .unregistered()
+    .secret(trellis_actor::Secret::new(runner::SECRET).unwrap())
 }
 
 /// One connection to the actor, read with a generous bound (a hang guard, not a timing

@@ -227,7 +227,28 @@ impl Drop for Net {
         for ns in &self.names {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
+        let _ = std::fs::remove_file(secret_path());
     }
+}
+
+fn secret_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("trellis-multihost-{}.secret", std::process::id()))
+}
+
+/// A file holding the secret the hosts share, readable by its owner only.
+fn secret_file() -> std::path::PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = secret_path();
+    if !path.exists() {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("a secret file");
+        std::io::Write::write_all(&mut file, b"the hosts' shared tree secret\n").unwrap();
+    }
+    path
 }
 
 /// A program running in a namespace; its output lines arrive on a channel.
@@ -245,6 +266,8 @@ impl Host {
             .args(["netns_program", "--exact", "--nocapture", "-q"])
             .env("TRELLIS_NETNS_ROLE", role)
             .env("TRELLIS_NETNS_BIND", ADDRS[i])
+            // The hosts' trees share a secret through a file, as a deployment would.
+            .env(trellis_actor::SECRET_FILE_ENV, secret_file())
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
         if let Some(registrar) = registrar {

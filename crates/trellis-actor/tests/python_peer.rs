@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
-use trellis_actor::{Config, Context, Functions, MsgStream, StreamOptions, Transport};
+use trellis_actor::{Config, Context, Functions, MsgStream, Secret, StreamOptions, Transport};
 
 mod common;
 
@@ -91,7 +91,11 @@ fn config() -> Config {
             .error_type::<OutOfStock>(),
     )
     .child_args(["serve_children", "--exact", "--nocapture", "-q"])
+    .secret(Secret::new(SECRET).unwrap())
 }
+
+/// The tree's secret, which the Python peer reads from `TRELLIS_SECRET`.
+const SECRET: &str = "the python peer's tree secret";
 
 #[test]
 fn serve_children() {
@@ -118,6 +122,7 @@ fn python_suite(transport: Transport) {
                     ])
                     .current_dir(common::repo_root().join("clients/python"))
                     .env("TRELLIS_PEER_ADDR", addr)
+                    .env("TRELLIS_SECRET", SECRET)
                     .env("PYTHONPATH", common::repo_root().join("clients/python"))
                     .env("PYTHONDONTWRITEBYTECODE", "1")
                     .output()

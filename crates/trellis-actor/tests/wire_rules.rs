@@ -14,11 +14,14 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use trellis_actor::{Addr, Config, Functions, MsgStream, Transport};
+use trellis_actor::{Addr, Config, Functions, MsgStream, Secret, Transport};
 use trellis_wire::{
-    ActorId, CallKind, Codec, ErrorKind, Event, Hello, Message, Outcome, PROTOCOL_VERSION, Payload,
-    Session, Side, Version, Window,
+    ActorId, CallKind, Codec, ErrorKind, Event, Identity, Key, Keyring, Message, Outcome, Payload,
+    Session, Side, Window,
 };
+
+/// The tree's secret in these tests.
+const SECRET: &[u8] = b"wire rules, a secret of the tree";
 
 async fn add(a: i64, b: i64) -> Result<i64, trellis::Error> {
     Ok(a + b)
@@ -49,6 +52,7 @@ fn config() -> Config {
             .register(hold),
     )
     .unregistered()
+    .secret(Secret::new(SECRET).unwrap())
 }
 
 /// Runs `body` with the address of a root actor serving [`config`].
@@ -76,19 +80,23 @@ struct Peer {
 }
 
 impl Peer {
-    /// Connects and says `Hello` (not waiting for the actor's).
+    /// Connects and runs the handshake, proving the tree's secret.
     async fn connect(path: &std::path::Path) -> Peer {
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            actor: ActorId::new("raw-peer", "0123456789abcdef0123456789abcdef"),
-            pid: 0,
-        };
+        let me = Identity::new(
+            ActorId::new("raw-peer", "0123456789abcdef0123456789abcdef"),
+            0,
+        );
+        let keyring = Keyring::new(Key::tree(SECRET).unwrap());
         let mut peer = Peer {
             stream: UnixStream::connect(path).await.unwrap(),
-            session: Session::new(Side::Connector, hello),
+            session: Session::new(Side::Connector, me, keyring),
             inbox: BytesMut::new(),
             codec: Codec::new(),
         };
+        while peer.session.peer().is_none() {
+            peer.flush().await;
+            peer.next().await.expect("the actor answers the handshake");
+        }
         peer.flush().await;
         peer
     }
@@ -286,37 +294,36 @@ fn a_broken_call_leaves_the_connection_alone() {
 #[test]
 fn every_handshake_failure_is_reported() {
     with_actor(|path| async move {
-        let bad_hellos = [
-            // Not a Hello first.
-            Message::Goodbye,
-            // Another major version.
-            Message::Hello(Hello {
-                version: Version {
-                    major: PROTOCOL_VERSION.major + 1,
-                    minor: 0,
-                },
-                actor: ActorId::new("future", "1"),
-                pid: 0,
+        // Not a Hello first.
+        let mut stream = UnixStream::connect(&path).await.unwrap();
+        let mut out = BytesMut::new();
+        Codec::new().encode(&Message::Goodbye, &mut out).unwrap();
+        stream.write_all(&out).await.unwrap();
+        assert_reported(&mut stream, "Goodbye first").await;
+        let raw = [
+            // A 1.1 Hello (another major version): version, actor, pid, capabilities.
+            (
+                "1.1 Hello",
+                vec![
+                    0x95, 0x00, 0x92, 0x01, 0x01, 0x92, 0xa1, b'a', 0xa1, b'1', 0x00, 0x80,
+                ],
+            ),
+            // A Hello without its capabilities map.
+            ("short Hello", {
+                let mut body = vec![0x93, 0x00, 0x92, 0x02, 0x00, 0xc4, 0x20];
+                body.extend([1; 32]);
+                body
             }),
         ];
-        for bad in bad_hellos {
+        for (case, body) in raw {
             let mut stream = UnixStream::connect(&path).await.unwrap();
-            let mut out = BytesMut::new();
-            Codec::new().encode(&bad, &mut out).unwrap();
-            stream.write_all(&out).await.unwrap();
-            assert_reported(&mut stream, bad.name()).await;
+            stream
+                .write_all(&[0, 0, 0, body.len() as u8])
+                .await
+                .unwrap();
+            stream.write_all(&body).await.unwrap();
+            assert_reported(&mut stream, case).await;
         }
-        // A Hello without its capabilities map.
-        let mut stream = UnixStream::connect(&path).await.unwrap();
-        let body = [
-            0x94, 0x00, 0x92, 0x01, 0x01, 0x92, 0xa1, b'a', 0xa1, b'1', 0x00,
-        ];
-        stream
-            .write_all(&[0, 0, 0, body.len() as u8])
-            .await
-            .unwrap();
-        stream.write_all(&body).await.unwrap();
-        assert_reported(&mut stream, "short Hello").await;
     });
 }
 

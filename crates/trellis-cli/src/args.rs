@@ -1,6 +1,16 @@
-//! The command line, parsed by hand: two commands, one option.
+//! The command line, parsed by hand: two commands, two options.
+
+use std::path::PathBuf;
 
 use trellis_actor::Addr;
+
+/// A command and where the tree's secret is.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Invocation {
+    pub(crate) command: Command,
+    /// `--secret-file`, if given.
+    pub(crate) secret_file: Option<PathBuf>,
+}
 
 /// What to do.
 #[derive(Debug, PartialEq)]
@@ -18,6 +28,17 @@ pub(crate) enum Command {
     List { registrar: Addr, actor: String },
 }
 
+impl Command {
+    /// The registrar the command asks.
+    pub(crate) fn registrar(&self) -> &Addr {
+        match self {
+            Command::Tree { registrar }
+            | Command::Call { registrar, .. }
+            | Command::List { registrar, .. } => registrar,
+        }
+    }
+}
+
 /// Why there is nothing to run.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Usage {
@@ -31,9 +52,9 @@ const HELP: &str = "\
 trellis: look at a live trellis actor tree and call into it
 
 Usage:
-  trellis tree [--registrar ADDR]
-  trellis call [--registrar ADDR] ACTOR FUNCTION [JSON-ARGS]
-  trellis call [--registrar ADDR] ACTOR --list
+  trellis tree [--registrar ADDR] [--secret-file PATH]
+  trellis call [--registrar ADDR] [--secret-file PATH] ACTOR FUNCTION [JSON-ARGS]
+  trellis call [--registrar ADDR] [--secret-file PATH] ACTOR --list
   trellis COMMAND --help
 
 Commands:
@@ -45,6 +66,8 @@ Commands:
 Options:
   --registrar ADDR   the registrar, unix:PATH or tcp:HOST:PORT
                      (default: the environment variable TRELLIS_REGISTRAR)
+  --secret-file PATH the tree's secret (default: the file $TRELLIS_SECRET_FILE names,
+                     else $TRELLIS_SECRET, else the `secret` file next to a unix: registrar)
   -h, --help         this text
 
 Exit status: 0 done, 1 the remote function failed, 2 bad usage, no registrar, unknown actor.
@@ -53,7 +76,7 @@ Exit status: 0 done, 1 the remote function failed, 2 bad usage, no registrar, un
 const TREE_HELP: &str = "\
 trellis tree: draw the live actor tree
 
-Usage: trellis tree [--registrar ADDR]
+Usage: trellis tree [--registrar ADDR] [--secret-file PATH]
 
 Asks the registrar for every actor it knows and each actor to describe itself, and draws
 them under their parents: name#id, pid, host, address, uptime, calls served/made, streams.
@@ -61,14 +84,16 @@ An actor that does not answer is shown with the reason.
 
 Options:
   --registrar ADDR   the registrar, unix:PATH or tcp:HOST:PORT (default: $TRELLIS_REGISTRAR)
+  --secret-file PATH the tree's secret (default: the file $TRELLIS_SECRET_FILE names,
+                     else $TRELLIS_SECRET, else the `secret` file next to a unix: registrar)
   -h, --help         this text
 ";
 
 const CALL_HELP: &str = "\
 trellis call: make an ad-hoc call
 
-Usage: trellis call [--registrar ADDR] ACTOR FUNCTION [JSON-ARGS]
-       trellis call [--registrar ADDR] ACTOR --list
+Usage: trellis call [--registrar ADDR] [--secret-file PATH] ACTOR FUNCTION [JSON-ARGS]
+       trellis call [--registrar ADDR] [--secret-file PATH] ACTOR --list
 
 Finds the first actor registered as ACTOR, calls its run function FUNCTION (the name it was
 registered under) with JSON-ARGS, a JSON array of the arguments (default []), and prints the
@@ -80,13 +105,34 @@ Options:
   --list             list the functions ACTOR serves, one per line: its call kind (run,
                      stream, context) and its name
   --registrar ADDR   the registrar, unix:PATH or tcp:HOST:PORT (default: $TRELLIS_REGISTRAR)
+  --secret-file PATH the tree's secret (default: the file $TRELLIS_SECRET_FILE names,
+                     else $TRELLIS_SECRET, else the `secret` file next to a unix: registrar)
   -h, --help         this text
 ";
 
 /// Parses the arguments after the program's name; `TRELLIS_REGISTRAR` is the default
 /// registrar.
-pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, Usage> {
-    parse_with(args, std::env::var("TRELLIS_REGISTRAR").ok())
+pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Usage> {
+    let mut secret_file = None;
+    let mut rest = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--secret-file" {
+            let path = args
+                .next()
+                .ok_or_else(|| Usage::Bad("--secret-file needs a path".into()))?;
+            secret_file = Some(PathBuf::from(path));
+        } else if let Some(path) = arg.strip_prefix("--secret-file=") {
+            secret_file = Some(PathBuf::from(path));
+        } else {
+            rest.push(arg);
+        }
+    }
+    let command = parse_with(rest, std::env::var("TRELLIS_REGISTRAR").ok())?;
+    Ok(Invocation {
+        command,
+        secret_file,
+    })
 }
 
 fn parse_with(
@@ -182,6 +228,28 @@ mod tests {
 
     fn parse(args: &[&str], env: Option<&str>) -> Result<Command, Usage> {
         parse_with(args.iter().map(|a| (*a).to_owned()), env.map(str::to_owned))
+    }
+
+    #[test]
+    fn the_secret_file_is_an_option_of_every_command() {
+        let parsed = super::parse(
+            ["tree", "--secret-file", "/s", "--registrar", "unix:/r"].map(String::from),
+        );
+        assert_eq!(
+            parsed.map(|i| i.secret_file),
+            Ok(Some(PathBuf::from("/s")))
+        );
+        let parsed = super::parse(
+            ["call", "--registrar=unix:/r", "--secret-file=/t", "a", "f"].map(String::from),
+        );
+        assert_eq!(
+            parsed.map(|i| i.secret_file),
+            Ok(Some(PathBuf::from("/t")))
+        );
+        assert!(matches!(
+            super::parse(["tree", "--secret-file"].map(String::from)),
+            Err(Usage::Bad(m)) if m.contains("needs a path")
+        ));
     }
 
     #[test]

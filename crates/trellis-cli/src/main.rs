@@ -1,20 +1,23 @@
 //! `trellis`: look at a live actor tree and call into it.
 //!
 //! ```text
-//! trellis tree [--registrar ADDR]
-//! trellis call [--registrar ADDR] ACTOR FUNCTION JSON-ARGS
-//! trellis call [--registrar ADDR] ACTOR --list
+//! trellis tree [--registrar ADDR] [--secret-file PATH]
+//! trellis call [--registrar ADDR] [--secret-file PATH] ACTOR FUNCTION JSON-ARGS
+//! trellis call [--registrar ADDR] [--secret-file PATH] ACTOR --list
 //! ```
 //!
 //! The registrar's address (`unix:PATH` or `tcp:HOST:PORT`) comes from `--registrar` or the
-//! environment variable `TRELLIS_REGISTRAR`. Usage errors and unreachable or unknown actors are
+//! environment variable `TRELLIS_REGISTRAR`. The tree's secret, which the command proves to
+//! every actor it talks to, comes from `--secret-file`, else the file `TRELLIS_SECRET_FILE`
+//! names, else `TRELLIS_SECRET`, else the `secret` file next to a `unix:` registrar's socket
+//! (readable by the tree's user only). Usage errors and unreachable or unknown actors are
 //! one line on standard error and exit status 2; a remote function that fails prints its error
 //! and exits 1.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use trellis_actor::{ActorInfo, Addr, Config, Functions, Registered};
+use trellis_actor::{ActorInfo, Addr, Config, Functions, Registered, Secret};
 
 mod args;
 mod tree;
@@ -26,8 +29,8 @@ use args::{Command, Usage};
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
-    let command = match args::parse(std::env::args().skip(1)) {
-        Ok(command) => command,
+    let invocation = match args::parse(std::env::args().skip(1)) {
+        Ok(invocation) => invocation,
         Err(Usage::Help(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -37,8 +40,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let command = invocation.command;
+    let secret = match find_secret(invocation.secret_file, command.registrar()) {
+        Ok(secret) => secret,
+        Err(message) => {
+            eprintln!("trellis: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let outcome = trellis::Runner::current_thread().run(async move {
-        let config = Config::new(Functions::new()).unregistered();
+        let config = Config::new(Functions::new()).unregistered().secret(secret);
         match command {
             Command::Tree { registrar } => tree_of(config, registrar).await,
             Command::Call {
@@ -68,6 +79,26 @@ fn main() -> ExitCode {
             eprintln!("trellis: {}", one_line(&error));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The tree's secret: `--secret-file`, else the environment's, else the one next to a Unix
+/// registrar's socket.
+fn find_secret(file: Option<std::path::PathBuf>, registrar: &Addr) -> Result<Secret, String> {
+    if let Some(file) = file {
+        return Secret::from_file(file).map_err(|e| e.to_string());
+    }
+    if let Some(secret) = Secret::from_env().map_err(|e| e.to_string())? {
+        return Ok(secret);
+    }
+    match registrar {
+        Addr::Unix(path) => Secret::beside(path).map_err(|e| {
+            format!("{e} (pass --secret-file, or set TRELLIS_SECRET_FILE)")
+        }),
+        Addr::Tcp(_) => Err(format!(
+            "no secret for the tree at {registrar}: pass --secret-file, or set \
+             TRELLIS_SECRET_FILE or TRELLIS_SECRET"
+        )),
     }
 }
 

@@ -10,6 +10,7 @@ use super::config::{Config, EXIT_PARENT_LOST, env};
 use super::run::run_actor;
 use crate::connection::End;
 use crate::names::{CHILD_READY, LOG};
+use crate::secret::Secret;
 use crate::transport::{Addr, Transport};
 
 /// How a child's service ended.
@@ -82,7 +83,9 @@ fn setup(config: Config) -> Result<(ActorId, Config, Addr, Addr), String> {
             _ => return Err(format!("bad {}: {tcp:?}", env::TRANSPORT)),
         },
     };
-    let mut config = config.transport(transport);
+    // The parent writes the tree's secret to our standard input, then closes it.
+    let secret = Secret::receive(std::io::stdin().lock()).map_err(|e| e.to_string())?;
+    let mut config = config.transport(transport).secret(secret);
     config.root = Some(root);
     Ok((id, config, parent, registrar))
 }

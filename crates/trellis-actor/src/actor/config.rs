@@ -4,7 +4,10 @@ use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
 
+use trellis_wire::auth::TREE_CREDENTIAL;
+
 use crate::functions::Functions;
+use crate::secret::Secret;
 use crate::transport::{Addr, Transport};
 
 /// Environment variables through which a parent tells a child process who it is.
@@ -37,6 +40,18 @@ pub struct Config {
     /// The root of the tree, for a child.
     pub(crate) root: Option<Addr>,
     pub(crate) keepalive: Option<Duration>,
+    /// The tree's secret; a root without one reads the environment or makes one.
+    pub(crate) secret: Option<Secret>,
+    /// Functions peers outside the tree may call.
+    pub(crate) exposed: Vec<Exposed>,
+}
+
+/// Functions a peer outside the tree may call: with a named client credential, or (`None`)
+/// with none at all.
+#[derive(Debug, Clone)]
+pub(crate) struct Exposed {
+    pub(crate) credential: Option<(String, Secret)>,
+    pub(crate) functions: Vec<String>,
 }
 
 impl Config {
@@ -54,7 +69,69 @@ impl Config {
             log_level: Some(tracing::Level::INFO),
             root: None,
             keepalive: Some(Duration::from_secs(10)),
+            secret: None,
+            exposed: Vec::new(),
         }
+    }
+
+    /// The tree's secret, which every connection between its actors proves (see [`Secret`]).
+    /// Without it a root uses the one the environment names ([`Secret::from_env`]), or makes
+    /// a fresh one; its children always get their parent's. Trees that span hosts, and tools
+    /// that call into a TCP tree, share one through a file.
+    #[must_use]
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Lets a peer outside the tree call `functions` (and `trellis.functions`, which then
+    /// lists only these) by proving the client credential `name` with `secret` instead of
+    /// the tree's. Everything else it calls is refused with an error of kind
+    /// [`Unauthorized`](trellis_wire::ErrorKind::Unauthorized).
+    ///
+    /// # Panics
+    ///
+    /// If `name` is `tree` (the members' credential), empty or longer than 255 bytes.
+    #[must_use]
+    pub fn expose_to<I, S>(mut self, name: &str, secret: Secret, functions: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        assert!(
+            name != TREE_CREDENTIAL && secret.named_key(name).is_ok(),
+            "a client credential needs a name of 1 to 255 bytes other than `{TREE_CREDENTIAL}`"
+        );
+        self.exposed.push(Exposed {
+            credential: Some((name.to_owned(), secret)),
+            functions: functions.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+
+    /// Lets anyone who can connect call `functions` (a health check), with no credential at
+    /// all. Such a peer sees nothing else: every other call is refused as in
+    /// [`expose_to`](Config::expose_to), and it learns no actor's address but this one's.
+    #[must_use]
+    pub fn expose_to_anyone<I, S>(mut self, functions: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.exposed.push(Exposed {
+            credential: None,
+            functions: functions.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+
+    /// Whether a peer that proved `credential` (`None`: none) may call `function`.
+    pub(crate) fn may_call(&self, credential: Option<&str>, function: &str) -> bool {
+        credential == Some(TREE_CREDENTIAL)
+            || self.exposed.iter().any(|e| {
+                e.credential.as_ref().map(|(name, _)| name.as_str()) == credential
+                    && e.functions.iter().any(|f| f == function)
+            })
     }
 
     /// An environment variable for child processes (`RUST_LOG`, `RUST_BACKTRACE`, …).

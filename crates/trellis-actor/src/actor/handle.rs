@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 use trellis::Nursery;
-use trellis_wire::{ActorId, Hello, PROTOCOL_VERSION};
+use trellis_wire::{ActorId, Identity, Keyring};
 
 use super::config::Config;
 use super::registry::Registry;
 use crate::connection::Conn;
 use crate::info::{ActorInfo, host_name};
+use crate::secret::Secret;
 use crate::transport::Addr;
 
 /// A handle to the actor running in this process.
@@ -32,6 +33,10 @@ impl std::fmt::Debug for Actor {
 pub(crate) struct Inner {
     pub(crate) id: ActorId,
     pub(crate) config: Config,
+    /// The tree's secret.
+    pub(crate) secret: Secret,
+    /// What this actor proves when it connects, and accepts from those who connect to it.
+    pub(crate) keyring: Keyring,
     pub(crate) addr: Addr,
     /// Connections (their I/O tasks) run here.
     pub(crate) io: Nursery,
@@ -51,6 +56,8 @@ pub(crate) struct Inner {
 pub(crate) struct State {
     /// Children spawned and not yet connected back, by uid.
     expected: HashMap<String, oneshot::Sender<Conn>>,
+    /// Children connected back and not yet gone, by uid.
+    children: std::collections::HashSet<String>,
     pub(super) conns: Vec<Conn>,
     /// Connections this actor opened to others, by the peer's address.
     pub(super) peers: HashMap<Addr, Conn>,
@@ -150,12 +157,9 @@ impl Actor {
         self.inner.work.cancel();
     }
 
-    pub(crate) fn hello(&self) -> Hello {
-        Hello {
-            version: PROTOCOL_VERSION,
-            actor: self.inner.id.clone(),
-            pid: std::process::id(),
-        }
+    /// Who this actor says it is in a handshake.
+    pub(crate) fn identity(&self) -> Identity {
+        Identity::new(self.inner.id.clone(), std::process::id())
     }
 
     /// The registry's table, when this actor is the registrar.
@@ -177,34 +181,34 @@ impl Actor {
 
     /// A child reports ready over `conn`: hands the connection to its spawner.
     pub(crate) fn child_ready(&self, conn: &Conn) {
-        let expected = self.lock().expected.remove(&conn.peer().actor.uid);
+        let uid = &conn.peer().actor.uid;
+        let mut state = self.lock();
+        let expected = state.expected.remove(uid);
         if let Some(expected) = expected {
+            state.children.insert(uid.clone());
+            drop(state);
             let _ = expected.send(conn.clone());
         }
     }
 
+    /// Forgets a child: it failed to start, or it is gone.
     pub(crate) fn forget_child(&self, uid: &str) {
-        self.lock().expected.remove(uid);
+        let mut state = self.lock();
+        state.expected.remove(uid);
+        state.children.remove(uid);
+    }
+
+    /// Whether `uid` is a child of this actor, starting or running, and not gone.
+    pub(crate) fn is_child(&self, uid: &str) -> bool {
+        let state = self.lock();
+        state.children.contains(uid) || state.expected.contains_key(uid)
     }
 }
 
-/// A fresh random actor id (128 bits, from the standard library's per-process random keys, the
-/// clock and a counter).
+/// A fresh random actor id: 128 bits from the operating system's generator, as hex.
 pub(crate) fn new_uid() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let half = |salt: u64| {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(salt);
-        h.write_u64(n);
-        h.write_u128(now);
-        h.write_u32(std::process::id());
-        h.finish()
-    };
-    format!("{:016x}{:016x}", half(1), half(2))
+    trellis_wire::auth::nonce()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -96,8 +96,10 @@ impl Actor {
                     context: format!("connecting to {addr}"),
                     source: e,
                 })?;
+        let keyring = self.inner.keyring.clone();
         let (conn, buf) =
-            Conn::handshake(Side::Connector, self.hello(), &mut reader, &writer).await?;
+            Conn::handshake(Side::Connector, self.identity(), keyring, &mut reader, &writer)
+                .await?;
         self.adopt(conn.clone(), reader, writer, buf)?;
         self.lock().peers.insert(addr.clone(), conn.clone());
         Ok(conn)
@@ -111,7 +113,9 @@ impl Actor {
     /// Registers this actor with the registrar.
     pub(crate) async fn register(&self) -> Result<(), trellis::Error> {
         if let Some(registry) = &self.inner.registry {
-            registry.register(self.entry(), None);
+            registry
+                .register(self.entry(), None)
+                .map_err(trellis::Error::new)?;
             return Ok(());
         }
         let args = Payload::encode(&(self.entry(),)).map_err(crate::ActorError::from)?;
@@ -123,7 +127,7 @@ impl Actor {
     /// connection to the registrar anyway.
     pub(crate) async fn unregister(&self) {
         if let Some(registry) = &self.inner.registry {
-            registry.unregister(&self.inner.id.uid);
+            let _ = registry.unregister(&self.inner.id.uid, None);
             return;
         }
         let conn = self.lock().peers.get(&self.inner.registrar).cloned();
@@ -208,7 +212,7 @@ impl Actor {
 
     pub(crate) async fn accept_loop(self, listener: Listener) -> Result<(), trellis::Error> {
         loop {
-            let (mut reader, writer) =
+            let (mut reader, writer, peer) =
                 match trellis::cancellable(listener.accept(self.inner.config.keepalive)).await? {
                     Ok(stream) => stream,
                     Err(e) => {
@@ -222,7 +226,13 @@ impl Actor {
             self.inner.io.start_soon(async move {
                 let shaken = trellis::move_on_after(
                     HANDSHAKE_TIMEOUT,
-                    Conn::handshake(Side::Acceptor, actor.hello(), &mut reader, &writer),
+                    Conn::handshake(
+                        Side::Acceptor,
+                        actor.identity(),
+                        actor.inner.keyring.clone(),
+                        &mut reader,
+                        &writer,
+                    ),
                 )
                 .await;
                 let (conn, buf) = match shaken {
@@ -233,7 +243,15 @@ impl Actor {
                     }
                     Err(e) if e.is_cancelled() => return Err(e),
                     Err(e) => {
-                        tracing::debug!("handshake failed: {e}");
+                        // Once per connection: whoever knocks without the secret is seen.
+                        if matches!(
+                            e.downcast_ref::<crate::ActorError>(),
+                            Some(crate::ActorError::NotAuthorized(_))
+                        ) {
+                            tracing::warn!(peer = %peer, "refused a connection: not authorized");
+                        } else {
+                            tracing::debug!(peer = %peer, "handshake failed: {e}");
+                        }
                         return Ok(());
                     }
                 };

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use trellis::Cancelled;
-use trellis_wire::Payload;
+use trellis_wire::{ActorId, Payload};
 
 use crate::connection::Prepared;
 use crate::error::CallFailure;
@@ -43,17 +43,40 @@ impl Registry {
     }
 
     /// Records `entry`, made over the connection `conn` (none for the registrar itself).
-    pub(crate) fn register(&self, entry: Entry, conn: Option<usize>) {
+    ///
+    /// # Errors
+    ///
+    /// Another connection registered the same uid: nobody takes over another's entry.
+    pub(crate) fn register(&self, entry: Entry, conn: Option<usize>) -> Result<(), Refused> {
         let mut entries = self.lock();
+        if entries.iter().any(|(e, c)| e.uid == entry.uid && *c != conn) {
+            return Err(Refused(format!(
+                "actor {} is registered already, by another connection",
+                entry.uid
+            )));
+        }
         entries.retain(|(e, _)| e.uid != entry.uid);
         tracing::debug!(name = %entry.name, addr = %entry.addr, "actor registered");
         entries.push((entry, conn));
         drop(entries);
         self.changed.notify_waiters();
+        Ok(())
     }
 
-    pub(crate) fn unregister(&self, uid: &str) {
-        self.lock().retain(|(e, _)| e.uid != uid);
+    /// Removes the entry of `uid`, if it was registered over the connection `conn`.
+    ///
+    /// # Errors
+    ///
+    /// It was registered over another connection.
+    pub(crate) fn unregister(&self, uid: &str, conn: Option<usize>) -> Result<(), Refused> {
+        let mut entries = self.lock();
+        if entries.iter().any(|(e, c)| e.uid == uid && *c != conn) {
+            return Err(Refused(format!(
+                "actor {uid} was registered by another connection: only it may unregister"
+            )));
+        }
+        entries.retain(|(e, _)| e.uid != uid);
+        Ok(())
     }
 
     /// The connection `conn` ended: what was registered over it goes.
@@ -94,14 +117,23 @@ impl Registry {
     }
 }
 
-/// Prepares a registry request made over connection `conn`, if `function` is one: `Err` when
-/// its arguments do not decode.
+/// A registration or unregistration the registrar refuses: an actor registers and
+/// unregisters itself only.
+#[derive(Debug, thiserror::Error)]
+#[error("registry: {0}")]
+pub(crate) struct Refused(String);
+
+/// Prepares a registry request made over connection `conn` by the actor `peer`, if
+/// `function` is one: `Err` when its arguments do not decode.
 pub(crate) fn serve(
     registry: &std::sync::Arc<Registry>,
     function: &str,
     args: &Payload,
     conn: usize,
+    peer: &ActorId,
 ) -> Option<Result<Prepared, String>> {
+    let peer = peer.clone();
+    let refused = |e: Refused| CallFailure::Failed(e.into());
     let registry = registry.clone();
     let name = || {
         args.decode::<(String,)>()
@@ -115,7 +147,13 @@ pub(crate) fn serve(
                 .map(|(entry,)| -> Prepared {
                     Box::new(move |_| {
                         Box::pin(async move {
-                            registry.register(entry, Some(conn));
+                            if entry.uid != peer.uid || entry.name != peer.name {
+                                return Err(refused(Refused(format!(
+                                    "actor {peer} may register itself only, not {} ({})",
+                                    entry.name, entry.uid
+                                ))));
+                            }
+                            registry.register(entry, Some(conn)).map_err(refused)?;
                             reply(&())
                         })
                     })
@@ -124,7 +162,7 @@ pub(crate) fn serve(
         UNREGISTER => name().map(|uid| -> Prepared {
             Box::new(move |_| {
                 Box::pin(async move {
-                    registry.unregister(&uid);
+                    registry.unregister(&uid, Some(conn)).map_err(refused)?;
                     reply(&())
                 })
             })

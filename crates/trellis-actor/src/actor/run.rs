@@ -5,11 +5,27 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use trellis::Cancelled;
-use trellis_wire::ActorId;
+use trellis_wire::{ActorId, Keyring};
 
 use super::config::Config;
 use super::handle::{Actor, ActorCell, Inner, State, new_uid};
+use crate::secret::{SECRET_FILE_NAME, Secret};
 use crate::transport::{Addr, Listener};
+
+/// What this actor proves when it connects (the tree's secret) and accepts: members, and the
+/// outside peers its configuration lets in.
+fn keyring(secret: &Secret, config: &Config) -> Keyring {
+    let mut keyring = Keyring::new(secret.key());
+    for exposed in &config.exposed {
+        keyring = match &exposed.credential {
+            Some((name, secret)) => {
+                keyring.accept(secret.named_key(name).expect("checked by `expose_to`"))
+            }
+            None => keyring.accept_anonymous(),
+        };
+    }
+    keyring
+}
 
 /// Runs this actor's runtime around `body`: binds the listener, serves calls, and when `body`
 /// ends, cancels what is still served, says goodbye to every peer and returns `body`'s
@@ -25,11 +41,27 @@ where
     Fut: Future<Output = Result<T, trellis::Error>>,
 {
     crate::panic::install_hook();
+    let secret = match &config.secret {
+        Some(secret) => secret.clone(),
+        None => Secret::from_env()
+            .map_err(crate::ActorError::from)?
+            .unwrap_or_else(Secret::generate),
+    };
+    let keyring = keyring(&secret, &config);
     let (listener, addr) =
         Listener::bind(&config.transport, &id.uid).map_err(|e| crate::ActorError::Io {
             context: format!("listening on {:?}", config.transport),
             source: e,
         })?;
+    if let Some(dir) = listener.private_dir() {
+        // For this user's tools: the `trellis` command finds it next to the socket.
+        secret
+            .write_private(&dir.join(SECRET_FILE_NAME))
+            .map_err(|e| crate::ActorError::Io {
+                context: "writing the tree's secret".into(),
+                source: e,
+            })?;
+    }
     // The body's outcome travels out of both nurseries as a value, so that its error is not
     // wrapped in their groups.
     let cell = ActorCell::default();
@@ -43,6 +75,8 @@ where
                     inner: Arc::new(Inner {
                         id,
                         config,
+                        secret,
+                        keyring,
                         registry: registrar.is_none().then(Default::default),
                         registrar: registrar.unwrap_or_else(|| addr.clone()),
                         addr,

@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 
 use serde::Serialize;
+use trellis_wire::auth::TREE_CREDENTIAL;
 use trellis_wire::{ActorId, CallKind, ErrorKind, Payload};
 
 use super::handle::Actor;
@@ -40,6 +41,14 @@ impl ActorService {
 
     fn functions(&self) -> &Functions {
         &self.actor.inner.config.functions
+    }
+
+    /// The functions a peer outside the tree that proved `credential` may call.
+    fn list_for(&self, credential: Option<&str>) -> Vec<FunctionInfo> {
+        let config = &self.actor.inner.config;
+        let mut list = self.list();
+        list.retain(|f| f.name != FUNCTIONS && config.may_call(credential, &f.name));
+        list
     }
 
     /// Every function this actor serves, the runtime's included.
@@ -80,6 +89,28 @@ impl ActorService {
         true
     }
 
+    /// Whether log records `args` from the peer may be passed on: the peer is a child of this
+    /// actor, and no record names this actor or another of its children (a member speaks for
+    /// itself and its own subtree only; each parent checks its children, so a record reaches
+    /// the root only through the subtree of the actor it names). Records that do not decode
+    /// go on, to be refused as bad arguments.
+    fn may_log(&self, conn: &Conn, args: &Payload) -> bool {
+        let peer = &conn.peer().actor;
+        if !self.actor.is_child(&peer.uid) {
+            tracing::warn!(%peer, "refused log records from an actor that is not a child");
+            return false;
+        }
+        let me = self.actor.id();
+        let may = |a: &ActorId| a == peer || (a != me && !self.actor.is_child(&a.uid));
+        match crate::logs::forged(args, may) {
+            Ok(None) | Err(_) => true,
+            Ok(Some(forged)) => {
+                tracing::warn!(%peer, %forged, "refused log records speaking for another actor");
+                false
+            }
+        }
+    }
+
     /// The served function `function`, prepared from `args`.
     fn prepare(
         &self,
@@ -89,7 +120,8 @@ impl ActorService {
         args: &Payload,
     ) -> Result<Prepared, (ErrorKind, String)> {
         if let Some(registry) = self.actor.registry()
-            && let Some(prepared) = super::registry::serve(registry, function, args, conn.key())
+            && let Some(prepared) =
+                super::registry::serve(registry, function, args, conn.key(), &conn.peer().actor)
         {
             return expect_kind(function, CallKind::Run, kind).and_then(|()| {
                 prepared.map_err(|e| (ErrorKind::BadArguments, format!("bad arguments: {e}")))
@@ -133,6 +165,35 @@ fn expect_kind(
 
 impl Service for ActorService {
     fn call(&self, conn: &Conn, cid: u64, function: &str, kind: CallKind, args: Payload) {
+        let credential = conn.peer().credential.as_deref();
+        if credential != Some(TREE_CREDENTIAL) {
+            // A peer from outside the tree: what was exposed to it, and nothing else.
+            if function == FUNCTIONS && kind == CallKind::Run {
+                let list = Payload::encode(&self.list_for(credential));
+                return conn.answer(cid, list.unwrap_or_else(|_| Payload::unit()));
+            }
+            if !self.actor.inner.config.may_call(credential, function) {
+                tracing::warn!(
+                    peer = %conn.peer().actor,
+                    credential = credential.unwrap_or("none"),
+                    function,
+                    "refused a call: not authorized"
+                );
+                let text = format!(
+                    "`{function}` may not be called by actor {} (credential {})",
+                    conn.peer().actor,
+                    credential.unwrap_or("none")
+                );
+                return conn.refuse(cid, ErrorKind::Unauthorized, text);
+            }
+        }
+        if function == LOG && !self.may_log(conn, &args) {
+            let text = format!(
+                "actor {} may ship log records of its own subtree only, to its parent",
+                conn.peer().actor
+            );
+            return conn.refuse(cid, ErrorKind::Unauthorized, text);
+        }
         if kind == CallKind::Run && self.quick(conn, cid, function) {
             return;
         }

@@ -11,7 +11,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, oneshot};
 use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled};
-use trellis_wire::{ActorId, CallKind, Hello, Outcome, Payload, SendError, Session, Side, Window};
+use trellis_wire::{
+    ActorId, CallKind, ErrorKind, Identity, Keyring, Outcome, Payload, Peer, SendError,
+    Session, Side, Window,
+};
 
 use super::chan::{CallEnd, Chan};
 use crate::error::{ActorError, ErrorTypes, RemoteActorError, StreamOverrun};
@@ -72,7 +75,7 @@ pub(crate) struct Conn {
 
 pub(super) struct Inner {
     pub(super) local: ActorId,
-    pub(super) peer: Hello,
+    pub(super) peer: Peer,
     pub(super) state: Mutex<State>,
     pub(super) wake_writer: Notify,
     /// Set once the connection ended, both ways.
@@ -106,46 +109,69 @@ pub(super) struct Local {
 }
 
 impl Conn {
-    /// Exchanges `Hello`s over a fresh stream (each side sends its own first) and returns the
-    /// connection, ready to [`run`](Conn::run), with the bytes read past the peer's `Hello`.
-    /// A peer that breaks the handshake gets a connection-level `Error` saying why.
+    /// Runs the handshake over a fresh stream (`Hello`s both ways, then `Auth`s: each side
+    /// proves what `keyring` holds) and returns the connection, ready to [`run`](Conn::run),
+    /// with the bytes read past the handshake. A peer that breaks the handshake, or does not
+    /// prove a credential we accept, gets a connection-level `Error` saying so.
     pub(crate) async fn handshake(
         side: Side,
-        local: Hello,
+        local: Identity,
+        keyring: Keyring,
         reader: &mut Reader,
         writer: &Writer,
     ) -> Result<(Conn, BytesMut), trellis::Error> {
-        let mut session = Session::new(side, local.clone());
-        let sent = writer.write_all(session.outgoing()).await;
-        session.outgoing().clear();
-        sent.map_err(|e| io("sending Hello", e))?;
+        let mut session = Session::new(side, local.clone(), keyring);
         let mut buf = BytesMut::with_capacity(4096);
         let refused = |error: String| ActorError::Protocol {
-            actor: local.actor.clone(),
+            actor: ActorId::new("", ""),
             error,
         };
         while session.peer().is_none() {
+            let sent = writer.write_all(session.outgoing()).await;
+            session.outgoing().clear();
+            sent.map_err(|e| io("sending the handshake", e))?;
             let n = trellis::cancellable(reader.read_buf(&mut buf))
                 .await?
-                .map_err(|e| io("reading Hello", e))?;
+                .map_err(|e| io("reading the handshake", e))?;
             if n == 0 {
                 return Err(
                     refused("the peer closed the connection during the handshake".into()).into(),
                 );
             }
-            if let Err(e) = session.handle_bytes(&mut buf) {
+            let handled = session.handle_bytes(&mut buf);
+            if let Some(trellis_wire::Event::PeerError(report)) = session.poll_event() {
+                // The peer refused us.
+                return Err(match report.kind {
+                    ErrorKind::Unauthorized => {
+                        ActorError::NotAuthorized("the peer refused the connection".into())
+                    }
+                    _ => refused(format!("the peer refused the handshake: {}", report.message)),
+                }
+                .into());
+            }
+            if let Err(e) = handled {
                 // Best effort: tell the peer why before closing.
                 let _ = trellis::move_on_after(Duration::from_millis(100), async {
                     Ok::<_, Cancelled>(writer.write_all(session.outgoing()).await)
                 })
                 .await;
-                return Err(refused(format!("handshake failed: {e}")).into());
+                return Err(match e {
+                    trellis_wire::ConnectionError::Protocol(
+                        trellis_wire::ProtocolError::Unauthorized,
+                    ) => ActorError::NotAuthorized("refused a peer".into()),
+                    e => refused(format!("handshake failed: {e}")),
+                }
+                .into());
             }
         }
+        // The acceptor's answering Auth.
+        let sent = writer.write_all(session.outgoing()).await;
+        session.outgoing().clear();
+        sent.map_err(|e| io("sending the handshake", e))?;
         let peer = session
             .peer()
             .cloned()
-            .expect("the loop ends with the peer's Hello");
+            .expect("the loop ends with the handshake done");
         let conn = Conn {
             inner: Arc::new(Inner {
                 local: local.actor,
@@ -194,8 +220,8 @@ impl Conn {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// The peer's `Hello`.
-    pub(crate) fn peer(&self) -> &Hello {
+    /// Who the peer is and what it proved.
+    pub(crate) fn peer(&self) -> &Peer {
         &self.inner.peer
     }
 

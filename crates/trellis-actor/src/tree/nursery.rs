@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use trellis::sync::Event;
@@ -251,7 +252,9 @@ async fn spawn(actor: &Actor, name: &str) -> Result<(Child, Conn), trellis::Erro
         .env(env::TRANSPORT, transport)
         .env(env::REGISTRAR, actor.registrar().to_string())
         .env(env::ROOT, actor.root_addr().to_string())
-        .stdin(Stdio::null())
+        // The tree's secret comes through a pipe: not on the command line, not in the
+        // environment (which its own children would inherit).
+        .stdin(Stdio::piped())
         // Its own process group: a Ctrl-C at the terminal reaches the root only, which tears
         // the tree down in order.
         .process_group(0)
@@ -260,6 +263,13 @@ async fn spawn(actor: &Actor, name: &str) -> Result<(Child, Conn), trellis::Erro
         actor.forget_child(&uid);
         failed(e.to_string())
     })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A few dozen bytes into an empty pipe: never blocks. A child that died at once is
+        // seen below.
+        let _ = stdin
+            .write_all(actor.inner.secret.handoff().as_bytes())
+            .await;
+    }
     let waited = trellis::move_on_after(config.spawn_timeout, async {
         let outcome = trellis::cancellable(async {
             tokio::select! {
@@ -301,6 +311,21 @@ async fn kill_and_reap(child: &mut Child) {
 /// and kills it after `grace`; if it dies on its own first, that is this task's error. The
 /// process is always reaped.
 async fn supervise(
+    child: Child,
+    conn: Conn,
+    release: Arc<Event>,
+    grace: Duration,
+) -> Result<(), trellis::Error> {
+    let uid = conn.peer().actor.uid.clone();
+    let outcome = watch(child, conn, release, grace).await;
+    if let Some(actor) = crate::actor::try_current() {
+        actor.forget_child(&uid);
+    }
+    outcome
+}
+
+/// [`supervise`], but for forgetting the child at the end.
+async fn watch(
     mut child: Child,
     conn: Conn,
     release: Arc<Event>,
