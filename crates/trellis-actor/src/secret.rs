@@ -171,7 +171,10 @@ impl Secret {
         let hex = std::str::from_utf8(&line).map_err(|e| SecretError::Handoff(e.to_string()))?;
         let bytes = (0..hex.len())
             .step_by(2)
-            .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
             .collect::<Option<Vec<u8>>>()
             .ok_or_else(|| SecretError::Handoff("not hex digits".into()))?;
         Secret::new(bytes)

@@ -197,13 +197,7 @@ impl Listener {
                     path: path.clone(),
                 };
                 let listener = UnixListener::bind(&path)?;
-                Ok((
-                    Listener::Unix {
-                        listener,
-                        file,
-                    },
-                    Addr::Unix(path),
-                ))
+                Ok((Listener::Unix { listener, file }, Addr::Unix(path)))
             }
             Transport::Tcp { bind } => {
                 let std = std::net::TcpListener::bind((*bind, 0))?;

@@ -235,17 +235,11 @@ mod tests {
         let parsed = super::parse(
             ["tree", "--secret-file", "/s", "--registrar", "unix:/r"].map(String::from),
         );
-        assert_eq!(
-            parsed.map(|i| i.secret_file),
-            Ok(Some(PathBuf::from("/s")))
-        );
+        assert_eq!(parsed.map(|i| i.secret_file), Ok(Some(PathBuf::from("/s"))));
         let parsed = super::parse(
             ["call", "--registrar=unix:/r", "--secret-file=/t", "a", "f"].map(String::from),
         );
-        assert_eq!(
-            parsed.map(|i| i.secret_file),
-            Ok(Some(PathBuf::from("/t")))
-        );
+        assert_eq!(parsed.map(|i| i.secret_file), Ok(Some(PathBuf::from("/t"))));
         assert!(matches!(
             super::parse(["tree", "--secret-file"].map(String::from)),
             Err(Usage::Bad(m)) if m.contains("needs a path")

@@ -92,9 +92,8 @@ fn find_secret(file: Option<std::path::PathBuf>, registrar: &Addr) -> Result<Sec
         return Ok(secret);
     }
     match registrar {
-        Addr::Unix(path) => Secret::beside(path).map_err(|e| {
-            format!("{e} (pass --secret-file, or set TRELLIS_SECRET_FILE)")
-        }),
+        Addr::Unix(path) => Secret::beside(path)
+            .map_err(|e| format!("{e} (pass --secret-file, or set TRELLIS_SECRET_FILE)")),
         Addr::Tcp(_) => Err(format!(
             "no secret for the tree at {registrar}: pass --secret-file, or set \
              TRELLIS_SECRET_FILE or TRELLIS_SECRET"

@@ -4,7 +4,28 @@
 use std::process::Output;
 use std::time::Duration;
 
-use trellis_actor::{Config, Functions, Transport, open_nursery, wait_for_actor};
+use trellis_actor::{Config, Functions, Secret, Transport, open_nursery, wait_for_actor};
+
+/// The tree's secret in these tests; the CLI finds it beside a Unix registrar's socket, and is
+/// given [`secret_file`] for a TCP one.
+const SECRET: &[u8] = b"the cli tests' secret";
+
+/// A file holding `secret`, readable by its owner only, in a directory of this test's own.
+fn secret_file(name: &str, secret: &[u8]) -> String {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir().join(format!("trellis-cli-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, secret).unwrap();
+    path.display().to_string()
+}
 
 async fn add(a: i64, b: i64) -> Result<i64, trellis::Error> {
     Ok(a + b)
@@ -36,6 +57,7 @@ fn config() -> Config {
             .register(hold_with_child),
     )
     .child_args(["serve_children", "--exact", "--nocapture", "-q"])
+    .secret(Secret::new(SECRET).unwrap())
 }
 
 #[test]
@@ -50,6 +72,8 @@ async fn trellis_cli(args: &[&str]) -> Result<Output, trellis::Error> {
         std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
             .args(&args)
             .env_remove("TRELLIS_REGISTRAR")
+            .env_remove("TRELLIS_SECRET")
+            .env_remove("TRELLIS_SECRET_FILE")
             .output()
             .map_err(trellis::Error::new)
     })
@@ -98,8 +122,19 @@ where
 }
 
 fn tree_is_drawn(transport: Transport) {
-    with_tree(transport, |registrar, [calc, mid, leaf]| async move {
-        let out = trellis_cli(&["tree", "--registrar", &registrar]).await?;
+    let tcp = !matches!(transport, Transport::Unix);
+    with_tree(transport, move |registrar, [calc, mid, leaf]| async move {
+        let mut args = vec![
+            "tree".to_owned(),
+            "--registrar".to_owned(),
+            registrar.clone(),
+        ];
+        if tcp {
+            // Nothing lies beside a TCP address: the secret is given.
+            args.extend(["--secret-file".to_owned(), secret_file("tree", SECRET)]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = trellis_cli(&args).await?;
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "{out:?}");
         let shape: Vec<(String, String)> = stdout
@@ -230,4 +265,43 @@ fn every_command_has_help() {
         assert!(out.status.success());
         assert!(text(&out.stdout).contains("Usage"), "{args:?}");
     }
+}
+
+/// A TCP tree is closed to the command unless it proves the tree's secret: no secret, a wrong
+/// one, or one in a file others may read is one line and status 2, and the tree is unaffected.
+#[test]
+fn a_tree_over_tcp_refuses_a_command_without_its_secret() {
+    with_tree(Transport::tcp_loopback(), |registrar, _| async move {
+        let wrong = secret_file("wrong", b"not the tree's secret at all");
+        let open = secret_file("open", SECRET);
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(trellis::Error::new)?;
+        for (extra, says) in [
+            (vec![], "no secret for the tree"),
+            (vec!["--secret-file", wrong.as_str()], "not authorized"),
+            (
+                vec!["--secret-file", open.as_str()],
+                "accessible to other users",
+            ),
+        ] {
+            let args = [&["tree", "--registrar", registrar.as_str()][..], &extra].concat();
+            let out = trellis_cli(&args).await?;
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+            assert!(stderr.contains(says), "{args:?}: {stderr}");
+        }
+        // The tree still answers the command that holds its secret.
+        let good = secret_file("good", SECRET);
+        let out = trellis_cli(
+            &["call", "--registrar", &registrar, "--secret-file", &good]
+                .iter()
+                .copied()
+                .chain(["calc", "add", "[1, 2]"])
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+        assert_eq!(text(&out.stdout), "3\n", "{out:?}");
+        Ok(())
+    });
 }

@@ -97,9 +97,14 @@ impl Actor {
                     source: e,
                 })?;
         let keyring = self.inner.keyring.clone();
-        let (conn, buf) =
-            Conn::handshake(Side::Connector, self.identity(), keyring, &mut reader, &writer)
-                .await?;
+        let (conn, buf) = Conn::handshake(
+            Side::Connector,
+            self.identity(),
+            keyring,
+            &mut reader,
+            &writer,
+        )
+        .await?;
         self.adopt(conn.clone(), reader, writer, buf)?;
         self.lock().peers.insert(addr.clone(), conn.clone());
         Ok(conn)

@@ -49,7 +49,10 @@ impl Registry {
     /// Another connection registered the same uid: nobody takes over another's entry.
     pub(crate) fn register(&self, entry: Entry, conn: Option<usize>) -> Result<(), Refused> {
         let mut entries = self.lock();
-        if entries.iter().any(|(e, c)| e.uid == entry.uid && *c != conn) {
+        if entries
+            .iter()
+            .any(|(e, c)| e.uid == entry.uid && *c != conn)
+        {
             return Err(Refused(format!(
                 "actor {} is registered already, by another connection",
                 entry.uid

@@ -12,8 +12,8 @@ use tokio::sync::{Notify, oneshot};
 use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled};
 use trellis_wire::{
-    ActorId, CallKind, ErrorKind, Identity, Keyring, Outcome, Payload, Peer, SendError,
-    Session, Side, Window,
+    ActorId, CallKind, ErrorKind, Identity, Keyring, Outcome, Payload, Peer, SendError, Session,
+    Side, Window,
 };
 
 use super::chan::{CallEnd, Chan};
@@ -145,7 +145,10 @@ impl Conn {
                     ErrorKind::Unauthorized => {
                         ActorError::NotAuthorized("the peer refused the connection".into())
                     }
-                    _ => refused(format!("the peer refused the handshake: {}", report.message)),
+                    _ => refused(format!(
+                        "the peer refused the handshake: {}",
+                        report.message
+                    )),
                 }
                 .into());
             }
