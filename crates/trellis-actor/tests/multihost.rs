@@ -243,6 +243,7 @@ fn secret_file() -> std::path::PathBuf {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
+            .truncate(true)
             .mode(0o600)
             .open(&path)
             .expect("a secret file");
