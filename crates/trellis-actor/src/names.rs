@@ -1,6 +1,9 @@
 //! The names of the runtime's own functions (`docs/wire-protocol.md` §8). Every actor serves
 //! the first group; a registrar also serves the second.
 
+/// What every runtime function's name starts with; no registered function's may.
+pub(crate) const RESERVED_PREFIX: &str = "trellis.";
+
 /// A new child, connected and registered, tells its parent it serves.
 pub(crate) const CHILD_READY: &str = "trellis.child_ready";
 /// Asks an actor to cancel everything it runs and exit.

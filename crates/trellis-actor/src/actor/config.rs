@@ -44,6 +44,9 @@ pub struct Config {
     pub(crate) secret: Option<Secret>,
     /// Functions peers outside the tree may call.
     pub(crate) exposed: Vec<Exposed>,
+    /// What a client outside the tree proves when it connects, instead of the tree's secret:
+    /// a credential, or (`None`) nothing.
+    pub(crate) client: Option<Option<(String, Secret)>>,
 }
 
 /// Functions a peer outside the tree may call: with a named client credential, or (`None`)
@@ -71,6 +74,7 @@ impl Config {
             keepalive: Some(Duration::from_secs(10)),
             secret: None,
             exposed: Vec::new(),
+            client: None,
         }
     }
 
@@ -125,13 +129,42 @@ impl Config {
         self
     }
 
-    /// Whether a peer that proved `credential` (`None`: none) may call `function`.
+    /// A client outside any tree (a tool, a service calling into a tree it does not belong
+    /// to): it proves the credential `name` with `secret` when it connects, instead of a
+    /// tree's secret, and may call what the actors it calls exposed to `name`
+    /// ([`expose_to`](Config::expose_to)). Children it starts are of no tree it can reach.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is `tree`, empty or longer than 255 bytes.
+    #[must_use]
+    pub fn client(mut self, name: &str, secret: Secret) -> Self {
+        assert!(
+            name != TREE_CREDENTIAL && secret.named_key(name).is_ok(),
+            "a client credential needs a name of 1 to 255 bytes other than `{TREE_CREDENTIAL}`"
+        );
+        self.client = Some(Some((name.to_owned(), secret)));
+        self
+    }
+
+    /// A client that proves nothing when it connects: it may call what the actors it calls
+    /// exposed to anyone ([`expose_to_anyone`](Config::expose_to_anyone)).
+    #[must_use]
+    pub fn anonymous_client(mut self) -> Self {
+        self.client = Some(None);
+        self
+    }
+
+    /// Whether a peer that proved `credential` (`None`: none) may call `function`. What is
+    /// exposed to anyone is exposed to every credential; the runtime's functions
+    /// (`trellis.*`) are never exposed.
     pub(crate) fn may_call(&self, credential: Option<&str>, function: &str) -> bool {
         credential == Some(TREE_CREDENTIAL)
-            || self.exposed.iter().any(|e| {
-                e.credential.as_ref().map(|(name, _)| name.as_str()) == credential
-                    && e.functions.iter().any(|f| f == function)
-            })
+            || !function.starts_with(crate::names::RESERVED_PREFIX)
+                && self.exposed.iter().any(|e| {
+                    let to = e.credential.as_ref().map(|(name, _)| name.as_str());
+                    (to.is_none() || to == credential) && e.functions.iter().any(|f| f == function)
+                })
     }
 
     /// An environment variable for child processes (`RUST_LOG`, `RUST_BACKTRACE`, …).

@@ -136,7 +136,11 @@ pub(crate) fn serve(
     peer: &ActorId,
 ) -> Option<Result<Prepared, String>> {
     let peer = peer.clone();
-    let refused = |e: Refused| CallFailure::Failed(e.into());
+    let peer_for_log = peer.clone();
+    let refused = move |e: Refused| {
+        tracing::warn!(peer = %peer_for_log, "refused a registry request: {}", e.0);
+        CallFailure::Failed(e.into())
+    };
     let registry = registry.clone();
     let name = || {
         args.decode::<(String,)>()

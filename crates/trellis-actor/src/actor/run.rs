@@ -15,7 +15,13 @@ use crate::transport::{Addr, Listener};
 /// What this actor proves when it connects (the tree's secret) and accepts: members, and the
 /// outside peers its configuration lets in.
 fn keyring(secret: &Secret, config: &Config) -> Keyring {
-    let mut keyring = Keyring::new(secret.key());
+    let mut keyring = match &config.client {
+        None => Keyring::new(secret.key()),
+        Some(Some((name, secret))) => {
+            Keyring::new(secret.named_key(name).expect("checked by `client`"))
+        }
+        Some(None) => Keyring::open(),
+    };
     for exposed in &config.exposed {
         keyring = match &exposed.credential {
             Some((name, secret)) => {

@@ -246,7 +246,7 @@ impl Functions {
     #[must_use]
     pub fn register_as<M, F: Register<M>>(self, name: &str, function: F) -> Self {
         assert!(
-            !name.starts_with("trellis."),
+            !name.starts_with(crate::names::RESERVED_PREFIX),
             "`{name}`: names starting with `trellis.` are the runtime's"
         );
         self.insert(name, function)
