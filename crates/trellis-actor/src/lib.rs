@@ -36,6 +36,7 @@ mod connection;
 mod error;
 mod functions;
 mod info;
+mod limits;
 mod logs;
 mod names;
 mod panic;
@@ -58,6 +59,7 @@ pub use functions::{
     ServeStreamFn, StreamCall, StreamFn,
 };
 pub use info::{ActorInfo, FunctionInfo, Registered};
+pub use limits::Limits;
 pub use secret::{SECRET_ENV, SECRET_FILE_ENV, SECRET_FILE_NAME, Secret, SecretError};
 pub use transport::{Addr, BadAddr, Transport};
 pub use tree::{ActorNursery, RunHandle, open_nursery};

@@ -216,6 +216,9 @@ pub enum ErrorKind {
     ActorShuttingDown,
     /// The peer did not authenticate, or may not call what it called.
     Unauthorized,
+    /// A limit the callee sets per peer was reached: too many connections, or too many calls
+    /// at once on one connection.
+    LimitExceeded,
     /// Several failures together; they are in [`ErrorReport::group`].
     Group,
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use trellis_wire::auth::TREE_CREDENTIAL;
 
 use crate::functions::Functions;
+use crate::limits::Limits;
 use crate::secret::Secret;
 use crate::transport::{Addr, Transport};
 
@@ -47,6 +48,7 @@ pub struct Config {
     /// What a client outside the tree proves when it connects, instead of the tree's secret:
     /// a credential, or (`None`) nothing.
     pub(crate) client: Option<Option<(String, Secret)>>,
+    pub(crate) limits: Limits,
 }
 
 /// Functions a peer outside the tree may call: with a named client credential, or (`None`)
@@ -75,6 +77,7 @@ impl Config {
             secret: None,
             exposed: Vec::new(),
             client: None,
+            limits: Limits::default(),
         }
     }
 
@@ -126,6 +129,14 @@ impl Config {
             credential: None,
             functions: functions.into_iter().map(Into::into).collect(),
         });
+        self
+    }
+
+    /// What one peer may hold of this actor: connections, memory, calls and time (see
+    /// [`Limits`]; a child has those of the configuration its program serves with).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 

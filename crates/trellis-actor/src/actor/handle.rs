@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     pub(crate) secret: Secret,
     /// What this actor proves when it connects, and accepts from those who connect to it.
     pub(crate) keyring: Keyring,
+    /// What incomplete frames take of the memory `Limits::read_budget` allows.
+    pub(crate) read_budget: Arc<crate::limits::ReadBudget>,
     pub(crate) addr: Addr,
     /// Connections (their I/O tasks) run here.
     pub(crate) io: Nursery,

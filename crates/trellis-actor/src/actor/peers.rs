@@ -1,17 +1,19 @@
 //! An actor's connections: dialling peers (one connection per peer, reused), accepting
 //! them, serving each with the actor's service, and the registry client on top.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use trellis::Cancelled;
+use trellis::{CancelScope, Cancelled};
+use trellis_wire::auth::TREE_CREDENTIAL;
 use trellis_wire::{ActorId, Payload, Side};
 
 use super::handle::{Actor, current};
 use super::registry::Entry;
 use super::service::ActorService;
 use crate::calls::Portal;
-use crate::connection::{Conn, HANDSHAKE_TIMEOUT};
+use crate::connection::{Conn, ReadLimits};
 use crate::info::Registered;
 use crate::names::{FIND, LIST, REGISTER, UNREGISTER, WAIT_FOR};
 use crate::transport;
@@ -97,14 +99,22 @@ impl Actor {
                     source: e,
                 })?;
         let keyring = self.inner.keyring.clone();
-        let (conn, buf) = Conn::handshake(
-            Side::Connector,
-            self.identity(),
-            keyring,
-            &mut reader,
-            &writer,
+        let timeout = self.inner.config.limits.handshake_timeout;
+        let (conn, buf) = trellis::move_on_after(
+            timeout,
+            Conn::handshake(
+                Side::Connector,
+                self.identity(),
+                keyring,
+                &mut reader,
+                &writer,
+            ),
         )
-        .await?;
+        .await?
+        .ok_or_else(|| crate::ActorError::Protocol {
+            actor: ActorId::new("", ""),
+            error: format!("{addr} did not complete the handshake within {timeout:?}"),
+        })?;
         self.adopt(conn.clone(), reader, writer, buf)?;
         self.lock().peers.insert(addr.clone(), conn.clone());
         Ok(conn)
@@ -201,10 +211,19 @@ impl Actor {
             conn.on_end(move || registry.connection_ended(key));
         }
         let service = Arc::new(ActorService::new(self.clone()));
+        let config = &self.inner.config;
+        // Outside peers that hold no call are let go; members are watched by keepalive.
+        let outside = conn.peer().credential.as_deref() != Some(TREE_CREDENTIAL);
+        let limits = ReadLimits {
+            frame_timeout: config.limits.frame_timeout,
+            idle_timeout: config.limits.idle_timeout.filter(|_| outside),
+            max_peer_calls: config.limits.max_calls_per_connection,
+            budget: self.inner.read_budget.clone(),
+        };
         let actor = self.clone();
         let c = conn.clone();
         self.inner.io.start_soon(async move {
-            let run = c.clone().run(reader, writer, buf, service);
+            let run = c.clone().run(reader, writer, buf, service, limits);
             let result = run.await;
             let mut state = actor.lock();
             state.conns.retain(|other| !other.same(&c));
@@ -216,7 +235,11 @@ impl Actor {
     }
 
     pub(crate) async fn accept_loop(self, listener: Listener) -> Result<(), trellis::Error> {
-        loop {
+        let limits = self.inner.config.limits;
+        // Handshakes in progress, oldest first: a new connection beyond the limit closes the
+        // oldest, so silent connections cannot keep out a peer that does its handshake.
+        let pending: Arc<std::sync::Mutex<VecDeque<(u64, CancelScope)>>> = Arc::default();
+        for serial in 0u64.. {
             let (mut reader, writer, peer) =
                 match trellis::cancellable(listener.accept(self.inner.config.keepalive)).await? {
                     Ok(stream) => stream,
@@ -226,24 +249,47 @@ impl Actor {
                         continue;
                     }
                 };
+            if self.lock().conns.len() >= limits.max_connections {
+                tracing::warn!(
+                    peer = %peer,
+                    limit = limits.max_connections,
+                    "refused a connection: too many connections"
+                );
+                let identity = self.identity();
+                self.inner.io.start_soon(async move {
+                    Conn::refuse_connection(identity, &writer, "too many connections").await;
+                    Ok::<_, trellis::Error>(())
+                })?;
+                continue;
+            }
+            let scope = CancelScope::with_timeout(limits.handshake_timeout);
+            {
+                let mut pending = lock(&pending);
+                if pending.len() >= limits.max_handshakes
+                    && let Some((_, oldest)) = pending.pop_front()
+                {
+                    oldest.cancel();
+                }
+                pending.push_back((serial, scope.clone()));
+            }
             let actor = self.clone();
+            let pending = pending.clone();
             // Each handshake on its own, so a slow or silent peer holds up nobody.
             self.inner.io.start_soon(async move {
-                let shaken = trellis::move_on_after(
-                    HANDSHAKE_TIMEOUT,
-                    Conn::handshake(
+                let shaken = scope
+                    .run(Conn::handshake(
                         Side::Acceptor,
                         actor.identity(),
                         actor.inner.keyring.clone(),
                         &mut reader,
                         &writer,
-                    ),
-                )
-                .await;
+                    ))
+                    .await;
+                lock(&pending).retain(|(s, _)| *s != serial);
                 let (conn, buf) = match shaken {
                     Ok(Some(shaken)) => shaken,
                     Ok(None) => {
-                        tracing::debug!("handshake timed out");
+                        tracing::debug!(peer = %peer, "handshake timed out or made way");
                         return Ok(());
                     }
                     Err(e) if e.is_cancelled() => return Err(e),
@@ -266,6 +312,7 @@ impl Actor {
                 Ok::<_, trellis::Error>(())
             })?;
         }
+        unreachable!("the accept loop ends by cancellation")
     }
 
     /// Says goodbye on every connection and gives the writers a moment to send it.
@@ -282,4 +329,8 @@ impl Actor {
         })
         .await;
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -9,6 +9,7 @@ use trellis_wire::{ActorId, Keyring};
 
 use super::config::Config;
 use super::handle::{Actor, ActorCell, Inner, State, new_uid};
+use crate::limits::ReadBudget;
 use crate::secret::{SECRET_FILE_NAME, Secret};
 use crate::transport::{Addr, Listener};
 
@@ -54,6 +55,7 @@ where
             .unwrap_or_else(Secret::generate),
     };
     let keyring = keyring(&secret, &config);
+    let read_budget = Arc::new(ReadBudget::new(config.limits.read_budget));
     let (listener, addr) =
         Listener::bind(&config.transport, &id.uid).map_err(|e| crate::ActorError::Io {
             context: format!("listening on {:?}", config.transport),
@@ -83,6 +85,7 @@ where
                         config,
                         secret,
                         keyring,
+                        read_budget,
                         registry: registrar.is_none().then(Default::default),
                         registrar: registrar.unwrap_or_else(|| addr.clone()),
                         addr,

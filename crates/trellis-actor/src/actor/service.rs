@@ -124,7 +124,7 @@ impl ActorService {
                 super::registry::serve(registry, function, args, conn.key(), &conn.peer().actor)
         {
             return expect_kind(function, CallKind::Run, kind).and_then(|()| {
-                prepared.map_err(|e| (ErrorKind::BadArguments, format!("bad arguments: {e}")))
+                prepared.map_err(|e| (ErrorKind::BadArguments, format!("bad arguments for `{function}`: {e}")))
             });
         }
         let handler = builtins()
@@ -141,7 +141,7 @@ impl ActorService {
             })?;
         expect_kind(function, handler.kind, kind)?;
         (handler.prepare)(args.clone())
-            .map_err(|e| (ErrorKind::BadArguments, format!("bad arguments: {e}")))
+            .map_err(|e| (ErrorKind::BadArguments, format!("bad arguments for `{function}`: {e}")))
     }
 }
 

@@ -18,14 +18,12 @@ use trellis_wire::{
 
 use super::chan::{CallEnd, Chan};
 use crate::error::{ActorError, ErrorTypes, RemoteActorError, StreamOverrun};
+use crate::limits::HANDSHAKE_BYTES;
 use crate::transport::{Reader, Writer};
 
 /// How long a caller that was cancelled waits for the callee to acknowledge the cancellation
 /// before giving up on the call.
 pub(crate) const CANCEL_ACK_WAIT: Duration = Duration::from_secs(2);
-
-/// How long a handshake may take before the connection is dropped.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +136,13 @@ impl Conn {
                     refused("the peer closed the connection during the handshake".into()).into(),
                 );
             }
+            if buf.len() > HANDSHAKE_BYTES {
+                // Nobody we do not know yet makes us hold a large frame.
+                return Err(refused(format!(
+                    "the peer sent more than {HANDSHAKE_BYTES} bytes in its handshake"
+                ))
+                .into());
+            }
             let handled = session.handle_bytes(&mut buf);
             if let Some(trellis_wire::Event::PeerError(report)) = session.poll_event() {
                 // The peer refused us.
@@ -193,6 +198,17 @@ impl Conn {
             }),
         };
         Ok((conn, buf))
+    }
+
+    /// Refuses a connection before its handshake: our `Hello`, then a connection-level
+    /// `Error` of kind `LimitExceeded` saying why (naming nobody), best effort and briefly.
+    pub(crate) async fn refuse_connection(local: Identity, writer: &Writer, why: &str) {
+        let mut session = Session::new(Side::Acceptor, local, Keyring::open());
+        session.fail_with(ErrorKind::LimitExceeded, why);
+        let _ = trellis::move_on_after(Duration::from_millis(100), async {
+            Ok::<_, Cancelled>(writer.write_all(session.outgoing()).await)
+        })
+        .await;
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {

@@ -2,16 +2,40 @@
 //! calls' local ends; a writer sends what the callers could not write at once.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 use trellis::Cancelled;
 use trellis_wire::{Event, Payload};
 
 use super::chan::{CallEnd, Chan};
 use super::conn::{Conn, End, Flush, Local, Service};
 use crate::error::StreamOverrun;
+use crate::limits::{FREE_FRAME_BYTES, ReadBudget};
 use crate::transport::{Reader, Writer};
+
+/// What a connection's reader holds its peer to (from [`Limits`](crate::Limits)).
+#[derive(Debug, Clone)]
+pub(crate) struct ReadLimits {
+    /// How long a frame may take once its first byte arrived.
+    pub(crate) frame_timeout: Duration,
+    /// How long the connection may stay open with no call live (`None`: for ever).
+    pub(crate) idle_timeout: Option<Duration>,
+    /// Calls the peer may have live at once.
+    pub(crate) max_peer_calls: usize,
+    /// What incomplete frames beyond their free share take, shared by the actor's
+    /// connections.
+    pub(crate) budget: Arc<ReadBudget>,
+}
+
+/// Why a read stopped waiting.
+#[derive(Debug, Clone, Copy)]
+enum Deadline {
+    Frame,
+    Idle,
+}
 
 /// What an event asks of the local ends, worked out under the connection's lock and done
 /// after it.
@@ -43,9 +67,14 @@ impl Conn {
         writer: Writer,
         buf: BytesMut,
         service: Arc<dyn Service>,
+        limits: ReadLimits,
     ) -> Result<(), trellis::Error> {
         let _ = self.inner.service.set(service);
-        self.lock().writer = Some(Arc::new(writer));
+        {
+            let mut state = self.lock();
+            state.writer = Some(Arc::new(writer));
+            state.session.limit_peer_calls(limits.max_peer_calls);
+        }
         let conn = self.clone();
         let outcome = trellis::open_nursery(|n| async move {
             let w = conn.clone();
@@ -53,7 +82,7 @@ impl Conn {
                 w.write_loop().await;
                 Ok::<_, trellis::Error>(())
             })?;
-            let end = conn.read_loop(reader, buf).await;
+            let end = conn.read_loop(reader, buf, &limits).await;
             // Also stops the writer.
             conn.finish(end);
             Ok::<_, trellis::Error>(())
@@ -135,17 +164,78 @@ impl Conn {
         self.lock().writer = None;
     }
 
-    async fn read_loop(&self, mut reader: Reader, mut buf: BytesMut) -> End {
+    async fn read_loop(&self, reader: Reader, buf: BytesMut, limits: &ReadLimits) -> End {
+        let mut taken = 0;
+        let end = self.read_frames(reader, buf, limits, &mut taken).await;
+        limits.budget.give(taken);
+        end
+    }
+
+    /// Reads and handles frames until the connection ends. `taken` is what the incomplete
+    /// frame holds of the shared budget.
+    async fn read_frames(
+        &self,
+        mut reader: Reader,
+        mut buf: BytesMut,
+        limits: &ReadLimits,
+        taken: &mut usize,
+    ) -> End {
         let mut steps = Vec::new();
+        // Since when the incomplete frame at the head of `buf` has been arriving.
+        let mut frame_since: Option<Instant> = None;
         loop {
             // Events may wait from the handshake's last read.
+            let before = buf.len();
             if let Some(end) = self.pump(&mut buf, &mut steps) {
                 return end;
+            }
+            if buf.is_empty() {
+                frame_since = None;
+            } else if frame_since.is_none() || buf.len() < before {
+                frame_since = Some(Instant::now());
+            }
+            // The incomplete frame's share of the budget, once its length is known.
+            let want = match buf.get(..4) {
+                Some(header) => {
+                    let len = u32::from_be_bytes(header.try_into().expect("four bytes"));
+                    (len as usize + 4).saturating_sub(FREE_FRAME_BYTES)
+                }
+                None => 0,
+            };
+            if want > *taken {
+                if !limits.budget.take(want - *taken) {
+                    let text = "the actor's memory for incoming frames is spent";
+                    tracing::warn!(peer = %self.inner.peer.actor, "closed a connection: {text}");
+                    self.fail_connection(text);
+                    return End::Lost(text.into());
+                }
+                *taken = want;
+            } else if want < *taken {
+                limits.budget.give(*taken - want);
+                *taken = want;
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(64 * 1024);
             }
-            match trellis::cancellable(reader.read_buf(&mut buf)).await {
+            let deadline = match frame_since {
+                Some(since) => Some((since + limits.frame_timeout, Deadline::Frame)),
+                None => limits
+                    .idle_timeout
+                    .filter(|_| self.is_idle())
+                    .map(|idle| (Instant::now() + idle, Deadline::Idle)),
+            };
+            let read = match deadline {
+                None => trellis::cancellable(reader.read_buf(&mut buf)).await,
+                Some((at, why)) => {
+                    let read = async { Ok::<_, Cancelled>(reader.read_buf(&mut buf).await) };
+                    match trellis::move_on_at(at, read).await {
+                        Ok(Some(read)) => Ok(read),
+                        Ok(None) => return self.expired(why, limits),
+                        Err(cancelled) => Err(cancelled),
+                    }
+                }
+            };
+            match read {
                 Ok(Ok(0)) => {
                     return End::Lost(format!(
                         "actor {} closed the connection without a goodbye",
@@ -157,6 +247,40 @@ impl Conn {
                 Err(Cancelled { .. }) => return End::Lost("the actor is shutting down".into()),
             }
         }
+    }
+
+    /// Whether no call is live on the connection, either way.
+    fn is_idle(&self) -> bool {
+        let state = self.lock();
+        state.calls.is_empty() && state.session.live_calls() == 0
+    }
+
+    /// Ends the connection whose deadline `why` passed.
+    fn expired(&self, why: Deadline, limits: &ReadLimits) -> End {
+        let peer = &self.inner.peer.actor;
+        match why {
+            Deadline::Frame => {
+                let text = format!(
+                    "a frame took longer than {:?} to arrive",
+                    limits.frame_timeout
+                );
+                tracing::warn!(%peer, "closed a connection: {text}");
+                self.fail_connection(&text);
+                End::Lost(text)
+            }
+            Deadline::Idle => {
+                tracing::debug!(%peer, "closed an idle connection");
+                self.close();
+                End::Goodbye
+            }
+        }
+    }
+
+    /// Reports a connection-level failure of ours to the peer, best effort.
+    fn fail_connection(&self, text: &str) {
+        let mut state = self.lock();
+        state.session.fail(text);
+        self.flush_locked(&mut state, Flush::Now);
     }
 
     /// Feeds what was read to the engine and carries out its events; `Some` when the

@@ -13,6 +13,7 @@ mod link;
 mod serving;
 
 pub(crate) use chan::CallEnd;
-pub(crate) use conn::{Conn, End, HANDSHAKE_TIMEOUT, Service};
+pub(crate) use conn::{Conn, End, Service};
+pub(crate) use driver::ReadLimits;
 pub(crate) use link::Link;
 pub(crate) use serving::{BoxFuture, Prepared};

@@ -265,3 +265,64 @@ pub(super) fn is_late_ok(msg: &Message) -> bool {
             | Message::Yield { .. }
     )
 }
+
+/// The live calls of a connection by id, counting those the peer started.
+#[derive(Debug, Default)]
+pub(super) struct CallTable {
+    calls: std::collections::HashMap<u64, Call>,
+    /// Calls the peer started (we are their callee) that are still live.
+    callee: usize,
+}
+
+impl CallTable {
+    pub(super) fn insert(&mut self, cid: u64, call: Call) {
+        if call.role == Role::Callee {
+            self.callee += 1;
+        }
+        if let Some(old) = self.calls.insert(cid, call) {
+            self.forgot(&old);
+        }
+    }
+
+    pub(super) fn remove(&mut self, cid: &u64) -> Option<Call> {
+        let call = self.calls.remove(cid)?;
+        self.forgot(&call);
+        Some(call)
+    }
+
+    fn forgot(&mut self, call: &Call) {
+        if call.role == Role::Callee {
+            self.callee -= 1;
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.calls.clear();
+        self.callee = 0;
+    }
+
+    pub(super) fn get(&self, cid: &u64) -> Option<&Call> {
+        self.calls.get(cid)
+    }
+
+    pub(super) fn get_mut(&mut self, cid: &u64) -> Option<&mut Call> {
+        self.calls.get_mut(cid)
+    }
+
+    pub(super) fn contains_key(&self, cid: &u64) -> bool {
+        self.calls.contains_key(cid)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Call> {
+        self.calls.values()
+    }
+
+    /// Live calls the peer started.
+    pub(super) fn callee(&self) -> usize {
+        self.callee
+    }
+}

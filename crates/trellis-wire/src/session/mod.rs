@@ -19,7 +19,7 @@ mod call;
 mod receive;
 mod send;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
@@ -28,7 +28,7 @@ use crate::{
     ActorId, CallKind, Codec, DecodeError, EncodeError, ErrorReport, Hello, Identity, Message,
     PROTOCOL_VERSION, Payload, Peer, ProtocolError,
 };
-use call::{Call, UNLIMITED};
+use call::{CallTable, UNLIMITED};
 
 /// Which end of the connection this session is: the side that connected uses odd call ids,
 /// the side that accepted even ones, so calls started by both sides never collide.
@@ -306,7 +306,9 @@ pub struct Session {
     peer_done: bool,
     /// We found the connection broken: nothing more is read or sent.
     failed: bool,
-    calls: HashMap<u64, Call>,
+    calls: CallTable,
+    /// How many calls the peer may have live at once; its next `Start` is refused.
+    max_peer_calls: usize,
     /// The next id for a call we start.
     next_cid: u64,
     /// The highest id of a call the peer started.
@@ -364,7 +366,8 @@ impl Session {
             goodbye_sent: false,
             peer_done: false,
             failed: false,
-            calls: HashMap::new(),
+            calls: CallTable::default(),
+            max_peer_calls: usize::MAX,
             next_cid: if side.parity() == 1 { 1 } else { 2 },
             peer_highest: None,
             out: BytesMut::new(),
@@ -379,6 +382,20 @@ impl Session {
             .encode(&hello, &mut session.out)
             .expect("a Hello fits any frame");
         session
+    }
+
+    /// Limits how many calls the peer may have live at once (calls it started that have not
+    /// ended); a `Start` beyond it is refused at once with an `Error` of kind
+    /// [`LimitExceeded`](crate::ErrorKind::LimitExceeded), and no event (§9).
+    pub fn limit_peer_calls(&mut self, max: usize) {
+        self.max_peer_calls = max;
+    }
+
+    /// Reports a connection-level failure of kind `kind` to the peer and stops: after our
+    /// `Hello` during the handshake (a connection refused before it is served), or at any
+    /// time.
+    pub fn fail_with(&mut self, kind: crate::ErrorKind, message: impl Into<String>) {
+        self.fail_connection_as(kind, message.into());
     }
 
     /// Which end of the connection this is.

@@ -232,6 +232,18 @@ impl Session {
                     return Err(ProtocolError::BadCallId { cid });
                 }
                 self.peer_highest = Some(cid);
+                if self.calls.callee() >= self.max_peer_calls {
+                    let mut report = self.report(format!(
+                        "too many calls at once on this connection (the limit is {})",
+                        self.max_peer_calls
+                    ));
+                    report.kind = ErrorKind::LimitExceeded;
+                    self.encode(&Message::Error {
+                        cid: Some(cid),
+                        error: Box::new(report),
+                    });
+                    return Ok(());
+                }
                 self.calls.insert(cid, Call::new(kind, Role::Callee));
                 self.events.push_back(Event::Call {
                     cid,
