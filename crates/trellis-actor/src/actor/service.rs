@@ -124,7 +124,12 @@ impl ActorService {
                 super::registry::serve(registry, function, args, conn.key(), &conn.peer().actor)
         {
             return expect_kind(function, CallKind::Run, kind).and_then(|()| {
-                prepared.map_err(|e| (ErrorKind::BadArguments, format!("bad arguments for `{function}`: {e}")))
+                prepared.map_err(|e| {
+                    (
+                        ErrorKind::BadArguments,
+                        format!("bad arguments for `{function}`: {e}"),
+                    )
+                })
             });
         }
         let handler = builtins()
@@ -140,8 +145,12 @@ impl ActorService {
                 )
             })?;
         expect_kind(function, handler.kind, kind)?;
-        (handler.prepare)(args.clone())
-            .map_err(|e| (ErrorKind::BadArguments, format!("bad arguments for `{function}`: {e}")))
+        (handler.prepare)(args.clone()).map_err(|e| {
+            (
+                ErrorKind::BadArguments,
+                format!("bad arguments for `{function}`: {e}"),
+            )
+        })
     }
 }
 

@@ -183,6 +183,8 @@ impl Conn {
         let mut steps = Vec::new();
         // Since when the incomplete frame at the head of `buf` has been arriving.
         let mut frame_since: Option<Instant> = None;
+        // Whether the connection was idle when the last idle period began.
+        let mut was_idle = false;
         loop {
             // Events may wait from the handshake's last read.
             let before = buf.len();
@@ -217,20 +219,26 @@ impl Conn {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(64 * 1024);
             }
+            // A frame under way must complete in time; a connection allowed to idle is
+            // looked at every idle period (calls may end meanwhile) and let go after a whole
+            // period with nothing live and nothing read.
             let deadline = match frame_since {
                 Some(since) => Some((since + limits.frame_timeout, Deadline::Frame)),
-                None => limits
-                    .idle_timeout
-                    .filter(|_| self.is_idle())
-                    .map(|idle| (Instant::now() + idle, Deadline::Idle)),
+                None => limits.idle_timeout.map(|idle| {
+                    was_idle = self.is_idle();
+                    (Instant::now() + idle, Deadline::Idle)
+                }),
             };
             let read = match deadline {
                 None => trellis::cancellable(reader.read_buf(&mut buf)).await,
                 Some((at, why)) => {
-                    let read = async { Ok::<_, Cancelled>(reader.read_buf(&mut buf).await) };
+                    let read = trellis::cancellable(reader.read_buf(&mut buf));
                     match trellis::move_on_at(at, read).await {
                         Ok(Some(read)) => Ok(read),
-                        Ok(None) => return self.expired(why, limits),
+                        Ok(None) => match why {
+                            Deadline::Idle if !(was_idle && self.is_idle()) => continue,
+                            _ => return self.expired(why, limits),
+                        },
                         Err(cancelled) => Err(cancelled),
                     }
                 }
