@@ -150,10 +150,20 @@ impl ReadBudget {
         self.used
             .fetch_sub(bytes, std::sync::atomic::Ordering::AcqRel);
     }
+}
 
-    /// Bytes taken now.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn used(&self) -> usize {
-        self.used.load(std::sync::atomic::Ordering::Acquire)
+#[cfg(test)]
+mod tests {
+    use super::ReadBudget;
+
+    #[test]
+    fn the_budget_gives_what_it_has_and_takes_back_what_was_given() {
+        let budget = ReadBudget::new(100);
+        assert!(budget.take(60));
+        assert!(!budget.take(41), "only 40 are left");
+        assert!(budget.take(40));
+        budget.give(60);
+        assert!(budget.take(60));
+        assert!(!budget.take(usize::MAX), "no overflow");
     }
 }
