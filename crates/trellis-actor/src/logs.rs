@@ -25,6 +25,17 @@ use trellis_wire::{ActorId, Payload};
 /// How many records wait for shipping at most; beyond, records are dropped and counted.
 const QUEUE_CAPACITY: usize = 4096;
 
+/// How many bytes of records wait for shipping at most; beyond, records are dropped and
+/// counted.
+const QUEUE_BYTES: usize = 4 << 20;
+
+/// The longest text a record keeps; a longer one is cut, and says so.
+const RECORD_TEXT_MAX: usize = 64 << 10;
+
+/// How many bytes of records one `trellis.log` call carries at most (a batch must fit a
+/// frame, whatever was logged).
+const BATCH_BYTES: usize = 1 << 20;
+
 /// One event, formatted where it happened.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Record {
@@ -36,6 +47,27 @@ pub(crate) struct Record {
     text: String,
     /// The actor where it happened.
     actor: ActorId,
+}
+
+impl Record {
+    /// About what the record takes, queued or encoded.
+    fn size(&self) -> usize {
+        64 + self.target.len() + self.text.len() + self.actor.name.len() + self.actor.uid.len()
+    }
+
+    /// Cuts a text longer than [`RECORD_TEXT_MAX`].
+    fn bounded(mut self) -> Record {
+        if self.text.len() > RECORD_TEXT_MAX {
+            let mut end = RECORD_TEXT_MAX;
+            while !self.text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let cut = self.text.len() - end;
+            self.text.truncate(end);
+            let _ = write!(self.text, "… ({cut} more bytes cut)");
+        }
+        self
+    }
 }
 
 fn level_number(level: Level) -> u8 {
@@ -58,9 +90,16 @@ fn parse_level(name: &str) -> Option<Level> {
 struct Queue {
     /// This actor: what its own records and its drop reports are tagged with.
     actor: ActorId,
-    records: Mutex<VecDeque<Record>>,
+    records: Mutex<Queued>,
     ready: Notify,
     dropped: AtomicU64,
+}
+
+/// The records waiting, and the bytes they take.
+#[derive(Default)]
+struct Queued {
+    records: VecDeque<Record>,
+    bytes: usize,
 }
 
 static QUEUE: OnceLock<Arc<Queue>> = OnceLock::new();
@@ -77,26 +116,49 @@ impl Queue {
     }
 
     fn push(&self, record: Record) {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        if records.len() >= QUEUE_CAPACITY {
+        let record = record.bounded();
+        let size = record.size();
+        let mut queued = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if queued.records.len() >= QUEUE_CAPACITY || queued.bytes + size > QUEUE_BYTES {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        records.push_back(record);
-        drop(records);
+        queued.bytes += size;
+        queued.records.push_back(record);
+        drop(queued);
         self.ready.notify_one();
     }
 
+    /// The next batch: the oldest records, up to [`BATCH_BYTES`] (at least one), and a
+    /// record of how many were dropped since the last batch.
     fn take(&self) -> Vec<Record> {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch: Vec<Record> = records.drain(..).collect();
-        drop(records);
+        let mut queued = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = queued.records.front() {
+            let size = next.size();
+            if !batch.is_empty() && bytes + size > BATCH_BYTES {
+                break;
+            }
+            bytes += size;
+            queued.bytes -= size;
+            batch.extend(queued.records.pop_front());
+        }
+        let more = !queued.records.is_empty();
+        drop(queued);
+        if more {
+            // The shipper comes back for the rest.
+            self.ready.notify_one();
+        }
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             batch.push(self.own(
                 Level::WARN,
                 "trellis::logs".to_owned(),
-                format!("{dropped} log records dropped: the queue to the parent was full"),
+                format!(
+                    "{dropped} log records dropped: the queue to the parent was full, or the \
+                     parent refused them"
+                ),
             ));
         }
         batch
@@ -202,7 +264,7 @@ pub(crate) fn forward_from_child(actor: ActorId, configured: Option<Level>) {
     };
     let queue = Arc::new(Queue {
         actor,
-        records: Mutex::new(VecDeque::new()),
+        records: Mutex::new(Queued::default()),
         ready: Notify::new(),
         dropped: AtomicU64::new(0),
     });
@@ -246,10 +308,16 @@ where
     loop {
         let batch = queue.take();
         if !batch.is_empty() {
+            let count = batch.len() as u64;
             let args = Payload::encode(&(batch,)).map_err(trellis::Error::new)?;
             match send(args).await {
                 Ok(_) => continue,
                 Err(e) if e.is_cancelled() => break,
+                // The parent answered with an error: these are lost, and said to be.
+                Err(e) if e.downcast_ref::<crate::RemoteActorError>().is_some() => {
+                    count_dropped(queue, count);
+                    continue;
+                }
                 // The parent is going away: nothing to ship to.
                 Err(_) => return Ok(()),
             }
@@ -258,16 +326,26 @@ where
             break;
         }
     }
-    // Cancelled: what was logged while the actor wound down still goes, if the parent listens.
-    let last = queue.take();
-    if !last.is_empty()
-        && let Ok(args) = Payload::encode(&(last,))
-    {
-        let _ = trellis::CancelScope::shielded()
-            .run(trellis::move_on_after(Duration::from_secs(1), send(args)))
-            .await;
-    }
+    // Cancelled: what was logged while the actor wound down still goes, if the parent
+    // listens, for a second at most.
+    let _ = trellis::CancelScope::shielded()
+        .run(trellis::move_on_after(Duration::from_secs(1), async {
+            loop {
+                let batch = queue.take();
+                if batch.is_empty() {
+                    return Ok::<_, trellis::Error>(());
+                }
+                let args = Payload::encode(&(batch,)).map_err(trellis::Error::new)?;
+                send(args).await?;
+            }
+        }))
+        .await;
     Err(trellis::Cancelled::new().into())
+}
+
+/// Counts `count` records as dropped.
+fn count_dropped(queue: &Queue, count: u64) {
+    queue.dropped.fetch_add(count, Ordering::Relaxed);
 }
 
 /// The first actor that `trellis.log` arguments `args` speak for and `may` refuses, if any

@@ -82,6 +82,7 @@ fn role_root() {
         return;
     };
     let block = role == "blocked";
+    let release = role == "release";
     println!("pid root {}", std::process::id());
     let outcome = trellis::Runner::multi_thread().run(trellis_actor::run_root(
         "root",
@@ -90,7 +91,29 @@ fn role_root() {
             open_nursery(|an| async move {
                 let child = an.start_actor("child").await?;
                 println!("pid child {}", child.pid());
-                child.run(hold_with_grandchild, (block,)).await
+                if !release {
+                    return child.run(hold_with_grandchild, (block,)).await;
+                }
+                // Holds the call until a line arrives on this process's input; then, with no
+                // call to the child live, ends the tree from its body (the connection to the
+                // child still open) when the input closes.
+                let held = child.clone();
+                trellis::open_nursery(|n| async move {
+                    n.start_soon(async move { held.run(hold_with_grandchild, (false,)).await })?;
+                    trellis::threads::run_sync(|| std::io::stdin().read_line(&mut String::new()))
+                        .await?
+                        .map_err(trellis::Error::new)?;
+                    n.cancel();
+                    Ok::<_, trellis::Error>(())
+                })
+                .await?;
+                trellis::threads::run_sync(|| {
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())
+                })
+                .await?
+                .map_err(trellis::Error::new)?;
+                an.cancel();
+                Ok(())
             })
             .await
         },
@@ -110,6 +133,8 @@ fn role_root() {
 struct Tree {
     root: Child,
     pids: Vec<(String, u32)>,
+    /// The root's input: closing it releases a `release` root.
+    input: Option<std::process::ChildStdin>,
 }
 
 fn start_tree(role: &str, transport: &str) -> Tree {
@@ -123,6 +148,7 @@ fn start_tree(role: &str, transport: &str) -> Tree {
         ])
         .env(ROLE, role)
         .env(TRANSPORT, transport)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -140,7 +166,8 @@ fn start_tree(role: &str, transport: &str) -> Tree {
         }
     }
     assert_eq!(pids.len(), 3, "root, child and grandchild report: {pids:?}");
-    Tree { root, pids }
+    let input = root.stdin.take();
+    Tree { root, pids, input }
 }
 
 /// Whether the process runs (a zombie, dead but not yet reaped by its new parent, counts as
@@ -264,6 +291,51 @@ fn sigkill_of_a_child_fails_its_parent(transport: &str) {
     wait_gone(&tree.pids, Duration::from_secs(1));
 }
 
+/// SIGTERM at the root (a service manager stopping it) tears the tree down as SIGINT does:
+/// the root exits 130 within 2 s, every actor is gone, and no socket directory is left.
+fn sigterm_at_the_root_tears_the_tree_down(transport: &str) {
+    let mut tree = start_tree("idle", transport);
+    signal(tree.root.id(), Signal::SIGTERM);
+    let (code, _took) = wait_root(&mut tree.root, Duration::from_secs(2));
+    assert_eq!(code, Some(130));
+    wait_gone(&tree.pids, Duration::from_millis(100));
+    for (who, pid) in &tree.pids {
+        assert!(
+            socket_dirs_of(*pid).is_empty(),
+            "{who}'s socket directory is still there"
+        );
+    }
+}
+
+/// A child that is stopped (SIGSTOP) cannot answer its parent's request to exit: it is
+/// killed when the grace period ends (not when the request gives up on it too, two seconds
+/// later), and its child dies with it. The root ends the tree from its body, so the request
+/// goes over a live connection.
+fn a_stopped_child_is_killed_at_the_grace_period(transport: &str) {
+    let mut tree = start_tree("release", transport);
+    let child = tree.pids.iter().find(|(who, _)| who == "child").unwrap().1;
+    // The root's call into the child ends (and the grandchild with it) before the child
+    // stops: what is measured is the child's own teardown.
+    let mut input = tree.input.take().unwrap();
+    std::io::Write::write_all(&mut input, b"end the call\n").unwrap();
+    let grandchild: Vec<_> = tree
+        .pids
+        .iter()
+        .filter(|(who, _)| who == "grandchild")
+        .cloned()
+        .collect();
+    wait_gone(&grandchild, Duration::from_secs(5));
+    signal(child, Signal::SIGSTOP);
+    drop(input);
+    let (code, took) = wait_root(&mut tree.root, GRACE + Duration::from_secs(4));
+    assert_eq!(code, Some(0));
+    assert!(
+        took < GRACE + Duration::from_millis(1500),
+        "the root took {took:?}, grace {GRACE:?}"
+    );
+    wait_gone(&tree.pids, Duration::from_secs(1));
+}
+
 /// Every test above, once over Unix sockets and once over TCP on the loopback interface.
 mod unix {
     #[test]
@@ -281,6 +353,14 @@ mod unix {
     #[test]
     fn sigkill_of_a_child_fails_its_parent() {
         super::sigkill_of_a_child_fails_its_parent("unix")
+    }
+    #[test]
+    fn sigterm_at_the_root_tears_the_tree_down() {
+        super::sigterm_at_the_root_tears_the_tree_down("unix")
+    }
+    #[test]
+    fn a_stopped_child_is_killed_at_the_grace_period() {
+        super::a_stopped_child_is_killed_at_the_grace_period("unix")
     }
 }
 
@@ -300,5 +380,13 @@ mod tcp {
     #[test]
     fn sigkill_of_a_child_fails_its_parent() {
         super::sigkill_of_a_child_fails_its_parent("tcp")
+    }
+    #[test]
+    fn sigterm_at_the_root_tears_the_tree_down() {
+        super::sigterm_at_the_root_tears_the_tree_down("tcp")
+    }
+    #[test]
+    fn a_stopped_child_is_killed_at_the_grace_period() {
+        super::a_stopped_child_is_killed_at_the_grace_period("tcp")
     }
 }

@@ -38,6 +38,17 @@ async fn flood(n: u64) -> Result<(), trellis::Error> {
     Ok(())
 }
 
+/// Logs one record larger than a frame may be, then `n` records of 200 KiB each, without
+/// yielding.
+async fn huge(n: u64) -> Result<(), trellis::Error> {
+    tracing::info!("huge {}", "x".repeat(20 << 20));
+    let big = "y".repeat(200 << 10);
+    for i in 0..n {
+        tracing::info!(i, "big {big}");
+    }
+    Ok(())
+}
+
 async fn panicky() -> Result<(), trellis::Error> {
     panic!("the gears are stuck");
 }
@@ -48,7 +59,8 @@ fn config() -> Config {
             .register(chatty)
             .register(chatty_below)
             .register(panicky)
-            .register(flood),
+            .register(flood)
+            .register(huge),
     )
     .child_args(["serve_children", "--exact", "--nocapture", "-q"])
 }
@@ -298,5 +310,50 @@ fn a_flood_is_bounded_and_what_was_dropped_is_counted() {
     assert!(
         dropped.starts_with("15904 log records dropped"),
         "{dropped}"
+    );
+}
+
+/// A record larger than a frame, and more big records than the queue's bytes hold: the
+/// large one arrives cut (saying so), the excess is reported as dropped, and forwarding goes
+/// on (it used to end for good at a batch larger than a frame).
+#[test]
+fn huge_records_are_cut_and_forwarding_goes_on() {
+    root(|| async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("giant").await?;
+            portal.run(huge, (100,)).await?;
+            portal.run(chatty, ("the giant".to_owned(),)).await?;
+            an.cancel();
+            Ok(())
+        })
+        .await
+    });
+    let seen = from_actor("giant");
+    let message = |s: &Seen| s.field("message").unwrap_or_default().to_owned();
+    let cut = seen
+        .iter()
+        .map(message)
+        .find(|m| m.starts_with("huge"))
+        .expect("the huge record arrives");
+    assert!(
+        cut.ends_with("more bytes cut)"),
+        "{}",
+        &cut[cut.len() - 40..]
+    );
+    assert!(cut.len() < (64 << 10) + 64, "{} bytes", cut.len());
+    let big = seen
+        .iter()
+        .filter(|s| message(s).starts_with("big"))
+        .count();
+    assert!(big > 0 && big < 100, "{big} big records arrived");
+    assert!(
+        seen.iter()
+            .any(|s| s.level == tracing::Level::WARN && message(s).contains("dropped")),
+        "no drop report"
+    );
+    assert!(
+        seen.iter()
+            .any(|s| message(s).starts_with("hello from the giant")),
+        "forwarding went on"
     );
 }

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use trellis::Cancelled;
+use trellis::{CancelScope, Cancelled};
 use trellis_wire::{ActorId, Keyring};
 
 use super::config::Config;
@@ -123,9 +123,14 @@ where
 /// Runs `root` as a root actor named `name` inside an existing trellis program (for tests and
 /// programs that manage their own runtime), and returns its value. See [`main`](crate::main).
 ///
+/// A SIGTERM (a service manager stopping the program) tears the tree down as Ctrl-C does,
+/// and the run returns [`Interrupted`](trellis::Interrupted); a second SIGTERM exits the
+/// process at once with status 143.
+///
 /// # Errors
 ///
-/// `root`'s error, or `Cancelled` when the root actor was cancelled.
+/// `root`'s error, [`Interrupted`](trellis::Interrupted) after a SIGTERM, or `Cancelled` when
+/// the root actor was cancelled.
 pub async fn run_root<F, Fut, T>(name: &str, config: Config, root: F) -> Result<T, trellis::Error>
 where
     F: FnOnce() -> Fut,
@@ -134,12 +139,55 @@ where
     let id = ActorId::new(name, new_uid());
     let registrar = config.registrar.clone();
     let register = config.register_root;
-    run_actor(id, config, registrar, |actor| async move {
+    let scope = CancelScope::new();
+    let tree = scope.run(run_actor(id, config, registrar, |actor| async move {
         if register {
             actor.register().await?;
         }
         root().await
+    }));
+    let terminated = until_terminated(&scope, tree).await;
+    match terminated {
+        Terminated::No(outcome) => outcome?.flatten().ok_or_else(|| Cancelled::new().into()),
+        Terminated::Yes => Err(trellis::Interrupted.into()),
+    }
+}
+
+/// How a root's run ended.
+enum Terminated<T> {
+    /// On its own.
+    No(T),
+    /// It was asked to terminate (SIGTERM) and tore its tree down.
+    Yes,
+}
+
+/// Runs `tree` (in `scope`); a SIGTERM cancels the scope, as Ctrl-C cancels a program's
+/// root scope, so the tree is torn down in order and its socket directories removed. A
+/// second SIGTERM exits at once, with status 143.
+async fn until_terminated<F: Future>(scope: &CancelScope, tree: F) -> Terminated<F::Output> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Without a signal driver (a runtime built without it) there is no SIGTERM to watch.
+    let mut sigterm = signal(SignalKind::terminate()).ok();
+    let mut terminated = false;
+    let mut tree = std::pin::pin!(tree);
+    let outcome = std::future::poll_fn(|cx| {
+        if let Some(signal) = sigterm.as_mut() {
+            while signal.poll_recv(cx).is_ready() {
+                if terminated {
+                    eprintln!("terminated twice: exiting without cleanup");
+                    std::process::exit(143);
+                }
+                tracing::info!("terminated (SIGTERM): tearing the tree down");
+                terminated = true;
+                scope.cancel_with_reason("SIGTERM");
+            }
+        }
+        tree.as_mut().poll(cx)
     })
-    .await?
-    .ok_or_else(|| Cancelled::new().into())
+    .await;
+    if terminated {
+        Terminated::Yes
+    } else {
+        Terminated::No(outcome)
+    }
 }

@@ -453,6 +453,20 @@ impl Conn {
     }
 
     /// Forgets a call we made whose end we no longer wait for.
+    /// Starts a run call of `function` without arguments and does not follow it: whatever
+    /// the callee answers is dropped.
+    pub(crate) fn tell(&self, function: &str) -> Result<(), trellis::Error> {
+        let cid = self.start(
+            function,
+            CallKind::Run,
+            Payload::unit(),
+            Local::default(),
+            None,
+        )?;
+        self.forget_call(cid);
+        Ok(())
+    }
+
     pub(crate) fn forget_call(&self, cid: u64) {
         let mut state = self.lock();
         state.calls.remove(&cid);

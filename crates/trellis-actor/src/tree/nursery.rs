@@ -17,6 +17,7 @@ use crate::calls::Portal;
 use crate::connection::{Conn, End};
 use crate::error::ActorError;
 use crate::functions::RemoteFn;
+use crate::names::CANCEL_ACTOR;
 use crate::transport::{Transport, remove_socket_dir};
 
 /// A nursery of actors: child processes that live no longer than it. See [`open_nursery`].
@@ -365,8 +366,10 @@ async fn watch(
     // Ask it to go, give it the grace period, then kill it.
     let exited = CancelScope::shielded()
         .run(trellis::move_on_after(grace, async {
+            // Asked, not awaited: a child that cannot answer (stopped, stuck) is killed when
+            // the grace period ends, not when the request gives up on it too.
             if conn.end().is_none() {
-                let _ = Portal::new(conn.clone()).cancel_actor().await;
+                let _ = conn.tell(CANCEL_ACTOR);
             }
             trellis::cancellable(child.wait()).await
         }))
