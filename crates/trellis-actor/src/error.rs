@@ -415,6 +415,10 @@ pub enum ActorError {
     /// an actor of this tree).
     #[error("{0}: not authorized (the two sides do not share the tree's secret)")]
     NotAuthorized(String),
+    /// A TLS handshake failed: the peer's certificate was not issued by the tree's CA (or
+    /// not for the address connected to), or the peer does not speak TLS.
+    #[error("TLS {0}")]
+    Tls(String),
     /// The tree's secret could not be read.
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),

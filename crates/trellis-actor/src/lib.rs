@@ -41,6 +41,7 @@ mod logs;
 mod names;
 mod panic;
 mod secret;
+mod tls;
 mod transport;
 mod tree;
 
@@ -61,6 +62,9 @@ pub use functions::{
 pub use info::{ActorInfo, FunctionInfo, Registered};
 pub use limits::Limits;
 pub use secret::{SECRET_ENV, SECRET_FILE_ENV, SECRET_FILE_NAME, Secret, SecretError};
+#[cfg(feature = "dev-certs")]
+pub use tls::dev;
+pub use tls::{TlsSetupError, TreeTls};
 pub use transport::{Addr, BadAddr, Transport};
 pub use tree::{ActorNursery, RunHandle, open_nursery};
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};

@@ -1,5 +1,5 @@
 //! Where actors listen and how they connect: Unix domain sockets on one host, TCP between
-//! hosts. Both carry the same frames.
+//! hosts, optionally inside TLS (`tls.rs`). All carry the same frames.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::tls::TreeTls;
 
 /// How actors of a tree reach each other.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,6 +85,7 @@ pub(crate) type Reader = Pin<Box<dyn AsyncRead + Send>>;
 pub(crate) enum Writer {
     Unix(tokio::net::unix::OwnedWriteHalf),
     Tcp(tokio::net::tcp::OwnedWriteHalf),
+    Tls(crate::tls::Writer),
 }
 
 impl Writer {
@@ -90,13 +93,25 @@ impl Writer {
         match self {
             Writer::Unix(w) => w.try_write(buf),
             Writer::Tcp(w) => w.try_write(buf),
+            Writer::Tls(w) => w.try_write(buf),
         }
     }
 
+    /// Waits for room (and, over TLS, until encrypted records waiting are written).
     pub(crate) async fn writable(&self) -> std::io::Result<()> {
         match self {
             Writer::Unix(w) => w.writable().await,
             Writer::Tcp(w) => w.writable().await,
+            Writer::Tls(w) => w.writable().await,
+        }
+    }
+
+    /// Whether what was written waits below the socket's buffer (encrypted TLS records the
+    /// socket has not taken): the writer task must see it out.
+    pub(crate) fn has_buffered(&self) -> bool {
+        match self {
+            Writer::Tls(w) => w.has_buffered(),
+            Writer::Unix(_) | Writer::Tcp(_) => false,
         }
     }
 
@@ -115,15 +130,52 @@ impl Writer {
 }
 
 /// Connects to `addr`; the stream comes split in its two halves. A TCP connection gets the
-/// `keepalive` (see [`keep_alive`]).
+/// `keepalive` (see [`keep_alive`]), and runs over TLS when the tree has `tls`.
 pub(crate) async fn connect(
     addr: &Addr,
     keepalive: Option<Duration>,
+    tls: Option<&TreeTls>,
 ) -> std::io::Result<(Reader, Writer)> {
     Ok(match addr {
         Addr::Unix(path) => split_unix(UnixStream::connect(path).await?),
-        Addr::Tcp(addr) => split_tcp(TcpStream::connect(addr).await?, keepalive)?,
+        Addr::Tcp(to) => {
+            let stream = TcpStream::connect(to).await?;
+            match tls {
+                None => split_tcp(stream, keepalive)?,
+                Some(tls) => {
+                    tcp_options(&stream, keepalive)?;
+                    let (r, w) = crate::tls::connect(tls, stream, *to).await?;
+                    (Box::pin(r), Writer::Tls(w))
+                }
+            }
+        }
     })
+}
+
+/// A connection accepted, before it is opened (over TLS, before its TLS handshake, which
+/// runs in the connection's own task).
+pub(crate) enum Accepted {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Accepted {
+    /// Opens the connection: splits it, after the TLS handshake when the tree has `tls`.
+    pub(crate) async fn open(
+        self,
+        keepalive: Option<Duration>,
+        tls: Option<&TreeTls>,
+    ) -> std::io::Result<(Reader, Writer)> {
+        Ok(match (self, tls) {
+            (Accepted::Unix(stream), _) => split_unix(stream),
+            (Accepted::Tcp(stream), None) => split_tcp(stream, keepalive)?,
+            (Accepted::Tcp(stream), Some(tls)) => {
+                tcp_options(&stream, keepalive)?;
+                let (r, w) = crate::tls::accept(tls, stream).await?;
+                (Box::pin(r), Writer::Tls(w))
+            }
+        })
+    }
 }
 
 /// Makes a TCP connection fail once its peer has been unreachable for about `2 × after`: the
@@ -147,11 +199,16 @@ fn split_unix(stream: UnixStream) -> (Reader, Writer) {
     (Box::pin(r), Writer::Unix(w))
 }
 
-fn split_tcp(stream: TcpStream, keepalive: Option<Duration>) -> std::io::Result<(Reader, Writer)> {
+fn tcp_options(stream: &TcpStream, keepalive: Option<Duration>) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     if let Some(after) = keepalive {
-        keep_alive(&stream, after)?;
+        keep_alive(stream, after)?;
     }
+    Ok(())
+}
+
+fn split_tcp(stream: TcpStream, keepalive: Option<Duration>) -> std::io::Result<(Reader, Writer)> {
+    tcp_options(&stream, keepalive)?;
     let (r, w) = stream.into_split();
     Ok((Box::pin(r), Writer::Tcp(w)))
 }
@@ -218,10 +275,7 @@ impl Listener {
 
     /// Accepts a connection; says who connected (for the log): the remote address over
     /// TCP, the process and user over a Unix socket.
-    pub(crate) async fn accept(
-        &self,
-        keepalive: Option<Duration>,
-    ) -> std::io::Result<(Reader, Writer, String)> {
+    pub(crate) async fn accept(&self) -> std::io::Result<(Accepted, String)> {
         match self {
             Listener::Unix { listener, .. } => {
                 let (stream, _) = listener.accept().await?;
@@ -233,13 +287,11 @@ impl Listener {
                     ),
                     Err(_) => "unix".to_owned(),
                 };
-                let (r, w) = split_unix(stream);
-                Ok((r, w, who))
+                Ok((Accepted::Unix(stream), who))
             }
             Listener::Tcp(l) => {
                 let (stream, from) = l.accept().await?;
-                let (r, w) = split_tcp(stream, keepalive)?;
-                Ok((r, w, format!("tcp:{from}")))
+                Ok((Accepted::Tcp(stream), format!("tcp:{from}")))
             }
         }
     }

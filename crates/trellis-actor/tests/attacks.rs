@@ -13,9 +13,6 @@ use std::time::{Duration, Instant};
 mod common;
 
 use serde::Serialize;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Metadata, Subscriber};
 use trellis_actor::{
     ActorError, ActorId, Addr, Config, Functions, Portal, RemoteActorError, Secret, Transport,
     open_nursery,
@@ -524,41 +521,15 @@ fn recorded_handshake(addr: std::net::SocketAddr, secret: &[u8]) -> Vec<u8> {
 /// Every event the root's subscriber saw: its level and text (message and fields).
 type Seen = Arc<Mutex<Vec<(tracing::Level, String)>>>;
 
-/// The root's subscriber: keeps every event.
-struct Capture(Seen);
-
-struct Text(String);
-
-impl Visit for Text {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!(" {}={value:?}", field.name()));
-    }
-}
-
-impl Subscriber for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut text = Text(String::new());
-        event.record(&mut text);
-        let level = *event.metadata().level();
-        self.0.lock().unwrap().push((level, text.0));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
 fn captured() -> Seen {
     static SEEN: OnceLock<Seen> = OnceLock::new();
     SEEN.get_or_init(|| {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        tracing::subscriber::set_global_default(Capture(seen.clone())).expect("one subscriber");
+        let seen = Seen::default();
+        let sink = seen.clone();
+        let capture = common::TextCapture::new(move |level, text| {
+            sink.lock().unwrap().push((level, text));
+        });
+        tracing::subscriber::set_global_default(capture).expect("one subscriber");
         seen
     })
     .clone()

@@ -9,6 +9,7 @@ use trellis_wire::auth::TREE_CREDENTIAL;
 use crate::functions::Functions;
 use crate::limits::Limits;
 use crate::secret::Secret;
+use crate::tls::TreeTls;
 use crate::transport::{Addr, Transport};
 
 /// Environment variables through which a parent tells a child process who it is.
@@ -49,6 +50,7 @@ pub struct Config {
     /// a credential, or (`None`) nothing.
     pub(crate) client: Option<Option<(String, Secret)>>,
     pub(crate) limits: Limits,
+    pub(crate) tls: Option<TreeTls>,
 }
 
 /// Functions a peer outside the tree may call: with a named client credential, or (`None`)
@@ -78,6 +80,7 @@ impl Config {
             exposed: Vec::new(),
             client: None,
             limits: Limits::default(),
+            tls: None,
         }
     }
 
@@ -129,6 +132,16 @@ impl Config {
             credential: None,
             functions: functions.into_iter().map(Into::into).collect(),
         });
+        self
+    }
+
+    /// Runs TCP connections inside TLS 1.3 with mutual certificate authentication: this
+    /// actor presents `tls`'s certificate and accepts only peers whose certificates the
+    /// tree's CA issued (the secret is still proved inside). Every actor of the tree, and
+    /// every tool that calls into it, needs one; Unix sockets are not affected.
+    #[must_use]
+    pub fn tls(mut self, tls: TreeTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -91,13 +91,16 @@ impl Actor {
         {
             return Ok(conn.clone());
         }
-        let (mut reader, writer) =
-            trellis::cancellable(transport::connect(addr, self.inner.config.keepalive))
-                .await?
-                .map_err(|e| crate::ActorError::Io {
-                    context: format!("connecting to {addr}"),
-                    source: e,
-                })?;
+        let (mut reader, writer) = trellis::cancellable(transport::connect(
+            addr,
+            self.inner.config.keepalive,
+            self.inner.config.tls.as_ref(),
+        ))
+        .await?
+        .map_err(|e| crate::ActorError::Io {
+            context: format!("connecting to {addr}"),
+            source: e,
+        })?;
         let keyring = self.inner.keyring.clone();
         let timeout = self.inner.config.limits.handshake_timeout;
         let (conn, buf) = trellis::move_on_after(
@@ -240,24 +243,32 @@ impl Actor {
         // oldest, so silent connections cannot keep out a peer that does its handshake.
         let pending: Arc<std::sync::Mutex<VecDeque<(u64, CancelScope)>>> = Arc::default();
         for serial in 0u64.. {
-            let (mut reader, writer, peer) =
-                match trellis::cancellable(listener.accept(self.inner.config.keepalive)).await? {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        trellis::sleep(Duration::from_millis(10)).await?;
-                        continue;
-                    }
-                };
+            let (accepted, peer) = match trellis::cancellable(listener.accept()).await? {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    trellis::sleep(Duration::from_millis(10)).await?;
+                    continue;
+                }
+            };
             if self.lock().conns.len() >= limits.max_connections {
                 tracing::warn!(
                     peer = %peer,
                     limit = limits.max_connections,
                     "refused a connection: too many connections"
                 );
-                let identity = self.identity();
+                let actor = self.clone();
                 self.inner.io.start_soon(async move {
-                    Conn::refuse_connection(identity, &writer, "too many connections").await;
+                    let config = &actor.inner.config;
+                    let opened = trellis::move_on_after(
+                        config.limits.handshake_timeout,
+                        trellis::cancellable(accepted.open(config.keepalive, config.tls.as_ref())),
+                    )
+                    .await;
+                    if let Ok(Some(Ok((_, writer)))) = opened {
+                        Conn::refuse_connection(actor.identity(), &writer, "too many connections")
+                            .await;
+                    }
                     Ok::<_, trellis::Error>(())
                 })?;
                 continue;
@@ -277,16 +288,26 @@ impl Actor {
             // Each handshake on its own, so a slow or silent peer holds up nobody.
             self.inner.io.start_soon(async move {
                 let shaken = scope
-                    .run(Conn::handshake(
-                        Side::Acceptor,
-                        actor.identity(),
-                        actor.inner.keyring.clone(),
-                        &mut reader,
-                        &writer,
-                    ))
+                    .run(async {
+                        let config = &actor.inner.config;
+                        let (mut reader, writer) = trellis::cancellable(
+                            accepted.open(config.keepalive, config.tls.as_ref()),
+                        )
+                        .await?
+                        .map_err(|e| crate::ActorError::Tls(format!("with {peer}: {e}")))?;
+                        let (conn, buf) = Conn::handshake(
+                            Side::Acceptor,
+                            actor.identity(),
+                            actor.inner.keyring.clone(),
+                            &mut reader,
+                            &writer,
+                        )
+                        .await?;
+                        Ok::<_, trellis::Error>((conn, buf, reader, writer))
+                    })
                     .await;
                 lock(&pending).retain(|(s, _)| *s != serial);
-                let (conn, buf) = match shaken {
+                let (conn, buf, reader, writer) = match shaken {
                     Ok(Some(shaken)) => shaken,
                     Ok(None) => {
                         tracing::debug!(peer = %peer, "handshake timed out or made way");
@@ -295,13 +316,16 @@ impl Actor {
                     Err(e) if e.is_cancelled() => return Err(e),
                     Err(e) => {
                         // Once per connection: whoever knocks without the secret is seen.
-                        if matches!(
-                            e.downcast_ref::<crate::ActorError>(),
-                            Some(crate::ActorError::NotAuthorized(_))
-                        ) {
-                            tracing::warn!(peer = %peer, "refused a connection: not authorized");
-                        } else {
-                            tracing::debug!(peer = %peer, "handshake failed: {e}");
+                        match e.downcast_ref::<crate::ActorError>() {
+                            Some(crate::ActorError::NotAuthorized(_)) => {
+                                tracing::warn!(peer = %peer, "refused a connection: not authorized");
+                            }
+                            Some(crate::ActorError::Tls(why)) => {
+                                tracing::warn!("refused a connection: TLS handshake failed {why}");
+                            }
+                            _ => {
+                                tracing::debug!(peer = %peer, "handshake failed: {e}");
+                            }
                         }
                         return Ok(());
                     }

@@ -319,7 +319,8 @@ impl Conn {
         }
         if out.is_empty() {
             out.clear();
-        } else {
+        }
+        if !out.is_empty() || writer.has_buffered() {
             self.inner.wake_writer.notify_one();
         }
     }

@@ -140,7 +140,8 @@ impl Conn {
                 let mut state = self.lock();
                 self.try_flush_locked(&mut state);
                 let failed = state.write_error.take();
-                let pending = !state.session.outgoing().is_empty();
+                let pending = !state.session.outgoing().is_empty()
+                    || state.writer.as_ref().is_some_and(|w| w.has_buffered());
                 let done = !pending && (state.session.is_closed() || state.end.is_some());
                 (state.writer.clone(), pending, done, failed)
             };

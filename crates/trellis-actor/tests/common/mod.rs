@@ -125,3 +125,40 @@ pub(crate) fn python() -> PathBuf {
     *python = Some(found.clone());
     found
 }
+
+/// A `tracing` subscriber that hands each event's level and text (its fields, `name=value`)
+/// to a function: what the tests that read the root's log install.
+pub(crate) struct TextCapture<F>(F);
+
+impl<F: Fn(tracing::Level, String) + Send + Sync + 'static> TextCapture<F> {
+    pub(crate) fn new(sink: F) -> Self {
+        TextCapture(sink)
+    }
+}
+
+struct Text(String);
+
+impl tracing::field::Visit for Text {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl<F: Fn(tracing::Level, String) + Send + Sync + 'static> tracing::Subscriber for TextCapture<F> {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        (self.0)(*event.metadata().level(), text.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
