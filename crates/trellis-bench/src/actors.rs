@@ -20,7 +20,7 @@ use crate::{Comparison, anchors, median};
 /// with RESPONSE bytes) or `idle:PATH` (hold the connection).
 const RAW_ROLE: &str = "TRELLIS_BENCH_RAW_CHILD";
 
-async fn echo(x: u64) -> Result<u64, trellis::Error> {
+pub(crate) async fn echo(x: u64) -> Result<u64, trellis::Error> {
     Ok(x)
 }
 
@@ -42,7 +42,7 @@ async fn numbers_ctx(ctx: Context, n: u64) -> Result<(), trellis::Error> {
     Ok(())
 }
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     Config::new(
         Functions::new()
             .register(echo)
@@ -54,6 +54,7 @@ fn config() -> Config {
 /// Runs this process as a child of a benchmark when it was started as one (an actor, or a raw
 /// child); returns otherwise.
 pub(crate) fn serve_roles() {
+    super::actors_tls::serve_roles();
     trellis_actor::serve_if_child(config());
     if let Ok(role) = std::env::var(RAW_ROLE) {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -180,7 +181,7 @@ impl Drop for RawListener {
 
 /// The sizes of the frames one `portal.run(echo, (x,))` exchanges: the `Start` and the
 /// `Return` (their acknowledgement is one more small frame, which raw does without).
-fn call_sizes() -> (usize, usize) {
+pub(crate) fn call_sizes() -> (usize, usize) {
     let codec = Codec::new();
     let mut start = BytesMut::new();
     codec
@@ -207,7 +208,7 @@ fn call_sizes() -> (usize, usize) {
     (start.len(), ret.len())
 }
 
-fn root_runtime() -> trellis::Runner {
+pub(crate) fn root_runtime() -> trellis::Runner {
     trellis::Runner::multi_thread().handle_ctrl_c(false)
 }
 

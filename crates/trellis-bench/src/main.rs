@@ -10,6 +10,7 @@
 //! so that both sides see the same machine state. `ratio < 1` means trellis is faster.
 
 mod actors;
+mod actors_tls;
 mod anchors;
 mod broadcast;
 mod channels;
@@ -158,7 +159,10 @@ fn main() -> ExitCode {
             "B3" => channels::b3(options.runs, options.python),
             "B4" => broadcast::b4(options.runs),
             "B5" => actors::b5(options.runs, options.python),
-            "B6" => actors::b6(options.runs, options.python),
+            "B6" => actors::b6(options.runs, options.python).and_then(|mut out| {
+                out.extend(actors_tls::b6(options.runs)?);
+                Ok(out)
+            }),
             "B7" => actors::b7(options.runs, options.python),
             "B8" => actors::b8(options.python),
             "B9" => net::b9(options.runs, options.python),

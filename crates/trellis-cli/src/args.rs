@@ -10,6 +10,8 @@ pub(crate) struct Invocation {
     pub(crate) command: Command,
     /// `--secret-file`, if given.
     pub(crate) secret_file: Option<PathBuf>,
+    /// `--tls-dir`, else `TRELLIS_TLS_DIR`: the tree's TLS certificates, if it uses TLS.
+    pub(crate) tls_dir: Option<PathBuf>,
 }
 
 /// What to do.
@@ -52,9 +54,9 @@ const HELP: &str = "\
 trellis: look at a live trellis actor tree and call into it
 
 Usage:
-  trellis tree [--registrar ADDR] [--secret-file PATH]
-  trellis call [--registrar ADDR] [--secret-file PATH] ACTOR FUNCTION [JSON-ARGS]
-  trellis call [--registrar ADDR] [--secret-file PATH] ACTOR --list
+  trellis tree [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR]
+  trellis call [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR] ACTOR FUNCTION [JSON-ARGS]
+  trellis call [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR] ACTOR --list
   trellis COMMAND --help
 
 Commands:
@@ -68,6 +70,9 @@ Options:
                      (default: the environment variable TRELLIS_REGISTRAR)
   --secret-file PATH the tree's secret (default: the file $TRELLIS_SECRET_FILE names,
                      else $TRELLIS_SECRET, else the `secret` file next to a unix: registrar)
+  --tls-dir DIR      for a tree over TLS: a directory with ca.pem (the tree's CA),
+                     cert.pem and key.pem (a certificate that CA issued)
+                     (default: $TRELLIS_TLS_DIR)
   -h, --help         this text
 
 Exit status: 0 done, 1 the remote function failed, 2 bad usage, no registrar, unknown actor.
@@ -76,7 +81,7 @@ Exit status: 0 done, 1 the remote function failed, 2 bad usage, no registrar, un
 const TREE_HELP: &str = "\
 trellis tree: draw the live actor tree
 
-Usage: trellis tree [--registrar ADDR] [--secret-file PATH]
+Usage: trellis tree [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR]
 
 Asks the registrar for every actor it knows and each actor to describe itself, and draws
 them under their parents: name#id, pid, host, address, uptime, calls served/made, streams.
@@ -86,14 +91,17 @@ Options:
   --registrar ADDR   the registrar, unix:PATH or tcp:HOST:PORT (default: $TRELLIS_REGISTRAR)
   --secret-file PATH the tree's secret (default: the file $TRELLIS_SECRET_FILE names,
                      else $TRELLIS_SECRET, else the `secret` file next to a unix: registrar)
+  --tls-dir DIR      for a tree over TLS: a directory with ca.pem (the tree's CA),
+                     cert.pem and key.pem (a certificate that CA issued)
+                     (default: $TRELLIS_TLS_DIR)
   -h, --help         this text
 ";
 
 const CALL_HELP: &str = "\
 trellis call: make an ad-hoc call
 
-Usage: trellis call [--registrar ADDR] [--secret-file PATH] ACTOR FUNCTION [JSON-ARGS]
-       trellis call [--registrar ADDR] [--secret-file PATH] ACTOR --list
+Usage: trellis call [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR] ACTOR FUNCTION [JSON-ARGS]
+       trellis call [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR] ACTOR --list
 
 Finds the first actor registered as ACTOR, calls its run function FUNCTION (the name it was
 registered under) with JSON-ARGS, a JSON array of the arguments (default []), and prints the
@@ -107,6 +115,9 @@ Options:
   --registrar ADDR   the registrar, unix:PATH or tcp:HOST:PORT (default: $TRELLIS_REGISTRAR)
   --secret-file PATH the tree's secret (default: the file $TRELLIS_SECRET_FILE names,
                      else $TRELLIS_SECRET, else the `secret` file next to a unix: registrar)
+  --tls-dir DIR      for a tree over TLS: a directory with ca.pem (the tree's CA),
+                     cert.pem and key.pem (a certificate that CA issued)
+                     (default: $TRELLIS_TLS_DIR)
   -h, --help         this text
 ";
 
@@ -114,24 +125,31 @@ Options:
 /// registrar.
 pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Invocation, Usage> {
     let mut secret_file = None;
+    let mut tls_dir = std::env::var_os("TRELLIS_TLS_DIR").map(PathBuf::from);
     let mut rest = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
-        if arg == "--secret-file" {
-            let path = args
+        let slot = match arg.split_once('=').map_or(arg.as_str(), |(name, _)| name) {
+            "--secret-file" => &mut secret_file,
+            "--tls-dir" => &mut tls_dir,
+            _ => {
+                rest.push(arg);
+                continue;
+            }
+        };
+        let path = match arg.split_once('=') {
+            Some((_, path)) => path.to_owned(),
+            None => args
                 .next()
-                .ok_or_else(|| Usage::Bad("--secret-file needs a path".into()))?;
-            secret_file = Some(PathBuf::from(path));
-        } else if let Some(path) = arg.strip_prefix("--secret-file=") {
-            secret_file = Some(PathBuf::from(path));
-        } else {
-            rest.push(arg);
-        }
+                .ok_or_else(|| Usage::Bad(format!("{arg} needs a path")))?,
+        };
+        *slot = Some(PathBuf::from(path));
     }
     let command = parse_with(rest, std::env::var("TRELLIS_REGISTRAR").ok())?;
     Ok(Invocation {
         command,
         secret_file,
+        tls_dir,
     })
 }
 
@@ -244,6 +262,32 @@ mod tests {
             super::parse(["tree", "--secret-file"].map(String::from)),
             Err(Usage::Bad(m)) if m.contains("needs a path")
         ));
+    }
+
+    #[test]
+    fn the_tls_directory_is_an_option_of_every_command() {
+        let parsed = super::parse(
+            [
+                "tree",
+                "--tls-dir",
+                "/tls",
+                "--registrar",
+                "tcp:127.0.0.1:1",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(parsed.map(|i| i.tls_dir), Ok(Some(PathBuf::from("/tls"))));
+        let parsed = super::parse(
+            [
+                "call",
+                "--tls-dir=/t",
+                "--registrar=tcp:127.0.0.1:1",
+                "a",
+                "f",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(parsed.map(|i| i.tls_dir), Ok(Some(PathBuf::from("/t"))));
     }
 
     #[test]

@@ -1,23 +1,25 @@
 //! `trellis`: look at a live actor tree and call into it.
 //!
 //! ```text
-//! trellis tree [--registrar ADDR] [--secret-file PATH]
-//! trellis call [--registrar ADDR] [--secret-file PATH] ACTOR FUNCTION JSON-ARGS
-//! trellis call [--registrar ADDR] [--secret-file PATH] ACTOR --list
+//! trellis tree [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR]
+//! trellis call [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR] ACTOR FUNCTION JSON-ARGS
+//! trellis call [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR] ACTOR --list
 //! ```
 //!
 //! The registrar's address (`unix:PATH` or `tcp:HOST:PORT`) comes from `--registrar` or the
 //! environment variable `TRELLIS_REGISTRAR`. The tree's secret, which the command proves to
 //! every actor it talks to, comes from `--secret-file`, else the file `TRELLIS_SECRET_FILE`
 //! names, else `TRELLIS_SECRET`, else the `secret` file next to a `unix:` registrar's socket
-//! (readable by the tree's user only). Usage errors and unreachable or unknown actors are
+//! (readable by the tree's user only). A tree over TLS also needs a certificate its CA issued:
+//! `--tls-dir` (or `TRELLIS_TLS_DIR`) names a directory with `ca.pem`, `cert.pem` and
+//! `key.pem`. Usage errors and unreachable or unknown actors are
 //! one line on standard error and exit status 2; a remote function that fails prints its error
 //! and exits 1.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use trellis_actor::{ActorInfo, Addr, Config, Functions, Registered, Secret};
+use trellis_actor::{ActorInfo, Addr, Config, Functions, Registered, Secret, TreeTls};
 
 mod args;
 mod tree;
@@ -48,8 +50,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut config = Config::new(Functions::new()).unregistered().secret(secret);
+    if let Some(dir) = invocation.tls_dir {
+        match TreeTls::from_pem_files(
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        ) {
+            Ok(tls) => config = config.tls(tls),
+            Err(e) => {
+                eprintln!("trellis: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let outcome = trellis::Runner::current_thread().run(async move {
-        let config = Config::new(Functions::new()).unregistered().secret(secret);
         match command {
             Command::Tree { registrar } => tree_of(config, registrar).await,
             Command::Call {

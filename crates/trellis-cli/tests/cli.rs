@@ -49,7 +49,29 @@ async fn hold_with_child() -> Result<(), trellis::Error> {
     .await
 }
 
+/// Where a TLS tree's certificates are, for its children.
+const TLS_DIR: &str = "TRELLIS_CLI_TEST_TLS_DIR";
+
+/// `config` over TLS with the certificates in `dir` (`ca.pem`, `cert.pem`, `key.pem`).
+fn with_tls(config: Config, dir: &std::path::Path) -> Config {
+    let tls = trellis_actor::TreeTls::from_pem_files(
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
+    .unwrap();
+    config.tls(tls).child_env(TLS_DIR, dir)
+}
+
 fn config() -> Config {
+    let config = plain_config();
+    match std::env::var_os(TLS_DIR) {
+        Some(dir) => with_tls(config, std::path::Path::new(&dir)),
+        None => config,
+    }
+}
+
+fn plain_config() -> Config {
     Config::new(
         Functions::new()
             .register(add)
@@ -74,6 +96,7 @@ async fn trellis_cli(args: &[&str]) -> Result<Output, trellis::Error> {
             .env_remove("TRELLIS_REGISTRAR")
             .env_remove("TRELLIS_SECRET")
             .env_remove("TRELLIS_SECRET_FILE")
+            .env_remove("TRELLIS_TLS_DIR")
             .output()
             .map_err(trellis::Error::new)
     })
@@ -91,33 +114,38 @@ where
     F: FnOnce(String, [u32; 3]) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), trellis::Error>> + Send,
 {
+    with_tree_configured(config().transport(transport), check);
+}
+
+/// [`with_tree`] with the root configured by `config`.
+fn with_tree_configured<F, Fut>(config: Config, check: F)
+where
+    F: FnOnce(String, [u32; 3]) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), trellis::Error>> + Send,
+{
     trellis::Runner::multi_thread()
         .handle_ctrl_c(false)
-        .run(trellis_actor::run_root(
-            "root",
-            config().transport(transport),
-            || async move {
-                open_nursery(|an| async move {
-                    let calc = an.start_actor("calc").await?;
-                    let mid = an.start_actor("mid").await?;
-                    trellis::open_nursery(|n| async move {
-                        let held = mid.clone();
-                        n.start_soon(async move {
-                            held.run_named::<(), _>("hold_with_child", ()).await
-                        })?;
-                        let leaf = wait_for_actor("leaf").await?;
-                        let registrar = trellis_actor::current().registrar().to_string();
-                        check(registrar, [calc.pid(), mid.pid(), leaf.pid()]).await?;
-                        n.cancel();
-                        Ok::<_, trellis::Error>(())
-                    })
-                    .await?;
-                    an.cancel();
-                    Ok(())
+        .run(trellis_actor::run_root("root", config, || async move {
+            open_nursery(|an| async move {
+                let calc = an.start_actor("calc").await?;
+                let mid = an.start_actor("mid").await?;
+                trellis::open_nursery(|n| async move {
+                    let held = mid.clone();
+                    n.start_soon(
+                        async move { held.run_named::<(), _>("hold_with_child", ()).await },
+                    )?;
+                    let leaf = wait_for_actor("leaf").await?;
+                    let registrar = trellis_actor::current().registrar().to_string();
+                    check(registrar, [calc.pid(), mid.pid(), leaf.pid()]).await?;
+                    n.cancel();
+                    Ok::<_, trellis::Error>(())
                 })
-                .await
-            },
-        ))
+                .await?;
+                an.cancel();
+                Ok(())
+            })
+            .await
+        }))
         .unwrap_or_else(|e| panic!("{e:?}"));
 }
 
@@ -304,4 +332,33 @@ fn a_tree_over_tcp_refuses_a_command_without_its_secret() {
         assert_eq!(text(&out.stdout), "3\n", "{out:?}");
         Ok(())
     });
+}
+
+/// A tree over TLS: the command draws it given a certificate the tree's CA issued
+/// (`--tls-dir`), and without one it is one line and status 2.
+#[test]
+fn a_tree_over_tls_needs_a_certificate() {
+    let dir = std::env::temp_dir().join(format!("trellis-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    trellis_actor::dev::DevCa::new("cli test tree")
+        .issue(&["127.0.0.1"])
+        .write_to(&dir)
+        .unwrap();
+    let config = with_tls(plain_config(), &dir).transport(Transport::tcp_loopback());
+    let tls_dir = dir.display().to_string();
+    with_tree_configured(config, move |registrar, _| async move {
+        let secret = secret_file("tls", SECRET);
+        let args = ["tree", "--registrar", &registrar, "--secret-file", &secret];
+        let out = trellis_cli(&args).await?;
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert_eq!(text(&out.stderr).lines().count(), 1, "{out:?}");
+        let out = trellis_cli(&[&args[..], &["--tls-dir", &tls_dir]].concat()).await?;
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            text(&out.stdout).starts_with(&format!("registrar {registrar}: 4 actors")),
+            "{out:?}"
+        );
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }
