@@ -30,7 +30,8 @@ pub use message::{
     Payload, Peer, Version,
 };
 pub use session::{
-    CallCounts, ConnectionError, Event, Outcome, Role, SendError, Session, Side, Window,
+    CallCounts, ConnectionError, Event, MAX_DETACHED, Outcome, Role, SendError, Session, Side,
+    Window,
 };
 
 /// The README's example, compiled and run as a doc test.

@@ -964,3 +964,56 @@ fn counts_by_sort() {
     let counts = s.counts();
     assert_eq!((counts.calling, counts.serving, counts.streams), (2, 1, 2));
 }
+
+/// §9: a peer may have at most the limit of calls live at once; the next `Start` is refused
+/// with `LimitExceeded` and no event, and room comes back as calls end.
+#[test]
+fn calls_beyond_the_peers_limit_are_refused() {
+    let mut s = connected(Side::Acceptor);
+    s.limit_peer_calls(2);
+    for cid in [1, 3, 5] {
+        s.handle(start(cid, CallKind::Run)).unwrap();
+    }
+    assert_eq!(events(&mut s).len(), 2);
+    match &sent(&mut s)[..] {
+        [
+            Message::Error {
+                cid: Some(5),
+                error,
+            },
+        ] => {
+            assert_eq!(error.kind, ErrorKind::LimitExceeded);
+        }
+        other => panic!("expected call 5 refused, got {other:?}"),
+    }
+    s.accept(1).unwrap();
+    s.finish(1, Outcome::Returned(value(1))).unwrap();
+    s.handle(start(7, CallKind::Run)).unwrap();
+    assert!(matches!(&events(&mut s)[..], [Event::Call { cid: 7, .. }]));
+}
+
+/// Calls of ours that we stopped following are kept to swallow their late end; a peer that
+/// never ends them cannot make the table grow without bound: past `MAX_DETACHED` the
+/// connection fails. Ended ones leave the count.
+#[test]
+fn a_peer_that_never_ends_cancelled_calls_fails_the_connection() {
+    let mut s = connected(Side::Connector);
+    let first = s.start("f", CallKind::Run, Payload::unit()).unwrap();
+    s.forget(first);
+    // Its end arrives: it no longer counts.
+    s.handle(Message::Return {
+        cid: first,
+        value: value(0),
+    })
+    .unwrap();
+    for _ in 0..trellis_wire::MAX_DETACHED {
+        let cid = s.start("f", CallKind::Run, Payload::unit()).unwrap();
+        s.forget(cid);
+    }
+    assert!(!s.is_closed(), "at the limit, not past it");
+    let cid = s.start("f", CallKind::Run, Payload::unit()).unwrap();
+    s.forget(cid);
+    assert!(s.is_closed());
+    let message = connection_error(&mut s);
+    assert!(message.contains("unanswered"), "{message}");
+}

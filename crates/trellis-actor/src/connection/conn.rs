@@ -472,6 +472,15 @@ impl Conn {
         let mut state = self.lock();
         state.calls.remove(&cid);
         state.session.forget(cid);
+        if state.session.is_closed() && state.end.is_none() {
+            // The peer left too many cancelled calls unanswered: the engine failed the
+            // connection (its error goes out first).
+            self.flush_locked(&mut state, Flush::Now);
+            drop(state);
+            self.finish(End::Lost(
+                "the peer left too many cancelled calls unanswered".into(),
+            ));
+        }
     }
 
     /// What a call's end means for its caller: the value, or the error.

@@ -272,6 +272,8 @@ pub(super) struct CallTable {
     calls: std::collections::HashMap<u64, Call>,
     /// Calls the peer started (we are their callee) that are still live.
     callee: usize,
+    /// Calls of ours we stopped following, kept until the peer ends them.
+    detached: usize,
 }
 
 impl CallTable {
@@ -294,11 +296,34 @@ impl CallTable {
         if call.role == Role::Callee {
             self.callee -= 1;
         }
+        if call.detached {
+            self.detached -= 1;
+        }
     }
 
     pub(super) fn clear(&mut self) {
         self.calls.clear();
         self.callee = 0;
+        self.detached = 0;
+    }
+
+    /// Stops following our call `cid`: it stays only to swallow what the peer still sends
+    /// for it. `false` when it is not a live call of ours.
+    pub(super) fn detach(&mut self, cid: u64) -> bool {
+        match self.calls.get_mut(&cid) {
+            Some(call) if call.role == Role::Caller => {
+                if !std::mem::replace(&mut call.detached, true) {
+                    self.detached += 1;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Calls of ours kept only until the peer ends them.
+    pub(super) fn detached(&self) -> usize {
+        self.detached
     }
 
     pub(super) fn get(&self, cid: &u64) -> Option<&Call> {

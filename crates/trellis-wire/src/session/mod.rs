@@ -317,6 +317,10 @@ pub struct Session {
     events: VecDeque<Event>,
 }
 
+/// How many calls of ours a session keeps after it stopped following them (cancelled, and
+/// waiting only for the peer's end to swallow it); one more fails the connection.
+pub const MAX_DETACHED: usize = 1024;
+
 /// Where the handshake stands (§4).
 #[derive(Debug)]
 enum Handshake {

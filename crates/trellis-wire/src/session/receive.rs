@@ -345,14 +345,26 @@ impl Session {
                 self.calls.remove(&cid);
             }
             Role::Caller => {
-                call.detached = true;
-                if !std::mem::replace(&mut call.cancel_sent, true) {
+                let cancel = !std::mem::replace(&mut call.cancel_sent, true);
+                self.calls.detach(cid);
+                if cancel {
                     let requested_by = self.local.actor.clone();
                     self.encode(&Message::Cancel { cid, requested_by });
                 }
+                self.check_detached();
             }
         }
         self.events.push_back(Event::Broken { cid, error });
+    }
+
+    /// Fails the connection when the peer leaves too many of our calls unended.
+    pub(super) fn check_detached(&mut self) {
+        if self.calls.detached() > super::MAX_DETACHED {
+            self.fail_connection(format!(
+                "the peer left more than {} calls unanswered after they were cancelled",
+                super::MAX_DETACHED
+            ));
+        }
     }
 
     /// A report of a protocol failure found here. Before the handshake completed it names

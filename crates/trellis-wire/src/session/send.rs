@@ -259,11 +259,13 @@ impl Session {
 
     /// Stops following a call we made (we gave up waiting for its end): no more events for
     /// it; what the callee still sends for it is dropped.
+    ///
+    /// A peer that leaves more than [`MAX_DETACHED`](super::MAX_DETACHED) such calls without
+    /// their end (it never answers a `Cancel`) fails the connection: their entries would
+    /// otherwise pile up for good.
     pub fn forget(&mut self, cid: u64) {
-        if let Some(call) = self.calls.get_mut(&cid)
-            && call.role == Role::Caller
-        {
-            call.detached = true;
+        if self.calls.detach(cid) {
+            self.check_detached();
         }
     }
 
