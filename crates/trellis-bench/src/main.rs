@@ -10,6 +10,7 @@
 //! so that both sides see the same machine state. `ratio < 1` means trellis is faster.
 
 mod actors;
+mod actors_attack;
 mod actors_tls;
 mod anchors;
 mod broadcast;
@@ -161,6 +162,7 @@ fn main() -> ExitCode {
             "B5" => actors::b5(options.runs, options.python),
             "B6" => actors::b6(options.runs, options.python).and_then(|mut out| {
                 out.extend(actors_tls::b6(options.runs)?);
+                out.extend(actors_attack::b6(options.runs)?);
                 Ok(out)
             }),
             "B7" => actors::b7(options.runs, options.python),
