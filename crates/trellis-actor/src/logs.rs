@@ -300,7 +300,7 @@ pub(crate) fn panicked(message: String) {
 pub(crate) async fn ship<F, Fut>(mut send: F) -> Result<(), trellis::Error>
 where
     F: FnMut(Payload) -> Fut,
-    Fut: std::future::Future<Output = Result<Payload, trellis::Error>>,
+    Fut: std::future::Future<Output = Result<Shipped, trellis::Error>>,
 {
     let Some(queue) = QUEUE.get() else {
         return Ok(());
@@ -311,13 +311,13 @@ where
             let count = batch.len() as u64;
             let args = Payload::encode(&(batch,)).map_err(trellis::Error::new)?;
             match send(args).await {
-                Ok(_) => continue,
-                Err(e) if e.is_cancelled() => break,
+                Ok(Shipped::Taken) => continue,
                 // The parent answered with an error: these are lost, and said to be.
-                Err(e) if e.downcast_ref::<crate::RemoteActorError>().is_some() => {
+                Ok(Shipped::Refused) => {
                     count_dropped(queue, count);
                     continue;
                 }
+                Err(e) if e.is_cancelled() => break,
                 // The parent is going away: nothing to ship to.
                 Err(_) => return Ok(()),
             }
@@ -341,6 +341,14 @@ where
         }))
         .await;
     Err(trellis::Cancelled::new().into())
+}
+
+/// What became of a batch the parent answered.
+pub(crate) enum Shipped {
+    /// The parent took it.
+    Taken,
+    /// The parent refused it (with an error): its records are counted as dropped.
+    Refused,
 }
 
 /// Counts `count` records as dropped.

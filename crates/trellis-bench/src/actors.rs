@@ -333,11 +333,7 @@ pub(crate) fn b6(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
             Ok::<_, trellis::Error>(lat)
         })
         .map_err(|e| format!("{e:?}"))?;
-    let pct = |lat: &[f64], p: f64| {
-        let mut sorted = lat.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-    };
+    let pct = crate::percentile;
     let mut out = Vec::new();
     for (case, p) in [("p50", 0.5), ("p99", 0.99)] {
         out.push(Comparison {

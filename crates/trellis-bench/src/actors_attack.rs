@@ -62,11 +62,7 @@ pub(crate) fn b6(runs: usize) -> Result<Vec<Comparison>, String> {
             .await
         }))
         .map_err(|e| format!("{e:?}"))?;
-    let p50 = |lat: &[f64]| {
-        let mut sorted = lat.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        sorted[(sorted.len() - 1) / 2]
-    };
+    let p50 = |lat: &[f64]| crate::percentile(lat, 0.5);
     Ok(vec![Comparison {
         id: "B6",
         case: format!("p50 over TCP under a connection flood ({knocks} silent connections)"),

@@ -208,11 +208,7 @@ pub(crate) fn b6(runs: usize) -> Result<Vec<Comparison>, String> {
             Ok::<_, trellis::Error>(lat)
         })
         .map_err(|e| format!("{e:?}"))?;
-    let pct = |lat: &[f64], p: f64| {
-        let mut sorted = lat.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-    };
+    let pct = crate::percentile;
     Ok([("p50 over TLS 1.3", 0.5), ("p99 over TLS 1.3", 0.99)]
         .into_iter()
         .map(|(case, p)| Comparison {

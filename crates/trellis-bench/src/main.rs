@@ -80,6 +80,13 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+/// The `p` quantile (0 to 1) of latencies `lat`, nearest rank.
+pub(crate) fn percentile(lat: &[f64], p: f64) -> f64 {
+    let mut sorted = lat.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 struct Options {
     ids: Vec<String>,
     runs: usize,

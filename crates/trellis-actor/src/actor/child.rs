@@ -9,6 +9,8 @@ use trellis_wire::{ActorId, Payload};
 use super::config::{Config, EXIT_PARENT_LOST, env};
 use super::run::run_actor;
 use crate::connection::End;
+use crate::error::RemoteActorError;
+use crate::logs::Shipped;
 use crate::names::{CHILD_READY, LOG};
 use crate::secret::Secret;
 use crate::transport::{Addr, Transport};
@@ -108,7 +110,15 @@ async fn serve_child(
             .work
             .start_soon(crate::logs::ship(move |records| {
                 let conn = parent_conn.clone();
-                async move { conn.call(LOG, records).await }
+                async move {
+                    match conn.call(LOG, records).await {
+                        Ok(_) => Ok(Shipped::Taken),
+                        Err(e) if e.downcast_ref::<RemoteActorError>().is_some() => {
+                            Ok(Shipped::Refused)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
             }))?;
         conn.call(CHILD_READY, Payload::unit()).await?;
         Ok(match conn.ended().await {
