@@ -31,11 +31,13 @@ use args::{Command, Usage};
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
-    let invocation = match args::parse(std::env::args().skip(1)) {
+    let invocation = match args::parse(std::env::args_os()) {
         Ok(invocation) => invocation,
-        Err(Usage::Help(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
+        Err(Usage::Clap(e)) => {
+            // Help and the version on standard output with status 0; usage errors on
+            // standard error with status 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
         Err(Usage::Bad(message)) => {
             eprintln!("trellis: {message} (try `trellis --help`)");

@@ -283,6 +283,40 @@ fn no_registrar_is_one_line_and_status_2() {
     }
 }
 
+/// The registrar comes from `TRELLIS_REGISTRAR` when no `--registrar` is given.
+#[test]
+fn the_registrar_comes_from_the_environment() {
+    let missing = std::env::temp_dir().join(format!("trellis-cli-env-{}.sock", std::process::id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .arg("tree")
+        .env("TRELLIS_REGISTRAR", format!("unix:{}", missing.display()))
+        .env("TRELLIS_SECRET", "a secret long enough to be one")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+}
+
+/// `--version`, and arguments that are not UTF-8 are a usage error, not a crash.
+#[test]
+fn version_and_non_utf8_arguments() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(text(&out.stdout).starts_with("trellis "), "{out:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["call", "--registrar", "unix:/nowhere"])
+        .arg(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(vec![0xff]))
+        .arg("f")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!text(&out.stderr).contains("panicked"), "{out:?}");
+}
+
 #[test]
 fn every_command_has_help() {
     for args in [&["--help"][..], &["tree", "--help"], &["call", "--help"]] {
