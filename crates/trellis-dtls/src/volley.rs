@@ -54,9 +54,13 @@ impl FlightMessage {
 /// # Errors
 ///
 /// [`BadPacket`] for malformed records or fragments (OpenSSL's output is trusted, but a wrong
-/// fragment is still an error rather than a panic).
+/// fragment is still an error rather than a panic), and for messages declaring more bytes
+/// than the flight holds: a declared length never sizes an allocation beyond the input.
 pub fn decode_flight(bytes: &[u8]) -> Result<Vec<FlightMessage>, BadPacket> {
     let mut messages: Vec<FlightMessage> = Vec::new();
+    // What the messages' declared lengths have allocated: every byte of a message comes from
+    // the flight, so together they cannot exceed it.
+    let mut allocated = 0usize;
     for record in records(bytes) {
         let record = record?;
         if record.epoch() != 0 {
@@ -97,6 +101,10 @@ pub fn decode_flight(bytes: &[u8]) -> Result<Vec<FlightMessage>, BadPacket> {
                 body
             }
             None => {
+                allocated += fragment.msg_len as usize;
+                if allocated > bytes.len() {
+                    return Err(BadPacket("handshake messages longer than their flight"));
+                }
                 messages.push(FlightMessage::Handshake {
                     version: record.version,
                     msg_type: fragment.msg_type,

@@ -405,6 +405,35 @@ fn retransmission_backs_off_and_falls_back_to_the_minimum_mtu() {
     assert_eq!(timer.wait(), Duration::from_secs(1));
 }
 
+/// A handshake message that declares 16 MiB in a 25-byte flight is refused before anything
+/// is allocated for it; so are messages that together declare more than the flight holds.
+#[test]
+fn a_declared_length_never_sizes_an_allocation() {
+    fn flight(messages: &[(u16, u32)]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (i, &(msg_seq, msg_len)) in messages.iter().enumerate() {
+            // Record header: handshake, DTLS 1.2, epoch 0, sequence i, 12 bytes of payload.
+            bytes.extend([22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, i as u8, 0, 12]);
+            // Handshake header: type 1, declared length, sequence, an empty fragment at 0.
+            bytes.push(1);
+            bytes.extend(&msg_len.to_be_bytes()[1..]);
+            bytes.extend(msg_seq.to_be_bytes());
+            bytes.extend([0, 0, 0, 0, 0, 0]);
+        }
+        bytes
+    }
+    let huge = flight(&[(0, 0xff_ffff)]);
+    assert_eq!(huge.len(), 25);
+    assert!(decode_flight(&huge).is_err());
+    // Forty messages of 40 bytes each: 1,600 declared in 1,000 bytes of flight.
+    let many = flight(&(0..40).map(|seq| (seq, 40)).collect::<Vec<_>>());
+    assert_eq!(many.len(), 1000);
+    assert!(decode_flight(&many).is_err());
+    // Within the flight's length, the same shape decodes (its gaps are OpenSSL's business).
+    let fits = flight(&[(0, 10), (1, 10)]);
+    assert_eq!(decode_flight(&fits).map(|m| m.len()), Ok(2));
+}
+
 proptest! {
     /// Any bytes: the parsers and the server's decision return, never panic.
     #[test]
