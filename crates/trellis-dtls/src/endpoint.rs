@@ -483,7 +483,23 @@ impl DtlsEndpoint {
         if let Some(old) = old {
             old.replace();
         }
-        if incoming.try_send(DtlsChannel { inner: channel }).is_err() {
+        if incoming
+            .try_send(DtlsChannel {
+                inner: channel.clone(),
+            })
+            .is_err()
+        {
+            // Nobody will serve it: it must not keep the address. The client sends its
+            // ClientHello again and is admitted when there is room.
+            let mut state = lock(&self.inner.state);
+            if state
+                .channels
+                .get(&from)
+                .is_some_and(|c| Arc::ptr_eq(c, &channel))
+            {
+                state.channels.remove(&from);
+            }
+            drop(state);
             self.inner
                 .counters
                 .queue_overflows

@@ -548,3 +548,42 @@ fn cookie_exchange_is_stateless_and_does_not_amplify() {
         );
     });
 }
+
+/// 200 clients in one burst: every handshake completes and echoes, also those that found the
+/// server's queue of new associations full (they are not left half-admitted: their next
+/// ClientHello is served).
+#[test]
+fn a_burst_of_clients_all_complete() {
+    real_time(async {
+        echo_server(None, Arc::default(), |server, addr, config| async move {
+            let done = Arc::new(AtomicUsize::new(0));
+            let counted = done.clone();
+            let outcome = trellis::fail_after(Duration::from_secs(120), async {
+                trellis::open_nursery(|n| async move {
+                    for i in 0..200u32 {
+                        let (config, done) = (config.clone(), counted.clone());
+                        n.start_soon(async move {
+                            open_endpoint(bind("127.0.0.1:0").await, |client| async move {
+                                let channel = client.connect(addr, &config)?;
+                                let hello = i.to_be_bytes();
+                                channel.send(&hello).await?;
+                                assert_eq!(channel.receive().await?, hello);
+                                done.fetch_add(1, Ordering::SeqCst);
+                                Ok::<_, trellis::Error>(())
+                            })
+                            .await
+                        })?;
+                    }
+                    Ok::<_, trellis::Error>(())
+                })
+                .await?;
+                Ok::<_, trellis::Error>(done.load(Ordering::SeqCst))
+            })
+            .await;
+            let stats = server.statistics();
+            assert_eq!(outcome.ok(), Some(200), "{stats:?}");
+            Ok(())
+        })
+        .await;
+    });
+}
