@@ -251,28 +251,6 @@ impl Actor {
                     continue;
                 }
             };
-            if self.lock().conns.len() >= limits.max_connections {
-                tracing::warn!(
-                    peer = %peer,
-                    limit = limits.max_connections,
-                    "refused a connection: too many connections"
-                );
-                let actor = self.clone();
-                self.inner.io.start_soon(async move {
-                    let config = &actor.inner.config;
-                    let opened = trellis::move_on_after(
-                        config.limits.handshake_timeout,
-                        trellis::cancellable(accepted.open(config.keepalive, config.tls.as_ref())),
-                    )
-                    .await;
-                    if let Ok(Some(Ok((_, writer)))) = opened {
-                        Conn::refuse_connection(actor.identity(), &writer, "too many connections")
-                            .await;
-                    }
-                    Ok::<_, trellis::Error>(())
-                })?;
-                continue;
-            }
             let scope = CancelScope::with_timeout(limits.handshake_timeout);
             {
                 let mut pending = lock(&pending);
@@ -285,7 +263,8 @@ impl Actor {
             }
             let actor = self.clone();
             let pending = pending.clone();
-            // Each handshake on its own, so a slow or silent peer holds up nobody.
+            // Each handshake on its own, so a slow or silent peer holds up nobody. A connection
+            // beyond the limit is refused the same way, under the same deadline and count.
             self.inner.io.start_soon(async move {
                 let shaken = scope
                     .run(async {
@@ -295,6 +274,16 @@ impl Actor {
                         )
                         .await?
                         .map_err(|e| crate::ActorError::Tls(format!("with {peer}: {e}")))?;
+                        if actor.lock().conns.len() >= limits.max_connections {
+                            tracing::warn!(
+                                peer = %peer,
+                                limit = limits.max_connections,
+                                "refused a connection: too many connections"
+                            );
+                            let why = "too many connections";
+                            Conn::refuse_connection(actor.identity(), &writer, why).await;
+                            return Ok(None);
+                        }
                         let (conn, buf) = Conn::handshake(
                             Side::Acceptor,
                             actor.identity(),
@@ -303,12 +292,14 @@ impl Actor {
                             &writer,
                         )
                         .await?;
-                        Ok::<_, trellis::Error>((conn, buf, reader, writer))
+                        Ok::<_, trellis::Error>(Some((conn, buf, reader, writer)))
                     })
                     .await;
                 lock(&pending).retain(|(s, _)| *s != serial);
                 let (conn, buf, reader, writer) = match shaken {
-                    Ok(Some(shaken)) => shaken,
+                    Ok(Some(Some(shaken))) => shaken,
+                    // Refused: too many connections.
+                    Ok(Some(None)) => return Ok(()),
                     Ok(None) => {
                         tracing::debug!(peer = %peer, "handshake timed out or made way");
                         return Ok(());

@@ -453,7 +453,6 @@ impl Conn {
         Ok((cid, chan))
     }
 
-    /// Forgets a call we made whose end we no longer wait for.
     /// Starts a run call of `function` without arguments and does not follow it: whatever
     /// the callee answers is dropped.
     pub(crate) fn tell(&self, function: &str) -> Result<(), trellis::Error> {
@@ -468,6 +467,7 @@ impl Conn {
         Ok(())
     }
 
+    /// Forgets a call we made whose end we no longer wait for.
     pub(crate) fn forget_call(&self, cid: u64) {
         let mut state = self.lock();
         state.calls.remove(&cid);
