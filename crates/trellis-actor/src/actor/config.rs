@@ -53,6 +53,19 @@ pub struct Config {
     pub(crate) tls: Option<TreeTls>,
 }
 
+/// A client credential, checked: its name is not the members' and fits the wire.
+///
+/// # Panics
+///
+/// If `name` is `tree`, empty or longer than 255 bytes.
+fn client_credential(name: &str, secret: Secret) -> (String, Secret) {
+    assert!(
+        name != TREE_CREDENTIAL && secret.named_key(name).is_ok(),
+        "a client credential needs a name of 1 to 255 bytes other than `{TREE_CREDENTIAL}`"
+    );
+    (name.to_owned(), secret)
+}
+
 /// Functions a peer outside the tree may call: with a named client credential, or (`None`)
 /// with none at all.
 #[derive(Debug, Clone)]
@@ -108,12 +121,8 @@ impl Config {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        assert!(
-            name != TREE_CREDENTIAL && secret.named_key(name).is_ok(),
-            "a client credential needs a name of 1 to 255 bytes other than `{TREE_CREDENTIAL}`"
-        );
         self.exposed.push(Exposed {
-            credential: Some((name.to_owned(), secret)),
+            credential: Some(client_credential(name, secret)),
             functions: functions.into_iter().map(Into::into).collect(),
         });
         self
@@ -163,11 +172,7 @@ impl Config {
     /// If `name` is `tree`, empty or longer than 255 bytes.
     #[must_use]
     pub fn client(mut self, name: &str, secret: Secret) -> Self {
-        assert!(
-            name != TREE_CREDENTIAL && secret.named_key(name).is_ok(),
-            "a client credential needs a name of 1 to 255 bytes other than `{TREE_CREDENTIAL}`"
-        );
-        self.client = Some(Some((name.to_owned(), secret)));
+        self.client = Some(Some(client_credential(name, secret)));
         self
     }
 

@@ -96,27 +96,44 @@ impl Session {
         if self.side == Side::Connector {
             // We prove first: the acceptor says nothing of itself to a peer it does not know.
             let key = self.keyring.presented().cloned();
-            let proof = key.as_ref().map(|key| {
-                Bytes::copy_from_slice(&auth::proof(
-                    key,
-                    Side::Connector,
-                    &self.nonce,
-                    &hello.nonce,
-                    &self.local.actor,
-                    None,
-                ))
-            });
-            self.encode(&Message::Auth(Auth {
-                credential: key.map(|k| k.name().to_owned()),
-                proof,
-                actor: self.local.actor.clone(),
-                pid: self.local.pid,
-            }));
+            let connector = self.local.actor.clone();
+            let nonce = self.nonce.clone();
+            self.send_auth(key.as_ref(), &nonce, &hello.nonce, &connector);
         }
         self.handshake = Handshake::Auth {
             peer_nonce: hello.nonce,
         };
         Ok(())
+    }
+
+    /// Sends our `Auth`: `key`'s credential and our proof as this side over the nonces and
+    /// the connector's identity (the acceptor's proof covers ours too), or neither without a
+    /// key.
+    fn send_auth(
+        &mut self,
+        key: Option<&auth::Key>,
+        nonce_connector: &[u8],
+        nonce_acceptor: &[u8],
+        connector: &ActorId,
+    ) {
+        let acceptor = (self.side == Side::Acceptor).then_some(&self.local.actor);
+        let proof = key.map(|key| {
+            Bytes::copy_from_slice(&auth::proof(
+                key,
+                self.side,
+                nonce_connector,
+                nonce_acceptor,
+                connector,
+                acceptor,
+            ))
+        });
+        let message = Message::Auth(Auth {
+            credential: key.map(|k| k.name().to_owned()),
+            proof,
+            actor: self.local.actor.clone(),
+            pid: self.local.pid,
+        });
+        self.encode(&message);
     }
 
     /// Checks the peer's `Auth`; the acceptor answers with its own.
@@ -172,22 +189,9 @@ impl Session {
             }
         }
         if self.side == Side::Acceptor {
-            let proof = key.as_ref().map(|key| {
-                Bytes::copy_from_slice(&auth::proof(
-                    key,
-                    Side::Acceptor,
-                    nonce_connector,
-                    nonce_acceptor,
-                    &auth.actor,
-                    Some(&self.local.actor),
-                ))
-            });
-            self.encode(&Message::Auth(Auth {
-                credential: auth.credential.clone(),
-                proof,
-                actor: self.local.actor.clone(),
-                pid: self.local.pid,
-            }));
+            // The same credential back (checked above to be `key`'s), or none.
+            let nonce = self.nonce.clone();
+            self.send_auth(key.as_ref(), peer_nonce, &nonce, &auth.actor);
         }
         self.peer = Some(Peer {
             version: self.peer_version,
@@ -233,11 +237,13 @@ impl Session {
                 }
                 self.peer_highest = Some(cid);
                 if self.calls.callee() >= self.max_peer_calls {
-                    let mut report = self.report(format!(
-                        "too many calls at once on this connection (the limit is {})",
-                        self.max_peer_calls
-                    ));
-                    report.kind = ErrorKind::LimitExceeded;
+                    let report = self.report_as(
+                        ErrorKind::LimitExceeded,
+                        format!(
+                            "too many calls at once on this connection (the limit is {})",
+                            self.max_peer_calls
+                        ),
+                    );
                     self.encode(&Message::Error {
                         cid: Some(cid),
                         error: Box::new(report),
@@ -367,6 +373,14 @@ impl Session {
         }
     }
 
+    /// [`report`](Session::report), of another kind than `Protocol`.
+    fn report_as(&self, kind: ErrorKind, message: String) -> ErrorReport {
+        ErrorReport {
+            kind,
+            ..self.report(message)
+        }
+    }
+
     /// A report of a protocol failure found here. Before the handshake completed it names
     /// nobody: a peer that has not proved it belongs learns nothing of who we are.
     pub(super) fn report(&self, message: String) -> ErrorReport {
@@ -397,8 +411,7 @@ impl Session {
             return;
         }
         if !self.goodbye_sent {
-            let mut report = self.report(message);
-            report.kind = kind;
+            let report = self.report_as(kind, message);
             self.encode(&Message::Error {
                 cid: None,
                 error: Box::new(report),
