@@ -64,7 +64,7 @@ pub use limits::Limits;
 pub use secret::{SECRET_ENV, SECRET_FILE_ENV, SECRET_FILE_NAME, Secret, SecretError};
 #[cfg(feature = "dev-certs")]
 pub use tls::dev;
-pub use tls::{TlsSetupError, TreeTls};
+pub use tls::{TLS_DIR_FILES, TlsSetupError, TreeTls};
 pub use transport::{Addr, BadAddr, Transport};
 pub use tree::{ActorNursery, RunHandle, open_nursery};
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};

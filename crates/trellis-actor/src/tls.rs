@@ -49,7 +49,23 @@ impl std::fmt::Debug for TreeTls {
     }
 }
 
+/// The files of a host's TLS directory ([`TreeTls::from_dir`]): the tree CA's certificate,
+/// this host's certificate chain, its private key.
+pub const TLS_DIR_FILES: [&str; 3] = ["ca.pem", "cert.pem", "key.pem"];
+
 impl TreeTls {
+    /// From a directory holding the [`TLS_DIR_FILES`] (as
+    /// [`HostCert::write_to`](dev::HostCert::write_to) writes them): `ca.pem`, `cert.pem`,
+    /// `key.pem`.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_pem_files`](TreeTls::from_pem_files).
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<TreeTls, TlsSetupError> {
+        let [ca, chain, key] = TLS_DIR_FILES.map(|name| dir.as_ref().join(name));
+        TreeTls::from_pem_files(ca, chain, key)
+    }
+
     /// From PEM files: the tree CA's certificate, this host's certificate chain (its own
     /// first), and its private key (PKCS#8, PKCS#1 or SEC1).
     ///
@@ -344,7 +360,8 @@ pub mod dev {
             )
         }
 
-        /// Writes `ca.pem`, `cert.pem` and `key.pem` (mode 0600) into `dir`.
+        /// Writes `ca.pem`, `cert.pem` and `key.pem` (mode 0600) into `dir`, for
+        /// [`TreeTls::from_dir`].
         ///
         /// # Errors
         ///
@@ -352,11 +369,8 @@ pub mod dev {
         pub fn write_to(&self, dir: &std::path::Path) -> std::io::Result<()> {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
-            for (name, pem) in [
-                ("ca.pem", &self.ca_pem),
-                ("cert.pem", &self.cert_pem),
-                ("key.pem", &self.key_pem),
-            ] {
+            let pems = [&self.ca_pem, &self.cert_pem, &self.key_pem];
+            for (name, pem) in super::TLS_DIR_FILES.into_iter().zip(pems) {
                 let mut file = std::fs::OpenOptions::new()
                     .write(true)
                     .create(true)

@@ -48,12 +48,7 @@ fn tls_dir() -> PathBuf {
 
 fn tree_tls() -> TreeTls {
     let dir = tls_dir();
-    TreeTls::from_pem_files(
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    )
-    .unwrap()
+    TreeTls::from_dir(&dir).unwrap()
 }
 
 fn config() -> Config {

@@ -21,12 +21,7 @@ const TLS_DIR: &str = "TRELLIS_BENCH_TLS_DIR";
 const RAW_TLS_ROLE: &str = "TRELLIS_BENCH_RAW_TLS_CHILD";
 
 fn tree_tls(dir: &Path) -> TreeTls {
-    TreeTls::from_pem_files(
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    )
-    .expect("the benchmark's certificates")
+    TreeTls::from_dir(dir).expect("the benchmark's certificates")
 }
 
 fn config(dir: &Path) -> Config {

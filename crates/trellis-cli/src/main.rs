@@ -54,11 +54,7 @@ fn main() -> ExitCode {
     };
     let mut config = Config::new(Functions::new()).unregistered().secret(secret);
     if let Some(dir) = invocation.tls_dir {
-        match TreeTls::from_pem_files(
-            dir.join("ca.pem"),
-            dir.join("cert.pem"),
-            dir.join("key.pem"),
-        ) {
+        match TreeTls::from_dir(&dir) {
             Ok(tls) => config = config.tls(tls),
             Err(e) => {
                 eprintln!("trellis: {e}");

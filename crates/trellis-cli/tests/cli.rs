@@ -54,12 +54,7 @@ const TLS_DIR: &str = "TRELLIS_CLI_TEST_TLS_DIR";
 
 /// `config` over TLS with the certificates in `dir` (`ca.pem`, `cert.pem`, `key.pem`).
 fn with_tls(config: Config, dir: &std::path::Path) -> Config {
-    let tls = trellis_actor::TreeTls::from_pem_files(
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    )
-    .unwrap();
+    let tls = trellis_actor::TreeTls::from_dir(dir).unwrap();
     config.tls(tls).child_env(TLS_DIR, dir)
 }
 
