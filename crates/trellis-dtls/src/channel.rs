@@ -73,6 +73,8 @@ pub(crate) struct ChannelInner {
     pub(crate) handshaking: tokio::sync::Mutex<()>,
     pub(crate) closed: AtomicBool,
     pub(crate) replaced: AtomicBool,
+    /// The handshake deadline passed first.
+    pub(crate) expired: AtomicBool,
     /// The handshake is done.
     pub(crate) handshake_done: AtomicBool,
     /// This channel's share of the endpoint's counts.
@@ -105,6 +107,7 @@ impl ChannelInner {
             handshaking: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             replaced: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
             handshake_done: AtomicBool::new(false),
             counters: Counters::default(),
         }))
@@ -133,9 +136,40 @@ impl ChannelInner {
         self.inbox_ready.notify_waiters();
     }
 
+    /// Takes the association out of the endpoint's table (if a newer one did not replace
+    /// it); returns whether it was there.
+    pub(crate) fn leave_table(&self) -> bool {
+        let entry = lock(&self.endpoint.state).take(self);
+        entry.is_some()
+    }
+
+    /// The handshake deadline passed: unless the handshake finished, the association is
+    /// dropped and counted, and whoever drives the channel learns it.
+    pub(crate) fn expire(&self) {
+        if self.handshake_done.load(Ordering::Acquire) || !self.leave_table() {
+            return;
+        }
+        self.expired.store(true, Ordering::Release);
+        Counters::count(&self.endpoint.counters.dropped_by_deadline);
+        self.inbox_ready.notify_waiters();
+    }
+
+    /// Whether `error` is this channel's own handshake failing or running out of time.
+    pub(crate) fn failed_its_handshake(&self, error: &trellis::Error) -> bool {
+        !self.handshake_done.load(Ordering::Acquire)
+            && error.downcast_ref::<DtlsError>().is_some_and(|e| match e {
+                DtlsError::Handshake { peer, .. } => *peer == self.peer,
+                DtlsError::HandshakeTimedOut(peer) => *peer == self.peer,
+                _ => false,
+            })
+    }
+
     fn check_open(&self) -> Result<(), DtlsError> {
         if self.replaced.load(Ordering::Acquire) {
             return Err(DtlsError::PeerReconnected(self.peer));
+        }
+        if self.expired.load(Ordering::Acquire) {
+            return Err(DtlsError::HandshakeTimedOut(self.peer));
         }
         if self.closed.load(Ordering::Acquire) {
             return Err(DtlsError::Closed);
@@ -169,25 +203,57 @@ impl ChannelInner {
         Ok(())
     }
 
-    /// Steps OpenSSL's handshake; returns whether it finished, and the flight it wrote.
-    fn step(&self) -> Result<(bool, Vec<FlightMessage>), DtlsError> {
-        let mut stream = lock(&self.ssl);
-        let done = match stream.do_handshake() {
+    /// Steps OpenSSL's handshake; returns whether it finished, and the flight it wrote. A
+    /// failure sends the alert OpenSSL wrote, if any, and ends the association.
+    async fn step(&self) -> Result<(bool, Vec<FlightMessage>), trellis::Error> {
+        let (outcome, out) = {
+            let mut stream = lock(&self.ssl);
+            let outcome = stream.do_handshake();
+            (outcome, std::mem::take(&mut stream.get_mut().out))
+        };
+        let done = match outcome {
             Ok(()) => true,
             Err(e) if e.code() == ErrorCode::WANT_READ => false,
             Err(e) => {
-                return Err(DtlsError::Handshake {
+                let error = DtlsError::Handshake {
                     peer: self.peer,
                     reason: e.to_string(),
-                });
+                };
+                return Err(self.fail(error, &out).await);
             }
         };
-        let out = std::mem::take(&mut stream.get_mut().out);
-        let flight = decode_flight(&out).map_err(|BadPacket(why)| DtlsError::Handshake {
-            peer: self.peer,
-            reason: format!("OpenSSL wrote a flight we cannot read: {why}"),
-        })?;
-        Ok((done, flight))
+        match decode_flight(&out) {
+            Ok(flight) => Ok((done, flight)),
+            Err(BadPacket(why)) => {
+                let error = DtlsError::Handshake {
+                    peer: self.peer,
+                    reason: format!("OpenSSL wrote a flight we cannot read: {why}"),
+                };
+                Err(self.fail(error, &[]).await)
+            }
+        }
+    }
+
+    /// The handshake failed: OpenSSL's alert (in `out`) goes to the peer, then the peer is
+    /// forgotten.
+    async fn fail(&self, error: DtlsError, out: &[u8]) -> trellis::Error {
+        tracing::debug!(peer = %self.peer, %error, "DTLS handshake failed");
+        Counters::count(&self.endpoint.counters.handshakes_failed);
+        self.closed.store(true, Ordering::Release);
+        match decode_flight(out) {
+            Ok(alert) if !alert.is_empty() => {
+                // Numbered by our encoder, as the rest of our flights: a peer that saw them
+                // does not take it for a replay.
+                let _ = self.send_flight(&alert).await;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                let _ = self.endpoint.socket.send_to(out, self.peer).await;
+            }
+        }
+        self.leave_table();
+        self.inbox_ready.notify_waiters();
+        error.into()
     }
 
     async fn do_handshake(&self, initial_timeout: Duration) -> Result<(), trellis::Error> {
@@ -197,7 +263,7 @@ impl ChannelInner {
         }
         self.check_open()?;
         let mut timer = Retransmit::new(initial_timeout);
-        let (mut done, mut flight) = self.step()?;
+        let (mut done, mut flight) = self.step().await?;
         loop {
             if done {
                 self.send_flight(&flight).await?;
@@ -210,7 +276,7 @@ impl ChannelInner {
                 loop {
                     let packet = self.next_packet().await?;
                     lock(&self.ssl).get_mut().incoming.push_back(packet);
-                    let (now_done, next) = self.step()?;
+                    let (now_done, next) = self.step().await?;
                     if now_done {
                         return Ok::<_, trellis::Error>((true, next));
                     }
@@ -250,10 +316,23 @@ impl ChannelInner {
     }
 }
 
-/// One DTLS association: whole datagrams to and from one peer. Cheap to clone.
+/// One DTLS association: whole datagrams to and from one peer. Cheap to clone; when the
+/// last clone is dropped, the association leaves its endpoint (without a close_notify: see
+/// [`close`](Self::close)).
 #[derive(Clone)]
 pub struct DtlsChannel {
     pub(crate) inner: Arc<ChannelInner>,
+    _handle: Arc<Handle>,
+}
+
+/// What the clones of a channel share: the last one dropped ends the association.
+struct Handle(Arc<ChannelInner>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.leave_table();
+    }
 }
 
 impl std::fmt::Debug for DtlsChannel {
@@ -265,6 +344,13 @@ impl std::fmt::Debug for DtlsChannel {
 }
 
 impl DtlsChannel {
+    pub(crate) fn new(inner: Arc<ChannelInner>) -> DtlsChannel {
+        DtlsChannel {
+            _handle: Arc::new(Handle(inner.clone())),
+            inner,
+        }
+    }
+
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.inner.peer
@@ -380,15 +466,7 @@ impl DtlsChannel {
                 .send_to(&out, self.inner.peer)
                 .await;
         }
-        let mut state = lock(&self.inner.endpoint.state);
-        if state
-            .channels
-            .get(&self.inner.peer)
-            .is_some_and(|c| Arc::ptr_eq(c, &self.inner))
-        {
-            state.channels.remove(&self.inner.peer);
-        }
-        drop(state);
+        self.inner.leave_table();
         self.inner.inbox_ready.notify_waiters();
     }
 

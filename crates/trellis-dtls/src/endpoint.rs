@@ -10,12 +10,16 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use openssl::ssl::{Ssl, SslContext, SslContextBuilder, SslOptions};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use trellis_net::UdpSocket;
 
 use crate::channel::{ChannelInner, DtlsChannel, ssl_error};
@@ -28,6 +32,15 @@ const MAX_UDP_PACKET: usize = 65_527;
 /// How many datagrams a channel keeps for a reader that is behind, by default; more are
 /// dropped and counted ([`DtlsEndpoint::set_incoming_queue`]).
 pub const INCOMING_QUEUE: usize = 1000;
+
+/// How long a peer has, by default, from its cookie's acceptance to the end of its
+/// handshake: with the retransmission timer's 1, 2, 4, 8 s, time for a flight to be sent
+/// five times ([`DtlsEndpoint::set_handshake_timeout`]).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many associations an endpoint holds at most, by default, handshaking or live;
+/// ClientHellos beyond it are refused and counted ([`DtlsEndpoint::set_max_associations`]).
+pub const MAX_ASSOCIATIONS: usize = 4096;
 
 /// The failures of an endpoint and its channels.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +55,10 @@ pub enum DtlsError {
     /// The peer started a new association from the same address: this one is over.
     #[error("the peer at {0} reconnected; this association was replaced")]
     PeerReconnected(SocketAddr),
+    /// A peer that was served did not finish its handshake within the endpoint's handshake
+    /// timeout: the association was dropped.
+    #[error("the DTLS handshake with {0} did not finish in time; the association was dropped")]
+    HandshakeTimedOut(SocketAddr),
     /// OpenSSL refused the handshake (a certificate, a cipher, a protocol version).
     #[error("DTLS handshake with {peer} failed: {reason}")]
     Handshake {
@@ -66,18 +83,33 @@ pub enum DtlsError {
     Io(#[from] std::io::Error),
 }
 
-/// What an endpoint counted.
+/// What an endpoint counted, and what it holds now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Statistics {
     /// Datagrams dropped: from unknown addresses, ClientHellos while not serving.
     pub packets_dropped: u64,
     /// Datagrams that did not parse, did not decrypt, or repeated records already read: all
     /// dropped.
     pub bad_packets: u64,
-    /// Datagrams dropped because a channel's incoming queue was full.
+    /// Datagrams dropped because a channel's incoming queue was full, and new associations
+    /// dropped because the queue of associations waiting for `serve` was full (their peers
+    /// are admitted when they send their ClientHello again).
     pub queue_overflows: u64,
     /// HelloVerifyRequests sent.
     pub challenges_sent: u64,
+    /// Associations whose handshake did not finish within the handshake timeout, dropped.
+    pub dropped_by_deadline: u64,
+    /// ClientHellos with a valid cookie refused because the endpoint held its maximum of
+    /// associations (their peers are admitted when they try again and there is room).
+    pub refused_by_cap: u64,
+    /// Handshakes that failed (OpenSSL refused the peer, or the peer refused us): each sent
+    /// the alert OpenSSL wrote, and its association was dropped.
+    pub handshakes_failed: u64,
+    /// Associations held now whose handshake is done (endpoint statistics only).
+    pub live: u64,
+    /// Associations held now whose handshake is not done (endpoint statistics only).
+    pub handshaking: u64,
 }
 
 #[derive(Default)]
@@ -86,6 +118,9 @@ pub(crate) struct Counters {
     pub(crate) bad_packets: AtomicU64,
     pub(crate) queue_overflows: AtomicU64,
     pub(crate) challenges_sent: AtomicU64,
+    pub(crate) dropped_by_deadline: AtomicU64,
+    pub(crate) refused_by_cap: AtomicU64,
+    pub(crate) handshakes_failed: AtomicU64,
 }
 
 impl Counters {
@@ -95,7 +130,16 @@ impl Counters {
             bad_packets: self.bad_packets.load(Ordering::Relaxed),
             queue_overflows: self.queue_overflows.load(Ordering::Relaxed),
             challenges_sent: self.challenges_sent.load(Ordering::Relaxed),
+            dropped_by_deadline: self.dropped_by_deadline.load(Ordering::Relaxed),
+            refused_by_cap: self.refused_by_cap.load(Ordering::Relaxed),
+            handshakes_failed: self.handshakes_failed.load(Ordering::Relaxed),
+            live: 0,
+            handshaking: 0,
         }
+    }
+
+    pub(crate) fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -197,14 +241,65 @@ pub(crate) struct EndpointInner {
     /// The clock cookies are made with.
     pub(crate) origin: tokio::time::Instant,
     pub(crate) ipv6: bool,
-    pub(crate) incoming_queue: std::sync::atomic::AtomicUsize,
+    pub(crate) incoming_queue: AtomicUsize,
+    max_associations: AtomicUsize,
+    /// Nanoseconds.
+    handshake_timeout: AtomicU64,
+    /// When each served association must have finished its handshake, soonest first.
+    deadlines: Mutex<BinaryHeap<Reverse<Expiry>>>,
+    /// A deadline was added.
+    deadline_added: Notify,
 }
 
+/// A served association's handshake deadline.
+struct Expiry {
+    at: Instant,
+    /// Admission order: ties in `at` are broken by it.
+    seq: u64,
+    channel: Weak<ChannelInner>,
+}
+
+impl PartialEq for Expiry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Expiry {}
+
+impl PartialOrd for Expiry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Expiry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// The table of associations. Nothing is dropped while it is locked: a channel's last
+/// handle, dropped, locks it to leave it.
 #[derive(Default)]
 pub(crate) struct EndpointState {
     pub(crate) channels: HashMap<SocketAddr, Arc<ChannelInner>>,
     listening: Option<Listening>,
     pub(crate) closed: bool,
+    admitted: u64,
+}
+
+impl EndpointState {
+    /// Takes `channel`'s entry out of the table if it is still there (not replaced); the
+    /// caller drops it after unlocking.
+    pub(crate) fn take(&mut self, channel: &ChannelInner) -> Option<Arc<ChannelInner>> {
+        let entry = self.channels.get(&channel.peer)?;
+        if std::ptr::eq(Arc::as_ptr(entry), channel) {
+            self.channels.remove(&channel.peer)
+        } else {
+            None
+        }
+    }
 }
 
 struct Listening {
@@ -237,12 +332,18 @@ where
             counters: Counters::default(),
             origin: tokio::time::Instant::now(),
             ipv6,
-            incoming_queue: std::sync::atomic::AtomicUsize::new(INCOMING_QUEUE),
+            incoming_queue: AtomicUsize::new(INCOMING_QUEUE),
+            max_associations: AtomicUsize::new(MAX_ASSOCIATIONS),
+            handshake_timeout: AtomicU64::new(nanos(HANDSHAKE_TIMEOUT)),
+            deadlines: Mutex::new(BinaryHeap::new()),
+            deadline_added: Notify::new(),
         }),
     };
     let outcome = trellis::open_nursery(|n| async move {
         let receiver = endpoint.clone();
         n.start_soon(async move { receiver.receive_loop().await })?;
+        let reaper = endpoint.clone();
+        n.start_soon(async move { reaper.reap_loop().await })?;
         let value = body(endpoint.clone()).await;
         endpoint.close();
         n.cancel();
@@ -269,19 +370,50 @@ impl DtlsEndpoint {
             .store(datagrams.max(1), Ordering::Relaxed);
     }
 
-    /// What was counted so far.
+    /// How long a served peer has, from its cookie's acceptance, to finish its handshake
+    /// (from now on; [`HANDSHAKE_TIMEOUT`] by default). An association still handshaking then
+    /// is dropped and counted; its handler's next operation fails with
+    /// [`DtlsError::HandshakeTimedOut`].
+    pub fn set_handshake_timeout(&self, timeout: Duration) {
+        self.inner
+            .handshake_timeout
+            .store(nanos(timeout), Ordering::Relaxed);
+    }
+
+    /// How many associations the endpoint holds at most, handshaking or live
+    /// ([`MAX_ASSOCIATIONS`] by default). A peer with a valid cookie beyond it is not
+    /// admitted (its ClientHello is dropped and counted); cookie exchanges go on, being
+    /// stateless, and a peer that tries again when an association has ended is admitted.
+    /// Channels made by `connect` count, but are never refused.
+    pub fn set_max_associations(&self, associations: usize) {
+        self.inner
+            .max_associations
+            .store(associations.max(1), Ordering::Relaxed);
+    }
+
+    /// What was counted so far, and the associations held now.
     pub fn statistics(&self) -> Statistics {
-        self.inner.counters.snapshot()
+        let mut statistics = self.inner.counters.snapshot();
+        let state = lock(&self.inner.state);
+        for channel in state.channels.values() {
+            if channel.handshake_done.load(Ordering::Acquire) {
+                statistics.live += 1;
+            } else {
+                statistics.handshaking += 1;
+            }
+        }
+        statistics
     }
 
     /// Closes the endpoint: every channel is closed; `serve` returns.
     pub fn close(&self) {
-        let channels: Vec<_> = {
+        let (channels, listening): (Vec<_>, _) = {
             let mut state = lock(&self.inner.state);
             state.closed = true;
-            state.listening = None;
-            state.channels.drain().map(|(_, c)| c).collect()
+            let listening = state.listening.take();
+            (state.channels.drain().map(|(_, c)| c).collect(), listening)
         };
+        drop(listening);
         for channel in channels {
             channel.closed.store(true, Ordering::Release);
             channel.inbox_ready.notify_waiters();
@@ -312,12 +444,18 @@ impl DtlsEndpoint {
         if let Some(old) = old {
             old.replace();
         }
-        Ok(DtlsChannel { inner: channel })
+        Ok(DtlsChannel::new(channel))
     }
 
     /// Serves: for every peer that completes the cookie exchange, runs `handler` with its
     /// channel, in a nursery of its own, until the endpoint closes or this is cancelled.
     /// `config` holds the certificate and key.
+    ///
+    /// The handler's first operation on the channel does the handshake (so it may set the
+    /// channel's MTU before). A handshake that fails, or does not finish within the handshake
+    /// timeout, is the peer's failure, not the server's: when the handler returns that
+    /// error ([`DtlsError::Handshake`] or [`DtlsError::HandshakeTimedOut`] for its own
+    /// channel), it ends alone, counted in [`Statistics`].
     ///
     /// # Errors
     ///
@@ -358,13 +496,57 @@ impl DtlsEndpoint {
                     }
                     Err(_) => break,
                 };
-                n.start_soon(handler(channel))?;
+                let peer = channel.inner.clone();
+                let served = handler(channel);
+                n.start_soon(async move {
+                    match served.await {
+                        // Counted and logged where it happened; a peer's failure is its own.
+                        Err(e) if peer.failed_its_handshake(&e) => Ok(()),
+                        outcome => outcome,
+                    }
+                })?;
             }
             Ok::<_, trellis::Error>(())
         })
         .await;
-        lock(&inner.state).listening = None;
+        // Taken out and dropped unlocked: the queue may hold channels, whose dropping locks.
+        let listening = lock(&inner.state).listening.take();
+        drop(listening);
         served.map(drop)
+    }
+
+    /// Drops every served association whose handshake deadline passed before it finished.
+    async fn reap_loop(&self) -> Result<(), trellis::Error> {
+        loop {
+            let added = self.inner.deadline_added.notified();
+            let now = Instant::now();
+            let mut expired = Vec::new();
+            let next = {
+                let mut deadlines = lock(&self.inner.deadlines);
+                while let Some(Reverse(first)) = deadlines.peek() {
+                    if first.at > now {
+                        break;
+                    }
+                    let Some(Reverse(first)) = deadlines.pop() else {
+                        break;
+                    };
+                    expired.push(first.channel);
+                }
+                deadlines.peek().map(|Reverse(first)| first.at)
+            };
+            for channel in expired {
+                if let Some(channel) = channel.upgrade() {
+                    channel.expire();
+                }
+            }
+            match next {
+                Some(at) => {
+                    // Woken by the deadline or by a new one: the loop looks at both.
+                    let _woken = trellis::cancellable(tokio::time::timeout_at(at, added)).await?;
+                }
+                None => trellis::cancellable(added).await?,
+            }
+        }
     }
 
     async fn receive_loop(&self) -> Result<(), trellis::Error> {
@@ -444,6 +626,10 @@ impl DtlsEndpoint {
             old.deliver(packet.to_vec());
             return;
         }
+        if old.is_none() && self.full() {
+            Counters::count(&self.inner.counters.refused_by_cap);
+            return;
+        }
         let Ok(mut ssl) = Ssl::new(&context) else {
             return;
         };
@@ -455,10 +641,7 @@ impl DtlsEndpoint {
             let mut stream = lock(&channel.ssl);
             stream.get_mut().incoming.push_back(packet.to_vec());
             if !crate::ffi::listen(stream.ssl()) {
-                self.inner
-                    .counters
-                    .bad_packets
-                    .fetch_add(1, Ordering::Relaxed);
+                Counters::count(&self.inner.counters.bad_packets);
                 return;
             }
         }
@@ -473,39 +656,45 @@ impl DtlsEndpoint {
                     .set_next_seq(record.epoch_seq & ((1 << 48) - 1));
             }
         }
-        {
+        let timeout = Duration::from_nanos(self.inner.handshake_timeout.load(Ordering::Relaxed));
+        let seq = {
             let mut state = lock(&self.inner.state);
             if state.closed {
                 return;
             }
             state.channels.insert(from, channel.clone());
-        }
+            state.admitted += 1;
+            state.admitted
+        };
         if let Some(old) = old {
             old.replace();
         }
-        if incoming
-            .try_send(DtlsChannel {
-                inner: channel.clone(),
-            })
-            .is_err()
+        if let Some(at) = Instant::now().checked_add(timeout) {
+            lock(&self.inner.deadlines).push(Reverse(Expiry {
+                at,
+                seq,
+                channel: Arc::downgrade(&channel),
+            }));
+            self.inner.deadline_added.notify_one();
+        }
+        // When nobody will serve it, dropping its only handle takes it out of the table. After
+        // an overflow the client sends its ClientHello again and is admitted when there is room.
+        if let Err(trellis::channel::TrySendError::Full(refused)) =
+            incoming.try_send(DtlsChannel::new(channel))
         {
-            // Nobody will serve it: it must not keep the address. The client sends its
-            // ClientHello again and is admitted when there is room.
-            let mut state = lock(&self.inner.state);
-            if state
-                .channels
-                .get(&from)
-                .is_some_and(|c| Arc::ptr_eq(c, &channel))
-            {
-                state.channels.remove(&from);
-            }
-            drop(state);
-            self.inner
-                .counters
-                .queue_overflows
-                .fetch_add(1, Ordering::Relaxed);
+            drop(refused);
+            Counters::count(&self.inner.counters.queue_overflows);
         }
     }
+
+    /// Whether the table holds the maximum of associations.
+    fn full(&self) -> bool {
+        lock(&self.inner.state).channels.len() >= self.inner.max_associations.load(Ordering::Relaxed)
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 enum Decision {

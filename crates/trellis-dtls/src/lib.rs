@@ -71,7 +71,7 @@ pub mod volley;
 
 pub use channel::DtlsChannel;
 pub use endpoint::{
-    ClientConfig, DatagramSocket, DtlsEndpoint, DtlsError, INCOMING_QUEUE, ServerConfig,
-    SocketFuture, Statistics, open_endpoint,
+    ClientConfig, DatagramSocket, DtlsEndpoint, DtlsError, HANDSHAKE_TIMEOUT, INCOMING_QUEUE,
+    MAX_ASSOCIATIONS, ServerConfig, SocketFuture, Statistics, open_endpoint,
 };
 pub use record::BadPacket;
