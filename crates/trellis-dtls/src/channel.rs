@@ -132,6 +132,8 @@ impl ChannelInner {
     }
 
     pub(crate) fn replace(&self) {
+        Counters::count(&self.endpoint.counters.replaced);
+        self.endpoint.ended();
         self.replaced.store(true, Ordering::Release);
         self.inbox_ready.notify_waiters();
     }
@@ -139,8 +141,14 @@ impl ChannelInner {
     /// Takes the association out of the endpoint's table (if a newer one did not replace
     /// it); returns whether it was there.
     pub(crate) fn leave_table(&self) -> bool {
+        // The entry is dropped after the lock is released.
         let entry = lock(&self.endpoint.state).take(self);
-        entry.is_some()
+        let left = entry.is_some();
+        drop(entry);
+        if left {
+            self.endpoint.ended();
+        }
+        left
     }
 
     /// The handshake deadline passed: unless the handshake finished, the association is

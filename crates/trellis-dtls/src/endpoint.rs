@@ -42,6 +42,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// ClientHellos beyond it are refused and counted ([`DtlsEndpoint::set_max_associations`]).
 pub const MAX_ASSOCIATIONS: usize = 4096;
 
+/// After this many associations ended, the endpoint asks the C allocator to give the memory
+/// they freed back to the system...
+const RELEASE_AFTER: u64 = 256;
+/// ...this long after the count was reached (their handlers have returned)...
+const RELEASE_DELAY: Duration = Duration::from_secs(1);
+/// ...and at most this often.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The failures of an endpoint and its channels.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -106,10 +114,35 @@ pub struct Statistics {
     /// Handshakes that failed (OpenSSL refused the peer, or the peer refused us): each sent
     /// the alert OpenSSL wrote, and its association was dropped.
     pub handshakes_failed: u64,
+    /// Associations ended by a new one from the same address (a peer that started over, or
+    /// a new peer on a reused port).
+    pub replaced: u64,
     /// Associations held now whose handshake is done (endpoint statistics only).
     pub live: u64,
     /// Associations held now whose handshake is not done (endpoint statistics only).
     pub handshaking: u64,
+}
+
+/// One line, `name=value` separated by spaces, for logs and operators.
+impl std::fmt::Display for Statistics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "live={} handshaking={} dropped_by_deadline={} refused_by_cap={} \
+             handshakes_failed={} replaced={} queue_overflows={} challenges_sent={} \
+             bad_packets={} packets_dropped={}",
+            self.live,
+            self.handshaking,
+            self.dropped_by_deadline,
+            self.refused_by_cap,
+            self.handshakes_failed,
+            self.replaced,
+            self.queue_overflows,
+            self.challenges_sent,
+            self.bad_packets,
+            self.packets_dropped,
+        )
+    }
 }
 
 #[derive(Default)]
@@ -121,6 +154,7 @@ pub(crate) struct Counters {
     pub(crate) dropped_by_deadline: AtomicU64,
     pub(crate) refused_by_cap: AtomicU64,
     pub(crate) handshakes_failed: AtomicU64,
+    pub(crate) replaced: AtomicU64,
 }
 
 impl Counters {
@@ -133,6 +167,7 @@ impl Counters {
             dropped_by_deadline: self.dropped_by_deadline.load(Ordering::Relaxed),
             refused_by_cap: self.refused_by_cap.load(Ordering::Relaxed),
             handshakes_failed: self.handshakes_failed.load(Ordering::Relaxed),
+            replaced: self.replaced.load(Ordering::Relaxed),
             live: 0,
             handshaking: 0,
         }
@@ -247,8 +282,19 @@ pub(crate) struct EndpointInner {
     handshake_timeout: AtomicU64,
     /// When each served association must have finished its handshake, soonest first.
     deadlines: Mutex<BinaryHeap<Reverse<Expiry>>>,
-    /// A deadline was added.
-    deadline_added: Notify,
+    /// Associations that ended since memory was last given back.
+    ended: AtomicU64,
+    /// A deadline was added, or `ended` reached [`RELEASE_AFTER`].
+    wake_reaper: Notify,
+}
+
+impl EndpointInner {
+    /// An association left the table.
+    pub(crate) fn ended(&self) {
+        if self.ended.fetch_add(1, Ordering::Relaxed) + 1 == RELEASE_AFTER {
+            self.wake_reaper.notify_one();
+        }
+    }
 }
 
 /// A served association's handshake deadline.
@@ -336,7 +382,8 @@ where
             max_associations: AtomicUsize::new(MAX_ASSOCIATIONS),
             handshake_timeout: AtomicU64::new(nanos(HANDSHAKE_TIMEOUT)),
             deadlines: Mutex::new(BinaryHeap::new()),
-            deadline_added: Notify::new(),
+            ended: AtomicU64::new(0),
+            wake_reaper: Notify::new(),
         }),
     };
     let outcome = trellis::open_nursery(|n| async move {
@@ -515,13 +562,16 @@ impl DtlsEndpoint {
         served.map(drop)
     }
 
-    /// Drops every served association whose handshake deadline passed before it finished.
+    /// Drops every served association whose handshake deadline passed before it finished;
+    /// has the memory given back after many associations ended.
     async fn reap_loop(&self) -> Result<(), trellis::Error> {
+        let mut release_at: Option<Instant> = None;
+        let mut released: Option<Instant> = None;
         loop {
-            let added = self.inner.deadline_added.notified();
+            let woken = self.inner.wake_reaper.notified();
             let now = Instant::now();
             let mut expired = Vec::new();
-            let next = {
+            let next_deadline = {
                 let mut deadlines = lock(&self.inner.deadlines);
                 while let Some(Reverse(first)) = deadlines.peek() {
                     if first.at > now {
@@ -532,6 +582,10 @@ impl DtlsEndpoint {
                     };
                     expired.push(first.channel);
                 }
+                if deadlines.is_empty() {
+                    // What a flood of admissions grew.
+                    deadlines.shrink_to_fit();
+                }
                 deadlines.peek().map(|Reverse(first)| first.at)
             };
             for channel in expired {
@@ -539,14 +593,42 @@ impl DtlsEndpoint {
                     channel.expire();
                 }
             }
-            match next {
+            if release_at.is_none() && self.inner.ended.load(Ordering::Relaxed) >= RELEASE_AFTER {
+                let soonest = released.map_or(now, |at| at + RELEASE_INTERVAL);
+                release_at = Some(soonest.max(now + RELEASE_DELAY));
+            }
+            if release_at.is_some_and(|at| at <= now) {
+                release_at = None;
+                released = Some(now);
+                self.inner.ended.store(0, Ordering::Relaxed);
+                self.release_memory().await?;
+                continue;
+            }
+            let wake_at = match (next_deadline, release_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match wake_at {
                 Some(at) => {
-                    // Woken by the deadline or by a new one: the loop looks at both.
-                    let _woken = trellis::cancellable(tokio::time::timeout_at(at, added)).await?;
+                    // Woken by the time or by news: the loop looks at both.
+                    let _woken = trellis::cancellable(tokio::time::timeout_at(at, woken)).await?;
                 }
-                None => trellis::cancellable(added).await?,
+                None => trellis::cancellable(woken).await?,
             }
         }
+    }
+
+    /// Shrinks the table when it is mostly empty, and asks the C allocator, where OpenSSL
+    /// keeps an association's state, to give free memory back (off the runtime's threads).
+    /// Under load glibc keeps what a flood of handshakes freed, in per-thread arenas.
+    async fn release_memory(&self) -> Result<(), trellis::Error> {
+        {
+            let mut state = lock(&self.inner.state);
+            if state.channels.len() * 4 < state.channels.capacity() {
+                state.channels.shrink_to_fit();
+            }
+        }
+        trellis::threads::run_sync(crate::ffi::release_free_memory).await
     }
 
     async fn receive_loop(&self) -> Result<(), trellis::Error> {
@@ -675,7 +757,7 @@ impl DtlsEndpoint {
                 seq,
                 channel: Arc::downgrade(&channel),
             }));
-            self.inner.deadline_added.notify_one();
+            self.inner.wake_reaper.notify_one();
         }
         // When nobody will serve it, dropping its only handle takes it out of the table. After
         // an overflow the client sends its ClientHello again and is admitted when there is room.
@@ -689,7 +771,8 @@ impl DtlsEndpoint {
 
     /// Whether the table holds the maximum of associations.
     fn full(&self) -> bool {
-        lock(&self.inner.state).channels.len() >= self.inner.max_associations.load(Ordering::Relaxed)
+        lock(&self.inner.state).channels.len()
+            >= self.inner.max_associations.load(Ordering::Relaxed)
     }
 }
 

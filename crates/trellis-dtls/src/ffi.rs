@@ -49,3 +49,21 @@ pub(crate) fn set_mtu(ssl: &SslRef, mtu: usize) {
         openssl_sys::SSL_set_mtu(ssl.as_ptr(), mtu);
     }
 }
+
+/// Asks the C allocator to give the free memory inside its heaps back to the system
+/// (glibc's `malloc_trim`). OpenSSL allocates there whatever Rust's global allocator is, and
+/// glibc keeps what a burst of associations freed unless asked.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) fn release_free_memory() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> c_int;
+    }
+    // SAFETY: `malloc_trim` has no preconditions and is thread-safe.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+/// Other allocators return memory on their own terms.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn release_free_memory() {}

@@ -9,13 +9,8 @@ use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{configs, echo};
-use trellis_dtls::{ClientConfig, DtlsEndpoint, DtlsError, ServerConfig, open_endpoint};
-use trellis_net::UdpSocket;
-
-async fn bind(addr: &str) -> UdpSocket {
-    UdpSocket::bind(addr).await.unwrap()
-}
+use common::{bind, configs, echo_server, echo_server_with, real_time};
+use trellis_dtls::{ClientConfig, DtlsError, open_endpoint};
 
 /// Runs an echo server on `server_addr` and `client` against it.
 async fn with_echo_server<F, Fut>(server_addr: &str, client: F)
@@ -119,53 +114,6 @@ fn untrusted_certificate_fails_the_handshake() {
 
 fn is(err: &trellis::Error, want: impl Fn(&DtlsError) -> bool) -> bool {
     err.downcast_ref::<DtlsError>().is_some_and(want)
-}
-
-/// Runs `body` with an echo server's endpoint and address; `handlers` counts its handlers.
-async fn echo_server<F, Fut>(mtu: Option<usize>, handlers: Arc<AtomicUsize>, body: F)
-where
-    F: FnOnce(DtlsEndpoint, SocketAddr, ClientConfig) -> Fut,
-    Fut: std::future::Future<Output = Result<(), trellis::Error>>,
-{
-    echo_server_with(configs(), mtu, handlers, body).await;
-}
-
-/// [`echo_server`] with given configurations (two servers one client trusts).
-async fn echo_server_with<F, Fut>(
-    (server_config, client_config): (ServerConfig, ClientConfig),
-    mtu: Option<usize>,
-    handlers: Arc<AtomicUsize>,
-    body: F,
-) where
-    F: FnOnce(DtlsEndpoint, SocketAddr, ClientConfig) -> Fut,
-    Fut: std::future::Future<Output = Result<(), trellis::Error>>,
-{
-    let socket = bind("127.0.0.1:0").await;
-    let addr = socket.local_addr().unwrap();
-    open_endpoint(socket, |server| async move {
-        trellis::open_nursery(|n| async move {
-            let serving = server.clone();
-            n.start_soon(async move {
-                serving
-                    .serve(server_config, move |channel| {
-                        handlers.fetch_add(1, Ordering::SeqCst);
-                        echo(channel, mtu)
-                    })
-                    .await
-            })?;
-            body(server, addr, client_config).await?;
-            n.cancel();
-            Ok::<_, trellis::Error>(())
-        })
-        .await?;
-        Ok(())
-    })
-    .await
-    .unwrap();
-}
-
-fn real_time(test: impl std::future::Future<Output = ()> + Send + 'static) {
-    trellis::testing::run_test_multi_thread(test);
 }
 
 /// Trio: test_dtls.py::test_full_duplex — sends and receives at once on both sides, each

@@ -2,6 +2,8 @@
 //! client with `openssl s_server -dtls1_2`, and the fixed-command-line examples against each
 //! other. The `openssl` command is required (`.ci/run` installs it when missing).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use openssl::x509::X509;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use trellis_dtls::{ClientConfig, open_endpoint};
+
+use common::example;
 use trellis_net::UdpSocket;
 
 /// A directory with `cert.pem` and `key.pem` (self-signed, `localhost`), made by the
@@ -64,21 +68,6 @@ fn client_config(ca: &Path) -> ClientConfig {
     builder.cert_store_mut().add_cert(cert).unwrap();
     builder.set_verify(SslVerifyMode::PEER);
     ClientConfig::new(builder)
-}
-
-/// An example binary, built by cargo for the tests (or built here when run alone).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().and_then(|d| d.parent()).unwrap();
-    let path = profile.join("examples").join(name);
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "trellis-dtls", "--example", name])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    path
 }
 
 /// Reads lines from `reader` until one contains `needle` (bounded by the caller's deadline).

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,9 +17,12 @@ use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslContextBuilder, SslMethod, SslVerifyMode};
 use openssl::x509::{X509, X509NameBuilder};
 use tokio::sync::Notify;
+
 use trellis_dtls::{
-    ClientConfig, DatagramSocket, DtlsChannel, DtlsError, ServerConfig, SocketFuture,
+    ClientConfig, DatagramSocket, DtlsChannel, DtlsEndpoint, DtlsError, ServerConfig, SocketFuture,
+    Statistics, open_endpoint,
 };
+use trellis_net::UdpSocket;
 
 /// An echo handler; ends quietly when its channel closes or is replaced. `mtu` is set before
 /// the handshake when given.
@@ -39,6 +43,58 @@ pub async fn echo(channel: DtlsChannel, mtu: Option<usize>) -> Result<(), trelli
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A UDP socket on `addr`.
+pub async fn bind(addr: &str) -> UdpSocket {
+    UdpSocket::bind(addr).await.unwrap()
+}
+
+/// Runs `body` with an echo server's endpoint and address; `handlers` counts its handlers.
+pub async fn echo_server<F, Fut>(mtu: Option<usize>, handlers: Arc<AtomicUsize>, body: F)
+where
+    F: FnOnce(DtlsEndpoint, SocketAddr, ClientConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<(), trellis::Error>>,
+{
+    echo_server_with(configs(), mtu, handlers, body).await;
+}
+
+/// [`echo_server`] with given configurations (two servers one client trusts).
+pub async fn echo_server_with<F, Fut>(
+    (server_config, client_config): (ServerConfig, ClientConfig),
+    mtu: Option<usize>,
+    handlers: Arc<AtomicUsize>,
+    body: F,
+) where
+    F: FnOnce(DtlsEndpoint, SocketAddr, ClientConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<(), trellis::Error>>,
+{
+    let socket = bind("127.0.0.1:0").await;
+    let addr = socket.local_addr().unwrap();
+    open_endpoint(socket, |server| async move {
+        trellis::open_nursery(|n| async move {
+            let serving = server.clone();
+            n.start_soon(async move {
+                serving
+                    .serve(server_config, move |channel| {
+                        handlers.fetch_add(1, Ordering::SeqCst);
+                        echo(channel, mtu)
+                    })
+                    .await
+            })?;
+            body(server, addr, client_config).await?;
+            n.cancel();
+            Ok::<_, trellis::Error>(())
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+pub fn real_time(test: impl std::future::Future<Output = ()> + Send + 'static) {
+    trellis::testing::run_test_multi_thread(test);
 }
 
 /// A self-signed ECDSA P-256 certificate for `localhost` and its key.
@@ -263,4 +319,123 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// Polls `endpoint`'s statistics until `done` holds; fails with the last ones after 60 s.
+pub async fn until(
+    endpoint: &DtlsEndpoint,
+    done: impl Fn(&Statistics) -> bool,
+) -> Result<Statistics, trellis::Error> {
+    for _ in 0..12_000 {
+        let stats = endpoint.statistics();
+        if done(&stats) {
+            return Ok(stats);
+        }
+        trellis::sleep(Duration::from_millis(5)).await?;
+    }
+    panic!("still {:?}", endpoint.statistics());
+}
+
+/// One client on a socket of its own: handshake, one echo (sent again until it comes back:
+/// a datagram may be lost), close.
+pub async fn echo_once(
+    addr: SocketAddr,
+    config: ClientConfig,
+    data: &[u8],
+) -> Result<(), trellis::Error> {
+    open_endpoint(bind("127.0.0.1:0").await, |client| async move {
+        let channel = client.connect(addr, &config)?;
+        channel.do_handshake(Duration::from_millis(200)).await?;
+        loop {
+            channel.send(data).await?;
+            if let Some(echo) =
+                trellis::move_on_after(Duration::from_millis(500), channel.receive()).await?
+            {
+                assert_eq!(echo, data);
+                break;
+            }
+        }
+        channel.close().await;
+        Ok(())
+    })
+    .await
+}
+
+/// A socket that sends only ClientHellos, and says when a ServerHello arrived: a client that
+/// vanishes in the middle of its handshake, once the server has admitted it.
+pub struct Vanishing {
+    socket: UdpSocket,
+    admitted: Arc<Notify>,
+    said: AtomicBool,
+}
+
+pub fn handshake_type(datagram: &[u8]) -> Option<u8> {
+    // Content type 22 (handshake), 13 bytes of record header, then the message type.
+    (datagram.first() == Some(&22)).then(|| datagram.get(13).copied())?
+}
+
+impl DatagramSocket for Vanishing {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn send_to<'a>(&'a self, data: &'a [u8], to: SocketAddr) -> SocketFuture<'a, ()> {
+        Box::pin(async move {
+            if handshake_type(data) == Some(1) {
+                self.socket.send_to(data, to).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> SocketFuture<'a, (usize, SocketAddr)> {
+        Box::pin(async move {
+            let (n, from) = self.socket.recv_from(buf).await?;
+            if handshake_type(&buf[..n]) == Some(2) && !self.said.swap(true, Ordering::SeqCst) {
+                self.admitted.notify_one();
+            }
+            Ok((n, from))
+        })
+    }
+}
+
+/// Runs one client that the server admits and that then vanishes.
+pub async fn vanish(addr: SocketAddr, config: ClientConfig) -> Result<(), trellis::Error> {
+    let admitted = Arc::new(Notify::new());
+    let socket = Vanishing {
+        socket: bind("127.0.0.1:0").await,
+        admitted: admitted.clone(),
+        said: AtomicBool::new(false),
+    };
+    open_endpoint(socket, |client| async move {
+        let channel = client.connect(addr, &config)?;
+        trellis::open_nursery(|n| async move {
+            n.start_soon(async move {
+                // Its second flight never leaves: this waits until cancelled.
+                let _ = channel.do_handshake(Duration::from_millis(200)).await;
+                Ok::<_, trellis::Error>(())
+            })?;
+            trellis::cancellable(admitted.notified()).await?;
+            n.cancel();
+            Ok::<_, trellis::Error>(())
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// An example binary, built by cargo for the tests (or built here when run alone).
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(|d| d.parent()).unwrap();
+    let path = profile.join("examples").join(name);
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "trellis-dtls", "--example", name])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    path
 }
