@@ -4,4 +4,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| trellis_wire::fuzzing::honest_pair(data));
+fuzz_target!(|data: &[u8]| {
+    trellis_wire::fuzzing::honest_pair(data);
+});

@@ -49,7 +49,8 @@ impl CookieKey {
         CookieKey(key)
     }
 
-    /// A key from fixed bytes (tests).
+    /// A key from fixed bytes (tests and fuzz targets).
+    #[cfg(any(test, fuzzing))]
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         CookieKey(bytes)
     }

@@ -50,24 +50,38 @@
 //! ```
 //!
 //! Underneath is a sans-I/O core: no sockets, no tokio, driven by bytes and a clock. Every
-//! function that reads network bytes can only fail with [`BadPacket`].
+//! function that reads network bytes can only fail with [`BadPacket`]. It is not public API:
+//! the fuzz targets reach it when built with `--cfg fuzzing` (as `cargo fuzz` builds).
 //!
-//! * [`record`]: records, handshake fragments, the ClientHello's cookie.
-//! * [`cookie`]: the cookie key, cookie checks, the HelloVerifyRequest.
-//! * [`demux`]: what a server does with each datagram before any per-peer state exists.
-//! * [`volley`]: handshake flights taken apart and packed again to the MTU.
-//! * [`retransmit`]: the retransmission timer and the minimum-MTU fallback.
-// Unsafe code is confined to `ffi` (one OpenSSL call); every other module forbids it.
+//! * `record`: records, handshake fragments, the ClientHello's cookie.
+//! * `cookie`: the cookie key, cookie checks, the HelloVerifyRequest.
+//! * `demux`: what a server does with each datagram before any per-peer state exists.
+//! * `volley`: handshake flights taken apart and packed again to the MTU.
+//! * `retransmit`: the retransmission timer and the minimum-MTU fallback.
+// Unsafe code is confined to `ffi` (the OpenSSL calls the `openssl` crate lacks); every other
+// module forbids it.
 #![deny(unsafe_code)]
 
+/// Declares the sans-I/O modules: private, or public to the fuzz targets under
+/// `--cfg fuzzing`.
+macro_rules! sans_io {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(fuzzing)]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(fuzzing))]
+        #[allow(unreachable_pub)]
+        mod $name;
+    )*};
+}
+
+sans_io!(cookie, demux, record, retransmit, volley);
+
 mod channel;
-pub mod cookie;
-pub mod demux;
 mod endpoint;
 mod ffi;
-pub mod record;
-pub mod retransmit;
-pub mod volley;
+#[cfg(test)]
+mod sans_io_tests;
 
 pub use channel::DtlsChannel;
 pub use endpoint::{

@@ -5,17 +5,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use proptest::prelude::*;
-use trellis_dtls::BadPacket;
-use trellis_dtls::cookie::{COOKIE_LEN, CookieKey, hello_verify_request};
-use trellis_dtls::demux::{Dropped, Incoming, classify};
-use trellis_dtls::record::{
+use crate::BadPacket;
+use crate::cookie::{COOKIE_LEN, CookieKey, hello_verify_request};
+use crate::demux::{Dropped, Incoming, classify};
+use crate::record::{
     DTLS1_0, DTLS1_2, HANDSHAKE_HEADER_LEN, RECORD_HEADER_LEN, content_type, decode_client_hello,
     decode_handshake_fragment, encode_handshake_fragment, encode_record, handshake_type,
     is_client_hello, part_of_handshake, records,
 };
-use trellis_dtls::retransmit::{MAX_TIMEOUT, Retransmit, worst_case_mtu};
-use trellis_dtls::volley::{FlightMessage, RecordEncoder, decode_flight};
+use crate::retransmit::{MAX_TIMEOUT, Retransmit, worst_case_mtu};
+use crate::volley::{FlightMessage, RecordEncoder, decode_flight};
+use proptest::prelude::*;
 
 fn peer() -> SocketAddr {
     "127.0.0.1:4433".parse().unwrap()
