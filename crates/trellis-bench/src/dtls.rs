@@ -1,6 +1,8 @@
 //! B10: DTLS on 127.0.0.1 — sequential full handshakes (cookie exchange, ECDSA P-256), and
 //! 100-byte ping-pong round trips on one channel, against our own TCP ping-pong of the same
-//! size (trellis-net, as B9) and, with `--anchors python`, Trio's `DTLSEndpoint`.
+//! size (trellis-net, as B9) and, with `--anchors python`, Trio's `DTLSEndpoint`; and
+//! handshake throughput with 64 clients at once on the multi-thread runtime, against OpenSSL
+//! alone doing as many handshakes on every thread of the machine.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,9 @@ use trellis_net::UdpSocket;
 use crate::{Comparison, anchors, median};
 
 const HANDSHAKES: usize = 200;
+/// Clients handshaking at once in the throughput case, and the handshakes each does.
+const CONCURRENT_CLIENTS: usize = 64;
+const HANDSHAKES_PER_CLIENT: usize = 10;
 const ROUND_TRIPS: usize = 5_000;
 const MESSAGE: usize = 100;
 
@@ -91,36 +96,122 @@ impl std::io::Write for Wire {
 /// exchange, no sockets, no tasks) between two `SSL`s in this thread, seconds each. What no
 /// endpoint on OpenSSL can beat.
 fn openssl_alone(runs: usize) -> f64 {
-    let (mut server, mut client) = builders();
-    server.set_options(SslOptions::NO_QUERY_MTU);
-    client.set_options(SslOptions::NO_QUERY_MTU);
-    let (server, client) = (server.build(), client.build());
+    let (server, client) = openssl_contexts();
     let mut times = Vec::new();
     for _ in 0..runs {
         let t0 = Instant::now();
-        for _ in 0..HANDSHAKES {
-            let (up, down) = (Datagrams::default(), Datagrams::default());
-            let mut c = Ssl::new(&client).expect("client");
-            c.set_mtu(1400).expect("mtu");
-            c.set_connect_state();
-            let mut s = Ssl::new(&server).expect("server");
-            s.set_mtu(1400).expect("mtu");
-            s.set_accept_state();
-            let wire = |inbox: &Datagrams, outbox: &Datagrams| Wire {
-                inbox: inbox.clone(),
-                outbox: outbox.clone(),
-            };
-            let mut c = SslStream::new(c, wire(&down, &up)).expect("stream");
-            let mut s = SslStream::new(s, wire(&up, &down)).expect("stream");
-            let (mut client_done, mut server_done) = (false, false);
-            while !(client_done && server_done) {
-                client_done = client_done || c.do_handshake().is_ok();
-                server_done = server_done || s.do_handshake().is_ok();
-            }
-        }
+        openssl_handshakes(&server, &client, HANDSHAKES);
         times.push(t0.elapsed().as_secs_f64() / HANDSHAKES as f64);
     }
     median(&mut times)
+}
+
+/// OpenSSL alone on every thread of the machine: as many handshakes as the throughput case
+/// does, shared between the threads; seconds each (of wall time).
+fn openssl_alone_all_threads(runs: usize) -> f64 {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let total = CONCURRENT_CLIENTS * HANDSHAKES_PER_CLIENT;
+    let (server, client) = openssl_contexts();
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        std::thread::scope(|scope| {
+            for i in 0..threads {
+                let count = total / threads + usize::from(i < total % threads);
+                let (server, client) = (&server, &client);
+                scope.spawn(move || openssl_handshakes(server, client, count));
+            }
+        });
+        times.push(t0.elapsed().as_secs_f64() / total as f64);
+    }
+    median(&mut times)
+}
+
+fn openssl_contexts() -> (openssl::ssl::SslContext, openssl::ssl::SslContext) {
+    let (mut server, mut client) = builders();
+    server.set_options(SslOptions::NO_QUERY_MTU);
+    client.set_options(SslOptions::NO_QUERY_MTU);
+    (server.build(), client.build())
+}
+
+/// `count` handshakes between two `SSL`s in this thread, datagrams handed over in memory.
+fn openssl_handshakes(
+    server: &openssl::ssl::SslContext,
+    client: &openssl::ssl::SslContext,
+    count: usize,
+) {
+    for _ in 0..count {
+        let (up, down) = (Datagrams::default(), Datagrams::default());
+        let mut c = Ssl::new(client).expect("client");
+        c.set_mtu(1400).expect("mtu");
+        c.set_connect_state();
+        let mut s = Ssl::new(server).expect("server");
+        s.set_mtu(1400).expect("mtu");
+        s.set_accept_state();
+        let wire = |inbox: &Datagrams, outbox: &Datagrams| Wire {
+            inbox: inbox.clone(),
+            outbox: outbox.clone(),
+        };
+        let mut c = SslStream::new(c, wire(&down, &up)).expect("stream");
+        let mut s = SslStream::new(s, wire(&up, &down)).expect("stream");
+        let (mut client_done, mut server_done) = (false, false);
+        while !(client_done && server_done) {
+            client_done = client_done || c.do_handshake().is_ok();
+            server_done = server_done || s.do_handshake().is_ok();
+        }
+    }
+}
+
+/// Handshake throughput: `CONCURRENT_CLIENTS` clients at once, each doing
+/// `HANDSHAKES_PER_CLIENT` handshakes one after the other (a fresh socket and endpoint each),
+/// against one server endpoint; seconds of wall time per handshake (median of the runs).
+async fn concurrent_handshakes(runs: usize) -> Result<f64, trellis::Error> {
+    let (server_config, client_config) = configs();
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let addr = socket.local_addr()?;
+    open_endpoint(socket, |server| async move {
+        let outcome = trellis::open_nursery(|n| async move {
+            let serving = server.clone();
+            n.start_soon(async move { serving.serve(server_config, echo).await })?;
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let t0 = Instant::now();
+                let client_config = &client_config;
+                trellis::open_nursery(|clients| async move {
+                    for _ in 0..CONCURRENT_CLIENTS {
+                        let config = client_config.clone();
+                        clients.start_soon(async move {
+                            for _ in 0..HANDSHAKES_PER_CLIENT {
+                                let client = UdpSocket::bind("127.0.0.1:0").await?;
+                                let config = &config;
+                                open_endpoint(client, |endpoint| async move {
+                                    let channel = endpoint.connect(addr, config)?;
+                                    channel.do_handshake(Duration::from_secs(1)).await?;
+                                    channel.close().await;
+                                    Ok(())
+                                })
+                                .await?;
+                            }
+                            Ok::<_, trellis::Error>(())
+                        })?;
+                    }
+                    Ok::<_, trellis::Error>(())
+                })
+                .await?;
+                let total = CONCURRENT_CLIENTS * HANDSHAKES_PER_CLIENT;
+                times.push(t0.elapsed().as_secs_f64() / total as f64);
+            }
+            let stats = server.statistics();
+            if stats.queue_overflows + stats.handshakes_failed > 0 {
+                eprintln!("B10 concurrent handshakes: {stats}");
+            }
+            n.cancel();
+            Ok::<_, trellis::Error>(median(&mut times))
+        })
+        .await?;
+        Ok(outcome.expect("the body finished"))
+    })
+    .await
 }
 
 async fn echo(channel: DtlsChannel) -> Result<(), trellis::Error> {
@@ -253,6 +344,22 @@ pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> 
             });
         }
         multi = Some((handshake, round_trip));
+    }
+    if crate::case_selected("concurrent") && crate::part_selected("handshake") {
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let concurrent = trellis::Runner::multi_thread()
+            .handle_ctrl_c(false)
+            .run(concurrent_handshakes(runs))
+            .map_err(|e| format!("{e:?}"))?;
+        out.push(Comparison {
+            id: "B10",
+            case: format!(
+                "multi_thread handshakes, {CONCURRENT_CLIENTS} clients at once, s each (throughput)"
+            ),
+            trellis: concurrent,
+            anchor: format!("OpenSSL alone: both ends in memory, {threads} threads"),
+            anchor_value: openssl_alone_all_threads(runs),
+        });
     }
     if python && let Some((handshake, round_trip)) = multi {
         let ms = anchors::trio(

@@ -389,8 +389,6 @@ where
     let outcome = trellis::open_nursery(|n| async move {
         let receiver = endpoint.clone();
         n.start_soon(async move { receiver.receive_loop().await })?;
-        let reaper = endpoint.clone();
-        n.start_soon(async move { reaper.reap_loop().await })?;
         let value = body(endpoint.clone()).await;
         endpoint.close();
         n.cancel();
@@ -533,27 +531,35 @@ impl DtlsEndpoint {
             });
         }
         let inner = self.inner.clone();
-        let served = trellis::open_nursery(|n| async move {
-            loop {
-                // The endpoint closing drops the sender: the end of serving.
-                let channel = match rx.recv().await {
-                    Ok(channel) => channel,
-                    Err(e) if trellis::IsCancelled::is_cancelled(&e) => {
-                        return Err(trellis::Error::new(e));
-                    }
-                    Err(_) => break,
-                };
-                let peer = channel.inner.clone();
-                let served = handler(channel);
-                n.start_soon(async move {
-                    match served.await {
-                        // Counted and logged where it happened; a peer's failure is its own.
-                        Err(e) if peer.failed_its_handshake(&e) => Ok(()),
-                        outcome => outcome,
-                    }
-                })?;
-            }
-            Ok::<_, trellis::Error>(())
+        let reaper = self.clone();
+        // Served associations' deadlines: the reaper runs while this serves.
+        let served = trellis::open_nursery(|reaping| async move {
+            reaping.start_soon(async move { reaper.reap_loop().await })?;
+            let served = trellis::open_nursery(|n| async move {
+                loop {
+                    // The endpoint closing drops the sender: the end of serving.
+                    let channel = match rx.recv().await {
+                        Ok(channel) => channel,
+                        Err(e) if trellis::IsCancelled::is_cancelled(&e) => {
+                            return Err(trellis::Error::new(e));
+                        }
+                        Err(_) => break,
+                    };
+                    let peer = channel.inner.clone();
+                    let served = handler(channel);
+                    n.start_soon(async move {
+                        match served.await {
+                            // Counted and logged where it happened; a peer's failure is its own.
+                            Err(e) if peer.failed_its_handshake(&e) => Ok(()),
+                            outcome => outcome,
+                        }
+                    })?;
+                }
+                Ok::<_, trellis::Error>(())
+            })
+            .await;
+            reaping.cancel();
+            served
         })
         .await;
         // Taken out and dropped unlocked: the queue may hold channels, whose dropping locks.
