@@ -457,13 +457,13 @@ impl Shared {
         }
         let join = match own_node {
             None => self.spawn_child(Child {
-                future,
+                future: Some(future),
                 scope: NurseryScope(Some(self.clone())),
                 on_done: Some(on_done),
                 polled: false,
             }),
             Some(node) => self.spawn_child(Child {
-                future,
+                future: Some(future),
                 scope: OwnScope {
                     node: Some(node),
                     nursery: self.clone(),
@@ -568,7 +568,10 @@ impl Shared {
             return Poll::Ready(());
         }
         // The stragglers are between counting themselves out and tokio marking them complete,
-        // on another worker: a matter of instructions, so poll again soon.
+        // on another worker: a matter of instructions, so poll again soon. This thread gives
+        // its CPU away first: when threads outnumber CPUs, the straggler's may be the one it
+        // would spin on.
+        std::thread::yield_now();
         cx.waker().wake_by_ref();
         Poll::Pending
     }
@@ -758,8 +761,10 @@ pin_project_lite::pin_project! {
     /// dropped unfinished (aborted), which counts as a cancellation. Kept small: it is most of
     /// what a task costs in memory.
     struct Child<F, S: TaskScope, D> {
+        // Dropped as soon as it is done, before the task counts itself out: what it captured
+        // is gone when the nursery sees the task end.
         #[pin]
-        future: F,
+        future: Option<F>,
         scope: S,
         // Taken when the task finishes; still there if it is dropped unfinished.
         on_done: Option<D>,
@@ -778,6 +783,14 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// Polls a task's future; a finished task is never polled again (tokio does not).
+fn poll_once<F: Future>(future: Pin<&mut Option<F>>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    match future.as_pin_mut() {
+        Some(future) => future.poll(cx),
+        None => Poll::Pending,
+    }
+}
+
 impl<F, T, E, U, S, D> Future for Child<F, S, D>
 where
     F: Future<Output = Result<T, E>>,
@@ -788,7 +801,7 @@ where
     type Output = Option<U>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<U>> {
-        let this = self.project();
+        let mut this = self.project();
         let instruments = (this.scope.nursery().instruments.as_ref())
             .filter(|i| i.is_active())
             .cloned();
@@ -803,10 +816,10 @@ where
                         instruments.task_spawned(id);
                     }
                     instruments.step(id, cx, |cx| {
-                        catch_unwind(AssertUnwindSafe(|| this.future.poll(cx)))
+                        catch_unwind(AssertUnwindSafe(|| poll_once(this.future.as_mut(), cx)))
                     })
                 }
-                None => catch_unwind(AssertUnwindSafe(|| this.future.poll(cx))),
+                None => catch_unwind(AssertUnwindSafe(|| poll_once(this.future.as_mut(), cx))),
             }
         };
         let outcome = match polled {
@@ -817,6 +830,14 @@ where
                 Outcome::Failed(error.into(), cancelled)
             }
             Err(payload) => Outcome::Panicked(payload),
+        };
+        // The future's captures are dropped here, in the task's context, before it counts out.
+        let outcome = {
+            let _entered = context::enter(this.scope);
+            match catch_unwind(AssertUnwindSafe(|| this.future.set(None))) {
+                Ok(()) => outcome,
+                Err(payload) => Outcome::Panicked(payload),
+            }
         };
         let shared = this.scope.nursery();
         let value = this

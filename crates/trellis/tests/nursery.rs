@@ -597,7 +597,50 @@ async fn pending_start_keeps_nursery_open() {
     assert!(start_failed.load(Ordering::SeqCst));
 }
 
+/// What a task captured is dropped before its nursery returns, in the task's own context
+/// (its cancel scope is still the current one there); a panic in that drop is the task's
+/// panic. Repeated: on the multi-thread runtime the task ends on another worker.
+async fn task_captures_dropped_before_nursery_returns() {
+    struct Captured(Arc<AtomicUsize>);
+    impl Drop for Captured {
+        fn drop(&mut self) {
+            // A slow destructor widens any window between a task's end and its drop.
+            std::thread::sleep(std::time::Duration::from_micros(50));
+            if trellis::current_effective_deadline().is_some() {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    /// A future that is done at once and keeps what it holds until it is dropped.
+    struct Holding(Captured);
+    impl std::future::Future for Holding {
+        type Output = Result<(), Error>;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    for round in 1..=50 {
+        let captured = Captured(dropped.clone());
+        // The deadline is what the task's context shows; outside it there is none.
+        trellis::fail_after(
+            std::time::Duration::from_secs(3600),
+            open_nursery(|n| async move {
+                n.start_soon(Holding(captured))?;
+                Ok::<_, Error>(())
+            }),
+        )
+        .await
+        .unwrap();
+        assert_eq!(dropped.load(Ordering::SeqCst), round);
+    }
+}
+
 both_flavors!(
+    task_captures_dropped_before_nursery_returns,
     body_error_is_a_group,
     child_crash_basic,
     task_crash_propagation,
