@@ -612,7 +612,7 @@ async fn task_captures_dropped_before_nursery_returns() {
         }
     }
     /// A future that is done at once and keeps what it holds until it is dropped.
-    struct Holding(Captured);
+    struct Holding(#[allow(dead_code)] Captured);
     impl std::future::Future for Holding {
         type Output = Result<(), Error>;
         fn poll(
