@@ -9,46 +9,32 @@ use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{bind, configs, echo_server, echo_server_with, real_time};
-use trellis_dtls::{ClientConfig, DtlsError, open_endpoint};
+use common::{bind, configs, echo_server, echo_server_with, real_time, serve_with};
+use trellis_dtls::{ClientConfig, DtlsChannel, DtlsError, open_endpoint};
 
-/// Runs an echo server on `server_addr` and `client` against it.
+/// Runs an echo server on `server_addr` and `client` against it; a handler's error other
+/// than its channel closing fails the test.
 async fn with_echo_server<F, Fut>(server_addr: &str, client: F)
 where
     F: FnOnce(SocketAddr, ClientConfig) -> Fut,
     Fut: std::future::Future<Output = Result<(), trellis::Error>>,
 {
-    let (server_config, client_config) = configs();
-    let server_socket = bind(server_addr).await;
-    let addr = server_socket.local_addr().unwrap();
-    open_endpoint(server_socket, |server| async move {
-        trellis::open_nursery(|n| async move {
-            let serving = server.clone();
-            n.start_soon(async move {
-                serving
-                    .serve(server_config, |channel| async move {
-                        loop {
-                            let data = match channel.receive().await {
-                                Ok(data) => data,
-                                Err(e) => match e.downcast_ref::<DtlsError>() {
-                                    Some(DtlsError::Closed) => return Ok(()),
-                                    _ => return Err(e),
-                                },
-                            };
-                            channel.send(&data).await?;
-                        }
-                    })
-                    .await
-            })?;
-            client(addr, client_config).await?;
-            n.cancel();
-            Ok::<_, trellis::Error>(())
-        })
-        .await?;
-        Ok(())
+    let handler = |channel: DtlsChannel| async move {
+        loop {
+            let data = match channel.receive().await {
+                Ok(data) => data,
+                Err(e) => match e.downcast_ref::<DtlsError>() {
+                    Some(DtlsError::Closed) => return Ok(()),
+                    _ => return Err(e),
+                },
+            };
+            channel.send(&data).await?;
+        }
+    };
+    serve_with(configs(), server_addr, handler, |_, addr, config| {
+        client(addr, config)
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 /// Trio: test_dtls.py::test_smoke (IPv4 and IPv6) — a handshake, and datagrams both ways.

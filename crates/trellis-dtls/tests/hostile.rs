@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use openssl::ssl::{SslContextBuilder, SslMethod, SslVersion};
-use trellis_dtls::{ClientConfig, DtlsError, open_endpoint};
+use trellis_dtls::{ClientConfig, DtlsChannel, DtlsError, open_endpoint};
 
-use common::{Rng, bind, certificate, echo_once, echo_server, real_time, until, vanish};
+use common::{
+    Rng, bind, certificate, echo_once, echo_server, real_time, serve_with, until, vanish,
+};
 
 /// A client that offers DTLS 1.0 only, which the server (OpenSSL's defaults) refuses.
 fn dtls10_client() -> ClientConfig {
@@ -130,25 +132,21 @@ fn the_cap_refuses_then_admits() {
 #[test]
 fn a_dropped_channel_leaves_the_table() {
     real_time(async {
-        let (server_config, client_config) = common::configs();
-        let socket = bind("127.0.0.1:0").await;
-        let addr = socket.local_addr().unwrap();
-        open_endpoint(socket, |server| async move {
-            trellis::open_nursery(|n| async move {
-                let serving = server.clone();
-                n.start_soon(async move {
-                    serving
-                        .serve(server_config, |channel| async move {
-                            let data = channel.receive().await?;
-                            channel.send(&data).await?;
-                            // Returns without closing: the channel is dropped.
-                            Ok(())
-                        })
-                        .await
-                })?;
+        let handler = |channel: DtlsChannel| async move {
+            let data = channel.receive().await?;
+            channel.send(&data).await?;
+            // Returns without closing: the channel is dropped.
+            Ok(())
+        };
+        let configs = common::configs();
+        serve_with(
+            configs,
+            "127.0.0.1:0",
+            handler,
+            |server, addr, config| async move {
                 trellis::fail_after(Duration::from_secs(30), async {
                     open_endpoint(bind("127.0.0.1:0").await, |client| async move {
-                        let channel = client.connect(addr, &client_config)?;
+                        let channel = client.connect(addr, &config)?;
                         channel.send(b"once").await?;
                         assert_eq!(channel.receive().await?, b"once");
                         let held = client.statistics();
@@ -161,15 +159,10 @@ fn a_dropped_channel_leaves_the_table() {
                     })
                     .await
                 })
-                .await?;
-                n.cancel();
-                Ok::<_, trellis::Error>(())
-            })
-            .await?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+                .await
+            },
+        )
+        .await;
     });
 }
 

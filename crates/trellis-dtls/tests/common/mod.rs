@@ -61,7 +61,7 @@ where
 
 /// [`echo_server`] with given configurations (two servers one client trusts).
 pub async fn echo_server_with<F, Fut>(
-    (server_config, client_config): (ServerConfig, ClientConfig),
+    configs: (ServerConfig, ClientConfig),
     mtu: Option<usize>,
     handlers: Arc<AtomicUsize>,
     body: F,
@@ -69,19 +69,32 @@ pub async fn echo_server_with<F, Fut>(
     F: FnOnce(DtlsEndpoint, SocketAddr, ClientConfig) -> Fut,
     Fut: std::future::Future<Output = Result<(), trellis::Error>>,
 {
-    let socket = bind("127.0.0.1:0").await;
+    let handler = move |channel| {
+        handlers.fetch_add(1, Ordering::SeqCst);
+        echo(channel, mtu)
+    };
+    serve_with(configs, "127.0.0.1:0", handler, body).await;
+}
+
+/// Serves with `handler` on `server_addr`, and runs `body` with the server's endpoint, its
+/// address and a client configuration; serving stops when `body` returns.
+pub async fn serve_with<H, HFut, F, Fut>(
+    (server_config, client_config): (ServerConfig, ClientConfig),
+    server_addr: &str,
+    handler: H,
+    body: F,
+) where
+    H: Fn(DtlsChannel) -> HFut + Send + Sync + 'static,
+    HFut: std::future::Future<Output = Result<(), trellis::Error>> + Send + 'static,
+    F: FnOnce(DtlsEndpoint, SocketAddr, ClientConfig) -> Fut,
+    Fut: std::future::Future<Output = Result<(), trellis::Error>>,
+{
+    let socket = bind(server_addr).await;
     let addr = socket.local_addr().unwrap();
     open_endpoint(socket, |server| async move {
         trellis::open_nursery(|n| async move {
             let serving = server.clone();
-            n.start_soon(async move {
-                serving
-                    .serve(server_config, move |channel| {
-                        handlers.fetch_add(1, Ordering::SeqCst);
-                        echo(channel, mtu)
-                    })
-                    .await
-            })?;
+            n.start_soon(async move { serving.serve(server_config, handler).await })?;
             body(server, addr, client_config).await?;
             n.cancel();
             Ok::<_, trellis::Error>(())
