@@ -182,15 +182,7 @@ async fn concurrent_handshakes(runs: usize) -> Result<f64, trellis::Error> {
                         let config = client_config.clone();
                         clients.start_soon(async move {
                             for _ in 0..HANDSHAKES_PER_CLIENT {
-                                let client = UdpSocket::bind("127.0.0.1:0").await?;
-                                let config = &config;
-                                open_endpoint(client, |endpoint| async move {
-                                    let channel = endpoint.connect(addr, config)?;
-                                    channel.do_handshake(Duration::from_secs(1)).await?;
-                                    channel.close().await;
-                                    Ok(())
-                                })
-                                .await?;
+                                handshake_once(addr, &config).await?;
                             }
                             Ok::<_, trellis::Error>(())
                         })?;
@@ -210,6 +202,21 @@ async fn concurrent_handshakes(runs: usize) -> Result<f64, trellis::Error> {
         })
         .await?;
         Ok(outcome.expect("the body finished"))
+    })
+    .await
+}
+
+/// One handshake from a fresh client socket and endpoint, as a new peer would make it.
+async fn handshake_once(
+    addr: std::net::SocketAddr,
+    config: &ClientConfig,
+) -> Result<(), trellis::Error> {
+    let client = UdpSocket::bind("127.0.0.1:0").await?;
+    open_endpoint(client, |endpoint| async move {
+        let channel = endpoint.connect(addr, config)?;
+        channel.do_handshake(Duration::from_secs(1)).await?;
+        channel.close().await;
+        Ok(())
     })
     .await
 }
@@ -236,16 +243,7 @@ async fn trellis_dtls(runs: usize) -> Result<(f64, f64), trellis::Error> {
             for _ in 0..runs * usize::from(crate::part_selected("handshake")) {
                 let t0 = Instant::now();
                 for _ in 0..HANDSHAKES {
-                    // A fresh client socket each time, as a new peer would be.
-                    let client = UdpSocket::bind("127.0.0.1:0").await?;
-                    let config = &client_config;
-                    open_endpoint(client, |endpoint| async move {
-                        let channel = endpoint.connect(addr, config)?;
-                        channel.do_handshake(Duration::from_secs(1)).await?;
-                        channel.close().await;
-                        Ok(())
-                    })
-                    .await?;
+                    handshake_once(addr, &client_config).await?;
                 }
                 per_handshake.push(t0.elapsed().as_secs_f64() / HANDSHAKES as f64);
             }

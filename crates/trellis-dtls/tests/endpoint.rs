@@ -31,7 +31,8 @@ where
             channel.send(&data).await?;
         }
     };
-    serve_with(configs(), server_addr, handler, |_, addr, config| {
+    let socket = bind(server_addr).await;
+    serve_with(configs(), socket, handler, |_, addr, config| {
         client(addr, config)
     })
     .await;

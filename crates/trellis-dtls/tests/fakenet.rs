@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{FakeNet, FakeSocket, Fate, Rng, configs, echo};
+use common::{FakeNet, FakeSocket, Fate, Rng, configs, echo, serve_with};
 use trellis_dtls::{ClientConfig, DtlsError, open_endpoint};
 
 /// Runs an echo server on `server` and `client` against its address.
@@ -16,24 +16,11 @@ where
     F: FnOnce(SocketAddr, ClientConfig) -> Fut,
     Fut: std::future::Future<Output = Result<(), trellis::Error>>,
 {
-    let (server_config, client_config) = configs();
-    let addr = trellis_dtls::DatagramSocket::local_addr(&server).unwrap();
-    open_endpoint(server, |endpoint| async move {
-        trellis::open_nursery(|n| async move {
-            n.start_soon(async move {
-                endpoint
-                    .serve(server_config, move |channel| echo(channel, mtu))
-                    .await
-            })?;
-            client(addr, client_config).await?;
-            n.cancel();
-            Ok::<_, trellis::Error>(())
-        })
-        .await?;
-        Ok(())
+    let handler = move |channel| echo(channel, mtu);
+    serve_with(configs(), server, handler, |_, addr, config| {
+        client(addr, config)
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 /// Trio: test_dtls.py::test_handshake_over_terrible_network — 100 handshakes (and an echo

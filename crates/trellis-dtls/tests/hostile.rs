@@ -138,10 +138,10 @@ fn a_dropped_channel_leaves_the_table() {
             // Returns without closing: the channel is dropped.
             Ok(())
         };
-        let configs = common::configs();
+        let (configs, socket) = (common::configs(), bind("127.0.0.1:0").await);
         serve_with(
             configs,
-            "127.0.0.1:0",
+            socket,
             handler,
             |server, addr, config| async move {
                 trellis::fail_after(Duration::from_secs(30), async {

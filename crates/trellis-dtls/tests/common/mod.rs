@@ -73,23 +73,23 @@ pub async fn echo_server_with<F, Fut>(
         handlers.fetch_add(1, Ordering::SeqCst);
         echo(channel, mtu)
     };
-    serve_with(configs, "127.0.0.1:0", handler, body).await;
+    serve_with(configs, bind("127.0.0.1:0").await, handler, body).await;
 }
 
-/// Serves with `handler` on `server_addr`, and runs `body` with the server's endpoint, its
+/// Serves with `handler` on `socket`, and runs `body` with the server's endpoint, its
 /// address and a client configuration; serving stops when `body` returns.
-pub async fn serve_with<H, HFut, F, Fut>(
+pub async fn serve_with<S, H, HFut, F, Fut>(
     (server_config, client_config): (ServerConfig, ClientConfig),
-    server_addr: &str,
+    socket: S,
     handler: H,
     body: F,
 ) where
+    S: DatagramSocket,
     H: Fn(DtlsChannel) -> HFut + Send + Sync + 'static,
     HFut: std::future::Future<Output = Result<(), trellis::Error>> + Send + 'static,
     F: FnOnce(DtlsEndpoint, SocketAddr, ClientConfig) -> Fut,
     Fut: std::future::Future<Output = Result<(), trellis::Error>>,
 {
-    let socket = bind(server_addr).await;
     let addr = socket.local_addr().unwrap();
     open_endpoint(socket, |server| async move {
         trellis::open_nursery(|n| async move {
