@@ -38,13 +38,17 @@ use tracing::Instrument as _;
 
 use crate::cancel::node::Node;
 use crate::cancel::{CancelScope, cancellable};
-use crate::context::{self, Current, InNode, Slot};
+use crate::context::{self, InNode};
 use crate::error::{
     CancelReason, CancelSource, CancelSplit, Cancelled, Error, IsCancelled, NotStarted,
     NurseryClosed,
 };
 use crate::group::ErrorGroup;
-use crate::instrument::{Instruments, TaskId};
+use crate::instrument::Instruments;
+
+mod task;
+
+use task::{Child, NurseryScope, OwnScope};
 
 /// The message of the group a failed nursery returns.
 pub(crate) const GROUP_MESSAGE: &str = "errors in nursery";
@@ -701,153 +705,5 @@ impl Origin {
             Origin::Task => "task",
             Origin::Body => "nursery body",
         }
-    }
-}
-
-/// Where a task runs and which nursery it belongs to.
-trait TaskScope: Slot {
-    /// The nursery; only while the task is not being polled.
-    fn nursery(&self) -> &Arc<Shared>;
-}
-
-/// A `start_soon` task: it runs in the nursery's node. One reference serves both roles.
-struct NurseryScope(Option<Arc<Shared>>);
-
-impl Slot for NurseryScope {
-    fn take(&mut self) -> Current {
-        Current::Nursery(self.0.take().expect("entered once at a time"))
-    }
-
-    fn restore(&mut self, current: Current) {
-        if let Current::Nursery(shared) = current {
-            self.0 = Some(shared);
-        }
-    }
-}
-
-impl TaskScope for NurseryScope {
-    fn nursery(&self) -> &Arc<Shared> {
-        self.0.as_ref().expect("not entered")
-    }
-}
-
-/// A `start` task: it runs in a node of its own, which `started` moves into the nursery.
-struct OwnScope {
-    node: Option<Arc<Node>>,
-    nursery: Arc<Shared>,
-}
-
-impl Slot for OwnScope {
-    fn take(&mut self) -> Current {
-        Current::Node(self.node.take().expect("entered once at a time"))
-    }
-
-    fn restore(&mut self, current: Current) {
-        if let Current::Node(node) = current {
-            self.node = Some(node);
-        }
-    }
-}
-
-impl TaskScope for OwnScope {
-    fn nursery(&self) -> &Arc<Shared> {
-        &self.nursery
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A nursery task: polls the user's future in the task's cancel node, catches its panic,
-    /// hands the outcome to `on_done`, and counts itself out of the nursery — also when it is
-    /// dropped unfinished (aborted), which counts as a cancellation. Kept small: it is most of
-    /// what a task costs in memory.
-    struct Child<F, S: TaskScope, D> {
-        // Dropped as soon as it is done, before the task counts itself out: what it captured
-        // is gone when the nursery sees the task end.
-        #[pin]
-        future: Option<F>,
-        scope: S,
-        // Taken when the task finishes; still there if it is dropped unfinished.
-        on_done: Option<D>,
-        polled: bool,
-    }
-
-    impl<F, S: TaskScope, D> PinnedDrop for Child<F, S, D> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if this.on_done.is_some() {
-                let shared = this.scope.nursery();
-                shared.saw_cancelled.store(true, Ordering::Relaxed);
-                shared.task_done();
-            }
-        }
-    }
-}
-
-/// Polls a task's future; a finished task is never polled again (tokio does not).
-fn poll_once<F: Future>(future: Pin<&mut Option<F>>, cx: &mut Context<'_>) -> Poll<F::Output> {
-    match future.as_pin_mut() {
-        Some(future) => future.poll(cx),
-        None => Poll::Pending,
-    }
-}
-
-impl<F, T, E, U, S, D> Future for Child<F, S, D>
-where
-    F: Future<Output = Result<T, E>>,
-    E: Into<Error> + IsCancelled,
-    S: TaskScope,
-    D: FnOnce(Outcome<T>, &Shared) -> Option<U>,
-{
-    type Output = Option<U>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<U>> {
-        let mut this = self.project();
-        let instruments = (this.scope.nursery().instruments.as_ref())
-            .filter(|i| i.is_active())
-            .cloned();
-        let polled = {
-            let _entered = context::enter(this.scope);
-            let first = !std::mem::replace(this.polled, true);
-            match &instruments {
-                Some(instruments) => {
-                    let id = TaskId::from(tokio::task::id());
-                    if first {
-                        // Reported from inside the task, so it comes before its first step.
-                        instruments.task_spawned(id);
-                    }
-                    instruments.step(id, cx, |cx| {
-                        catch_unwind(AssertUnwindSafe(|| poll_once(this.future.as_mut(), cx)))
-                    })
-                }
-                None => catch_unwind(AssertUnwindSafe(|| poll_once(this.future.as_mut(), cx))),
-            }
-        };
-        let outcome = match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(Ok(value))) => Outcome::Value(value),
-            Ok(Poll::Ready(Err(error))) => {
-                let cancelled = error.is_cancelled();
-                Outcome::Failed(error.into(), cancelled)
-            }
-            Err(payload) => Outcome::Panicked(payload),
-        };
-        // The future's captures are dropped here, in the task's context, before it counts out.
-        let outcome = {
-            let _entered = context::enter(this.scope);
-            match catch_unwind(AssertUnwindSafe(|| this.future.set(None))) {
-                Ok(()) => outcome,
-                Err(payload) => Outcome::Panicked(payload),
-            }
-        };
-        let shared = this.scope.nursery();
-        let value = this
-            .on_done
-            .take()
-            .and_then(|on_done| on_done(outcome, shared));
-        if let Some(instruments) = instruments {
-            instruments.task_exited(TaskId::from(tokio::task::id()));
-        }
-        shared.task_done();
-        Poll::Ready(value)
     }
 }
