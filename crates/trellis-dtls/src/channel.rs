@@ -117,13 +117,8 @@ impl ChannelInner {
         {
             let mut inbox = lock(&self.inbox);
             if inbox.len() >= self.queue_limit {
-                self.endpoint
-                    .counters
-                    .queue_overflows
-                    .fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .queue_overflows
-                    .fetch_add(1, Ordering::Relaxed);
+                Counters::count(&self.endpoint.counters.queue_overflows);
+                Counters::count(&self.counters.queue_overflows);
                 return;
             }
             inbox.push_back(packet);
@@ -439,15 +434,8 @@ impl DtlsChannel {
                 // OpenSSL discards a record that does not decrypt, or repeats one already
                 // read, without an error (RFC 6347 §4.1.2.7): counted as bad all the same.
                 Err(_) => {
-                    self.inner
-                        .endpoint
-                        .counters
-                        .bad_packets
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.inner
-                        .counters
-                        .bad_packets
-                        .fetch_add(1, Ordering::Relaxed);
+                    Counters::count(&self.inner.endpoint.counters.bad_packets);
+                    Counters::count(&self.inner.counters.bad_packets);
                 }
             }
         }

@@ -679,15 +679,15 @@ impl DtlsEndpoint {
                 }
             }
             Decision::Challenge(reply) => {
-                counters.challenges_sent.fetch_add(1, Ordering::Relaxed);
+                Counters::count(&counters.challenges_sent);
                 let _ = self.inner.socket.send_to(&reply, from).await;
             }
             Decision::Hello(cookie, signed) => self.accept(packet, from, cookie, signed).await,
             Decision::Bad => {
-                counters.bad_packets.fetch_add(1, Ordering::Relaxed);
+                Counters::count(&counters.bad_packets);
             }
             Decision::Drop => {
-                counters.packets_dropped.fetch_add(1, Ordering::Relaxed);
+                Counters::count(&counters.packets_dropped);
             }
         }
     }
