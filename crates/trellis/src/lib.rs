@@ -53,6 +53,7 @@ mod nursery;
 pub mod resource;
 mod runner;
 mod slab;
+pub mod supervisor;
 pub mod sync;
 pub mod testing;
 pub mod threads;
