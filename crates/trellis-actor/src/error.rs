@@ -349,6 +349,24 @@ pub enum ActorError {
         /// How it ended.
         status: String,
     },
+    /// A supervised actor is down (it died and its replacement has not started yet), and
+    /// the caller asked not to wait ([`SupervisedPortal::try_portal`](crate::SupervisedPortal::try_portal)).
+    #[error("actor `{name}` is down: {cause}")]
+    Down {
+        /// The supervised child's name.
+        name: String,
+        /// Why its last incarnation ended.
+        cause: String,
+    },
+    /// A supervised actor will not run again: its supervisor stopped it or ended, or it was
+    /// temporary and ended.
+    #[error("actor `{name}` is no longer supervised: {reason}")]
+    Unsupervised {
+        /// The supervised child's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// A child actor could not be started.
     #[error("could not start actor {name}: {reason}")]
     SpawnFailed {

@@ -66,7 +66,9 @@ pub use secret::{SECRET_ENV, SECRET_FILE_ENV, SECRET_FILE_NAME, Secret, SecretEr
 pub use tls::dev;
 pub use tls::{TLS_DIR_FILES, TlsSetupError, TreeTls};
 pub use transport::{Addr, BadAddr, Transport};
-pub use tree::{ActorNursery, RunHandle, open_nursery};
+pub use tree::{
+    ActorNursery, ActorSupervisor, RunHandle, SupervisedPortal, open_nursery, open_supervisor,
+};
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};
 
 /// The README's examples, compiled as doc tests.

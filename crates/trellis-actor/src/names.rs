@@ -25,5 +25,7 @@ pub(crate) const UNREGISTER: &str = "trellis.unregister";
 pub(crate) const FIND: &str = "trellis.find";
 /// Registrar: waits for an actor registered under a name.
 pub(crate) const WAIT_FOR: &str = "trellis.wait_for";
+/// Registrar: waits until no actor of a uid is registered.
+pub(crate) const WAIT_UNREGISTERED: &str = "trellis.wait_unregistered";
 /// Registrar: every registered actor.
 pub(crate) const LIST: &str = "trellis.list";

@@ -4,6 +4,8 @@
 //! (`test_cancel_via_SIGINT`, `test_fast_graceful_cancel_when_spawn_task_in_soft_proc_wait_for_daemon`)
 //! and `test_spawning.py`; the original is named on each test.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -254,28 +256,10 @@ fn sigkill_of_the_root_leaves_no_descendant(transport: &str) {
         .unwrap();
     for (who, pid) in &tree.pids {
         assert!(
-            socket_dirs_of(*pid).is_empty(),
+            common::socket_dirs_of(*pid).is_empty(),
             "{who}'s socket directory is still there"
         );
     }
-}
-
-/// The socket directories of actors of process `pid`.
-fn socket_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(std::path::PathBuf::from)
-        .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    let prefix = format!("trellis-{pid}-");
-    std::fs::read_dir(base)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// SIGKILL of the child: its parent sees it die (the root fails with the death in its group
@@ -303,7 +287,7 @@ fn sigterm_at_the_root_tears_the_tree_down(transport: &str) {
     wait_gone(&tree.pids, Duration::from_millis(100));
     for (who, pid) in &tree.pids {
         assert!(
-            socket_dirs_of(*pid).is_empty(),
+            common::socket_dirs_of(*pid).is_empty(),
             "{who}'s socket directory is still there"
         );
     }

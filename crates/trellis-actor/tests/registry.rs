@@ -19,6 +19,15 @@ async fn call_peer(name: String) -> Result<(String, i64), trellis::Error> {
     Ok((peer.actor_id().uid.clone(), peer.run(add, (40, 2)).await?))
 }
 
+/// In an actor: asks the registrar, over the wire, to wait until `uid` is not registered.
+async fn wait_unregistered(uid: String) -> Result<(), trellis::Error> {
+    let actor = trellis_actor::current();
+    let registrar = actor.portal(actor.registrar()).await?;
+    registrar
+        .run_named::<(), _>("trellis.wait_unregistered", (uid,))
+        .await
+}
+
 /// In an actor: waits for `name` to register, then calls it.
 async fn wait_and_call(name: String) -> Result<i64, trellis::Error> {
     let peer = wait_for_actor(&name).await?;
@@ -30,7 +39,8 @@ fn config() -> Config {
         Functions::new()
             .register(add)
             .register(call_peer)
-            .register(wait_and_call),
+            .register(wait_and_call)
+            .register(wait_unregistered),
     )
     .child_args([
         "serve_children",
@@ -162,7 +172,33 @@ fn children_find_each_other(transport: Transport) {
 }
 
 // Every test above, once over Unix sockets and once over TCP on the loopback interface.
+/// `trellis.wait_unregistered` (what a supervisor calls before a replacement starts) waits
+/// while the actor is registered and returns once its entry is gone.
+fn wait_unregistered_returns_once_the_entry_is_gone(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let b = an.start_actor("b").await?;
+            let a = an.start_actor("a").await?;
+            let uid = a.actor_id().uid.clone();
+            trellis::open_nursery(|n| async move {
+                let mut call =
+                    n.start_soon(async move { b.run(wait_unregistered, (uid,)).await })?;
+                trellis::sleep(std::time::Duration::from_millis(300)).await?;
+                assert!(!call.is_finished(), "it waits while `a` is registered");
+                a.cancel_actor().await?;
+                call.join().await?;
+                Ok::<_, trellis::Error>(())
+            })
+            .await?;
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
 on_both_transports!(
+    wait_unregistered_returns_once_the_entry_is_gone,
     registered_then_unregistered,
     wait_for_an_actor,
     stale_entry_removed_when_the_actor_is_killed,

@@ -15,7 +15,7 @@ use super::service::ActorService;
 use crate::calls::Portal;
 use crate::connection::{Conn, ReadLimits};
 use crate::info::Registered;
-use crate::names::{FIND, LIST, REGISTER, UNREGISTER, WAIT_FOR};
+use crate::names::{FIND, LIST, REGISTER, UNREGISTER, WAIT_FOR, WAIT_UNREGISTERED};
 use crate::transport;
 use crate::transport::{Addr, Listener, Reader, Writer};
 
@@ -194,6 +194,24 @@ impl Actor {
             }
         };
         self.portal_to(&entry).await
+    }
+
+    /// Waits until the registrar holds no entry of `uid` (an actor that ended: its entry goes
+    /// with its connection to the registrar, which may not have seen the end yet).
+    ///
+    /// # Errors
+    ///
+    /// When the registrar cannot be reached; `Cancelled`.
+    pub(crate) async fn wait_unregistered(&self, uid: &str) -> Result<(), trellis::Error> {
+        match &self.inner.registry {
+            Some(registry) => Ok(registry.wait_unregistered(uid).await?),
+            None => {
+                let args = Payload::encode(&(uid,)).map_err(crate::ActorError::from)?;
+                let conn = self.registrar_conn().await?;
+                conn.call(WAIT_UNREGISTERED, args).await?;
+                Ok(())
+            }
+        }
     }
 
     async fn portal_to(&self, entry: &Entry) -> Result<Portal, trellis::Error> {

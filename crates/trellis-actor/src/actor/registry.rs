@@ -13,7 +13,7 @@ use trellis_wire::{ActorId, Payload};
 
 use crate::connection::Prepared;
 use crate::error::CallFailure;
-use crate::names::{FIND, LIST, REGISTER, UNREGISTER, WAIT_FOR};
+use crate::names::{FIND, LIST, REGISTER, UNREGISTER, WAIT_FOR, WAIT_UNREGISTERED};
 
 /// An actor as the registry knows it: name, unique id, listening address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +79,8 @@ impl Registry {
             )));
         }
         entries.retain(|(e, _)| e.uid != uid);
+        drop(entries);
+        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -91,6 +93,7 @@ impl Registry {
             }
             !stale
         });
+        self.changed.notify_waiters();
     }
 
     /// Every registered actor, in registration order.
@@ -114,6 +117,20 @@ impl Registry {
             changed.as_mut().enable();
             if let Some(entry) = self.find(name) {
                 return Ok(entry);
+            }
+            trellis::cancellable(changed).await?;
+        }
+    }
+
+    /// Waits until no entry of `uid` is left: a supervisor waits for this after reaping a
+    /// child, so that its replacement is the only actor of its name.
+    pub(crate) async fn wait_unregistered(&self, uid: &str) -> Result<(), Cancelled> {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if !self.lock().iter().any(|(e, _)| e.uid == uid) {
+                return Ok(());
             }
             trellis::cancellable(changed).await?;
         }
@@ -188,6 +205,17 @@ pub(crate) fn serve(
                         .await
                         .map_err(|c| CallFailure::Failed(c.into()))?;
                     reply(&entry)
+                })
+            })
+        }),
+        WAIT_UNREGISTERED => name().map(|uid| -> Prepared {
+            Box::new(move |_| {
+                Box::pin(async move {
+                    registry
+                        .wait_unregistered(&uid)
+                        .await
+                        .map_err(|c| CallFailure::Failed(c.into()))?;
+                    reply(&())
                 })
             })
         }),

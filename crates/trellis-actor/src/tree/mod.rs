@@ -2,5 +2,7 @@
 //! tasks.
 
 mod nursery;
+mod supervisor;
 
 pub use nursery::{ActorNursery, RunHandle, open_nursery};
+pub use supervisor::{ActorSupervisor, SupervisedPortal, open_supervisor};

@@ -229,7 +229,7 @@ impl ActorNursery {
 }
 
 /// Starts a child process for an actor named `name` and waits until it has connected back.
-async fn spawn(actor: &Actor, name: &str) -> Result<(Child, Conn), trellis::Error> {
+pub(super) async fn spawn(actor: &Actor, name: &str) -> Result<(Child, Conn), trellis::Error> {
     let config = &actor.inner.config;
     let failed = |reason: String| ActorError::SpawnFailed {
         name: name.to_owned(),
@@ -311,7 +311,7 @@ async fn kill_and_reap(child: &mut Child) {
 /// Watches one child actor: when `release` is set or the nursery is cancelled, asks it to exit
 /// and kills it after `grace`; if it dies on its own first, that is this task's error. The
 /// process is always reaped.
-async fn supervise(
+pub(super) async fn supervise(
     child: Child,
     conn: Conn,
     release: Arc<Event>,

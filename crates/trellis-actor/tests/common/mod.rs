@@ -162,3 +162,21 @@ impl<F: Fn(tracing::Level, String) + Send + Sync + 'static> tracing::Subscriber 
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+/// The socket directories of actors of process `pid`.
+pub(crate) fn socket_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let prefix = format!("trellis-{pid}-");
+    std::fs::read_dir(base)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
