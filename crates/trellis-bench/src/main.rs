@@ -1,7 +1,7 @@
 //! `trellis-bench`: side-by-side benchmarks of trellis against its anchors.
 //!
 //! ```text
-//! cargo run --release -p trellis-bench -- B1 B2 B3 B4 B5 B6 B7 B8 B9 B10 B11 [--runs N] [--anchors python]
+//! cargo run --release -p trellis-bench -- B1 B2 B3 B4 B5 B6 B7 B8 B9 B10 B11 B12 [--runs N] [--anchors python]
 //! ```
 //!
 //! Each comparison prints one JSON line:
@@ -18,6 +18,7 @@ mod channels;
 mod core;
 mod dtls;
 mod net;
+mod supervision;
 
 use std::process::ExitCode;
 
@@ -136,7 +137,7 @@ fn parse_args() -> Result<Options, String> {
             },
             "-h" | "--help" => {
                 return Err(
-                    "usage: trellis-bench [B1] [B2] [B3] [B4] [B5] [B6] [B7] [B8] [B9] [B10] [B11] [--runs N] [--anchors python]"
+                    "usage: trellis-bench [B1] [B2] [B3] [B4] [B5] [B6] [B7] [B8] [B9] [B10] [B11] [B12] [--runs N] [--anchors python]"
                         .into(),
                 );
             }
@@ -177,8 +178,9 @@ fn main() -> ExitCode {
             "B9" => net::b9(options.runs, options.python),
             "B10" => dtls::b10(options.runs, options.python),
             "B11" => core::b11(options.runs),
+            "B12" => supervision::b12(options.runs),
             other => {
-                eprintln!("unknown benchmark {other} (this runner knows B1 to B11)");
+                eprintln!("unknown benchmark {other} (this runner knows B1 to B12)");
                 return ExitCode::from(2);
             }
         };

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    ChildPanicked, ChildReturned, ChildState, ChildStatus, Restart, StartError, Strategy,
+    Backoff, ChildPanicked, ChildReturned, ChildState, ChildStatus, Restart, StartError, Strategy,
     Supervision, Supervisor, gave_up,
 };
 use crate::cancel::{CancelScope, cancellable, move_on_at};
@@ -85,6 +85,8 @@ enum Phase {
     Down,
     /// Starts again at this time.
     Due(Instant),
+    /// Chosen to start (by the loop or a reporting task), its task not spawned yet.
+    Starting,
 }
 
 struct Exit {
@@ -253,7 +255,7 @@ impl Shared {
                 name,
                 restart,
                 factory,
-                phase: Phase::Down,
+                phase: Phase::Starting,
                 generation: 0,
                 restarts: 0,
                 last_cause: None,
@@ -270,13 +272,25 @@ impl Shared {
     fn launch(self: &Arc<Self>, id: u64) {
         let (scope, generation, name, factory) = {
             let mut state = self.lock();
-            let closed = state.closed;
+            let (closed, ending) = (state.closed, state.ending.is_some());
             let Some(slot) = state.slots.iter_mut().find(|s| s.id == id) else {
                 return;
             };
+            if !matches!(slot.phase, Phase::Starting) {
+                return;
+            }
             if closed && slot.generation == 0 {
                 // Added just before the supervisor closed: it never runs.
                 state.slots.retain(|s| s.id != id);
+                drop(state);
+                self.wake.notify_one();
+                return;
+            }
+            if ending {
+                // The supervisor began to end after this restart was chosen.
+                slot.phase = Phase::Down;
+                drop(state);
+                self.wake.notify_one();
                 return;
             }
             slot.generation += 1;
@@ -307,8 +321,20 @@ impl Shared {
         }
     }
 
-    fn report(&self, exit: Exit) {
-        self.lock().exits.push_back(exit);
+    /// A child's task reports how it ended. The common case, a restart of this child alone
+    /// and at once, is decided and started here, in the ending task, without waiting for the
+    /// loop to be scheduled; the loop is woken for everything else (stopping siblings,
+    /// backoff timers, ending) and to look again.
+    fn report(self: &Arc<Self>, exit: Exit) {
+        let launch = {
+            let mut state = self.lock();
+            let now = current_time();
+            state.handle_exit(exit, now, &self.config);
+            state.due_now(now)
+        };
+        for id in launch {
+            self.launch(id);
+        }
         self.wake.notify_one();
     }
 
@@ -369,7 +395,7 @@ impl Shared {
                         stopping: false, ..
                     } => ChildState::Running,
                     Phase::Running { stopping: true, .. } => ChildState::Stopping,
-                    Phase::Down | Phase::Due(_) => ChildState::Restarting,
+                    Phase::Down | Phase::Due(_) | Phase::Starting => ChildState::Restarting,
                 },
                 restarts: slot.restarts,
                 last_cause: slot.last_cause.clone(),
@@ -509,7 +535,12 @@ impl State {
             self.plan = None;
             return;
         }
-        let attempt = self.window.iter().filter(|c| c.id == exit.id).count();
+        // Counted only for a backoff: the window holds up to `max_restarts` entries.
+        let attempt = if config.backoff == Backoff::NONE {
+            1
+        } else {
+            self.window.iter().filter(|c| c.id == exit.id).count()
+        };
         let delay = config
             .backoff
             .jittered(u32::try_from(attempt).unwrap_or(u32::MAX));
@@ -547,6 +578,27 @@ impl State {
         }
     }
 
+    /// The children due to start now, when nothing else is under way (no siblings to stop
+    /// first, no ending): what a child's own task may start.
+    fn due_now(&mut self, now: Instant) -> Vec<u64> {
+        if self.plan.is_some() || self.ending.is_some() {
+            return Vec::new();
+        }
+        self.start_due(now)
+    }
+
+    /// Marks the children due by `now` as starting, and returns them in their order.
+    fn start_due(&mut self, now: Instant) -> Vec<u64> {
+        let mut due = Vec::new();
+        for slot in &mut self.slots {
+            if matches!(slot.phase, Phase::Due(at) if at <= now) {
+                slot.phase = Phase::Starting;
+                due.push(slot.id);
+            }
+        }
+        due
+    }
+
     /// Moves things along: stops the next child that must stop, completes a plan, launches
     /// what is due, or says how long to wait.
     fn step(&mut self, now: Instant) -> Step {
@@ -579,7 +631,8 @@ impl State {
                 *stopping = true;
             }
         }
-        let running = |s: &Slot| matches!(s.phase, Phase::Running { .. });
+        // A starting child counts: its task is about to run (or `launch` puts it down).
+        let running = |s: &Slot| matches!(s.phase, Phase::Running { .. } | Phase::Starting);
         if stopping_all {
             if self.slots.iter().any(running) {
                 return Step::Wait(None);
@@ -599,12 +652,7 @@ impl State {
                 }
             }
         }
-        let due: Vec<u64> = self
-            .slots
-            .iter()
-            .filter(|s| matches!(s.phase, Phase::Due(at) if at <= now))
-            .map(|s| s.id)
-            .collect();
+        let due = self.start_due(now);
         if !due.is_empty() {
             return Step::Launch(due);
         }
