@@ -12,12 +12,23 @@
 //! with `subscribe()`, compute, and report back. In the second act one worker fails on
 //! purpose: its error crosses two process boundaries as a typed value, the feed's stream into
 //! it is cancelled, the rest of the tree is torn down, and every process is reaped. It prints
-//! an account of what happens and finishes in about two seconds.
+//! an account of what happens. In the third act the root supervises the feed and a worker
+//! that relays its quotes: the worker's process crashes on purpose, its supervisor reaps and
+//! restarts it, and the root resumes the stream where it broke, losing no quote. In the
+//! fourth, the worker crashes on every start until the restart intensity is exceeded, and
+//! the supervisor gives up with every cause in its error tree. It finishes in about three
+//! seconds.
 
 use std::time::{Duration, Instant};
 
+use std::convert::Infallible;
+
 use serde::{Deserialize, Serialize};
-use trellis_actor::{Config, Context, Functions, RemoteActorError, open_nursery};
+use trellis::supervisor::{Restart, Strategy, Supervision};
+use trellis_actor::{
+    ActorError, Config, Context, Functions, MsgStream, RemoteActorError, open_nursery,
+    open_supervisor,
+};
 
 /// One quote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +65,17 @@ const SYMBOLS: [&str; 3] = ["ACME", "GLOBEX", "INITECH"];
 
 /// The feed: `ticks` quotes, one every `pace_ms`, prices on a seeded random walk.
 async fn quotes(ctx: Context, ticks: u64, pace_ms: u64) -> Result<u64, trellis::Error> {
+    quotes_from(ctx, 0, ticks, pace_ms).await
+}
+
+/// The feed from quote `from` on: the same walk, so that a stream resumed there goes on as
+/// if it had never broken.
+async fn quotes_from(
+    ctx: Context,
+    from: u64,
+    ticks: u64,
+    pace_ms: u64,
+) -> Result<u64, trellis::Error> {
     ctx.started(SYMBOLS.map(String::from).to_vec()).await?;
     let stream = ctx.open_stream::<(), Quote>()?;
     let mut prices = [100.0, 50.0, 20.0];
@@ -65,6 +87,9 @@ async fn quotes(ctx: Context, ticks: u64, pace_ms: u64) -> Result<u64, trellis::
         let i = (seed % 3) as usize;
         let step = ((seed >> 8) % 2001) as f64 / 1000.0 - 1.0; // -1.0 ..= 1.0
         prices[i] *= 1.0 + step * 0.015;
+        if seq < from {
+            continue;
+        }
         stream
             .send(Quote {
                 seq,
@@ -139,10 +164,41 @@ async fn watch(symbol: String, ticks: u64, fail_at: Option<u64>) -> Result<Repor
     .await
 }
 
+/// A relay: streams the feed's quotes of `symbol` from quote `from` on to its caller. With
+/// `crash_at`, its process dies at that quote, as a crash does: no goodbye, no cleanup.
+async fn relay(
+    out: MsgStream<Infallible, Quote>,
+    symbol: String,
+    from: u64,
+    ticks: u64,
+    crash_at: Option<u64>,
+) -> Result<(), trellis::Error> {
+    let feed = trellis_actor::wait_for_actor("feed").await?;
+    feed.open_context(
+        quotes_from,
+        (from, ticks, 2),
+        |ctx, _: Vec<String>| async move {
+            let quotes = ctx.open_stream::<Quote, ()>()?;
+            while let Some(q) = quotes.recv().await? {
+                if crash_at.is_some_and(|at| q.seq >= at) {
+                    std::process::exit(3);
+                }
+                if q.symbol == symbol {
+                    out.send(q).await?;
+                }
+            }
+            Ok(())
+        },
+    )
+    .await
+}
+
 fn config() -> Config {
     Config::new(
         Functions::new()
             .register(quotes)
+            .register(quotes_from)
+            .register(relay)
             .register(watch)
             .error_type::<BadTick>(),
     )
@@ -194,6 +250,10 @@ fn main() -> std::process::ExitCode {
         act_one(&log, ticks).await?;
         println!();
         act_two(&log).await;
+        println!();
+        act_three(&log).await?;
+        println!();
+        act_four(&log).await;
         Ok(())
     })
 }
@@ -317,6 +377,114 @@ async fn act_two(log: &std::sync::Arc<Account>) {
     let left = pids.iter().filter(|&&pid| alive(pid)).count();
     log.say(format!(
         "act 2 done: {} processes torn down and reaped, {left} left",
+        pids.len()
+    ));
+}
+
+/// Act 3: the root supervises the feed and a relay; the relay's process crashes mid-stream,
+/// is reaped and restarted, and the root resumes the stream where it broke.
+async fn act_three(log: &std::sync::Arc<Account>) -> Result<(), trellis::Error> {
+    log.say("act 3: a supervisor (one for one) holds the feed and relay-acme, which streams");
+    log.say("       ACME quotes to the root; its process crashes at quote #120, on purpose");
+    let l = log.clone();
+    open_supervisor(
+        Supervision::new(Strategy::OneForOne).name("market"),
+        |sup| async move {
+            sup.start_actor("feed", Restart::Permanent).await?;
+            let relay_actor = sup.start_actor("relay-acme", Restart::Permanent).await?;
+            let (mut next, mut received, mut crash_at) = (0u64, 0u64, Some(120));
+            let first_pid = relay_actor.try_portal()?.pid();
+            loop {
+                let from = next;
+                let (last, count) = (&mut next, &mut received);
+                let streamed = relay_actor
+                    .open_stream_from(
+                        relay,
+                        ("ACME".to_owned(), from, 300, crash_at),
+                        |quotes| async move {
+                            while let Some(q) = quotes.recv().await? {
+                                assert_eq!(q.symbol, "ACME");
+                                assert!(q.seq >= *last, "no quote twice");
+                                *last = q.seq + 1;
+                                *count += 1;
+                            }
+                            Ok(())
+                        },
+                    )
+                    .await;
+                match streamed {
+                    Ok(()) => break,
+                    Err(e) if matches!(e.downcast_ref(), Some(ActorError::Died { .. })) => {
+                        l.say(format!("the stream ended with: {e}"));
+                        crash_at = None;
+                        let pid = relay_actor.portal().await?.pid();
+                        l.say(format!(
+                            "the supervisor reaped pid {first_pid} and restarted relay-acme as pid \
+                             {pid}; resuming at quote #{next}"
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let restarts = sup.children().iter().map(|c| c.restarts).sum::<u64>();
+            l.say(format!(
+                "act 3 done: {received} ACME quotes of 300 ticks, none lost or repeated; \
+                 {restarts} restart"
+            ));
+            sup.shutdown();
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Act 4: the relay crashes every time it starts; at most 2 restarts within 5 s are allowed,
+/// so the third crash makes the supervisor give up, with every cause.
+async fn act_four(log: &std::sync::Arc<Account>) {
+    log.say("act 4: relay-acme now crashes on every start; the intensity is 2 restarts in 5 s");
+    let pids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = pids.clone();
+    let outcome = open_supervisor(
+        Supervision::new(Strategy::OneForOne)
+            .name("market")
+            .intensity(2, Duration::from_secs(5)),
+        |sup| async move {
+            let feed = sup.start_actor("feed", Restart::Permanent).await?;
+            let pid = feed.portal().await?.pid();
+            seen.lock().unwrap().push(pid);
+            let relay_actor = sup.start_actor("relay-acme", Restart::Permanent).await?;
+            loop {
+                let pid = relay_actor.portal().await?.pid();
+                seen.lock().unwrap().push(pid);
+                let _ = relay_actor
+                    .open_stream_from(
+                        relay,
+                        ("ACME".to_owned(), 0, 300, Some(5)),
+                        |quotes| async move {
+                            while quotes.recv().await?.is_some() {}
+                            Ok(())
+                        },
+                    )
+                    .await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), trellis::Error>(())
+        },
+    )
+    .await;
+    let Err(error) = outcome else {
+        log.say("act 4 ended without the failure it was meant to show");
+        return;
+    };
+    log.say("the supervisor gave up; its error tree holds every cause:");
+    for line in format!("{error}").lines() {
+        println!("          {line}");
+    }
+    let pids = pids.lock().unwrap().clone();
+    let left = pids.iter().filter(|&&pid| alive(pid)).count();
+    log.say(format!(
+        "act 4 done: {} processes reaped, {left} left",
         pids.len()
     ));
 }

@@ -24,8 +24,9 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
-/// The flagship demo: both acts tell their story, the failure arrives as its real type, and
-/// every process is reaped.
+/// The flagship demo: every act tells its story, the failure arrives as its real type, the
+/// crashed relay is restarted and its stream resumed, the supervisor that gives up shows every
+/// cause, and every process is reaped.
 #[test]
 fn market_demo_tells_its_story_and_leaves_nothing() {
     let output = Command::new(example("market"))
@@ -47,6 +48,11 @@ fn market_demo_tells_its_story_and_leaves_nothing() {
         "failed with BadTick: implausible quote",
         "it is a BadTick again on this side",
         "act 2 done: 4 processes torn down and reaped, 0 left",
+        "died unexpectedly: exit status: 3",
+        "and restarted relay-acme as pid",
+        "none lost or repeated; 1 restart",
+        "supervisor `market` gave up: 3 restarts within 5s (at most 2 allowed) (3 errors)",
+        "act 4 done: 4 processes reaped, 0 left",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }

@@ -510,7 +510,7 @@ impl State {
             .into()
         });
         cause.add_note(format!(
-            "in child `{name}` of supervisor `{}` (restart {})",
+            "in child `{name}` of supervisor `{}` (its run {})",
             config.name,
             slot.restarts + 1
         ));
