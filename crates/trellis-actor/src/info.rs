@@ -29,6 +29,24 @@ pub struct ActorInfo {
     pub calling: usize,
     /// Open streams (of stream and context calls, made or served).
     pub streams: usize,
+    /// The children its supervisors hold, with their restarts (absent on the wire when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supervised: Vec<SupervisedChild>,
+}
+
+/// A child of one of an actor's supervisors, as `trellis.info` tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisedChild {
+    /// Its name (the role: each incarnation registers under it).
+    pub name: String,
+    /// The supervisor's name.
+    pub supervisor: String,
+    /// How many times it was restarted.
+    pub restarts: u64,
+    /// Why it last ended, when that was a failure or a sibling's.
+    pub last_cause: Option<String>,
+    /// `running`, `stopping` or `restarting`.
+    pub state: String,
 }
 
 impl ActorInfo {

@@ -121,6 +121,14 @@ fn sigkill_restarts_the_child_under_its_name(transport: Transport) {
             assert_eq!(status.restarts, 1);
             let cause = status.last_cause.as_deref().unwrap();
             assert!(cause.contains("signal: 9"), "{cause}");
+            // `trellis.info` tells it, over the wire (what `trellis tree` draws).
+            let root = find_actor("root").await?.expect("the root registers");
+            let info = root.info().await?;
+            let shown = &info.supervised[0];
+            assert_eq!((shown.name.as_str(), shown.restarts), ("worker", 1));
+            assert_eq!(shown.supervisor, "supervisor");
+            assert_eq!(shown.state, "running");
+            assert!(shown.last_cause.as_deref().unwrap().contains("signal: 9"));
             sup.shutdown();
             Ok(())
         })

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use trellis_actor::{ActorInfo, Addr, Registered};
+use trellis_actor::{ActorInfo, Addr, Registered, SupervisedChild};
 
 /// One line per actor, children indented under their parent with box-drawing lines.
 pub(crate) fn draw(registrar: &Addr, actors: &[(Registered, Result<ActorInfo, String>)]) -> String {
@@ -31,10 +31,46 @@ pub(crate) fn draw(registrar: &Addr, actors: &[(Registered, Result<ActorInfo, St
         }
     }
     for &root in &roots {
-        line(&mut out, "", "", &actors[root]);
+        line(&mut out, "", "", &actors[root], None);
         walk(&mut out, root, "", actors, &children, 0);
     }
     out
+}
+
+/// What `parent`'s supervisors say of their child `name`.
+fn supervised<'a>(
+    parent: &'a (Registered, Result<ActorInfo, String>),
+    name: &str,
+) -> Option<&'a SupervisedChild> {
+    let info = parent.1.as_ref().ok()?;
+    info.supervised.iter().find(|c| c.name == name)
+}
+
+/// The supervised children of `parent` that no registered actor stands for (down, between
+/// two runs).
+fn down_children<'a>(
+    parent: &'a (Registered, Result<ActorInfo, String>),
+    kids: &[usize],
+    actors: &[(Registered, Result<ActorInfo, String>)],
+) -> Vec<&'a SupervisedChild> {
+    let Ok(info) = &parent.1 else {
+        return Vec::new();
+    };
+    info.supervised
+        .iter()
+        .filter(|c| !kids.iter().any(|&k| actors[k].0.id.name == c.name))
+        .collect()
+}
+
+/// `  restarts N (last: CAUSE)`, when there were restarts.
+fn restarts(child: Option<&SupervisedChild>) -> String {
+    match child {
+        Some(c) if c.restarts > 0 => match &c.last_cause {
+            Some(cause) => format!("  restarts {} (last: {cause})", c.restarts),
+            None => format!("  restarts {}", c.restarts),
+        },
+        _ => String::new(),
+    }
 }
 
 fn walk(
@@ -45,21 +81,21 @@ fn walk(
     children: &HashMap<usize, Vec<usize>>,
     depth: usize,
 ) {
-    let Some(kids) = children.get(&node) else {
-        return;
-    };
+    let kids = children.get(&node).map_or(&[][..], Vec::as_slice);
     // A parent pointer cycle cannot come from a live tree; stop rather than loop.
     if depth > actors.len() {
         return;
     }
+    let down = down_children(&actors[node], kids, actors);
     for (k, &kid) in kids.iter().enumerate() {
-        let last = k + 1 == kids.len();
+        let last = k + 1 == kids.len() && down.is_empty();
         let (branch, next) = if last {
             ("└── ", "    ")
         } else {
             ("├── ", "│   ")
         };
-        line(out, prefix, branch, &actors[kid]);
+        let status = supervised(&actors[node], &actors[kid].0.id.name);
+        line(out, prefix, branch, &actors[kid], status);
         walk(
             out,
             kid,
@@ -69,6 +105,21 @@ fn walk(
             depth + 1,
         );
     }
+    for (k, child) in down.iter().enumerate() {
+        let branch = if k + 1 == down.len() {
+            "└── "
+        } else {
+            "├── "
+        };
+        let _ = writeln!(
+            out,
+            "{prefix}{branch}{}  ({} under supervisor {}){}",
+            child.name,
+            child.state,
+            child.supervisor,
+            restarts(Some(child))
+        );
+    }
 }
 
 fn line(
@@ -76,12 +127,13 @@ fn line(
     prefix: &str,
     branch: &str,
     actor: &(Registered, Result<ActorInfo, String>),
+    supervised: Option<&SupervisedChild>,
 ) {
     let (registered, info) = actor;
     let _ = match info {
         Ok(info) => writeln!(
             out,
-            "{prefix}{branch}{}  pid {}  host {}  {}  up {}  calls {} in / {} out  streams {}",
+            "{prefix}{branch}{}  pid {}  host {}  {}  up {}  calls {} in / {} out  streams {}{}",
             info.id,
             info.pid,
             info.host,
@@ -89,7 +141,8 @@ fn line(
             uptime(info.uptime_ms),
             info.serving,
             info.calling,
-            info.streams
+            info.streams,
+            restarts(supervised),
         ),
         Err(reason) => writeln!(
             out,
@@ -134,6 +187,7 @@ mod tests {
                 serving: 1,
                 calling: 2,
                 streams: 3,
+                supervised: Vec::new(),
             }),
         )
     }
@@ -175,5 +229,35 @@ mod tests {
             )
         );
         assert!(drawn.contains("(no answer: connection refused)"));
+    }
+
+    /// A supervisor's children show their restarts and last cause; one that is down (no
+    /// registered actor stands for it) is drawn as such under its parent.
+    #[test]
+    fn supervised_children_show_their_restarts() {
+        let child = |name: &str, restarts, state: &str| SupervisedChild {
+            name: name.into(),
+            supervisor: "market".into(),
+            restarts,
+            last_cause: Some("actor died unexpectedly: signal: 9 (SIGKILL)".into()),
+            state: state.into(),
+        };
+        let mut root = actor("root", "r0000000", None);
+        if let Ok(info) = &mut root.1 {
+            info.supervised = vec![child("relay", 2, "running"), child("feed", 1, "restarting")];
+        }
+        let actors = vec![root, actor("relay", "e0000000", Some("r0000000"))];
+        let drawn = draw(&"unix:/tmp/root.sock".parse().unwrap(), &actors);
+        let lines: Vec<&str> = drawn.lines().collect();
+        assert!(lines[2].starts_with("├── relay#e0000000"), "{drawn}");
+        assert!(
+            lines[2].ends_with("restarts 2 (last: actor died unexpectedly: signal: 9 (SIGKILL))"),
+            "{drawn}"
+        );
+        assert_eq!(
+            lines[3],
+            "└── feed  (restarting under supervisor market)  restarts 1 \
+             (last: actor died unexpectedly: signal: 9 (SIGKILL))"
+        );
     }
 }

@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 use trellis::Nursery;
+use trellis::supervisor::ChildState;
 use trellis_wire::{ActorId, Identity, Keyring};
 
 use super::config::Config;
 use super::registry::Registry;
 use crate::connection::Conn;
-use crate::info::{ActorInfo, host_name};
+use crate::info::{ActorInfo, SupervisedChild, host_name};
 use crate::secret::Secret;
 use crate::transport::Addr;
 
@@ -66,6 +67,9 @@ pub(crate) struct State {
     cancelled_by: Option<ActorId>,
     /// The parent actor, for a child.
     parent: Option<ActorId>,
+    /// The supervisors running in this actor, by a number of their own, for `info`.
+    supervisors: Vec<(u64, trellis::supervisor::Supervisor)>,
+    next_supervisor: u64,
 }
 
 /// The actor this code runs in: inside the root body given to [`main`](crate::main) or [`run_root`](crate::run_root),
@@ -105,6 +109,20 @@ impl Actor {
         &self.inner.addr
     }
 
+    /// Shows a supervisor's children in [`info`](Actor::info) until the returned number is
+    /// given to [`forget_supervisor`](Actor::forget_supervisor).
+    pub(crate) fn show_supervisor(&self, supervisor: trellis::supervisor::Supervisor) -> u64 {
+        let mut state = self.lock();
+        let id = state.next_supervisor;
+        state.next_supervisor += 1;
+        state.supervisors.push((id, supervisor));
+        id
+    }
+
+    pub(crate) fn forget_supervisor(&self, id: u64) {
+        self.lock().supervisors.retain(|(i, _)| *i != id);
+    }
+
     /// What this actor tells about itself (what `trellis.info` answers): identity, host,
     /// address, parent, uptime and the calls and streams open right now.
     pub fn info(&self) -> ActorInfo {
@@ -116,7 +134,27 @@ impl Actor {
             calling += c;
             streams += st;
         }
+        let supervised = state
+            .supervisors
+            .iter()
+            .flat_map(|(_, sup)| {
+                let supervisor = sup.name().to_owned();
+                sup.children().into_iter().map(move |c| SupervisedChild {
+                    name: c.name,
+                    supervisor: supervisor.clone(),
+                    restarts: c.restarts,
+                    last_cause: c.last_cause,
+                    state: match c.state {
+                        ChildState::Running => "running",
+                        ChildState::Stopping => "stopping",
+                        _ => "restarting",
+                    }
+                    .to_owned(),
+                })
+            })
+            .collect();
         ActorInfo {
+            supervised,
             id: self.inner.id.clone(),
             pid: std::process::id(),
             host: host_name(),

@@ -46,7 +46,9 @@ where
     let actor = current();
     let roles = Arc::new(Mutex::new(Vec::<Arc<Role>>::new()));
     let ended = roles.clone();
+    let mut shown = None;
     let outcome = trellis::supervisor::open_supervisor(supervision, |supervisor| {
+        shown = Some((actor.clone(), actor.show_supervisor(supervisor.clone())));
         body(ActorSupervisor {
             supervisor,
             actor,
@@ -54,6 +56,9 @@ where
         })
     })
     .await;
+    if let Some((actor, id)) = shown {
+        actor.forget_supervisor(id);
+    }
     for role in lock(&ended).drain(..) {
         role.end("its supervisor has ended");
     }

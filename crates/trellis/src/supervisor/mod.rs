@@ -251,6 +251,11 @@ impl Supervisor {
         self.shared.restarts()
     }
 
+    /// Its name (see [`Supervision::name`]).
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
     /// The configuration it runs with.
     pub fn supervision(&self) -> &Supervision {
         &self.shared.config
