@@ -12,7 +12,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use trellis::supervisor::{Backoff, Restart, Strategy, Supervision};
 use trellis_actor::{
-    ActorError, Config, Functions, SupervisedPortal, Transport, find_actor, open_supervisor,
+    ActorError, Config, Functions, Route, SupervisedPortal, Transport, find_actor, open_supervisor,
 };
 
 const GRACE: Duration = Duration::from_millis(1000);
@@ -35,6 +35,12 @@ async fn end_self() -> Result<(), trellis::Error> {
     Ok(())
 }
 
+/// Answers after `ms` milliseconds.
+async fn hold(ms: u64) -> Result<u32, trellis::Error> {
+    trellis::sleep(Duration::from_millis(ms)).await?;
+    Ok(std::process::id())
+}
+
 async fn sleep_forever() -> Result<(), trellis::Error> {
     trellis::sleep_forever().await?;
     Ok(())
@@ -46,7 +52,8 @@ fn config() -> Config {
             .register(pid)
             .register(exit_now)
             .register(end_self)
-            .register(sleep_forever),
+            .register(sleep_forever)
+            .register(hold),
     )
     .child_args([
         "serve_children",
@@ -387,6 +394,75 @@ fn no_leftovers_after_200_cycles(transport: Transport) {
     });
 }
 
+/// A pool routes calls: round-robin visits every worker, a key always reaches the same
+/// worker (also after that worker is killed and restarted), least-busy avoids a worker that
+/// holds a call; resizing starts and stops workers, which leave no process or registry entry.
+fn pool_routes_and_resizes(transport: Transport) {
+    root(transport, || async {
+        open_supervisor(Supervision::new(Strategy::OneForOne), |sup| async move {
+            let pool = sup.start_pool("worker", 3, Restart::Permanent).await?;
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..6 {
+                seen.insert(pool.run(Route::RoundRobin, pid, ()).await?);
+            }
+            assert_eq!(seen.len(), 3, "round-robin reaches all three");
+
+            let route = Route::key("customer-42");
+            let keyed = pool.run(route, pid, ()).await?;
+            for _ in 0..10 {
+                assert_eq!(pool.run(route, pid, ()).await?, keyed);
+            }
+            let role = pool
+                .workers()
+                .into_iter()
+                .find(|w| w.try_portal().is_ok_and(|p| p.pid() == keyed))
+                .expect("a worker has that pid");
+            signal(keyed, Signal::SIGKILL);
+            while role.try_portal().is_ok_and(|p| p.pid() == keyed) {
+                trellis::sleep(Duration::from_millis(5)).await?;
+            }
+            let again = pool.run(route, pid, ()).await?;
+            assert_ne!(again, keyed, "a new process");
+            assert_eq!(role.try_portal()?.pid(), again, "the same worker");
+
+            // Least-busy avoids the worker holding a long call.
+            let first = pool.workers()[0].try_portal()?.pid();
+            let p = pool.clone();
+            trellis::open_nursery(|n| async move {
+                let held =
+                    n.start_soon(async move { p.run(Route::LeastBusy, hold, (300,)).await })?;
+                trellis::sleep(Duration::from_millis(50)).await?;
+                for _ in 0..4 {
+                    assert_ne!(pool.run(Route::LeastBusy, hold, (0,)).await?, first);
+                }
+                pool.resize(5).await?;
+                assert_eq!(pool.len(), 5);
+                assert_eq!(registered_as("worker-4").await?, 1);
+                let gone: Vec<u32> = pool.workers()[1..]
+                    .iter()
+                    .map(|w| w.try_portal().map(|p| p.pid()))
+                    .collect::<Result<_, _>>()?;
+                pool.resize(1).await?;
+                assert_eq!(pool.len(), 1);
+                for pid in gone {
+                    assert!(!exists(pid), "pid {pid} left");
+                }
+                for i in 1..5 {
+                    assert_eq!(registered_as(&format!("worker-{i}")).await?, 0);
+                }
+                // The worker that held the call was kept, and its call finished.
+                let _ = held;
+                Ok::<_, trellis::Error>(())
+            })
+            .await?;
+            sup.shutdown();
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    });
+}
+
 /// The storm's root: a supervisor whose child is made to crash as soon as it serves, over and
 /// over, until SIGINT.
 #[test]
@@ -470,6 +546,7 @@ on_both_transports!(
     down_child_fails_try_portal,
     strategies_restart_the_right_siblings,
     intensity_exceeded_gives_every_cause,
+    pool_routes_and_resizes,
 );
 
 mod cycles {

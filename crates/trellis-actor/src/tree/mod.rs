@@ -2,7 +2,9 @@
 //! tasks.
 
 mod nursery;
+mod pool;
 mod supervisor;
 
 pub use nursery::{ActorNursery, RunHandle, open_nursery};
+pub use pool::{ActorPool, Route};
 pub use supervisor::{ActorSupervisor, SupervisedPortal, open_supervisor};

@@ -138,6 +138,11 @@ impl ActorSupervisor {
         self.supervisor.children()
     }
 
+    /// The grace period its children get when they are stopped.
+    pub(crate) fn grace(&self) -> Duration {
+        self.actor.inner.config.grace
+    }
+
     /// The task supervisor underneath.
     pub fn supervisor(&self) -> &Supervisor {
         &self.supervisor
