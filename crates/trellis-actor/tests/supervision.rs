@@ -278,14 +278,15 @@ fn down_child_fails_try_portal(transport: Transport) {
     });
 }
 
-/// supervisor_SUITE: one_for_all and rest_for_one, on processes — which siblings get new
-/// processes.
+/// supervisor_SUITE: one_for_one, one_for_all and rest_for_one, on processes — which siblings
+/// get new processes, when the middle child is SIGKILLed and when it exits on its own.
 fn strategies_restart_the_right_siblings(transport: Transport) {
-    for (strategy, restarted) in [
+    let cases = [
         (Strategy::OneForOne, [false, true, false]),
         (Strategy::OneForAll, [true, true, true]),
         (Strategy::RestForOne, [false, true, true]),
-    ] {
+    ];
+    for ((strategy, restarted), killed) in cases.into_iter().flat_map(|c| [(c, true), (c, false)]) {
         root(transport.clone(), || async move {
             open_supervisor(Supervision::new(strategy), |sup| async move {
                 let mut workers = Vec::new();
@@ -295,7 +296,11 @@ fn strategies_restart_the_right_siblings(transport: Transport) {
                     pids.push(pid_of(&worker).await?);
                     workers.push(worker);
                 }
-                signal(pids[1], Signal::SIGKILL);
+                if killed {
+                    signal(pids[1], Signal::SIGKILL);
+                } else {
+                    assert!(workers[1].run(exit_now, (3,)).await.is_err());
+                }
                 while workers[1].incarnations() < 2 || workers[1].try_portal().is_err() {
                     trellis::sleep(Duration::from_millis(10)).await?;
                 }

@@ -47,9 +47,27 @@ fn forever(log: &Log, name: &'static str) -> impl FnMut() -> BoxChild + Send + '
 
 type BoxChild = std::pin::Pin<Box<dyn Future<Output = Result<(), trellis::Cancelled>> + Send>>;
 
-/// A child that logs `start <name>`, then fails with `Boom` after `after`, its first
-/// `failures` runs; later runs run forever.
+/// How a child fails.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Error,
+    Panic,
+}
+
 fn failing(
+    log: &Log,
+    name: &'static str,
+    after: Duration,
+    failures: u32,
+) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> + Send + 'static
+{
+    failing_as(Kind::Error, log, name, after, failures)
+}
+
+/// A child that logs `start <name>`, then fails (as `kind` says) after `after`, its first
+/// `failures` runs; later runs run until cancelled.
+fn failing_as(
+    kind: Kind,
     log: &Log,
     name: &'static str,
     after: Duration,
@@ -66,7 +84,10 @@ fn failing(
             sleep(after).await?;
             if run < failures {
                 log.push(format!("fail {name}"));
-                return Err(Boom("crash").into());
+                match kind {
+                    Kind::Error => return Err(Boom("crash").into()),
+                    Kind::Panic => panic!("{name} crashed"),
+                }
             }
             let outcome = sleep_forever().await;
             log.push(format!("stop {name}"));
@@ -202,9 +223,17 @@ async fn panicking_child_restarts() {
 
 /// supervisor_SUITE: one_for_one — only the failed child restarts; its siblings run on.
 async fn one_for_one() {
+    one_for_one_failing(Kind::Error).await;
+}
+
+async fn one_for_one_panicking() {
+    one_for_one_failing(Kind::Panic).await;
+}
+
+async fn one_for_one_failing(kind: Kind) {
     let log = Log::default();
     let a = forever(&log, "a");
-    let b = failing(&log, "b", Duration::from_secs(1), 1);
+    let b = failing_as(kind, &log, "b", Duration::from_secs(1), 1);
     let c = forever(&log, "c");
     let watcher = log.clone();
     open_supervisor(Supervision::new(Strategy::OneForOne), |sup| async move {
@@ -232,9 +261,17 @@ async fn one_for_one() {
 /// supervisor_SUITE: one_for_all — every child is stopped, last started first, each after the
 /// previous one ended, then all start again in their order.
 async fn one_for_all() {
+    one_for_all_failing(Kind::Error).await;
+}
+
+async fn one_for_all_panicking() {
+    one_for_all_failing(Kind::Panic).await;
+}
+
+async fn one_for_all_failing(kind: Kind) {
     let log = Log::default();
     let a = forever(&log, "a");
-    let b = failing(&log, "b", Duration::from_secs(1), 1);
+    let b = failing_as(kind, &log, "b", Duration::from_secs(1), 1);
     let c = forever(&log, "c");
     let watcher = log.clone();
     open_supervisor(Supervision::new(Strategy::OneForAll), |sup| async move {
@@ -264,9 +301,17 @@ async fn one_for_all() {
 /// supervisor_SUITE: rest_for_one — the failed child and exactly those started after it
 /// restart, in order; those before it run on.
 async fn rest_for_one() {
+    rest_for_one_failing(Kind::Error).await;
+}
+
+async fn rest_for_one_panicking() {
+    rest_for_one_failing(Kind::Panic).await;
+}
+
+async fn rest_for_one_failing(kind: Kind) {
     let log = Log::default();
     let a = forever(&log, "a");
-    let b = failing(&log, "b", Duration::from_secs(1), 1);
+    let b = failing_as(kind, &log, "b", Duration::from_secs(1), 1);
     let c = forever(&log, "c");
     let d = forever(&log, "d");
     let watcher = log.clone();
@@ -529,8 +574,11 @@ autojump!(
     temporary_abnormal,
     panicking_child_restarts,
     one_for_one,
+    one_for_one_panicking,
     one_for_all,
+    one_for_all_panicking,
     rest_for_one,
+    rest_for_one_panicking,
     temporary_bystander,
     intensity_counts_restarts_within_the_period,
     nested_supervisors_escalate,
