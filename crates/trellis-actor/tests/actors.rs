@@ -347,6 +347,27 @@ fn cancelling_a_remote_call(transport: Transport) {
     .unwrap();
 }
 
+/// A call whose future is dropped (not cancelled: dropped, as a `select!`, an aborted task or
+/// a web framework whose client went away does) cancels the remote call too.
+fn dropping_a_call_cancels_it(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("sleeper").await?;
+            let dropped =
+                tokio::time::timeout(Duration::from_millis(100), portal.run(counted_sleep, ()))
+                    .await;
+            assert!(dropped.is_err(), "the timeout dropped the call");
+            while portal.run(sleepers, ()).await? > 0 {
+                trellis::sleep(Duration::from_millis(5)).await?;
+            }
+            assert_eq!(portal.info().await?.serving, 0);
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
 /// tractor: test_cancellation.py::test_some_cancels_all (`2_run_in_actors_fail`): failing
 /// run_in_actor children cancel the daemon siblings; all failures are raised, no actor remains.
 fn failing_run_in_actor_children_cancel_the_daemons(transport: Transport) {
@@ -506,6 +527,7 @@ fn killed_child_surfaces_as_an_error(transport: Transport) {
 
 // Every test above, once over Unix sockets and once over TCP on the loopback interface.
 on_both_transports!(
+    dropping_a_call_cancels_it,
     remote_call_returns_value,
     remote_error_arrives_with_its_type,
     unknown_function_and_bad_arguments_are_typed_remote_errors,

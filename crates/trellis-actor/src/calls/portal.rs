@@ -53,6 +53,13 @@ impl Portal {
     /// its next checkpoint, and this call returns `Cancelled` once the remote side
     /// acknowledged it.
     ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before the call ended (a `select!`, an aborted task, a web
+    /// framework dropping the handler of a client that went away) asks the remote side to
+    /// cancel the call too, without waiting for it; its answer is dropped. Cancelling the
+    /// caller's scope instead waits for the acknowledgement, as above.
+    ///
     /// # Errors
     ///
     /// The remote failure as a [`RemoteActorError`](crate::RemoteActorError) (or a group of

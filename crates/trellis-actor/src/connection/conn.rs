@@ -402,12 +402,32 @@ impl Conn {
             ..Local::default()
         };
         let cid = self.start(function, CallKind::Run, args, local, None)?;
+        let mut pending = Abandon {
+            conn: self,
+            cid: Some(cid),
+        };
         let end = match trellis::cancellable(&mut rx).await {
             Ok(Ok(end)) => end,
-            Ok(Err(_)) => return Err(self.lost()),
-            Err(Cancelled { .. }) => return self.cancel_call(cid, rx).await,
+            Ok(Err(_)) => {
+                pending.cid = None;
+                return Err(self.lost());
+            }
+            Err(Cancelled { .. }) => {
+                pending.cid = None;
+                return self.cancel_call(cid, rx).await;
+            }
         };
+        pending.cid = None;
         self.call_result(end)
+    }
+
+    /// The caller dropped the future of call `cid` before its end (a `select!`, an aborted
+    /// task, a web framework dropping a request's handler): the callee is asked to cancel it,
+    /// and whatever it answers is dropped.
+    fn abandon(&self, cid: u64) {
+        let local = self.inner.local.clone();
+        self.act(Flush::Now, |s| s.cancel(cid, local));
+        self.forget_call(cid);
     }
 
     async fn cancel_call(
@@ -508,6 +528,20 @@ impl Conn {
             .into()),
             CallEnd::Lost => Err(self.lost()),
             CallEnd::Over => Err(ActorError::StreamClosed.into()),
+        }
+    }
+}
+
+/// Cancels a call whose caller went away without waiting for its end.
+struct Abandon<'a> {
+    conn: &'a Conn,
+    cid: Option<u64>,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if let Some(cid) = self.cid.take() {
+            self.conn.abandon(cid);
         }
     }
 }
