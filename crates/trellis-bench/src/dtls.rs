@@ -225,8 +225,8 @@ async fn echo(channel: DtlsChannel) -> Result<(), trellis::Error> {
     loop {
         match channel.receive().await {
             Ok(data) => channel.send(&data).await?,
-            Err(e) if e.downcast_ref::<DtlsError>().is_some() => return Ok(()),
-            Err(e) => return Err(e),
+            Err(DtlsError::Cancelled(c)) => return Err(c.into()),
+            Err(_) => return Ok(()),
         }
     }
 }

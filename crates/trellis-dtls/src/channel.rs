@@ -181,7 +181,7 @@ impl ChannelInner {
     }
 
     /// The next datagram from the peer; a checkpoint, cancel-safe.
-    async fn next_packet(&self) -> Result<Vec<u8>, trellis::Error> {
+    async fn next_packet(&self) -> Result<Vec<u8>, DtlsError> {
         loop {
             self.check_open()?;
             let notified = self.inbox_ready.notified();
@@ -194,7 +194,7 @@ impl ChannelInner {
     }
 
     /// Sends the datagrams of `flight` packed to the handshake MTU.
-    async fn send_flight(&self, flight: &[FlightMessage]) -> Result<(), trellis::Error> {
+    async fn send_flight(&self, flight: &[FlightMessage]) -> Result<(), DtlsError> {
         let packets = {
             let mut handshake = lock(&self.handshake);
             let mtu = handshake.mtu;
@@ -208,7 +208,7 @@ impl ChannelInner {
 
     /// Steps OpenSSL's handshake; returns whether it finished, and the flight it wrote. A
     /// failure sends the alert OpenSSL wrote, if any, and ends the association.
-    async fn step(&self) -> Result<(bool, Vec<FlightMessage>), trellis::Error> {
+    async fn step(&self) -> Result<(bool, Vec<FlightMessage>), DtlsError> {
         let (outcome, out) = {
             let mut stream = lock(&self.ssl);
             let outcome = stream.do_handshake();
@@ -239,7 +239,7 @@ impl ChannelInner {
 
     /// The handshake failed: OpenSSL's alert (in `out`) goes to the peer, then the peer is
     /// forgotten.
-    async fn fail(&self, error: DtlsError, out: &[u8]) -> trellis::Error {
+    async fn fail(&self, error: DtlsError, out: &[u8]) -> DtlsError {
         tracing::debug!(peer = %self.peer, %error, "DTLS handshake failed");
         Counters::count(&self.endpoint.counters.handshakes_failed);
         self.closed.store(true, Ordering::Release);
@@ -256,10 +256,10 @@ impl ChannelInner {
         }
         self.leave_table();
         self.inbox_ready.notify_waiters();
-        error.into()
+        error
     }
 
-    async fn do_handshake(&self, initial_timeout: Duration) -> Result<(), trellis::Error> {
+    async fn do_handshake(&self, initial_timeout: Duration) -> Result<(), DtlsError> {
         let _serial = trellis::cancellable(self.handshaking.lock()).await?;
         if self.handshake_done.load(Ordering::Acquire) {
             return Ok(());
@@ -281,7 +281,7 @@ impl ChannelInner {
                     lock(&self.ssl).get_mut().incoming.push_back(packet);
                     let (now_done, next) = self.step().await?;
                     if now_done {
-                        return Ok::<_, trellis::Error>((true, next));
+                        return Ok::<_, DtlsError>((true, next));
                     }
                     let alert = matches!(
                         next.first(),
@@ -366,8 +366,9 @@ impl DtlsChannel {
     /// # Errors
     ///
     /// [`DtlsError::Handshake`], [`DtlsError::PeerReconnected`], [`DtlsError::Closed`],
-    /// `Cancelled` (a later call starts over from where OpenSSL is).
-    pub async fn do_handshake(&self, initial_timeout: Duration) -> Result<(), trellis::Error> {
+    /// [`DtlsError::HandshakeTimedOut`], the socket's errors, [`DtlsError::Cancelled`] (a later
+    /// call starts over from where OpenSSL is).
+    pub async fn do_handshake(&self, initial_timeout: Duration) -> Result<(), DtlsError> {
         if self.inner.handshake_done.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -378,10 +379,11 @@ impl DtlsChannel {
     ///
     /// # Errors
     ///
-    /// [`DtlsError::EmptyDatagram`], the handshake's errors, the socket's.
-    pub async fn send(&self, data: &[u8]) -> Result<(), trellis::Error> {
+    /// [`DtlsError::EmptyDatagram`], the handshake's errors, the socket's
+    /// ([`DtlsError::Io`], [`DtlsError::Cancelled`]).
+    pub async fn send(&self, data: &[u8]) -> Result<(), DtlsError> {
         if data.is_empty() {
-            return Err(DtlsError::EmptyDatagram.into());
+            return Err(DtlsError::EmptyDatagram);
         }
         self.inner.check_open()?;
         self.do_handshake(Duration::from_secs(1)).await?;
@@ -406,8 +408,8 @@ impl DtlsChannel {
     /// # Errors
     ///
     /// [`DtlsError::Closed`] when the peer closed the association or the channel was closed;
-    /// [`DtlsError::PeerReconnected`]; the handshake's errors.
-    pub async fn receive(&self) -> Result<Vec<u8>, trellis::Error> {
+    /// [`DtlsError::PeerReconnected`]; the handshake's errors; [`DtlsError::Cancelled`].
+    pub async fn receive(&self) -> Result<Vec<u8>, DtlsError> {
         self.do_handshake(Duration::from_secs(1)).await?;
         loop {
             let packet = self.inner.next_packet().await?;
@@ -429,7 +431,7 @@ impl DtlsChannel {
                     return Ok(buf);
                 }
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
-                    return Err(DtlsError::Closed.into());
+                    return Err(DtlsError::Closed);
                 }
                 // OpenSSL discards a record that does not decrypt, or repeats one already
                 // read, without an error (RFC 6347 §4.1.2.7): counted as bad all the same.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use openssl::ssl::{Ssl, SslContext, SslContextBuilder, SslOptions};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use trellis_net::UdpSocket;
+use trellis_net::{IoError, UdpSocket};
 
 use crate::channel::{ChannelInner, DtlsChannel, ssl_error};
 use crate::cookie::CookieKey;
@@ -89,6 +89,30 @@ pub enum DtlsError {
     /// The socket failed.
     #[error("DTLS socket error: {0}")]
     Io(#[from] std::io::Error),
+    /// The caller's scope was cancelled. A handshake cancelled half-way goes on from where
+    /// OpenSSL is at the next call; a receive loses no datagram.
+    #[error("{0}")]
+    Cancelled(#[from] trellis::Cancelled),
+    /// A deadline set around the operation with [`trellis::fail_after`] (or `fail_at`)
+    /// passed.
+    #[error("{0}")]
+    TooSlow(#[from] trellis::TooSlow),
+}
+
+impl trellis::IsCancelled for DtlsError {
+    fn is_cancelled(&self) -> bool {
+        matches!(self, DtlsError::Cancelled(_))
+    }
+}
+
+impl From<IoError> for DtlsError {
+    fn from(error: IoError) -> Self {
+        match error {
+            IoError::Cancelled(cancelled) => DtlsError::Cancelled(cancelled),
+            IoError::TooSlow(too_slow) => DtlsError::TooSlow(too_slow),
+            other => DtlsError::Io(other.into_io()),
+        }
+    }
 }
 
 /// What an endpoint counted, and what it holds now.
@@ -180,7 +204,7 @@ impl Counters {
 
 /// A future as a [`DatagramSocket`] returns it.
 pub type SocketFuture<'a, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, trellis::Error>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, IoError>> + Send + 'a>>;
 
 /// What an endpoint needs from its socket: whole datagrams to and from addresses. A
 /// [`trellis_net::UdpSocket`] is one; a simulated network in tests is another.
@@ -642,7 +666,7 @@ impl DtlsEndpoint {
         loop {
             let (n, from) = match self.inner.socket.recv_from(&mut buf).await {
                 Ok(received) => received,
-                Err(e) if e.is_cancelled() => return Err(e),
+                Err(e) if trellis::IsCancelled::is_cancelled(&e) => return Err(e.into()),
                 // ICMP errors from earlier sends (connection refused) come back here on some
                 // systems: they are about a datagram, not the socket.
                 Err(e) => {

@@ -23,10 +23,8 @@ where
         loop {
             let data = match channel.receive().await {
                 Ok(data) => data,
-                Err(e) => match e.downcast_ref::<DtlsError>() {
-                    Some(DtlsError::Closed) => return Ok(()),
-                    _ => return Err(e),
-                },
+                Err(DtlsError::Closed) => return Ok(()),
+                Err(e) => return Err(e.into()),
             };
             channel.send(&data).await?;
         }
@@ -87,10 +85,7 @@ fn untrusted_certificate_fails_the_handshake() {
                 )
                 .await
                 .unwrap_err();
-                assert!(
-                    matches!(err.downcast_ref(), Some(DtlsError::Handshake { .. })),
-                    "{err:?}"
-                );
+                assert!(matches!(err, DtlsError::Handshake { .. }), "{err:?}");
                 Ok(())
             })
             .await
@@ -99,8 +94,26 @@ fn untrusted_certificate_fails_the_handshake() {
     });
 }
 
-fn is(err: &trellis::Error, want: impl Fn(&DtlsError) -> bool) -> bool {
-    err.downcast_ref::<DtlsError>().is_some_and(want)
+/// A channel's own error, or one that `serve` or the endpoint returns inside a
+/// `trellis::Error` (it also carries its handlers' failures).
+trait AsDtls {
+    fn as_dtls(&self) -> Option<&DtlsError>;
+}
+
+impl AsDtls for DtlsError {
+    fn as_dtls(&self) -> Option<&DtlsError> {
+        Some(self)
+    }
+}
+
+impl AsDtls for trellis::Error {
+    fn as_dtls(&self) -> Option<&DtlsError> {
+        self.downcast_ref()
+    }
+}
+
+fn is(err: &impl AsDtls, want: impl Fn(&DtlsError) -> bool) -> bool {
+    err.as_dtls().is_some_and(want)
 }
 
 /// Trio: test_dtls.py::test_full_duplex — sends and receives at once on both sides, each
@@ -515,5 +528,42 @@ fn a_burst_of_clients_all_complete() {
             Ok(())
         })
         .await;
+    });
+}
+
+/// A channel's operations are checkpoints: in a cancelled scope they fail with
+/// `DtlsError::Cancelled` (matched as it is), which the scope catches, and which stays a
+/// cancellation as a `trellis::Error`; `fail_after` around one gives `DtlsError::TooSlow`.
+#[test]
+fn typed_errors_cancelled_and_too_slow() {
+    trellis::testing::run_test_multi_thread(async {
+        open_endpoint(bind("127.0.0.1:0").await, |endpoint| async move {
+            let (_, client) = configs();
+            // Nobody answers there: the handshake waits.
+            let silent = bind("127.0.0.1:0").await;
+            let channel = endpoint.connect(silent.local_addr()?, &client)?;
+            let scope = trellis::CancelScope::new();
+            scope.cancel();
+            let caught = scope
+                .run(async {
+                    let err = channel.receive().await.unwrap_err();
+                    assert!(matches!(err, DtlsError::Cancelled(_)), "{err:?}");
+                    assert!(trellis::Error::from(err).is_cancelled());
+                    channel.receive().await?;
+                    Ok::<_, DtlsError>(())
+                })
+                .await;
+            assert!(matches!(caught, Ok(None)), "{caught:?}");
+            let err = trellis::fail_after(
+                Duration::from_millis(200),
+                channel.do_handshake(Duration::from_secs(1)),
+            )
+            .await
+            .unwrap_err();
+            assert!(matches!(err, DtlsError::TooSlow(_)), "{err:?}");
+            Ok(())
+        })
+        .await
+        .unwrap();
     });
 }

@@ -50,8 +50,8 @@ fn refused_clients_get_an_alert_and_leave_no_state() {
                                     .do_handshake(Duration::from_secs(1))
                                     .await
                                     .unwrap_err();
-                                match err.downcast_ref::<DtlsError>() {
-                                    Some(DtlsError::Handshake { reason, .. })
+                                match &err {
+                                    DtlsError::Handshake { reason, .. }
                                         if reason.contains("alert protocol version") =>
                                     {
                                         refused.fetch_add(1, Ordering::SeqCst);

@@ -4,6 +4,8 @@
 //! thread finishes there, and its result is dropped.
 
 use std::io;
+
+use crate::IoError;
 use std::path::Path;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -13,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 /// # Errors
 ///
 /// The I/O error, or `Cancelled`.
-pub async fn read(path: impl AsRef<Path>) -> Result<Vec<u8>, trellis::Error> {
+pub async fn read(path: impl AsRef<Path>) -> Result<Vec<u8>, IoError> {
     trellis::checkpoint_if_cancelled()?;
     Ok(trellis::cancellable(tokio::fs::read(path.as_ref())).await??)
 }
@@ -23,7 +25,7 @@ pub async fn read(path: impl AsRef<Path>) -> Result<Vec<u8>, trellis::Error> {
 /// # Errors
 ///
 /// The I/O error, or `Cancelled`.
-pub async fn write(path: impl AsRef<Path>, data: impl AsRef<[u8]>) -> Result<(), trellis::Error> {
+pub async fn write(path: impl AsRef<Path>, data: impl AsRef<[u8]>) -> Result<(), IoError> {
     trellis::checkpoint_if_cancelled()?;
     Ok(trellis::cancellable(tokio::fs::write(path.as_ref(), data.as_ref())).await??)
 }
@@ -33,7 +35,7 @@ pub async fn write(path: impl AsRef<Path>, data: impl AsRef<[u8]>) -> Result<(),
 /// # Errors
 ///
 /// The I/O error, or `Cancelled`.
-pub async fn remove_file(path: impl AsRef<Path>) -> Result<(), trellis::Error> {
+pub async fn remove_file(path: impl AsRef<Path>) -> Result<(), IoError> {
     trellis::checkpoint_if_cancelled()?;
     Ok(trellis::cancellable(tokio::fs::remove_file(path.as_ref())).await??)
 }
@@ -50,7 +52,7 @@ impl File {
     /// # Errors
     ///
     /// The I/O error, or `Cancelled`.
-    pub async fn open(path: impl AsRef<Path>) -> Result<File, trellis::Error> {
+    pub async fn open(path: impl AsRef<Path>) -> Result<File, IoError> {
         trellis::checkpoint_if_cancelled()?;
         let inner = trellis::cancellable(tokio::fs::File::open(path.as_ref())).await??;
         Ok(File { inner })
@@ -61,7 +63,7 @@ impl File {
     /// # Errors
     ///
     /// The I/O error, or `Cancelled`.
-    pub async fn create(path: impl AsRef<Path>) -> Result<File, trellis::Error> {
+    pub async fn create(path: impl AsRef<Path>) -> Result<File, IoError> {
         trellis::checkpoint_if_cancelled()?;
         let inner = trellis::cancellable(tokio::fs::File::create(path.as_ref())).await??;
         Ok(File { inner })
@@ -72,7 +74,7 @@ impl File {
     /// # Errors
     ///
     /// The I/O error, or `Cancelled`.
-    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, trellis::Error> {
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, IoError> {
         trellis::checkpoint_if_cancelled()?;
         Ok(trellis::cancellable(self.inner.read(buf)).await??)
     }
@@ -82,7 +84,7 @@ impl File {
     /// # Errors
     ///
     /// The I/O error, or `Cancelled`.
-    pub async fn read_to_end(&mut self) -> Result<Vec<u8>, trellis::Error> {
+    pub async fn read_to_end(&mut self) -> Result<Vec<u8>, IoError> {
         trellis::checkpoint_if_cancelled()?;
         let mut all = Vec::new();
         trellis::cancellable(self.inner.read_to_end(&mut all)).await??;
@@ -94,7 +96,7 @@ impl File {
     /// # Errors
     ///
     /// The I/O error, or `Cancelled`.
-    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), trellis::Error> {
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), IoError> {
         trellis::checkpoint_if_cancelled()?;
         Ok(trellis::cancellable(self.inner.write_all(data)).await??)
     }
@@ -104,7 +106,7 @@ impl File {
     /// # Errors
     ///
     /// The I/O error, or `Cancelled`.
-    pub async fn seek(&mut self, pos: io::SeekFrom) -> Result<u64, trellis::Error> {
+    pub async fn seek(&mut self, pos: io::SeekFrom) -> Result<u64, IoError> {
         trellis::checkpoint_if_cancelled()?;
         Ok(trellis::cancellable(self.inner.seek(pos)).await??)
     }
@@ -114,7 +116,7 @@ impl File {
     /// # Errors
     ///
     /// The I/O error, or `Cancelled`.
-    pub async fn sync_all(&mut self) -> Result<(), trellis::Error> {
+    pub async fn sync_all(&mut self) -> Result<(), IoError> {
         trellis::checkpoint_if_cancelled()?;
         trellis::cancellable(self.inner.flush()).await??;
         Ok(trellis::cancellable(self.inner.sync_all()).await??)

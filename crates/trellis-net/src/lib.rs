@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod error;
 pub mod fs;
 mod memory;
 mod process;
@@ -21,6 +22,7 @@ mod tls;
 mod udp;
 mod unix;
 
+pub use error::IoError;
 pub use memory::{MemoryStream, lockstep_stream_pair, memory_stream_pair};
 pub use process::{
     Completed, DEFAULT_GRACE, PipeWriter, Process, ProcessError, RunOptions, open_process,

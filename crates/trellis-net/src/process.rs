@@ -85,7 +85,7 @@ pub enum ProcessError {
         /// Its status and captured output.
         completed: Completed,
     },
-    /// Talking to it failed.
+    /// Talking to it, waiting for it or signalling it failed.
     #[error("I/O with {program}: {source}")]
     Io {
         /// The program.
@@ -93,6 +93,20 @@ pub enum ProcessError {
         /// Why.
         source: std::io::Error,
     },
+    /// The caller's scope was cancelled; the process was terminated, killed after its grace
+    /// period, and reaped first.
+    #[error("{0}")]
+    Cancelled(#[from] trellis::Cancelled),
+    /// A deadline set around the operation with [`trellis::fail_after`] (or `fail_at`)
+    /// passed.
+    #[error("{0}")]
+    TooSlow(#[from] trellis::TooSlow),
+}
+
+impl trellis::IsCancelled for ProcessError {
+    fn is_cancelled(&self) -> bool {
+        matches!(self, ProcessError::Cancelled(_))
+    }
 }
 
 /// Runs `command` to completion (Trio's `run_process`).
@@ -113,11 +127,12 @@ pub enum ProcessError {
 ///
 /// # Errors
 ///
-/// [`ProcessError`] (in a [`trellis::Error`]), or `Cancelled`.
+/// A [`ProcessError`]: it did not start, it failed (with `options.check`), talking to it
+/// failed, or the caller was cancelled.
 pub async fn run_process(
     mut command: Command,
     options: RunOptions,
-) -> Result<Completed, trellis::Error> {
+) -> Result<Completed, ProcessError> {
     let program = command
         .as_std()
         .get_program()
@@ -171,8 +186,14 @@ pub async fn run_process(
         };
         Ok::<_, trellis::Error>((status, out, err))
     })
-    .await?
-    .ok_or(trellis::Cancelled::new())?;
+    .await;
+    let outcome = match outcome {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => return Err(trellis::Cancelled::new().into()),
+        Err(error) if error.is_cancelled() => return Err(error.into_cancelled().into()),
+        // Reading a pipe failed.
+        Err(error) => return Err(io_error(std::io::Error::other(error.into_std()))),
+    };
     let (status, out, err) = outcome;
     let status = status.map_err(io_error)?;
     let completed = Completed {
@@ -181,7 +202,7 @@ pub async fn run_process(
         stderr: err.into_value().unwrap_or_default(),
     };
     if options.check && !status.success() {
-        return Err(ProcessError::Failed { program, completed }.into());
+        return Err(ProcessError::Failed { program, completed });
     }
     Ok(completed)
 }
@@ -270,6 +291,7 @@ impl<W: tokio::io::AsyncWrite + Unpin + Send> SendStream for PipeWriter<W> {
 pub struct Process {
     child: tokio::process::Child,
     pid: u32,
+    program: String,
     /// Its standard input, when piped.
     pub stdin: Option<PipeWriter<ChildStdin>>,
     /// Its standard output, when piped.
@@ -284,7 +306,7 @@ pub struct Process {
 /// # Errors
 ///
 /// [`ProcessError::Spawn`].
-pub fn open_process(mut command: Command) -> Result<Process, trellis::Error> {
+pub fn open_process(mut command: Command) -> Result<Process, ProcessError> {
     let program = command
         .as_std()
         .get_program()
@@ -294,10 +316,12 @@ pub fn open_process(mut command: Command) -> Result<Process, trellis::Error> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .map_err(|source| ProcessError::Spawn { program, source })?;
+    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
     Ok(Process {
+        program,
         pid: child.id().expect("a process just spawned has a pid"),
         stdin: child.stdin.take().map(PipeWriter::new),
         stdout: child.stdout.take().map(SocketStream::new),
@@ -317,10 +341,10 @@ impl Process {
     ///
     /// # Errors
     ///
-    /// The wait's I/O error, or `Cancelled`.
-    pub async fn wait(&mut self) -> Result<ExitStatus, trellis::Error> {
+    /// [`ProcessError::Io`] (the wait's error), or [`ProcessError::Cancelled`].
+    pub async fn wait(&mut self) -> Result<ExitStatus, ProcessError> {
         match trellis::cancellable(self.child.wait()).await {
-            Ok(status) => Ok(status?),
+            Ok(status) => status.map_err(|e| self.io_error(e)),
             Err(cancelled) => {
                 terminate_and_reap(&mut self.child, self.pid, DEFAULT_GRACE).await;
                 Err(cancelled.into())
@@ -332,20 +356,29 @@ impl Process {
     ///
     /// # Errors
     ///
-    /// The system call's error.
-    pub fn send_signal(&mut self, signal: Signal) -> Result<(), trellis::Error> {
-        if self.child.try_wait()?.is_none() {
-            kill(Pid::from_raw(self.pid as i32), signal).map_err(std::io::Error::from)?;
+    /// [`ProcessError::Io`] with the system call's error.
+    pub fn send_signal(&mut self, signal: Signal) -> Result<(), ProcessError> {
+        let running = self.child.try_wait().map_err(|e| self.io_error(e))?;
+        if running.is_none() {
+            kill(Pid::from_raw(self.pid as i32), signal)
+                .map_err(|e| self.io_error(std::io::Error::from(e)))?;
         }
         Ok(())
+    }
+
+    fn io_error(&self, source: std::io::Error) -> ProcessError {
+        ProcessError::Io {
+            program: self.program.clone(),
+            source,
+        }
     }
 
     /// Sends SIGTERM.
     ///
     /// # Errors
     ///
-    /// The system call's error.
-    pub fn terminate(&mut self) -> Result<(), trellis::Error> {
+    /// As [`send_signal`](Process::send_signal).
+    pub fn terminate(&mut self) -> Result<(), ProcessError> {
         self.send_signal(Signal::SIGTERM)
     }
 
@@ -353,8 +386,8 @@ impl Process {
     ///
     /// # Errors
     ///
-    /// The system call's error.
-    pub fn kill(&mut self) -> Result<(), trellis::Error> {
+    /// As [`send_signal`](Process::send_signal).
+    pub fn kill(&mut self) -> Result<(), ProcessError> {
         self.send_signal(Signal::SIGKILL)
     }
 }

@@ -56,10 +56,30 @@ impl Default for ConnectOptions {
     }
 }
 
-/// Why a TCP connection could not be made.
+/// Why a connection (TCP, or a Unix socket's) could not be made.
+///
+/// `?` turns it into a [`trellis::Error`] that is still a cancellation when it was one.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
+    /// The caller's scope was cancelled; no connection is left open.
+    #[error("{0}")]
+    Cancelled(#[from] trellis::Cancelled),
+    /// A deadline set around the operation with [`trellis::fail_after`] (or `fail_at`)
+    /// passed.
+    #[error("{0}")]
+    TooSlow(#[from] trellis::TooSlow),
+    /// The Unix socket at `path` could not be connected to.
+    #[error("cannot connect to {}: {source}", .path.display())]
+    Unix {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The connection was made, but its socket could not be set up (`TCP_NODELAY`).
+    #[error("cannot set up the connected socket: {0}")]
+    Socket(io::Error),
     /// The host did not resolve.
     #[error("cannot resolve {host}: {source}")]
     Resolve {
@@ -86,6 +106,12 @@ pub enum ConnectError {
     },
 }
 
+impl trellis::IsCancelled for ConnectError {
+    fn is_cancelled(&self) -> bool {
+        matches!(self, ConnectError::Cancelled(_))
+    }
+}
+
 fn summary(attempts: &[(SocketAddr, io::Error)]) -> String {
     attempts
         .iter()
@@ -109,8 +135,8 @@ pub fn reorder_for_rfc_6555(addrs: &mut [SocketAddr]) {
 ///
 /// # Errors
 ///
-/// A [`ConnectError`] (inside a [`trellis::Error`]), or `Cancelled`.
-pub async fn open_tcp_stream(host: &str, port: u16) -> Result<TcpStream, trellis::Error> {
+/// A [`ConnectError`] (its `Cancelled` variant when the caller was cancelled).
+pub async fn open_tcp_stream(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
     open_tcp_stream_with(&SystemResolver, host, port, &ConnectOptions::default()).await
 }
 
@@ -122,14 +148,14 @@ pub async fn open_tcp_stream(host: &str, port: u16) -> Result<TcpStream, trellis
 ///
 /// # Errors
 ///
-/// [`ConnectError::AllFailed`] with every attempt's error, another [`ConnectError`], or
-/// `Cancelled`.
+/// [`ConnectError::AllFailed`] with every attempt's error, another [`ConnectError`]
+/// (`Cancelled` when the caller was cancelled).
 pub async fn open_tcp_stream_with<R: Resolve>(
     resolver: &R,
     host: &str,
     port: u16,
     options: &ConnectOptions,
-) -> Result<TcpStream, trellis::Error> {
+) -> Result<TcpStream, ConnectError> {
     let mut addrs = trellis::cancellable(resolver.resolve(host, port))
         .await?
         .map_err(|source| ConnectError::Resolve {
@@ -139,8 +165,7 @@ pub async fn open_tcp_stream_with<R: Resolve>(
     if addrs.is_empty() {
         return Err(ConnectError::NoAddress {
             host: host.to_owned(),
-        }
-        .into());
+        });
     }
     reorder_for_rfc_6555(&mut addrs);
     let (tx, mut rx) =
@@ -196,19 +221,25 @@ pub async fn open_tcp_stream_with<R: Resolve>(
             .collect();
         Ok::<_, trellis::Error>(winner.ok_or(attempts))
     })
-    .await?
-    .ok_or(trellis::Cancelled::new())?;
+    .await;
+    // The attempts' tasks report through the channel and never fail: what comes out of the
+    // nursery is a cancellation.
+    let winner = match winner {
+        Ok(Some(winner)) => winner,
+        Ok(None) => return Err(trellis::Cancelled::new().into()),
+        Err(error) if error.is_cancelled() => return Err(error.into_cancelled().into()),
+        Err(error) => return Err(ConnectError::Socket(io::Error::other(error.into_std()))),
+    };
     match winner {
         Ok(stream) => {
-            stream.set_nodelay(true).map_err(StreamError::Broken)?;
+            stream.set_nodelay(true).map_err(ConnectError::Socket)?;
             Ok(SocketStream::new(stream))
         }
         Err(attempts) => Err(ConnectError::AllFailed {
             host: host.to_owned(),
             port,
             attempts,
-        }
-        .into()),
+        }),
     }
 }
 

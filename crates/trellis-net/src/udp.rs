@@ -2,6 +2,8 @@
 //! cancelled while waiting loses no datagram.
 
 use std::io;
+
+use crate::IoError;
 use std::net::SocketAddr;
 
 use tokio::net::ToSocketAddrs;
@@ -18,7 +20,7 @@ impl UdpSocket {
     /// # Errors
     ///
     /// The bind's error, or `Cancelled`.
-    pub async fn bind(addr: impl ToSocketAddrs) -> Result<Self, trellis::Error> {
+    pub async fn bind(addr: impl ToSocketAddrs) -> Result<Self, IoError> {
         trellis::checkpoint_if_cancelled()?;
         let inner = trellis::cancellable(tokio::net::UdpSocket::bind(addr)).await??;
         Ok(UdpSocket { inner })
@@ -48,7 +50,7 @@ impl UdpSocket {
     /// # Errors
     ///
     /// The send's error, or `Cancelled`.
-    pub async fn send_to(&self, data: &[u8], target: SocketAddr) -> Result<usize, trellis::Error> {
+    pub async fn send_to(&self, data: &[u8], target: SocketAddr) -> Result<usize, IoError> {
         trellis::checkpoint_if_cancelled()?;
         Ok(trellis::cancellable(self.inner.send_to(data, target)).await??)
     }
@@ -59,7 +61,7 @@ impl UdpSocket {
     /// # Errors
     ///
     /// The receive's error, or `Cancelled`.
-    pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr), trellis::Error> {
+    pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr), IoError> {
         trellis::checkpoint_if_cancelled()?;
         Ok(trellis::cancellable(self.inner.recv_from(buf)).await??)
     }
@@ -69,7 +71,7 @@ impl UdpSocket {
     /// # Errors
     ///
     /// The connect's error, or `Cancelled`.
-    pub async fn connect(&self, peer: SocketAddr) -> Result<(), trellis::Error> {
+    pub async fn connect(&self, peer: SocketAddr) -> Result<(), IoError> {
         trellis::checkpoint_if_cancelled()?;
         Ok(trellis::cancellable(self.inner.connect(peer)).await??)
     }
@@ -79,7 +81,7 @@ impl UdpSocket {
     /// # Errors
     ///
     /// The send's error, or `Cancelled`.
-    pub async fn send(&self, data: &[u8]) -> Result<usize, trellis::Error> {
+    pub async fn send(&self, data: &[u8]) -> Result<usize, IoError> {
         trellis::checkpoint_if_cancelled()?;
         Ok(trellis::cancellable(self.inner.send(data)).await??)
     }
@@ -89,7 +91,7 @@ impl UdpSocket {
     /// # Errors
     ///
     /// The receive's error, or `Cancelled`.
-    pub async fn recv(&self, buf: &mut [u8]) -> Result<usize, trellis::Error> {
+    pub async fn recv(&self, buf: &mut [u8]) -> Result<usize, IoError> {
         trellis::checkpoint_if_cancelled()?;
         Ok(trellis::cancellable(self.inner.recv(buf)).await??)
     }

@@ -8,7 +8,7 @@ use trellis::TaskStatus;
 
 use crate::socket::SocketStream;
 use crate::stream::{Listener, StreamError};
-use crate::tcp::serve_listeners;
+use crate::tcp::{ConnectError, serve_listeners};
 
 /// A Unix domain socket connection.
 pub type UnixStream = SocketStream<tokio::net::UnixStream>;
@@ -17,12 +17,16 @@ pub type UnixStream = SocketStream<tokio::net::UnixStream>;
 ///
 /// # Errors
 ///
-/// The connection's I/O error, or `Cancelled`.
-pub async fn open_unix_stream(path: impl AsRef<Path>) -> Result<UnixStream, trellis::Error> {
+/// [`ConnectError::Unix`], or [`ConnectError::Cancelled`].
+pub async fn open_unix_stream(path: impl AsRef<Path>) -> Result<UnixStream, ConnectError> {
     trellis::checkpoint().await?;
-    let stream = trellis::cancellable(tokio::net::UnixStream::connect(path.as_ref()))
+    let path = path.as_ref();
+    let stream = trellis::cancellable(tokio::net::UnixStream::connect(path))
         .await?
-        .map_err(StreamError::Broken)?;
+        .map_err(|source| ConnectError::Unix {
+            path: path.to_owned(),
+            source,
+        })?;
     Ok(SocketStream::new(stream))
 }
 

@@ -54,8 +54,8 @@ fn run_checks_the_exit_status() {
         let err = run_process(sh("echo why >&2; exit 3"), RunOptions::default().capture())
             .await
             .unwrap_err();
-        let Some(ProcessError::Failed { completed, .. }) = err.downcast_ref::<ProcessError>()
-        else {
+        // The typed error is matched as it is.
+        let ProcessError::Failed { completed, .. } = &err else {
             panic!("{err:?}");
         };
         assert_eq!(completed.status.code(), Some(3));
@@ -100,10 +100,7 @@ fn run_missing_program() {
         )
         .await
         .unwrap_err();
-        assert!(matches!(
-            err.downcast_ref::<ProcessError>(),
-            Some(ProcessError::Spawn { .. })
-        ));
+        assert!(matches!(err, ProcessError::Spawn { .. }));
     });
 }
 

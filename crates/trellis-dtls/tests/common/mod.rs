@@ -33,14 +33,9 @@ pub async fn echo(channel: DtlsChannel, mtu: Option<usize>) -> Result<(), trelli
     loop {
         match channel.receive().await {
             Ok(data) => channel.send(&data).await?,
-            Err(e)
-                if e.downcast_ref::<DtlsError>().is_some_and(|e| {
-                    matches!(e, DtlsError::Closed | DtlsError::PeerReconnected(_))
-                }) =>
-            {
-                return Ok(());
-            }
-            Err(e) => return Err(e),
+            // The typed error: matched as it is, no downcast.
+            Err(DtlsError::Closed | DtlsError::PeerReconnected(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
     }
 }
