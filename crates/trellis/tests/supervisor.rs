@@ -502,14 +502,18 @@ async fn stop_and_start_errors() {
     open_supervisor(Supervision::new(Strategy::OneForOne), |sup| {
         kept = Some(sup.clone());
         async move {
-            sup.start("a", Restart::Permanent, a)?;
+            let child = sup.start("a", Restart::Permanent, a)?;
+            assert_eq!(child.name(), "a");
             assert_eq!(
-                sup.start("a", Restart::Permanent, again),
-                Err(StartError::DuplicateName("a".into()))
+                sup.start("a", Restart::Permanent, again).unwrap_err(),
+                StartError::DuplicateName("a".into())
             );
             wait_all_tasks_blocked().await?;
+            assert!(!child.is_removed());
             assert!(sup.stop("a"));
             assert!(!sup.stop("nobody"));
+            child.removed().await?;
+            assert_eq!(child.removed_because(), Some("stopped by its supervisor"));
             Ok::<_, Error>(())
         }
     })
@@ -519,7 +523,134 @@ async fn stop_and_start_errors() {
     let closed = kept
         .unwrap()
         .start("late", Restart::Temporary, || async { Ok::<_, Error>(()) });
-    assert_eq!(closed, Err(StartError::Closed));
+    assert_eq!(closed.unwrap_err(), StartError::Closed);
+}
+
+/// One incident counts once: a child that fails while its group is being restarted (here
+/// because the failed sibling it depends on is gone) is restarted with the group, not counted
+/// as a second restart — with OTP's default intensity (1 in 5 s) the supervisor carries on.
+async fn knock_on_failure_during_a_group_restart_counts_once() {
+    let log = Log::default();
+    let a_failed = Arc::new(trellis::sync::Event::new());
+    let runs = Arc::new(AtomicU32::new(0));
+    let (failed, runs_a) = (a_failed.clone(), runs.clone());
+    let a_log = log.clone();
+    let a = move || {
+        let (failed, run) = (failed.clone(), runs_a.fetch_add(1, Ordering::Relaxed));
+        let log = a_log.clone();
+        async move {
+            log.push("start a");
+            sleep(Duration::from_secs(1)).await?;
+            if run == 0 {
+                failed.set();
+                return Err(Error::from(Boom("a")));
+            }
+            sleep_forever().await?;
+            Ok(())
+        }
+    };
+    let (failed, b_log) = (a_failed.clone(), log.clone());
+    let b = move || {
+        let (failed, log) = (failed.clone(), b_log.clone());
+        async move {
+            log.push("start b");
+            if !failed.is_set() {
+                failed.wait().await?;
+                // Its input is gone: it fails too, while c is still being stopped.
+                return Err(Error::from(Boom("b")));
+            }
+            sleep_forever().await?;
+            Ok(())
+        }
+    };
+    let c_log = log.clone();
+    let c = move || {
+        let log = c_log.clone();
+        async move {
+            log.push("start c");
+            let outcome = sleep_forever().await;
+            // A slow cleanup: b's failure arrives while the supervisor waits for it.
+            CancelScope::shielded()
+                .run(sleep(Duration::from_millis(100)))
+                .await?;
+            outcome.map(|_| ())
+        }
+    };
+    let outcome = open_supervisor(Supervision::new(Strategy::OneForAll), |sup| async move {
+        sup.start("a", Restart::Permanent, a)?;
+        sup.start("b", Restart::Permanent, b)?;
+        sup.start("c", Restart::Permanent, c)?;
+        sleep(Duration::from_secs(3)).await?;
+        assert_eq!(
+            names(&sup),
+            [("a".into(), 1), ("b".into(), 1), ("c".into(), 1)]
+        );
+        sup.shutdown();
+        Ok::<_, Error>(())
+    })
+    .await;
+    assert_eq!(outcome.unwrap(), None, "it did not give up");
+    let log = log.take();
+    assert_eq!(log.iter().filter(|l| *l == "start a").count(), 2, "{log:?}");
+}
+
+/// After a scope outside cancelled it, the supervisor is closed: a handle kept beyond it
+/// starts nothing, and every child's handle says it was removed.
+async fn cancelled_supervisor_is_closed() {
+    let mut kept = None;
+    let mut child = None;
+    let scope = CancelScope::new();
+    let canceller = scope.clone();
+    let outcome = scope
+        .run(open_supervisor(
+            Supervision::new(Strategy::OneForOne),
+            |sup| {
+                kept = Some(sup.clone());
+                let child = &mut child;
+                async move {
+                    *child = Some(sup.start("a", Restart::Permanent, || async {
+                        sleep_forever().await?;
+                        Ok::<_, Error>(())
+                    })?);
+                    canceller.cancel();
+                    sleep_forever().await?;
+                    Ok::<_, Error>(())
+                }
+            },
+        ))
+        .await;
+    assert_eq!(outcome.unwrap(), None);
+    let child = child.unwrap();
+    assert_eq!(child.removed_because(), Some("its supervisor has ended"));
+    let late = kept
+        .unwrap()
+        .start("b", Restart::Permanent, || async { Ok::<_, Error>(()) });
+    assert_eq!(late.unwrap_err(), StartError::Closed);
+}
+
+/// A supervisor future dropped before its end (a `select!`, an aborted task) aborts its
+/// children and removes them: their handles do not wait forever.
+async fn dropped_supervisor_removes_its_children() {
+    let mut child = None;
+    let dropped = tokio::time::timeout(
+        Duration::from_secs(1),
+        open_supervisor(Supervision::new(Strategy::OneForOne), |sup| {
+            let child = &mut child;
+            async move {
+                *child = Some(sup.start("a", Restart::Permanent, || async {
+                    sleep_forever().await?;
+                    Ok::<_, Error>(())
+                })?);
+                sleep_forever().await?;
+                Ok::<_, Error>(())
+            }
+        }),
+    )
+    .await;
+    assert!(dropped.is_err());
+    let child = child.unwrap();
+    child.removed().await.unwrap();
+    assert_eq!(child.removed_because(), Some("its supervisor has ended"));
 }
 
 /// A failing body fails the supervisor: every child is stopped (last first) and the group
@@ -585,6 +716,9 @@ autojump!(
     backoff_doubles,
     stop_and_start_errors,
     body_failure_stops_children,
+    knock_on_failure_during_a_group_restart_counts_once,
+    cancelled_supervisor_is_closed,
+    dropped_supervisor_removes_its_children,
     outer_cancellation_restarts_nothing,
 );
 

@@ -7,7 +7,6 @@
 //! task is started outside it.
 
 use std::any::Any;
-use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
@@ -15,22 +14,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
+use super::state::{Ended, Ending, Exit, Factory, Phase, Slot, State, Step};
 use super::{
-    Backoff, ChildPanicked, ChildReturned, ChildState, ChildStatus, Restart, StartError, Strategy,
-    Supervision, Supervisor, gave_up,
+    ChildHandle, ChildPanicked, ChildStatus, Restart, StartError, Supervision, Supervisor, gave_up,
 };
 use crate::cancel::{CancelScope, cancellable, move_on_at};
-use crate::context;
 use crate::error::{Cancelled, Error, IsCancelled};
 use crate::group::ErrorGroup;
 use crate::nursery::{Nursery, open_nursery};
 use crate::time::current_time;
-
-/// What makes a child's task, once per start.
-pub(super) type Factory =
-    Box<dyn FnMut() -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> + Send>;
 
 /// The message of the group a supervisor whose body failed returns.
 const BODY_FAILED: &str = "errors in supervisor";
@@ -44,86 +37,18 @@ pub(super) struct Shared {
     wake: Notify,
 }
 
-struct State {
-    /// In the order they were first started; a restart keeps a child's place.
-    slots: Vec<Slot>,
-    exits: VecDeque<Exit>,
-    next_id: u64,
-    restarts: u64,
-    /// The restarts counted within the period, oldest first.
-    window: VecDeque<Counted>,
-    /// Children to start again together once every one of them has ended.
-    plan: Option<Plan>,
-    ending: Option<Ending>,
-    body_done: bool,
-    /// `shutdown` was called.
-    shut_down: bool,
-    /// No child may start any more.
-    closed: bool,
-}
+/// Closes the supervisor when `run` ends, or when its future is dropped: no child may start
+/// any more, and every child left is removed (their handles learn it).
+struct CloseOnDrop(Option<Arc<Shared>>);
 
-struct Slot {
-    id: u64,
-    name: String,
-    restart: Restart,
-    factory: Arc<Mutex<Factory>>,
-    phase: Phase,
-    /// Starts so far; an exit of an older start is ignored.
-    generation: u64,
-    restarts: u64,
-    last_cause: Option<String>,
-    /// `stop` asked for it: removed, not restarted, when it ends.
-    removing: bool,
-}
-
-enum Phase {
-    Running {
-        scope: CancelScope,
-        stopping: bool,
-    },
-    /// Ended; waits for its plan's other members.
-    Down,
-    /// Starts again at this time.
-    Due(Instant),
-    /// Chosen to start (by the loop or a reporting task), its task not spawned yet.
-    Starting,
-}
-
-struct Exit {
-    id: u64,
-    generation: u64,
-    ended: Ended,
-}
-
-enum Ended {
-    Returned,
-    Failed(Error),
-    /// `None`: its own scope caught the cancellation (the supervisor stopped it).
-    Cancelled(Option<Error>),
-}
-
-struct Counted {
-    at: Instant,
-    id: u64,
-    cause: Error,
-}
-
-struct Plan {
-    members: Vec<u64>,
-    due: Instant,
-}
-
-enum Ending {
-    Shutdown,
-    GaveUp(Vec<Error>),
-    BodyFailed,
-}
-
-/// What the loop does next.
-enum Step {
-    Launch(Vec<u64>),
-    Wait(Option<Instant>),
-    Done(Option<Ending>),
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            let mut state = shared.lock();
+            state.close();
+            shared.settle(state);
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,24 +61,15 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: Into<Error> + IsCancelled,
 {
+    let mut closing = CloseOnDrop(None);
     let outcome = open_nursery(|nursery| {
         let shared = Arc::new(Shared {
             config,
             nursery,
-            state: Mutex::new(State {
-                slots: Vec::new(),
-                exits: VecDeque::new(),
-                next_id: 0,
-                restarts: 0,
-                window: VecDeque::new(),
-                plan: None,
-                ending: None,
-                body_done: false,
-                shut_down: false,
-                closed: false,
-            }),
+            state: Mutex::new(State::default()),
             wake: Notify::new(),
         });
+        closing.0 = Some(shared.clone());
         let body = body(Supervisor {
             shared: shared.clone(),
         });
@@ -163,8 +79,9 @@ where
             Ok::<_, Error>((body, control, shutdown))
         }
     })
-    .await?;
-    let Some((body, control, shutdown)) = outcome else {
+    .await;
+    drop(closing);
+    let Some((body, control, shutdown)) = outcome? else {
         // The body's value is always returned, so the nursery's scope caught nothing.
         return Ok(None);
     };
@@ -234,13 +151,25 @@ impl Shared {
         lock(&self.state)
     }
 
+    /// Releases the lock, then logs what was decided and drops what was removed (a child's
+    /// factory and error are user values: their `Drop` may call back into the supervisor).
+    fn settle(&self, mut state: MutexGuard<'_, State>) {
+        let logs = std::mem::take(&mut state.logs);
+        let graveyard = std::mem::take(&mut state.graveyard);
+        drop(state);
+        for log in logs {
+            log.emit(&self.config);
+        }
+        drop(graveyard);
+    }
+
     pub(super) fn add(
         self: &Arc<Self>,
         name: String,
         restart: Restart,
         factory: Arc<Mutex<Factory>>,
-    ) -> Result<(), StartError> {
-        let id = {
+    ) -> Result<ChildHandle, StartError> {
+        let (id, removal) = {
             let mut state = self.lock();
             if state.closed {
                 return Err(StartError::Closed);
@@ -250,22 +179,18 @@ impl Shared {
             }
             let id = state.next_id;
             state.next_id += 1;
-            state.slots.push(Slot {
-                id,
-                name,
-                restart,
-                factory,
-                phase: Phase::Starting,
-                generation: 0,
-                restarts: 0,
-                last_cause: None,
-                removing: false,
-            });
-            id
+            let slot = Slot::new(id, name.clone(), restart, factory);
+            let removal = slot.removal.clone();
+            state.slots.push(slot);
+            (id, removal)
         };
         self.launch(id);
         self.wake.notify_one();
-        Ok(())
+        if removal.event.is_set() {
+            // The supervisor closed before its task could start.
+            return Err(StartError::Closed);
+        }
+        Ok(ChildHandle { name, removal })
     }
 
     /// Starts a child's task (outside the lock: the nursery spawns it).
@@ -281,8 +206,8 @@ impl Shared {
             }
             if closed && slot.generation == 0 {
                 // Added just before the supervisor closed: it never runs.
-                state.slots.retain(|s| s.id != id);
-                drop(state);
+                state.remove_id(id, "its supervisor has ended");
+                self.settle(state);
                 self.wake.notify_one();
                 return;
             }
@@ -317,7 +242,9 @@ impl Shared {
         let task = child_task(self.clone(), id, generation, name, scope, factory);
         if self.nursery.start_soon(task).is_err() {
             // The nursery has closed: the supervisor is over.
-            self.lock().slots.retain(|s| s.id != id);
+            let mut state = self.lock();
+            state.remove_id(id, "its supervisor has ended");
+            self.settle(state);
         }
     }
 
@@ -330,7 +257,9 @@ impl Shared {
             let mut state = self.lock();
             let now = current_time();
             state.handle_exit(exit, now, &self.config);
-            state.due_now(now)
+            let launch = state.due_now(now);
+            self.settle(state);
+            launch
         };
         for id in launch {
             self.launch(id);
@@ -351,23 +280,21 @@ impl Shared {
     }
 
     pub(super) fn stop(&self, name: &str) -> bool {
-        let found = {
-            let mut state = self.lock();
-            let Some(index) = state.slots.iter().position(|s| s.name == name) else {
-                return false;
-            };
-            let slot = &mut state.slots[index];
-            slot.removing = true;
-            if let Phase::Running { scope, stopping } = &mut slot.phase {
-                scope.cancel_with_reason("stopped by its supervisor");
-                *stopping = true;
-            } else {
-                state.remove(index);
-            }
-            true
+        let mut state = self.lock();
+        let Some(index) = state.slots.iter().position(|s| s.name == name) else {
+            return false;
         };
+        let slot = &mut state.slots[index];
+        slot.removing = true;
+        if let Phase::Running { scope, stopping } = &mut slot.phase {
+            scope.cancel_with_reason("stopped by its supervisor");
+            *stopping = true;
+        } else {
+            state.remove(index, "stopped by its supervisor");
+        }
+        self.settle(state);
         self.wake.notify_one();
-        found
+        true
     }
 
     pub(super) fn shutdown(&self) {
@@ -383,24 +310,7 @@ impl Shared {
     }
 
     pub(super) fn children(&self) -> Vec<ChildStatus> {
-        let state = self.lock();
-        state
-            .slots
-            .iter()
-            .map(|slot| ChildStatus {
-                name: slot.name.clone(),
-                restart: slot.restart,
-                state: match slot.phase {
-                    Phase::Running {
-                        stopping: false, ..
-                    } => ChildState::Running,
-                    Phase::Running { stopping: true, .. } => ChildState::Stopping,
-                    Phase::Down | Phase::Due(_) | Phase::Starting => ChildState::Restarting,
-                },
-                restarts: slot.restarts,
-                last_cause: slot.last_cause.clone(),
-            })
-            .collect()
+        self.lock().slots.iter().map(Slot::status).collect()
     }
 
     pub(super) fn restarts(&self) -> u64 {
@@ -413,11 +323,9 @@ impl Shared {
         loop {
             let step = {
                 let mut state = self.lock();
-                let now = current_time();
-                while let Some(exit) = state.exits.pop_front() {
-                    state.handle_exit(exit, now, &self.config);
-                }
-                state.step(now)
+                let step = state.step(current_time());
+                self.settle(state);
+                step
             };
             match step {
                 Step::Launch(ids) => {
@@ -442,233 +350,6 @@ impl Shared {
                 }
             }
         }
-    }
-}
-
-impl State {
-    fn remove(&mut self, index: usize) {
-        let slot = self.slots.remove(index);
-        if let Some(plan) = &mut self.plan {
-            plan.members.retain(|&id| id != slot.id);
-        }
-    }
-
-    fn in_plan(&self, id: u64) -> bool {
-        self.plan.as_ref().is_some_and(|p| p.members.contains(&id))
-    }
-
-    fn handle_exit(&mut self, exit: Exit, now: Instant, config: &Supervision) {
-        let Some(index) = self.slots.iter().position(|s| s.id == exit.id) else {
-            return;
-        };
-        let slot = &mut self.slots[index];
-        if slot.generation != exit.generation {
-            return;
-        }
-        let stopping = matches!(slot.phase, Phase::Running { stopping: true, .. });
-        slot.phase = Phase::Down;
-        let failure = match exit.ended {
-            Ended::Returned => None,
-            Ended::Failed(error) => Some(error),
-            Ended::Cancelled(_) if stopping => None,
-            // Cancelled from outside: the loop sees it too and ends; not a failure.
-            Ended::Cancelled(_) if context::is_cancelled() => None,
-            Ended::Cancelled(error) => Some(error.unwrap_or_else(|| Cancelled::new().into())),
-        };
-        if let Some(error) = &failure {
-            slot.last_cause = Some(error.to_string());
-        }
-        let name = slot.name.clone();
-        let temporary = slot.restart == Restart::Temporary;
-        if stopping || slot.removing || self.ending.is_some() || context::is_cancelled() {
-            if let Some(error) = &failure {
-                tracing::warn!(supervisor = %config.name, child = %name, cause = %error,
-                    "child failed while it was being stopped");
-            }
-            if slot.removing || (temporary && self.ending.is_none()) {
-                self.remove(index);
-            }
-            return;
-        }
-        let restart = match slot.restart {
-            Restart::Permanent => true,
-            Restart::Transient => failure.is_some(),
-            Restart::Temporary => false,
-        };
-        if !restart {
-            if let Some(error) = &failure {
-                tracing::warn!(supervisor = %config.name, child = %name, cause = %error,
-                    "child failed; its policy does not restart it");
-            }
-            self.remove(index);
-            return;
-        }
-        let mut cause = failure.unwrap_or_else(|| {
-            ChildReturned {
-                child: name.clone(),
-            }
-            .into()
-        });
-        cause.add_note(format!(
-            "in child `{name}` of supervisor `{}` (its run {})",
-            config.name,
-            slot.restarts + 1
-        ));
-        self.window.push_back(Counted {
-            at: now,
-            id: exit.id,
-            cause,
-        });
-        while self
-            .window
-            .front()
-            .is_some_and(|c| now.saturating_duration_since(c.at) > config.period)
-        {
-            self.window.pop_front();
-        }
-        if self.window.len() > config.max_restarts as usize {
-            let causes: Vec<Error> = self.window.drain(..).map(|c| c.cause).collect();
-            tracing::error!(supervisor = %config.name, restarts = causes.len(),
-                period = ?config.period, "restart intensity exceeded: the supervisor gives up");
-            self.ending = Some(Ending::GaveUp(causes));
-            self.closed = true;
-            self.plan = None;
-            return;
-        }
-        // Counted only for a backoff: the window holds up to `max_restarts` entries.
-        let attempt = if config.backoff == Backoff::NONE {
-            1
-        } else {
-            self.window.iter().filter(|c| c.id == exit.id).count()
-        };
-        let delay = config
-            .backoff
-            .jittered(u32::try_from(attempt).unwrap_or(u32::MAX));
-        let due = now + delay;
-        let restarts = self.slots[index].restarts + 1;
-        let cause = &self.window.back().expect("just counted").cause;
-        tracing::warn!(supervisor = %config.name, child = %name, restarts, %cause, ?delay,
-            strategy = ?config.strategy, "child ended; restarting it");
-        let members: Vec<u64> = match config.strategy {
-            Strategy::OneForOne => {
-                if !self.in_plan(exit.id) {
-                    self.slots[index].phase = Phase::Due(due);
-                    return;
-                }
-                Vec::new()
-            }
-            Strategy::OneForAll => self.slots.iter().map(|s| s.id).collect(),
-            Strategy::RestForOne => self.slots[index..].iter().map(|s| s.id).collect(),
-        };
-        for slot in &mut self.slots {
-            if slot.id != exit.id && members.contains(&slot.id) {
-                slot.last_cause = Some(format!("restarted with `{name}`"));
-            }
-        }
-        match &mut self.plan {
-            Some(plan) => {
-                plan.due = plan.due.max(due);
-                for id in members {
-                    if !plan.members.contains(&id) {
-                        plan.members.push(id);
-                    }
-                }
-            }
-            None => self.plan = Some(Plan { members, due }),
-        }
-    }
-
-    /// The children due to start now, when nothing else is under way (no siblings to stop
-    /// first, no ending): what a child's own task may start.
-    fn due_now(&mut self, now: Instant) -> Vec<u64> {
-        if self.plan.is_some() || self.ending.is_some() {
-            return Vec::new();
-        }
-        self.start_due(now)
-    }
-
-    /// Marks the children due by `now` as starting, and returns them in their order.
-    fn start_due(&mut self, now: Instant) -> Vec<u64> {
-        let mut due = Vec::new();
-        for slot in &mut self.slots {
-            if matches!(slot.phase, Phase::Due(at) if at <= now) {
-                slot.phase = Phase::Starting;
-                due.push(slot.id);
-            }
-        }
-        due
-    }
-
-    /// Moves things along: stops the next child that must stop, completes a plan, launches
-    /// what is due, or says how long to wait.
-    fn step(&mut self, now: Instant) -> Step {
-        let stopping_all = self.ending.is_some();
-        let one_stopping = self
-            .slots
-            .iter()
-            .any(|s| matches!(s.phase, Phase::Running { stopping: true, .. }));
-        if !one_stopping {
-            let plan = self.plan.as_ref();
-            let next = self.slots.iter_mut().rev().find(|s| {
-                matches!(
-                    s.phase,
-                    Phase::Running {
-                        stopping: false,
-                        ..
-                    }
-                ) && (stopping_all || plan.is_some_and(|p| p.members.contains(&s.id)))
-            });
-            if let Some(Slot {
-                phase: Phase::Running { scope, stopping },
-                ..
-            }) = next
-            {
-                scope.cancel_with_reason(if stopping_all {
-                    "its supervisor is ending"
-                } else {
-                    "its supervisor restarts it with a sibling"
-                });
-                *stopping = true;
-            }
-        }
-        // A starting child counts: its task is about to run (or `launch` puts it down).
-        let running = |s: &Slot| matches!(s.phase, Phase::Running { .. } | Phase::Starting);
-        if stopping_all {
-            if self.slots.iter().any(running) {
-                return Step::Wait(None);
-            }
-            return Step::Done(self.ending.take());
-        }
-        if let Some(plan) = &self.plan
-            && !self
-                .slots
-                .iter()
-                .any(|s| running(s) && plan.members.contains(&s.id))
-        {
-            let Plan { members, due } = self.plan.take().expect("checked");
-            for slot in &mut self.slots {
-                if members.contains(&slot.id) {
-                    slot.phase = Phase::Due(due);
-                }
-            }
-        }
-        let due = self.start_due(now);
-        if !due.is_empty() {
-            return Step::Launch(due);
-        }
-        if self.body_done && self.slots.is_empty() {
-            self.closed = true;
-            return Step::Done(None);
-        }
-        let next = self
-            .slots
-            .iter()
-            .filter_map(|s| match s.phase {
-                Phase::Due(at) => Some(at),
-                _ => None,
-            })
-            .min();
-        Step::Wait(next)
     }
 }
 
@@ -699,10 +380,16 @@ async fn child_task(
             .into(),
         ),
     };
+    // The error's text is made here, outside the supervisor's lock: `Display` is user code.
+    let text = match &ended {
+        Ended::Returned | Ended::Cancelled(None) => None,
+        Ended::Failed(error) | Ended::Cancelled(Some(error)) => Some(error.to_string()),
+    };
     shared.report(Exit {
         id,
         generation,
         ended,
+        text,
     });
     Ok(())
 }

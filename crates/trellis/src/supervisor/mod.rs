@@ -59,7 +59,9 @@
 //! `open_supervisor` returns once its body has returned and no child is left (children that
 //! are not restarted are removed), when [`Supervisor::shutdown`] was called (children stopped
 //! last started first, then `Ok(None)`), or when a scope outside is cancelled: then every child
-//! is cancelled at once, as in a nursery, and it returns `Err(Cancelled)`.
+//! is cancelled at once, as in a nursery, and it returns `Err(Cancelled)`. A supervisor that
+//! is itself the child of another, stopped by it, sees a cancellation from outside too: its
+//! own children are cancelled at once, not one by one.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -73,9 +75,11 @@ use crate::group::ErrorGroup;
 
 mod backoff;
 mod control;
+mod state;
 
 pub use backoff::Backoff;
-use control::{Factory, Shared};
+use control::Shared;
+use state::{Factory, Removal};
 
 /// Which children restart when one fails (OTP's restart strategies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,8 +206,9 @@ impl fmt::Debug for Supervisor {
 
 impl Supervisor {
     /// Starts a child named `name` (unique among this supervisor's children): `child` is
-    /// called now to make its task, and again for each restart. The child runs in a cancel
-    /// scope of its own inside the supervisor's nursery.
+    /// called in the child's task to make its future, and again for each restart (a panic
+    /// there is the child's failure). The child runs in a cancel scope of its own inside the
+    /// supervisor's nursery. The returned handle tells when it is removed for good.
     ///
     /// # Errors
     ///
@@ -214,7 +219,7 @@ impl Supervisor {
         name: impl Into<String>,
         restart: Restart,
         mut child: F,
-    ) -> Result<(), StartError>
+    ) -> Result<ChildHandle, StartError>
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -262,6 +267,51 @@ impl Supervisor {
     }
 }
 
+/// A child started by [`Supervisor::start`]: tells when it is removed for good (its policy
+/// did not restart it, it was stopped, or the supervisor ended). Cheap to clone.
+#[derive(Clone)]
+pub struct ChildHandle {
+    name: String,
+    removal: Arc<Removal>,
+}
+
+impl fmt::Debug for ChildHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildHandle")
+            .field("name", &self.name)
+            .field("removed", &self.removed_because())
+            .finish()
+    }
+}
+
+impl ChildHandle {
+    /// The child's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether it was removed for good.
+    pub fn is_removed(&self) -> bool {
+        self.removal.event.is_set()
+    }
+
+    /// Why it was removed, once it was.
+    pub fn removed_because(&self) -> Option<&'static str> {
+        self.is_removed()
+            .then(|| self.removal.reason.get().copied())
+            .flatten()
+    }
+
+    /// Waits until it is removed for good; a checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// `Cancelled`.
+    pub async fn removed(&self) -> Result<(), crate::Cancelled> {
+        self.removal.event.wait().await
+    }
+}
+
 /// One child, as [`Supervisor::children`] shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -282,6 +332,8 @@ pub struct ChildStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ChildState {
+    /// Its first run is being started.
+    Starting,
     /// Its task runs.
     Running,
     /// It was cancelled and is finishing.
