@@ -468,6 +468,100 @@ fn pool_routes_and_resizes(transport: Transport) {
     });
 }
 
+/// A child that cannot start (its process exits before it connects): a temporary one is not
+/// restarted and `start_actor` says so, without waiting forever; a permanent one is retried
+/// until the intensity is exceeded, and the supervisor fails with every spawn failure.
+fn a_child_that_cannot_start(transport: Transport) {
+    // Its children run this test binary with a filter that matches no test: they exit at once.
+    let broken = config().child_args(["no_such_test", "--exact", "-q"]);
+    common::root_with(broken, transport, || async {
+        open_supervisor(Supervision::new(Strategy::OneForOne), |sup| async move {
+            let error = sup.start_actor("t", Restart::Temporary).await.unwrap_err();
+            match error.downcast_ref() {
+                Some(ActorError::Unsupervised { reason, .. }) => {
+                    assert!(reason.contains("temporary"), "{reason}");
+                }
+                _ => panic!("{error}"),
+            }
+            Ok(())
+        })
+        .await?;
+        let error = open_supervisor(
+            Supervision::new(Strategy::OneForOne).intensity(2, Duration::from_secs(60)),
+            |sup| async move {
+                let _ = sup.start_actor("p", Restart::Permanent).await;
+                trellis::sleep_forever().await?;
+                Ok(())
+            },
+        )
+        .await
+        .unwrap_err();
+        let group = error.as_group().expect("a group");
+        assert_eq!(group.errors().len(), 3, "{error}");
+        assert!(
+            group
+                .leaves()
+                .all(|e| matches!(e.downcast_ref(), Some(ActorError::SpawnFailed { .. }))),
+            "{error}"
+        );
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// A name used again: a transient child that ended itself is gone, a new child takes its
+/// name, and stopping that one ends its own portal (not the old one's).
+fn a_name_used_again(transport: Transport) {
+    root(transport, || async {
+        open_supervisor(Supervision::new(Strategy::OneForOne), |sup| async move {
+            let first = sup.start_actor("job", Restart::Transient).await?;
+            let _ = first.run(end_self, ()).await;
+            while !first.is_over() {
+                trellis::sleep(Duration::from_millis(5)).await?;
+            }
+            let second = sup.start_actor("job", Restart::Permanent).await?;
+            assert!(!second.is_over());
+            assert!(sup.stop("job"));
+            let error = second.portal().await.unwrap_err();
+            assert!(
+                matches!(error.downcast_ref(), Some(ActorError::Unsupervised { .. })),
+                "{error}"
+            );
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    });
+}
+
+/// A pool of transient workers: one that ends itself leaves the routing (calls go to the
+/// others) and a resize replaces it.
+fn pool_forgets_workers_that_ended(transport: Transport) {
+    root(transport, || async {
+        open_supervisor(Supervision::new(Strategy::OneForOne), |sup| async move {
+            let pool = sup.start_pool("w", 3, Restart::Transient).await?;
+            let quitter = pool.workers()[1].clone();
+            let _ = quitter.run(end_self, ()).await;
+            while !quitter.is_over() {
+                trellis::sleep(Duration::from_millis(5)).await?;
+            }
+            for _ in 0..6 {
+                pool.run(Route::RoundRobin, pid, ()).await?;
+            }
+            assert_eq!(pool.len(), 2);
+            pool.resize(3).await?;
+            assert_eq!(pool.len(), 3);
+            let mut names: Vec<String> = pool.workers().iter().map(|w| w.name().into()).collect();
+            names.sort();
+            assert_eq!(names, ["w-0", "w-1", "w-2"]);
+            sup.shutdown();
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    });
+}
+
 /// The storm's root: a supervisor whose child is made to crash as soon as it serves, over and
 /// over, until SIGINT.
 #[test]
@@ -552,6 +646,9 @@ on_both_transports!(
     strategies_restart_the_right_siblings,
     intensity_exceeded_gives_every_cause,
     pool_routes_and_resizes,
+    a_child_that_cannot_start,
+    a_name_used_again,
+    pool_forgets_workers_that_ended,
 );
 
 mod cycles {

@@ -109,8 +109,47 @@ impl ActorSupervisor {
                 resizing: trellis::sync::Lock::new(),
             }),
         };
+        // A pool that could not be made whole (a worker did not start, the caller was
+        // cancelled) leaves no worker behind.
+        let mut whole = StopWorkers {
+            pool: &pool,
+            armed: true,
+        };
         pool.resize(size).await?;
+        whole.armed = false;
+        drop(whole);
         Ok(pool)
+    }
+}
+
+/// Stops every worker of a pool when dropped, unless disarmed.
+struct StopWorkers<'a> {
+    pool: &'a ActorPool,
+    armed: bool,
+}
+
+impl Drop for StopWorkers<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            for worker in self.pool.workers() {
+                self.pool.inner.supervisor.stop(worker.name());
+            }
+        }
+    }
+}
+
+/// Stops the named children when dropped: workers that were to be stopped, or that were
+/// started for a pool that failed, whatever interrupts the caller.
+struct StopOnDrop<'a> {
+    supervisor: &'a ActorSupervisor,
+    names: Vec<String>,
+}
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        for name in self.names.drain(..) {
+            self.supervisor.stop(&name);
+        }
     }
 }
 
@@ -142,12 +181,13 @@ impl ActorPool {
     /// As [`ActorSupervisor::start_actor`] when growing; `Cancelled`.
     pub async fn resize(&self, size: usize) -> Result<(), trellis::Error> {
         let _one_at_a_time = self.inner.resizing.acquire().await?;
+        self.prune();
         loop {
             let len = self.len();
             if len >= size {
                 break;
             }
-            let name = format!("{}-{len}", self.inner.name);
+            let name = self.free_name();
             let portal = self
                 .inner
                 .supervisor
@@ -163,6 +203,11 @@ impl ActorPool {
             let keep = size.min(workers.len());
             workers.split_off(keep)
         };
+        // Stopped even if this is cancelled while their calls finish.
+        let mut stopping = StopOnDrop {
+            supervisor: &self.inner.supervisor,
+            names: leaving.iter().map(|w| w.portal.name().to_owned()).collect(),
+        };
         let grace = self.inner.supervisor.grace();
         for worker in leaving.iter().rev() {
             // Let the calls already routed to it finish, for a while.
@@ -174,6 +219,7 @@ impl ActorPool {
             })
             .await?;
             self.inner.supervisor.stop(worker.portal.name());
+            stopping.names.retain(|n| n != worker.portal.name());
         }
         // Gone (reaped, unregistered) before this returns: a later resize reuses the names.
         for worker in &leaving {
@@ -187,8 +233,24 @@ impl ActorPool {
         Ok(())
     }
 
+    /// Forgets the workers that will not run again (a transient one that ended normally, a
+    /// temporary one that died): they take no call, and a resize replaces them.
+    fn prune(&self) {
+        lock(&self.inner.workers).retain(|w| !w.portal.is_over());
+    }
+
+    /// `NAME-i` for the smallest `i` no worker of this pool is named.
+    fn free_name(&self) -> String {
+        let workers = lock(&self.inner.workers);
+        (0..)
+            .map(|i| format!("{}-{i}", self.inner.name))
+            .find(|name| workers.iter().all(|w| w.portal.name() != name))
+            .expect("a free index")
+    }
+
     /// The worker `route` chooses, counted busy until the guard is dropped.
     fn pick(&self, route: Route) -> Result<(SupervisedPortal, Busy), trellis::Error> {
+        self.prune();
         let workers = lock(&self.inner.workers);
         if workers.is_empty() {
             return Err(trellis::Error::msg(format!(

@@ -2,13 +2,13 @@
 //! [`trellis::supervisor`]), and portals that follow their restarts.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use trellis::supervisor::{ChildStatus, Restart, Supervision, Supervisor};
+use trellis::supervisor::{ChildHandle, ChildStatus, Restart, Supervision, Supervisor};
 use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled};
 use trellis_wire::ActorId;
@@ -45,24 +45,54 @@ where
 {
     let actor = current();
     let roles = Arc::new(Mutex::new(Vec::<Arc<Role>>::new()));
-    let ended = roles.clone();
-    let mut shown = None;
-    let outcome = trellis::supervisor::open_supervisor(supervision, |supervisor| {
-        shown = Some((actor.clone(), actor.show_supervisor(supervisor.clone())));
+    // Also when this future is dropped before its end.
+    let mut ending = Ending {
+        roles: roles.clone(),
+        shown: None,
+    };
+    trellis::supervisor::open_supervisor(supervision, |supervisor| {
+        ending.shown = Some((actor.clone(), actor.show_supervisor(supervisor.clone())));
         body(ActorSupervisor {
             supervisor,
             actor,
             roles,
         })
     })
-    .await;
-    if let Some((actor, id)) = shown {
-        actor.forget_supervisor(id);
+    .await
+}
+
+/// When the supervisor ends: its children leave `trellis.info`, and their portals say that
+/// they will not run again.
+struct Ending {
+    roles: Arc<Mutex<Vec<Arc<Role>>>>,
+    shown: Option<(Actor, u64)>,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if let Some((actor, id)) = self.shown.take() {
+            actor.forget_supervisor(id);
+        }
+        for role in lock(&self.roles).drain(..) {
+            role.end("its supervisor has ended");
+        }
     }
-    for role in lock(&ended).drain(..) {
-        role.end("its supervisor has ended");
+}
+
+/// Stops a child whose start the caller stopped waiting for (cancelled or dropped): nobody
+/// holds its portal, and it would keep its name.
+struct StopUnlessServing<'a> {
+    supervisor: &'a ActorSupervisor,
+    name: &'a str,
+    armed: bool,
+}
+
+impl Drop for StopUnlessServing<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.supervisor.stop(self.name);
+        }
     }
-    outcome
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,26 +134,41 @@ impl ActorSupervisor {
     ) -> Result<SupervisedPortal, trellis::Error> {
         let role = Arc::new(Role::new(name, self.actor.inner.config.grace));
         let (actor, child_role, child_name) = (self.actor.clone(), role.clone(), name.to_owned());
-        self.supervisor.start(name, restart, move || {
-            run_child(
-                actor.clone(),
-                child_role.clone(),
-                child_name.clone(),
-                restart,
-            )
-        })?;
+        // Known before the child can start, so that `stop` finds it.
         lock(&self.roles).push(role.clone());
+        let started = self.supervisor.start(name, restart, move || {
+            run_child(actor.clone(), child_role.clone(), child_name.clone())
+        });
+        let child = match started {
+            Ok(child) => child,
+            Err(error) => {
+                lock(&self.roles).retain(|r| !Arc::ptr_eq(r, &role));
+                return Err(error.into());
+            }
+        };
+        let _ = role.child.set(child);
+        let mut guard = StopUnlessServing {
+            supervisor: self,
+            name,
+            armed: true,
+        };
         let portal = SupervisedPortal { role };
         portal.portal().await?;
+        guard.armed = false;
         Ok(portal)
     }
 
     /// Stops the child named `name` for good (see [`Supervisor::stop`]); its portal fails
     /// with [`ActorError::Unsupervised`] from then on.
     pub fn stop(&self, name: &str) -> bool {
-        let mut roles = lock(&self.roles);
-        if let Some(index) = roles.iter().position(|r| r.name == name) {
-            roles.remove(index).end("stopped by its supervisor");
+        {
+            let mut roles = lock(&self.roles);
+            // Roles of children removed for good are forgotten; the live one of that name
+            // ends.
+            roles.retain(|r| !r.is_over());
+            if let Some(index) = roles.iter().position(|r| r.name == name) {
+                roles.remove(index).end("stopped by its supervisor");
+            }
         }
         self.supervisor.stop(name)
     }
@@ -152,12 +197,7 @@ impl ActorSupervisor {
 /// One run of a supervised child: spawned, published to its role, watched until it dies or
 /// is stopped, reaped, and gone from the registry before this returns (and a replacement
 /// can start).
-async fn run_child(
-    actor: Actor,
-    role: Arc<Role>,
-    name: String,
-    restart: Restart,
-) -> Result<(), trellis::Error> {
+async fn run_child(actor: Actor, role: Arc<Role>, name: String) -> Result<(), trellis::Error> {
     let (child, conn) = match spawn(&actor, &name).await {
         Ok(spawned) => spawned,
         Err(error) => {
@@ -196,13 +236,8 @@ async fn run_child(
     if !matches!(gone, Ok(Some(Some(())))) {
         tracing::warn!(actor = %name, uid, "the registrar still lists a dead child");
     }
-    // Cancelled: the supervisor stopped it, and decides. Otherwise the policy tells.
-    let stopped = trellis::checkpoint_if_cancelled().is_err();
-    if restart == Restart::Temporary {
-        role.end("temporary: not restarted");
-    } else if restart == Restart::Transient && outcome.is_ok() && !stopped {
-        role.end("transient, and it ended normally: not restarted");
-    }
+    // Whether it runs again is the supervisor's decision; its portals learn it from the
+    // child's handle.
     outcome
 }
 
@@ -243,6 +278,8 @@ struct Role {
     name: String,
     grace: Duration,
     state: watch::Sender<RoleState>,
+    /// The core's handle: tells when the child is removed for good, and why.
+    child: OnceLock<ChildHandle>,
 }
 
 impl Role {
@@ -251,13 +288,35 @@ impl Role {
             name: name.to_owned(),
             grace,
             state: watch::Sender::new(RoleState::default()),
+            child: OnceLock::new(),
         }
+    }
+
+    /// Why it will not run again, once that is so.
+    fn over_because(&self) -> Option<String> {
+        if let Some(reason) = &self.state.borrow().ended {
+            return Some(reason.clone());
+        }
+        let child = self.child.get()?;
+        child.is_removed().then(|| {
+            child
+                .removed_because()
+                .unwrap_or("no longer supervised")
+                .to_owned()
+        })
+    }
+
+    fn is_over(&self) -> bool {
+        self.over_because().is_some()
     }
 
     fn up(&self, conn: &Conn) {
         self.state.send_modify(|s| {
             s.incarnations += 1;
-            s.up = Some((Portal::new(conn.clone()), s.incarnations));
+            // A child stopped while it was spawning serves nobody.
+            if s.ended.is_none() {
+                s.up = Some((Portal::new(conn.clone()), s.incarnations));
+            }
         });
     }
 
@@ -311,6 +370,12 @@ impl SupervisedPortal {
         &self.role.name
     }
 
+    /// Whether it will not run again (stopped, not restarted by its policy, or its
+    /// supervisor ended).
+    pub fn is_over(&self) -> bool {
+        self.role.is_over()
+    }
+
     /// How many times the child has started (1 before any restart).
     pub fn incarnations(&self) -> u64 {
         self.role.state.borrow().incarnations
@@ -332,12 +397,12 @@ impl SupervisedPortal {
     /// [`ActorError::Down`] (with why its last run ended) while it is down;
     /// [`ActorError::Unsupervised`] when it will not run again.
     pub fn try_portal(&self) -> Result<Portal, trellis::Error> {
+        if let Some(reason) = self.role.over_because() {
+            return Err(self.role.unsupervised(&reason));
+        }
         let state = self.role.state.borrow();
         if let Some((portal, _)) = &state.up {
             return Ok(portal.clone());
-        }
-        if let Some(reason) = &state.ended {
-            return Err(self.role.unsupervised(reason));
         }
         let cause = state
             .last_down
@@ -353,17 +418,22 @@ impl SupervisedPortal {
     async fn current(&self) -> Result<(Portal, u64), trellis::Error> {
         let mut changes = self.role.state.subscribe();
         loop {
-            {
-                let state = changes.borrow_and_update();
-                if let Some(up) = &state.up {
-                    return Ok(up.clone());
-                }
-                if let Some(reason) = &state.ended {
-                    return Err(self.role.unsupervised(reason));
-                }
+            if let Some(reason) = self.role.over_because() {
+                return Err(self.role.unsupervised(&reason));
             }
-            if trellis::cancellable(changes.changed()).await?.is_err() {
-                return Err(self.role.unsupervised("its supervisor has ended"));
+            if let Some(up) = &changes.borrow_and_update().up {
+                return Ok(up.clone());
+            }
+            let child = self.role.child.get();
+            tokio::select! {
+                // The sender lives in the role, which this portal holds: never closed.
+                _ = changes.changed() => {}
+                removed = async {
+                    match child {
+                        Some(child) => child.removed().await,
+                        None => trellis::sleep_forever().await.map(|_| ()),
+                    }
+                } => removed?,
             }
         }
     }
