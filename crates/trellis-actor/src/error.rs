@@ -125,7 +125,12 @@ impl RemoteActorError {
         let mut error = trellis::Error::new(RemoteActorError::new(report, types));
         if let Some(backtrace) = backtrace {
             // So that `{:?}` of the error, and a group's tree, show where it came from.
-            error.add_note(format!("Remote backtrace:\n{backtrace}"));
+            // Runtime and std frames folded (unless RUST_BACKTRACE=full here), so that the
+            // application's frames stand out in the tree.
+            error.add_note(format!(
+                "Remote backtrace:\n{}",
+                trellis::backtrace::fold(&backtrace)
+            ));
         }
         error
     }
@@ -226,7 +231,7 @@ impl fmt::Debug for RemoteActorError {
             write!(f, "\n    {i}: {cause}")?;
         }
         if let Some(bt) = &self.report.backtrace {
-            write!(f, "\n\nRemote backtrace:\n{bt}")?;
+            write!(f, "\n\nRemote backtrace:\n{}", trellis::backtrace::fold(bt))?;
         }
         Ok(())
     }

@@ -30,6 +30,8 @@ fn example(name: &str) -> PathBuf {
 #[test]
 fn market_demo_tells_its_story_and_leaves_nothing() {
     let output = Command::new(example("market"))
+        // As many developers keep it: the remote backtrace is in the tree, folded.
+        .env("RUST_BACKTRACE", "1")
         .output()
         .expect("run the market example");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -53,7 +55,12 @@ fn market_demo_tells_its_story_and_leaves_nothing() {
         "none lost or repeated; 1 restart",
         "supervisor `market` gave up: 3 restarts within 5s (at most 2 allowed) (3 errors)",
         "act 4 done: 4 processes reaped, 0 left",
+        "Remote backtrace:",
+        "market::watch::",
+        "frames hidden (runtime and std; RUST_BACKTRACE=full shows them)",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
+    // The runtime's frames are folded away.
+    assert!(!text.contains("tokio::runtime"), "{text}");
 }

@@ -722,7 +722,8 @@ impl fmt::Debug for Error {
             }
         }
         if let Some(backtrace) = self.backtrace() {
-            write!(f, "\n\nStack backtrace:\n{backtrace}")?;
+            let text = backtrace.to_string();
+            write!(f, "\n\nStack backtrace:\n{}", crate::backtrace::fold(&text))?;
         }
         Ok(())
     }

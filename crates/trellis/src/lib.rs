@@ -40,6 +40,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod backtrace;
 pub mod broadcast;
 mod cancel;
 pub mod channel;
