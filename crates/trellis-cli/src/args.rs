@@ -20,8 +20,12 @@ pub(crate) struct Invocation {
 /// What to do.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Command {
-    /// Draw the live tree.
-    Tree { registrar: Addr },
+    /// Draw the live tree: once, as JSON once, or again every `watch`.
+    Tree {
+        registrar: Addr,
+        json: bool,
+        watch: Option<std::time::Duration>,
+    },
     /// Call `function` in the actor registered as `actor` with `args` (a JSON array).
     Call {
         registrar: Addr,
@@ -37,7 +41,7 @@ impl Command {
     /// The registrar the command asks.
     pub(crate) fn registrar(&self) -> &Addr {
         match self {
-            Command::Tree { registrar }
+            Command::Tree { registrar, .. }
             | Command::Call { registrar, .. }
             | Command::List { registrar, .. } => registrar,
         }
@@ -93,7 +97,15 @@ enum Sub {
     /// Draw every actor the registrar knows, as a tree: name, pid, host, address, uptime,
     /// the calls it serves and makes, its open streams
     #[command(after_help = "An actor that does not answer is shown with the reason.")]
-    Tree,
+    Tree {
+        /// Print one snapshot as JSON (for scripts): the registrar, and each actor's entry and
+        /// what it said about itself (`info`), or why it did not answer (`error`)
+        #[arg(long)]
+        json: bool,
+        /// Draw the tree again every SECS seconds, in place, until Ctrl-C
+        #[arg(long, value_name = "SECS", conflicts_with = "json")]
+        watch: Option<f64>,
+    },
     /// Call FUNCTION in the actor registered as ACTOR and print the result as JSON, or with
     /// --list, list the functions it serves
     #[command(after_help = "Example: trellis call calc add '[1, 2]'")]
@@ -139,7 +151,11 @@ where
         Usage::Bad("no registrar: pass --registrar ADDR or set TRELLIS_REGISTRAR".into())
     })?;
     let command = match sub {
-        Sub::Tree => Command::Tree { registrar },
+        Sub::Tree { json, watch } => Command::Tree {
+            registrar,
+            json,
+            watch: watch.map(every).transpose()?,
+        },
         Sub::Call {
             list: true, actor, ..
         } => Command::List { registrar, actor },
@@ -160,6 +176,17 @@ where
         secret_file,
         tls_dir,
     })
+}
+
+/// `--watch SECS`: a positive, finite number of seconds, at least 0.1.
+fn every(secs: f64) -> Result<std::time::Duration, Usage> {
+    if secs.is_finite() && secs >= 0.1 {
+        Ok(std::time::Duration::from_secs_f64(secs))
+    } else {
+        Err(Usage::Bad(format!(
+            "--watch takes a number of seconds of at least 0.1, not {secs}"
+        )))
+    }
 }
 
 /// JSON-ARGS, which must be a JSON array.
@@ -201,6 +228,38 @@ mod tests {
     fn clap_accepts_the_definition() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tree_takes_json_or_watch() {
+        let registrar: Addr = "unix:/r".parse().unwrap();
+        assert_eq!(
+            command(&["tree", "--registrar", "unix:/r", "--json"]),
+            Command::Tree {
+                registrar: registrar.clone(),
+                json: true,
+                watch: None,
+            }
+        );
+        assert_eq!(
+            command(&["tree", "--registrar", "unix:/r", "--watch", "0.5"]),
+            Command::Tree {
+                registrar,
+                json: false,
+                watch: Some(std::time::Duration::from_millis(500)),
+            }
+        );
+        for secs in ["0", "inf", "NaN", "0.01", "soon"] {
+            let message = bad(&["tree", "--registrar", "unix:/r", "--watch", secs]);
+            assert!(
+                message.contains("--watch") || message.contains("soon"),
+                "{message}"
+            );
+        }
+        // A negative number reads as an option, which clap refuses.
+        bad(&["tree", "--registrar", "unix:/r", "--watch", "-1"]);
+        let message = bad(&["tree", "--registrar", "unix:/r", "--watch", "1", "--json"]);
+        assert!(message.contains("cannot be used with"), "{message}");
     }
 
     #[test]

@@ -64,7 +64,14 @@ fn main() -> ExitCode {
     }
     let outcome = trellis::Runner::current_thread().run(async move {
         match command {
-            Command::Tree { registrar } => tree_of(config, registrar).await,
+            Command::Tree {
+                registrar,
+                json,
+                watch,
+            } => match watch {
+                Some(every) => watch_tree(config, registrar, every).await,
+                None => tree_of(config, registrar, json).await,
+            },
             Command::Call {
                 registrar,
                 actor,
@@ -189,12 +196,34 @@ where
     .await
 }
 
-async fn tree_of(config: Config, registrar: Addr) -> Outcome {
+async fn tree_of(config: Config, registrar: Addr, json: bool) -> Outcome {
     with_registered(config, registrar, |actor, r, registered| async move {
         let infos = describe_all(&actor, &registered).await?;
-        Ok(Ok(tree::draw(&r, &infos)))
+        Ok(Ok(if json {
+            tree::json(&r, &infos)
+        } else {
+            tree::draw(&r, &infos)
+        }))
     })
     .await
+}
+
+/// Draws the tree every `every`, in place (the terminal cleared first), until interrupted.
+async fn watch_tree(config: Config, registrar: Addr, every: std::time::Duration) -> Outcome {
+    use std::io::Write as _;
+    loop {
+        let drawn = tree_of(config.clone(), registrar.clone(), false).await?;
+        let text = match drawn {
+            Ok(text) => text,
+            Err(Failure::Usage(message)) => format!("trellis: {message}\n"),
+            Err(failure) => return Ok(Err(failure)),
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "\x1b[2J\x1b[H{text}(every {every:?}; Ctrl-C to stop)");
+        let _ = out.flush();
+        drop(out);
+        trellis::sleep(every).await?;
+    }
 }
 
 /// Asks every registered actor, side by side, to describe itself.

@@ -37,6 +37,31 @@ pub(crate) fn draw(registrar: &Addr, actors: &[(Registered, Result<ActorInfo, St
     out
 }
 
+/// One snapshot as JSON: `{"registrar", "actors": [{"name", "uid", "addr", "info" | "error"}]}`,
+/// `info` as `trellis.info` answered it.
+pub(crate) fn json(registrar: &Addr, actors: &[(Registered, Result<ActorInfo, String>)]) -> String {
+    let actors: Vec<serde_json::Value> = actors
+        .iter()
+        .map(|(registered, info)| {
+            let mut entry = serde_json::json!({
+                "name": registered.id.name,
+                "uid": registered.id.uid,
+                "addr": registered.addr.to_string(),
+            });
+            match info {
+                Ok(info) => entry["info"] = serde_json::to_value(info).unwrap_or_default(),
+                Err(reason) => entry["error"] = serde_json::Value::from(reason.as_str()),
+            }
+            entry
+        })
+        .collect();
+    let snapshot = serde_json::json!({
+        "registrar": registrar.to_string(),
+        "actors": actors,
+    });
+    format!("{snapshot:#}\n")
+}
+
 /// What `parent`'s supervisors say of their child `name`.
 fn supervised<'a>(
     parent: &'a (Registered, Result<ActorInfo, String>),

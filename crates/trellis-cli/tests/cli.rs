@@ -197,7 +197,64 @@ fn tree_is_drawn(transport: Transport) {
     });
 }
 
+/// `trellis tree --json` prints one snapshot a script can parse; `--watch` draws the tree
+/// again and again, in place, until Ctrl-C (exit 130).
+fn tree_as_json_and_watched(transport: Transport) {
+    with_tree(transport, move |registrar, [calc, mid, leaf]| async move {
+        let out = trellis_cli(&["tree", "--json", "--registrar", &registrar]).await?;
+        assert!(out.status.success(), "{out:?}");
+        let snapshot: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(snapshot["registrar"], registrar.as_str());
+        let actors = snapshot["actors"].as_array().unwrap();
+        let mut names: Vec<&str> = actors.iter().map(|a| a["name"].as_str().unwrap()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["calc", "leaf", "mid", "root"]);
+        for (name, pid) in [("calc", calc), ("mid", mid), ("leaf", leaf)] {
+            let actor = actors.iter().find(|a| a["name"] == name).unwrap();
+            assert_eq!(actor["info"]["pid"], pid, "{actor}");
+            assert!(actor["uid"].is_string() && actor["addr"].is_string());
+        }
+        let mid = actors.iter().find(|a| a["name"] == "mid").unwrap();
+        assert_eq!(mid["info"]["serving"], 1);
+
+        let registrar = registrar.clone();
+        trellis::threads::run_sync(move || {
+            use std::io::Read;
+            let mut watching = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+                .args(["tree", "--watch", "0.1", "--registrar", &registrar])
+                .env_remove("TRELLIS_REGISTRAR")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdout = watching.stdout.take().unwrap();
+            let mut seen = String::new();
+            let mut buf = [0u8; 4096];
+            // Two frames drawn, each after clearing the screen.
+            while seen.matches("\x1b[2J").count() < 2 {
+                let n = stdout.read(&mut buf).unwrap();
+                assert!(n > 0, "it stopped drawing: {seen}");
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            assert!(seen.contains("mid#"), "{seen}");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(watching.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            )
+            .unwrap();
+            let status = watching.wait().unwrap();
+            assert_eq!(status.code(), Some(130));
+        })
+        .await?;
+        Ok(())
+    });
+}
+
 mod unix {
+    #[test]
+    fn tree_as_json_and_watched() {
+        super::tree_as_json_and_watched(trellis_actor::Transport::Unix);
+    }
+
     #[test]
     fn tree_is_drawn() {
         super::tree_is_drawn(trellis_actor::Transport::Unix);
