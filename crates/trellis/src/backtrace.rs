@@ -37,6 +37,8 @@ const RUNTIME: &[&str] = &[
     "trellis_dtls::",
     "__rust",
     "__libc",
+    // The test harness.
+    "test::",
 ];
 
 /// Symbols of the C start-up and thread entry, matched whole.
