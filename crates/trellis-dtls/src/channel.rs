@@ -11,7 +11,8 @@ use std::time::Duration;
 use openssl::ssl::{ErrorCode, Ssl, SslStream};
 use tokio::sync::Notify;
 
-use crate::endpoint::{Counters, DtlsError, EndpointInner, Statistics, lock};
+use crate::endpoint::{Counters, EndpointInner, Statistics, lock};
+use crate::error::DtlsError;
 use crate::record::{BadPacket, content_type, part_of_handshake};
 use crate::retransmit::{Retransmit, best_guess_mtu, worst_case_mtu};
 use crate::volley::{FlightMessage, RecordEncoder, decode_flight};

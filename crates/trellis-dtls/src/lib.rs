@@ -79,13 +79,15 @@ sans_io!(cookie, demux, record, retransmit, volley);
 
 mod channel;
 mod endpoint;
+mod error;
 mod ffi;
 #[cfg(test)]
 mod sans_io_tests;
 
 pub use channel::DtlsChannel;
 pub use endpoint::{
-    ClientConfig, DatagramSocket, DtlsEndpoint, DtlsError, HANDSHAKE_TIMEOUT, INCOMING_QUEUE,
+    ClientConfig, DatagramSocket, DtlsEndpoint, HANDSHAKE_TIMEOUT, INCOMING_QUEUE,
     MAX_ASSOCIATIONS, ServerConfig, SocketFuture, Statistics, open_endpoint,
 };
+pub use error::DtlsError;
 pub use record::BadPacket;
