@@ -48,9 +48,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
-use crate::sync::Event;
+use crate::sync::{Event, lock};
 use crate::{CancelScope, Cancelled, Error, Nursery};
 
 /// The resource ended before it provided its value (the first user gets the resource's own
@@ -101,10 +101,6 @@ struct SlotState<V> {
     closing: bool,
     /// How the resource's task ended, for the last user (or the first, if it never provided).
     outcome: Option<Result<(), Error>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Given to a resource function: hand the value over with [`provide`](Provide::provide).

@@ -4,13 +4,14 @@
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trellis::supervisor::Restart;
 
+use super::nursery::lock;
 use super::supervisor::{ActorSupervisor, SupervisedPortal};
 use crate::calls::MsgStream;
 use crate::functions::{RemoteFn, StreamFn};
@@ -71,10 +72,6 @@ impl std::fmt::Debug for ActorPool {
             .field("size", &self.len())
             .finish()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Counts a call in flight on a worker for as long as it lives.
@@ -181,7 +178,7 @@ impl ActorPool {
     /// As [`ActorSupervisor::start_actor`] when growing; `Cancelled`.
     pub async fn resize(&self, size: usize) -> Result<(), trellis::Error> {
         let _one_at_a_time = self.inner.resizing.acquire().await?;
-        self.prune();
+        Self::prune(&mut lock(&self.inner.workers));
         loop {
             let len = self.len();
             if len >= size {
@@ -235,8 +232,8 @@ impl ActorPool {
 
     /// Forgets the workers that will not run again (a transient one that ended normally, a
     /// temporary one that died): they take no call, and a resize replaces them.
-    fn prune(&self) {
-        lock(&self.inner.workers).retain(|w| !w.portal.is_over());
+    fn prune(workers: &mut Vec<Worker>) {
+        workers.retain(|w| !w.portal.is_over());
     }
 
     /// `NAME-i` for the smallest `i` no worker of this pool is named.
@@ -250,8 +247,9 @@ impl ActorPool {
 
     /// The worker `route` chooses, counted busy until the guard is dropped.
     fn pick(&self, route: Route) -> Result<(SupervisedPortal, Busy), trellis::Error> {
-        self.prune();
-        let workers = lock(&self.inner.workers);
+        let mut workers = lock(&self.inner.workers);
+        // Under the lock the choice is made with.
+        Self::prune(&mut workers);
         if workers.is_empty() {
             return Err(trellis::Error::msg(format!(
                 "the pool `{}` has no worker",

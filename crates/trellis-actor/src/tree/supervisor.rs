@@ -2,7 +2,7 @@
 //! [`trellis::supervisor`]), and portals that follow their restarts.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -13,7 +13,7 @@ use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled};
 use trellis_wire::ActorId;
 
-use super::nursery::{spawn, supervise};
+use super::nursery::{lock, spawn, supervise};
 use crate::actor::{Actor, current};
 use crate::calls::{MsgStream, Portal, PortalContext};
 use crate::connection::Conn;
@@ -93,10 +93,6 @@ impl Drop for StopUnlessServing<'_> {
             self.supervisor.stop(self.name);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A supervisor of child actors. See [`open_supervisor`].
@@ -438,6 +434,20 @@ impl SupervisedPortal {
         }
     }
 
+    /// Makes `call` with the running child's portal (waiting while it is down); a failure is
+    /// reported as [`after`](SupervisedPortal::after) says.
+    async fn in_current<T, C, Fut>(&self, call: C) -> Result<T, trellis::Error>
+    where
+        C: FnOnce(Portal) -> Fut,
+        Fut: Future<Output = Result<T, trellis::Error>>,
+    {
+        let (portal, incarnation) = self.current().await?;
+        match call(portal).await {
+            Ok(value) => Ok(value),
+            Err(error) => Err(self.after(incarnation, error).await),
+        }
+    }
+
     /// What a call into incarnation `incarnation` that failed with `error` reports: the
     /// child's death, when the error is the lost connection of a child that died.
     async fn after(&self, incarnation: u64, error: trellis::Error) -> trellis::Error {
@@ -494,11 +504,8 @@ impl SupervisedPortal {
         R: DeserializeOwned,
         Args: Serialize,
     {
-        let (portal, incarnation) = self.current().await?;
-        match portal.run_named(name, args).await {
-            Ok(value) => Ok(value),
-            Err(error) => Err(self.after(incarnation, error).await),
-        }
+        self.in_current(|portal| async move { portal.run_named(name, args).await })
+            .await
     }
 
     /// [`Portal::open_stream_from`] in the running child; the stream ends with
@@ -518,11 +525,8 @@ impl SupervisedPortal {
         B: FnOnce(MsgStream<F::Item>) -> Fut,
         Fut: Future<Output = Result<T, trellis::Error>>,
     {
-        let (portal, incarnation) = self.current().await?;
-        match portal.open_stream_from(function, args, body).await {
-            Ok(value) => Ok(value),
-            Err(error) => Err(self.after(incarnation, error).await),
-        }
+        self.in_current(|portal| async move { portal.open_stream_from(function, args, body).await })
+            .await
     }
 
     /// [`Portal::open_context`] in the running child.
@@ -542,10 +546,7 @@ impl SupervisedPortal {
         B: FnOnce(PortalContext<F::Output>, S) -> Fut,
         Fut: Future<Output = Result<T, trellis::Error>>,
     {
-        let (portal, incarnation) = self.current().await?;
-        match portal.open_context(function, args, body).await {
-            Ok(value) => Ok(value),
-            Err(error) => Err(self.after(incarnation, error).await),
-        }
+        self.in_current(|portal| async move { portal.open_context(function, args, body).await })
+            .await
     }
 }

@@ -23,6 +23,7 @@ use crate::cancel::{CancelScope, cancellable, move_on_at};
 use crate::error::{Cancelled, Error, IsCancelled};
 use crate::group::ErrorGroup;
 use crate::nursery::{Nursery, open_nursery};
+use crate::sync::lock;
 use crate::time::current_time;
 
 /// The message of the group a supervisor whose body failed returns.
@@ -49,10 +50,6 @@ impl Drop for CloseOnDrop {
             shared.settle(state);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub(super) async fn run<B, Fut, T, E>(config: Supervision, body: B) -> Result<Option<T>, Error>

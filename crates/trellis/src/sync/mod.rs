@@ -28,7 +28,9 @@ use crate::cancel::CancelWait;
 use crate::error::Cancelled;
 use crate::instrument::TaskId;
 
-fn lock<S>(mutex: &Mutex<S>) -> MutexGuard<'_, S> {
+/// Locks a std mutex, taking it over if a panic poisoned it (the crate's one lock helper for
+/// std mutexes; `broadcast` has its own for loom's).
+pub(crate) fn lock<S>(mutex: &Mutex<S>) -> MutexGuard<'_, S> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
