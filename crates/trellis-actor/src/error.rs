@@ -334,10 +334,26 @@ pub struct BadArguments;
 #[derive(Debug)]
 pub struct Unauthorized;
 
-/// The runtime's own failures.
+/// Why an actor operation failed: a call, a stream, a context, finding or starting an actor.
+///
+/// Match on it where the failure decides what happens next (a lost connection retried, a
+/// remote failure reported, a cancellation passed on). `?` turns it into a [`trellis::Error`]:
+/// a cancellation is still one, and a [`Remote`](ActorError::Remote) failure becomes the
+/// remote failure itself (a [`RemoteActorError`], or the [`trellis::ErrorGroup`] of them that a
+/// failed remote nursery gave), so that nurseries, `split` and the actor tree's error reports
+/// see it as they would have without the typed error around it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ActorError {
+    /// The called function failed in the remote actor. The [`Carried`](trellis::Carried)
+    /// error is a [`RemoteActorError`] or, when the remote function's own nursery failed, an
+    /// [`trellis::ErrorGroup`] of them, nested as the remote tree was.
+    #[error("the remote function failed")]
+    Remote(#[source] trellis::Carried),
+    /// The caller's scope was cancelled (the remote call, when there was one, was cancelled
+    /// too).
+    #[error("{0}")]
+    Cancelled(#[from] trellis::Cancelled),
     /// The connection to the actor ended before the call did (the process died or was killed).
     #[error("lost the connection to actor {actor} during the call")]
     ConnectionLost {
@@ -453,6 +469,81 @@ pub enum ActorError {
         /// The error.
         source: std::io::Error,
     },
+    /// A pool has no worker to route the call to (every one was stopped for good, and no
+    /// resize replaced them).
+    #[error("the pool `{pool}` has no worker")]
+    NoWorker {
+        /// The pool's name.
+        pool: String,
+    },
+    /// The supervisor did not take the child: its name is taken, or the supervisor ended.
+    #[error("{0}")]
+    Start(#[from] trellis::supervisor::StartError),
+    /// The nursery or supervisor asked to start an actor is closing, or closed.
+    #[error("{0}")]
+    Closed(#[from] trellis::NurseryClosed),
+    /// A failure of another kind, from a layer underneath the actor runtime; `?` gives back
+    /// the carried error.
+    #[error("the actor runtime failed")]
+    Other(#[source] trellis::Carried),
+}
+
+impl trellis::IsCancelled for ActorError {
+    fn is_cancelled(&self) -> bool {
+        match self {
+            ActorError::Cancelled(_) => true,
+            ActorError::Remote(failure) | ActorError::Other(failure) => {
+                failure.get().is_cancelled()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl ActorError {
+    /// Whether this is a cancellation of the caller (see [`trellis::IsCancelled`]).
+    pub fn is_cancelled(&self) -> bool {
+        trellis::IsCancelled::is_cancelled(self)
+    }
+
+    /// The remote failure, when this is one: a [`RemoteActorError`] or a group of them.
+    pub fn remote(&self) -> Option<&trellis::Error> {
+        match self {
+            ActorError::Remote(failure) => Some(failure.get()),
+            _ => None,
+        }
+    }
+
+    /// The remote failure as one [`RemoteActorError`], when it is a single one (not a group).
+    pub fn as_remote(&self) -> Option<&RemoteActorError> {
+        self.remote()?.downcast_ref()
+    }
+}
+
+/// Reads an error of the actor runtime as the typed error it is: a cancellation, an
+/// `ActorError` already, a remote failure (a [`RemoteActorError`] or a group), a payload that
+/// did not convert; anything else is [`ActorError::Other`].
+impl From<trellis::Error> for ActorError {
+    fn from(error: trellis::Error) -> Self {
+        if error.is_cancelled() {
+            return ActorError::Cancelled(error.into_cancelled());
+        }
+        let error = match error.downcast::<ActorError>() {
+            Ok(typed) => return typed,
+            Err(error) => error,
+        };
+        if error.as_group().is_some() || error.is::<RemoteActorError>() {
+            return ActorError::Remote(trellis::Carried::new(error));
+        }
+        let error = match error.downcast::<trellis_wire::PayloadError>() {
+            Ok(payload) => return ActorError::Payload(payload),
+            Err(error) => error,
+        };
+        match error.downcast::<trellis_wire::EncodeError>() {
+            Ok(too_large) => ActorError::TooLarge(too_large),
+            Err(error) => ActorError::Other(trellis::Carried::new(error)),
+        }
+    }
 }
 
 /// A stream's receiving end in [`Flow::Overrun`](crate::Flow::Overrun) mode had more unread

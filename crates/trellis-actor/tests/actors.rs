@@ -71,9 +71,9 @@ async fn sleep_in(name: String) -> Result<String, trellis::Error> {
         .await?
         .ok_or_else(|| trellis::Error::msg("no such actor"))?;
     let err = peer.run(counted_sleep, ()).await.unwrap_err();
-    match err.downcast_ref::<ActorError>() {
-        Some(ActorError::ContextCancelled { requested_by, .. }) => Ok(requested_by.name.clone()),
-        _ => Err(err),
+    match err {
+        ActorError::ContextCancelled { requested_by, .. } => Ok(requested_by.name),
+        err => Err(err.into()),
     }
 }
 
@@ -188,14 +188,13 @@ fn remote_error_arrives_with_its_type(transport: Transport) {
         open_nursery(|an| async move {
             let portal = an.start_actor("failer").await?;
             let err = portal.run(fail, ("bad".to_owned(),)).await.unwrap_err();
-            let remote = err
-                .downcast_ref::<RemoteActorError>()
-                .expect("a remote error");
+            let remote = err.as_remote().expect("a remote error");
             assert_eq!(remote.actor().name, "failer");
             assert_eq!(remote.kind(), &ErrorKind::Failed);
             assert!(remote.is_type::<Boom>(), "{}", remote.type_name());
             assert_eq!(remote.message(), "boom: bad");
-            Err(err)
+            // `?` hands the remote failure itself to the nursery, not the typed error.
+            Err(err.into())
         })
         .await
     })
@@ -213,15 +212,19 @@ fn registered_error_types_are_rebuilt(transport: Transport) {
         open_nursery(|an| async move {
             let bank = an.start_actor("bank").await?;
             let err = bank.run(withdraw, (10,)).await.unwrap_err();
-            let remote = err.downcast_ref::<RemoteActorError>().unwrap();
+            let remote = err.as_remote().unwrap();
             assert_eq!(
                 remote.rebuilt::<Insufficient>(),
                 Some(&Insufficient::Funds { need: 10, have: 3 })
             );
             // Found through the source chain as well.
-            assert!(err.chain().any(|e| e.is::<Insufficient>()));
+            assert!(
+                trellis::Error::from(err)
+                    .chain()
+                    .any(|e| e.is::<Insufficient>())
+            );
             let err = bank.run(fail, ("x".to_owned(),)).await.unwrap_err();
-            let remote = err.downcast_ref::<RemoteActorError>().unwrap();
+            let remote = err.as_remote().unwrap();
             assert!(remote.rebuilt::<Boom>().is_none());
             assert!(remote.is_type::<Boom>());
             Ok(())
@@ -238,7 +241,7 @@ fn remote_panic_arrives_with_its_backtrace(transport: Transport) {
         open_nursery(|an| async move {
             let portal = an.start_actor("fragile").await?;
             let err = portal.run(explode, ()).await.unwrap_err();
-            let remote = err.downcast_ref::<RemoteActorError>().unwrap();
+            let remote = err.as_remote().unwrap();
             assert_eq!(remote.type_name(), "panic");
             assert_eq!(remote.message(), "kaboom");
             let backtrace = remote.backtrace().expect("captured with RUST_BACKTRACE=1");
@@ -258,7 +261,7 @@ fn remote_error_arrives_with_its_backtrace(transport: Transport) {
         open_nursery(|an| async move {
             let portal = an.start_actor("failing").await?;
             let err = portal.run(fail, ("no luck".to_owned(),)).await.unwrap_err();
-            let remote = err.downcast_ref::<RemoteActorError>().unwrap();
+            let remote = err.as_remote().unwrap();
             let backtrace = remote.backtrace().expect("captured with RUST_BACKTRACE=1");
             assert!(backtrace.contains("actors::fail"), "{backtrace}");
             assert!(format!("{remote:?}").contains("Remote backtrace:"));
@@ -308,14 +311,14 @@ fn unknown_function_and_bad_arguments_are_typed_remote_errors(transport: Transpo
                 .run_named::<i64, _>("no::such::function", ())
                 .await
                 .unwrap_err();
-            let remote = err.downcast_ref::<RemoteActorError>().unwrap();
+            let remote = err.as_remote().unwrap();
             assert_eq!(remote.kind(), &ErrorKind::UnknownFunction);
             let name = "add";
             let err = portal
                 .run_named::<i64, _>(name, ("one", "two"))
                 .await
                 .unwrap_err();
-            let remote = err.downcast_ref::<RemoteActorError>().unwrap();
+            let remote = err.as_remote().unwrap();
             assert_eq!(remote.kind(), &ErrorKind::BadArguments, "{remote}");
             // The actor still serves after both.
             assert_eq!(portal.run(add, (2, 2)).await?, 4);
@@ -488,11 +491,46 @@ fn nested_trees_give_nested_groups(transport: Transport) {
     assert_eq!(check(&err, 3), 8);
 }
 
+/// A call whose remote function failed with a group is `ActorError::Remote` holding that
+/// group; `?` hands the group itself on, so that the caller's nursery nests it as the tree was
+/// (tractor: test_cancellation.py::test_nested_multierrors, seen through the typed error).
+fn a_remote_group_is_typed_and_question_mark_keeps_it(transport: Transport) {
+    let err = root(transport, || async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("d2").await?;
+            let err = portal.run(spawn_and_fail, (1u32, 2u32)).await.unwrap_err();
+            assert!(matches!(err, ActorError::Remote(_)), "{err:?}");
+            assert!(!err.is_cancelled());
+            assert!(err.as_remote().is_none(), "a group, not one remote error");
+            let group = err.remote().and_then(|e| e.as_group()).expect("a group");
+            assert_eq!(group.errors().len(), 2);
+            Err(err)?
+        })
+        .await
+    })
+    .unwrap_err();
+    // root nursery → the remote function's nursery → its two failed children.
+    let outer = err.as_group().expect("the root nursery's group");
+    assert_eq!(outer.errors().len(), 1);
+    let remote = outer.errors()[0]
+        .as_group()
+        .expect("the remote group, not a typed error");
+    assert_eq!(remote.errors().len(), 2);
+    for leaf in remote.errors() {
+        assert!(
+            leaf.downcast_ref::<RemoteActorError>()
+                .unwrap()
+                .is_type::<Boom>()
+        );
+    }
+}
+
 /// tractor: test_spawning.py::test_run_in_actor_results (results gathered at close)
 fn run_in_actor_result_gathered_when_the_nursery_closes(transport: Transport) {
     root(transport, || async {
         let handle =
-            open_nursery(|an| async move { an.run_in_actor("adder", add, (20, 22)).await }).await?;
+            open_nursery(|an| async move { Ok(an.run_in_actor("adder", add, (20, 22)).await?) })
+                .await?;
         assert_eq!(handle.into_value(), Some(42));
         Ok(())
     })
@@ -540,6 +578,7 @@ on_both_transports!(
     failing_daemon_call_cancels_run_in_actor_siblings,
     twenty_five_failing_children_give_a_group_of_25,
     nested_trees_give_nested_groups,
+    a_remote_group_is_typed_and_question_mark_keeps_it,
     run_in_actor_result_gathered_when_the_nursery_closes,
     killed_child_surfaces_as_an_error,
 );

@@ -14,8 +14,7 @@ mod common;
 
 use serde::Serialize;
 use trellis_actor::{
-    ActorError, ActorId, Addr, Config, Functions, Portal, RemoteActorError, Secret, Transport,
-    open_nursery,
+    ActorError, ActorId, Addr, Config, Functions, Portal, Secret, Transport, open_nursery,
 };
 
 /// The tree's secret.
@@ -95,19 +94,17 @@ fn serve_children() {
 /// What an attempt came to, in a word the test matches: `ok …`, `not-authorized` (refused in
 /// the handshake), `remote Unauthorized` / `remote Failed` (refused by the callee), `no-access`
 /// (the socket could not even be reached), or `other …`.
-fn outcome<T: std::fmt::Debug>(result: Result<T, trellis::Error>) -> String {
+fn outcome<T: std::fmt::Debug>(result: Result<T, ActorError>) -> String {
     let e = match result {
         Ok(value) => return format!("ok {value:?}"),
         Err(e) => e,
     };
-    if let Some(remote) = e.downcast_ref::<RemoteActorError>() {
+    if let Some(remote) = e.as_remote() {
         return format!("remote {:?}", remote.kind());
     }
-    match e.downcast_ref::<ActorError>() {
-        Some(ActorError::NotAuthorized(_)) => "not-authorized".into(),
-        Some(ActorError::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::PermissionDenied =>
-        {
+    match &e {
+        ActorError::NotAuthorized(_) => "not-authorized".into(),
+        ActorError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
             "no-access".into()
         }
         _ => format!("other {e}"),
@@ -160,7 +157,7 @@ fn attacker() {
                     async move { me.portal(&addr).await }
                 };
                 async fn run<R: serde::de::DeserializeOwned + std::fmt::Debug>(
-                    portal: Result<Portal, trellis::Error>,
+                    portal: Result<Portal, ActorError>,
                     function: &str,
                     args: impl Serialize + Send + 'static,
                 ) -> String {

@@ -94,7 +94,7 @@ fn role_root() {
                 let child = an.start_actor("child").await?;
                 println!("pid child {}", child.pid());
                 if !release {
-                    return child.run(hold_with_grandchild, (block,)).await;
+                    return Ok(child.run(hold_with_grandchild, (block,)).await?);
                 }
                 // Holds the call until a line arrives on this process's input; then, with no
                 // call to the child live, ends the tree from its body (the connection to the

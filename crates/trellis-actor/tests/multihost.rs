@@ -28,9 +28,9 @@ async fn ticks(ctx: Context) -> Result<(), trellis::Error> {
         };
         if let Err(e) = sent.await {
             // Cancelled because the consumer's connection broke: the context says so.
-            let why = ctx.caller_lost().unwrap_or(e);
+            let why = ctx.caller_lost().unwrap_or_else(|| e.into());
             println!("feed: stream to the consumer failed: {}", kind_of(&why));
-            return Err(why);
+            return Err(why.into());
         }
     }
     Ok(())
@@ -41,10 +41,10 @@ async fn add(a: i64, b: i64) -> Result<i64, trellis::Error> {
 }
 
 /// What kind of error: the type of the innermost error (the test checks it is typed).
-fn kind_of(e: &trellis::Error) -> String {
-    match e.downcast_ref::<trellis_actor::ActorError>() {
-        Some(actor) => format!("ActorError: {actor}"),
-        None => format!("untyped: {e}"),
+fn kind_of(e: &trellis_actor::ActorError) -> String {
+    match e {
+        trellis_actor::ActorError::Other(untyped) => format!("untyped: {}", untyped.get()),
+        typed => format!("ActorError: {typed}"),
     }
 }
 
@@ -135,7 +135,7 @@ fn netns_program() {
                         .await;
                     match outcome {
                         Err(e) if !e.is_cancelled() => {
-                            println!("consumer: stream failed: {}", kind_of(&e));
+                            println!("consumer: stream failed: {}", kind_of(&e.into()));
                             std::process::exit(3);
                         }
                         other => other,

@@ -23,15 +23,15 @@ async fn call_peer(name: String) -> Result<(String, i64), trellis::Error> {
 async fn wait_unregistered(uid: String) -> Result<(), trellis::Error> {
     let actor = trellis_actor::current();
     let registrar = actor.portal(actor.registrar()).await?;
-    registrar
+    Ok(registrar
         .run_named::<(), _>("trellis.wait_unregistered", (uid,))
-        .await
+        .await?)
 }
 
 /// In an actor: waits for `name` to register, then calls it.
 async fn wait_and_call(name: String) -> Result<i64, trellis::Error> {
     let peer = wait_for_actor(&name).await?;
-    peer.run(add, (1, 1)).await
+    Ok(peer.run(add, (1, 1)).await?)
 }
 
 fn config() -> Config {

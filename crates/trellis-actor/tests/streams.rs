@@ -73,7 +73,7 @@ async fn doubled(ctx: Context, start: u64) -> Result<u64, trellis::Error> {
 
 async fn started_twice(ctx: Context) -> Result<(), trellis::Error> {
     ctx.started(1u8).await?;
-    ctx.started(2u8).await
+    Ok(ctx.started(2u8).await?)
 }
 
 async fn stream_before_started(ctx: Context) -> Result<(), trellis::Error> {
@@ -141,11 +141,9 @@ async fn fail_after_started(ctx: Context) -> Result<(), trellis::Error> {
 async fn hold_context_into(name: String) -> Result<String, trellis::Error> {
     let portal = trellis_actor::wait_for_actor(&name).await?;
     let outcome = portal
-        .open_context(
-            sleeping_context,
-            (),
-            |ctx, ()| async move { ctx.result().await },
-        )
+        .open_context(sleeping_context, (), |ctx, ()| async move {
+            Ok(ctx.result().await?)
+        })
         .await;
     match outcome {
         Err(e) => match e.downcast_ref::<ActorError>() {
@@ -293,7 +291,7 @@ fn remote_stream_failure_ends_the_caller_with_it(transport: Transport) {
                             Ok(None) => panic!("the stream ended without its error"),
                             Err(e) => {
                                 assert!([0, 1, 2].starts_with(&received), "{received:?}");
-                                return Err(e);
+                                return Err(e.into());
                             }
                         }
                     }
@@ -333,11 +331,9 @@ fn started_misuse_is_an_error(transport: Transport) {
         open_nursery(|an| async move {
             let portal = an.start_actor("ctx").await?;
             let err = portal
-                .open_context(
-                    started_twice,
-                    (),
-                    |ctx, _: u8| async move { ctx.result().await },
-                )
+                .open_context(started_twice, (), |ctx, _: u8| async move {
+                    Ok(ctx.result().await?)
+                })
                 .await
                 .unwrap_err();
             assert!(remote(&err).message().contains("`started` called twice"));
@@ -380,7 +376,7 @@ fn two_way_stream_request_response(transport: Transport) {
                     }
                     stream.close();
                     assert_eq!(stream.recv().await?, None);
-                    ctx.result().await
+                    Ok(ctx.result().await?)
                 })
                 .await?;
             assert_eq!(answered, 100);
@@ -401,12 +397,10 @@ fn caller_cancelling_its_own_context_is_not_an_error(transport: Transport) {
                 .open_context(sleeping_context, (), |ctx, ()| async move {
                     ctx.cancel();
                     match ctx.result().await {
-                        Err(e) => match e.downcast_ref::<ActorError>() {
-                            Some(ActorError::ContextCancelled { requested_by, .. }) => {
-                                Ok(requested_by.name.clone())
-                            }
-                            _ => Err(e),
-                        },
+                        Err(ActorError::ContextCancelled { requested_by, .. }) => {
+                            Ok(requested_by.name)
+                        }
+                        Err(e) => Err(e.into()),
                         Ok(()) => panic!("a cancelled context returned"),
                     }
                 })
@@ -656,10 +650,7 @@ fn lagging_subscriber_gets_the_exact_count(transport: Transport) {
                         assert_eq!(fast.recv().await?, Some(i));
                     }
                     let lagged = slow.recv().await.unwrap_err();
-                    assert!(
-                        matches!(lagged.downcast_ref(), Some(ActorError::Lagged(84))),
-                        "{lagged:?}"
-                    );
+                    assert!(matches!(lagged, ActorError::Lagged(84)), "{lagged:?}");
                     for i in 85..=100 {
                         assert_eq!(slow.recv().await?, Some(i));
                     }
@@ -892,7 +883,7 @@ fn item_of_the_wrong_type_is_a_typed_error(transport: Transport) {
                 .open_context(successor, (), |ctx, ()| async move {
                     let stream = ctx.open_stream::<String, u64>()?;
                     stream.send(1).await?;
-                    stream.recv().await
+                    Ok(stream.recv().await?)
                 })
                 .await
                 .unwrap_err();
@@ -914,7 +905,11 @@ fn calling_with_the_wrong_call_kind_is_refused(transport: Transport) {
         open_nursery(|an| async move {
             let portal = an.start_actor("streamer").await?;
             let name = "count_to";
-            let err = portal.run_named::<(), _>(name, (3,)).await.unwrap_err();
+            let err = portal
+                .run_named::<(), _>(name, (3,))
+                .await
+                .unwrap_err()
+                .into();
             assert_eq!(remote(&err).kind(), &trellis_actor::ErrorKind::BadArguments);
             assert!(remote(&err).message().contains("is a stream function"));
             Ok(())

@@ -89,7 +89,7 @@ fn exists(pid: u32) -> bool {
 
 /// The pid of the supervised child's current incarnation (waiting while it is down).
 async fn pid_of(worker: &SupervisedPortal) -> Result<u32, trellis::Error> {
-    worker.run(pid, ()).await
+    Ok(worker.run(pid, ()).await?)
 }
 
 /// The registered actors named `name`.
@@ -198,8 +198,8 @@ fn transient_actor_exits(transport: Transport) {
             // Calls made while it says goodbye fail; then its portal says it is over.
             let error = loop {
                 let error = quitter.run(pid, ()).await.unwrap_err();
-                if let Some(ActorError::Unsupervised { reason, .. }) = error.downcast_ref() {
-                    break reason.clone();
+                if let ActorError::Unsupervised { reason, .. } = error {
+                    break reason;
                 }
             };
             assert!(error.contains("transient"), "{error}");
@@ -225,13 +225,7 @@ fn temporary_actor_is_not_restarted(transport: Transport) {
             signal(pid_of(&worker).await?, Signal::SIGKILL);
             let error = loop {
                 match worker.run(pid, ()).await {
-                    Err(error)
-                        if error
-                            .downcast_ref::<ActorError>()
-                            .is_some_and(|e| matches!(e, ActorError::Unsupervised { .. })) =>
-                    {
-                        break error;
-                    }
+                    Err(error @ ActorError::Unsupervised { .. }) => break error,
                     _ => trellis::sleep(Duration::from_millis(10)).await?,
                 }
             };
@@ -262,8 +256,8 @@ fn down_child_fails_try_portal(transport: Transport) {
                     Ok(_) => trellis::sleep(Duration::from_millis(5)).await?,
                 }
             };
-            match down.downcast_ref() {
-                Some(ActorError::Down { name, cause }) => {
+            match &down {
+                ActorError::Down { name, cause } => {
                     assert_eq!(name, "worker");
                     assert!(cause.contains("signal: 9"), "{cause}");
                 }
@@ -477,8 +471,8 @@ fn a_child_that_cannot_start(transport: Transport) {
     common::root_with(broken, transport, || async {
         open_supervisor(Supervision::new(Strategy::OneForOne), |sup| async move {
             let error = sup.start_actor("t", Restart::Temporary).await.unwrap_err();
-            match error.downcast_ref() {
-                Some(ActorError::Unsupervised { reason, .. }) => {
+            match &error {
+                ActorError::Unsupervised { reason, .. } => {
                     assert!(reason.contains("temporary"), "{reason}");
                 }
                 _ => panic!("{error}"),
@@ -523,10 +517,7 @@ fn a_name_used_again(transport: Transport) {
             assert!(!second.is_over());
             assert!(sup.stop("job"));
             let error = second.portal().await.unwrap_err();
-            assert!(
-                matches!(error.downcast_ref(), Some(ActorError::Unsupervised { .. })),
-                "{error}"
-            );
+            assert!(matches!(error, ActorError::Unsupervised { .. }), "{error}");
             Ok(())
         })
         .await?;

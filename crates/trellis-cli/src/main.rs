@@ -130,15 +130,13 @@ enum Failure {
 }
 
 /// Whether `error` is an actor refusing a call it does not have or cannot decode.
-fn refused(error: &trellis::Error) -> bool {
-    error
-        .downcast_ref::<trellis_actor::RemoteActorError>()
-        .is_some_and(|remote| {
-            matches!(
-                remote.kind(),
-                trellis_actor::ErrorKind::UnknownFunction | trellis_actor::ErrorKind::BadArguments
-            )
-        })
+fn refused(error: &trellis_actor::ActorError) -> bool {
+    error.as_remote().is_some_and(|remote| {
+        matches!(
+            remote.kind(),
+            trellis_actor::ErrorKind::UnknownFunction | trellis_actor::ErrorKind::BadArguments
+        )
+    })
 }
 
 fn one_line(error: &trellis::Error) -> String {
@@ -167,7 +165,8 @@ async fn list(
     actor: &trellis_actor::Actor,
     registrar: &Addr,
 ) -> Result<Vec<Registered>, Result<Failure, trellis::Error>> {
-    match trellis::move_on_after(ANSWER_TIMEOUT, actor.registered()).await {
+    let registered = async { actor.registered().await.map_err(trellis::Error::from) };
+    match trellis::move_on_after(ANSWER_TIMEOUT, registered).await {
         Ok(Some(list)) => Ok(list),
         Ok(None) => Err(Ok(Failure::Usage(format!(
             "the registrar at {registrar} did not answer within {ANSWER_TIMEOUT:?}"
@@ -238,7 +237,7 @@ async fn describe_all(
             tasks.push(n.start_soon(async move {
                 let info = trellis::move_on_after(ANSWER_TIMEOUT, async {
                     let portal = actor.portal(&entry.addr).await?;
-                    portal.info().await
+                    Ok::<_, trellis::Error>(portal.info().await?)
                 })
                 .await;
                 let info = match info {
@@ -276,7 +275,7 @@ async fn find(
         Failure::Usage(format!(
             "cannot reach actor `{name}` at {}: {}",
             entry.addr,
-            one_line(&e)
+            one_line(&e.into())
         ))
     })
 }
@@ -295,8 +294,8 @@ async fn functions_of(config: Config, registrar: Addr, name: String) -> Outcome 
             Ok(None) => Ok(Err(Failure::Usage(format!(
                 "actor `{name}` did not answer within {ANSWER_TIMEOUT:?}"
             )))),
-            Err(e) if e.is_cancelled() => Err(e),
-            Err(e) => Ok(Err(Failure::Remote(e))),
+            Err(e) if e.is_cancelled() => Err(e.into()),
+            Err(e) => Ok(Err(Failure::Remote(e.into()))),
         }
     })
     .await
@@ -319,10 +318,10 @@ async fn call(
             .await
         {
             Ok(value) => Ok(Ok(format!("{value}\n"))),
-            Err(e) if e.is_cancelled() => Err(e),
+            Err(e) if e.is_cancelled() => Err(e.into()),
             // The call never ran: the caller got the name or the arguments wrong.
-            Err(e) if refused(&e) => Ok(Err(Failure::Usage(one_line(&e)))),
-            Err(e) => Ok(Err(Failure::Remote(e))),
+            Err(e) if refused(&e) => Ok(Err(Failure::Usage(one_line(&e.into())))),
+            Err(e) => Ok(Err(Failure::Remote(e.into()))),
         }
     })
     .await

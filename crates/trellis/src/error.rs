@@ -15,6 +15,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::carried::Carried;
 use crate::group::ErrorGroup;
 
 /// The error a checkpoint returns when the calling code is inside an effectively cancelled scope.
@@ -341,6 +342,7 @@ impl IsCancelled for std::convert::Infallible {
 ///   value for [`downcast_ref`](Error::downcast_ref).
 /// * [`is_cancelled`](Error::is_cancelled) tells a cancellation apart from a failure.
 /// * [`as_group`](Error::as_group) gives the [`ErrorGroup`] a failed nursery returns.
+/// * A typed error whose `source()` is a [`Carried`] converts into the error it carries.
 /// * It converts into `Box<dyn std::error::Error + Send + Sync>`, and from there into
 ///   `anyhow::Error` (`anyhow::Error::from_boxed`) or any other error library.
 ///
@@ -422,6 +424,10 @@ impl Error {
             }
             Err(other) => other,
         };
+        if let Some(held) = Carried::handle(&*error) {
+            drop(error);
+            return Carried::unwrap(held);
+        }
         Error {
             repr: Repr::other(error, "Box<dyn std::error::Error + Send + Sync>"),
         }
@@ -638,6 +644,10 @@ impl<E: StdError + Send + Sync + 'static> From<E> for Error {
             };
         }
         let error = slot.expect("filled above");
+        if let Some(held) = Carried::handle(&error) {
+            drop(error);
+            return Carried::unwrap(held);
+        }
         Error {
             repr: Repr::other(Box::new(error), std::any::type_name::<E>()),
         }

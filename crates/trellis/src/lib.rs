@@ -43,6 +43,7 @@
 pub mod backtrace;
 pub mod broadcast;
 mod cancel;
+mod carried;
 pub mod channel;
 mod context;
 mod error;
@@ -66,6 +67,7 @@ pub use cancel::{
     checkpoint_if_cancelled, current_effective_deadline, fail_after, fail_at, move_on_after,
     move_on_at, sleep, sleep_forever, sleep_until,
 };
+pub use carried::Carried;
 pub use channel::channel;
 pub use error::{
     CancelReason, CancelSource, CancelSplit, Cancelled, Error, Interrupted, IsCancelled,

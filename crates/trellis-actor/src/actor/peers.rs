@@ -12,6 +12,7 @@ use trellis_wire::{ActorId, Payload, Side};
 use super::handle::{Actor, current};
 use super::registry::Entry;
 use super::service::ActorService;
+use crate::ActorError;
 use crate::calls::Portal;
 use crate::connection::{Conn, ReadLimits};
 use crate::info::Registered;
@@ -24,8 +25,10 @@ use crate::transport::{Addr, Listener, Reader, Writer};
 ///
 /// # Errors
 ///
-/// When the registrar or the actor cannot be reached; `Cancelled`.
-pub async fn find_actor(name: &str) -> Result<Option<Portal>, trellis::Error> {
+/// [`ActorError::Io`] or [`ActorError::ConnectionLost`] when the registrar or the
+/// actor cannot be reached; [`ActorError::NotAuthorized`] when the handshake is
+/// refused; [`ActorError::Cancelled`].
+pub async fn find_actor(name: &str) -> Result<Option<Portal>, ActorError> {
     current().find_actor(name).await
 }
 
@@ -34,8 +37,10 @@ pub async fn find_actor(name: &str) -> Result<Option<Portal>, trellis::Error> {
 ///
 /// # Errors
 ///
-/// When the registrar or the actor cannot be reached; `Cancelled`.
-pub async fn wait_for_actor(name: &str) -> Result<Portal, trellis::Error> {
+/// [`ActorError::Io`] or [`ActorError::ConnectionLost`] when the registrar or the
+/// actor cannot be reached; [`ActorError::NotAuthorized`] when the handshake is
+/// refused; [`ActorError::Cancelled`].
+pub async fn wait_for_actor(name: &str) -> Result<Portal, ActorError> {
     current().wait_for_actor(name).await
 }
 
@@ -44,8 +49,10 @@ impl Actor {
     ///
     /// # Errors
     ///
-    /// When it cannot be reached or the handshake fails; `Cancelled`.
-    pub async fn portal(&self, addr: &Addr) -> Result<Portal, trellis::Error> {
+    /// [`ActorError::Io`] when it cannot be reached; [`ActorError::NotAuthorized`],
+    /// [`ActorError::Tls`] or [`ActorError::Protocol`] when the handshake fails;
+    /// [`ActorError::Cancelled`].
+    pub async fn portal(&self, addr: &Addr) -> Result<Portal, ActorError> {
         Ok(Portal::new(self.connect(addr).await?))
     }
 
@@ -53,8 +60,9 @@ impl Actor {
     ///
     /// # Errors
     ///
-    /// When the registrar cannot be reached; `Cancelled`.
-    pub async fn registered(&self) -> Result<Vec<Registered>, trellis::Error> {
+    /// As [`find_actor`](Actor::find_actor); [`ActorError::Protocol`] for an entry whose
+    /// address does not parse.
+    pub async fn registered(&self) -> Result<Vec<Registered>, ActorError> {
         let entries = match &self.inner.registry {
             Some(registry) => registry.list(),
             None => self
@@ -63,7 +71,7 @@ impl Actor {
                 .call(LIST, Payload::unit())
                 .await?
                 .decode::<Vec<Entry>>()
-                .map_err(crate::ActorError::from)?,
+                .map_err(ActorError::from)?,
         };
         entries
             .into_iter()
@@ -97,7 +105,7 @@ impl Actor {
             self.inner.config.tls.as_ref(),
         ))
         .await?
-        .map_err(|e| crate::ActorError::Io {
+        .map_err(|e| ActorError::Io {
             context: format!("connecting to {addr}"),
             source: e,
         })?;
@@ -114,7 +122,7 @@ impl Actor {
             ),
         )
         .await?
-        .ok_or_else(|| crate::ActorError::Protocol {
+        .ok_or_else(|| ActorError::Protocol {
             actor: ActorId::new("", ""),
             error: format!("{addr} did not complete the handshake within {timeout:?}"),
         })?;
@@ -136,7 +144,7 @@ impl Actor {
                 .map_err(trellis::Error::new)?;
             return Ok(());
         }
-        let args = Payload::encode(&(self.entry(),)).map_err(crate::ActorError::from)?;
+        let args = Payload::encode(&(self.entry(),)).map_err(ActorError::from)?;
         self.registrar_conn().await?.call(REGISTER, args).await?;
         Ok(())
     }
@@ -161,16 +169,16 @@ impl Actor {
     ///
     /// # Errors
     ///
-    /// When the registrar or the actor cannot be reached; `Cancelled`.
-    pub async fn find_actor(&self, name: &str) -> Result<Option<Portal>, trellis::Error> {
+    /// [`ActorError::Io`] or [`ActorError::ConnectionLost`] when the registrar or the
+    /// actor cannot be reached; [`ActorError::NotAuthorized`] when the handshake is
+    /// refused; [`ActorError::Cancelled`].
+    pub async fn find_actor(&self, name: &str) -> Result<Option<Portal>, ActorError> {
         let entry = match &self.inner.registry {
             Some(registry) => registry.find(name),
             None => {
-                let args = Payload::encode(&(name,)).map_err(crate::ActorError::from)?;
+                let args = Payload::encode(&(name,)).map_err(ActorError::from)?;
                 let reply = self.registrar_conn().await?.call(FIND, args).await?;
-                reply
-                    .decode::<Option<Entry>>()
-                    .map_err(crate::ActorError::from)?
+                reply.decode::<Option<Entry>>().map_err(ActorError::from)?
             }
         };
         match entry {
@@ -183,17 +191,19 @@ impl Actor {
     ///
     /// # Errors
     ///
-    /// When the registrar or the actor cannot be reached; `Cancelled`.
-    pub async fn wait_for_actor(&self, name: &str) -> Result<Portal, trellis::Error> {
+    /// [`ActorError::Io`] or [`ActorError::ConnectionLost`] when the registrar or the
+    /// actor cannot be reached; [`ActorError::NotAuthorized`] when the handshake is
+    /// refused; [`ActorError::Cancelled`].
+    pub async fn wait_for_actor(&self, name: &str) -> Result<Portal, ActorError> {
         let entry = match &self.inner.registry {
             Some(registry) => registry.wait_for(name).await?,
             None => {
-                let args = Payload::encode(&(name,)).map_err(crate::ActorError::from)?;
+                let args = Payload::encode(&(name,)).map_err(ActorError::from)?;
                 let reply = self.registrar_conn().await?.call(WAIT_FOR, args).await?;
-                reply.decode::<Entry>().map_err(crate::ActorError::from)?
+                reply.decode::<Entry>().map_err(ActorError::from)?
             }
         };
-        self.portal_to(&entry).await
+        Ok(self.portal_to(&entry).await?)
     }
 
     /// Waits until the registrar holds no entry of `uid` (an actor that ended: its entry goes
@@ -206,7 +216,7 @@ impl Actor {
         match &self.inner.registry {
             Some(registry) => Ok(registry.wait_unregistered(uid).await?),
             None => {
-                let args = Payload::encode(&(uid,)).map_err(crate::ActorError::from)?;
+                let args = Payload::encode(&(uid,)).map_err(ActorError::from)?;
                 let conn = self.registrar_conn().await?;
                 conn.call(WAIT_UNREGISTERED, args).await?;
                 Ok(())
@@ -215,7 +225,7 @@ impl Actor {
     }
 
     async fn portal_to(&self, entry: &Entry) -> Result<Portal, trellis::Error> {
-        self.portal(&entry.parsed_addr()?).await
+        Ok(self.portal(&entry.parsed_addr()?).await?)
     }
 
     /// Starts the I/O of an established connection.
@@ -291,7 +301,7 @@ impl Actor {
                             accepted.open(config.keepalive, config.tls.as_ref()),
                         )
                         .await?
-                        .map_err(|e| crate::ActorError::Tls(format!("with {peer}: {e}")))?;
+                        .map_err(|e| ActorError::Tls(format!("with {peer}: {e}")))?;
                         if actor.lock().conns.len() >= limits.max_connections {
                             tracing::warn!(
                                 peer = %peer,
@@ -325,11 +335,11 @@ impl Actor {
                     Err(e) if e.is_cancelled() => return Err(e),
                     Err(e) => {
                         // Once per connection: whoever knocks without the secret is seen.
-                        match e.downcast_ref::<crate::ActorError>() {
-                            Some(crate::ActorError::NotAuthorized(_)) => {
+                        match e.downcast_ref::<ActorError>() {
+                            Some(ActorError::NotAuthorized(_)) => {
                                 tracing::warn!(peer = %peer, "refused a connection: not authorized");
                             }
-                            Some(crate::ActorError::Tls(why)) => {
+                            Some(ActorError::Tls(why)) => {
                                 tracing::warn!("refused a connection: TLS handshake failed {why}");
                             }
                             _ => {

@@ -25,8 +25,11 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// Where the actor listens, as an address to connect to.
-    pub(crate) fn parsed_addr(&self) -> Result<crate::Addr, trellis::Error> {
-        self.addr.parse().map_err(trellis::Error::msg)
+    pub(crate) fn parsed_addr(&self) -> Result<crate::Addr, crate::ActorError> {
+        self.addr.parse().map_err(|e| crate::ActorError::Protocol {
+            actor: trellis_wire::ActorId::new(self.name.clone(), self.uid.clone()),
+            error: format!("its registered address {:?} does not parse: {e}", self.addr),
+        })
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::{OnceLock, mpsc};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ActorError;
 use crate::calls::{Context, MsgStream};
 use crate::functions::ContextFn;
 use crate::names::TERMINAL;
@@ -45,7 +46,7 @@ pub struct Terminal {
 /// ```no_run
 /// # async fn f() -> Result<(), trellis::Error> {
 /// let answer = trellis_actor::with_terminal(|term| async move {
-///     term.prompt("continue? [y/n] ").await
+///     Ok(term.prompt("continue? [y/n] ").await?)
 /// })
 /// .await?;
 /// # Ok(()) }
@@ -85,8 +86,9 @@ impl Terminal {
     ///
     /// # Errors
     ///
-    /// When the terminal cannot be written; `Cancelled`; the root going away.
-    pub async fn write(&self, text: impl Into<String>) -> Result<(), trellis::Error> {
+    /// [`ActorError::Io`] when the terminal cannot be written; [`ActorError::Cancelled`];
+    /// [`ActorError::ConnectionLost`] when the root went away.
+    pub async fn write(&self, text: impl Into<String>) -> Result<(), ActorError> {
         let text = text.into();
         match &self.remote {
             None => write_out(&text),
@@ -94,7 +96,7 @@ impl Terminal {
                 stream.send(Request::Write(text)).await?;
                 match stream.recv().await? {
                     Some(Reply::Written) => Ok(()),
-                    other => Err(unexpected(other)),
+                    other => Err(unexpected(stream, other)),
                 }
             }
         }
@@ -104,16 +106,17 @@ impl Terminal {
     ///
     /// # Errors
     ///
-    /// When the terminal cannot be read; `Cancelled` (the line, once typed, is kept for the
+    /// [`ActorError::Io`] when the terminal cannot be read; [`ActorError::Cancelled`] (the
+    /// line, once typed, is kept for the
     /// next reader); the root going away.
-    pub async fn read_line(&self) -> Result<Option<String>, trellis::Error> {
+    pub async fn read_line(&self) -> Result<Option<String>, ActorError> {
         match &self.remote {
             None => read_line().await,
             Some(stream) => {
                 stream.send(Request::ReadLine).await?;
                 match stream.recv().await? {
                     Some(Reply::Line(line)) => Ok(line),
-                    other => Err(unexpected(other)),
+                    other => Err(unexpected(stream, other)),
                 }
             }
         }
@@ -124,14 +127,17 @@ impl Terminal {
     /// # Errors
     ///
     /// As [`write`](Terminal::write) and [`read_line`](Terminal::read_line).
-    pub async fn prompt(&self, text: impl Into<String>) -> Result<Option<String>, trellis::Error> {
+    pub async fn prompt(&self, text: impl Into<String>) -> Result<Option<String>, ActorError> {
         self.write(text).await?;
         self.read_line().await
     }
 }
 
-fn unexpected(reply: Option<Reply>) -> trellis::Error {
-    trellis::Error::msg(format!("the terminal's server answered {reply:?}"))
+fn unexpected(stream: &MsgStream<Reply, Request>, reply: Option<Reply>) -> ActorError {
+    ActorError::Protocol {
+        actor: stream.peer().clone(),
+        error: format!("the terminal's server answered {reply:?}"),
+    }
 }
 
 /// Calls `trellis.terminal` by its reserved name.
@@ -177,11 +183,14 @@ async fn hold(
         .map_err(trellis::Error::new)
 }
 
-fn write_out(text: &str) -> Result<(), trellis::Error> {
+fn write_out(text: &str) -> Result<(), ActorError> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(trellis::Error::new)
+        .map_err(|source| ActorError::Io {
+            context: "writing to the terminal".to_owned(),
+            source,
+        })
 }
 
 /// Standard input, read a line at a time on a thread of its own: a reader that is cancelled
@@ -228,9 +237,13 @@ fn stdin() -> &'static Stdin {
     })
 }
 
-async fn read_line() -> Result<Option<String>, trellis::Error> {
+async fn read_line() -> Result<Option<String>, ActorError> {
     let stdin = stdin();
-    let gone = || trellis::Error::msg("the standard input thread is gone");
+    let failed = |source| ActorError::Io {
+        context: "reading the terminal".to_owned(),
+        source,
+    };
+    let gone = || failed(std::io::Error::other("the standard input thread is gone"));
     let mut lines = trellis::cancellable(stdin.lines.lock()).await?;
     if !lines.asked {
         stdin.requests.send(()).map_err(|_| gone())?;
@@ -240,5 +253,5 @@ async fn read_line() -> Result<Option<String>, trellis::Error> {
         .await?
         .ok_or_else(gone)?;
     lines.asked = false;
-    line.map_err(trellis::Error::new)
+    line.map_err(failed)
 }

@@ -38,8 +38,8 @@ impl Context {
     /// killed, or became unreachable and the keepalive gave up): the
     /// [`ActorError::ConnectionLost`] its own calls got. This function is cancelled then; this
     /// says why.
-    pub fn caller_lost(&self) -> Option<trellis::Error> {
-        self.link.lost()
+    pub fn caller_lost(&self) -> Option<ActorError> {
+        self.link.lost().map(ActorError::from)
     }
 
     pub(crate) fn new(link: Link) -> Self {
@@ -72,15 +72,16 @@ impl Context {
     ///
     /// # Errors
     ///
-    /// [`ActorError::StartedTwice`] on a second call; the connection lost.
-    pub async fn started<T: Serialize>(&self, value: T) -> Result<(), trellis::Error> {
+    /// [`ActorError::StartedTwice`] on a second call; [`ActorError::ConnectionLost`];
+    /// [`ActorError::Cancelled`].
+    pub async fn started<T: Serialize>(&self, value: T) -> Result<(), ActorError> {
         trellis::checkpoint_if_cancelled()?;
         if self.started.swap(true, Ordering::AcqRel) {
-            return Err(ActorError::StartedTwice.into());
+            return Err(ActorError::StartedTwice);
         }
-        let value = Payload::encode(&value).map_err(ActorError::from)?;
+        let value = Payload::encode(&value)?;
         let options = *self.options.lock().unwrap_or_else(|e| e.into_inner());
-        self.link.started(value, options.window())
+        Ok(self.link.started(value, options.window())?)
     }
 
     /// Opens this side of the two-way stream: receives `Rx`, sends `Tx`.
@@ -89,12 +90,12 @@ impl Context {
     ///
     /// [`ActorError::StreamBeforeStarted`] before [`started`](Context::started),
     /// [`ActorError::StreamOpenedTwice`] on a second call.
-    pub fn open_stream<Rx, Tx>(&self) -> Result<MsgStream<Rx, Tx>, trellis::Error> {
+    pub fn open_stream<Rx, Tx>(&self) -> Result<MsgStream<Rx, Tx>, ActorError> {
         if !self.started.load(Ordering::Acquire) {
-            return Err(ActorError::StreamBeforeStarted.into());
+            return Err(ActorError::StreamBeforeStarted);
         }
         if self.opened.swap(true, Ordering::AcqRel) {
-            return Err(ActorError::StreamOpenedTwice.into());
+            return Err(ActorError::StreamOpenedTwice);
         }
         let options = *self.options.lock().unwrap_or_else(|e| e.into_inner());
         Ok(MsgStream::new(self.link.clone(), options))
@@ -150,9 +151,9 @@ impl<R: DeserializeOwned> PortalContext<R> {
     /// # Errors
     ///
     /// [`ActorError::StreamOpenedTwice`] on a second call.
-    pub fn open_stream<Rx, Tx>(&self) -> Result<MsgStream<Rx, Tx>, trellis::Error> {
+    pub fn open_stream<Rx, Tx>(&self) -> Result<MsgStream<Rx, Tx>, ActorError> {
         if self.opened.swap(true, Ordering::AcqRel) {
-            return Err(ActorError::StreamOpenedTwice.into());
+            return Err(ActorError::StreamOpenedTwice);
         }
         Ok(MsgStream::new(self.link.clone(), self.options))
     }
@@ -161,25 +162,25 @@ impl<R: DeserializeOwned> PortalContext<R> {
     ///
     /// # Errors
     ///
-    /// The remote failure; [`ActorError::ContextCancelled`] naming who cancelled the function
-    /// (this actor, after [`cancel`](PortalContext::cancel)); the connection lost; `Cancelled`.
-    pub async fn result(&self) -> Result<R, trellis::Error> {
+    /// [`ActorError::Remote`] when the function failed; [`ActorError::ContextCancelled`]
+    /// naming who cancelled the function (this actor, after [`cancel`](PortalContext::cancel));
+    /// [`ActorError::ConnectionLost`]; [`ActorError::Cancelled`].
+    pub async fn result(&self) -> Result<R, ActorError> {
         let end = match self.link.wait_end().await {
             Ok(end) => end,
-            Err(cancelled) => return Err(self.link.failure_or(cancelled.into())),
+            Err(cancelled) => return Err(self.link.failure_or(cancelled.into()).into()),
         };
         match end {
             CallEnd::Ended(Outcome::Cancelled { requested_by }) => {
                 Err(ActorError::ContextCancelled {
                     actor: self.actor().clone(),
                     requested_by,
-                }
-                .into())
+                })
             }
-            CallEnd::Over => Err(self.link.conn.lost()),
+            CallEnd::Over => Err(self.link.conn.lost().into()),
             end => {
                 let value = self.link.conn.call_result(end)?;
-                Ok(value.decode().map_err(ActorError::from)?)
+                Ok(value.decode()?)
             }
         }
     }

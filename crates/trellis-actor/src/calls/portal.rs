@@ -62,9 +62,11 @@ impl Portal {
     ///
     /// # Errors
     ///
-    /// The remote failure as a [`RemoteActorError`](crate::RemoteActorError) (or a group of
-    /// them), [`ActorError::ConnectionLost`] when the actor went away, `Cancelled`.
-    pub async fn run<F, Args>(&self, function: F, args: Args) -> Result<F::Output, trellis::Error>
+    /// [`ActorError::Remote`] when the function failed (`?` gives the remote failure
+    /// itself); [`ActorError::ConnectionLost`] when the actor went away;
+    /// [`ActorError::Cancelled`]; [`ActorError::Payload`] when the arguments or the result
+    /// did not convert.
+    pub async fn run<F, Args>(&self, function: F, args: Args) -> Result<F::Output, ActorError>
     where
         F: RemoteFn<Args>,
         Args: Serialize,
@@ -77,14 +79,14 @@ impl Portal {
     /// # Errors
     ///
     /// As [`run`](Portal::run).
-    pub async fn run_named<R, Args>(&self, name: &str, args: Args) -> Result<R, trellis::Error>
+    pub async fn run_named<R, Args>(&self, name: &str, args: Args) -> Result<R, ActorError>
     where
         R: DeserializeOwned,
         Args: Serialize,
     {
-        let args = Payload::encode(&args).map_err(ActorError::from)?;
+        let args = Payload::encode(&args)?;
         let value = self.conn.call(name, args).await?;
-        Ok(value.decode().map_err(ActorError::from)?)
+        Ok(value.decode()?)
     }
 
     /// What the actor tells about itself: identity, host, address, parent, uptime, open calls
@@ -92,8 +94,8 @@ impl Portal {
     ///
     /// # Errors
     ///
-    /// When the actor is gone, or `Cancelled`.
-    pub async fn info(&self) -> Result<ActorInfo, trellis::Error> {
+    /// [`ActorError::ConnectionLost`] when the actor is gone; [`ActorError::Cancelled`].
+    pub async fn info(&self) -> Result<ActorInfo, ActorError> {
         self.run_named(names::INFO, ()).await
     }
 
@@ -102,8 +104,8 @@ impl Portal {
     ///
     /// # Errors
     ///
-    /// When the actor is gone, or `Cancelled`.
-    pub async fn functions(&self) -> Result<Vec<FunctionInfo>, trellis::Error> {
+    /// [`ActorError::ConnectionLost`] when the actor is gone; [`ActorError::Cancelled`].
+    pub async fn functions(&self) -> Result<Vec<FunctionInfo>, ActorError> {
         self.run_named(names::FUNCTIONS, ()).await
     }
 
@@ -112,8 +114,9 @@ impl Portal {
     ///
     /// # Errors
     ///
-    /// When the actor is gone already, or `Cancelled`.
-    pub async fn cancel_actor(&self) -> Result<(), trellis::Error> {
+    /// [`ActorError::ConnectionLost`] when the actor is gone already;
+    /// [`ActorError::Cancelled`].
+    pub async fn cancel_actor(&self) -> Result<(), ActorError> {
         self.conn.call(names::CANCEL_ACTOR, Payload::unit()).await?;
         Ok(())
     }

@@ -76,8 +76,7 @@ trait OwnSubscription<Rx>: Send + Sync {
 }
 
 /// What [`OwnSubscription::recv`] returns.
-type Received<'a, Rx> =
-    Pin<Box<dyn Future<Output = Result<Option<Rx>, trellis::Error>> + Send + 'a>>;
+type Received<'a, Rx> = Pin<Box<dyn Future<Output = Result<Option<Rx>, ActorError>> + Send + 'a>>;
 
 /// Makes a stream's own subscription.
 type OwnFactory<Rx> = Box<dyn Fn() -> Box<dyn OwnSubscription<Rx>> + Send + Sync>;
@@ -139,11 +138,11 @@ impl<Rx, Tx: Serialize> MsgStream<Rx, Tx> {
     ///
     /// # Errors
     ///
-    /// [`ActorError::StreamClosed`] after [`close`](MsgStream::close), the error that ended the
-    /// call, `Cancelled`.
-    pub async fn send(&self, item: Tx) -> Result<(), trellis::Error> {
-        let payload = Payload::encode(&item).map_err(ActorError::from)?;
-        self.inner.link.send(payload).await
+    /// [`ActorError::StreamClosed`] after [`close`](MsgStream::close); the error that ended the
+    /// call ([`ActorError::Remote`], [`ActorError::ConnectionLost`]…); [`ActorError::Cancelled`].
+    pub async fn send(&self, item: Tx) -> Result<(), ActorError> {
+        let payload = Payload::encode(&item)?;
+        Ok(self.inner.link.send(payload).await?)
     }
 }
 
@@ -154,9 +153,11 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
     ///
     /// # Errors
     ///
-    /// The remote failure that ended the call, [`StreamOverrun`](crate::StreamOverrun), the connection lost,
-    /// `Cancelled`; [`ActorError::BadItem`] for an item that does not decode as `Rx`.
-    pub async fn recv(&self) -> Result<Option<Rx>, trellis::Error> {
+    /// [`ActorError::Remote`] when the remote function failed (an overrun there is a
+    /// [`StreamOverrun`](crate::StreamOverrun) in it); [`ActorError::ConnectionLost`];
+    /// [`ActorError::Cancelled`]; [`ActorError::BadItem`] for an item that does not decode as
+    /// `Rx`.
+    pub async fn recv(&self) -> Result<Option<Rx>, ActorError> {
         if let Some(factory) = self.inner.own_factory.get() {
             return self.inner.own.get_or_init(factory).recv().await;
         }
@@ -166,9 +167,11 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
             Ok(item) => item?,
             // Cancelled because the call failed (the caller's body): that failure is the
             // better answer.
-            Err(cancelled) => return Err(link.failure_or(cancelled.into())),
+            Err(cancelled) => return Err(link.failure_or(cancelled.into()).into()),
         };
-        item.map(|payload| decode_item(link, &payload)).transpose()
+        Ok(item
+            .map(|payload| decode_item(link, &payload))
+            .transpose()?)
     }
 
     /// A new subscriber to this stream's items, for another task: every subscriber receives
@@ -280,9 +283,9 @@ impl<Rx: DeserializeOwned + Clone> Subscription<Rx> {
     /// # Errors
     ///
     /// [`ActorError::Lagged`] when this subscriber fell behind (it stays subscribed); the error
-    /// that ended the stream; `Cancelled`.
-    pub async fn recv(&self) -> Result<Option<Rx>, trellis::Error> {
-        receive_subscribed(&self.receiver, &self.link).await
+    /// that ended the stream; [`ActorError::Cancelled`].
+    pub async fn recv(&self) -> Result<Option<Rx>, ActorError> {
+        Ok(receive_subscribed(&self.receiver, &self.link).await?)
     }
 
     /// Another subscriber.

@@ -157,8 +157,8 @@ impl ActorNursery {
     /// # Errors
     ///
     /// [`ActorError::SpawnFailed`] when the process did not start or did not connect back in
-    /// time; `Cancelled`.
-    pub async fn start_actor(&self, name: &str) -> Result<Portal, trellis::Error> {
+    /// time; [`ActorError::Cancelled`].
+    pub async fn start_actor(&self, name: &str) -> Result<Portal, ActorError> {
         let (child, conn) = spawn(&self.inner.actor, name).await?;
         self.inner.nursery.start_soon(supervise(
             child,
@@ -181,7 +181,7 @@ impl ActorNursery {
         name: &str,
         function: F,
         args: Args,
-    ) -> Result<RunHandle<F::Output>, trellis::Error>
+    ) -> Result<RunHandle<F::Output>, ActorError>
     where
         F: RemoteFn<Args>,
         Args: Serialize + Send + 'static,
@@ -199,7 +199,10 @@ impl ActorNursery {
         let inner = self.inner.clone();
         *lock(&inner.running) += 1;
         let task = self.inner.nursery.start_soon(async move {
-            let result = portal.run_named::<F::Output, Args>(name, args).await;
+            let result = portal
+                .run_named::<F::Output, Args>(name, args)
+                .await
+                .map_err(trellis::Error::from);
             done.set();
             let outcome = match result {
                 Ok(value) => Ok(Some(value)),
@@ -217,7 +220,7 @@ impl ActorNursery {
             Ok(task) => Ok(RunHandle { task }),
             Err(closed) => {
                 *lock(&self.inner.running) -= 1;
-                Err(closed.into())
+                Err(trellis::Error::from(closed).into())
             }
         }
     }

@@ -14,6 +14,7 @@ use trellis::supervisor::Restart;
 use super::nursery::lock;
 use super::supervisor::{ActorSupervisor, SupervisedPortal};
 use crate::calls::MsgStream;
+use crate::error::ActorError;
 use crate::functions::{RemoteFn, StreamFn};
 
 /// Which worker of a pool a call goes to.
@@ -95,7 +96,7 @@ impl ActorSupervisor {
         name: &str,
         size: usize,
         restart: Restart,
-    ) -> Result<ActorPool, trellis::Error> {
+    ) -> Result<ActorPool, ActorError> {
         let pool = ActorPool {
             inner: Arc::new(PoolInner {
                 supervisor: self.clone(),
@@ -175,9 +176,9 @@ impl ActorPool {
     ///
     /// # Errors
     ///
-    /// As [`ActorSupervisor::start_actor`] when growing; `Cancelled`.
-    pub async fn resize(&self, size: usize) -> Result<(), trellis::Error> {
-        let _one_at_a_time = self.inner.resizing.acquire().await?;
+    /// As [`ActorSupervisor::start_actor`] when growing; [`ActorError::Cancelled`].
+    pub async fn resize(&self, size: usize) -> Result<(), ActorError> {
+        let _one_at_a_time = (self.inner.resizing.acquire().await).map_err(trellis::Error::from)?;
         Self::prune(&mut lock(&self.inner.workers));
         loop {
             let len = self.len();
@@ -246,15 +247,14 @@ impl ActorPool {
     }
 
     /// The worker `route` chooses, counted busy until the guard is dropped.
-    fn pick(&self, route: Route) -> Result<(SupervisedPortal, Busy), trellis::Error> {
+    fn pick(&self, route: Route) -> Result<(SupervisedPortal, Busy), ActorError> {
         let mut workers = lock(&self.inner.workers);
         // Under the lock the choice is made with.
         Self::prune(&mut workers);
         if workers.is_empty() {
-            return Err(trellis::Error::msg(format!(
-                "the pool `{}` has no worker",
-                self.inner.name
-            )));
+            return Err(ActorError::NoWorker {
+                pool: self.inner.name.clone(),
+            });
         }
         let index = match route {
             Route::RoundRobin => self.inner.next.fetch_add(1, Ordering::Relaxed) % workers.len(),
@@ -278,13 +278,13 @@ impl ActorPool {
     ///
     /// # Errors
     ///
-    /// As [`SupervisedPortal::run`]; an error when the pool has no worker.
+    /// As [`SupervisedPortal::run`]; [`ActorError::NoWorker`] when the pool has no worker.
     pub async fn run<F, Args>(
         &self,
         route: Route,
         function: F,
         args: Args,
-    ) -> Result<F::Output, trellis::Error>
+    ) -> Result<F::Output, ActorError>
     where
         F: RemoteFn<Args>,
         Args: Serialize,
@@ -303,7 +303,7 @@ impl ActorPool {
         route: Route,
         name: &str,
         args: Args,
-    ) -> Result<R, trellis::Error>
+    ) -> Result<R, ActorError>
     where
         R: DeserializeOwned,
         Args: Serialize,
@@ -317,7 +317,8 @@ impl ActorPool {
     ///
     /// # Errors
     ///
-    /// As [`SupervisedPortal::open_stream_from`]; an error when the pool has no worker.
+    /// As [`SupervisedPortal::open_stream_from`]; [`ActorError::NoWorker`] when the pool has
+    /// no worker.
     pub async fn open_stream_from<F, M, B, Fut, T>(
         &self,
         route: Route,

@@ -120,14 +120,14 @@ impl ActorSupervisor {
     ///
     /// # Errors
     ///
-    /// [`StartError`](trellis::supervisor::StartError) (a duplicate name, a supervisor that
-    /// ended); [`ActorError::Unsupervised`] when the supervisor gave up before the child
-    /// first served; `Cancelled`.
+    /// [`ActorError::Start`] (a duplicate name, a supervisor that ended);
+    /// [`ActorError::Unsupervised`] when the supervisor gave up before the child first served;
+    /// [`ActorError::Cancelled`].
     pub async fn start_actor(
         &self,
         name: &str,
         restart: Restart,
-    ) -> Result<SupervisedPortal, trellis::Error> {
+    ) -> Result<SupervisedPortal, ActorError> {
         let role = Arc::new(Role::new(name, self.actor.inner.config.grace));
         let (actor, child_role, child_name) = (self.actor.clone(), role.clone(), name.to_owned());
         // Known before the child can start, so that `stop` finds it.
@@ -381,8 +381,8 @@ impl SupervisedPortal {
     ///
     /// # Errors
     ///
-    /// [`ActorError::Unsupervised`] when it will not run again; `Cancelled`.
-    pub async fn portal(&self) -> Result<Portal, trellis::Error> {
+    /// [`ActorError::Unsupervised`] when it will not run again; [`ActorError::Cancelled`].
+    pub async fn portal(&self) -> Result<Portal, ActorError> {
         Ok(self.current().await?.0)
     }
 
@@ -392,9 +392,9 @@ impl SupervisedPortal {
     ///
     /// [`ActorError::Down`] (with why its last run ended) while it is down;
     /// [`ActorError::Unsupervised`] when it will not run again.
-    pub fn try_portal(&self) -> Result<Portal, trellis::Error> {
+    pub fn try_portal(&self) -> Result<Portal, ActorError> {
         if let Some(reason) = self.role.over_because() {
-            return Err(self.role.unsupervised(&reason));
+            return Err(self.role.unsupervised(&reason).into());
         }
         let state = self.role.state.borrow();
         if let Some((portal, _)) = &state.up {
@@ -407,8 +407,7 @@ impl SupervisedPortal {
         Err(ActorError::Down {
             name: self.role.name.clone(),
             cause,
-        }
-        .into())
+        })
     }
 
     async fn current(&self) -> Result<(Portal, u64), trellis::Error> {
@@ -486,7 +485,7 @@ impl SupervisedPortal {
     ///
     /// As [`Portal::run`], except that a call in flight when the child died fails with
     /// [`ActorError::Died`]; [`ActorError::Unsupervised`].
-    pub async fn run<F, Args>(&self, function: F, args: Args) -> Result<F::Output, trellis::Error>
+    pub async fn run<F, Args>(&self, function: F, args: Args) -> Result<F::Output, ActorError>
     where
         F: RemoteFn<Args>,
         Args: Serialize,
@@ -499,13 +498,13 @@ impl SupervisedPortal {
     /// # Errors
     ///
     /// As [`run`](SupervisedPortal::run).
-    pub async fn run_named<R, Args>(&self, name: &str, args: Args) -> Result<R, trellis::Error>
+    pub async fn run_named<R, Args>(&self, name: &str, args: Args) -> Result<R, ActorError>
     where
         R: DeserializeOwned,
         Args: Serialize,
     {
-        self.in_current(|portal| async move { portal.run_named(name, args).await })
-            .await
+        let call = |portal: Portal| async move { Ok(portal.run_named(name, args).await?) };
+        Ok(self.in_current(call).await?)
     }
 
     /// [`Portal::open_stream_from`] in the running child; the stream ends with

@@ -1,0 +1,111 @@
+//! An [`Error`] held inside a typed error, handed back whole by `?`.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::Error;
+
+/// A trellis [`Error`] held by a typed error as the whole of one variant's meaning, so that
+/// converting the typed error into an [`Error`] gives back the held error itself.
+///
+/// A library's error enum often has a variant for a failure that is already an [`Error`]: the
+/// failure of a function in another process, which may be an [`ErrorGroup`](crate::ErrorGroup)
+/// of failures from further down. Boxing that variant into a new `Error` would hide the group
+/// from [`as_group`](Error::as_group), from splitting and from the printed tree. Make a
+/// `Carried` the variant's [`source`](std::error::Error::source), and `?`, [`Error::from`],
+/// [`Error::new`] and [`Error::from_boxed`] unwrap it: the typed error is dropped and the
+/// carried error, with its group, notes and backtrace, is the result.
+///
+/// ```
+/// use trellis::{Carried, Error, ErrorGroup};
+///
+/// #[derive(Debug, thiserror::Error)]
+/// enum FetchError {
+///     #[error("the mirror failed")]
+///     Mirror(#[source] Carried),
+///     #[error("no mirror answered")]
+///     NoMirror,
+/// }
+///
+/// let failures = ErrorGroup::new("mirrors", vec![Error::msg("a"), Error::msg("b")]);
+/// let typed = FetchError::Mirror(Carried::new(failures.into()));
+/// let error = Error::from(typed);
+/// assert_eq!(error.as_group().unwrap().errors().len(), 2);
+/// assert!(Error::from(FetchError::NoMirror).is::<FetchError>());
+/// ```
+pub struct Carried(Arc<Error>);
+
+impl Carried {
+    /// Holds `error`.
+    pub fn new(error: Error) -> Self {
+        Carried(Arc::new(error))
+    }
+
+    /// The held error.
+    pub fn get(&self) -> &Error {
+        &self.0
+    }
+
+    /// The held error, by value.
+    pub fn into_inner(self) -> Error {
+        Carried::unwrap(self.0)
+    }
+
+    /// A second handle on the error `typed` carries, when its direct source is a `Carried`.
+    ///
+    /// The conversion into [`Error`] reaches the carrier only through `source()`, a shared
+    /// borrow: it takes this handle, drops `typed`, and [`unwrap`](Carried::unwrap)s the
+    /// handle, which is then the only one.
+    pub(crate) fn handle<E: StdError + ?Sized>(typed: &E) -> Option<Arc<Error>> {
+        let carried = typed.source()?.downcast_ref::<Carried>()?;
+        Some(Arc::clone(&carried.0))
+    }
+
+    /// The error by value. A carrier that outlived its typed error (one behind an `Arc` of its
+    /// own, shared elsewhere) keeps a handle: the error is then shared rather than moved, and
+    /// reads the same, though a group in it is no longer seen as one.
+    pub(crate) fn unwrap(held: Arc<Error>) -> Error {
+        Arc::try_unwrap(held).unwrap_or_else(|shared| Error::new(Shared(shared)))
+    }
+}
+
+impl fmt::Display for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Debug for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// The held error's own causes follow it.
+impl StdError for Carried {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.as_dyn().source()
+    }
+}
+
+/// A carried error that could not be moved out of its carrier.
+struct Shared(Arc<Error>);
+
+impl fmt::Display for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl StdError for Shared {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.as_dyn().source()
+    }
+}
