@@ -107,16 +107,32 @@ impl Codec {
     /// [`EncodeError::FrameTooLarge`] when the body exceeds the maximum frame size; `dst` is
     /// left as it was.
     pub fn encode(&self, message: &Message, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        self.encode_with(dst, |dst| {
+            message.encode_body(dst);
+            Ok::<_, EncodeError>(())
+        })
+    }
+
+    /// Writes one frame whose body `body` writes; on any error nothing of it stays in `dst`.
+    pub(crate) fn encode_with<E: From<EncodeError>>(
+        &self,
+        dst: &mut BytesMut,
+        body: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), E> {
         let start = dst.len();
         dst.put_u32(0);
-        message.encode_body(dst);
+        if let Err(error) = body(dst) {
+            dst.truncate(start);
+            return Err(error);
+        }
         let len = dst.len() - start - HEADER_LEN;
         if len > self.max_frame {
             dst.truncate(start);
             return Err(EncodeError::FrameTooLarge {
                 len,
                 max: self.max_frame,
-            });
+            }
+            .into());
         }
         dst[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(())

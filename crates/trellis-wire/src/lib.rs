@@ -30,8 +30,8 @@ pub use message::{
     Payload, Peer, Version,
 };
 pub use session::{
-    CallCounts, ConnectionError, Event, MAX_DETACHED, Outcome, Role, SendError, Session, Side,
-    Window,
+    CallCounts, CidHash, CidHasher, ConnectionError, Event, MAX_DETACHED, Outcome, Role, SendError,
+    Session, Side, Window,
 };
 
 /// The README's example, compiled and run as a doc test.

@@ -5,7 +5,7 @@
 //! application (arguments, results, stream items) are [`Payload`]s: one MessagePack value each,
 //! kept as bytes until the application decodes it into its own type.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -173,6 +173,21 @@ impl Payload {
         rmp_serde::encode::write_named(&mut out, value)
             .map_err(|e| PayloadError::Encode(e.to_string()))?;
         Ok(Payload(out.into_inner().freeze()))
+    }
+
+    /// Encodes `value` as [`encode`](Payload::encode) does, at the end of `dst`.
+    ///
+    /// # Errors
+    ///
+    /// [`PayloadError::Encode`] when `value`'s `Serialize` fails; `dst` may then hold part of
+    /// it (callers truncate).
+    pub fn encode_into<T: Serialize + ?Sized>(
+        value: &T,
+        dst: &mut BytesMut,
+    ) -> Result<(), PayloadError> {
+        let mut out = dst.writer();
+        rmp_serde::encode::write_named(&mut out, value)
+            .map_err(|e| PayloadError::Encode(e.to_string()))
     }
 
     /// Decodes the value as a `T`.
@@ -604,6 +619,43 @@ fn id_only(dst: &mut BytesMut, code: u64, cid: u64) {
     write_array_len(dst, 2);
     write_uint(dst, code);
     write_uint(dst, cid);
+}
+
+impl Message {
+    /// Takes a whole `Yield` frame of the plain shape (three elements: kind, call id, value)
+    /// off the front of `src`, when it starts with one: the value shares `src`'s memory, with
+    /// no frame of its own to make and drop for each stream item. `None` leaves `src` as it
+    /// was, for [`Codec::decode`](crate::Codec::decode) to take or refuse.
+    pub(crate) fn take_yield(src: &mut BytesMut, max_frame: usize) -> Option<(u64, Payload)> {
+        use crate::frame::HEADER_LEN;
+        let header: [u8; HEADER_LEN] = src.get(..HEADER_LEN)?.try_into().ok()?;
+        let len = u32::from_be_bytes(header) as usize;
+        let body = src
+            .get(HEADER_LEN..HEADER_LEN + len)
+            .filter(|_| len <= max_frame)?;
+        if body.first() != Some(&0x93) {
+            return None;
+        }
+        let mut r = Reader::new(&body[1..]);
+        if r.uint().ok()? != kind::YIELD {
+            return None;
+        }
+        let cid = r.uint().ok()?;
+        let value_at = 1 + r.position();
+        let value_len = r.raw_value().ok()?.len();
+        if value_at + value_len != len {
+            return None;
+        }
+        src.advance(HEADER_LEN + value_at);
+        Some((cid, Payload(src.split_to(value_len).freeze())))
+    }
+
+    /// The start of a `Yield`'s body, up to its value.
+    pub(crate) fn yield_head(dst: &mut BytesMut, cid: u64) {
+        write_array_len(dst, 3);
+        write_uint(dst, kind::YIELD);
+        write_uint(dst, cid);
+    }
 }
 
 fn with_value(dst: &mut BytesMut, code: u64, cid: u64, value: &Payload) {

@@ -1017,3 +1017,104 @@ fn a_peer_that_never_ends_cancelled_calls_fails_the_connection() {
     let message = connection_error(&mut s);
     assert!(message.contains("unanswered"), "{message}");
 }
+
+/// Items encoded in place (`send_item_with`) follow the same rules, and a value that fails to
+/// encode leaves nothing behind: no bytes, no credit taken.
+#[test]
+fn items_encoded_in_place_take_credit_once_and_fail_cleanly() {
+    let mut s = connected(Side::Acceptor);
+    s.handle(start(1, CallKind::Stream)).unwrap();
+    s.accept(1).unwrap();
+    s.handle(Message::Credit { cid: 1, count: 2 }).unwrap();
+    sent(&mut s);
+    s.send_item_with(1, |out| Payload::encode_into(&7u8, out))
+        .unwrap();
+    let refused = s.send_item_with(1, |out| {
+        out.extend_from_slice(b"half a value");
+        Err(trellis_wire::PayloadError::Encode("no".into()))
+    });
+    assert!(matches!(refused, Err(SendError::Payload(_))), "{refused:?}");
+    assert_eq!(
+        sent(&mut s),
+        [Message::Yield {
+            cid: 1,
+            value: value(7)
+        }]
+    );
+    assert_eq!(s.send_credit(1), Ok(1));
+    s.send_item_with(1, |out| Payload::encode_into(&8u8, out))
+        .unwrap();
+    assert_eq!(
+        s.send_item_with(1, |out| Payload::encode_into(&9u8, out)),
+        Err(SendError::NoCredit { cid: 1 })
+    );
+    assert_eq!(
+        sent(&mut s),
+        [Message::Yield {
+            cid: 1,
+            value: value(8)
+        }]
+    );
+}
+
+/// Item frames as bytes take the engine's fast path; its results are the general decoder's:
+/// a `Yield` with an element a newer minor version added, frames split anywhere, and an item
+/// for a call that does not exist (which breaks the connection, as §3 says).
+#[test]
+fn item_frames_read_from_bytes_follow_the_same_rules() {
+    let mut s = connected(Side::Connector);
+    let cid = s.start("f", CallKind::Stream, Payload::unit()).unwrap();
+    s.handle(Message::StartAck { cid }).unwrap();
+    s.open_receive(cid, Window::Credit(8)).unwrap();
+    sent(&mut s);
+    events(&mut s);
+    let codec = Codec::new();
+    let mut wire = BytesMut::new();
+    codec
+        .encode(
+            &Message::Yield {
+                cid,
+                value: value(1),
+            },
+            &mut wire,
+        )
+        .unwrap();
+    // [4 (Yield), cid, 2, nil]: four elements, the fourth unknown to this version.
+    let body = [0x94, 0x04, cid as u8, 0x02, 0xc0];
+    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    wire.extend_from_slice(&body);
+    codec
+        .encode(
+            &Message::Yield {
+                cid,
+                value: value(3),
+            },
+            &mut wire,
+        )
+        .unwrap();
+    let mut buf = BytesMut::new();
+    for chunk in wire.chunks(3) {
+        buf.extend_from_slice(chunk);
+        s.handle_bytes(&mut buf).unwrap();
+    }
+    assert!(buf.is_empty());
+    assert_eq!(
+        events(&mut s),
+        [1, 2, 3].map(|n| Event::Item {
+            cid,
+            value: value(n)
+        })
+    );
+    let mut stray = BytesMut::new();
+    codec
+        .encode(
+            &Message::Yield {
+                cid: cid + 2,
+                value: value(4),
+            },
+            &mut stray,
+        )
+        .unwrap();
+    assert!(s.handle_bytes(&mut stray).is_err());
+    assert!(connection_error(&mut s).contains("unknown call"), "{s:?}");
+}

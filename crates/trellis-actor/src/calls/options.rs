@@ -10,9 +10,10 @@ use trellis_wire::Window;
 
 /// How many unread items a stream's receiving end holds by default. With backpressure this
 /// is also how far the sender may run ahead: throughput is about this many items per
-/// round trip, so a small window caps it (B7 in `BENCHMARKS.md`: 64 gives about 0.7M items/s
-/// between two processes, 512 about 2.3M).
-pub const DEFAULT_CAPACITY: usize = 512;
+/// round trip, so a small window caps it (B7 in `BENCHMARKS.md`, 100,000 `u64` between two
+/// processes: 512 took 25 ms, 2,048 12–17 ms, 4,096 11.5 ms). The memory it bounds is this
+/// many items: set a smaller [`capacity`](StreamOptions::capacity) for large ones.
+pub const DEFAULT_CAPACITY: usize = 4096;
 
 /// What a receiving end does when its sender is faster than its reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -141,8 +141,7 @@ impl<Rx, Tx: Serialize> MsgStream<Rx, Tx> {
     /// [`ActorError::StreamClosed`] after [`close`](MsgStream::close); the error that ended the
     /// call ([`ActorError::Remote`], [`ActorError::ConnectionLost`]…); [`ActorError::Cancelled`].
     pub async fn send(&self, item: Tx) -> Result<(), ActorError> {
-        let payload = Payload::encode(&item)?;
-        Ok(self.inner.link.send(payload).await?)
+        Ok(self.inner.link.send(item).await?)
     }
 }
 
@@ -162,7 +161,7 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
             return self.inner.own.get_or_init(factory).recv().await;
         }
         let link = &self.inner.link;
-        tokio::task::consume_budget().await;
+        link.chan.schedule_point().await;
         let item = match trellis::cancellable(std::future::poll_fn(|cx| link.poll_recv(cx))).await {
             Ok(item) => item?,
             // Cancelled because the call failed (the caller's body): that failure is the

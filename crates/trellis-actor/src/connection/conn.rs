@@ -12,8 +12,8 @@ use tokio::sync::{Notify, oneshot};
 use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled};
 use trellis_wire::{
-    ActorId, CallKind, ErrorKind, Identity, Keyring, Outcome, Payload, Peer, SendError, Session,
-    Side, Window,
+    ActorId, CallKind, CidHash, ErrorKind, Identity, Keyring, Outcome, Payload, Peer, SendError,
+    Session, Side, Window,
 };
 
 use super::chan::{CallEnd, Chan};
@@ -91,8 +91,11 @@ pub(super) struct State {
     /// A write failed: the writer task ends the connection.
     pub(super) write_error: Option<std::io::Error>,
     /// The local ends of live calls, both ways.
-    pub(super) calls: HashMap<u64, Local>,
+    pub(super) calls: HashMap<u64, Local, CidHash>,
     pub(super) end: Option<End>,
+    /// The writer task was woken and has not yet looked at the outgoing buffer: it will send
+    /// what is added meanwhile, without another wake-up for each stream item.
+    pub(super) writer_woken: bool,
 }
 
 /// The local end of one live call.
@@ -188,8 +191,9 @@ impl Conn {
                     session,
                     writer: None,
                     write_error: None,
-                    calls: HashMap::new(),
+                    calls: HashMap::default(),
                     end: None,
+                    writer_woken: false,
                 }),
                 wake_writer: Notify::new(),
                 ended: Event::new(),
@@ -280,7 +284,14 @@ impl Conn {
         }
         match flush {
             Flush::Now => self.try_flush_locked(state),
-            Flush::Writer => self.inner.wake_writer.notify_one(),
+            Flush::Writer => self.wake_writer_locked(state),
+        }
+    }
+
+    /// Wakes the writer task, unless it was woken already and has not run since.
+    pub(super) fn wake_writer_locked(&self, state: &mut State) {
+        if !std::mem::replace(&mut state.writer_woken, true) {
+            self.inner.wake_writer.notify_one();
         }
     }
 
@@ -321,7 +332,7 @@ impl Conn {
             out.clear();
         }
         if !out.is_empty() || writer.has_buffered() {
-            self.inner.wake_writer.notify_one();
+            self.wake_writer_locked(state);
         }
     }
 
@@ -464,7 +475,7 @@ impl Conn {
         window: Window,
     ) -> Result<(u64, Arc<Chan>), trellis::Error> {
         let chan = Chan::new();
-        chan.lock().report_every = window.report_every();
+        chan.taken().report_every = window.report_every();
         let local = Local {
             chan: Some(chan.clone()),
             ..Local::default()

@@ -138,6 +138,7 @@ impl Conn {
         loop {
             let (writer, pending, done, failed) = {
                 let mut state = self.lock();
+                state.writer_woken = false;
                 self.try_flush_locked(&mut state);
                 let failed = state.write_error.take();
                 let pending = !state.session.outgoing().is_empty()
@@ -330,24 +331,20 @@ impl Conn {
     /// Works out what `event` asks of the local ends.
     fn route(
         &self,
-        calls: &mut std::collections::HashMap<u64, Local>,
+        calls: &mut std::collections::HashMap<u64, Local, trellis_wire::CidHash>,
         event: Event,
         steps: &mut Vec<Step>,
     ) {
-        let chan = |calls: &std::collections::HashMap<u64, Local>, cid: u64| {
-            calls.get(&cid).and_then(|l| l.chan.clone())
-        };
+        let chan = |calls: &std::collections::HashMap<u64, Local, trellis_wire::CidHash>,
+                    cid: u64| { calls.get(&cid).and_then(|l| l.chan.clone()) };
         match event {
             Event::Item { cid, value } => {
-                if let Some(Step::Items(last, items)) = steps.last_mut()
-                    && calls
-                        .get(&cid)
-                        .and_then(|l| l.chan.as_ref())
-                        .is_some_and(|c| Arc::ptr_eq(c, last))
-                {
-                    items.push(value);
-                } else if let Some(chan) = chan(calls, cid) {
-                    steps.push(Step::Items(chan, vec![value]));
+                let Some(chan) = calls.get(&cid).and_then(|l| l.chan.as_ref()) else {
+                    return;
+                };
+                match steps.last_mut() {
+                    Some(Step::Items(last, items)) if Arc::ptr_eq(chan, last) => items.push(value),
+                    _ => steps.push(Step::Items(chan.clone(), vec![value])),
                 }
             }
             Event::Started { cid, value } => {

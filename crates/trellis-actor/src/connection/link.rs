@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
+use serde::Serialize;
 use trellis::CancelScope;
 use trellis_wire::{CallKind, Payload, Role, SendError, Window};
 
@@ -50,20 +51,30 @@ impl Link {
         &self,
         cx: &TaskContext<'_>,
     ) -> Poll<Result<Option<Payload>, trellis::Error>> {
-        let mut state = self.chan.lock();
-        if let Some(item) = state.items.pop_front() {
-            state.unreported += 1;
-            let report = if state.unreported >= state.report_every {
-                std::mem::take(&mut state.unreported)
+        let mut taken = self.chan.taken();
+        let mut item = taken.items.pop_front();
+        let mut state = None;
+        if item.is_none() {
+            // Everything that arrived, in one step.
+            let shared = state.insert(self.chan.lock());
+            std::mem::swap(&mut taken.items, &mut shared.items);
+            item = taken.items.pop_front();
+        }
+        if let Some(item) = item {
+            drop(state);
+            taken.unreported += 1;
+            let report = if taken.unreported >= taken.report_every {
+                std::mem::take(&mut taken.unreported)
             } else {
                 0
             };
-            drop(state);
+            drop(taken);
             if report > 0 {
                 self.conn.act(Flush::Now, |s| s.consumed(self.cid, report));
             }
             return Poll::Ready(Ok(Some(item)));
         }
+        let mut state = state.expect("locked when nothing was taken");
         if state.recv_closed {
             return Poll::Ready(Err(ActorError::StreamClosed.into()));
         }
@@ -81,28 +92,27 @@ impl Link {
         self.chan.lock().end.is_some()
     }
 
-    /// Sends `item` once there is credit.
-    pub(crate) async fn send(&self, item: Payload) -> Result<(), trellis::Error> {
+    /// Sends `item` once there is credit, encoding it straight into the connection's
+    /// outgoing buffer.
+    pub(crate) async fn send<T: Serialize>(&self, item: T) -> Result<(), trellis::Error> {
         // A sender that never has to wait (unlimited credit) still lets the connection's
-        // writer, which may sit on the same worker, run once in a while.
-        tokio::task::consume_budget().await;
-        let mut item = Some(item);
-        trellis::cancellable(std::future::poll_fn(|cx| self.poll_send(cx, &mut item))).await?
+        // writer, which may sit on the same worker, run once in a while (and not so often
+        // that each write carries only a few items).
+        self.chan.schedule_point().await;
+        // Owned by the future (a `T` that is `Send` but not `Sync` stays sendable), borrowed
+        // only within each poll.
+        trellis::cancellable(std::future::poll_fn(move |cx| self.poll_send(cx, &item))).await?
     }
 
-    fn poll_send(
+    fn poll_send<T: Serialize + ?Sized>(
         &self,
         cx: &TaskContext<'_>,
-        item: &mut Option<Payload>,
+        item: &T,
     ) -> Poll<Result<(), trellis::Error>> {
         for attempt in 0..2 {
-            let sent = self
-                .conn
-                .act(Flush::Writer, |s| match s.send_credit(self.cid) {
-                    Ok(0) => Err(SendError::NoCredit { cid: self.cid }),
-                    Ok(_) => s.send_item(self.cid, item.take().expect("sent once")),
-                    Err(e) => Err(e),
-                });
+            let sent = self.conn.act(Flush::Writer, |s| {
+                s.send_item_with(self.cid, |out| Payload::encode_into(item, out))
+            });
             match sent {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(SendError::NoCredit { .. }) if attempt == 0 => {
@@ -110,6 +120,7 @@ impl Link {
                     self.chan.lock().wait(cx);
                 }
                 Err(SendError::NoCredit { .. }) => return Poll::Pending,
+                Err(SendError::Payload(e)) => return Poll::Ready(Err(ActorError::from(e).into())),
                 Err(e) => return Poll::Ready(Err(self.send_failure(e))),
             }
         }
@@ -148,7 +159,7 @@ impl Link {
     /// Sends a context's first value and opens the callee's receiving end as `window` says,
     /// in one step.
     pub(crate) fn started(&self, value: Payload, window: Window) -> Result<(), trellis::Error> {
-        self.chan.lock().report_every = window.report_every();
+        self.chan.taken().report_every = window.report_every();
         let sent = self.conn.act(Flush::Now, |s| {
             s.started(self.cid, value)?;
             s.open_receive(self.cid, window)
@@ -159,11 +170,7 @@ impl Link {
     /// Stops receiving: what is buffered or still comes is discarded and, with `grant`, the
     /// sender never waits for credit again.
     pub(crate) fn close_recv(&self, grant: bool) {
-        {
-            let mut state = self.chan.lock();
-            state.recv_closed = true;
-            state.items.clear();
-        }
+        self.chan.discard(|state| state.recv_closed = true);
         if grant && !self.call_over() {
             self.conn.act(Flush::Now, |s| s.close_receive(self.cid));
         }

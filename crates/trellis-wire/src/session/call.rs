@@ -155,9 +155,7 @@ impl Call {
                 next.phase = Phase::Started;
                 self.kind == CallKind::Context && self.phase == Phase::Running
             }
-            (Message::Yield { .. }, Role::Callee) => {
-                self.callee_may_stream() && !self.callee_stopped
-            }
+            (Message::Yield { .. }, from) => self.may_receive_item(from),
             (Message::Stop { .. }, Role::Callee) => {
                 next.callee_stopped = true;
                 self.callee_may_stream() && !self.callee_stopped
@@ -171,11 +169,6 @@ impl Call {
             (Message::CancelAck { .. }, Role::Callee) => self.phase != Phase::Starting,
             // An error may come instead of the acknowledgement (an unknown function, say).
             (Message::Error { .. }, Role::Callee) => true,
-            (Message::Yield { .. }, Role::Caller) => {
-                self.kind == CallKind::Context
-                    && self.phase == Phase::Started
-                    && !self.caller_stopped
-            }
             (Message::Stop { .. }, Role::Caller) => {
                 next.caller_stopped = true;
                 (match self.kind {
@@ -209,6 +202,18 @@ impl Call {
         }
         *self = next;
         Ok(is_terminal(msg))
+    }
+
+    /// Whether `from` may send this call's side an item now (credit aside).
+    pub(super) fn may_receive_item(&self, from: Role) -> bool {
+        match from {
+            Role::Callee => self.callee_may_stream() && !self.callee_stopped,
+            Role::Caller => {
+                self.kind == CallKind::Context
+                    && self.phase == Phase::Started
+                    && !self.caller_stopped
+            }
+        }
     }
 
     fn callee_may_stream(&self) -> bool {
@@ -269,7 +274,7 @@ pub(super) fn is_late_ok(msg: &Message) -> bool {
 /// The live calls of a connection by id, counting those the peer started.
 #[derive(Debug, Default)]
 pub(super) struct CallTable {
-    calls: std::collections::HashMap<u64, Call>,
+    calls: std::collections::HashMap<u64, Call, super::cid_hash::CidHash>,
     /// Calls the peer started (we are their callee) that are still live.
     callee: usize,
     /// Calls of ours we stopped following, kept until the peer ends them.

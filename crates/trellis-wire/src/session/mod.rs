@@ -16,6 +16,7 @@
 //! ids, its framing) ends the connection, after a connection-level `Error` saying why.
 
 mod call;
+mod cid_hash;
 mod receive;
 mod send;
 
@@ -29,6 +30,7 @@ use crate::{
     PROTOCOL_VERSION, Payload, Peer, ProtocolError,
 };
 use call::{CallTable, UNLIMITED};
+pub use cid_hash::{CidHash, CidHasher};
 
 /// Which end of the connection this session is: the side that connected uses odd call ids,
 /// the side that accepted even ones, so calls started by both sides never collide.
@@ -238,6 +240,9 @@ pub enum SendError {
     /// The message exceeds the maximum frame size; nothing changed.
     #[error(transparent)]
     TooLarge(#[from] EncodeError),
+    /// The item's value did not encode ([`Session::send_item_with`]); nothing was sent.
+    #[error(transparent)]
+    Payload(#[from] crate::PayloadError),
     /// The handshake has not completed: no call may start yet.
     #[error("the handshake has not completed")]
     Handshaking,

@@ -7,7 +7,8 @@ use super::call::{Call, is_late_ok, is_terminal};
 use super::{ConnectionError, Event, Handshake, Outcome, Role, Session, Side};
 use crate::auth::{self, NONCE_LEN};
 use crate::{
-    ActorId, Auth, ErrorKind, ErrorReport, Hello, Message, PROTOCOL_VERSION, Peer, ProtocolError,
+    ActorId, Auth, ErrorKind, ErrorReport, Hello, Message, PROTOCOL_VERSION, Payload, Peer,
+    ProtocolError,
 };
 
 impl Session {
@@ -26,6 +27,12 @@ impl Session {
                     Err(ConnectionError::Closed)
                 };
             }
+            // A stream's items, the bulk of the traffic, skip the general decoder (the rules
+            // applied to them are the same).
+            if let Some((cid, value)) = Message::take_yield(buf, self.codec.max_frame()) {
+                self.receive_item(cid, value)?;
+                continue;
+            }
             match self.codec.decode(buf) {
                 Ok(Some(message)) => self.handle(message)?,
                 Ok(None) => return Ok(()),
@@ -35,6 +42,24 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A `Yield` the fast path read: an item for a live call that may receive one is
+    /// counted and reported here, without building a [`Message`]; anything else takes the
+    /// general path, whose rules are the same.
+    fn receive_item(&mut self, cid: u64, value: Payload) -> Result<(), ConnectionError> {
+        if !self.failed
+            && !self.peer_done
+            && matches!(self.handshake, Handshake::Done)
+            && let Some(call) = self.calls.get_mut(&cid)
+            && !call.detached
+            && call.may_receive_item(call.role.other())
+        {
+            let event = item_event(call, cid, value);
+            self.events.extend(event);
+            return Ok(());
+        }
+        self.handle(Message::Yield { cid, value })
     }
 
     /// Handles one message from the peer.
@@ -288,19 +313,7 @@ impl Session {
             }
         };
         let event = match msg {
-            Message::Yield { value, .. } => match call.receiving.as_mut() {
-                _ if call.overran => None,
-                Some(receiving) if !receiving.overruns() => {
-                    receiving.received += 1;
-                    (!receiving.closed).then_some(Event::Item { cid, value })
-                }
-                // Beyond the window, or before any grant.
-                receiving => {
-                    let capacity = receiving.map_or(0, |r| r.capacity());
-                    call.overran = true;
-                    Some(Event::Overrun { cid, capacity })
-                }
-            },
+            Message::Yield { value, .. } => item_event(call, cid, value),
             Message::Stop { .. } => Some(Event::Stopped { cid }),
             Message::Credit { count, .. } => {
                 let was_dry = call.send_credit == 0;
@@ -436,6 +449,23 @@ impl Session {
                     &mut self.out,
                 );
             }
+        }
+    }
+}
+
+/// What an item the rules allowed means for our receiving end: an item, nothing (the end
+/// closed, or overran already), or an overrun (beyond the window, or before any grant).
+fn item_event(call: &mut Call, cid: u64, value: Payload) -> Option<Event> {
+    match call.receiving.as_mut() {
+        _ if call.overran => None,
+        Some(receiving) if !receiving.overruns() => {
+            receiving.received += 1;
+            (!receiving.closed).then_some(Event::Item { cid, value })
+        }
+        receiving => {
+            let capacity = receiving.map_or(0, |r| r.capacity());
+            call.overran = true;
+            Some(Event::Overrun { cid, capacity })
         }
     }
 }

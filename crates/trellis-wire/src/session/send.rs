@@ -3,7 +3,9 @@
 
 use super::call::{Call, Receiving, UNLIMITED};
 use super::{Outcome, Role, SendError, Session, Window};
-use crate::{ActorId, CallKind, ErrorReport, Message, Payload, ProtocolError};
+use bytes::BytesMut;
+
+use crate::{ActorId, CallKind, ErrorReport, Message, Payload, PayloadError, ProtocolError};
 
 impl Session {
     pub(super) fn check_open(&self) -> Result<(), SendError> {
@@ -182,18 +184,23 @@ impl Session {
     /// [`SendError::ReceiverStopped`].
     pub fn send_credit(&self, cid: u64) -> Result<u64, SendError> {
         self.check_open()?;
-        let call = self
-            .calls
-            .get(&cid)
-            .filter(|c| !c.detached)
-            .ok_or(SendError::CallOver { cid })?;
+        let call = self.calls.get(&cid).ok_or(SendError::CallOver { cid })?;
+        Self::may_yield(cid, call)?;
+        Ok(call.send_credit)
+    }
+
+    /// Whether call `cid` may send an item now, credit aside.
+    fn may_yield(cid: u64, call: &Call) -> Result<(), SendError> {
+        if call.detached {
+            return Err(SendError::CallOver { cid });
+        }
         if call.kind == CallKind::Stream && call.role == Role::Callee && call.caller_stopped {
             return Err(SendError::ReceiverStopped { cid });
         }
         if !call.may_send_items() {
             return Err(call.out_of_order(cid, "Yield").into());
         }
-        Ok(call.send_credit)
+        Ok(())
     }
 
     /// Sends a stream item, taking one credit.
@@ -203,12 +210,39 @@ impl Session {
     /// [`SendError::NoCredit`] (wait for [`Event::Credit`](super::Event::Credit)); as
     /// [`send_credit`](Session::send_credit); the item exceeds the maximum frame size.
     pub fn send_item(&mut self, cid: u64, value: Payload) -> Result<(), SendError> {
-        if self.send_credit(cid)? == 0 {
+        self.send_item_with(cid, |out| {
+            out.extend_from_slice(value.as_bytes());
+            Ok(())
+        })
+    }
+
+    /// Sends a stream item whose value `encode` writes (exactly one MessagePack value) straight
+    /// into the outgoing buffer: no intermediate [`Payload`] for each item of a stream. One
+    /// look-up of the call, its credit taken, nothing written when anything fails.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_item`](Session::send_item); [`SendError::Payload`] when `encode` fails.
+    pub fn send_item_with(
+        &mut self,
+        cid: u64,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), PayloadError>,
+    ) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        let call = self
+            .calls
+            .get_mut(&cid)
+            .ok_or(SendError::CallOver { cid })?;
+        Self::may_yield(cid, call)?;
+        if call.send_credit == 0 {
             return Err(SendError::NoCredit { cid });
         }
-        self.codec
-            .encode(&Message::Yield { cid, value }, &mut self.out)?;
-        let call = self.calls.get_mut(&cid).expect("checked live");
+        self.codec.encode_with(&mut self.out, |dst| {
+            Message::yield_head(dst, cid);
+            encode(dst).map_err(SendError::from)
+        })?;
         if call.send_credit != u64::MAX {
             call.send_credit -= 1;
         }
