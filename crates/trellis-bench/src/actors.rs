@@ -47,7 +47,8 @@ pub(crate) fn config() -> Config {
         Functions::new()
             .register(echo)
             .register(numbers)
-            .register(numbers_ctx),
+            .register(numbers_ctx)
+            .register(super::actors_large::blobs),
     )
 }
 
@@ -55,6 +56,7 @@ pub(crate) fn config() -> Config {
 /// child); returns otherwise.
 pub(crate) fn serve_roles() {
     super::actors_tls::serve_roles();
+    super::actors_large::serve_raw_role();
     trellis_actor::serve_if_child(config());
     if let Ok(role) = std::env::var(RAW_ROLE) {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -142,14 +144,23 @@ impl<'a> Frames<'a> {
 }
 
 /// A raw child process and its connection.
-struct RawChild {
-    process: tokio::process::Child,
-    stream: UnixStream,
+pub(crate) struct RawChild {
+    pub(crate) process: tokio::process::Child,
+    pub(crate) stream: UnixStream,
 }
 
 async fn spawn_raw(listener: &UnixListener, path: &Path, role: &str) -> RawChild {
+    spawn_raw_with(listener, path, RAW_ROLE, role).await
+}
+
+/// A raw child started in `role` through the variable `var`, connected to `raw`.
+pub(crate) async fn spawn_raw_as(raw: &RawListener, var: &str, role: &str) -> RawChild {
+    spawn_raw_with(&raw.listener, &raw.path, var, role).await
+}
+
+async fn spawn_raw_with(listener: &UnixListener, path: &Path, var: &str, role: &str) -> RawChild {
     let process = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .env(RAW_ROLE, role.replace("PATH", &path.display().to_string()))
+        .env(var, role.replace("PATH", &path.display().to_string()))
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -159,13 +170,13 @@ async fn spawn_raw(listener: &UnixListener, path: &Path, role: &str) -> RawChild
 }
 
 /// A listener on a fresh socket path, removed when dropped.
-struct RawListener {
+pub(crate) struct RawListener {
     listener: UnixListener,
     path: PathBuf,
 }
 
 impl RawListener {
-    fn bind() -> RawListener {
+    pub(crate) fn bind() -> RawListener {
         let path = std::env::temp_dir().join(format!("trellis-bench-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).expect("bind");
@@ -538,6 +549,9 @@ pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
             anchor_value: raw_fan,
         },
     ];
+    if crate::case_selected("large") {
+        out.push(super::actors_large::b7_large(runs)?);
+    }
     if python {
         let rate = anchors::tractor(
             "stream",

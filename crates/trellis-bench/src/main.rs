@@ -11,6 +11,7 @@
 
 mod actors;
 mod actors_attack;
+mod actors_large;
 mod actors_tls;
 mod anchors;
 mod broadcast;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context as TaskContext, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -96,7 +97,18 @@ pub(super) struct State {
     /// The writer task was woken and has not yet looked at the outgoing buffer: it will send
     /// what is added meanwhile, without another wake-up for each stream item.
     pub(super) writer_woken: bool,
+    /// Stream senders waiting for the outgoing buffer to drain below
+    /// [`OUT_LOW_WATER`].
+    pub(super) drained: Vec<Waker>,
 }
+
+/// A stream item is not added to an outgoing buffer holding this much: its sender waits
+/// until the writer has sent it down to [`OUT_LOW_WATER`], so that large items do not pile
+/// up in memory faster than the socket takes them (credit alone counts items, not bytes).
+pub(crate) const OUT_HIGH_WATER: usize = 1 << 20;
+
+/// Where waiting stream senders resume.
+pub(crate) const OUT_LOW_WATER: usize = 256 << 10;
 
 /// The local end of one live call.
 #[derive(Default)]
@@ -194,6 +206,7 @@ impl Conn {
                     calls: HashMap::default(),
                     end: None,
                     writer_woken: false,
+                    drained: Vec::new(),
                 }),
                 wake_writer: Notify::new(),
                 ended: Event::new(),
@@ -278,6 +291,27 @@ impl Conn {
         result
     }
 
+    /// Adds a stream item with `f` unless the outgoing buffer is over [`OUT_HIGH_WATER`]:
+    /// then `cx` is woken once the writer has drained it, and `None` says so.
+    pub(crate) fn act_item(
+        &self,
+        cx: &TaskContext<'_>,
+        f: impl FnOnce(&mut Session) -> Result<(), SendError>,
+    ) -> Option<Result<(), SendError>> {
+        let mut state = self.lock();
+        // Without a writer (the connection ended) `f` fails at once: nothing to wait for.
+        if state.session.outgoing().len() >= OUT_HIGH_WATER && state.writer.is_some() {
+            if !state.drained.iter().any(|w| w.will_wake(cx.waker())) {
+                state.drained.push(cx.waker().clone());
+            }
+            self.wake_writer_locked(&mut state);
+            return None;
+        }
+        let result = f(&mut state.session);
+        self.flush_locked(&mut state, Flush::Writer);
+        Some(result)
+    }
+
     pub(super) fn flush_locked(&self, state: &mut State, flush: Flush) {
         if state.session.outgoing().is_empty() {
             return;
@@ -330,6 +364,9 @@ impl Conn {
         }
         if out.is_empty() {
             out.clear();
+        }
+        if out.len() <= OUT_LOW_WATER || write_error.is_some() {
+            state.drained.drain(..).for_each(Waker::wake);
         }
         if !out.is_empty() || writer.has_buffered() {
             self.wake_writer_locked(state);

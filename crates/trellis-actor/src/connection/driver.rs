@@ -101,6 +101,8 @@ impl Conn {
             }
             tracing::debug!(peer = %self.inner.peer.actor, ?end, "connection ended");
             state.end = Some(end);
+            // Senders waiting for room learn of the end from their next attempt.
+            state.drained.drain(..).for_each(std::task::Waker::wake);
             std::mem::take(&mut state.calls)
         };
         for local in calls.into_values() {
@@ -163,7 +165,9 @@ impl Conn {
                 break;
             }
         }
-        self.lock().writer = None;
+        let mut state = self.lock();
+        state.writer = None;
+        state.drained.drain(..).for_each(std::task::Waker::wake);
     }
 
     async fn read_loop(&self, reader: Reader, buf: BytesMut, limits: &ReadLimits) -> End {

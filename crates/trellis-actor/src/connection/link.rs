@@ -110,9 +110,13 @@ impl Link {
         item: &T,
     ) -> Poll<Result<(), trellis::Error>> {
         for attempt in 0..2 {
-            let sent = self.conn.act(Flush::Writer, |s| {
+            let sent = self.conn.act_item(cx, |s| {
                 s.send_item_with(self.cid, |out| Payload::encode_into(item, out))
             });
+            let Some(sent) = sent else {
+                // The outgoing buffer is full; woken when it drained.
+                return Poll::Pending;
+            };
             match sent {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(SendError::NoCredit { .. }) if attempt == 0 => {
