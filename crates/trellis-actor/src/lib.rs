@@ -31,6 +31,7 @@
 // Layers, each using only those listed before it (`ARCHITECTURE.md` shows how this is
 // checked): names and data → transport → connection → calls → functions → actor → tree.
 mod actor;
+mod actor_error;
 mod calls;
 mod connection;
 mod error;
@@ -49,12 +50,11 @@ pub use actor::{
     Actor, Config, Terminal, current, find_actor, main, main_with, run_root, serve_if_child,
     serve_if_child_async, try_current, wait_for_actor, with_terminal,
 };
+pub use actor_error::ActorError;
 pub use calls::{
     Context, DEFAULT_CAPACITY, Flow, MsgStream, Portal, PortalContext, StreamOptions, Subscription,
 };
-pub use error::{
-    ActorError, BadArguments, RemoteActorError, StreamOverrun, Unauthorized, UnknownFunction,
-};
+pub use error::{BadArguments, RemoteActorError, StreamOverrun, Unauthorized, UnknownFunction};
 pub use functions::{
     ContextCall, ContextFn, Functions, Register, RemoteFn, RunCall, ServeContextFn, ServeFn,
     ServeStreamFn, StreamCall, StreamFn,

@@ -30,12 +30,50 @@ fn an_actor_error_reads_as_itself() {
 
 #[test]
 fn a_group_reads_as_remote_and_converts_back_to_the_group() {
-    let group = ErrorGroup::new("two failed", vec![Error::msg("a"), Error::msg("b")]);
+    // Remote leaves, as a remote nursery's failure arrives.
+    let remote = |text: &str| {
+        let actor = trellis_wire::ActorId::new("child", "0123");
+        let report = trellis_wire::ErrorReport {
+            actor,
+            kind: trellis_wire::ErrorKind::Failed,
+            type_name: "Boom".into(),
+            message: text.into(),
+            chain: Vec::new(),
+            backtrace: None,
+            value: None,
+            group: Vec::new(),
+        };
+        Error::new(trellis_actor::RemoteActorError::from_report(report))
+    };
+    let group = ErrorGroup::new("two failed", vec![remote("a"), remote("b")]);
     let typed = ActorError::from(Error::from(group));
     assert!(matches!(typed, ActorError::Remote(_)));
     assert_eq!(typed.to_string(), "the remote function failed");
     let back = Error::from(typed);
     assert_eq!(back.as_group().expect("the group").errors().len(), 2);
+}
+
+#[test]
+fn a_local_group_is_not_a_remote_failure() {
+    let group = ErrorGroup::new("local tasks failed", vec![Error::msg("a"), Error::msg("b")]);
+    let typed = ActorError::from(Error::from(group));
+    assert!(matches!(typed, ActorError::Other(_)), "{typed:?}");
+    assert_eq!(Error::from(typed).as_group().unwrap().errors().len(), 2);
+}
+
+#[test]
+fn a_mixed_group_gives_up_its_cancellations_to_a_scope() {
+    use trellis::{CancelSplit, IsCancelled};
+    let group = ErrorGroup::new("mixed", vec![Error::cancelled(), Error::msg("real")]);
+    match ActorError::from(Error::from(group)).split_cancelled() {
+        CancelSplit::Mixed(rest) => {
+            let rest = Error::from(rest);
+            let leaves: Vec<_> = rest.as_group().unwrap().leaves().collect();
+            assert_eq!(leaves.len(), 1);
+            assert_eq!(leaves[0].to_string(), "real");
+        }
+        other => panic!("not mixed: {other:?}"),
+    }
 }
 
 #[test]

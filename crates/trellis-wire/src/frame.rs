@@ -119,22 +119,39 @@ impl Codec {
         dst: &mut BytesMut,
         body: impl FnOnce(&mut BytesMut) -> Result<(), E>,
     ) -> Result<(), E> {
+        // Cuts `dst` back to `start` unless the frame completes: on an error, on a frame too
+        // large, and on a panic in `body` (a value's `Serialize`), so that no partial frame
+        // is ever sent.
+        struct Partial<'a> {
+            dst: &'a mut BytesMut,
+            start: usize,
+            done: bool,
+        }
+        impl Drop for Partial<'_> {
+            fn drop(&mut self) {
+                if !self.done {
+                    self.dst.truncate(self.start);
+                }
+            }
+        }
         let start = dst.len();
         dst.put_u32(0);
-        if let Err(error) = body(dst) {
-            dst.truncate(start);
-            return Err(error);
-        }
-        let len = dst.len() - start - HEADER_LEN;
+        let mut frame = Partial {
+            dst,
+            start,
+            done: false,
+        };
+        body(frame.dst)?;
+        let len = frame.dst.len() - start - HEADER_LEN;
         if len > self.max_frame {
-            dst.truncate(start);
             return Err(EncodeError::FrameTooLarge {
                 len,
                 max: self.max_frame,
             }
             .into());
         }
-        dst[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+        frame.dst[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+        frame.done = true;
         Ok(())
     }
 }

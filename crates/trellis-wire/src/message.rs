@@ -630,9 +630,10 @@ impl Message {
         use crate::frame::HEADER_LEN;
         let header: [u8; HEADER_LEN] = src.get(..HEADER_LEN)?.try_into().ok()?;
         let len = u32::from_be_bytes(header) as usize;
-        let body = src
-            .get(HEADER_LEN..HEADER_LEN + len)
-            .filter(|_| len <= max_frame)?;
+        if len > max_frame {
+            return None;
+        }
+        let body = src.get(HEADER_LEN..HEADER_LEN + len)?;
         if body.first() != Some(&0x93) {
             return None;
         }

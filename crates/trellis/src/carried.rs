@@ -15,7 +15,12 @@ use crate::error::Error;
 /// from [`as_group`](Error::as_group), from splitting and from the printed tree. Make a
 /// `Carried` the variant's [`source`](std::error::Error::source), and `?`, [`Error::from`],
 /// [`Error::new`] and [`Error::from_boxed`] unwrap it: the typed error is dropped and the
-/// carried error, with its group, notes and backtrace, is the result.
+/// carried error, with its group, notes and backtrace, is the result. A bare `Carried`
+/// (`Err(carried)?`) converts the same way.
+///
+/// The typed error around it is dropped, its text included: a variant that carries an error
+/// should say nothing the carried error does not (any error whose direct source is a
+/// `Carried` is read as such a variant).
 ///
 /// ```
 /// use trellis::{Carried, Error, ErrorGroup};
@@ -62,6 +67,16 @@ impl Carried {
         Some(Arc::clone(&carried.0))
     }
 
+    /// A `Carried` itself (`Err(carried)?`) converts into what it holds, as a typed error
+    /// around it does.
+    pub(crate) fn unwrap_bare(
+        error: Box<dyn StdError + Send + Sync + 'static>,
+    ) -> Result<Error, Box<dyn StdError + Send + Sync + 'static>> {
+        error
+            .downcast::<Carried>()
+            .map(|carried| carried.into_inner())
+    }
+
     /// The error by value. A carrier that outlived its typed error (one behind an `Arc` of its
     /// own, shared elsewhere) keeps a handle: the error is then shared rather than moved, and
     /// reads the same, though a group in it is no longer seen as one.
@@ -104,8 +119,9 @@ impl fmt::Debug for Shared {
     }
 }
 
+/// The held error is the source: a cancellation in it is still found in the chain.
 impl StdError for Shared {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.0.as_dyn().source()
+        Some(self.0.as_dyn())
     }
 }

@@ -424,6 +424,10 @@ impl Error {
             }
             Err(other) => other,
         };
+        let error = match Carried::unwrap_bare(error) {
+            Ok(held) => return held,
+            Err(other) => other,
+        };
         if let Some(held) = Carried::handle(&*error) {
             drop(error);
             return Carried::unwrap(held);
@@ -642,6 +646,9 @@ impl<E: StdError + Send + Sync + 'static> From<E> for Error {
             return Error {
                 repr: Repr::Cancelled(cancelled.take().expect("filled above")),
             };
+        }
+        if let Some(carried) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Carried>>() {
+            return carried.take().expect("filled above").into_inner();
         }
         let error = slot.expect("filled above");
         if let Some(held) = Carried::handle(&error) {

@@ -111,3 +111,23 @@ fn a_carrier_that_outlives_its_typed_error_shares_the_error() {
     assert!(error.to_string().contains("two writers failed"));
     assert!(kept.get().as_group().is_some());
 }
+
+#[test]
+fn a_bare_carrier_converts_into_what_it_holds() {
+    fn pass_on(carried: Carried) -> Result<(), Error> {
+        Err(carried)?
+    }
+    let error = pass_on(Carried::new(group())).unwrap_err();
+    assert!(error.as_group().is_some());
+    let cancelled = Error::from(Carried::new(Error::cancelled()));
+    assert!(cancelled.is_cancelled());
+    let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(Carried::new(group()));
+    assert!(Error::from_boxed(boxed).as_group().is_some());
+}
+
+#[test]
+fn a_shared_cancellation_is_still_one() {
+    let carrier = Arc::new(Carried::new(Error::cancelled()));
+    let _kept = Arc::clone(&carrier);
+    assert!(Error::from(SharingError(carrier)).is_cancelled());
+}

@@ -12,8 +12,8 @@ use trellis_wire::{ActorId, Outcome, Payload};
 
 use super::options::StreamOptions;
 use super::stream::MsgStream;
+use crate::actor_error::ActorError;
 use crate::connection::{CallEnd, Link};
-use crate::error::ActorError;
 
 /// The remote function's side of a context: report the first value with
 /// [`started`](Context::started), then optionally open the two-way stream.

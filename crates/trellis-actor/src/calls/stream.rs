@@ -23,8 +23,8 @@ use trellis::broadcast::{
 use trellis_wire::{ActorId, CallKind, Payload, Role};
 
 use super::options::StreamOptions;
+use crate::actor_error::ActorError;
 use crate::connection::Link;
-use crate::error::ActorError;
 
 /// A stream of `Rx` items from another actor and of `Tx` items to it, within one call.
 ///

@@ -11,7 +11,7 @@ use trellis_wire::{CallKind, Payload, Role, SendError, Window};
 
 use super::chan::{CallEnd, Chan, ChanState};
 use super::conn::{CANCEL_ACK_WAIT, Conn, End, Flush};
-use crate::error::ActorError;
+use crate::actor_error::ActorError;
 
 /// One call's channel as seen by its local end.
 #[derive(Clone)]

@@ -2,6 +2,8 @@
 //!
 //! * `conn.rs`: the handle (the engine under a lock, the local ends of live calls), the
 //!   handshake, making calls;
+//! * `outgoing.rs`: the outgoing buffer, flushed at once or by the writer task, and the
+//!   high-water mark stream senders wait on;
 //! * `driver.rs`: the reader and writer tasks, and routing the engine's events;
 //! * `serving.rs`: running the peer's calls;
 //! * `chan.rs` and `link.rs`: a stream or context call's local buffer and its end.
@@ -10,6 +12,7 @@ mod chan;
 mod conn;
 mod driver;
 mod link;
+mod outgoing;
 mod serving;
 
 pub(crate) use chan::CallEnd;

@@ -10,7 +10,8 @@ use trellis_wire::{CallKind, ErrorKind, Outcome, Payload, Role, SendError};
 use super::chan::{CallEnd, Chan};
 use super::conn::{Conn, Flush, Local, Served};
 use super::link::Link;
-use crate::error::{ActorError, CallFailure, report, runtime_report};
+use crate::actor_error::ActorError;
+use crate::error::{CallFailure, report, runtime_report};
 
 /// A future as a served call runs it.
 pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;

@@ -13,9 +13,9 @@ use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled, Nursery, TaskHandle};
 
 use crate::actor::{Actor, current, env, new_uid};
+use crate::actor_error::ActorError;
 use crate::calls::Portal;
 use crate::connection::{Conn, End};
-use crate::error::ActorError;
 use crate::functions::RemoteFn;
 use crate::names::CANCEL_ACTOR;
 use crate::transport::{Transport, remove_socket_dir};

@@ -13,8 +13,8 @@ use trellis::supervisor::Restart;
 
 use super::nursery::lock;
 use super::supervisor::{ActorSupervisor, SupervisedPortal};
+use crate::actor_error::ActorError;
 use crate::calls::MsgStream;
-use crate::error::ActorError;
 use crate::functions::{RemoteFn, StreamFn};
 
 /// Which worker of a pool a call goes to.

@@ -15,9 +15,9 @@ use trellis_wire::ActorId;
 
 use super::nursery::{lock, spawn, supervise};
 use crate::actor::{Actor, current};
+use crate::actor_error::ActorError;
 use crate::calls::{MsgStream, Portal, PortalContext};
 use crate::connection::Conn;
-use crate::error::ActorError;
 use crate::functions::{ContextFn, RemoteFn, StreamFn};
 
 /// Runs `body` with an [`ActorSupervisor`] in the current actor: child actors started through

@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, Hasher};
 
 /// Builds [`CidHasher`]s with a random key of its own: a peer that does not know the key
 /// cannot choose call ids that collide.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct CidHash {
     k0: u64,
     k1: u64,
@@ -27,6 +27,13 @@ impl Default for CidHash {
     }
 }
 
+/// Opaque, as std's `RandomState` is: the keys are the secret.
+impl std::fmt::Debug for CidHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CidHash").finish_non_exhaustive()
+    }
+}
+
 impl BuildHasher for CidHash {
     type Hasher = CidHasher;
 
@@ -41,10 +48,16 @@ impl BuildHasher for CidHash {
 /// Two keyed folded multiplies (the full 128-bit product, its halves xored). One alone
 /// spreads consecutive ids badly for some keys (a few distinct top bits among a thousand
 /// ids); the second round makes every key behave like a random function on them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CidHasher {
     keys: CidHash,
     state: u64,
+}
+
+impl std::fmt::Debug for CidHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CidHasher").finish_non_exhaustive()
+    }
 }
 
 /// The second round's multiplier: odd, its bits spread (the golden ratio's).
