@@ -152,16 +152,56 @@ impl CallKind {
 }
 
 /// One MessagePack value carried for the application: arguments, a result, a stream item.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Payload(Bytes);
+#[derive(Clone)]
+pub struct Payload(Repr);
+
+/// Values of at most this many bytes read from a peer are copied into their `Payload`
+/// instead of sharing the read buffer: a stream of small items then touches no reference
+/// count shared between the thread that reads the socket and the one that consumes them.
+const INLINE: usize = 22;
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Bytes),
+}
 
 impl std::fmt::Debug for Payload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Payload({} bytes)", self.0.len())
+        write!(f, "Payload({} bytes)", self.as_bytes().len())
     }
 }
 
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Payload {}
+
 impl Payload {
+    fn shared(bytes: Bytes) -> Payload {
+        Payload(Repr::Shared(bytes))
+    }
+
+    /// The value at `range` of `buf`: copied when short, else a share of `buf`.
+    fn from_buffer(buf: &Bytes, range: std::ops::Range<usize>) -> Payload {
+        match Payload::inline(&buf[range.clone()]) {
+            Some(inline) => inline,
+            None => Payload::shared(buf.slice(range)),
+        }
+    }
+
+    fn inline(value: &[u8]) -> Option<Payload> {
+        let len = u8::try_from(value.len())
+            .ok()
+            .filter(|&n| usize::from(n) <= INLINE)?;
+        let mut bytes = [0; INLINE];
+        bytes[..value.len()].copy_from_slice(value);
+        Some(Payload(Repr::Inline { len, bytes }))
+    }
+
     /// Encodes `value` (structs as maps with field names, so a peer in another language reads
     /// them by name).
     ///
@@ -172,7 +212,7 @@ impl Payload {
         let mut out = BytesMut::new().writer();
         rmp_serde::encode::write_named(&mut out, value)
             .map_err(|e| PayloadError::Encode(e.to_string()))?;
-        Ok(Payload(out.into_inner().freeze()))
+        Ok(Payload::shared(out.into_inner().freeze()))
     }
 
     /// Encodes `value` as [`encode`](Payload::encode) does, at the end of `dst`.
@@ -197,17 +237,20 @@ impl Payload {
     /// [`PayloadError::Decode`] when the bytes are not a `T` (say, a remote function called
     /// with arguments of the wrong shape).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
-        decode_limited(&self.0).map_err(|e| PayloadError::Decode(e.to_string()))
+        decode_limited(self.as_bytes()).map_err(|e| PayloadError::Decode(e.to_string()))
     }
 
     /// The MessagePack `nil` value (the unit `()`).
     pub fn unit() -> Payload {
-        Payload(Bytes::from_static(&[0xc0]))
+        Payload::shared(Bytes::from_static(&[0xc0]))
     }
 
     /// The encoded value.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Shared(bytes) => bytes,
+        }
     }
 
     /// A payload from bytes that hold exactly one MessagePack value.
@@ -223,7 +266,7 @@ impl Payload {
                 at: reader.position(),
             });
         }
-        Ok(Payload(bytes))
+        Ok(Payload::shared(bytes))
     }
 }
 
@@ -647,8 +690,18 @@ impl Message {
         if value_at + value_len != len {
             return None;
         }
-        src.advance(HEADER_LEN + value_at);
-        Some((cid, Payload(src.split_to(value_len).freeze())))
+        let value = &body[value_at..];
+        let payload = match Payload::inline(value) {
+            Some(inline) => {
+                src.advance(HEADER_LEN + len);
+                inline
+            }
+            None => {
+                src.advance(HEADER_LEN + value_at);
+                Payload::shared(src.split_to(value_len).freeze())
+            }
+        };
+        Some((cid, payload))
     }
 
     /// The start of a `Yield`'s body, up to its value.
@@ -696,7 +749,7 @@ impl Fields<'_> {
         self.next(field)?;
         let start = self.r.position();
         let raw = self.r.raw_value()?;
-        Ok(Payload(self.frame.slice(start..start + raw.len())))
+        Ok(Payload::from_buffer(self.frame, start..start + raw.len()))
     }
 
     /// A binary string, sharing the frame's memory.

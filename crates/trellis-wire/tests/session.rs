@@ -1105,6 +1105,19 @@ fn item_frames_read_from_bytes_follow_the_same_rules() {
             value: value(n)
         })
     );
+    // A value too long to be copied out shares the read buffer, and reads the same.
+    let long = Payload::encode(&"y".repeat(100)).unwrap();
+    codec
+        .encode(
+            &Message::Yield {
+                cid,
+                value: long.clone(),
+            },
+            &mut buf,
+        )
+        .unwrap();
+    s.handle_bytes(&mut buf).unwrap();
+    assert_eq!(events(&mut s), [Event::Item { cid, value: long }]);
     let mut stray = BytesMut::new();
     codec
         .encode(

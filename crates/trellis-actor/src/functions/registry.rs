@@ -68,7 +68,7 @@ mod sealed {
 /// sends) or an empty array (what a peer that always sends an argument list sends).
 fn decode_args<Args: DeserializeOwned>(args: &Payload) -> Result<Args, String> {
     args.decode().or_else(|e| {
-        if args.as_bytes().as_ref() == [0x90]
+        if args.as_bytes() == [0x90]
             && let Ok(none) = Payload::unit().decode()
         {
             return Ok(none);
