@@ -207,11 +207,35 @@ async fn tree_of(config: Config, registrar: Addr, json: bool) -> Outcome {
     .await
 }
 
+/// The last snapshot `--watch` drew, and when: its streams' rates come from the next one.
+type Last = std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, tree::Snapshot)>>>;
+
+/// The tree drawn with its streams' rates since `last` (then replaced by this snapshot).
+async fn tree_since(config: Config, registrar: Addr, last: Last) -> Outcome {
+    with_registered(config, registrar, |actor, r, registered| async move {
+        let infos = describe_all(&actor, &registered).await?;
+        let now = std::time::Instant::now();
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = last
+            .as_ref()
+            .map(|(at, infos)| (infos.as_slice(), now - *at));
+        let text = tree::draw_since(&r, &infos, previous);
+        *last = Some((now, infos));
+        Ok(Ok(text))
+    })
+    .await
+}
+
 /// Draws the tree every `every`, in place (the terminal cleared first), until interrupted.
 async fn watch_tree(config: Config, registrar: Addr, every: std::time::Duration) -> Outcome {
     use std::io::Write as _;
+    let last = Last::default();
+    // Between frames no root is running to hear a SIGTERM (tokio's handler, once installed,
+    // would swallow it): this receiver ends the loop as Ctrl-C does.
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     loop {
-        let drawn = tree_of(config.clone(), registrar.clone(), false).await?;
+        let drawn = tree_since(config.clone(), registrar.clone(), last.clone()).await?;
         let text = match drawn {
             Ok(text) => text,
             Err(Failure::Usage(message)) => format!("trellis: {message}\n"),
@@ -221,7 +245,16 @@ async fn watch_tree(config: Config, registrar: Addr, every: std::time::Duration)
         let _ = writeln!(out, "\x1b[2J\x1b[H{text}(every {every:?}; Ctrl-C to stop)");
         let _ = out.flush();
         drop(out);
-        trellis::sleep(every).await?;
+        let terminated = async {
+            match terminate.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            slept = trellis::sleep(every) => slept?,
+            _ = terminated => return Err(trellis::Interrupted.into()),
+        }
     }
 }
 

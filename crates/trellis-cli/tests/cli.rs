@@ -198,7 +198,7 @@ fn tree_is_drawn(transport: Transport) {
 }
 
 /// `trellis tree --json` prints one snapshot a script can parse; `--watch` draws the tree
-/// again and again, in place, until Ctrl-C (exit 130).
+/// again and again, in place, until Ctrl-C or SIGTERM (exit 130).
 fn tree_as_json_and_watched(transport: Transport) {
     with_tree(transport, move |registrar, [calc, mid, leaf]| async move {
         let out = trellis_cli(&["tree", "--json", "--registrar", &registrar]).await?;
@@ -242,6 +242,39 @@ fn tree_as_json_and_watched(transport: Transport) {
             )
             .unwrap();
             let status = watching.wait().unwrap();
+            assert_eq!(status.code(), Some(130));
+
+            // SIGTERM while it sleeps between frames (30 s here) ends it as Ctrl-C does; it
+            // used to be swallowed there, with no root running to hear it.
+            let mut watching = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+                .args(["tree", "--watch", "30", "--registrar", &registrar])
+                .env_remove("TRELLIS_REGISTRAR")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdout = watching.stdout.take().unwrap();
+            let mut seen = String::new();
+            while !seen.contains("Ctrl-C to stop") {
+                let n = stdout.read(&mut buf).unwrap();
+                assert!(n > 0, "it stopped drawing: {seen}");
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(watching.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let status = loop {
+                if let Some(status) = watching.try_wait().unwrap() {
+                    break status;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = watching.kill();
+                    panic!("`tree --watch` ignored SIGTERM");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
             assert_eq!(status.code(), Some(130));
         })
         .await?;
