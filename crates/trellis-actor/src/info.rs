@@ -32,6 +32,32 @@ pub struct ActorInfo {
     /// The children its supervisors hold, with their restarts (absent on the wire when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub supervised: Vec<SupervisedChild>,
+    /// Its open streams' traffic so far (absent on the wire when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stream_stats: Vec<StreamInfo>,
+}
+
+/// One open stream or context call of an actor, as `trellis.info` tells it: what went each way
+/// so far, and how often the actor waited for its peer's credit (backpressure). Rates come from
+/// two snapshots (`trellis tree --watch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// The actor at the other end.
+    pub peer: String,
+    /// The call's id on that connection.
+    pub cid: u64,
+    /// `stream` or `context`.
+    pub kind: String,
+    /// `caller` or `callee`.
+    pub role: String,
+    /// Items this actor sent.
+    pub sent: u64,
+    /// Items it received.
+    pub received: u64,
+    /// Items received and not yet read.
+    pub unread: u64,
+    /// Times it found no credit for its next item and waited.
+    pub credit_waits: u64,
 }
 
 /// A child of one of an actor's supervisors, as `trellis.info` tells it.

@@ -59,7 +59,7 @@ pub use functions::{
     ContextCall, ContextFn, Functions, Register, RemoteFn, RunCall, ServeContextFn, ServeFn,
     ServeStreamFn, StreamCall, StreamFn,
 };
-pub use info::{ActorInfo, FunctionInfo, Registered, SupervisedChild};
+pub use info::{ActorInfo, FunctionInfo, Registered, StreamInfo, SupervisedChild};
 pub use limits::Limits;
 pub use secret::{SECRET_ENV, SECRET_FILE_ENV, SECRET_FILE_NAME, Secret, SecretError};
 #[cfg(feature = "dev-certs")]

@@ -919,7 +919,56 @@ fn calling_with_the_wrong_call_kind_is_refused(transport: Transport) {
     .unwrap();
 }
 
+/// `trellis.info` counts each open stream's items both ways and the sender's waits for
+/// credit: a receiver that reads nothing holds its sender to the window, and both ends say
+/// so (the observability issue's live numbers; `trellis tree` draws them).
+fn info_counts_a_streams_items_and_credit_waits(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("streamer").await?;
+            let asker = portal.clone();
+            let options = StreamOptions::new().capacity(8);
+            let read = portal
+                .open_stream_from_with(count_to, (100,), options, |stream| async move {
+                    // Read nothing until the child has sent its window and waits for credit.
+                    let sender = loop {
+                        let info = asker.info().await?;
+                        match info.stream_stats.first() {
+                            Some(s) if s.credit_waits >= 1 => break s.clone(),
+                            _ => trellis::sleep(Duration::from_millis(5)).await?,
+                        }
+                    };
+                    assert_eq!((sender.sent, sender.received), (8, 0), "{sender:?}");
+                    assert_eq!(
+                        (sender.kind.as_str(), sender.role.as_str()),
+                        ("stream", "callee")
+                    );
+                    let receiver = loop {
+                        let info = trellis_actor::current().info();
+                        match info.stream_stats.iter().find(|s| s.cid == sender.cid) {
+                            Some(s) if s.received == 8 => break s.clone(),
+                            _ => trellis::sleep(Duration::from_millis(5)).await?,
+                        }
+                    };
+                    assert_eq!((receiver.sent, receiver.unread), (0, 8), "{receiver:?}");
+                    assert_eq!(receiver.role, "caller");
+                    let mut read = 0;
+                    while stream.recv().await?.is_some() {
+                        read += 1;
+                    }
+                    Ok(read)
+                })
+                .await?;
+            assert_eq!(read, 100);
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
 on_both_transports!(
+    info_counts_a_streams_items_and_credit_waits,
     one_way_stream_delivers_every_item,
     leaving_a_one_way_stream_early_cancels_the_remote,
     remote_stream_failure_ends_the_caller_with_it,

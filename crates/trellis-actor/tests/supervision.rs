@@ -475,7 +475,7 @@ fn a_child_that_cannot_start(transport: Transport) {
                 ActorError::Unsupervised { reason, .. } => {
                     assert!(reason.contains("temporary"), "{reason}");
                 }
-                _ => panic!("{error}"),
+                _ => panic!("not `Unsupervised`: {error:?}"),
             }
             Ok(())
         })

@@ -3,10 +3,27 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use trellis_actor::{ActorInfo, Addr, Registered, SupervisedChild};
+use trellis_actor::{ActorInfo, Addr, Registered, StreamInfo, SupervisedChild};
+
+/// One registered actor with its `trellis.info` answer, or why there was none.
+pub(crate) type Described = (Registered, Result<ActorInfo, String>);
+
+/// What the registrar listed, each described.
+pub(crate) type Snapshot = Vec<Described>;
 
 /// One line per actor, children indented under their parent with box-drawing lines.
 pub(crate) fn draw(registrar: &Addr, actors: &[(Registered, Result<ActorInfo, String>)]) -> String {
+    draw_since(registrar, actors, None)
+}
+
+/// [`draw`], with each stream's items per second since `previous`, an earlier snapshot taken
+/// that long before.
+pub(crate) fn draw_since(
+    registrar: &Addr,
+    actors: &[(Registered, Result<ActorInfo, String>)],
+    previous: Option<(&[Described], std::time::Duration)>,
+) -> String {
+    let rates = previous.map(|(before, elapsed)| Rates::between(before, actors, elapsed));
     let mut out = format!(
         "registrar {registrar}: {} actor{}\n",
         actors.len(),
@@ -30,11 +47,57 @@ pub(crate) fn draw(registrar: &Addr, actors: &[(Registered, Result<ActorInfo, St
             _ => roots.push(i),
         }
     }
+    let draw = Draw {
+        actors,
+        children: &children,
+        rates: rates.as_ref(),
+    };
     for &root in &roots {
-        line(&mut out, "", "", &actors[root], None);
-        walk(&mut out, root, "", actors, &children, 0);
+        draw.line(&mut out, "", "", root, None);
+        draw.walk(&mut out, root, "", 0);
     }
     out
+}
+
+/// Items per second of each stream, by (actor uid, peer, call id): (sent, received).
+struct Rates(HashMap<(String, String, u64), (f64, f64)>);
+
+impl Rates {
+    fn between(
+        before: &[(Registered, Result<ActorInfo, String>)],
+        now: &[(Registered, Result<ActorInfo, String>)],
+        elapsed: std::time::Duration,
+    ) -> Rates {
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let counts = |actors: &[(Registered, Result<ActorInfo, String>)]| {
+            let mut counts = HashMap::new();
+            for (registered, info) in actors {
+                for s in info.iter().flat_map(|i| &i.stream_stats) {
+                    let key = (registered.id.uid.clone(), s.peer.clone(), s.cid);
+                    counts.insert(key, (s.sent, s.received));
+                }
+            }
+            counts
+        };
+        let before = counts(before);
+        Rates(
+            counts(now)
+                .into_iter()
+                .map(|(key, (sent, received))| {
+                    let (s0, r0) = before.get(&key).copied().unwrap_or((0, 0));
+                    let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+                    (key, (rate(sent, s0), rate(received, r0)))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// What drawing needs throughout.
+struct Draw<'a> {
+    actors: &'a [(Registered, Result<ActorInfo, String>)],
+    children: &'a HashMap<usize, Vec<usize>>,
+    rates: Option<&'a Rates>,
 }
 
 /// One snapshot as JSON: `{"registrar", "actors": [{"name", "uid", "addr", "info" | "error"}]}`,
@@ -98,65 +161,64 @@ fn restarts(child: Option<&SupervisedChild>) -> String {
     }
 }
 
-fn walk(
-    out: &mut String,
-    node: usize,
-    prefix: &str,
-    actors: &[(Registered, Result<ActorInfo, String>)],
-    children: &HashMap<usize, Vec<usize>>,
-    depth: usize,
-) {
-    let kids = children.get(&node).map_or(&[][..], Vec::as_slice);
-    // A parent pointer cycle cannot come from a live tree; stop rather than loop.
-    if depth > actors.len() {
-        return;
+impl Draw<'_> {
+    fn walk(&self, out: &mut String, node: usize, prefix: &str, depth: usize) {
+        let actors = self.actors;
+        let kids = self.children.get(&node).map_or(&[][..], Vec::as_slice);
+        // A parent pointer cycle cannot come from a live tree; stop rather than loop.
+        if depth > actors.len() {
+            return;
+        }
+        let down = down_children(&actors[node], kids, actors);
+        for (k, &kid) in kids.iter().enumerate() {
+            let last = k + 1 == kids.len() && down.is_empty();
+            let (branch, next) = if last {
+                ("└── ", "    ")
+            } else {
+                ("├── ", "│   ")
+            };
+            let status = supervised(&actors[node], &actors[kid].0.id.name);
+            self.line(out, prefix, branch, kid, status);
+            self.walk(out, kid, &format!("{prefix}{next}"), depth + 1);
+        }
+        for (k, child) in down.iter().enumerate() {
+            let branch = if k + 1 == down.len() {
+                "└── "
+            } else {
+                "├── "
+            };
+            let _ = writeln!(
+                out,
+                "{prefix}{branch}{}  ({} under supervisor {}){}",
+                child.name,
+                child.state,
+                child.supervisor,
+                restarts(Some(child))
+            );
+        }
     }
-    let down = down_children(&actors[node], kids, actors);
-    for (k, &kid) in kids.iter().enumerate() {
-        let last = k + 1 == kids.len() && down.is_empty();
-        let (branch, next) = if last {
-            ("└── ", "    ")
-        } else {
-            ("├── ", "│   ")
-        };
-        let status = supervised(&actors[node], &actors[kid].0.id.name);
-        line(out, prefix, branch, &actors[kid], status);
-        walk(
-            out,
-            kid,
-            &format!("{prefix}{next}"),
-            actors,
-            children,
-            depth + 1,
-        );
-    }
-    for (k, child) in down.iter().enumerate() {
-        let branch = if k + 1 == down.len() {
-            "└── "
-        } else {
-            "├── "
+
+    fn line(
+        &self,
+        out: &mut String,
+        prefix: &str,
+        branch: &str,
+        node: usize,
+        supervised: Option<&SupervisedChild>,
+    ) {
+        let (registered, info) = &self.actors[node];
+        let info = match info {
+            Ok(info) => info,
+            Err(reason) => {
+                let _ = writeln!(
+                    out,
+                    "{prefix}{branch}{}  {}  (no answer: {reason})",
+                    registered.id, registered.addr
+                );
+                return;
+            }
         };
         let _ = writeln!(
-            out,
-            "{prefix}{branch}{}  ({} under supervisor {}){}",
-            child.name,
-            child.state,
-            child.supervisor,
-            restarts(Some(child))
-        );
-    }
-}
-
-fn line(
-    out: &mut String,
-    prefix: &str,
-    branch: &str,
-    actor: &(Registered, Result<ActorInfo, String>),
-    supervised: Option<&SupervisedChild>,
-) {
-    let (registered, info) = actor;
-    let _ = match info {
-        Ok(info) => writeln!(
             out,
             "{prefix}{branch}{}  pid {}  host {}  {}  up {}  calls {} in / {} out  streams {}{}",
             info.id,
@@ -168,13 +230,42 @@ fn line(
             info.calling,
             info.streams,
             restarts(supervised),
-        ),
-        Err(reason) => writeln!(
-            out,
-            "{prefix}{branch}{}  {}  (no answer: {reason})",
-            registered.id, registered.addr
-        ),
-    };
+        );
+        // The actor's streams, under its line (and above its children's).
+        let under = match branch {
+            "├── " => "│   ",
+            "└── " => "    ",
+            _ => "",
+        };
+        let has_children = self.children.get(&node).is_some_and(|k| !k.is_empty());
+        let bar = if has_children { "│ " } else { "  " };
+        for stream in &info.stream_stats {
+            let rate = self.rates.and_then(|r| {
+                r.0.get(&(registered.id.uid.clone(), stream.peer.clone(), stream.cid))
+            });
+            let _ = writeln!(out, "{prefix}{under}{bar} {}", stream_line(stream, rate));
+        }
+    }
+}
+
+/// `context #3 (caller) with feed#1a2b: sent 10, received 4,096, unread 12, credit waits 2`,
+/// with items per second when known.
+fn stream_line(stream: &StreamInfo, rate: Option<&(f64, f64)>) -> String {
+    let mut text = format!(
+        "{} #{} ({}) with {}: sent {}, received {}, unread {}, credit waits {}",
+        stream.kind,
+        stream.cid,
+        stream.role,
+        stream.peer,
+        stream.sent,
+        stream.received,
+        stream.unread,
+        stream.credit_waits
+    );
+    if let Some((sent, received)) = rate {
+        let _ = write!(text, "  ({sent:.0}/s out, {received:.0}/s in)");
+    }
+    text
 }
 
 fn uptime(ms: u64) -> String {
@@ -213,6 +304,7 @@ mod tests {
                 calling: 2,
                 streams: 3,
                 supervised: Vec::new(),
+                stream_stats: Vec::new(),
             }),
         )
     }
@@ -283,6 +375,46 @@ mod tests {
             lines[3],
             "└── feed  (restarting under supervisor market)  restarts 1 \
              (last: actor died unexpectedly: signal: 9 (SIGKILL))"
+        );
+    }
+
+    /// An actor's open streams are drawn under it, with items per second between two
+    /// snapshots (`--watch`).
+    #[test]
+    fn streams_are_drawn_with_their_rates() {
+        let stream = |sent, received| StreamInfo {
+            peer: "feed#f0000000".into(),
+            cid: 3,
+            kind: "context".into(),
+            role: "caller".into(),
+            sent,
+            received,
+            unread: 12,
+            credit_waits: 2,
+        };
+        let with = |sent, received| {
+            let mut a = actor("root", "r0000000", None);
+            a.1.as_mut().unwrap().stream_stats = vec![stream(sent, received)];
+            vec![a, actor("feed", "f0000000", Some("r0000000"))]
+        };
+        let registrar = "unix:/tmp/root.sock".parse().unwrap();
+        let (before, now) = (with(10, 1000), with(10, 3000));
+        let once = draw(&registrar, &now);
+        let lines: Vec<&str> = once.lines().collect();
+        assert_eq!(
+            lines[2],
+            "│  context #3 (caller) with feed#f0000000: sent 10, received 3000, unread 12, \
+             credit waits 2"
+        );
+        assert!(lines[3].starts_with("└── feed#f0000000"), "{once}");
+        let watched = draw_since(
+            &registrar,
+            &now,
+            Some((&before, std::time::Duration::from_secs(2))),
+        );
+        assert!(
+            watched.contains("credit waits 2  (0/s out, 1000/s in)"),
+            "{watched}"
         );
     }
 }

@@ -31,7 +31,7 @@ pub use message::{
 };
 pub use session::{
     CallCounts, CidHash, CidHasher, ConnectionError, Event, MAX_DETACHED, Outcome, Role, SendError,
-    Session, Side, Window,
+    Session, Side, StreamStats, Window,
 };
 
 /// The README's example, compiled and run as a doc test.

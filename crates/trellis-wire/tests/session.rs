@@ -1131,3 +1131,38 @@ fn item_frames_read_from_bytes_follow_the_same_rules() {
     assert!(s.handle_bytes(&mut stray).is_err());
     assert!(connection_error(&mut s).contains("unknown call"), "{s:?}");
 }
+
+/// A stream's traffic as the engine counts it: items each way, unread items, and one credit
+/// wait per time the sender ran dry (not per refused attempt).
+#[test]
+fn stream_stats_count_items_and_each_wait_for_credit_once() {
+    let mut s = connected(Side::Acceptor);
+    s.handle(start(1, CallKind::Stream)).unwrap();
+    s.accept(1).unwrap();
+    s.handle(Message::Credit { cid: 1, count: 2 }).unwrap();
+    for n in 0..2 {
+        s.send_item_with(1, |out| Payload::encode_into(&n, out))
+            .unwrap();
+    }
+    for _ in 0..3 {
+        let refused = s.send_item_with(1, |out| Payload::encode_into(&9, out));
+        assert_eq!(refused, Err(SendError::NoCredit { cid: 1 }));
+    }
+    s.handle(Message::Credit { cid: 1, count: 1 }).unwrap();
+    s.send_item_with(1, |out| Payload::encode_into(&2, out))
+        .unwrap();
+    let refused = s.send_item_with(1, |out| Payload::encode_into(&9, out));
+    assert_eq!(refused, Err(SendError::NoCredit { cid: 1 }));
+    let stats = s.stream_stats();
+    assert_eq!(stats.len(), 1);
+    let stats = stats[0];
+    assert_eq!(
+        (stats.cid, stats.role, stats.kind),
+        (1, trellis_wire::Role::Callee, CallKind::Stream)
+    );
+    assert_eq!((stats.sent, stats.received, stats.unread), (3, 0, 0));
+    assert_eq!(
+        stats.credit_waits, 2,
+        "two dry spells, five refused attempts"
+    );
+}

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 use trellis::Nursery;
 use trellis::supervisor::ChildState;
-use trellis_wire::{ActorId, Identity, Keyring};
+use trellis_wire::{ActorId, CallKind, Identity, Keyring, Role};
 
 use super::config::Config;
 use super::registry::Registry;
 use crate::connection::Conn;
-use crate::info::{ActorInfo, SupervisedChild, host_name};
+use crate::info::{ActorInfo, StreamInfo, SupervisedChild, host_name};
 use crate::secret::Secret;
 use crate::transport::Addr;
 
@@ -128,12 +128,35 @@ impl Actor {
     pub fn info(&self) -> ActorInfo {
         let state = self.lock();
         let (mut serving, mut calling, mut streams) = (0, 0, 0);
+        let mut stream_stats = Vec::new();
         for conn in &state.conns {
             let (s, c, st) = conn.load();
             serving += s;
             calling += c;
             streams += st;
+            let peer = conn.peer().actor.to_string();
+            stream_stats.extend(conn.stream_stats().into_iter().map(|stats| {
+                StreamInfo {
+                    peer: peer.clone(),
+                    cid: stats.cid,
+                    kind: match stats.kind {
+                        CallKind::Context => "context",
+                        _ => "stream",
+                    }
+                    .to_owned(),
+                    role: match stats.role {
+                        Role::Caller => "caller",
+                        Role::Callee => "callee",
+                    }
+                    .to_owned(),
+                    sent: stats.sent,
+                    received: stats.received,
+                    unread: stats.unread,
+                    credit_waits: stats.credit_waits,
+                }
+            }));
         }
+        stream_stats.sort_by(|a, b| (&a.peer, a.cid).cmp(&(&b.peer, b.cid)));
         let supervised = state
             .supervisors
             .iter()
@@ -164,6 +187,7 @@ impl Actor {
             serving,
             calling,
             streams,
+            stream_stats,
         }
     }
 

@@ -265,6 +265,20 @@ impl Conn {
         (counts.serving, counts.calling, counts.streams)
     }
 
+    /// The traffic of the connection's open streams. Items the local end read but has not
+    /// reported to the engine yet (it reports in batches) are not counted unread.
+    pub(crate) fn stream_stats(&self) -> Vec<trellis_wire::StreamStats> {
+        let state = self.lock();
+        let mut stats = state.session.stream_stats();
+        for stream in &mut stats {
+            if let Some(chan) = state.calls.get(&stream.cid).and_then(|l| l.chan.as_ref()) {
+                let read = u64::from(chan.taken().unreported);
+                stream.unread = stream.unread.saturating_sub(read);
+            }
+        }
+        stats
+    }
+
     /// How the connection ended, once it has.
     pub(crate) fn end(&self) -> Option<End> {
         self.lock().end.clone()

@@ -88,6 +88,12 @@ pub(super) struct Call {
     /// A call we made and no longer follow (we gave up on it, or the callee broke its rules):
     /// the callee's messages are dropped until its terminal one.
     pub(super) detached: bool,
+    /// Items this side sent.
+    pub(super) sent: u64,
+    /// Times this side found no credit for its next item and had to wait.
+    pub(super) credit_waits: u64,
+    /// This side is waiting for credit now (so that one wait counts once).
+    pub(super) waiting: bool,
 }
 
 impl Call {
@@ -103,6 +109,9 @@ impl Call {
             receiving: None,
             overran: false,
             detached: false,
+            sent: 0,
+            credit_waits: 0,
+            waiting: false,
         }
     }
 
@@ -349,6 +358,10 @@ impl CallTable {
 
     pub(super) fn values(&self) -> impl Iterator<Item = &Call> {
         self.calls.values()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&u64, &Call)> {
+        self.calls.iter()
     }
 
     /// Live calls the peer started.

@@ -262,6 +262,26 @@ pub struct CallCounts {
     pub streams: usize,
 }
 
+/// The traffic of one live stream or context call so far, on this side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamStats {
+    /// The call.
+    pub cid: u64,
+    /// A one-way stream or a context.
+    pub kind: CallKind,
+    /// This side's part in it.
+    pub role: Role,
+    /// Items this side sent.
+    pub sent: u64,
+    /// Items this side received.
+    pub received: u64,
+    /// Items received and not yet read by the local end.
+    pub unread: u64,
+    /// Times this side found no credit for its next item and had to wait (backpressure).
+    pub credit_waits: u64,
+}
+
 /// One connection's protocol engine, on one side.
 ///
 /// ```
@@ -457,6 +477,29 @@ impl Session {
             }
         }
         counts
+    }
+
+    /// The traffic of every live stream and context call, in no particular order.
+    pub fn stream_stats(&self) -> Vec<StreamStats> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| !c.detached && c.kind != CallKind::Run)
+            .map(|(&cid, call)| {
+                let (received, consumed) = call
+                    .receiving
+                    .as_ref()
+                    .map_or((0, 0), |r| (r.received, r.consumed));
+                StreamStats {
+                    cid,
+                    kind: call.kind,
+                    role: call.role,
+                    sent: call.sent,
+                    received,
+                    unread: received - consumed.min(received),
+                    credit_waits: call.credit_waits,
+                }
+            })
+            .collect()
     }
 
     /// Our role in a live call.

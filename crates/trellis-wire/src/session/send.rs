@@ -237,6 +237,9 @@ impl Session {
             .ok_or(SendError::CallOver { cid })?;
         Self::may_yield(cid, call)?;
         if call.send_credit == 0 {
+            if !std::mem::replace(&mut call.waiting, true) {
+                call.credit_waits += 1;
+            }
             return Err(SendError::NoCredit { cid });
         }
         self.codec.encode_with(&mut self.out, |dst| {
@@ -246,6 +249,8 @@ impl Session {
         if call.send_credit != u64::MAX {
             call.send_credit -= 1;
         }
+        call.sent += 1;
+        call.waiting = false;
         Ok(())
     }
 
