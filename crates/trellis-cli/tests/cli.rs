@@ -219,51 +219,20 @@ fn tree_as_json_and_watched(transport: Transport) {
 
         let registrar = registrar.clone();
         trellis::threads::run_sync(move || {
-            use std::io::Read;
-            let mut watching = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
-                .args(["tree", "--watch", "0.1", "--registrar", &registrar])
-                .env_remove("TRELLIS_REGISTRAR")
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut stdout = watching.stdout.take().unwrap();
-            let mut seen = String::new();
-            let mut buf = [0u8; 4096];
             // Two frames drawn, each after clearing the screen.
-            while seen.matches("\x1b[2J").count() < 2 {
-                let n = stdout.read(&mut buf).unwrap();
-                assert!(n > 0, "it stopped drawing: {seen}");
-                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
+            let (mut watching, seen) = watch_until(&registrar, "0.1", |seen| {
+                seen.matches("\x1b[2J").count() >= 2
+            });
             assert!(seen.contains("mid#"), "{seen}");
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(watching.id() as i32),
-                nix::sys::signal::Signal::SIGINT,
-            )
-            .unwrap();
+            signal(&watching, nix::sys::signal::Signal::SIGINT);
             let status = watching.wait().unwrap();
             assert_eq!(status.code(), Some(130));
 
             // SIGTERM while it sleeps between frames (30 s here) ends it as Ctrl-C does; it
             // used to be swallowed there, with no root running to hear it.
-            let mut watching = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
-                .args(["tree", "--watch", "30", "--registrar", &registrar])
-                .env_remove("TRELLIS_REGISTRAR")
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut stdout = watching.stdout.take().unwrap();
-            let mut seen = String::new();
-            while !seen.contains("Ctrl-C to stop") {
-                let n = stdout.read(&mut buf).unwrap();
-                assert!(n > 0, "it stopped drawing: {seen}");
-                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(watching.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            )
-            .unwrap();
+            let (mut watching, _) =
+                watch_until(&registrar, "30", |seen| seen.contains("Ctrl-C to stop"));
+            signal(&watching, nix::sys::signal::Signal::SIGTERM);
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             let status = loop {
                 if let Some(status) = watching.try_wait().unwrap() {
@@ -280,6 +249,36 @@ fn tree_as_json_and_watched(transport: Transport) {
         .await?;
         Ok(())
     });
+}
+
+/// `trellis tree --watch SECS` against `registrar`, read until `enough` says so of what it
+/// drew; the process and what it drew.
+fn watch_until(
+    registrar: &str,
+    secs: &str,
+    enough: impl Fn(&str) -> bool,
+) -> (std::process::Child, String) {
+    use std::io::Read;
+    let mut watching = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["tree", "--watch", secs, "--registrar", registrar])
+        .env_remove("TRELLIS_REGISTRAR")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = watching.stdout.take().unwrap();
+    let (mut seen, mut buf) = (String::new(), [0u8; 4096]);
+    while !enough(&seen) {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(n > 0, "it stopped drawing: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // Kept open with the child, so that its next frame does not meet a closed pipe.
+    watching.stdout = Some(stdout);
+    (watching, seen)
+}
+
+fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
 }
 
 mod unix {

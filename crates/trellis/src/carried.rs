@@ -57,14 +57,27 @@ impl Carried {
         Carried::unwrap(self.0)
     }
 
-    /// A second handle on the error `typed` carries, when its direct source is a `Carried`.
+    /// The error `typed` carries, when its direct source (seen through `view`) is a
+    /// `Carried`; `typed` back otherwise.
     ///
-    /// The conversion into [`Error`] reaches the carrier only through `source()`, a shared
-    /// borrow: it takes this handle, drops `typed`, and [`unwrap`](Carried::unwrap)s the
-    /// handle, which is then the only one.
-    pub(crate) fn handle<E: StdError + ?Sized>(typed: &E) -> Option<Arc<Error>> {
-        let carried = typed.source()?.downcast_ref::<Carried>()?;
-        Some(Arc::clone(&carried.0))
+    /// The carrier is reached only through `source()`, a shared borrow: a second handle on
+    /// the error is taken, `typed` dropped, and the handle, then the only one,
+    /// [`unwrap`](Carried::unwrap)ped.
+    pub(crate) fn take<T>(
+        typed: T,
+        view: impl Fn(&T) -> &(dyn StdError + 'static),
+    ) -> Result<Error, T> {
+        let handle = view(&typed)
+            .source()
+            .and_then(|source| source.downcast_ref::<Carried>())
+            .map(|carried| Arc::clone(&carried.0));
+        match handle {
+            Some(held) => {
+                drop(typed);
+                Ok(Carried::unwrap(held))
+            }
+            None => Err(typed),
+        }
     }
 
     /// A `Carried` itself (`Err(carried)?`) converts into what it holds, as a typed error
@@ -80,7 +93,7 @@ impl Carried {
     /// The error by value. A carrier that outlived its typed error (one behind an `Arc` of its
     /// own, shared elsewhere) keeps a handle: the error is then shared rather than moved, and
     /// reads the same, though a group in it is no longer seen as one.
-    pub(crate) fn unwrap(held: Arc<Error>) -> Error {
+    fn unwrap(held: Arc<Error>) -> Error {
         Arc::try_unwrap(held).unwrap_or_else(|shared| Error::new(Shared(shared)))
     }
 }

@@ -428,10 +428,10 @@ impl Error {
             Ok(held) => return held,
             Err(other) => other,
         };
-        if let Some(held) = Carried::handle(&*error) {
-            drop(error);
-            return Carried::unwrap(held);
-        }
+        let error = match Carried::take(error, |e| &**e) {
+            Ok(held) => return held,
+            Err(other) => other,
+        };
         Error {
             repr: Repr::other(error, "Box<dyn std::error::Error + Send + Sync>"),
         }
@@ -650,11 +650,10 @@ impl<E: StdError + Send + Sync + 'static> From<E> for Error {
         if let Some(carried) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Carried>>() {
             return carried.take().expect("filled above").into_inner();
         }
-        let error = slot.expect("filled above");
-        if let Some(held) = Carried::handle(&error) {
-            drop(error);
-            return Carried::unwrap(held);
-        }
+        let error = match Carried::take(slot.expect("filled above"), |e| e as _) {
+            Ok(held) => return held,
+            Err(other) => other,
+        };
         Error {
             repr: Repr::other(Box::new(error), std::any::type_name::<E>()),
         }

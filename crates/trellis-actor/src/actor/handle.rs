@@ -130,12 +130,12 @@ impl Actor {
         let (mut serving, mut calling, mut streams) = (0, 0, 0);
         let mut stream_stats = Vec::new();
         for conn in &state.conns {
-            let (s, c, st) = conn.load();
-            serving += s;
-            calling += c;
-            streams += st;
+            let (counts, stats) = conn.load();
+            serving += counts.serving;
+            calling += counts.calling;
+            streams += counts.streams;
             let peer = conn.peer().actor.to_string();
-            stream_stats.extend(conn.stream_stats().into_iter().map(|stats| {
+            stream_stats.extend(stats.into_iter().map(|stats| {
                 StreamInfo {
                     peer: peer.clone(),
                     cid: stats.cid,

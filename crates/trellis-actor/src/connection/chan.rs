@@ -126,14 +126,10 @@ impl Chan {
     pub(crate) fn discard(&self, f: impl FnOnce(&mut ChanState)) {
         let mut taken = self.taken();
         taken.items.clear();
-        let wakers = {
-            let mut state = self.lock();
+        self.update(|state| {
             state.items.clear();
-            f(&mut state);
-            std::mem::take(&mut state.wakers)
-        };
-        drop(taken);
-        wakers.into_iter().for_each(Waker::wake);
+            f(state);
+        });
     }
 
     /// Applies `f` and wakes everyone waiting.

@@ -13,8 +13,8 @@ use tokio::sync::{Notify, oneshot};
 use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled};
 use trellis_wire::{
-    ActorId, CallKind, CidHash, ErrorKind, Identity, Keyring, Outcome, Payload, Peer, SendError,
-    Session, Side, Window,
+    ActorId, CallCounts, CallKind, CidHash, ErrorKind, Identity, Keyring, Outcome, Payload, Peer,
+    SendError, Session, Side, StreamStats, Window,
 };
 
 use super::chan::{CallEnd, Chan};
@@ -259,15 +259,10 @@ impl Conn {
         &self.inner.local
     }
 
-    /// Calls served, calls made and waited on, and open streams, right now.
-    pub(crate) fn load(&self) -> (usize, usize, usize) {
-        let counts = self.lock().session.counts();
-        (counts.serving, counts.calling, counts.streams)
-    }
-
-    /// The traffic of the connection's open streams. Items the local end read but has not
-    /// reported to the engine yet (it reports in batches) are not counted unread.
-    pub(crate) fn stream_stats(&self) -> Vec<trellis_wire::StreamStats> {
+    /// Calls served, calls made and waited on, and the traffic of each open stream, right
+    /// now, in one look. Items the local end read but has not reported to the engine yet (it
+    /// reports in batches) are not counted unread.
+    pub(crate) fn load(&self) -> (CallCounts, Vec<StreamStats>) {
         let state = self.lock();
         let mut stats = state.session.stream_stats();
         for stream in &mut stats {
@@ -276,7 +271,7 @@ impl Conn {
                 stream.unread = stream.unread.saturating_sub(read);
             }
         }
-        stats
+        (state.session.counts(), stats)
     }
 
     /// How the connection ended, once it has.
