@@ -67,8 +67,8 @@ pub use tls::dev;
 pub use tls::{TLS_DIR_FILES, TlsSetupError, TreeTls};
 pub use transport::{Addr, BadAddr, Transport};
 pub use tree::{
-    ActorNursery, ActorPool, ActorSupervisor, Route, RunHandle, SupervisedPortal, open_nursery,
-    open_supervisor,
+    ActorNursery, ActorPool, ActorSupervisor, CommandLauncher, Placement, Route, RunHandle,
+    SshHost, SupervisedPortal, open_nursery, open_supervisor,
 };
 pub use trellis_wire::{ActorId, ErrorKind, ErrorReport};
 

@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::netns::{ADDRS, Host, Net, can_make_hosts};
 
 use trellis_actor::{Config, Context, Functions, Transport, find_actor};
 
@@ -147,86 +146,11 @@ fn netns_program() {
     common::exit_as(outcome);
 }
 
-/// The namespaces and links; removed when dropped, whatever happened.
-struct Net {
-    names: [String; 3],
-}
+/// The secret file's path: removed when the test ends.
+struct SecretFile;
 
-const ADDRS: [&str; 3] = ["10.77.0.1", "10.77.0.2", "10.77.0.3"];
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip runs");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Net {
-    /// Host 0 holds a bridge; hosts 1 and 2 hang off it by veth pairs; all in 10.77.0.0/24.
-    fn new() -> Net {
-        let tag = std::process::id() % 100_000;
-        let names = [0, 1, 2].map(|i| format!("tr{tag}h{i}"));
-        let net = Net { names };
-        let [a, b, c] = &net.names;
-        for ns in [a, b, c] {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        ip(&["-n", a, "link", "add", "br0", "type", "bridge"]);
-        ip(&[
-            "-n",
-            a,
-            "addr",
-            "add",
-            &format!("{}/24", ADDRS[0]),
-            "dev",
-            "br0",
-        ]);
-        ip(&["-n", a, "link", "set", "br0", "up"]);
-        for (i, ns) in [(1, b), (2, c)] {
-            let (outer, inner) = (format!("tr{tag}b{i}"), format!("tr{tag}e{i}"));
-            ip(&[
-                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-            ]);
-            ip(&["link", "set", &outer, "netns", a]);
-            ip(&["link", "set", &inner, "netns", ns]);
-            ip(&["-n", a, "link", "set", &outer, "master", "br0"]);
-            ip(&["-n", a, "link", "set", &outer, "up"]);
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", ADDRS[i]),
-                "dev",
-                &inner,
-            ]);
-            ip(&["-n", ns, "link", "set", &inner, "up"]);
-        }
-        net
-    }
-
-    /// Cuts host `i`'s cable (at the bridge): no packet in or out, no reset, no goodbye.
-    fn cut(&self, i: usize) {
-        let tag = std::process::id() % 100_000;
-        ip(&[
-            "-n",
-            &self.names[0],
-            "link",
-            "set",
-            &format!("tr{tag}b{i}"),
-            "down",
-        ]);
-    }
-}
-
-impl Drop for Net {
+impl Drop for SecretFile {
     fn drop(&mut self) {
-        for ns in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
         let _ = std::fs::remove_file(secret_path());
     }
 }
@@ -252,113 +176,40 @@ fn secret_file() -> std::path::PathBuf {
     path
 }
 
-/// A program running in a namespace; its output lines arrive on a channel.
-struct Host {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Host {
-    fn start(net: &Net, i: usize, role: &str, registrar: Option<&str>) -> Host {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &net.names[i]])
-            .arg(std::env::current_exe().unwrap())
-            .args(["netns_program", "--exact", "--nocapture", "-q"])
-            .env("TRELLIS_NETNS_ROLE", role)
-            .env("TRELLIS_NETNS_BIND", ADDRS[i])
-            // The hosts' trees share a secret through a file, as a deployment would.
-            .env(trellis_actor::SECRET_FILE_ENV, secret_file())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped());
-        if let Some(registrar) = registrar {
-            cmd.env("TRELLIS_NETNS_REGISTRAR", registrar);
-        }
-        let mut child = cmd.spawn().expect("ip netns exec runs");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Host {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
+/// Host `i`'s program in `role`; the hosts' trees share a secret through a file, as a
+/// deployment would.
+fn start(net: &Net, i: usize, role: &str, registrar: Option<&str>) -> Host {
+    let mut envs = vec![
+        ("TRELLIS_NETNS_ROLE", role.to_owned()),
+        ("TRELLIS_NETNS_BIND", ADDRS[i].to_owned()),
+        (
+            trellis_actor::SECRET_FILE_ENV,
+            secret_file().display().to_string(),
+        ),
+    ];
+    if let Some(registrar) = registrar {
+        envs.push(("TRELLIS_NETNS_REGISTRAR", registrar.to_owned()));
     }
-
-    /// Waits for a line starting with `prefix`, at most `limit`; returns it.
-    fn expect(&mut self, prefix: &str, limit: Duration) -> String {
-        let until = Instant::now() + limit;
-        if let Some(line) = self.seen.iter().find(|l| l.starts_with(prefix)) {
-            return line.clone();
-        }
-        loop {
-            match self
-                .lines
-                .recv_timeout(until.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.starts_with(prefix) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line {prefix:?} within {limit:?}; saw {:?}", self.seen),
-            }
-        }
-    }
-
-    fn interrupt(&self) {
-        // `ip netns exec` runs the program in its own process (it execs): our child.
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-    }
-
-    fn wait(&mut self, limit: Duration) -> Option<i32> {
-        common::exit_code_within(&mut self.child, limit)
-            .unwrap_or_else(|| panic!("did not exit within {limit:?}; saw {:?}", self.seen))
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        common::kill_unless_exited(&mut self.child);
-    }
-}
-
-/// Whether the effective user is root (`/proc/self/status`, line `Uid: real effective …`).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-            .unwrap_or(false)
-    })
+    Host::start(net, i, "netns_program", &envs)
 }
 
 #[test]
 fn actors_on_three_hosts_call_stream_and_survive_a_cut_link() {
-    if !is_root() || Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("skipped: network namespaces need root and iproute2");
+    if !can_make_hosts() {
         return;
     }
     // A generous bound for "learns within a bounded time": the keepalive makes it ~2 s; the
     // kernel's defaults would make it hours.
     let bound = KEEPALIVE * 15;
-    let net = Net::new();
-    let mut registrar = Host::start(&net, 0, "registrar", None);
+    let _secret = SecretFile;
+    let net = Net::new("m");
+    let mut registrar = start(&net, 0, "registrar", None);
     let addr = registrar.expect("registrar at ", Duration::from_secs(30));
     let addr = addr.trim_start_matches("registrar at ").to_owned();
     assert!(addr.starts_with("tcp:10.77.0.1:"), "{addr}");
-    let mut feed = Host::start(&net, 1, "feed", Some(&addr));
+    let mut feed = start(&net, 1, "feed", Some(&addr));
     feed.expect("feed at tcp:10.77.0.2:", Duration::from_secs(30));
-    let mut consumer = Host::start(&net, 2, "consumer", Some(&addr));
+    let mut consumer = start(&net, 2, "consumer", Some(&addr));
     consumer.expect("consumer: 2 + 3 = 5", Duration::from_secs(30));
     consumer.expect("consumer: 200 items received", Duration::from_secs(30));
     registrar.expect("registrar: consumer registered", Duration::from_secs(30));

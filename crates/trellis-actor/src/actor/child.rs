@@ -1,12 +1,15 @@
 //! A child actor process: connects back to its parent, serves calls until the parent cancels
 //! it (or goes away), tears down what it runs and exits.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use nix::sys::signal::Signal;
+use tokio::sync::oneshot;
 use trellis_wire::{ActorId, Payload};
 
-use super::config::{Config, EXIT_PARENT_LOST, env};
+use super::config::{Config, EXIT_PARENT_LOST, TCP_AUTO, env};
+use super::launch::{FROM_STDIN, LAUNCH_ENV, Launch, watch_control};
 use super::run::run_actor;
 use crate::connection::End;
 use crate::error::RemoteActorError;
@@ -23,21 +26,52 @@ enum Exit {
     ParentLost,
 }
 
+/// Who a child is, where its parent and its tree are, and (for a launched child) its control
+/// channel.
+struct Start {
+    id: ActorId,
+    config: Config,
+    parent: Addr,
+    registrar: Addr,
+    control: Option<oneshot::Receiver<()>>,
+}
+
 /// What a child does before it runs anything: die with its parent, even when the parent is
 /// killed outright, and exit at once if the parent is gone already; then read its
-/// environment. `Err` is the exit status to leave with.
-fn prepare(config: Config) -> Result<(ActorId, Config, Addr, Addr), i32> {
+/// environment (a launched child: its launch block). `Err` is the exit status to leave with.
+fn prepare(config: Config) -> Result<Start, i32> {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    let parent_pid = std::env::var(env::PARENT_PID)
-        .ok()
-        .and_then(|p| p.parse::<i32>().ok());
-    if parent_pid.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid) {
-        return Err(EXIT_PARENT_LOST.into());
+    let launched = std::env::var(LAUNCH_ENV).ok();
+    let launch = match launched.as_deref() {
+        None => None,
+        Some(FROM_STDIN) => match Launch::read(&mut std::io::stdin().lock()) {
+            Ok(launch) => Some(launch),
+            Err(message) => {
+                eprintln!("trellis-actor: bad launch block: {message}");
+                return Err(2);
+            }
+        },
+        Some(other) => {
+            eprintln!("trellis-actor: bad {LAUNCH_ENV}: {other:?}");
+            return Err(2);
+        }
+    };
+    if launch.is_some() {
+        // A session and process group of its own (pgid = pid): its parent, on another host,
+        // can end the whole group through the launcher.
+        let _ = nix::unistd::setsid();
+    } else {
+        let parent_pid = std::env::var(env::PARENT_PID)
+            .ok()
+            .and_then(|p| p.parse::<i32>().ok());
+        if parent_pid.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid) {
+            return Err(EXIT_PARENT_LOST.into());
+        }
     }
-    match setup(config) {
-        Ok((id, config, parent, registrar)) => {
-            crate::logs::forward_from_child(id.clone(), config.log_level);
-            Ok((id, config, parent, registrar))
+    match setup(config, launch) {
+        Ok(start) => {
+            crate::logs::forward_from_child(start.id.clone(), start.config.log_level);
+            Ok(start)
         }
         Err(message) => {
             eprintln!("trellis-actor: bad child environment: {message}");
@@ -50,10 +84,10 @@ fn prepare(config: Config) -> Result<(ActorId, Config, Addr, Addr), i32> {
 /// thread), then exits the process.
 pub(crate) fn serve(config: Config) -> ! {
     let code = match prepare(config) {
-        Ok((id, config, parent, registrar)) => exit_code(
+        Ok(start) => exit_code(
             trellis::Runner::current_thread()
                 .handle_ctrl_c(false)
-                .run(serve_child(id, config, parent, registrar)),
+                .run(serve_child(start)),
         ),
         Err(code) => code,
     };
@@ -64,42 +98,80 @@ pub(crate) fn serve(config: Config) -> ! {
 /// in a trellis root of its own; then exits the process.
 pub(crate) async fn serve_async(config: Config) -> ! {
     let code = match prepare(config) {
-        Ok((id, config, parent, registrar)) => {
-            exit_code(trellis::root(serve_child(id, config, parent, registrar)).await)
-        }
+        Ok(start) => exit_code(trellis::root(serve_child(start)).await),
         Err(code) => code,
     };
     std::process::exit(code);
 }
 
-fn setup(config: Config) -> Result<(ActorId, Config, Addr, Addr), String> {
-    let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set"));
+fn setup(config: Config, launch: Option<Launch>) -> Result<Start, String> {
+    let var = |name: &str| {
+        match &launch {
+            Some(launch) => launch.var(name).map(str::to_owned),
+            None => std::env::var(name).ok(),
+        }
+        .ok_or_else(|| format!("{name} is not set"))
+    };
     let id = ActorId::new(var(env::NAME)?, var(env::UID)?);
     let parent = Addr::from_str(&var(env::PARENT)?).map_err(|e| e.to_string())?;
     let registrar = Addr::from_str(&var(env::REGISTRAR)?).map_err(|e| e.to_string())?;
     let root = Addr::from_str(&var(env::ROOT)?).map_err(|e| e.to_string())?;
     let transport = match var(env::TRANSPORT)?.as_str() {
         "unix" => Transport::Unix,
+        TCP_AUTO => Transport::Tcp {
+            bind: route_to(&parent)?,
+        },
         tcp => match tcp.strip_prefix("tcp:").map(str::parse) {
             Some(Ok(bind)) => Transport::Tcp { bind },
             _ => return Err(format!("bad {}: {tcp:?}", env::TRANSPORT)),
         },
     };
-    // The parent writes the tree's secret to our standard input, then closes it.
-    let secret = Secret::receive(std::io::stdin().lock()).map_err(|e| e.to_string())?;
+    let (secret, control) = match launch {
+        Some(launch) => (launch.secret, watch_control()),
+        // The parent writes the tree's secret to our standard input, then closes it.
+        None => (
+            Secret::receive(std::io::stdin().lock()).map_err(|e| e.to_string())?,
+            None,
+        ),
+    };
     let mut config = config.transport(transport).secret(secret);
     config.root = Some(root);
-    Ok((id, config, parent, registrar))
+    Ok(Start {
+        id,
+        config,
+        parent,
+        registrar,
+        control,
+    })
+}
+
+/// The address of this host's interface on the way to `parent`: where a child on another
+/// host listens, so that its parent and its tree reach it by the route it reached them.
+fn route_to(parent: &Addr) -> Result<IpAddr, String> {
+    let Addr::Tcp(parent) = parent else {
+        return Err(format!("{TCP_AUTO} needs a parent on TCP, not {parent}"));
+    };
+    let any: IpAddr = if parent.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    // A connected datagram socket sends nothing: the kernel only picks the route.
+    let socket = std::net::UdpSocket::bind((any, 0)).map_err(|e| e.to_string())?;
+    socket.connect(parent).map_err(|e| e.to_string())?;
+    Ok(socket.local_addr().map_err(|e| e.to_string())?.ip())
 }
 
 /// The child's service: connect to the parent, register, report ready, serve until the
 /// parent cancels it or goes away.
-async fn serve_child(
-    id: ActorId,
-    config: Config,
-    parent: Addr,
-    registrar: Addr,
-) -> Result<Option<Exit>, trellis::Error> {
+async fn serve_child(start: Start) -> Result<Option<Exit>, trellis::Error> {
+    let Start {
+        id,
+        config,
+        parent,
+        registrar,
+        control,
+    } = start;
     run_actor(id, config, Some(registrar), |actor| async move {
         let conn = actor.connect(&parent).await?;
         actor.set_parent(conn.peer().actor.clone());
@@ -121,9 +193,23 @@ async fn serve_child(
                 }
             }))?;
         conn.call(CHILD_READY, Payload::unit()).await?;
-        Ok(match conn.ended().await {
-            Err(_cancelled) => Exit::Cancelled,
-            Ok(End::Goodbye | End::Lost(_)) => Exit::ParentLost,
+        let control_closed = async {
+            match control {
+                Some(control) => {
+                    let _ = control.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        Ok(tokio::select! {
+            ended = conn.ended() => match ended {
+                Err(_cancelled) => Exit::Cancelled,
+                Ok(End::Goodbye | End::Lost(_)) => Exit::ParentLost,
+            },
+            () = control_closed => {
+                tracing::warn!("the launcher's control channel closed: exiting");
+                Exit::ParentLost
+            }
         })
     })
     .await

@@ -23,6 +23,10 @@ pub(crate) mod env {
     pub(crate) const ROOT: &str = "TRELLIS_ACTOR_ROOT";
 }
 
+/// The transport a parent gives a child it launches on another host: TCP on the address of
+/// the child's interface towards its parent.
+pub(crate) const TCP_AUTO: &str = "tcp:auto";
+
 /// Exit status of a child actor whose parent went away.
 pub(crate) const EXIT_PARENT_LOST: u8 = 3;
 

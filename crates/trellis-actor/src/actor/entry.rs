@@ -49,9 +49,11 @@ where
     runner.main(run_root("root", config, root))
 }
 
-/// Whether this process was started as a child actor.
+/// Whether this process was started as a child actor: by its parent (the environment says
+/// who it is) or through a launcher (its standard input will).
 pub(crate) fn is_child() -> bool {
     std::env::var_os(env::UID).is_some() && std::env::var_os(env::PARENT).is_some()
+        || std::env::var_os(super::launch::LAUNCH_ENV).is_some()
 }
 
 /// Serves as a child actor if this process was started as one, and then exits; otherwise

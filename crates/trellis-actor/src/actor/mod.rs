@@ -5,12 +5,14 @@
 //! * `service.rs`: answering peers' calls (the runtime's functions, the registrar's, the
 //!   registered ones);
 //! * `run.rs`: the runtime around a body; `entry.rs`: [`main`]; `child.rs`: a child process;
+//!   `launch.rs`: what a child started through a launcher (ssh, a cluster's command) reads;
 //! * `registry.rs`: the registrar's table; `terminal.rs`: the tree's terminal lock.
 
 mod child;
 mod config;
 mod entry;
 mod handle;
+mod launch;
 mod peers;
 mod registry;
 mod run;
@@ -18,10 +20,11 @@ mod service;
 mod terminal;
 
 pub use config::Config;
-pub(crate) use config::env;
+pub(crate) use config::{TCP_AUTO, env};
 pub use entry::{main, main_with, serve_if_child, serve_if_child_async};
 pub(crate) use handle::new_uid;
 pub use handle::{Actor, current, try_current};
+pub(crate) use launch::{FROM_STDIN, LAUNCH_ENV, Launch};
 pub use peers::{find_actor, wait_for_actor};
 pub use run::run_root;
 pub use terminal::{Terminal, with_terminal};

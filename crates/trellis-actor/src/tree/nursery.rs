@@ -1,24 +1,23 @@
 //! Actor nurseries: child actor processes supervised like tasks, and portals to call them.
 
 use std::future::Future;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled, Nursery, TaskHandle};
 
-use crate::actor::{Actor, current, env, new_uid};
+use super::placement::Placement;
+use super::spawn::{Process, spawn};
+use crate::actor::{Actor, current};
 use crate::actor_error::ActorError;
 use crate::calls::Portal;
 use crate::connection::{Conn, End};
 use crate::functions::RemoteFn;
 use crate::names::CANCEL_ACTOR;
-use crate::transport::{Transport, remove_socket_dir};
+use crate::transport::remove_socket_dir;
 
 /// A nursery of actors: child processes that live no longer than it. See [`open_nursery`].
 #[derive(Clone)]
@@ -159,7 +158,22 @@ impl ActorNursery {
     /// [`ActorError::SpawnFailed`] when the process did not start or did not connect back in
     /// time; [`ActorError::Cancelled`].
     pub async fn start_actor(&self, name: &str) -> Result<Portal, ActorError> {
-        let (child, conn) = spawn(&self.inner.actor, name).await?;
+        self.start_actor_on(name, &Placement::local()).await
+    }
+
+    /// [`start_actor`](ActorNursery::start_actor) with the child placed by `placement`: on
+    /// another host through ssh, or by a cluster's launcher (see [`Placement`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`start_actor`](ActorNursery::start_actor); [`ActorError::SpawnFailed`] also when
+    /// the launcher could not run or the child never connected back.
+    pub async fn start_actor_on(
+        &self,
+        name: &str,
+        placement: &Placement,
+    ) -> Result<Portal, ActorError> {
+        let (child, conn) = spawn(&self.inner.actor, name, placement).await?;
         self.inner.nursery.start_soon(supervise(
             child,
             conn.clone(),
@@ -186,7 +200,27 @@ impl ActorNursery {
         F: RemoteFn<Args>,
         Args: Serialize + Send + 'static,
     {
-        let (child, conn) = spawn(&self.inner.actor, name).await?;
+        self.run_in_actor_on(name, &Placement::local(), function, args)
+            .await
+    }
+
+    /// [`run_in_actor`](ActorNursery::run_in_actor) with the child placed by `placement`.
+    ///
+    /// # Errors
+    ///
+    /// As [`start_actor_on`](ActorNursery::start_actor_on).
+    pub async fn run_in_actor_on<F, Args>(
+        &self,
+        name: &str,
+        placement: &Placement,
+        function: F,
+        args: Args,
+    ) -> Result<RunHandle<F::Output>, ActorError>
+    where
+        F: RemoteFn<Args>,
+        Args: Serialize + Send + 'static,
+    {
+        let (child, conn) = spawn(&self.inner.actor, name, placement).await?;
         let done = Arc::new(Event::new());
         self.inner.nursery.start_soon(supervise(
             child,
@@ -232,91 +266,11 @@ impl ActorNursery {
     }
 }
 
-/// Starts a child process for an actor named `name` and waits until it has connected back.
-pub(super) async fn spawn(actor: &Actor, name: &str) -> Result<(Child, Conn), trellis::Error> {
-    let config = &actor.inner.config;
-    let failed = |reason: String| ActorError::SpawnFailed {
-        name: name.to_owned(),
-        reason,
-    };
-    let exe = std::env::current_exe().map_err(|e| failed(format!("no executable: {e}")))?;
-    let uid = new_uid();
-    let mut connected = actor.expect_child(&uid);
-    let transport = match &config.transport {
-        Transport::Unix => "unix".to_owned(),
-        Transport::Tcp { bind } => format!("tcp:{bind}"),
-    };
-    let mut command = Command::new(exe);
-    command
-        .args(&config.child_args)
-        .envs(config.child_env.iter().map(|(k, v)| (k, v)))
-        .env(env::NAME, name)
-        .env(env::UID, &uid)
-        .env(env::PARENT, actor.addr().to_string())
-        .env(env::PARENT_PID, std::process::id().to_string())
-        .env(env::TRANSPORT, transport)
-        .env(env::REGISTRAR, actor.registrar().to_string())
-        .env(env::ROOT, actor.root_addr().to_string())
-        // The tree's secret comes through a pipe: not on the command line, not in the
-        // environment (which its own children would inherit).
-        .stdin(Stdio::piped())
-        // Its own process group: a Ctrl-C at the terminal reaches the root only, which tears
-        // the tree down in order.
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| {
-        actor.forget_child(&uid);
-        failed(e.to_string())
-    })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A few dozen bytes into an empty pipe: never blocks. A child that died at once is
-        // seen below.
-        let _ = stdin
-            .write_all(actor.inner.secret.handoff().as_bytes())
-            .await;
-    }
-    let waited = trellis::move_on_after(config.spawn_timeout, async {
-        let outcome = trellis::cancellable(async {
-            tokio::select! {
-                accepted = &mut connected => accepted.map_err(|_| "the actor shut down".to_owned()),
-                status = child.wait() => Err(match status {
-                    Ok(status) => format!("exited before connecting: {status}"),
-                    Err(e) => e.to_string(),
-                }),
-            }
-        })
-        .await?;
-        Ok::<_, trellis::Error>(outcome)
-    })
-    .await;
-    let outcome = match waited {
-        Ok(Some(Ok(conn))) => return Ok((child, conn)),
-        Ok(Some(Err(reason))) => Err(failed(reason).into()),
-        Ok(None) => Err(failed(format!("no connection within {:?}", config.spawn_timeout)).into()),
-        Err(e) => Err(e),
-    };
-    actor.forget_child(&uid);
-    let pid = child.id();
-    kill_and_reap(&mut child).await;
-    if let Some(pid) = pid {
-        remove_socket_dir(pid, &uid);
-    }
-    outcome
-}
-
-/// Kills the process (if still running) and waits for it, whatever the caller's cancellation.
-async fn kill_and_reap(child: &mut Child) {
-    let _ = child.start_kill();
-    let _ = CancelScope::shielded()
-        .run(async { trellis::cancellable(child.wait()).await })
-        .await;
-}
-
 /// Watches one child actor: when `release` is set or the nursery is cancelled, asks it to exit
 /// and kills it after `grace`; if it dies on its own first, that is this task's error. The
 /// process is always reaped.
 pub(super) async fn supervise(
-    child: Child,
+    child: Process,
     conn: Conn,
     release: Arc<Event>,
     grace: Duration,
@@ -331,13 +285,16 @@ pub(super) async fn supervise(
 
 /// [`supervise`], but for forgetting the child at the end.
 async fn watch(
-    mut child: Child,
+    mut child: Process,
     conn: Conn,
     release: Arc<Event>,
     grace: Duration,
 ) -> Result<(), trellis::Error> {
     let actor = conn.peer().actor.clone();
     let pid = conn.peer().pid;
+    // Whether it left on its own, saying goodbye: normal if it exits with success (it
+    // cancelled itself), a death if not (it lost its parent's control channel, say).
+    let mut goodbye = false;
     let lost = tokio::select! {
         released = release.wait() => match released {
             Ok(()) => None,
@@ -345,7 +302,11 @@ async fn watch(
         },
         ended = conn.ended() => match ended {
             Ok(End::Lost(reason)) => Some(reason),
-            Ok(End::Goodbye) | Err(Cancelled { .. }) => None,
+            Ok(End::Goodbye) => {
+                goodbye = true;
+                None
+            }
+            Err(Cancelled { .. }) => None,
         },
     };
     let uid = actor.uid.clone();
@@ -359,7 +320,7 @@ async fn watch(
         let status = match status {
             Ok(Some(Some(Ok(status)))) => status.to_string(),
             _ => {
-                kill_and_reap(&mut child).await;
+                child.kill_and_reap(Some(pid), grace).await;
                 format!("{reason}; killed")
             }
         };
@@ -378,10 +339,19 @@ async fn watch(
             trellis::cancellable(child.wait()).await
         }))
         .await;
-    if !matches!(exited, Ok(Some(Some(Ok(_))))) {
-        tracing::warn!(%actor, pid, "child actor did not exit within {grace:?}: killing it");
-        kill_and_reap(&mut child).await;
-        remove_socket_dir(pid, &uid);
+    match exited {
+        Ok(Some(Some(Ok(status)))) if goodbye && !status.success() => {
+            remove_socket_dir(pid, &uid);
+            let status = status.to_string();
+            tracing::warn!(%actor, pid, %status, "child actor left and failed");
+            return Err(ActorError::Died { actor, pid, status }.into());
+        }
+        Ok(Some(Some(Ok(_)))) => {}
+        _ => {
+            tracing::warn!(%actor, pid, "child actor did not exit within {grace:?}: killing it");
+            child.kill_and_reap(Some(pid), grace).await;
+            remove_socket_dir(pid, &uid);
+        }
     }
     Ok(())
 }

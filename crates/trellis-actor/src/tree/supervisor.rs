@@ -13,7 +13,9 @@ use trellis::sync::Event;
 use trellis::{CancelScope, Cancelled};
 use trellis_wire::ActorId;
 
-use super::nursery::{lock, spawn, supervise};
+use super::nursery::{lock, supervise};
+use super::placement::Placement;
+use super::spawn::spawn;
 use crate::actor::{Actor, current};
 use crate::actor_error::ActorError;
 use crate::calls::{MsgStream, Portal, PortalContext};
@@ -128,12 +130,32 @@ impl ActorSupervisor {
         name: &str,
         restart: Restart,
     ) -> Result<SupervisedPortal, ActorError> {
+        self.start_actor_on(name, restart, Placement::local()).await
+    }
+
+    /// [`start_actor`](ActorSupervisor::start_actor) with every incarnation of the child
+    /// placed by `placement` (see [`Placement`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`start_actor`](ActorSupervisor::start_actor).
+    pub async fn start_actor_on(
+        &self,
+        name: &str,
+        restart: Restart,
+        placement: Placement,
+    ) -> Result<SupervisedPortal, ActorError> {
         let role = Arc::new(Role::new(name, self.actor.inner.config.grace));
         let (actor, child_role, child_name) = (self.actor.clone(), role.clone(), name.to_owned());
         // Known before the child can start, so that `stop` finds it.
         lock(&self.roles).push(role.clone());
         let started = self.supervisor.start(name, restart, move || {
-            run_child(actor.clone(), child_role.clone(), child_name.clone())
+            run_child(
+                actor.clone(),
+                child_role.clone(),
+                child_name.clone(),
+                placement.clone(),
+            )
         });
         let child = match started {
             Ok(child) => child,
@@ -193,8 +215,13 @@ impl ActorSupervisor {
 /// One run of a supervised child: spawned, published to its role, watched until it dies or
 /// is stopped, reaped, and gone from the registry before this returns (and a replacement
 /// can start).
-async fn run_child(actor: Actor, role: Arc<Role>, name: String) -> Result<(), trellis::Error> {
-    let (child, conn) = match spawn(&actor, &name).await {
+async fn run_child(
+    actor: Actor,
+    role: Arc<Role>,
+    name: String,
+    placement: Placement,
+) -> Result<(), trellis::Error> {
+    let (child, conn) = match spawn(&actor, &name, &placement).await {
         Ok(spawned) => spawned,
         Err(error) => {
             role.down(None, error.to_string());

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Mutex;

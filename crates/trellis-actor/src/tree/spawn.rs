@@ -1,0 +1,179 @@
+//! Starting a child actor's process, here or through a launcher, and ending it for sure.
+
+use std::process::{ExitStatus, Stdio};
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin, Command};
+use trellis::CancelScope;
+
+use super::placement::{Placement, launched_words};
+use crate::actor::{Actor, LAUNCH_ENV, Launch, TCP_AUTO, env, new_uid};
+use crate::actor_error::ActorError;
+use crate::connection::Conn;
+use crate::transport::{Transport, remove_socket_dir};
+
+/// A child actor's process as its parent holds it: the actor itself, or the launcher that
+/// runs it elsewhere.
+pub(super) struct Process {
+    child: Child,
+    /// A launched child's standard input: its control channel, closed when this is dropped.
+    control: Option<ChildStdin>,
+    placement: Placement,
+}
+
+impl Process {
+    /// Waits for the process (the launcher, for a launched child) to exit.
+    pub(super) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// Kills the process and waits for it, whatever the caller's cancellation. For a
+    /// launched child whose process group is known (`pgid`, the id it gave when it
+    /// connected), the launcher's kill command ends that group where it runs first, within
+    /// `grace`; then the control channel is closed and the launcher's own group killed.
+    pub(super) async fn kill_and_reap(&mut self, pgid: Option<u32>, grace: std::time::Duration) {
+        if let Some(mut kill) = pgid.and_then(|pgid| self.placement.kill(pgid)) {
+            kill.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            let _ = CancelScope::shielded()
+                .run(trellis::move_on_after(grace, async {
+                    trellis::cancellable(async {
+                        if let Ok(mut running) = kill.spawn() {
+                            let _ = running.wait().await;
+                        }
+                    })
+                    .await
+                }))
+                .await;
+        }
+        self.control = None;
+        match (self.placement.is_local(), self.child.id()) {
+            // The launcher leads a process group of its own: what it started here goes too.
+            (false, Some(pid)) => {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            _ => {
+                let _ = self.child.start_kill();
+            }
+        }
+        let _ = CancelScope::shielded()
+            .run(async { trellis::cancellable(self.child.wait()).await })
+            .await;
+    }
+}
+
+/// Starts a process for a child actor named `name` where `placement` says, and waits until
+/// it has connected back.
+pub(super) async fn spawn(
+    actor: &Actor,
+    name: &str,
+    placement: &Placement,
+) -> Result<(Process, Conn), trellis::Error> {
+    let config = &actor.inner.config;
+    let failed = |reason: String| ActorError::SpawnFailed {
+        name: name.to_owned(),
+        reason,
+    };
+    let program = match placement.program() {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().map_err(|e| failed(format!("no executable: {e}")))?,
+    };
+    let transport = match (&config.transport, placement.is_local()) {
+        (Transport::Unix, _) if placement.is_remote() => {
+            return Err(failed("a child on another host needs the TCP transport".into()).into());
+        }
+        (Transport::Unix, _) => "unix".to_owned(),
+        (Transport::Tcp { bind }, true) => format!("tcp:{bind}"),
+        // Wherever the launcher puts it, it listens where its parent can reach it.
+        (Transport::Tcp { .. }, false) => TCP_AUTO.to_owned(),
+    };
+    let uid = new_uid();
+    let vars = [
+        (env::NAME, name.to_owned()),
+        (env::UID, uid.clone()),
+        (env::PARENT, actor.addr().to_string()),
+        (env::TRANSPORT, transport),
+        (env::REGISTRAR, actor.registrar().to_string()),
+        (env::ROOT, actor.root_addr().to_string()),
+    ];
+    let words = launched_words(program.as_os_str(), &config.child_args, &config.child_env);
+    let (mut command, handoff) = match placement.launch(&words, config.keepalive) {
+        Some(command) => {
+            let launch = Launch {
+                vars: vars
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+                secret: actor.inner.secret.clone(),
+            };
+            (command, launch.encode())
+        }
+        None => {
+            let mut command = Command::new(&program);
+            command
+                .args(&config.child_args)
+                .envs(config.child_env.iter().map(|(k, v)| (k, v)))
+                .envs(vars)
+                // A child of a launched child is started here, directly.
+                .env_remove(LAUNCH_ENV)
+                .env(env::PARENT_PID, std::process::id().to_string());
+            (command, actor.inner.secret.handoff())
+        }
+    };
+    let mut connected = actor.expect_child(&uid);
+    // The tree's secret comes through a pipe: not on the command line, not in the
+    // environment (which its own children would inherit). Its own process group: a Ctrl-C at
+    // the terminal reaches the root only, which tears the tree down in order.
+    command
+        .stdin(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = command.spawn().map_err(|e| {
+        actor.forget_child(&uid);
+        failed(format!("{:?}: {e}", command.as_std().get_program()))
+    })?;
+    let mut control = child.stdin.take();
+    if let Some(stdin) = &mut control {
+        // A few hundred bytes into an empty pipe: never blocks. A child that died at once is
+        // seen below.
+        let _ = stdin.write_all(handoff.as_bytes()).await;
+    }
+    let mut process = Process {
+        child,
+        // A local child's input closes now; a launched child's stays open while it lives.
+        control: control.filter(|_| !placement.is_local()),
+        placement: placement.clone(),
+    };
+    let waited = trellis::move_on_after(config.spawn_timeout, async {
+        let outcome = trellis::cancellable(async {
+            tokio::select! {
+                accepted = &mut connected => accepted.map_err(|_| "the actor shut down".to_owned()),
+                status = process.child.wait() => Err(match status {
+                    Ok(status) => format!("exited before connecting: {status}"),
+                    Err(e) => e.to_string(),
+                }),
+            }
+        })
+        .await?;
+        Ok::<_, trellis::Error>(outcome)
+    })
+    .await;
+    let outcome = match waited {
+        Ok(Some(Ok(conn))) => return Ok((process, conn)),
+        Ok(Some(Err(reason))) => Err(failed(reason).into()),
+        Ok(None) => Err(failed(format!("no connection within {:?}", config.spawn_timeout)).into()),
+        Err(e) => Err(e),
+    };
+    actor.forget_child(&uid);
+    let pid = process.child.id();
+    process.kill_and_reap(None, config.grace).await;
+    if let Some(pid) = pid {
+        remove_socket_dir(pid, &uid);
+    }
+    outcome
+}
