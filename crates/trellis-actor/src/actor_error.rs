@@ -146,6 +146,14 @@ pub enum ActorError {
         /// The pool's name.
         pool: String,
     },
+    /// The registry could not be asked (etcd unreachable or refusing, see
+    /// [`Config::etcd`](crate::Config::etcd)); existing connections are not affected, and
+    /// lookups work again when it returns.
+    #[error("the registry is unavailable: {reason}")]
+    Registry {
+        /// Why.
+        reason: String,
+    },
     /// The supervisor did not take the child: its name is taken, or the supervisor ended.
     #[error("{0}")]
     Start(#[from] trellis::supervisor::StartError),

@@ -35,6 +35,11 @@ mod actor_error;
 mod calls;
 mod connection;
 mod error;
+#[cfg(all(feature = "etcd", fuzzing))]
+#[doc(hidden)]
+pub mod etcd;
+#[cfg(all(feature = "etcd", not(fuzzing)))]
+mod etcd;
 mod functions;
 mod info;
 mod limits;
@@ -55,6 +60,8 @@ pub use calls::{
     Context, DEFAULT_CAPACITY, Flow, MsgStream, Portal, PortalContext, StreamOptions, Subscription,
 };
 pub use error::{BadArguments, RemoteActorError, StreamOverrun, Unauthorized, UnknownFunction};
+#[cfg(feature = "etcd")]
+pub use etcd::{Etcd, EtcdError};
 pub use functions::{
     ContextCall, ContextFn, Functions, Register, RemoteFn, RunCall, ServeContextFn, ServeFn,
     ServeStreamFn, StreamCall, StreamFn,

@@ -55,6 +55,9 @@ pub struct Config {
     pub(crate) client: Option<Option<(String, Secret)>>,
     pub(crate) limits: Limits,
     pub(crate) tls: Option<TreeTls>,
+    /// The registry in etcd, instead of the registrar's table.
+    #[cfg(feature = "etcd")]
+    pub(crate) etcd: Option<crate::etcd::Etcd>,
 }
 
 /// A client credential, checked: its name is not the members' and fits the wire.
@@ -98,6 +101,8 @@ impl Config {
             client: None,
             limits: Limits::default(),
             tls: None,
+            #[cfg(feature = "etcd")]
+            etcd: None,
         }
     }
 
@@ -204,6 +209,21 @@ impl Config {
     #[must_use]
     pub fn child_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.child_env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Keeps the registry in etcd (feature `etcd`) instead of in the registrar's table: every
+    /// actor of the tree (its children get it from their program's configuration, which
+    /// should name the same cluster) puts its entry there under a lease it keeps alive, and
+    /// [`find_actor`](crate::find_actor), [`wait_for_actor`](crate::wait_for_actor) (a
+    /// watch, not polling) and [`Actor::registered`](crate::Actor::registered) read it. A
+    /// killed actor's entry is removed by its parent, or vanishes when its lease expires.
+    /// When etcd is unreachable, lookups fail with [`ActorError::Registry`](crate::ActorError::Registry)
+    /// and work again when it returns; connections are not affected.
+    #[cfg(feature = "etcd")]
+    #[must_use]
+    pub fn etcd(mut self, etcd: crate::etcd::Etcd) -> Self {
+        self.etcd = Some(etcd);
         self
     }
 

@@ -10,6 +10,7 @@ use trellis::supervisor::ChildState;
 use trellis_wire::{ActorId, CallKind, Identity, Keyring, Role};
 
 use super::config::Config;
+use super::etcd_registry::EtcdRegistry;
 use super::registry::Registry;
 use crate::connection::Conn;
 use crate::info::{ActorInfo, StreamInfo, SupervisedChild, host_name};
@@ -49,6 +50,9 @@ pub(crate) struct Inner {
     pub(crate) registrar: Addr,
     /// The table, when this actor is the registrar.
     pub(crate) registry: Option<Arc<Registry>>,
+    /// The registry in etcd, when the configuration names one: then it, not the
+    /// registrar, answers lookups.
+    pub(crate) etcd: Option<Arc<EtcdRegistry>>,
     pub(crate) started: std::time::Instant,
     /// The tree's terminal lock (used in the root).
     pub(crate) terminal: trellis::sync::Lock,

@@ -11,6 +11,7 @@
 mod child;
 mod config;
 mod entry;
+mod etcd_registry;
 mod handle;
 mod launch;
 mod peers;

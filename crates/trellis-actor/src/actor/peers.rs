@@ -63,9 +63,10 @@ impl Actor {
     /// As [`find_actor`](Actor::find_actor); [`ActorError::Protocol`] for an entry whose
     /// address does not parse.
     pub async fn registered(&self) -> Result<Vec<Registered>, ActorError> {
-        let entries = match &self.inner.registry {
-            Some(registry) => registry.list(),
-            None => self
+        let entries = match (&self.inner.etcd, &self.inner.registry) {
+            (Some(etcd), _) => Box::pin(etcd.list()).await?,
+            (None, Some(registry)) => registry.list(),
+            (None, None) => self
                 .registrar_conn()
                 .await?
                 .call(LIST, Payload::unit())
@@ -138,6 +139,11 @@ impl Actor {
 
     /// Registers this actor with the registrar.
     pub(crate) async fn register(&self) -> Result<(), trellis::Error> {
+        if let Some(etcd) = &self.inner.etcd {
+            Box::pin(etcd.register(self.entry())).await?;
+            self.inner.work.start_soon(etcd.clone().keep())?;
+            return Ok(());
+        }
         if let Some(registry) = &self.inner.registry {
             registry
                 .register(self.entry(), None)
@@ -152,6 +158,10 @@ impl Actor {
     /// Unregisters this actor, best effort and briefly: its registration goes with its
     /// connection to the registrar anyway.
     pub(crate) async fn unregister(&self) {
+        if let Some(etcd) = &self.inner.etcd {
+            Box::pin(etcd.unregister()).await;
+            return;
+        }
         if let Some(registry) = &self.inner.registry {
             let _ = registry.unregister(&self.inner.id.uid, None);
             return;
@@ -173,9 +183,10 @@ impl Actor {
     /// actor cannot be reached; [`ActorError::NotAuthorized`] when the handshake is
     /// refused; [`ActorError::Cancelled`].
     pub async fn find_actor(&self, name: &str) -> Result<Option<Portal>, ActorError> {
-        let entry = match &self.inner.registry {
-            Some(registry) => registry.find(name),
-            None => {
+        let entry = match (&self.inner.etcd, &self.inner.registry) {
+            (Some(etcd), _) => Box::pin(etcd.find(name)).await?,
+            (None, Some(registry)) => registry.find(name),
+            (None, None) => {
                 let args = Payload::encode(&(name,)).map_err(ActorError::from)?;
                 let reply = self.registrar_conn().await?.call(FIND, args).await?;
                 reply.decode::<Option<Entry>>().map_err(ActorError::from)?
@@ -195,9 +206,10 @@ impl Actor {
     /// actor cannot be reached; [`ActorError::NotAuthorized`] when the handshake is
     /// refused; [`ActorError::Cancelled`].
     pub async fn wait_for_actor(&self, name: &str) -> Result<Portal, ActorError> {
-        let entry = match &self.inner.registry {
-            Some(registry) => registry.wait_for(name).await?,
-            None => {
+        let entry = match (&self.inner.etcd, &self.inner.registry) {
+            (Some(etcd), _) => Box::pin(etcd.wait_for(name)).await?,
+            (None, Some(registry)) => registry.wait_for(name).await?,
+            (None, None) => {
                 let args = Payload::encode(&(name,)).map_err(ActorError::from)?;
                 let reply = self.registrar_conn().await?.call(WAIT_FOR, args).await?;
                 reply.decode::<Entry>().map_err(ActorError::from)?
@@ -212,10 +224,16 @@ impl Actor {
     /// # Errors
     ///
     /// When the registrar cannot be reached; `Cancelled`.
-    pub(crate) async fn wait_unregistered(&self, uid: &str) -> Result<(), trellis::Error> {
-        match &self.inner.registry {
-            Some(registry) => Ok(registry.wait_unregistered(uid).await?),
-            None => {
+    pub(crate) async fn wait_unregistered(&self, id: &ActorId) -> Result<(), trellis::Error> {
+        let uid = &id.uid;
+        match (&self.inner.etcd, &self.inner.registry) {
+            // Its parent (this actor) removes it.
+            (Some(etcd), _) => {
+                Box::pin(etcd.remove(id)).await;
+                Ok(())
+            }
+            (None, Some(registry)) => Ok(registry.wait_unregistered(uid).await?),
+            (None, None) => {
                 let args = Payload::encode(&(uid,)).map_err(ActorError::from)?;
                 let conn = self.registrar_conn().await?;
                 conn.call(WAIT_UNREGISTERED, args).await?;

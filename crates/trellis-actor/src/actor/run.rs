@@ -72,6 +72,13 @@ where
     }
     // The body's outcome travels out of both nurseries as a value, so that its error is not
     // wrapped in their groups.
+    #[cfg(feature = "etcd")]
+    let etcd = config
+        .etcd
+        .clone()
+        .map(|etcd| Arc::new(super::etcd_registry::EtcdRegistry::new(etcd)));
+    #[cfg(not(feature = "etcd"))]
+    let etcd = None;
     let cell = ActorCell::default();
     let set = cell.clone();
     let outcome = trellis::with_local(
@@ -87,6 +94,7 @@ where
                         keyring,
                         read_budget,
                         registry: registrar.is_none().then(Default::default),
+                        etcd,
                         registrar: registrar.unwrap_or_else(|| addr.clone()),
                         addr,
                         io: work_io.clone(),

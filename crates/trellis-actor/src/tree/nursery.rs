@@ -275,10 +275,19 @@ pub(super) async fn supervise(
     release: Arc<Event>,
     grace: Duration,
 ) -> Result<(), trellis::Error> {
-    let uid = conn.peer().actor.uid.clone();
+    let id = conn.peer().actor.clone();
     let outcome = watch(child, conn, release, grace).await;
     if let Some(actor) = crate::actor::try_current() {
-        actor.forget_child(&uid);
+        actor.forget_child(&id.uid);
+        // A registry in etcd does not see a death: the parent removes the entry.
+        if let (Err(_), Some(etcd)) = (&outcome, &actor.inner.etcd) {
+            let _ = CancelScope::shielded()
+                .run(async {
+                    Box::pin(etcd.remove(&id)).await;
+                    Ok::<_, Cancelled>(())
+                })
+                .await;
+        }
     }
     outcome
 }

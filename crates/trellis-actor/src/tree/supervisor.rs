@@ -228,7 +228,7 @@ async fn run_child(
             return Err(error);
         }
     };
-    let uid = conn.peer().actor.uid.clone();
+    let id = conn.peer().actor.clone();
     role.up(&conn);
     let outcome = supervise(
         child,
@@ -253,11 +253,11 @@ async fn run_child(
     let gone = CancelScope::shielded()
         .run(trellis::move_on_after(
             actor.inner.config.grace,
-            actor.wait_unregistered(&uid),
+            actor.wait_unregistered(&id),
         ))
         .await;
     if !matches!(gone, Ok(Some(Some(())))) {
-        tracing::warn!(actor = %name, uid, "the registrar still lists a dead child");
+        tracing::warn!(actor = %name, uid = %id.uid, "the registry still lists a dead child");
     }
     // Whether it runs again is the supervisor's decision; its portals learn it from the
     // child's handle.
