@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::etcd_server::{EtcdServer, have_etcd};
 use common::root_with;
 use trellis_actor::{
     ActorError, Config, Etcd, Functions, Transport, find_actor, open_nursery, wait_for_actor,
@@ -46,121 +45,6 @@ fn config() -> Config {
 #[test]
 fn serve_children() {
     trellis_actor::serve_if_child(config());
-}
-
-/// A real etcd on loopback ports, stopped (by its pid) and its data removed when dropped.
-struct EtcdServer {
-    child: Option<Child>,
-    dir: PathBuf,
-    client: u16,
-    peer: u16,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl EtcdServer {
-    fn start(tag: &str) -> EtcdServer {
-        let dir = std::env::temp_dir().join(format!("trellis-etcd-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut server = EtcdServer {
-            child: None,
-            dir,
-            client: free_port(),
-            peer: free_port(),
-        };
-        server.run();
-        server
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
-    }
-
-    /// Starts (or restarts, on the same data) the server, and waits until it answers.
-    fn run(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        let child = Command::new("etcd")
-            .arg("--name=trellis")
-            .arg(format!("--data-dir={}", self.dir.display()))
-            .arg(format!("--listen-client-urls={}", self.endpoint()))
-            .arg(format!("--advertise-client-urls={}", self.endpoint()))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=trellis={peer}"))
-            .arg("--log-level=error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd starts (Debian's etcd-server; `.ci/run` installs it)");
-        self.child = Some(child);
-        let until = Instant::now() + Duration::from_secs(30);
-        while !self.etcdctl(&["endpoint", "health"]).status.success() {
-            assert!(Instant::now() < until, "etcd does not answer");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            common::kill_unless_exited(&mut child);
-        }
-    }
-
-    fn etcdctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint()))
-            .arg("--dial-timeout=1s")
-            .args(args)
-            .output()
-            .expect("etcdctl runs")
-    }
-
-    /// Revokes every lease: the keys under them go, as when leases expire.
-    fn revoke_all(&self) {
-        let out = self.etcdctl(&["lease", "list"]);
-        let leases = String::from_utf8_lossy(&out.stdout).into_owned();
-        let ids: Vec<&str> = leases.lines().skip(1).map(str::trim).collect();
-        assert!(!ids.is_empty(), "{leases}");
-        for id in ids {
-            assert!(self.etcdctl(&["lease", "revoke", id]).status.success());
-        }
-    }
-
-    /// The keys under `prefix`, as etcd itself lists them.
-    fn keys(&self, prefix: &str) -> Vec<String> {
-        let out = self.etcdctl(&["get", "--prefix", "--keys-only", prefix]);
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn have_etcd() -> bool {
-    let found = Command::new("etcd").arg("--version").output().is_ok()
-        && Command::new("etcdctl").arg("version").output().is_ok();
-    if !found {
-        eprintln!(
-            "skipped: etcd and etcdctl are missing (`.ci/run` installs etcd-server and etcd-client)"
-        );
-    }
-    found
 }
 
 /// Runs `body` as a root whose registry is the etcd at `endpoint`, under `prefix`; its

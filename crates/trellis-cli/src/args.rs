@@ -1,5 +1,5 @@
 //! The command line, on clap's derive API: two commands, their options, and the checks clap
-//! cannot make (a registrar is needed, JSON-ARGS is a JSON array).
+//! cannot make (a registrar or etcd is needed, JSON-ARGS is a JSON array).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -17,33 +17,53 @@ pub(crate) struct Invocation {
     pub(crate) tls_dir: Option<PathBuf>,
 }
 
+/// Where the command finds the tree's actors.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Registry {
+    /// A registrar actor.
+    Registrar(Addr),
+    /// An etcd cluster (its client endpoints, comma-separated) and the prefix of the keys.
+    Etcd { endpoints: String, prefix: String },
+}
+
+impl std::fmt::Display for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Registry::Registrar(addr) => write!(f, "the registrar at {addr}"),
+            Registry::Etcd { endpoints, prefix } => {
+                write!(f, "etcd at {endpoints} (keys under {prefix})")
+            }
+        }
+    }
+}
+
 /// What to do.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Command {
     /// Draw the live tree: once, as JSON once, or again every `watch`.
     Tree {
-        registrar: Addr,
+        registry: Registry,
         json: bool,
         watch: Option<std::time::Duration>,
     },
     /// Call `function` in the actor registered as `actor` with `args` (a JSON array).
     Call {
-        registrar: Addr,
+        registry: Registry,
         actor: String,
         function: String,
         args: serde_json::Value,
     },
     /// List the functions the actor registered as `actor` serves.
-    List { registrar: Addr, actor: String },
+    List { registry: Registry, actor: String },
 }
 
 impl Command {
-    /// The registrar the command asks.
-    pub(crate) fn registrar(&self) -> &Addr {
+    /// Where the command finds the actors.
+    pub(crate) fn registry(&self) -> &Registry {
         match self {
-            Command::Tree { registrar, .. }
-            | Command::Call { registrar, .. }
-            | Command::List { registrar, .. } => registrar,
+            Command::Tree { registry, .. }
+            | Command::Call { registry, .. }
+            | Command::List { registry, .. } => registry,
         }
     }
 }
@@ -59,7 +79,7 @@ pub(crate) enum Usage {
 }
 
 const EXIT_STATUS: &str =
-    "Exit status: 0 done, 1 the remote function failed, 2 bad usage, no registrar, unknown actor.";
+    "Exit status: 0 done, 1 the remote function failed, 2 bad usage, no registry, unknown actor.";
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -82,6 +102,25 @@ struct Common {
     /// The registrar, unix:PATH or tcp:HOST:PORT
     #[arg(long, global = true, value_name = "ADDR", env = "TRELLIS_REGISTRAR")]
     registrar: Option<Addr>,
+    /// Instead of a registrar: the etcd cluster that keeps the tree's names
+    /// (http://HOST:PORT, several comma-separated)
+    #[arg(
+        long,
+        global = true,
+        value_name = "URLS",
+        env = "TRELLIS_ETCD",
+        conflicts_with = "registrar"
+    )]
+    etcd: Option<String>,
+    /// The prefix of the tree's keys in etcd
+    #[arg(
+        long,
+        global = true,
+        value_name = "PREFIX",
+        env = "TRELLIS_ETCD_PREFIX",
+        default_value = "/trellis"
+    )]
+    etcd_prefix: String,
     /// The tree's secret (default: the file $TRELLIS_SECRET_FILE names, else
     /// $TRELLIS_SECRET, else the `secret` file next to a unix: registrar)
     #[arg(long, global = true, value_name = "PATH")]
@@ -144,28 +183,41 @@ where
     };
     let Common {
         registrar,
+        etcd,
+        etcd_prefix,
         secret_file,
         tls_dir,
     } = cli.common;
-    let registrar = registrar.ok_or_else(|| {
-        Usage::Bad("no registrar: pass --registrar ADDR or set TRELLIS_REGISTRAR".into())
-    })?;
+    let registry = match (registrar, etcd) {
+        (Some(registrar), _) => Registry::Registrar(registrar),
+        (None, Some(endpoints)) => Registry::Etcd {
+            endpoints,
+            prefix: etcd_prefix,
+        },
+        (None, None) => {
+            return Err(Usage::Bad(
+                "no registry: pass --registrar ADDR or --etcd URLS (or set TRELLIS_REGISTRAR \
+                 or TRELLIS_ETCD)"
+                    .into(),
+            ));
+        }
+    };
     let command = match sub {
         Sub::Tree { json, watch } => Command::Tree {
-            registrar,
+            registry,
             json,
             watch: watch.map(every).transpose()?,
         },
         Sub::Call {
             list: true, actor, ..
-        } => Command::List { registrar, actor },
+        } => Command::List { registry, actor },
         Sub::Call {
             actor,
             function,
             json_args,
             ..
         } => Command::Call {
-            registrar,
+            registry,
             actor,
             function: function.expect("clap requires FUNCTION without --list"),
             args: json_array(&json_args)?,
@@ -232,11 +284,11 @@ mod tests {
 
     #[test]
     fn tree_takes_json_or_watch() {
-        let registrar: Addr = "unix:/r".parse().unwrap();
+        let registry = Registry::Registrar("unix:/r".parse().unwrap());
         assert_eq!(
             command(&["tree", "--registrar", "unix:/r", "--json"]),
             Command::Tree {
-                registrar: registrar.clone(),
+                registry: registry.clone(),
                 json: true,
                 watch: None,
             }
@@ -244,7 +296,7 @@ mod tests {
         assert_eq!(
             command(&["tree", "--registrar", "unix:/r", "--watch", "0.5"]),
             Command::Tree {
-                registrar,
+                registry,
                 json: false,
                 watch: Some(std::time::Duration::from_millis(500)),
             }
@@ -295,7 +347,7 @@ mod tests {
         assert_eq!(
             command(&["call", "--registrar", "unix:/r", "calc", "add", "[1, 2]"]),
             Command::Call {
-                registrar: "unix:/r".parse().unwrap(),
+                registry: Registry::Registrar("unix:/r".parse().unwrap()),
                 actor: "calc".into(),
                 function: "add".into(),
                 args: serde_json::json!([1, 2]),
@@ -304,7 +356,7 @@ mod tests {
         assert_eq!(
             command(&["call", "--registrar", "unix:/r", "calc", "ping"]),
             Command::Call {
-                registrar: "unix:/r".parse().unwrap(),
+                registry: Registry::Registrar("unix:/r".parse().unwrap()),
                 actor: "calc".into(),
                 function: "ping".into(),
                 args: serde_json::json!([]),
@@ -322,7 +374,7 @@ mod tests {
         assert_eq!(
             command(&["call", "--registrar", "unix:/r", "calc", "--list"]),
             Command::List {
-                registrar: "unix:/r".parse().unwrap(),
+                registry: Registry::Registrar("unix:/r".parse().unwrap()),
                 actor: "calc".into()
             }
         );
@@ -360,8 +412,16 @@ mod tests {
     }
 
     #[test]
-    fn a_registrar_is_needed_and_must_be_an_address() {
-        assert!(bad(&["tree"]).contains("no registrar"));
+    fn a_registry_is_needed_and_a_registrar_must_be_an_address() {
+        assert!(bad(&["tree"]).contains("no registry"));
+        assert_eq!(
+            command(&["tree", "--etcd", "http://e:2379"]).registry(),
+            &Registry::Etcd {
+                endpoints: "http://e:2379".into(),
+                prefix: "/trellis".into()
+            }
+        );
+        bad(&["tree", "--etcd", "http://e:2379", "--registrar", "unix:/r"]);
         assert!(bad(&["tree", "--registrar", "nowhere"]).contains("nowhere"));
         assert!(bad(&["frobnicate"]).contains("frobnicate"));
         assert!(bad(&["tree", "--registrar", "unix:/r", "extra"]).contains("extra"));

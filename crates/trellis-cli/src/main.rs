@@ -1,13 +1,15 @@
 //! `trellis`: look at a live actor tree and call into it.
 //!
 //! ```text
-//! trellis tree [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR]
-//! trellis call [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR] ACTOR FUNCTION JSON-ARGS
-//! trellis call [--registrar ADDR] [--secret-file PATH] [--tls-dir DIR] ACTOR --list
+//! trellis tree [--registrar ADDR | --etcd URLS] [--secret-file PATH] [--tls-dir DIR]
+//! trellis call [--registrar ADDR | --etcd URLS] [--secret-file PATH] [--tls-dir DIR] ACTOR FUNCTION JSON-ARGS
+//! trellis call [--registrar ADDR | --etcd URLS] [--secret-file PATH] [--tls-dir DIR] ACTOR --list
 //! ```
 //!
 //! The registrar's address (`unix:PATH` or `tcp:HOST:PORT`) comes from `--registrar` or the
-//! environment variable `TRELLIS_REGISTRAR`. The tree's secret, which the command proves to
+//! environment variable `TRELLIS_REGISTRAR`; a tree that keeps its names in etcd is read
+//! from there instead (`--etcd`, `TRELLIS_ETCD`; the keys' prefix `--etcd-prefix`,
+//! `TRELLIS_ETCD_PREFIX`, default `/trellis`). The tree's secret, which the command proves to
 //! every actor it talks to, comes from `--secret-file`, else the file `TRELLIS_SECRET_FILE`
 //! names, else `TRELLIS_SECRET`, else the `secret` file next to a `unix:` registrar's socket
 //! (readable by the tree's user only). A tree over TLS also needs a certificate its CA issued:
@@ -19,12 +21,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use trellis_actor::{ActorInfo, Addr, Config, Functions, Registered, Secret, TreeTls};
+use trellis_actor::{ActorInfo, Addr, Config, Etcd, Functions, Registered, Secret, TreeTls};
 
 mod args;
 mod tree;
 
-use args::{Command, Usage};
+use args::{Command, Registry, Usage};
 
 /// How long one actor may take to describe itself or answer a call before it is reported as
 /// unresponsive.
@@ -45,7 +47,7 @@ fn main() -> ExitCode {
         }
     };
     let command = invocation.command;
-    let secret = match find_secret(invocation.secret_file, command.registrar()) {
+    let secret = match find_secret(invocation.secret_file, command.registry()) {
         Ok(secret) => secret,
         Err(message) => {
             eprintln!("trellis: {message}");
@@ -65,20 +67,20 @@ fn main() -> ExitCode {
     let outcome = trellis::Runner::current_thread().run(async move {
         match command {
             Command::Tree {
-                registrar,
+                registry,
                 json,
                 watch,
             } => match watch {
-                Some(every) => watch_tree(config, registrar, every).await,
-                None => tree_of(config, registrar, json).await,
+                Some(every) => watch_tree(config, registry, every).await,
+                None => tree_of(config, registry, json).await,
             },
             Command::Call {
-                registrar,
+                registry,
                 actor,
                 function,
                 args,
-            } => call(config, registrar, actor, function, args).await,
-            Command::List { registrar, actor } => functions_of(config, registrar, actor).await,
+            } => call(config, registry, actor, function, args).await,
+            Command::List { registry, actor } => functions_of(config, registry, actor).await,
         }
     });
     match outcome {
@@ -104,18 +106,18 @@ fn main() -> ExitCode {
 
 /// The tree's secret: `--secret-file`, else the environment's, else the one next to a Unix
 /// registrar's socket.
-fn find_secret(file: Option<std::path::PathBuf>, registrar: &Addr) -> Result<Secret, String> {
+fn find_secret(file: Option<std::path::PathBuf>, registry: &Registry) -> Result<Secret, String> {
     if let Some(file) = file {
         return Secret::from_file(file).map_err(|e| e.to_string());
     }
     if let Some(secret) = Secret::from_env().map_err(|e| e.to_string())? {
         return Ok(secret);
     }
-    match registrar {
-        Addr::Unix(path) => Secret::beside(path)
+    match registry {
+        Registry::Registrar(Addr::Unix(path)) => Secret::beside(path)
             .map_err(|e| format!("{e} (pass --secret-file, or set TRELLIS_SECRET_FILE)")),
-        Addr::Tcp(_) => Err(format!(
-            "no secret for the tree at {registrar}: pass --secret-file, or set \
+        _ => Err(format!(
+            "no secret for the tree of {registry}: pass --secret-file, or set \
              TRELLIS_SECRET_FILE or TRELLIS_SECRET"
         )),
     }
@@ -123,7 +125,7 @@ fn find_secret(file: Option<std::path::PathBuf>, registrar: &Addr) -> Result<Sec
 
 /// Why a command failed.
 enum Failure {
-    /// The tree could not be asked: no registrar, no such actor. One line, exit 2.
+    /// The tree could not be asked: no registry, no such actor. One line, exit 2.
     Usage(String),
     /// The remote function failed. Its error tree, exit 1.
     Remote(trellis::Error),
@@ -143,50 +145,63 @@ fn one_line(error: &trellis::Error) -> String {
     format!("{error}").lines().collect::<Vec<_>>().join(" ")
 }
 
-fn unreachable(registrar: &Addr, error: &trellis::Error) -> Failure {
-    Failure::Usage(format!(
-        "cannot reach the registrar at {registrar}: {}",
-        one_line(error)
-    ))
+fn unreachable(registry: &Registry, error: &trellis::Error) -> Failure {
+    Failure::Usage(format!("cannot reach {registry}: {}", one_line(error)))
 }
 
-/// Runs `body` as an unregistered root actor that uses `registrar`.
-async fn as_tool<T, F, Fut>(config: Config, registrar: Addr, body: F) -> Result<T, trellis::Error>
+/// Runs `body` as an unregistered root actor that uses `registry`.
+async fn as_tool<T, F, Fut>(
+    config: Config,
+    registry: Registry,
+    body: F,
+) -> Result<T, trellis::Error>
 where
     F: FnOnce(trellis_actor::Actor) -> Fut,
     Fut: std::future::Future<Output = Result<T, trellis::Error>>,
 {
-    let config = config.registrar(registrar);
+    let config = match registry {
+        Registry::Registrar(registrar) => config.registrar(registrar),
+        Registry::Etcd { endpoints, prefix } => config.etcd(
+            Etcd::new(
+                endpoints
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty()),
+            )
+            .prefix(prefix)
+            .request_timeout(ANSWER_TIMEOUT),
+        ),
+    };
     trellis_actor::run_root("trellis-cli", config, || body(trellis_actor::current())).await
 }
 
-/// What the registrar lists; `Err(Err(_))` only when this program is cancelled.
+/// What the registry lists; `Err(Err(_))` only when this program is cancelled.
 async fn list(
     actor: &trellis_actor::Actor,
-    registrar: &Addr,
+    registry: &Registry,
 ) -> Result<Vec<Registered>, Result<Failure, trellis::Error>> {
     let registered = async { actor.registered().await.map_err(trellis::Error::from) };
     match trellis::move_on_after(ANSWER_TIMEOUT, registered).await {
         Ok(Some(list)) => Ok(list),
         Ok(None) => Err(Ok(Failure::Usage(format!(
-            "the registrar at {registrar} did not answer within {ANSWER_TIMEOUT:?}"
+            "{registry} did not answer within {ANSWER_TIMEOUT:?}"
         )))),
         Err(e) if e.is_cancelled() => Err(Err(e)),
-        Err(e) => Err(Ok(unreachable(registrar, &e))),
+        Err(e) => Err(Ok(unreachable(registry, &e))),
     }
 }
 
 /// What a command prints, or why it failed; `Err` only when the program is cancelled.
 type Outcome = Result<Result<String, Failure>, trellis::Error>;
 
-/// Runs `body` with what the registrar lists (a registrar that does not answer is a failure).
-async fn with_registered<F, Fut>(config: Config, registrar: Addr, body: F) -> Outcome
+/// Runs `body` with what the registry lists (a registry that does not answer is a failure).
+async fn with_registered<F, Fut>(config: Config, registry: Registry, body: F) -> Outcome
 where
-    F: FnOnce(trellis_actor::Actor, Addr, Vec<Registered>) -> Fut,
+    F: FnOnce(trellis_actor::Actor, Registry, Vec<Registered>) -> Fut,
     Fut: std::future::Future<Output = Outcome>,
 {
-    let r = registrar.clone();
-    as_tool(config, registrar, |actor| async move {
+    let r = registry.clone();
+    as_tool(config, registry, |actor| async move {
         match list(&actor, &r).await {
             Ok(registered) => body(actor, r, registered).await,
             Err(failure) => failure.map(Err),
@@ -195,8 +210,8 @@ where
     .await
 }
 
-async fn tree_of(config: Config, registrar: Addr, json: bool) -> Outcome {
-    with_registered(config, registrar, |actor, r, registered| async move {
+async fn tree_of(config: Config, registry: Registry, json: bool) -> Outcome {
+    with_registered(config, registry, |actor, r, registered| async move {
         let infos = describe_all(&actor, &registered).await?;
         Ok(Ok(if json {
             tree::json(&r, &infos)
@@ -211,8 +226,8 @@ async fn tree_of(config: Config, registrar: Addr, json: bool) -> Outcome {
 type Last = std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, tree::Snapshot)>>>;
 
 /// The tree drawn with its streams' rates since `last` (then replaced by this snapshot).
-async fn tree_since(config: Config, registrar: Addr, last: Last) -> Outcome {
-    with_registered(config, registrar, |actor, r, registered| async move {
+async fn tree_since(config: Config, registry: Registry, last: Last) -> Outcome {
+    with_registered(config, registry, |actor, r, registered| async move {
         let infos = describe_all(&actor, &registered).await?;
         let now = std::time::Instant::now();
         let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
@@ -227,7 +242,7 @@ async fn tree_since(config: Config, registrar: Addr, last: Last) -> Outcome {
 }
 
 /// Draws the tree every `every`, in place (the terminal cleared first), until interrupted.
-async fn watch_tree(config: Config, registrar: Addr, every: std::time::Duration) -> Outcome {
+async fn watch_tree(config: Config, registry: Registry, every: std::time::Duration) -> Outcome {
     use std::io::Write as _;
     let last = Last::default();
     // Between frames no root is running to hear a SIGTERM (tokio's handler, once installed,
@@ -235,7 +250,7 @@ async fn watch_tree(config: Config, registrar: Addr, every: std::time::Duration)
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     loop {
-        let drawn = tree_since(config.clone(), registrar.clone(), last.clone()).await?;
+        let drawn = tree_since(config.clone(), registry.clone(), last.clone()).await?;
         let text = match drawn {
             Ok(text) => text,
             Err(Failure::Usage(message)) => format!("trellis: {message}\n"),
@@ -295,13 +310,13 @@ async fn describe_all(
 /// A portal to the first actor registered as `name`, or why there is none.
 async fn find(
     actor: &trellis_actor::Actor,
-    registrar: &Addr,
+    registry: &Registry,
     registered: &[Registered],
     name: &str,
 ) -> Result<trellis_actor::Portal, Failure> {
     let Some(entry) = registered.iter().find(|e| e.id.name == name) else {
         return Err(Failure::Usage(format!(
-            "no actor named `{name}` is registered at {registrar}"
+            "no actor named `{name}` is registered with {registry}"
         )));
     };
     actor.portal(&entry.addr).await.map_err(|e| {
@@ -313,8 +328,8 @@ async fn find(
     })
 }
 
-async fn functions_of(config: Config, registrar: Addr, name: String) -> Outcome {
-    with_registered(config, registrar, |actor, r, registered| async move {
+async fn functions_of(config: Config, registry: Registry, name: String) -> Outcome {
+    with_registered(config, registry, |actor, r, registered| async move {
         let portal = match find(&actor, &r, &registered, &name).await {
             Ok(portal) => portal,
             Err(failure) => return Ok(Err(failure)),
@@ -336,12 +351,12 @@ async fn functions_of(config: Config, registrar: Addr, name: String) -> Outcome 
 
 async fn call(
     config: Config,
-    registrar: Addr,
+    registry: Registry,
     name: String,
     function: String,
     args: serde_json::Value,
 ) -> Outcome {
-    with_registered(config, registrar, |actor, r, registered| async move {
+    with_registered(config, registry, |actor, r, registered| async move {
         let portal = match find(&actor, &r, &registered, &name).await {
             Ok(portal) => portal,
             Err(failure) => return Ok(Err(failure)),

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use trellis_actor::{ActorInfo, Addr, Registered, StreamInfo, SupervisedChild};
+use trellis_actor::{ActorInfo, Registered, StreamInfo, SupervisedChild};
+
+use crate::args::Registry;
 
 /// One registered actor with its `trellis.info` answer, or why there was none.
 pub(crate) type Described = (Registered, Result<ActorInfo, String>);
@@ -12,20 +14,27 @@ pub(crate) type Described = (Registered, Result<ActorInfo, String>);
 pub(crate) type Snapshot = Vec<Described>;
 
 /// One line per actor, children indented under their parent with box-drawing lines.
-pub(crate) fn draw(registrar: &Addr, actors: &[(Registered, Result<ActorInfo, String>)]) -> String {
-    draw_since(registrar, actors, None)
+pub(crate) fn draw(
+    registry: &Registry,
+    actors: &[(Registered, Result<ActorInfo, String>)],
+) -> String {
+    draw_since(registry, actors, None)
 }
 
 /// [`draw`], with each stream's items per second since `previous`, an earlier snapshot taken
 /// that long before.
 pub(crate) fn draw_since(
-    registrar: &Addr,
+    registry: &Registry,
     actors: &[(Registered, Result<ActorInfo, String>)],
     previous: Option<(&[Described], std::time::Duration)>,
 ) -> String {
     let rates = previous.map(|(before, elapsed)| Rates::between(before, actors, elapsed));
+    let source = match registry {
+        Registry::Registrar(addr) => format!("registrar {addr}"),
+        Registry::Etcd { endpoints, prefix } => format!("etcd {endpoints} {prefix}"),
+    };
     let mut out = format!(
-        "registrar {registrar}: {} actor{}\n",
+        "{source}: {} actor{}\n",
         actors.len(),
         if actors.len() == 1 { "" } else { "s" }
     );
@@ -100,9 +109,12 @@ struct Draw<'a> {
     rates: Option<&'a Rates>,
 }
 
-/// One snapshot as JSON: `{"registrar", "actors": [{"name", "uid", "addr", "info" | "error"}]}`,
+/// One snapshot as JSON: `{"registrar" | "etcd", "actors": [{"name", "uid", "addr", "info" | "error"}]}`,
 /// `info` as `trellis.info` answered it.
-pub(crate) fn json(registrar: &Addr, actors: &[(Registered, Result<ActorInfo, String>)]) -> String {
+pub(crate) fn json(
+    registry: &Registry,
+    actors: &[(Registered, Result<ActorInfo, String>)],
+) -> String {
     let actors: Vec<serde_json::Value> = actors
         .iter()
         .map(|(registered, info)| {
@@ -118,10 +130,16 @@ pub(crate) fn json(registrar: &Addr, actors: &[(Registered, Result<ActorInfo, St
             entry
         })
         .collect();
-    let snapshot = serde_json::json!({
-        "registrar": registrar.to_string(),
-        "actors": actors,
-    });
+    let snapshot = match registry {
+        Registry::Registrar(addr) => serde_json::json!({
+            "registrar": addr.to_string(),
+            "actors": actors,
+        }),
+        Registry::Etcd { endpoints, prefix } => serde_json::json!({
+            "etcd": { "endpoints": endpoints, "prefix": prefix },
+            "actors": actors,
+        }),
+    };
     format!("{snapshot:#}\n")
 }
 
@@ -324,7 +342,10 @@ mod tests {
                 Err("connection refused".into()),
             ),
         ];
-        let drawn = draw(&"unix:/tmp/root.sock".parse().unwrap(), &actors);
+        let drawn = draw(
+            &Registry::Registrar("unix:/tmp/root.sock".parse().unwrap()),
+            &actors,
+        );
         let shape: Vec<String> = drawn
             .lines()
             .map(|l| l.find('#').map_or(l, |i| &l[..i + 9]).to_owned())
@@ -364,7 +385,10 @@ mod tests {
             info.supervised = vec![child("relay", 2, "running"), child("feed", 1, "restarting")];
         }
         let actors = vec![root, actor("relay", "e0000000", Some("r0000000"))];
-        let drawn = draw(&"unix:/tmp/root.sock".parse().unwrap(), &actors);
+        let drawn = draw(
+            &Registry::Registrar("unix:/tmp/root.sock".parse().unwrap()),
+            &actors,
+        );
         let lines: Vec<&str> = drawn.lines().collect();
         assert!(lines[2].starts_with("├── relay#e0000000"), "{drawn}");
         assert!(
@@ -397,7 +421,7 @@ mod tests {
             a.1.as_mut().unwrap().stream_stats = vec![stream(sent, received)];
             vec![a, actor("feed", "f0000000", Some("r0000000"))]
         };
-        let registrar = "unix:/tmp/root.sock".parse().unwrap();
+        let registrar = Registry::Registrar("unix:/tmp/root.sock".parse().unwrap());
         let (before, now) = (with(10, 1000), with(10, 3000));
         let once = draw(&registrar, &now);
         let lines: Vec<&str> = once.lines().collect();

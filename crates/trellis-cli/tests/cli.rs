@@ -4,7 +4,10 @@
 use std::process::Output;
 use std::time::Duration;
 
-use trellis_actor::{Config, Functions, Secret, Transport, open_nursery, wait_for_actor};
+use trellis_actor::{Config, Etcd, Functions, Secret, Transport, open_nursery, wait_for_actor};
+
+#[path = "../../trellis-actor/tests/common/etcd_server.rs"]
+mod etcd_server;
 
 /// The tree's secret in these tests; the CLI finds it beside a Unix registrar's socket, and is
 /// given [`secret_file`] for a TCP one.
@@ -58,8 +61,15 @@ fn with_tls(config: Config, dir: &std::path::Path) -> Config {
     config.tls(tls).child_env(TLS_DIR, dir)
 }
 
+/// The etcd a tree keeps its names in, for its children.
+const ETCD: &str = "TRELLIS_CLI_TEST_ETCD";
+const ETCD_PREFIX: &str = "/trellis-cli-test";
+
 fn config() -> Config {
-    let config = plain_config();
+    let mut config = plain_config();
+    if let Ok(endpoint) = std::env::var(ETCD) {
+        config = config.etcd(Etcd::new([endpoint]).prefix(ETCD_PREFIX));
+    }
     match std::env::var_os(TLS_DIR) {
         Some(dir) => with_tls(config, std::path::Path::new(&dir)),
         None => config,
@@ -92,6 +102,8 @@ async fn trellis_cli(args: &[&str]) -> Result<Output, trellis::Error> {
             .env_remove("TRELLIS_SECRET")
             .env_remove("TRELLIS_SECRET_FILE")
             .env_remove("TRELLIS_TLS_DIR")
+            .env_remove("TRELLIS_ETCD")
+            .env_remove("TRELLIS_ETCD_PREFIX")
             .output()
             .map_err(trellis::Error::new)
     })
@@ -479,4 +491,62 @@ fn a_tree_over_tls_needs_a_certificate() {
         Ok(())
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tree that keeps its names in etcd: `tree` and `call` read them there.
+#[test]
+fn tree_and_call_read_the_names_in_etcd() {
+    if !etcd_server::have_etcd() {
+        return;
+    }
+    let server = etcd_server::EtcdServer::start("cli");
+    let endpoint = server.endpoint();
+    let config = plain_config()
+        .etcd(Etcd::new([endpoint.clone()]).prefix(ETCD_PREFIX))
+        .child_env(ETCD, &endpoint);
+    with_tree_configured(config, move |_, [calc, _, _]| async move {
+        let secret = secret_file("etcd", SECRET);
+        let from_etcd = [
+            "--etcd",
+            &endpoint,
+            "--etcd-prefix",
+            ETCD_PREFIX,
+            "--secret-file",
+            &secret,
+        ];
+        let tree: Vec<&str> = ["tree"].iter().chain(&from_etcd).copied().collect();
+        let out = trellis_cli(&tree).await?;
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            stdout.starts_with(&format!("etcd {endpoint} {ETCD_PREFIX}: 4 actors\n")),
+            "{stdout}"
+        );
+        let line = stdout.lines().find(|l| l.contains("calc#")).unwrap();
+        assert!(line.contains(&format!("pid {calc} ")), "{line}");
+        let call: Vec<&str> = ["call"]
+            .iter()
+            .chain(&from_etcd)
+            .chain(&["calc", "add", "[40, 2]"])
+            .copied()
+            .collect();
+        let out = trellis_cli(&call).await?;
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(text(&out.stdout).trim(), "42");
+        Ok(())
+    });
+    // With etcd gone, the command says so in one line.
+    drop(server);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
+        .args(["tree", "--etcd", "http://127.0.0.1:1", "--secret-file"])
+        .arg(secret_file("etcd-gone", SECRET))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach etcd at http://127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod etcd_server;
 pub(crate) mod netns;
 
 use std::path::{Path, PathBuf};
