@@ -2,10 +2,17 @@
 //!
 //! ```text
 //! cargo run --release -p trellis-actor --example market [-- --hold SECONDS]
+//! cargo run --release -p trellis-actor --example market -- --listen IP \
+//!     [--feed-on SSH-DEST] [--workers-on SSH-DEST] [--ssh-config FILE] [--etcd URLS]
 //! ```
 //!
 //! With `--hold`, act 1's feed runs for about that long, so that the live tree can be looked
 //! at from another terminal: `trellis tree --registrar ADDR` (the address is printed first).
+//!
+//! On several hosts (`docs/many-hosts.md`): the root listens on TCP at `--listen`, the feed
+//! runs on the host `--feed-on` names and the workers on `--workers-on` (ssh destinations;
+//! `--ssh-config` is passed to ssh as `-F`), and with `--etcd` every actor keeps its name in
+//! that etcd cluster instead of the root's registrar. Only act 1 runs then.
 //!
 //! The root spawns a `feed` actor that streams quotes, and worker actors that each open a
 //! context into the feed (found through the registry), fan its stream out to two local tasks
@@ -26,8 +33,8 @@ use std::convert::Infallible;
 use serde::{Deserialize, Serialize};
 use trellis::supervisor::{Restart, Strategy, Supervision};
 use trellis_actor::{
-    ActorError, Config, Context, Functions, MsgStream, RemoteActorError, open_nursery,
-    open_supervisor,
+    ActorError, Config, Context, Etcd, Functions, MsgStream, Placement, RemoteActorError, SshHost,
+    Transport, open_nursery, open_supervisor,
 };
 
 /// One quote.
@@ -193,15 +200,22 @@ async fn relay(
     .await
 }
 
+/// Where the demo's children learn of the etcd cluster (the root passes it on).
+const ETCD_ENV: &str = "MARKET_ETCD";
+
 fn config() -> Config {
-    Config::new(
+    let config = Config::new(
         Functions::new()
             .register(quotes)
             .register(quotes_from)
             .register(relay)
             .register(watch)
             .error_type::<BadTick>(),
-    )
+    );
+    match std::env::var(ETCD_ENV) {
+        Ok(endpoints) => config.etcd(Etcd::new(endpoints.split(','))),
+        Err(_) => config,
+    }
 }
 
 /// Prints a line with the time since the start.
@@ -213,17 +227,74 @@ impl Account {
     }
 }
 
-/// `--hold SECONDS`, if given.
-fn hold_arg(mut args: impl Iterator<Item = String>) -> Result<Option<Duration>, String> {
-    match (args.next().as_deref(), args.next()) {
-        (None, _) => Ok(None),
-        (Some("--hold"), Some(secs)) => secs
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(|s| Some(Duration::from_secs_f64(s)))
-            .ok_or_else(|| format!("--hold takes a number of seconds, not {secs:?}")),
-        _ => Err("usage: market [--hold SECONDS]".to_owned()),
+/// The command line.
+#[derive(Default)]
+struct Options {
+    hold: Option<Duration>,
+    listen: Option<std::net::IpAddr>,
+    feed_on: Option<String>,
+    workers_on: Option<String>,
+    ssh_config: Option<String>,
+    etcd: Option<String>,
+}
+
+const USAGE: &str = "usage: market [--hold SECONDS] [--listen IP] [--feed-on SSH-DEST] \
+                     [--workers-on SSH-DEST] [--ssh-config FILE] [--etcd URLS]";
+
+fn options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+    let mut options = Options::default();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value; {USAGE}"))?;
+        match flag.as_str() {
+            "--hold" => {
+                options.hold = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(Duration::from_secs_f64)
+                        .ok_or_else(|| {
+                            format!("--hold takes a number of seconds, not {value:?}")
+                        })?,
+                );
+            }
+            "--listen" => {
+                options.listen = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("--listen takes an IP address, not {value:?}"))?,
+                );
+            }
+            "--feed-on" => options.feed_on = Some(value),
+            "--workers-on" => options.workers_on = Some(value),
+            "--ssh-config" => options.ssh_config = Some(value),
+            "--etcd" => options.etcd = Some(value),
+            _ => return Err(USAGE.to_owned()),
+        }
+    }
+    Ok(options)
+}
+
+impl Options {
+    /// Where act 1's feed and workers run: on this host, or on the hosts named.
+    fn placements(&self) -> (Placement, Placement) {
+        let on = |dest: &Option<String>| match dest {
+            None => Placement::local(),
+            Some(dest) => {
+                let host = SshHost::new(dest.clone());
+                Placement::ssh(match &self.ssh_config {
+                    Some(file) => host.arg("-F").arg(file),
+                    None => host,
+                })
+            }
+        };
+        (on(&self.feed_on), on(&self.workers_on))
+    }
+
+    fn on_many_hosts(&self) -> bool {
+        self.feed_on.is_some() || self.workers_on.is_some()
     }
 }
 
@@ -232,22 +303,43 @@ fn alive(pid: u32) -> bool {
 }
 
 fn main() -> std::process::ExitCode {
-    let hold = match hold_arg(std::env::args().skip(1)) {
-        Ok(hold) => hold,
+    // A child serves before the command line is read: its own is the test harness's or empty.
+    trellis_actor::serve_if_child(config());
+    let options = match options(std::env::args().skip(1)) {
+        Ok(options) => options,
         Err(message) => {
             eprintln!("market: {message}");
             return std::process::ExitCode::from(2);
         }
     };
-    trellis_actor::main(config(), move || async move {
+    let mut root = config();
+    if let Some(bind) = options.listen {
+        root = root.transport(Transport::Tcp { bind });
+    }
+    if let Some(endpoints) = &options.etcd {
+        root = root
+            .etcd(Etcd::new(endpoints.split(',')))
+            .child_env(ETCD_ENV, endpoints);
+    }
+    trellis_actor::main(root, move || async move {
         let log = std::sync::Arc::new(Account(Instant::now()));
-        log.say(format!(
-            "the registrar is the root, at {} (see it live: trellis tree --registrar ADDR)",
-            trellis_actor::current().registrar()
-        ));
+        match &options.etcd {
+            Some(etcd) => log.say(format!(
+                "names are kept in etcd at {etcd} (see them live: trellis tree --etcd URLS)"
+            )),
+            None => log.say(format!(
+                "the registrar is the root, at {} (see it live: trellis tree --registrar ADDR)",
+                trellis_actor::current().registrar()
+            )),
+        }
         // A quote every 4 ms: 300 of them, or as many as fill the hold.
-        let ticks = hold.map_or(300, |h| (h.as_millis() / 4).max(300) as u64);
-        act_one(&log, ticks).await?;
+        let ticks = options
+            .hold
+            .map_or(300, |h| (h.as_millis() / 4).max(300) as u64);
+        if options.on_many_hosts() {
+            return act_one(&log, ticks, options.placements(), false).await;
+        }
+        act_one(&log, ticks, options.placements(), true).await?;
         println!();
         act_two(&log).await;
         println!();
@@ -258,15 +350,22 @@ fn main() -> std::process::ExitCode {
     })
 }
 
-/// Act 1: everything works; the workers' reports are gathered when the nursery closes.
-async fn act_one(log: &std::sync::Arc<Account>, ticks: u64) -> Result<(), trellis::Error> {
+/// Act 1: everything works; the workers' reports are gathered when the nursery closes. The
+/// feed and the workers run where `placements` say; `local` checks that their processes
+/// are gone at the end (they are this host's).
+async fn act_one(
+    log: &std::sync::Arc<Account>,
+    ticks: u64,
+    (feed_on, workers_on): (Placement, Placement),
+    local: bool,
+) -> Result<(), trellis::Error> {
     log.say("act 1: a feed actor and three workers; each worker opens a context into the feed");
     log.say("       and fans its stream out to two local tasks with stream.subscribe()");
     let feed_pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let seen = feed_pid.clone();
     let l = log.clone();
     let handles = open_nursery(|an| async move {
-        let feed = an.start_actor("feed").await?;
+        let feed = an.start_actor_on("feed", &feed_on).await?;
         seen.store(feed.pid(), std::sync::atomic::Ordering::SeqCst);
         l.say(format!(
             "actor {} is up, pid {}",
@@ -277,7 +376,7 @@ async fn act_one(log: &std::sync::Arc<Account>, ticks: u64) -> Result<(), trelli
         for symbol in SYMBOLS {
             let name = format!("watch-{}", symbol.to_lowercase());
             handles.push(
-                an.run_in_actor(&name, watch, (symbol.to_owned(), ticks, None))
+                an.run_in_actor_on(&name, &workers_on, watch, (symbol.to_owned(), ticks, None))
                     .await?,
             );
             l.say(format!(
@@ -303,11 +402,18 @@ async fn act_one(log: &std::sync::Arc<Account>, ticks: u64) -> Result<(), trelli
         ));
         pids.push(report.pid);
     }
-    let left = pids.iter().filter(|&&pid| alive(pid)).count();
-    log.say(format!(
-        "act 1 done: {} processes reaped, {left} left",
-        pids.len()
-    ));
+    if local {
+        let left = pids.iter().filter(|&&pid| alive(pid)).count();
+        log.say(format!(
+            "act 1 done: {} processes reaped, {left} left",
+            pids.len()
+        ));
+    } else {
+        log.say(format!(
+            "act 1 done: {} processes on other hosts ended",
+            pids.len()
+        ));
+    }
     Ok(())
 }
 

@@ -10,11 +10,11 @@
 mod common;
 
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::netns::{ADDRS, Host, Net, can_make_hosts};
+use common::sshd::{self, Sshd};
 use trellis::supervisor::{Restart, Strategy, Supervision};
 use trellis_actor::{
     ActorError, Config, Functions, MsgStream, Placement, RemoteActorError, SshHost, Transport,
@@ -68,20 +68,10 @@ fn serve_children() {
     trellis_actor::serve_if_child(config());
 }
 
-/// Host `i` as the root reaches it: root's key, the run's known hosts, nothing else of the
-/// user's ssh configuration.
+/// Host `i` as the root reaches it.
 fn host(i: usize) -> SshHost {
     let dir = PathBuf::from(std::env::var("TRELLIS_SSH_DIR").expect("the keys' directory"));
-    SshHost::new(format!("root@{}", ADDRS[i]))
-        .arg("-F")
-        .arg("/dev/null")
-        .identity(dir.join("client_key"))
-        .option(format!(
-            "UserKnownHostsFile={}",
-            dir.join("known_hosts").display()
-        ))
-        .option("StrictHostKeyChecking=yes")
-        .option("LogLevel=ERROR")
+    sshd::host(ADDRS[i], &dir)
 }
 
 /// Whether process `pid` runs (a zombie does not count).
@@ -241,95 +231,23 @@ fn ssh_root_program() {
     common::exit_as(outcome);
 }
 
-/// A real `sshd` in a namespace, ended (by its pid) when dropped.
-struct Sshd(Child);
-
-impl Sshd {
-    fn start(net: &Net, i: usize, dir: &Path) -> Sshd {
-        let config = dir.join(format!("sshd_config_{i}"));
-        std::fs::write(
-            &config,
-            format!(
-                "ListenAddress {addr}\nPort 22\nHostKey {dir}/host_key\n\
-                 AuthorizedKeysFile {dir}/authorized_keys\nPermitRootLogin prohibit-password\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-                 StrictModes no\nPidFile none\nClientAliveInterval 1\nClientAliveCountMax 3\n\
-                 LogLevel ERROR\n",
-                addr = ADDRS[i],
-                dir = dir.display()
-            ),
-        )
-        .unwrap();
-        // sshd's privilege separation directory.
-        std::fs::create_dir_all("/run/sshd").unwrap();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &net.names[i], "/usr/sbin/sshd", "-D", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("sshd starts");
-        // Listening once a connection to its port succeeds from its own namespace.
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let probe = Command::new("ip")
-                .args(["netns", "exec", &net.names[i], "bash", "-c"])
-                .arg(format!("exec 3<>/dev/tcp/{}/22", ADDRS[i]))
-                .stderr(Stdio::null())
-                .status()
-                .unwrap();
-            if probe.success() {
-                return Sshd(child);
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("sshd exited: {status}");
-            }
-            assert!(Instant::now() < until, "sshd does not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        common::kill_unless_exited(&mut self.0);
-    }
-}
-
-/// Keys for the run: the hosts' (one for both), the root's, and what each side trusts.
-fn keys(dir: &Path) {
-    let keygen = |file: &str| {
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(dir.join(file))
-            .output()
-            .expect("ssh-keygen runs");
-        assert!(out.status.success(), "{out:?}");
-        std::fs::read_to_string(dir.join(format!("{file}.pub"))).unwrap()
-    };
-    let host_key = keygen("host_key");
-    let client_key = keygen("client_key");
-    std::fs::write(dir.join("authorized_keys"), client_key).unwrap();
-    let known: String = ADDRS[1..]
-        .iter()
-        .map(|addr| format!("{addr} {host_key}"))
-        .collect();
-    std::fs::write(dir.join("known_hosts"), known).unwrap();
-}
-
 #[test]
 fn children_on_other_hosts_through_ssh() {
     if !can_make_hosts() {
         return;
     }
-    if !Path::new("/usr/sbin/sshd").exists() {
+    if !sshd::have_sshd() {
         panic!("sshd is missing: `.ci/run` installs openssh-server");
     }
     let dir = std::env::temp_dir().join(format!("trellis-ssh-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    keys(&dir);
+    sshd::keys(&dir, &ADDRS[1..]);
     let net = Net::new("s");
-    let sshd = [Sshd::start(&net, 1, &dir), Sshd::start(&net, 2, &dir)];
+    let sshd = [
+        Sshd::start(&net.names[1], ADDRS[1], &dir),
+        Sshd::start(&net.names[2], ADDRS[2], &dir),
+    ];
     let mut root = Host::start(
         &net,
         0,

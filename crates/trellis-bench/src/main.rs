@@ -19,6 +19,7 @@ mod channels;
 mod core;
 mod dtls;
 mod net;
+mod remote;
 mod supervision;
 
 use std::process::ExitCode;
@@ -138,7 +139,7 @@ fn parse_args() -> Result<Options, String> {
             },
             "-h" | "--help" => {
                 return Err(
-                    "usage: trellis-bench [B1] [B2] [B3] [B4] [B5] [B6] [B7] [B8] [B9] [B10] [B11] [B12] [--runs N] [--anchors python]"
+                    "usage: trellis-bench [B1] [B2] [B3] [B4] [B5] [B6] [B7] [B8] [B9] [B10] [B11] [B12] [B13] [--runs N] [--anchors python]"
                         .into(),
                 );
             }
@@ -180,8 +181,9 @@ fn main() -> ExitCode {
             "B10" => dtls::b10(options.runs, options.python),
             "B11" => core::b11(options.runs),
             "B12" => supervision::b12(options.runs),
+            "B13" => remote::b13(options.runs),
             other => {
-                eprintln!("unknown benchmark {other} (this runner knows B1 to B12)");
+                eprintln!("unknown benchmark {other} (this runner knows B1 to B13)");
                 return ExitCode::from(2);
             }
         };

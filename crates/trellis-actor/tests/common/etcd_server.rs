@@ -9,10 +9,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A real etcd on loopback ports, stopped (by its pid) and its data removed when dropped.
+/// A real etcd on loopback ports (or in a network namespace, on an address of its), stopped
+/// (by its pid) and its data removed when dropped.
 pub(crate) struct EtcdServer {
     child: Option<Child>,
     dir: PathBuf,
+    /// The namespace it runs in, if not this process's.
+    netns: Option<String>,
+    addr: String,
     client: u16,
     peer: u16,
 }
@@ -32,6 +36,8 @@ impl EtcdServer {
         let mut server = EtcdServer {
             child: None,
             dir,
+            netns: None,
+            addr: "127.0.0.1".into(),
             client: free_port(),
             peer: free_port(),
         };
@@ -39,14 +45,44 @@ impl EtcdServer {
         server
     }
 
+    /// A server in namespace `netns`, listening on `addr` (the namespace's own: its usual
+    /// ports are free).
+    pub(crate) fn start_in(netns: &str, addr: &str, tag: &str) -> EtcdServer {
+        let dir = std::env::temp_dir().join(format!("trellis-etcd-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut server = EtcdServer {
+            child: None,
+            dir,
+            netns: Some(netns.to_owned()),
+            addr: addr.to_owned(),
+            client: 2379,
+            peer: 2380,
+        };
+        server.run();
+        server
+    }
+
     pub(crate) fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
+        format!("http://{}:{}", self.addr, self.client)
+    }
+
+    /// `program`, run in the server's namespace.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, program]);
+                command
+            }
+            None => Command::new(program),
+        }
     }
 
     /// Starts (or restarts, on the same data) the server, and waits until it answers.
     pub(crate) fn run(&mut self) {
-        let peer = format!("http://127.0.0.1:{}", self.peer);
-        let child = Command::new("etcd")
+        let peer = format!("http://{}:{}", self.addr, self.peer);
+        let child = self
+            .command("etcd")
             .arg("--name=trellis")
             .arg(format!("--data-dir={}", self.dir.display()))
             .arg(format!("--listen-client-urls={}", self.endpoint()))
@@ -77,7 +113,7 @@ impl EtcdServer {
     }
 
     pub(crate) fn etcdctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new("etcdctl")
+        self.command("etcdctl")
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint()))
             .arg("--dial-timeout=1s")

@@ -5,6 +5,7 @@
 
 pub(crate) mod etcd_server;
 pub(crate) mod netns;
+pub(crate) mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

@@ -149,6 +149,31 @@ impl Host {
         }
     }
 
+    /// Waits for a line containing `part`, at most `limit`; returns it.
+    pub(crate) fn expect_containing(&mut self, part: &str, limit: Duration) -> String {
+        let until = Instant::now() + limit;
+        if let Some(line) = self.seen.iter().find(|l| l.contains(part)) {
+            return line.clone();
+        }
+        loop {
+            match self
+                .lines
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(part) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {part:?} within {limit:?}; saw {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
     /// Sends it SIGINT (`ip netns exec` execs the program: it is our child).
     pub(crate) fn interrupt(&self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
