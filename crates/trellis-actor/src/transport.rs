@@ -182,7 +182,7 @@ impl Accepted {
 /// kernel probes an idle connection after `after` of silence (three probes, `after / 3`
 /// apart), and gives up on data unacknowledged for `2 × after`. A cut cable or a vanished
 /// host then ends the connection as a crash would, instead of leaving it open for hours.
-fn keep_alive(stream: &TcpStream, after: Duration) -> std::io::Result<()> {
+pub(crate) fn keep_alive(stream: &TcpStream, after: Duration) -> std::io::Result<()> {
     use nix::sys::socket::{setsockopt, sockopt};
     let secs = |d: Duration| u32::try_from(d.as_secs().max(1)).unwrap_or(u32::MAX);
     let millis = u32::try_from((after * 2).as_millis()).unwrap_or(u32::MAX);

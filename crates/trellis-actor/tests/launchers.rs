@@ -247,7 +247,7 @@ fn a_stuck_child_is_killed_through_the_launcher(transport: Transport) {
     gone_within(pid, Duration::from_secs(10));
     let asked = std::fs::read_to_string(&record).expect("the kill command ran");
     let _ = std::fs::remove_file(&record);
-    assert_eq!(asked.trim(), format!("kill -KILL -- -{pid}"));
+    assert_eq!(asked.trim(), format!("kill -s KILL -- -{pid}"));
 }
 
 on_both_transports!(

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use trellis_wire::{ActorId, Payload};
 
 use super::config::{Config, EXIT_PARENT_LOST, TCP_AUTO, env};
+use super::handle::Actor;
 use super::launch::{FROM_STDIN, LAUNCH_ENV, Launch, watch_control};
 use super::run::run_actor;
 use crate::connection::End;
@@ -172,47 +173,56 @@ async fn serve_child(start: Start) -> Result<Option<Exit>, trellis::Error> {
         registrar,
         control,
     } = start;
-    run_actor(id, config, Some(registrar), |actor| async move {
-        let conn = actor.connect(&parent).await?;
-        actor.set_parent(conn.peer().actor.clone());
-        actor.register().await?;
-        let parent_conn = conn.clone();
-        actor
-            .inner
-            .work
-            .start_soon(crate::logs::ship(move |records| {
-                let conn = parent_conn.clone();
-                async move {
-                    match conn.call(LOG, records).await {
-                        Ok(_) => Ok(Shipped::Taken),
-                        Err(e) if e.downcast_ref::<RemoteActorError>().is_some() => {
-                            Ok(Shipped::Refused)
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-            }))?;
-        conn.call(CHILD_READY, Payload::unit()).await?;
-        let control_closed = async {
-            match control {
-                Some(control) => {
-                    let _ = control.await;
-                }
-                None => std::future::pending().await,
+    // From the start: a parent that gave up on this child while it was still connecting
+    // (and closed its control channel) ends it too.
+    let control_closed = async {
+        match control {
+            Some(control) => {
+                let _ = control.await;
             }
-        };
-        Ok(tokio::select! {
-            ended = conn.ended() => match ended {
-                Err(_cancelled) => Exit::Cancelled,
-                Ok(End::Goodbye | End::Lost(_)) => Exit::ParentLost,
-            },
+            None => std::future::pending().await,
+        }
+    };
+    run_actor(id, config, Some(registrar), |actor| async move {
+        let served = serve_parent(actor, parent);
+        tokio::select! {
+            served = served => served,
             () = control_closed => {
                 tracing::warn!("the launcher's control channel closed: exiting");
-                Exit::ParentLost
+                Ok(Exit::ParentLost)
             }
-        })
+        }
     })
     .await
+}
+
+/// Connects to the parent, registers, reports ready and serves until the parent cancels this
+/// actor or goes away.
+async fn serve_parent(actor: Actor, parent: Addr) -> Result<Exit, trellis::Error> {
+    let conn = actor.connect(&parent).await?;
+    actor.set_parent(conn.peer().actor.clone());
+    actor.register().await?;
+    let parent_conn = conn.clone();
+    actor
+        .inner
+        .work
+        .start_soon(crate::logs::ship(move |records| {
+            let conn = parent_conn.clone();
+            async move {
+                match conn.call(LOG, records).await {
+                    Ok(_) => Ok(Shipped::Taken),
+                    Err(e) if e.downcast_ref::<RemoteActorError>().is_some() => {
+                        Ok(Shipped::Refused)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }))?;
+    conn.call(CHILD_READY, Payload::unit()).await?;
+    Ok(match conn.ended().await {
+        Err(_cancelled) => Exit::Cancelled,
+        Ok(End::Goodbye | End::Lost(_)) => Exit::ParentLost,
+    })
 }
 
 fn exit_code(outcome: Result<Option<Exit>, trellis::Error>) -> i32 {

@@ -50,6 +50,7 @@ mod with_etcd {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    use trellis::CancelScope;
     use trellis_wire::ActorId;
 
     use super::super::registry::Entry;
@@ -154,26 +155,30 @@ mod with_etcd {
             }
         }
 
-        /// Removes this actor's entry (its lease), best effort and briefly.
+        /// Removes this actor's entry (its lease), best effort and briefly, also when the
+        /// actor is ending because it was cancelled.
         pub(crate) async fn unregister(&self) {
             let own = self.own.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some((_, lease)) = own {
-                let _ = trellis::move_on_after(
-                    Duration::from_millis(500),
-                    self.run(self.client.revoke(lease)),
-                )
-                .await;
+                self.briefly(self.client.revoke(lease)).await;
             }
         }
 
-        /// Removes the entry of actor `id` (a parent's dead child), best effort and briefly.
+        /// Removes the entry of actor `id` (a parent's dead or killed child), best effort and
+        /// briefly, whatever the caller's cancellation.
         pub(crate) async fn remove(&self, id: &ActorId) {
             let key = self.key(&id.name, &id.uid);
-            let _ = trellis::move_on_after(
-                Duration::from_millis(500),
-                self.run(self.client.delete(&key)),
-            )
-            .await;
+            self.briefly(self.client.delete(&key)).await;
+        }
+
+        /// Runs a clean-up request shielded from cancellation, for at most 500 ms.
+        async fn briefly(&self, request: impl Future<Output = Result<(), EtcdError>>) {
+            let _ = CancelScope::shielded()
+                .run(trellis::move_on_after(
+                    Duration::from_millis(500),
+                    trellis::cancellable(request),
+                ))
+                .await;
         }
 
         /// Every registered actor, oldest first.

@@ -110,7 +110,14 @@ pub(crate) fn watch_control() -> Option<tokio::sync::oneshot::Receiver<()>> {
             let mut stdin = std::io::stdin();
             let mut buf = [0u8; 256];
             // Whatever the parent sends later is ignored; only the end counts.
-            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
             let _ = closed.send(());
         })
         .ok()?;

@@ -1,6 +1,8 @@
 //! The requests the registry makes of etcd: leases (grant, keep alive, revoke), keys (put,
 //! delete, read a prefix) and watches of a prefix.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde_json::{Value, json};
 
 use super::http::{Documents, post};
@@ -23,32 +25,53 @@ pub(crate) enum Event {
 }
 
 /// A client of one etcd cluster.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Client {
     etcd: Etcd,
+    /// The endpoint that answered last: tried first.
+    preferred: AtomicUsize,
 }
 
 impl Client {
     pub(crate) fn new(etcd: Etcd) -> Client {
-        Client { etcd }
+        Client {
+            etcd,
+            preferred: AtomicUsize::new(0),
+        }
+    }
+
+    /// The endpoints, the one that answered last first, with their indexes.
+    fn endpoints(&self) -> impl Iterator<Item = (usize, &str)> {
+        let n = self.etcd.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed);
+        (0..n).map(move |i| {
+            let index = (first + i) % n;
+            (index, self.etcd.endpoints[index].as_str())
+        })
     }
 
     pub(crate) fn config(&self) -> &Etcd {
         &self.etcd
     }
 
-    /// Posts `body` to `path` at each endpoint in turn until one answers within the request
-    /// timeout; etcd's refusal is final.
+    /// Posts `body` to `path` at each endpoint in turn (the one that answered last first)
+    /// until one answers within the request timeout; etcd's refusal is final.
     async fn call(&self, path: &str, body: Value) -> Result<Value, EtcdError> {
         let mut last = EtcdError::Unreachable("no endpoint configured".into());
-        for endpoint in &self.etcd.endpoints {
+        for (index, endpoint) in self.endpoints() {
             let host = host_of(endpoint)?;
             let answered = tokio::time::timeout(self.etcd.timeout, async {
-                post(host, path, &body).await?.json().await
+                post(host, path, &body, self.etcd.timeout)
+                    .await?
+                    .json()
+                    .await
             })
             .await;
             match answered {
-                Ok(Ok(value)) => return Ok(value),
+                Ok(Ok(value)) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(value);
+                }
                 Ok(Err(refused @ EtcdError::Refused(_))) => return Err(refused),
                 Ok(Err(error)) => last = error,
                 Err(_) => {
@@ -135,10 +158,12 @@ impl Client {
             "start_revision": from.to_string(),
         }});
         let mut last = EtcdError::Unreachable("no endpoint configured".into());
-        for endpoint in &self.etcd.endpoints {
+        for (index, endpoint) in self.endpoints() {
             let host = host_of(endpoint)?;
             let opened = tokio::time::timeout(self.etcd.timeout, async {
-                let mut documents = post(host, "/v3/watch", &body).await?.documents();
+                let mut documents = post(host, "/v3/watch", &body, self.etcd.timeout)
+                    .await?
+                    .documents();
                 if documents.status() != 200 {
                     return Err(EtcdError::Refused(format!("watch: {}", documents.status())));
                 }
@@ -152,7 +177,10 @@ impl Client {
             })
             .await;
             match opened {
-                Ok(Ok(watch)) => return Ok(watch),
+                Ok(Ok(watch)) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(watch);
+                }
                 Ok(Err(error)) => last = error,
                 Err(_) => last = EtcdError::Unreachable(format!("{host}: no watch made")),
             }

@@ -46,10 +46,18 @@ enum Body {
 }
 
 /// Sends `POST path` with a JSON `body` to `host` (`name:port`) and reads the reply's head.
-pub(super) async fn post(host: &str, path: &str, body: &Value) -> Result<Reply, EtcdError> {
+/// The connection fails once etcd has been unreachable for about `2 × keepalive`, also while
+/// a watch waits for events.
+pub(super) async fn post(
+    host: &str,
+    path: &str,
+    body: &Value,
+    keepalive: std::time::Duration,
+) -> Result<Reply, EtcdError> {
     let unreachable = |e: std::io::Error| EtcdError::Unreachable(format!("{host}: {e}"));
     let mut stream = TcpStream::connect(host).await.map_err(unreachable)?;
     let _ = stream.set_nodelay(true);
+    crate::transport::keep_alive(&stream, keepalive).map_err(unreachable)?;
     let body = body.to_string();
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
@@ -147,7 +155,13 @@ impl Reply {
                 .or_else(|| value.get("error"))
                 .and_then(Value::as_str)
                 .unwrap_or("no message");
-            return Err(EtcdError::Refused(format!("{}: {message}", self.status)));
+            let message = format!("{}: {message}", self.status);
+            // A member without a leader, overloaded or timing out: another may answer.
+            return Err(if self.status >= 500 {
+                EtcdError::Unreachable(message)
+            } else {
+                EtcdError::Refused(message)
+            });
         }
         Ok(value)
     }
@@ -237,6 +251,9 @@ pub struct Documents {
 impl Documents {
     /// The next document; `None` when the stream ended between documents.
     pub async fn next(&mut self) -> Result<Option<Value>, EtcdError> {
+        // Whether `pending` may hold a whole document: parsing again is worth it only when
+        // a closing bracket arrived (a document is an object), not after every read.
+        let mut may_hold_one = true;
         loop {
             let start = self
                 .pending
@@ -244,7 +261,7 @@ impl Documents {
                 .position(|b| !b.is_ascii_whitespace())
                 .unwrap_or(self.pending.len());
             self.pending.drain(..start);
-            if !self.pending.is_empty() {
+            if may_hold_one && !self.pending.is_empty() {
                 let mut values =
                     serde_json::Deserializer::from_slice(&self.pending).into_iter::<Value>();
                 match values.next() {
@@ -267,7 +284,10 @@ impl Documents {
                 )));
             }
             match self.reply.next_bytes().await? {
-                Some(piece) => self.pending.extend_from_slice(&piece),
+                Some(piece) => {
+                    may_hold_one = piece.iter().any(|&b| b == b'}' || b == b']');
+                    self.pending.extend_from_slice(&piece);
+                }
                 None if self.pending.is_empty() => return Ok(None),
                 None => return Err(EtcdError::BadReply("the stream ended mid-document".into())),
             }

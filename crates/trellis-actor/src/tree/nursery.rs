@@ -279,14 +279,10 @@ pub(super) async fn supervise(
     let outcome = watch(child, conn, release, grace).await;
     if let Some(actor) = crate::actor::try_current() {
         actor.forget_child(&id.uid);
-        // A registry in etcd does not see a death: the parent removes the entry.
-        if let (Err(_), Some(etcd)) = (&outcome, &actor.inner.etcd) {
-            let _ = CancelScope::shielded()
-                .run(async {
-                    Box::pin(etcd.remove(&id)).await;
-                    Ok::<_, Cancelled>(())
-                })
-                .await;
+        // A registry in etcd does not see a death or a kill: the parent removes the entry
+        // (gone already when the child ended cleanly).
+        if let Some(etcd) = &actor.inner.etcd {
+            Box::pin(etcd.remove(&id)).await;
         }
     }
     outcome

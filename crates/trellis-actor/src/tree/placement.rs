@@ -27,7 +27,7 @@ use crate::actor::{FROM_STDIN, LAUNCH_ENV};
 /// address on the route to its parent.
 ///
 /// Ending one asks it to exit over its connection, as for any child; after the grace period
-/// its process group is killed through the launcher (`kill -KILL -- -<pgid>` run by the
+/// its process group is killed through the launcher (`kill -s KILL -- -<pgid>` run by the
 /// launcher's kill command), then the launcher itself is killed and reaped.
 #[derive(Debug, Clone, Default)]
 pub struct Placement {
@@ -102,7 +102,8 @@ impl Placement {
 
     /// The command that kills process group `pgid` where the launcher put it, if it can.
     pub(super) fn kill(&self, pgid: u32) -> Option<Command> {
-        let words = ["kill", "-KILL", "--", &format!("-{pgid}")].map(OsString::from);
+        // `-s KILL`: dash's built-in `kill` (a login shell's, over ssh) takes no `-KILL --`.
+        let words = ["kill", "-s", "KILL", "--", &format!("-{pgid}")].map(OsString::from);
         match &self.how {
             How::Local => None,
             How::Ssh(host) => Some(host.command(&shell_words(&words), None)),
@@ -200,7 +201,8 @@ impl SshHost {
 
     fn command(&self, remote: &OsStr, keepalive: Option<Duration>) -> Command {
         let mut command = Command::new(&self.ssh);
-        command.args(["-T", "-o", "BatchMode=yes"]);
+        // The user's options first: for ssh, the first value given for an option wins.
+        command.args(&self.args).args(["-T", "-o", "BatchMode=yes"]);
         if let Some(every) = keepalive {
             let secs = every.as_secs().max(1);
             command.args([
@@ -212,11 +214,7 @@ impl SshHost {
                 format!("ConnectTimeout={}", secs * 2),
             ]);
         }
-        command
-            .args(&self.args)
-            .arg("--")
-            .arg(&self.destination)
-            .arg(remote);
+        command.arg("--").arg(&self.destination).arg(remote);
         command
     }
 }
@@ -262,7 +260,7 @@ impl CommandLauncher {
     }
 
     /// How to kill a child's process group where the launcher placed it: a command that runs
-    /// `kill -KILL -- -<pgid>` given after it (`kubectl exec pod --`). Without it, a child
+    /// `kill -s KILL -- -<pgid>` given after it (`kubectl exec pod --`). Without it, a child
     /// that outstays its grace period is ended by killing the launcher (and closing its
     /// control channel).
     #[must_use]
@@ -303,8 +301,9 @@ pub(super) fn launched_words(
     words
 }
 
-/// `words` as one command line for a POSIX shell (what sshd runs a command with): each word
-/// that is not plainly safe goes in single quotes.
+/// `words` as one command line for the remote user's login shell, which sshd runs the command
+/// with (sh, dash, bash, zsh): each word that is not plainly safe goes in single quotes (a
+/// word starting with `=` too, which zsh would expand).
 fn shell_words(words: &[OsString]) -> OsString {
     let mut line = Vec::new();
     for (i, word) in words.iter().enumerate() {
@@ -313,6 +312,7 @@ fn shell_words(words: &[OsString]) -> OsString {
         }
         let bytes = word.as_bytes();
         let plain = !bytes.is_empty()
+            && bytes[0] != b'='
             && bytes
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-./=:@%+,".contains(b));
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn a_shell_line_keeps_every_word_whole() {
-        let words: Vec<OsString> = ["env", "A=b c", "it's", "", "/bin/x", "$HOME", "a\nb"]
+        let words: Vec<OsString> = ["env", "A=b c", "it's", "", "/bin/x", "$HOME", "a\nb", "=x"]
             .map(OsString::from)
             .to_vec();
         let line = shell_words(&words);
@@ -354,7 +354,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             String::from_utf8(out.stdout).unwrap(),
-            "<env><A=b c><it's><></bin/x><$HOME><a\nb>"
+            "<env><A=b c><it's><></bin/x><$HOME><a\nb><=x>"
         );
     }
 

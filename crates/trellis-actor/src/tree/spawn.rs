@@ -10,6 +10,7 @@ use super::placement::{Placement, launched_words};
 use crate::actor::{Actor, LAUNCH_ENV, Launch, TCP_AUTO, env, new_uid};
 use crate::actor_error::ActorError;
 use crate::connection::Conn;
+use crate::secret::SECRET_ENV;
 use crate::transport::{Transport, remove_socket_dir};
 
 /// A child actor's process as its parent holds it: the actor itself, or the launcher that
@@ -32,6 +33,9 @@ impl Process {
     /// connected), the launcher's kill command ends that group where it runs first, within
     /// `grace`; then the control channel is closed and the launcher's own group killed.
     pub(super) async fn kill_and_reap(&mut self, pgid: Option<u32>, grace: std::time::Duration) {
+        // Never `kill -- -1` (every process the user may signal): a child that is pid 1 where
+        // it runs (a container's first process) is ended with its launcher instead.
+        let pgid = pgid.filter(|&pgid| pgid > 1);
         if let Some(mut kill) = pgid.and_then(|pgid| self.placement.kill(pgid)) {
             kill.stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -131,6 +135,9 @@ pub(super) async fn spawn(
     // the terminal reaches the root only, which tears the tree down in order.
     command
         .stdin(Stdio::piped())
+        // Nor through a secret this process was given in its environment: a launcher such as
+        // `srun` would carry it to the other host.
+        .env_remove(SECRET_ENV)
         .process_group(0)
         .kill_on_drop(true);
     let mut child = command.spawn().map_err(|e| {
