@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 use trellis_wire::auth::{NONCE_LEN, proof};
-use trellis_wire::{ActorId, Auth, CallKind, Hello, Key, Message, Payload, Side};
+use trellis_wire::{ActorId, Auth, CallKind, CancelReason, Hello, Key, Message, Payload, Side};
 
 /// The tree secret the implementation under test is configured with.
 pub(crate) const SECRET: &[u8] = b"trellis conformance secret";
@@ -245,13 +245,26 @@ pub(crate) fn notation(message: &Message) -> Value {
             function,
             kind,
             args,
+            trace,
         } => {
             let kind = match kind {
                 CallKind::Run => "run",
                 CallKind::Stream => "stream",
                 CallKind::Context => "context",
             };
-            json!(["Start", cid, function, kind, payload(args)])
+            let mut start = json!(["Start", cid, function, kind, payload(args)]);
+            if let Some(trace) = trace {
+                let mut map = serde_json::Map::new();
+                map.insert("traceparent".into(), json!(trace.traceparent));
+                if let Some(state) = &trace.tracestate {
+                    map.insert("tracestate".into(), json!(state));
+                }
+                start
+                    .as_array_mut()
+                    .expect("an array")
+                    .push(Value::Object(map));
+            }
+            start
         }
         Message::StartAck { cid } => json!(["StartAck", cid]),
         Message::Started { cid, value } => json!(["Started", cid, payload(value)]),
@@ -265,13 +278,43 @@ pub(crate) fn notation(message: &Message) -> Value {
                 serde_json::to_value(error.as_ref()).expect("a report")
             ])
         }
-        Message::Cancel { cid, requested_by } => json!(["Cancel", cid, actor(requested_by)]),
-        Message::CancelAck { cid, requested_by } => {
-            json!(["CancelAck", cid, actor(requested_by)])
-        }
+        Message::Cancel {
+            cid,
+            requested_by,
+            reason,
+        } => with_reason(json!(["Cancel", cid, actor(requested_by)]), reason),
+        Message::CancelAck {
+            cid,
+            requested_by,
+            reason,
+        } => with_reason(json!(["CancelAck", cid, actor(requested_by)]), reason),
         Message::Credit { cid, count } => json!(["Credit", cid, count]),
         Message::Goodbye => json!(["Goodbye"]),
         other => panic!("a message this runner does not know: {}", other.name()),
+    }
+}
+
+/// `message` with its cancel reason (protocol 2.1) appended, when it has one.
+fn with_reason(mut message: Value, reason: &Option<Box<CancelReason>>) -> Value {
+    if let Some(reason) = reason {
+        message.as_array_mut().expect("an array").push(json!([
+            reason.source,
+            reason.message,
+            reason.origin
+        ]));
+    }
+    message
+}
+
+/// Whether the message `actual` matches the message `pattern`: as [`matches`], except that a
+/// message may carry more fields than the pattern lists (fields a minor version added, which
+/// a pattern checks only when it names them).
+pub(crate) fn matches_message(pattern: &Value, actual: &Value) -> bool {
+    match (pattern, actual) {
+        (Value::Array(want), Value::Array(got)) if got.len() > want.len() => {
+            want.iter().zip(got).all(|(w, g)| matches(w, g))
+        }
+        _ => matches(pattern, actual),
     }
 }
 
@@ -341,7 +384,7 @@ pub(crate) fn run(scenario: &Scenario, wire: &mut dyn Wire) -> Result<(), String
                     theirs = hello.nonce.to_vec();
                 }
                 match next {
-                    Some(message) if matches(pattern, &notation(&message)) => {}
+                    Some(message) if matches_message(pattern, &notation(&message)) => {}
                     Some(message) => {
                         return fail(i, format!("expected {pattern}, got {}", notation(&message)));
                     }
@@ -351,7 +394,7 @@ pub(crate) fn run(scenario: &Scenario, wire: &mut dyn Wire) -> Result<(), String
             Step::Skip(pattern) => loop {
                 let next = peeked.take().unwrap_or_else(|| wire.next());
                 match next {
-                    Some(message) if matches(pattern, &notation(&message)) => continue,
+                    Some(message) if matches_message(pattern, &notation(&message)) => continue,
                     other => {
                         peeked = Some(other);
                         break;

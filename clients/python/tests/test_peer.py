@@ -96,7 +96,19 @@ class AgainstARealActor(unittest.TestCase):
             for _ in stream:
                 pass
         self.assertEqual(caught.exception.requested_by, self.peer.local)
+        self.assertIsNone(caught.exception.reason)
         self.assertEqual(self.peer.call("add", 1, 1), 2)
+
+    def test_a_cancel_reason_comes_back_with_the_cancel_ack(self):
+        # Spec 2.1 section 6.4: the callee repeats the Cancel's reason in its CancelAck.
+        stream = self.peer.stream("count_forever", window=8)
+        self.assertEqual(next(stream), 0)
+        stream.cancel("enough for today")
+        with self.assertRaises(CallCancelled) as caught:
+            for _ in stream:
+                pass
+        self.assertEqual(caught.exception.reason, ["explicit", "enough for today", None])
+        self.assertIn("enough for today", str(caught.exception))
 
     def test_stop_ends_a_stream_early(self):
         # Spec 1.1 section 6.3: the callee stops producing at the caller's Stop and returns.

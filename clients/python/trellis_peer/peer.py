@@ -11,7 +11,7 @@ import uuid
 
 import msgpack
 
-PROTOCOL_VERSION = (2, 0)
+PROTOCOL_VERSION = (2, 1)
 
 # Message kinds (section 3).
 (HELLO, START, START_ACK, STARTED, YIELD, STOP, RETURN, ERROR, CANCEL, CANCEL_ACK, CREDIT,
@@ -61,11 +61,26 @@ class RemoteError(PeerError):
 
 
 class CallCancelled(PeerError):
-    """The call ended with CancelAck: it was cancelled, at the request of ``requested_by``."""
+    """The call ended with CancelAck: it was cancelled, at the request of ``requested_by``;
+    ``reason`` is the CancelAck's ``[source, message, origin]`` (protocol 2.1), or None."""
 
-    def __init__(self, requested_by):
+    def __init__(self, requested_by, reason=None):
         self.requested_by = requested_by
-        super().__init__(f"call cancelled by {requested_by[0]}#{requested_by[1][:8]}")
+        self.reason = reason
+        text = f"call cancelled by {requested_by[0]}#{requested_by[1][:8]}"
+        if reason is not None:
+            text += f" ({reason[0]}: {reason[1]})" if reason[1] else f" ({reason[0]})"
+        super().__init__(text)
+
+
+def _reason(message, at):
+    """The optional reason at ``message[at]`` (section 3): a list of at least three elements
+    whose first is a string, or None for anything else."""
+    if len(message) > at:
+        reason = message[at]
+        if isinstance(reason, list) and len(reason) >= 3 and isinstance(reason[0], str):
+            return reason[:3]
+    return None
 
 
 def parse_addr(addr):
@@ -203,9 +218,13 @@ class Peer:
             raise ProtocolError(f"a context call ended before Started: {message!r}")
         return Context(self, cid, window, message[2])
 
-    def cancel(self, cid):
-        """Asks the callee to cancel call ``cid`` on behalf of this peer."""
-        self._send([CANCEL, cid, list(self.local)])
+    def cancel(self, cid, reason=None):
+        """Asks the callee to cancel call ``cid`` on behalf of this peer; ``reason``, a text,
+        goes with it (protocol 2.1) and comes back in the CancelAck."""
+        if reason is None:
+            self._send([CANCEL, cid, list(self.local)])
+        else:
+            self._send([CANCEL, cid, list(self.local), ["explicit", reason, None]])
 
     # --- internals -----------------------------------------------------------------------
 
@@ -237,7 +256,7 @@ class Peer:
             raise RemoteError(message[2])
         if kind == CANCEL_ACK:
             self._pending.pop(cid, None)
-            raise CallCancelled(tuple(message[2][:2]))
+            raise CallCancelled(tuple(message[2][:2]), _reason(message, 3))
         self._abandon(cid)
         raise ProtocolError(f"unexpected message for call {cid}: {message!r}")
 
@@ -351,9 +370,10 @@ class Stream:
             self._peer._send([CREDIT, self.cid, self._unacked])
             self._unacked = 0
 
-    def cancel(self):
-        """Cancels the call; iterating then ends with CallCancelled (or the result, if first)."""
-        self._peer.cancel(self.cid)
+    def cancel(self, reason=None):
+        """Cancels the call, saying why if ``reason``; iterating then ends with CallCancelled
+        (or the result, if first)."""
+        self._peer.cancel(self.cid, reason)
 
     def close(self):
         """Takes no more items: sends Stop and the unlimited grant, and drains to the end."""

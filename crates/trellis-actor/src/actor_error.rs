@@ -1,5 +1,7 @@
 //! `ActorError`: the typed error of the actor runtime's operations.
 
+use std::sync::Arc;
+
 use trellis_wire::ActorId;
 
 use crate::error::RemoteActorError;
@@ -67,13 +69,19 @@ pub enum ActorError {
         reason: String,
     },
     /// The remote call was cancelled by another actor than this one (tractor's
-    /// `ContextCancelled`); says who asked.
-    #[error("the call into actor {actor} was cancelled by actor {requested_by}")]
+    /// `ContextCancelled`); says who asked, and why when the callee said.
+    #[error(
+        "the call into actor {actor} was cancelled by actor {requested_by}{}",
+        reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+    )]
     ContextCancelled {
         /// The actor that ran the call.
         actor: ActorId,
         /// The actor that asked for the cancellation.
         requested_by: ActorId,
+        /// Why, and where the cancellation began ("cancelled due to deadline in actor
+        /// root#1a2b3c4d"), when the callee said (protocol 2.1).
+        reason: Option<Arc<trellis::CancelReason>>,
     },
     /// An argument or a result did not convert to or from the wire.
     #[error("{0}")]
@@ -196,6 +204,22 @@ impl trellis::IsCancelled for ActorError {
 }
 
 impl ActorError {
+    /// A call into `actor` cancelled at `requested_by`'s request, for the reason the callee
+    /// gave.
+    pub(crate) fn context_cancelled(
+        actor: ActorId,
+        requested_by: ActorId,
+        reason: Option<&trellis_wire::CancelReason>,
+    ) -> Self {
+        let reason =
+            reason.map(|r| Arc::new(crate::cancel_reason::from_wire(Some(r), &requested_by)));
+        ActorError::ContextCancelled {
+            actor,
+            requested_by,
+            reason,
+        }
+    }
+
     /// Whether this is a cancellation of the caller (see [`trellis::IsCancelled`]).
     pub fn is_cancelled(&self) -> bool {
         trellis::IsCancelled::is_cancelled(self)

@@ -33,6 +33,7 @@
 mod actor;
 mod actor_error;
 mod calls;
+mod cancel_reason;
 mod connection;
 mod error;
 #[cfg(all(feature = "etcd", fuzzing))]

@@ -41,6 +41,32 @@ async fn hold_with_grandchild(block: bool) -> Result<(), trellis::Error> {
     .await
 }
 
+/// Holds a grandchild actor running `report_cancel`.
+async fn hold_reporting() -> Result<(), trellis::Error> {
+    open_nursery(|an| async move {
+        let grandchild = an.start_actor("grandchild").await?;
+        println!("pid grandchild {}", grandchild.pid());
+        trellis::open_nursery(|n| async move {
+            n.start_soon(async move { grandchild.run(report_cancel, ()).await })?;
+            // Give the call time to reach the grandchild before saying ready.
+            trellis::sleep(Duration::from_millis(100)).await?;
+            println!("ready");
+            trellis::sleep_forever().await?;
+            Ok::<_, trellis::Error>(())
+        })
+        .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Sleeps until cancelled, then says why on its standard output (the test's pipe).
+async fn report_cancel() -> Result<(), trellis::Error> {
+    let cancelled = trellis::sleep_forever().await.unwrap_err();
+    println!("grandchild saw: {cancelled}");
+    Err(cancelled.into())
+}
+
 /// Blocks its thread for good (the child runtime has one thread: nothing else runs).
 async fn block_thread() -> Result<(), trellis::Error> {
     loop {
@@ -59,6 +85,8 @@ fn config() -> Config {
     Config::new(
         Functions::new()
             .register(hold_with_grandchild)
+            .register(hold_reporting)
+            .register(report_cancel)
             .register(block_thread),
     )
     .transport(transport())
@@ -93,6 +121,9 @@ fn role_root() {
             open_nursery(|an| async move {
                 let child = an.start_actor("child").await?;
                 println!("pid child {}", child.pid());
+                if role == "report" {
+                    return Ok(child.run(hold_reporting, ()).await?);
+                }
                 if !release {
                     return Ok(child.run(hold_with_grandchild, (block,)).await?);
                 }
@@ -139,6 +170,8 @@ struct Tree {
     pids: Vec<(String, u32)>,
     /// The root's input: closing it releases a `release` root.
     input: Option<std::process::ChildStdin>,
+    /// What the tree prints after `ready`.
+    output: std::io::Lines<BufReader<std::process::ChildStdout>>,
 }
 
 fn start_tree(role: &str, transport: &str) -> Tree {
@@ -159,7 +192,8 @@ fn start_tree(role: &str, transport: &str) -> Tree {
         .unwrap();
     let stdout = root.stdout.take().unwrap();
     let mut pids = Vec::new();
-    for line in BufReader::new(stdout).lines() {
+    let mut output = BufReader::new(stdout).lines();
+    for line in output.by_ref() {
         let line = line.unwrap();
         if line == "ready" {
             break;
@@ -171,7 +205,12 @@ fn start_tree(role: &str, transport: &str) -> Tree {
     }
     assert_eq!(pids.len(), 3, "root, child and grandchild report: {pids:?}");
     let input = root.stdin.take();
-    Tree { root, pids, input }
+    Tree {
+        root,
+        pids,
+        input,
+        output,
+    }
 }
 
 /// Whether the process runs (a zombie, dead but not yet reaped by its new parent, counts as
@@ -225,6 +264,29 @@ fn sigint_at_the_root_tears_the_tree_down(transport: &str) {
     signal(tree.root.id(), Signal::SIGINT);
     let (code, _took) = wait_root(&mut tree.root, Duration::from_secs(2));
     assert_eq!(code, Some(130));
+    wait_gone(&tree.pids, Duration::from_millis(100));
+}
+
+/// SIGINT at the root reaches a grandchild's function as a `Cancelled` that says so: its
+/// reason crossed two processes ("cancelled due to interrupt in actor root#… with reason
+/// 'Ctrl-C (SIGINT)'").
+fn a_grandchild_learns_that_the_root_got_sigint(transport: &str) {
+    let mut tree = start_tree("report", transport);
+    signal(tree.root.id(), Signal::SIGINT);
+    let saw = tree
+        .output
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("grandchild saw: ").map(str::to_owned))
+        .expect("the grandchild reports its cancellation");
+    let (code, _took) = wait_root(&mut tree.root, Duration::from_secs(2));
+    assert_eq!(code, Some(130));
+    let root_pid = tree.pids.iter().find(|(who, _)| who == "root").unwrap().1;
+    assert!(
+        saw.starts_with("cancelled due to interrupt in actor root#")
+            && saw.ends_with(" with reason 'Ctrl-C (SIGINT)'"),
+        "{saw} (root pid {root_pid})"
+    );
     wait_gone(&tree.pids, Duration::from_millis(100));
 }
 
@@ -329,6 +391,10 @@ mod unix {
         super::sigint_at_the_root_tears_the_tree_down("unix")
     }
     #[test]
+    fn a_grandchild_learns_that_the_root_got_sigint() {
+        super::a_grandchild_learns_that_the_root_got_sigint("unix")
+    }
+    #[test]
     fn grandchild_stuck_in_blocking_code_is_killed() {
         super::grandchild_stuck_in_blocking_code_is_killed("unix")
     }
@@ -354,6 +420,10 @@ mod tcp {
     #[test]
     fn sigint_at_the_root_tears_the_tree_down() {
         super::sigint_at_the_root_tears_the_tree_down("tcp")
+    }
+    #[test]
+    fn a_grandchild_learns_that_the_root_got_sigint() {
+        super::a_grandchild_learns_that_the_root_got_sigint("tcp")
     }
     #[test]
     fn grandchild_stuck_in_blocking_code_is_killed() {

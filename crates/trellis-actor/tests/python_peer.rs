@@ -135,7 +135,7 @@ fn python_suite(transport: Transport) {
                 "the Python peer's tests failed:\n{report}"
             );
             assert!(!report.contains("skipped"), "{report}");
-            assert!(report.contains("Ran 15 tests"), "{report}");
+            assert!(report.contains("Ran 16 tests"), "{report}");
             an.cancel();
             Ok(())
         })

@@ -202,6 +202,7 @@ pub(crate) fn call_sizes() -> (usize, usize) {
                 function: "echo".to_owned(),
                 kind: CallKind::Run,
                 args: Payload::encode(&(5_000u64,)).unwrap(),
+                trace: None,
             },
             &mut start,
         )

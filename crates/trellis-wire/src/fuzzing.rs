@@ -82,7 +82,7 @@ fn act(session: &mut Session, byte: u8, known: &mut Vec<u64>) {
         5 => drop(session.started(cid, small)),
         6 => drop(session.send_item(cid, small)),
         7 => drop(session.finish(cid, Outcome::Returned(small))),
-        8 => drop(session.cancel(cid, ActorId::new("x", "y"))),
+        8 => drop(session.cancel(cid, ActorId::new("x", "y"), None)),
         9 => drop(session.stop(cid)),
         10 => session.close_receive(cid),
         11 => session.forget(cid),
@@ -208,12 +208,14 @@ impl Honest {
             }
             6 => {
                 if let Some(cid) = picked {
-                    s.cancel(cid, ActorId::new("x", "y"));
+                    let reason = Some(Box::new(crate::CancelReason::new("explicit")));
+                    s.cancel(cid, ActorId::new("x", "y"), reason.clone());
                     if s.role(cid) == Some(crate::Role::Callee) {
                         let _ = s.finish(
                             cid,
                             Outcome::Cancelled {
                                 requested_by: ActorId::new("x", "y"),
+                                reason,
                             },
                         );
                     }

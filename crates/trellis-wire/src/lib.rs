@@ -15,6 +15,7 @@
 
 pub mod auth;
 mod error;
+mod extension;
 mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -24,6 +25,9 @@ mod session;
 
 pub use auth::{Key, KeyError, Keyring};
 pub use error::{DecodeError, EncodeError, ErrorKind, ErrorReport, PayloadError, ProtocolError};
+pub use extension::{
+    CancelReason, MAX_CANCEL_MESSAGE, MAX_CANCEL_ORIGIN, MAX_TRACE_VALUE, TraceContext,
+};
 pub use frame::{Codec, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
     ActorId, Auth, CallKind, Hello, Identity, MAX_PAYLOAD_DEPTH, Message, PROTOCOL_VERSION,

@@ -9,6 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::extension::{CancelReason, TraceContext};
 use crate::msgpack::{Reader, write_array_len, write_bin, write_str, write_uint};
 use crate::{DecodeError, ErrorReport, PayloadError};
 
@@ -23,7 +24,7 @@ pub struct Version {
 }
 
 /// The version this crate speaks.
-pub const PROTOCOL_VERSION: Version = Version { major: 2, minor: 0 };
+pub const PROTOCOL_VERSION: Version = Version { major: 2, minor: 1 };
 
 impl std::fmt::Display for Version {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -300,6 +301,8 @@ pub enum Message {
         kind: CallKind,
         /// The arguments, one value (usually an array).
         args: Payload,
+        /// The caller's trace context, when it has one (2.1; absent or nil: none).
+        trace: Option<Box<TraceContext>>,
     },
     /// Callee → caller: the function exists and runs.
     StartAck {
@@ -345,6 +348,8 @@ pub enum Message {
         cid: u64,
         /// The actor that asked for the cancellation.
         requested_by: ActorId,
+        /// Why (2.1; absent or nil: not said).
+        reason: Option<Box<CancelReason>>,
     },
     /// Callee → caller: the call was cancelled, at `requested_by`'s request, and is over.
     CancelAck {
@@ -352,6 +357,8 @@ pub enum Message {
         cid: u64,
         /// The actor that asked for the cancellation.
         requested_by: ActorId,
+        /// Why (2.1; absent or nil: not said).
+        reason: Option<Box<CancelReason>>,
     },
     /// Either way: the receiver of a stream may take `count` more items.
     Credit {
@@ -455,13 +462,17 @@ impl Message {
                 function,
                 kind,
                 args,
+                trace,
             } => {
-                write_array_len(dst, 5);
+                write_array_len(dst, if trace.is_some() { 6 } else { 5 });
                 write_uint(dst, kind::START);
                 write_uint(dst, *cid);
                 write_str(dst, function);
                 write_uint(dst, kind.code());
                 dst.put_slice(args.as_bytes());
+                if let Some(trace) = trace {
+                    trace.encode(dst);
+                }
             }
             Message::StartAck { cid } => id_only(dst, kind::START_ACK, *cid),
             Message::Stop { cid } => id_only(dst, kind::STOP, *cid),
@@ -480,8 +491,17 @@ impl Message {
                     .expect("an error report always encodes");
                 *dst = w.into_inner();
             }
-            Message::Cancel { cid, requested_by } | Message::CancelAck { cid, requested_by } => {
-                write_array_len(dst, 3);
+            Message::Cancel {
+                cid,
+                requested_by,
+                reason,
+            }
+            | Message::CancelAck {
+                cid,
+                requested_by,
+                reason,
+            } => {
+                write_array_len(dst, if reason.is_some() { 4 } else { 3 });
                 let code = if matches!(self, Message::Cancel { .. }) {
                     kind::CANCEL
                 } else {
@@ -490,6 +510,9 @@ impl Message {
                 write_uint(dst, code);
                 write_uint(dst, *cid);
                 actor(dst, requested_by);
+                if let Some(reason) = reason {
+                    reason.encode(dst);
+                }
             }
             Message::Credit { cid, count } => {
                 write_array_len(dst, 3);
@@ -594,11 +617,16 @@ impl Message {
                 let at = fields.r.position();
                 let kind = CallKind::from_code(fields.r.uint()?, at)?;
                 let args = fields.payload("args")?;
+                let trace = match fields.optional() {
+                    true => TraceContext::decode(&mut fields.r)?,
+                    false => None,
+                };
                 Message::Start {
                     cid,
                     function,
                     kind,
                     args,
+                    trace,
                 }
             }
             kind::START_ACK => Message::StartAck { cid: fields.cid()? },
@@ -634,10 +662,12 @@ impl Message {
             kind::CANCEL => Message::Cancel {
                 cid: fields.cid()?,
                 requested_by: fields.actor("requested_by")?,
+                reason: fields.reason()?,
             },
             kind::CANCEL_ACK => Message::CancelAck {
                 cid: fields.cid()?,
                 requested_by: fields.actor("requested_by")?,
+                reason: fields.reason()?,
             },
             kind::CREDIT => {
                 let cid = fields.cid()?;
@@ -772,6 +802,23 @@ impl Fields<'_> {
         let uid = self.r.str()?.to_owned();
         self.r.skip_values(elements - 2)?;
         Ok(ActorId { name, uid })
+    }
+
+    /// Moves to an optional field (one a minor version added), when the message has it.
+    fn optional(&mut self) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+
+    /// The optional cancel reason of `Cancel` and `CancelAck`.
+    fn reason(&mut self) -> Result<Option<Box<CancelReason>>, DecodeError> {
+        match self.optional() {
+            true => CancelReason::decode(&mut self.r),
+            false => Ok(None),
+        }
     }
 
     /// Skips the fields a newer minor version added; the frame must end with the message.

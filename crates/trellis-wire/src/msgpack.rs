@@ -67,6 +67,18 @@ impl<'a> Reader<'a> {
         usize::try_from(len).map_err(|_| DecodeError::Truncated { at })
     }
 
+    /// A map header: the number of key–value pairs.
+    pub(crate) fn map_len(&mut self) -> Result<usize, DecodeError> {
+        let at = self.pos;
+        let len = match self.byte()? {
+            m @ 0x80..=0x8f => u64::from(m & 0x0f),
+            0xde => self.be(2)?,
+            0xdf => self.be(4)?,
+            _ => return Err(self.unexpected(at, "a map")),
+        };
+        usize::try_from(len).map_err(|_| DecodeError::Truncated { at })
+    }
+
     /// A non-negative integer of any width.
     pub(crate) fn uint(&mut self) -> Result<u64, DecodeError> {
         let at = self.pos;

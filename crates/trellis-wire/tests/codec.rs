@@ -5,8 +5,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use trellis_wire::{
-    ActorId, Auth, CallKind, Codec, DecodeError, EncodeError, ErrorKind, ErrorReport, Hello,
-    Message, PROTOCOL_VERSION, Payload, Version,
+    ActorId, Auth, CallKind, CancelReason, Codec, DecodeError, EncodeError, ErrorKind, ErrorReport,
+    Hello, Message, PROTOCOL_VERSION, Payload, TraceContext, Version,
 };
 
 fn actor() -> ActorId {
@@ -59,6 +59,17 @@ fn one_of_each() -> Vec<Message> {
             function: "add".into(),
             kind: CallKind::Context,
             args: Payload::encode(&(1i64, 2i64)).unwrap(),
+            trace: None,
+        },
+        Message::Start {
+            cid: 3,
+            function: "add".into(),
+            kind: CallKind::Run,
+            args: Payload::unit(),
+            trace: Some(Box::new(TraceContext {
+                traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+                tracestate: Some("congo=t61rcWkgMzE".into()),
+            })),
         },
         Message::StartAck { cid: 1 },
         Message::Started {
@@ -82,10 +93,30 @@ fn one_of_each() -> Vec<Message> {
         Message::Cancel {
             cid: 7,
             requested_by: actor(),
+            reason: None,
+        },
+        Message::Cancel {
+            cid: 7,
+            requested_by: actor(),
+            reason: Some(Box::new(CancelReason {
+                source: "deadline".into(),
+                message: None,
+                origin: Some("actor root#1a2b3c4d".into()),
+            })),
         },
         Message::CancelAck {
             cid: 7,
             requested_by: actor(),
+            reason: None,
+        },
+        Message::CancelAck {
+            cid: 7,
+            requested_by: actor(),
+            reason: Some(Box::new(CancelReason {
+                source: "nursery".into(),
+                message: Some("task `feed` failed: boom".into()),
+                origin: None,
+            })),
         },
         Message::Credit {
             cid: 70_000,
@@ -339,6 +370,32 @@ fn newer_minor_versions_may_append_fields() {
             pid: 5,
         }))
     );
+    // Cancel with 2.1's reason (itself with an element more) and a field more after it.
+    let mut body = vec![0x95, 0x08, 0x09, 0x92, 0xa1, b'a', 0xa1, b'1', 0x94, 0xa8];
+    body.extend(b"deadline");
+    body.extend([0xc0, 0xc0, 0x07, 0xa1, b'x']);
+    assert_eq!(
+        Codec::new().decode(&mut frame(&body)).unwrap(),
+        Some(Message::Cancel {
+            cid: 9,
+            requested_by: ActorId::new("a", "1"),
+            reason: Some(Box::new(CancelReason::new("deadline"))),
+        })
+    );
+    // A 2.0 CancelAck (no reason) and a 2.1 one whose reason is nil read alike.
+    for body in [
+        &[0x93, 0x09, 0x09, 0x92, 0xa1, b'a', 0xa1, b'1'][..],
+        &[0x94, 0x09, 0x09, 0x92, 0xa1, b'a', 0xa1, b'1', 0xc0],
+    ] {
+        assert_eq!(
+            Codec::new().decode(&mut frame(body)).unwrap(),
+            Some(Message::CancelAck {
+                cid: 9,
+                requested_by: ActorId::new("a", "1"),
+                reason: None,
+            })
+        );
+    }
 }
 
 /// Spec §3: a receiver rejects a message with fewer elements than listed; `Hello`'s
@@ -432,6 +489,21 @@ fn arb_actor() -> impl Strategy<Value = ActorId> {
     (".{0,40}", "[0-9a-f]{0,32}").prop_map(|(n, u)| ActorId::new(n, u))
 }
 
+fn arb_reason() -> impl Strategy<Value = Box<CancelReason>> {
+    (
+        "[a-z]{0,12}",
+        proptest::option::of(".{0,80}"),
+        proptest::option::of(".{0,40}"),
+    )
+        .prop_map(|(source, message, origin)| {
+            Box::new(CancelReason {
+                source,
+                message,
+                origin,
+            })
+        })
+}
+
 fn arb_payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
         any::<i64>().prop_map(|v| Payload::encode(&v).unwrap()),
@@ -472,6 +544,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
             function: f,
             kind: [CallKind::Run, CallKind::Stream, CallKind::Context][k as usize],
             args,
+            trace: None,
         }),
         cid.prop_map(|cid| Message::StartAck { cid }),
         (cid, arb_payload()).prop_map(|(cid, value)| Message::Started { cid, value }),
@@ -486,8 +559,20 @@ fn arb_message() -> impl Strategy<Value = Message> {
                 error: Box::new(error),
             }
         }),
-        (cid, arb_actor()).prop_map(|(cid, requested_by)| Message::Cancel { cid, requested_by }),
-        (cid, arb_actor()).prop_map(|(cid, requested_by)| Message::CancelAck { cid, requested_by }),
+        (cid, arb_actor(), proptest::option::of(arb_reason())).prop_map(
+            |(cid, requested_by, reason)| Message::Cancel {
+                cid,
+                requested_by,
+                reason,
+            }
+        ),
+        (cid, arb_actor(), proptest::option::of(arb_reason())).prop_map(
+            |(cid, requested_by, reason)| Message::CancelAck {
+                cid,
+                requested_by,
+                reason,
+            }
+        ),
         (cid, any::<u32>()).prop_map(|(cid, count)| Message::Credit { cid, count }),
         Just(Message::Goodbye),
     ]
@@ -557,6 +642,7 @@ fn spec_example_bytes() {
                 function: "add".into(),
                 kind: CallKind::Run,
                 args: Payload::encode(&(1, 2)).unwrap(),
+                trace: None,
             },
             &mut wire,
         )

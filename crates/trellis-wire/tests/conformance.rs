@@ -160,6 +160,7 @@ impl Emulated {
                     function,
                     kind,
                     args,
+                    ..
                 } => self.call(cid, &function, kind, &args),
                 Event::Item { cid, value } => {
                     if let Some(Running::Echo { queue, seen }) = self.running.get_mut(&cid) {
@@ -179,10 +180,19 @@ impl Emulated {
                     Some(other) => drop(self.running.insert(cid, other)),
                     None => {}
                 },
-                Event::CancelRequested { cid, requested_by }
-                    if self.running.remove(&cid).is_some() =>
-                {
-                    s.finish(cid, Outcome::Cancelled { requested_by }).unwrap();
+                Event::CancelRequested {
+                    cid,
+                    requested_by,
+                    reason,
+                } if self.running.remove(&cid).is_some() => {
+                    s.finish(
+                        cid,
+                        Outcome::Cancelled {
+                            requested_by,
+                            reason,
+                        },
+                    )
+                    .unwrap();
                 }
                 Event::Overrun { cid, capacity } => {
                     self.running.remove(&cid);

@@ -54,6 +54,7 @@ fn a_hostile_peer_sending_valid_messages_never_panics_a_session() {
                         function: "f".into(),
                         kind: [CallKind::Run, CallKind::Stream, CallKind::Context][n as usize % 3],
                         args: v,
+                        trace: None,
                     },
                     1 => Message::StartAck { cid },
                     2 => Message::Started { cid, value: v },
@@ -64,10 +65,12 @@ fn a_hostile_peer_sending_valid_messages_never_panics_a_session() {
                     7 => Message::Cancel {
                         cid,
                         requested_by: ActorId::new("a", "b"),
+                        reason: None,
                     },
                     _ => Message::CancelAck {
                         cid,
                         requested_by: ActorId::new("a", "b"),
+                        reason: None,
                     },
                 };
                 codec.encode(&m, &mut wire).unwrap();

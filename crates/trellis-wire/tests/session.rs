@@ -5,9 +5,9 @@
 use bytes::{Bytes, BytesMut};
 use trellis_wire::auth::{self, NONCE_LEN};
 use trellis_wire::{
-    ActorId, Auth, CallKind, Codec, ConnectionError, ErrorKind, ErrorReport, Event, Hello,
-    Identity, Key, Keyring, Message, Outcome, PROTOCOL_VERSION, Payload, ProtocolError, SendError,
-    Session, Side, Version, Window,
+    ActorId, Auth, CallKind, CancelReason, Codec, ConnectionError, ErrorKind, ErrorReport, Event,
+    Hello, Identity, Key, Keyring, Message, Outcome, PROTOCOL_VERSION, Payload, ProtocolError,
+    SendError, Session, Side, Version, Window,
 };
 
 /// The nonce the tests' peer says `Hello` with.
@@ -120,6 +120,7 @@ fn start(cid: u64, kind: CallKind) -> Message {
         function: "f".into(),
         kind,
         args: Payload::unit(),
+        trace: None,
     }
 }
 
@@ -417,6 +418,7 @@ fn a_run_call_is_acknowledged_then_returns() {
     s.handle(Message::Cancel {
         cid: 1,
         requested_by: peer_id(),
+        reason: None,
     })
     .unwrap();
     assert!(events(&mut s).is_empty());
@@ -566,6 +568,7 @@ fn a_callee_breaking_a_call_fails_that_call_only() {
     s.handle(Message::CancelAck {
         cid: third,
         requested_by: peer_id(),
+        reason: None,
     })
     .unwrap();
     assert!(events(&mut s).is_empty());
@@ -826,21 +829,37 @@ fn zero_credit_breaks_the_call() {
 fn cancel_once_and_cancel_acks_name_the_canceller() {
     let mut s = connected(Side::Connector);
     let cid = s.start("f", CallKind::Run, Payload::unit()).unwrap();
-    assert!(s.cancel(cid, peer_id()));
-    assert!(!s.cancel(cid, peer_id()), "sent once");
+    let why = Box::new(CancelReason {
+        source: "deadline".into(),
+        message: None,
+        origin: Some("actor root#00000000".into()),
+    });
+    assert!(s.cancel(cid, peer_id(), Some(why.clone())));
+    assert!(
+        matches!(&sent(&mut s)[..], [.., Message::Cancel { reason: Some(r), .. }] if *r == why),
+        "the reason goes with the Cancel"
+    );
+    assert!(!s.cancel(cid, peer_id(), None), "sent once");
     s.handle(Message::StartAck { cid }).unwrap();
     s.handle(Message::CancelAck {
         cid,
         requested_by: peer_id(),
+        reason: None,
     })
     .unwrap();
-    assert!(!s.cancel(cid, peer_id()), "the call is over");
+    assert!(!s.cancel(cid, peer_id(), None), "the call is over");
     let other = s.start("f", CallKind::Run, Payload::unit()).unwrap();
     s.handle(Message::StartAck { cid: other }).unwrap();
     let third = ActorId::new("third", "3");
+    let because = Box::new(CancelReason {
+        source: "interrupt".into(),
+        message: Some("Ctrl-C (SIGINT)".into()),
+        origin: Some("actor root#00000000".into()),
+    });
     s.handle(Message::CancelAck {
         cid: other,
         requested_by: third.clone(),
+        reason: Some(because.clone()),
     })
     .unwrap();
     let ends: Vec<_> = events(&mut s).into_iter().collect();
@@ -849,7 +868,8 @@ fn cancel_once_and_cancel_acks_name_the_canceller() {
         Some(&Event::Ended {
             cid: other,
             outcome: Outcome::Cancelled {
-                requested_by: third
+                requested_by: third,
+                reason: Some(because),
             }
         })
     );

@@ -73,6 +73,18 @@ pub enum CancelSource {
 }
 
 impl CancelSource {
+    /// The source `word` names ([`as_str`](CancelSource::as_str)'s words); another word is
+    /// [`Unknown`](CancelSource::Unknown).
+    pub fn from_word(word: &str) -> CancelSource {
+        match word {
+            "explicit" => CancelSource::Explicit,
+            "deadline" => CancelSource::Deadline,
+            "nursery" => CancelSource::Nursery,
+            "interrupt" => CancelSource::Interrupt,
+            _ => CancelSource::Unknown,
+        }
+    }
+
     /// The word `Display` uses: `explicit`, `deadline`, `nursery`, `interrupt`, `unknown`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -98,6 +110,7 @@ pub struct CancelReason {
     source: CancelSource,
     message: Option<String>,
     task: Option<tokio::task::Id>,
+    origin: Option<String>,
 }
 
 impl CancelReason {
@@ -107,6 +120,18 @@ impl CancelReason {
             source,
             message: None,
             task: tokio::task::try_id(),
+            origin: None,
+        }
+    }
+
+    /// A reason that began elsewhere, in another process: `origin` says where, for people
+    /// (the actor runtime writes `actor NAME#UID`). No local task did it.
+    pub fn elsewhere(source: CancelSource, origin: impl Into<String>) -> Self {
+        CancelReason {
+            source,
+            message: None,
+            task: None,
+            origin: Some(origin.into()),
         }
     }
 
@@ -116,6 +141,7 @@ impl CancelReason {
             source: CancelSource::Deadline,
             message: None,
             task: None,
+            origin: None,
         }
     }
 
@@ -139,11 +165,20 @@ impl CancelReason {
     pub fn task(&self) -> Option<tokio::task::Id> {
         self.task
     }
+
+    /// Where the cancellation began, when elsewhere than in this process
+    /// ([`elsewhere`](CancelReason::elsewhere)).
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
 }
 
 impl fmt::Display for CancelReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "cancelled due to {}", self.source)?;
+        if let Some(origin) = &self.origin {
+            write!(f, " in {origin}")?;
+        }
         if let Some(message) = &self.message {
             write!(f, " with reason '{message}'")?;
         }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 use trellis::Nursery;
 use trellis::supervisor::ChildState;
-use trellis_wire::{ActorId, CallKind, Identity, Keyring, Role};
+use trellis_wire::{ActorId, CallKind, CancelReason as WireReason, Identity, Keyring, Role};
 
 use super::config::Config;
 use super::etcd_registry::EtcdRegistry;
@@ -68,7 +68,8 @@ pub(crate) struct State {
     pub(super) conns: Vec<Conn>,
     /// Connections this actor opened to others, by the peer's address.
     pub(super) peers: HashMap<Addr, Conn>,
-    cancelled_by: Option<ActorId>,
+    /// Who asked this actor to cancel itself, and why.
+    cancelled_by: Option<(ActorId, Box<WireReason>)>,
     /// The parent actor, for a child.
     parent: Option<ActorId>,
     /// The supervisors running in this actor, by a number of their own, for `info`.
@@ -212,17 +213,28 @@ impl Actor {
 
     /// Cancels this actor: everything it runs is cancelled, then it exits.
     pub fn cancel(&self) {
-        self.cancel_by(self.inner.id.clone());
+        let id = self.inner.id.clone();
+        let reason = crate::cancel_reason::here(
+            trellis::CancelSource::Explicit,
+            "ActorHandle::cancel was called",
+            &id,
+        );
+        self.cancel_by(id, reason);
     }
 
-    /// Who asked this actor to cancel itself, once someone has.
-    pub(crate) fn cancelled_by(&self) -> Option<ActorId> {
+    /// Who asked this actor to cancel itself, and why, once someone has.
+    pub(crate) fn cancelled_by(&self) -> Option<(ActorId, Box<WireReason>)> {
         self.lock().cancelled_by.clone()
     }
 
-    pub(crate) fn cancel_by(&self, requested_by: ActorId) {
-        self.lock().cancelled_by.get_or_insert(requested_by);
-        self.inner.work.cancel();
+    /// Cancels this actor at `requested_by`'s request, for `reason`: its calls' `Cancelled`
+    /// carries it, and its served calls' `CancelAck`s repeat it.
+    pub(crate) fn cancel_by(&self, requested_by: ActorId, reason: Box<WireReason>) {
+        let core = crate::cancel_reason::from_wire(Some(&reason), &requested_by);
+        self.lock()
+            .cancelled_by
+            .get_or_insert((requested_by, reason));
+        self.inner.work.cancel_scope().cancel_because(core);
     }
 
     /// Who this actor says it is in a handshake.

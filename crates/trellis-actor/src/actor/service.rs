@@ -64,14 +64,16 @@ impl ActorService {
     }
 
     /// Answers one of the runtime's quick functions; `false` when `function` is none.
-    fn quick(&self, conn: &Conn, cid: u64, function: &str) -> bool {
+    fn quick(&self, conn: &Conn, cid: u64, function: &str, args: &Payload) -> bool {
         fn encoded<T: Serialize>(value: &T) -> Payload {
             Payload::encode(value).unwrap_or_else(|_| Payload::unit())
         }
         match function {
             CANCEL_ACTOR => {
                 conn.answer(cid, Payload::unit());
-                self.actor.cancel_by(conn.peer().actor.clone());
+                let peer = conn.peer().actor.clone();
+                let reason = crate::cancel_reason::from_args(args, &peer);
+                self.actor.cancel_by(peer, reason);
             }
             CHILD_READY => {
                 conn.answer(cid, Payload::unit());
@@ -203,7 +205,7 @@ impl Service for ActorService {
             );
             return conn.refuse(cid, ErrorKind::Unauthorized, text);
         }
-        if kind == CallKind::Run && self.quick(conn, cid, function) {
+        if kind == CallKind::Run && self.quick(conn, cid, function, &args) {
             return;
         }
         match self.prepare(conn, function, kind, &args) {
@@ -216,7 +218,7 @@ impl Service for ActorService {
         self.functions().error_types()
     }
 
-    fn cancelled_by(&self) -> Option<ActorId> {
+    fn cancelled_by(&self) -> Option<(ActorId, Box<trellis_wire::CancelReason>)> {
         self.actor.cancelled_by()
     }
 }

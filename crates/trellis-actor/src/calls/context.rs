@@ -171,12 +171,14 @@ impl<R: DeserializeOwned> PortalContext<R> {
             Err(cancelled) => return Err(self.link.failure_or(cancelled.into()).into()),
         };
         match end {
-            CallEnd::Ended(Outcome::Cancelled { requested_by }) => {
-                Err(ActorError::ContextCancelled {
-                    actor: self.actor().clone(),
-                    requested_by,
-                })
-            }
+            CallEnd::Ended(Outcome::Cancelled {
+                requested_by,
+                reason,
+            }) => Err(ActorError::context_cancelled(
+                self.actor().clone(),
+                requested_by,
+                reason.as_deref(),
+            )),
             CallEnd::Over => Err(self.link.conn.lost().into()),
             end => {
                 let value = self.link.conn.call_result(end)?;
@@ -188,6 +190,7 @@ impl<R: DeserializeOwned> PortalContext<R> {
     /// Asks the remote function to cancel. The context's [`result`](PortalContext::result)
     /// then says it was cancelled by this actor, and `open_context` does not fail for it.
     pub fn cancel(&self) {
-        self.link.send_cancel();
+        self.link
+            .send_cancel(self.link.reason("PortalContext::cancel was called"));
     }
 }

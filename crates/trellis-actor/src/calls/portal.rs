@@ -117,7 +117,29 @@ impl Portal {
     /// [`ActorError::ConnectionLost`] when the actor is gone already;
     /// [`ActorError::Cancelled`].
     pub async fn cancel_actor(&self) -> Result<(), ActorError> {
-        self.conn.call(names::CANCEL_ACTOR, Payload::unit()).await?;
+        let reason = crate::cancel_reason::to_wire(
+            Some(&trellis::CancelReason::new(trellis::CancelSource::Explicit)),
+            self.conn.local(),
+        );
+        self.conn
+            .call(names::CANCEL_ACTOR, crate::cancel_reason::to_args(&reason))
+            .await?;
+        Ok(())
+    }
+
+    /// [`cancel_actor`](Portal::cancel_actor), saying why: the actor's calls see a
+    /// `Cancelled` with this reason, and their callers a
+    /// [`ContextCancelled`](ActorError::ContextCancelled) carrying it.
+    ///
+    /// # Errors
+    ///
+    /// As [`cancel_actor`](Portal::cancel_actor).
+    pub async fn cancel_actor_with_reason(&self, reason: &str) -> Result<(), ActorError> {
+        let reason =
+            crate::cancel_reason::here(trellis::CancelSource::Explicit, reason, self.conn.local());
+        self.conn
+            .call(names::CANCEL_ACTOR, crate::cancel_reason::to_args(&reason))
+            .await?;
         Ok(())
     }
 }
@@ -143,7 +165,8 @@ impl<'a> CallGuard<'a> {
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         if self.armed && !self.link.call_over() {
-            self.link.send_cancel();
+            self.link
+                .send_cancel(self.link.reason("the caller stopped waiting for the call"));
             self.link.conn.forget_call(self.link.cid);
         }
     }
@@ -165,16 +188,19 @@ async fn run_body<T>(
     let value = match scope.run(body).await {
         Ok(Some(value)) => value,
         Ok(None) => {
-            link.cancel_and_wait().await;
+            link.cancel_and_wait(link.reason("the caller's body was cancelled"))
+                .await;
             return Err(link.failure());
         }
         Err(error) => {
-            link.cancel_and_wait().await;
+            link.cancel_and_wait(link.reason_for(&error, "the caller's body"))
+                .await;
             return Err(error);
         }
     };
     let end = if link.kind == CallKind::Stream {
-        link.cancel_and_wait().await;
+        link.cancel_and_wait(link.reason("the caller is done with the stream"))
+            .await;
         match link.chan.terminal() {
             Some(end) => end,
             None => return Ok(value), // gave up waiting for the acknowledgement
@@ -183,14 +209,16 @@ async fn run_body<T>(
         match link.wait_end().await {
             Ok(end) => end,
             Err(cancelled) => {
-                link.cancel_and_wait().await;
-                return Err(cancelled.into());
+                let cancelled = trellis::Error::from(cancelled);
+                link.cancel_and_wait(link.reason_for(&cancelled, "the caller"))
+                    .await;
+                return Err(cancelled);
             }
         }
     };
     match end {
         CallEnd::Ended(Outcome::Returned(_)) => Ok(value),
-        CallEnd::Ended(Outcome::Cancelled { requested_by })
+        CallEnd::Ended(Outcome::Cancelled { requested_by, .. })
             if &requested_by == link.conn.local() =>
         {
             Ok(value)
@@ -321,14 +349,16 @@ impl Portal {
         let first = match link.wait_started().await {
             Ok(first) => first,
             Err(error) => {
-                link.cancel_and_wait().await;
+                link.cancel_and_wait(link.reason_for(&error, "the caller"))
+                    .await;
                 return Err(error);
             }
         };
         let first: S = match first.decode() {
             Ok(first) => first,
             Err(e) => {
-                link.cancel_and_wait().await;
+                link.cancel_and_wait(link.reason("the context's first value did not decode"))
+                    .await;
                 return Err(ActorError::from(e).into());
             }
         };

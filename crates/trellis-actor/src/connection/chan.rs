@@ -31,7 +31,7 @@ impl CallEnd {
     pub(crate) fn is_failure(&self, local: &ActorId) -> bool {
         match self {
             CallEnd::Ended(Outcome::Returned(_)) | CallEnd::Over => false,
-            CallEnd::Ended(Outcome::Cancelled { requested_by }) => requested_by != local,
+            CallEnd::Ended(Outcome::Cancelled { requested_by, .. }) => requested_by != local,
             CallEnd::Ended(Outcome::Failed(_)) | CallEnd::Broken(_) | CallEnd::Lost => true,
         }
     }

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, oneshot};
 use trellis::sync::Event;
-use trellis::{CancelScope, Cancelled};
+use trellis::{CancelScope, CancelSource, Cancelled};
 use trellis_wire::{
     ActorId, CallCounts, CallKind, CidHash, ErrorKind, Identity, Keyring, Outcome, Payload, Peer,
     SendError, Session, Side, StreamStats, Window,
@@ -19,6 +19,7 @@ use trellis_wire::{
 
 use super::chan::{CallEnd, Chan};
 use crate::actor_error::ActorError;
+use crate::cancel_reason;
 use crate::error::{ErrorTypes, RemoteActorError, StreamOverrun};
 use crate::limits::HANDSHAKE_BYTES;
 use crate::transport::{Reader, Writer};
@@ -55,14 +56,17 @@ pub(crate) trait Service: Send + Sync + 'static {
     /// The error types failures are sent and rebuilt with.
     fn error_types(&self) -> &ErrorTypes;
 
-    /// Who cancelled this actor, if someone did: its served calls' `CancelAck` names them.
-    fn cancelled_by(&self) -> Option<ActorId>;
+    /// Who cancelled this actor, if someone did, and why: its served calls' `CancelAck`s
+    /// name them and repeat the reason.
+    fn cancelled_by(&self) -> Option<(ActorId, Box<trellis_wire::CancelReason>)>;
 }
 
 /// The local state of a call we serve.
 pub(crate) struct Served {
     pub(crate) scope: CancelScope,
     pub(crate) cancelled_by: Option<ActorId>,
+    /// Why the caller cancelled it, to repeat in the `CancelAck`.
+    pub(crate) reason: Option<Box<trellis_wire::CancelReason>>,
     /// The call's receiving end overran: it fails with this.
     pub(crate) overrun: Option<StreamOverrun>,
 }
@@ -380,9 +384,9 @@ impl Conn {
                 pending.cid = None;
                 return Err(self.lost());
             }
-            Err(Cancelled { .. }) => {
+            Err(cancelled) => {
                 pending.cid = None;
-                return self.cancel_call(cid, rx).await;
+                return self.cancel_call(cid, rx, cancelled).await;
             }
         };
         pending.cid = None;
@@ -394,17 +398,25 @@ impl Conn {
     /// and whatever it answers is dropped.
     fn abandon(&self, cid: u64) {
         let local = self.inner.local.clone();
-        self.act(Flush::Now, |s| s.cancel(cid, local));
+        let reason = cancel_reason::here(
+            CancelSource::Explicit,
+            "the caller stopped waiting for the call",
+            &local,
+        );
+        self.act(Flush::Now, |s| s.cancel(cid, local, Some(reason)));
         self.forget_call(cid);
     }
 
+    /// The caller of `cid` was cancelled: so is the call, for the same reason.
     async fn cancel_call(
         &self,
         cid: u64,
         rx: oneshot::Receiver<CallEnd>,
+        cancelled: Cancelled,
     ) -> Result<Payload, trellis::Error> {
         let local = self.inner.local.clone();
-        self.act(Flush::Now, |s| s.cancel(cid, local));
+        let reason = cancel_reason::cancelled_to_wire(&cancelled, &local);
+        self.act(Flush::Now, |s| s.cancel(cid, local, Some(reason)));
         let waited = CancelScope::shielded()
             .run(trellis::move_on_after(CANCEL_ACK_WAIT, async {
                 Ok::<_, trellis::Error>(trellis::cancellable(rx).await?.ok())
@@ -417,7 +429,7 @@ impl Conn {
             )))) => self.call_result(end),
             _ => {
                 self.forget_call(cid);
-                Err(Cancelled::new().into())
+                Err(cancelled.into())
             }
         }
     }
@@ -441,16 +453,10 @@ impl Conn {
         Ok((cid, chan))
     }
 
-    /// Starts a run call of `function` without arguments and does not follow it: whatever
-    /// the callee answers is dropped.
-    pub(crate) fn tell(&self, function: &str) -> Result<(), trellis::Error> {
-        let cid = self.start(
-            function,
-            CallKind::Run,
-            Payload::unit(),
-            Local::default(),
-            None,
-        )?;
+    /// Starts a run call of `function` with `args` and does not follow it: whatever the
+    /// callee answers is dropped.
+    pub(crate) fn tell(&self, function: &str, args: Payload) -> Result<(), trellis::Error> {
+        let cid = self.start(function, CallKind::Run, args, Local::default(), None)?;
         self.forget_call(cid);
         Ok(())
     }
@@ -478,14 +484,19 @@ impl Conn {
             CallEnd::Ended(Outcome::Failed(report)) => {
                 Err(self.with_error_types(|types| RemoteActorError::into_error(*report, types)))
             }
-            CallEnd::Ended(Outcome::Cancelled { requested_by }) => {
+            CallEnd::Ended(Outcome::Cancelled {
+                requested_by,
+                reason,
+            }) => {
                 if requested_by == self.inner.local {
-                    Err(Cancelled::new().into())
+                    let reason = cancel_reason::from_wire(reason.as_deref(), &requested_by);
+                    Err(Cancelled::with_reason(Arc::new(reason)).into())
                 } else {
-                    Err(ActorError::ContextCancelled {
-                        actor: self.inner.peer.actor.clone(),
+                    Err(ActorError::context_cancelled(
+                        self.inner.peer.actor.clone(),
                         requested_by,
-                    }
+                        reason.as_deref(),
+                    )
                     .into())
                 }
             }

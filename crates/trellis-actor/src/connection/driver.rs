@@ -361,16 +361,25 @@ impl Conn {
                 function,
                 kind,
                 args,
+                ..
             } => steps.push(Step::Serve {
                 cid,
                 function,
                 kind,
                 args,
             }),
-            Event::CancelRequested { cid, requested_by } => {
+            Event::CancelRequested {
+                cid,
+                requested_by,
+                reason,
+            } => {
                 if let Some(served) = calls.get_mut(&cid).and_then(|l| l.served.as_mut()) {
+                    let peer = &self.inner.peer.actor;
+                    served
+                        .scope
+                        .cancel_because(crate::cancel_reason::from_wire(reason.as_deref(), peer));
                     served.cancelled_by = Some(requested_by);
-                    served.scope.cancel();
+                    served.reason = reason;
                 }
             }
             Event::Ended { cid, outcome } => {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use serde::Serialize;
-use trellis::CancelScope;
-use trellis_wire::{CallKind, Payload, Role, SendError, Window};
+use trellis::{CancelScope, CancelSource};
+use trellis_wire::{CallKind, CancelReason as WireReason, Payload, Role, SendError, Window};
 
 use super::chan::{CallEnd, Chan, ChanState};
 use super::conn::{CANCEL_ACK_WAIT, Conn, End, Flush};
@@ -181,20 +181,31 @@ impl Link {
     }
 
     /// Sends `Cancel` for a call we made, once, unless it is over.
-    pub(crate) fn send_cancel(&self) {
+    pub(crate) fn send_cancel(&self, reason: Box<WireReason>) {
         if !self.call_over() {
             let local = self.conn.local().clone();
-            self.conn.act(Flush::Now, |s| s.cancel(self.cid, local));
+            self.conn
+                .act(Flush::Now, |s| s.cancel(self.cid, local, Some(reason)));
         }
+    }
+
+    /// A reason made here, for [`send_cancel`](Link::send_cancel).
+    pub(crate) fn reason(&self, message: &str) -> Box<WireReason> {
+        crate::cancel_reason::here(CancelSource::Explicit, message, self.conn.local())
+    }
+
+    /// Why the call is cancelled because `error` ended what waited for it.
+    pub(crate) fn reason_for(&self, error: &trellis::Error, what: &str) -> Box<WireReason> {
+        crate::cancel_reason::for_error(error, what, self.conn.local())
     }
 
     /// Cancels a call we made and waits, shielded and for a bounded time, for the callee to
     /// acknowledge (or end the call otherwise).
-    pub(crate) async fn cancel_and_wait(&self) {
+    pub(crate) async fn cancel_and_wait(&self, reason: Box<WireReason>) {
         if self.call_over() {
             return;
         }
-        self.send_cancel();
+        self.send_cancel(reason);
         let waited = CancelScope::shielded()
             .run(trellis::move_on_after(CANCEL_ACK_WAIT, async {
                 Ok::<_, trellis::Error>(self.wait_end().await?)

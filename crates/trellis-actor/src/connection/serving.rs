@@ -4,7 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::task::Poll;
 
-use trellis::{CancelScope, Nursery};
+use trellis::{CancelScope, Cancelled, Nursery};
 use trellis_wire::{CallKind, ErrorKind, Outcome, Payload, Role, SendError};
 
 use super::chan::{CallEnd, Chan};
@@ -65,6 +65,7 @@ impl Conn {
                     served: Some(Served {
                         scope: scope.clone(),
                         cancelled_by: None,
+                        reason: None,
                         overrun: None,
                     }),
                     ..Local::default()
@@ -117,6 +118,36 @@ impl Conn {
         }
     }
 
+    /// How a served call that was cancelled ends: at the caller's request (its reason
+    /// repeated), or because this actor was cancelled (naming whoever asked for that, with
+    /// their reason), or for a reason of this actor's own (`cancelled`, when it came from
+    /// outside the call's scope).
+    fn cancelled_outcome(&self, served: Option<Served>, cancelled: Option<&Cancelled>) -> Outcome {
+        let actor = &self.inner.local;
+        if let Some(served) = served
+            && let Some(requested_by) = served.cancelled_by
+        {
+            return Outcome::Cancelled {
+                requested_by,
+                reason: served.reason,
+            };
+        }
+        let (requested_by, reason) = match self.inner.service.get().and_then(|s| s.cancelled_by()) {
+            Some(asked) => asked,
+            None => {
+                let reason = match cancelled {
+                    Some(cancelled) => crate::cancel_reason::cancelled_to_wire(cancelled, actor),
+                    None => crate::cancel_reason::to_wire(None, actor),
+                };
+                (actor.clone(), reason)
+            }
+        };
+        Outcome::Cancelled {
+            requested_by,
+            reason: Some(reason),
+        }
+    }
+
     /// Sends the end of a call we served.
     fn finish_serving(
         &self,
@@ -132,7 +163,6 @@ impl Conn {
             chan.end(CallEnd::Over, &self.inner.local);
         }
         let served = local.served;
-        let service = self.inner.service.get();
         let actor = &self.inner.local;
         let overrun = served.as_ref().and_then(|s| s.overrun.clone());
         let outcome = match overrun {
@@ -162,14 +192,8 @@ impl Conn {
                 }
                 CallFailure::Panicked(panic) => crate::panic::error_report(actor, panic),
             })),
-            // Cancelled: at the caller's request, or because this actor was cancelled (by
-            // whoever asked for that).
-            Ok(None) | Err(_) => Outcome::Cancelled {
-                requested_by: served
-                    .and_then(|s| s.cancelled_by)
-                    .or_else(|| service.and_then(|s| s.cancelled_by()))
-                    .unwrap_or_else(|| actor.clone()),
-            },
+            Ok(None) => self.cancelled_outcome(served, None),
+            Err(error) => self.cancelled_outcome(served, error.as_cancelled()),
         };
         // The caller waits for the end of its call: a result too large for a frame still
         // ends it, as an error.

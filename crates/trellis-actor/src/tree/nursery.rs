@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Notify;
 use trellis::sync::Event;
-use trellis::{CancelScope, Cancelled, Nursery, TaskHandle};
+use trellis::{CancelScope, CancelSource, Cancelled, Nursery, TaskHandle};
 
 use super::placement::Placement;
 use super::spawn::{Process, spawn};
@@ -300,11 +300,15 @@ async fn watch(
     // Whether it left on its own, saying goodbye: normal if it exits with success (it
     // cancelled itself), a death if not (it lost its parent's control channel, say).
     let mut goodbye = false;
+    // Why it is asked to go: the nursery's cancellation passed on, or its release.
+    let mut why = None;
     let lost = tokio::select! {
-        released = release.wait() => match released {
-            Ok(()) => None,
-            Err(Cancelled { .. }) => None,
-        },
+        released = release.wait() => {
+            if let Err(cancelled) = released {
+                why = Some(crate::cancel_reason::cancelled_to_wire(&cancelled, conn.local()));
+            }
+            None
+        }
         ended = conn.ended() => match ended {
             Ok(End::Lost(reason)) => Some(reason),
             Ok(End::Goodbye) => {
@@ -339,7 +343,11 @@ async fn watch(
             // Asked, not awaited: a child that cannot answer (stopped, stuck) is killed when
             // the grace period ends, not when the request gives up on it too.
             if conn.end().is_none() {
-                let _ = conn.tell(CANCEL_ACTOR);
+                let why = why.unwrap_or_else(|| {
+                    let text = "its actor nursery released it";
+                    crate::cancel_reason::here(CancelSource::Explicit, text, conn.local())
+                });
+                let _ = conn.tell(CANCEL_ACTOR, crate::cancel_reason::to_args(&why));
             }
             trellis::cancellable(child.wait()).await
         }))

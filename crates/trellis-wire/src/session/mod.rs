@@ -26,8 +26,8 @@ use bytes::{Bytes, BytesMut};
 
 use crate::auth::{self, Keyring};
 use crate::{
-    ActorId, CallKind, Codec, DecodeError, EncodeError, ErrorReport, Hello, Identity, Message,
-    PROTOCOL_VERSION, Payload, Peer, ProtocolError,
+    ActorId, CallKind, CancelReason, Codec, DecodeError, EncodeError, ErrorReport, Hello, Identity,
+    Message, PROTOCOL_VERSION, Payload, Peer, ProtocolError, TraceContext,
 };
 use call::{CallTable, UNLIMITED};
 pub use cid_hash::{CidHash, CidHasher};
@@ -111,6 +111,8 @@ pub enum Outcome {
     Cancelled {
         /// Who asked for the cancellation.
         requested_by: ActorId,
+        /// Why, when the callee says (protocol 2.1).
+        reason: Option<Box<CancelReason>>,
     },
 }
 
@@ -128,6 +130,8 @@ pub enum Event {
         kind: CallKind,
         /// The arguments.
         args: Payload,
+        /// The caller's trace context, when its `Start` carried one (protocol 2.1).
+        trace: Option<Box<TraceContext>>,
     },
     /// The callee of a context we opened reports its first value.
     Started {
@@ -163,6 +167,8 @@ pub enum Event {
         cid: u64,
         /// On whose behalf.
         requested_by: ActorId,
+        /// Why, when the caller says (protocol 2.1).
+        reason: Option<Box<CancelReason>>,
     },
     /// A call we made is over.
     Ended {

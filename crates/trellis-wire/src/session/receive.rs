@@ -7,8 +7,8 @@ use super::call::{Call, is_late_ok, is_terminal};
 use super::{ConnectionError, Event, Handshake, Outcome, Role, Session, Side};
 use crate::auth::{self, NONCE_LEN};
 use crate::{
-    ActorId, Auth, ErrorKind, ErrorReport, Hello, Message, PROTOCOL_VERSION, Payload, Peer,
-    ProtocolError,
+    ActorId, Auth, CancelReason, ErrorKind, ErrorReport, Hello, Message, PROTOCOL_VERSION, Payload,
+    Peer, ProtocolError,
 };
 
 impl Session {
@@ -255,6 +255,7 @@ impl Session {
                 function,
                 kind,
                 args,
+                trace,
             } => {
                 let fresh = !self.ours(cid) && self.peer_highest.is_none_or(|h| cid > h);
                 if !fresh {
@@ -281,6 +282,7 @@ impl Session {
                     function,
                     kind,
                     args,
+                    trace,
                 });
                 return Ok(());
             }
@@ -321,9 +323,15 @@ impl Session {
                 was_dry.then_some(Event::Credit { cid })
             }
             Message::Started { value, .. } => Some(Event::Started { cid, value }),
-            Message::Cancel { requested_by, .. } => {
-                Some(Event::CancelRequested { cid, requested_by })
-            }
+            Message::Cancel {
+                requested_by,
+                reason,
+                ..
+            } => Some(Event::CancelRequested {
+                cid,
+                requested_by,
+                reason,
+            }),
             Message::Return { value, .. } => Some(Event::Ended {
                 cid,
                 outcome: Outcome::Returned(value),
@@ -332,9 +340,16 @@ impl Session {
                 cid,
                 outcome: Outcome::Failed(error),
             }),
-            Message::CancelAck { requested_by, .. } => Some(Event::Ended {
+            Message::CancelAck {
+                requested_by,
+                reason,
+                ..
+            } => Some(Event::Ended {
                 cid,
-                outcome: Outcome::Cancelled { requested_by },
+                outcome: Outcome::Cancelled {
+                    requested_by,
+                    reason,
+                },
             }),
             _ => None,
         };
@@ -368,7 +383,13 @@ impl Session {
                 self.calls.detach(cid);
                 if cancel {
                     let requested_by = self.local.actor.clone();
-                    self.encode(&Message::Cancel { cid, requested_by });
+                    let mut reason = CancelReason::new("explicit");
+                    reason.message = Some(format!("the call broke the protocol: {error}"));
+                    self.encode(&Message::Cancel {
+                        cid,
+                        requested_by,
+                        reason: Some(Box::new(reason)),
+                    });
                 }
                 self.check_detached();
             }

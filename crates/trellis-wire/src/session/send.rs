@@ -5,7 +5,10 @@ use super::call::{Call, Receiving, UNLIMITED};
 use super::{Outcome, Role, SendError, Session, Window};
 use bytes::BytesMut;
 
-use crate::{ActorId, CallKind, ErrorReport, Message, Payload, PayloadError, ProtocolError};
+use crate::{
+    ActorId, CallKind, CancelReason, ErrorReport, Message, Payload, PayloadError, ProtocolError,
+    TraceContext,
+};
 
 impl Session {
     pub(super) fn check_open(&self) -> Result<(), SendError> {
@@ -46,6 +49,22 @@ impl Session {
         kind: CallKind,
         args: Payload,
     ) -> Result<u64, SendError> {
+        self.start_traced(function, kind, args, None)
+    }
+
+    /// Starts a call of ours as [`start`](Session::start) does, its `Start` carrying the
+    /// caller's trace context (protocol 2.1) when there is one.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Session::start).
+    pub fn start_traced(
+        &mut self,
+        function: &str,
+        kind: CallKind,
+        args: Payload,
+        trace: Option<Box<TraceContext>>,
+    ) -> Result<u64, SendError> {
         self.check_open()?;
         if self.peer.is_none() {
             return Err(SendError::Handshaking);
@@ -57,6 +76,7 @@ impl Session {
                 function: function.to_owned(),
                 kind,
                 args,
+                trace,
             },
             &mut self.out,
         )?;
@@ -265,15 +285,27 @@ impl Session {
         self.send_on_call(cid, &Message::Stop { cid })
     }
 
-    /// Cancels a call we made, on `requested_by`'s behalf. Returns whether `Cancel` was sent
-    /// now (not before, and the call not over).
-    pub fn cancel(&mut self, cid: u64, requested_by: ActorId) -> bool {
+    /// Cancels a call we made, on `requested_by`'s behalf, saying why when `reason` does.
+    /// Returns whether `Cancel` was sent now (not before, and the call not over).
+    pub fn cancel(
+        &mut self,
+        cid: u64,
+        requested_by: ActorId,
+        reason: Option<Box<CancelReason>>,
+    ) -> bool {
         let live = self
             .calls
             .get(&cid)
             .is_some_and(|c| c.role == Role::Caller && !c.cancel_sent);
         live && self
-            .send_on_call(cid, &Message::Cancel { cid, requested_by })
+            .send_on_call(
+                cid,
+                &Message::Cancel {
+                    cid,
+                    requested_by,
+                    reason,
+                },
+            )
             .is_ok()
     }
 
@@ -291,7 +323,14 @@ impl Session {
                 cid: Some(cid),
                 error,
             },
-            Outcome::Cancelled { requested_by } => Message::CancelAck { cid, requested_by },
+            Outcome::Cancelled {
+                requested_by,
+                reason,
+            } => Message::CancelAck {
+                cid,
+                requested_by,
+                reason,
+            },
         };
         self.send_on_call(cid, &msg)
     }
