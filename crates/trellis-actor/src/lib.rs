@@ -49,6 +49,7 @@ mod names;
 mod panic;
 mod secret;
 mod tls;
+mod trace;
 mod transport;
 mod tree;
 

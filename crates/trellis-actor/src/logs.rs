@@ -174,9 +174,11 @@ struct Forwarder {
 
 impl Subscriber for Forwarder {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        // Spans are not forwarded: disabled, they cost nothing (a served call's span, say).
         // The runtime's own debug and trace events would describe the forwarding itself, and
         // feed it without end.
-        *metadata.level() <= self.max_level
+        metadata.is_event()
+            && *metadata.level() <= self.max_level
             && (*metadata.level() <= Level::INFO || !metadata.target().starts_with("trellis"))
     }
 

@@ -55,6 +55,8 @@ pub(crate) fn config() -> Config {
 /// Runs this process as a child of a benchmark when it was started as one (an actor, or a raw
 /// child); returns otherwise.
 pub(crate) fn serve_roles() {
+    #[cfg(feature = "opentelemetry")]
+    super::traced::serve_role();
     super::actors_tls::serve_roles();
     super::actors_large::serve_raw_role();
     trellis_actor::serve_if_child(config());

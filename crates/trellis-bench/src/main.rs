@@ -21,6 +21,8 @@ mod dtls;
 mod net;
 mod remote;
 mod supervision;
+#[cfg(feature = "opentelemetry")]
+mod traced;
 
 use std::process::ExitCode;
 
@@ -173,6 +175,8 @@ fn main() -> ExitCode {
             "B6" => actors::b6(options.runs, options.python).and_then(|mut out| {
                 out.extend(actors_tls::b6(options.runs)?);
                 out.extend(actors_attack::b6(options.runs)?);
+                #[cfg(feature = "opentelemetry")]
+                out.extend(traced::b6(options.runs)?);
                 Ok(out)
             }),
             "B7" => actors::b7(options.runs, options.python),

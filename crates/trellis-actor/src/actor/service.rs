@@ -10,7 +10,7 @@ use trellis_wire::auth::TREE_CREDENTIAL;
 use trellis_wire::{ActorId, CallKind, ErrorKind, Payload};
 
 use super::handle::Actor;
-use crate::connection::{Conn, Prepared, Service};
+use crate::connection::{Conn, Incoming, Prepared, Service};
 use crate::error::ErrorTypes;
 use crate::functions::{Functions, call_kind_name};
 use crate::info::FunctionInfo;
@@ -175,7 +175,15 @@ fn expect_kind(
 }
 
 impl Service for ActorService {
-    fn call(&self, conn: &Conn, cid: u64, function: &str, kind: CallKind, args: Payload) {
+    fn call(&self, conn: &Conn, call: Incoming) {
+        let Incoming {
+            cid,
+            function,
+            kind,
+            args,
+            trace,
+        } = call;
+        let function = function.as_str();
         let credential = conn.peer().credential.as_deref();
         if credential != Some(TREE_CREDENTIAL) {
             // A peer from outside the tree: what was exposed to it, and nothing else.
@@ -209,7 +217,10 @@ impl Service for ActorService {
             return;
         }
         match self.prepare(conn, function, kind, &args) {
-            Ok(prepared) => conn.serve_call(cid, kind, prepared, &self.actor.inner.work),
+            Ok(prepared) => {
+                let prepared = traced(prepared, function, &conn.peer().actor, trace);
+                conn.serve_call(cid, kind, prepared, &self.actor.inner.work)
+            }
             Err((error_kind, text)) => conn.refuse(cid, error_kind, text),
         }
     }
@@ -221,4 +232,41 @@ impl Service for ActorService {
     fn cancelled_by(&self) -> Option<(ActorId, Box<trellis_wire::CancelReason>)> {
         self.actor.cancelled_by()
     }
+}
+
+/// `prepared`, run in the call's span (feature `opentelemetry`): the remote child of the
+/// caller's span when its `Start` carried a trace context.
+#[cfg(feature = "opentelemetry")]
+fn traced(
+    prepared: Prepared,
+    function: &str,
+    peer: &ActorId,
+    trace: Option<Box<trellis_wire::TraceContext>>,
+) -> Prepared {
+    // The runtime's own functions (registration, log shipping) are traced only as part of a
+    // caller's trace: on their own they are noise.
+    if trace.is_none() && function.starts_with(crate::names::RESERVED_PREFIX) {
+        return prepared;
+    }
+    let (function, peer) = (function.to_owned(), peer.clone());
+    Box::new(move |link| {
+        Box::pin(crate::trace::instrument(
+            prepared(link),
+            &function,
+            &peer,
+            trace,
+        ))
+    })
+}
+
+/// `prepared` as it is: without the feature `opentelemetry`, calls are not traced.
+#[cfg(not(feature = "opentelemetry"))]
+#[inline(always)]
+fn traced(
+    prepared: Prepared,
+    _function: &str,
+    _peer: &ActorId,
+    _trace: Option<Box<trellis_wire::TraceContext>>,
+) -> Prepared {
+    prepared
 }

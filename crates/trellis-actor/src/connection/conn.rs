@@ -51,7 +51,7 @@ pub(crate) enum Flush {
 pub(crate) trait Service: Send + Sync + 'static {
     /// The peer starts `function`: answer with [`Conn::refuse`], [`Conn::answer`] or
     /// [`Conn::serve_call`].
-    fn call(&self, conn: &Conn, cid: u64, function: &str, kind: CallKind, args: Payload);
+    fn call(&self, conn: &Conn, call: Incoming);
 
     /// The error types failures are sent and rebuilt with.
     fn error_types(&self) -> &ErrorTypes;
@@ -59,6 +59,16 @@ pub(crate) trait Service: Send + Sync + 'static {
     /// Who cancelled this actor, if someone did, and why: its served calls' `CancelAck`s
     /// name them and repeat the reason.
     fn cancelled_by(&self) -> Option<(ActorId, Box<trellis_wire::CancelReason>)>;
+}
+
+/// A call the peer starts, for the [`Service`] to answer.
+pub(crate) struct Incoming {
+    pub(crate) cid: u64,
+    pub(crate) function: String,
+    pub(crate) kind: CallKind,
+    pub(crate) args: Payload,
+    /// The caller's trace context, when its `Start` carried one.
+    pub(crate) trace: Option<Box<trellis_wire::TraceContext>>,
 }
 
 /// The local state of a call we serve.
@@ -341,13 +351,14 @@ impl Conn {
         local: Local,
         window: Option<Window>,
     ) -> Result<u64, trellis::Error> {
+        let trace = crate::trace::current();
         let mut state = self.lock();
         if state.end.is_some() {
             return Err(self.lost());
         }
         let cid = state
             .session
-            .start(function, kind, args)
+            .start_traced(function, kind, args, trace)
             .map_err(|e| self.send_error(e))?;
         if let Some(window) = window {
             state

@@ -48,12 +48,7 @@ enum Step {
     End(Local, CallEnd),
     Overrun(Arc<Chan>, StreamOverrun),
     /// The peer starts a call.
-    Serve {
-        cid: u64,
-        function: String,
-        kind: trellis_wire::CallKind,
-        args: Payload,
-    },
+    Serve(super::conn::Incoming),
     /// The connection is over.
     Close(End),
 }
@@ -320,12 +315,7 @@ impl Conn {
                 Step::Wake(chan, stopped) => chan.wake(stopped),
                 Step::End(local, call_end) => self.end_local(local, call_end),
                 Step::Overrun(chan, overrun) => chan.overrun(overrun),
-                Step::Serve {
-                    cid,
-                    function,
-                    kind,
-                    args,
-                } => self.serve(cid, function, kind, args),
+                Step::Serve(call) => self.serve(call),
                 Step::Close(close) => end = end.or(Some(close)),
             }
         }
@@ -361,13 +351,14 @@ impl Conn {
                 function,
                 kind,
                 args,
-                ..
-            } => steps.push(Step::Serve {
+                trace,
+            } => steps.push(Step::Serve(super::conn::Incoming {
                 cid,
                 function,
                 kind,
                 args,
-            }),
+                trace,
+            })),
             Event::CancelRequested {
                 cid,
                 requested_by,

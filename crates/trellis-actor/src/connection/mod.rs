@@ -16,7 +16,7 @@ mod outgoing;
 mod serving;
 
 pub(crate) use chan::CallEnd;
-pub(crate) use conn::{Conn, End, Service};
+pub(crate) use conn::{Conn, End, Incoming, Service};
 pub(crate) use driver::ReadLimits;
 pub(crate) use link::Link;
 pub(crate) use serving::{BoxFuture, Prepared};

@@ -8,7 +8,7 @@ use trellis::{CancelScope, Cancelled, Nursery};
 use trellis_wire::{CallKind, ErrorKind, Outcome, Payload, Role, SendError};
 
 use super::chan::{CallEnd, Chan};
-use super::conn::{Conn, Flush, Local, Served};
+use super::conn::{Conn, Flush, Incoming, Local, Served};
 use super::link::Link;
 use crate::actor_error::ActorError;
 use crate::error::{CallFailure, report, runtime_report};
@@ -21,11 +21,11 @@ pub(crate) type Prepared =
     Box<dyn FnOnce(Option<Link>) -> BoxFuture<Result<Payload, CallFailure>> + Send>;
 
 impl Conn {
-    pub(super) fn serve(&self, cid: u64, function: String, kind: CallKind, args: Payload) {
+    pub(super) fn serve(&self, call: Incoming) {
         match self.inner.service.get() {
-            Some(service) => service.clone().call(self, cid, &function, kind, args),
+            Some(service) => service.clone().call(self, call),
             None => self.refuse(
-                cid,
+                call.cid,
                 ErrorKind::UnknownFunction,
                 format!("actor {} serves no calls", self.inner.local),
             ),
