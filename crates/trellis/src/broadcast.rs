@@ -327,7 +327,7 @@ where
         let mut op = RecvOp {
             receiver: self,
             pulling: false,
-            cancel: CancelWait::new(),
+            cancel: CancelWait::on("broadcast receive"),
         };
         std::future::poll_fn(|cx| op.poll(cx)).await
     }

@@ -46,6 +46,7 @@ mod cancel;
 mod carried;
 pub mod channel;
 mod context;
+pub mod dump;
 mod error;
 mod group;
 pub mod instrument;

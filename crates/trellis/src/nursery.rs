@@ -25,6 +25,7 @@
 //! any task from outliving it.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::{Pin, pin};
@@ -36,9 +37,10 @@ use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinHandle};
 use tracing::Instrument as _;
 
+use crate::cancel::CancelScope;
 use crate::cancel::node::Node;
-use crate::cancel::{CancelScope, cancellable};
 use crate::context::{self, InNode};
+use crate::dump::{TaskName, TaskSlot};
 use crate::error::{
     CancelReason, CancelSource, CancelSplit, Cancelled, Error, IsCancelled, NotStarted,
     NurseryClosed,
@@ -100,6 +102,7 @@ where
         }),
         saw_cancelled: AtomicBool::new(false),
     });
+    node.set_nursery(Arc::downgrade(&shared));
     let mut guard = AbortOnDrop {
         shared: Some(shared.clone()),
     };
@@ -176,9 +179,43 @@ impl Nursery {
         T: Send + 'static,
         E: Into<Error> + IsCancelled + 'static,
     {
-        let join = self
-            .shared
-            .spawn(None, future, |outcome, shared: &Shared| match outcome {
+        self.start_soon_as(crate::dump::name_of::<F>(), future)
+    }
+
+    /// [`start_soon`](Nursery::start_soon) with a name for the task, which a
+    /// [`dump`](crate::dump::dump) shows (an unnamed task is named after the function its
+    /// future comes from).
+    ///
+    /// # Errors
+    ///
+    /// [`NurseryClosed`] when the nursery has already finished.
+    pub fn start_soon_named<F, T, E>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+        future: F,
+    ) -> Result<TaskHandle<T>, NurseryClosed>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<Error> + IsCancelled + 'static,
+    {
+        self.start_soon_as(TaskName::Given(name.into()), future)
+    }
+
+    fn start_soon_as<F, T, E>(
+        &self,
+        name: TaskName,
+        future: F,
+    ) -> Result<TaskHandle<T>, NurseryClosed>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Into<Error> + IsCancelled + 'static,
+    {
+        let join = self.shared.spawn(
+            None,
+            (future, name),
+            |outcome, shared: &Shared| match outcome {
                 Outcome::Value(value) => Some(value),
                 Outcome::Failed(error, cancelled) => {
                     shared.record_error(error, cancelled, Origin::Task);
@@ -188,7 +225,8 @@ impl Nursery {
                     shared.record_panic(payload, Origin::Task);
                     None
                 }
-            })?;
+            },
+        )?;
         Ok(TaskHandle { join: Some(join) })
     }
 
@@ -276,7 +314,10 @@ impl Nursery {
             }
             None::<()>
         };
-        let join = self.shared.spawn(Some(node.clone()), future, on_done)?;
+        let name = crate::dump::name_of::<Fut>();
+        let join = self
+            .shared
+            .spawn(Some(node.clone()), (future, name), on_done)?;
         drop(join);
         let cancel_on_drop = CancelOnDrop(Some(node));
         let outcome = rx.await;
@@ -388,7 +429,7 @@ impl<T> TaskHandle<T> {
         let Some(join) = self.join.as_mut() else {
             return Ok(None);
         };
-        let output = cancellable(join).await?;
+        let output = crate::cancel::cancellable_on("a task's end", join).await?;
         self.join = None;
         Ok(output.ok().flatten())
     }
@@ -410,9 +451,10 @@ pub(crate) struct Shared {
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
 struct State {
-    /// Abort handles of the tasks, for dropping the nursery mid-flight. Finished tasks' handles
-    /// are pruned as the list grows, so it stays within twice the number of running tasks.
-    handles: Vec<AbortHandle>,
+    /// Abort handles of the tasks, for dropping the nursery mid-flight, with what a dump shows
+    /// of each. Finished tasks' are pruned as the list grows, so it stays within twice the
+    /// number of running tasks.
+    handles: Vec<(AbortHandle, Arc<TaskSlot>)>,
     /// The nursery future, once its body is done and it waits for the tasks.
     waker: Option<Waker>,
     errors: Vec<Error>,
@@ -426,6 +468,14 @@ impl Shared {
         &self.node
     }
 
+    /// The tasks still running, for a dump.
+    pub(crate) fn live_tasks(&self) -> Vec<(tokio::task::Id, Arc<TaskSlot>)> {
+        (self.lock().handles.iter())
+            .filter(|(h, _)| !h.is_finished())
+            .map(|(h, slot)| (h.id(), slot.clone()))
+            .collect()
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -435,7 +485,7 @@ impl Shared {
     fn spawn<F, T, E, U, D>(
         self: &Arc<Self>,
         own_node: Option<Arc<Node>>,
-        future: F,
+        (future, name): (F, TaskName),
         on_done: D,
     ) -> Result<JoinHandle<Option<U>>, NurseryClosed>
     where
@@ -459,12 +509,14 @@ impl Shared {
                 Err(now) => live = now,
             }
         }
+        let slot = TaskSlot::new(name);
         let join = match own_node {
             None => self.spawn_child(Child {
                 future: Some(future),
                 scope: NurseryScope(Some(self.clone())),
                 on_done: Some(on_done),
                 polled: false,
+                slot: Some(slot.clone()),
             }),
             Some(node) => self.spawn_child(Child {
                 future: Some(future),
@@ -474,13 +526,14 @@ impl Shared {
                 },
                 on_done: Some(on_done),
                 polled: false,
+                slot: Some(slot.clone()),
             }),
         };
         let mut state = self.lock();
         if state.handles.len() >= 64 && state.handles.len() >= 2 * (live & !CLOSED) {
-            state.handles.retain(|h| !h.is_finished());
+            state.handles.retain(|(h, _)| !h.is_finished());
         }
-        state.handles.push(join.abort_handle());
+        state.handles.push((join.abort_handle(), slot));
         Ok(join)
     }
 
@@ -567,7 +620,7 @@ impl Shared {
         }
         let mut state = self.lock();
         state.waker = None;
-        state.handles.retain(|h| !h.is_finished());
+        state.handles.retain(|(h, _)| !h.is_finished());
         if state.handles.is_empty() {
             return Poll::Ready(());
         }
@@ -640,7 +693,7 @@ impl Drop for AbortOnDrop {
             });
             shared.live.fetch_or(CLOSED, Ordering::AcqRel);
             let handles = std::mem::take(&mut shared.lock().handles);
-            handles.iter().for_each(AbortHandle::abort);
+            handles.iter().for_each(|(h, _)| h.abort());
             shared.node.detach();
         }
     }

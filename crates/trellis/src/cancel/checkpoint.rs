@@ -118,6 +118,14 @@ pub fn cancellable<F: Future>(future: F) -> Cancellable<F> {
     }
 }
 
+/// [`cancellable`] for a wait on `what`, which a dump shows while it waits.
+pub(crate) fn cancellable_on<F: Future>(what: &'static str, future: F) -> Cancellable<F> {
+    Cancellable {
+        inner: future,
+        wait: CancelWait::on(what),
+    }
+}
+
 pin_project_lite::pin_project! {
     /// The future returned by [`cancellable`].
     #[must_use = "futures do nothing unless you .await or poll them"]
@@ -164,6 +172,8 @@ pub(crate) struct CancelWait {
     /// False for operations that are not cancel points (a `Stream` poll): they still take the
     /// budgeted schedule point but never report cancellation.
     cancellable: bool,
+    /// What the operation waits on, for a dump (recorded once it has to wait).
+    what: Option<&'static str>,
     waiting: Option<Box<Waiting>>,
 }
 
@@ -172,6 +182,8 @@ struct Waiting {
     key: Option<usize>,
     last_waker: Option<Waker>,
     timer: Option<(i64, Pin<Box<Sleep>>)>,
+    /// The wait as the task's dump slot shows it; cleared when the operation ends.
+    _recorded: Option<crate::dump::Recorded>,
 }
 
 impl CancelWait {
@@ -179,6 +191,17 @@ impl CancelWait {
         CancelWait {
             started: false,
             cancellable: true,
+            what: None,
+            waiting: None,
+        }
+    }
+
+    /// For an operation that waits on `what` (a dump shows it while it waits).
+    pub(crate) const fn on(what: &'static str) -> Self {
+        CancelWait {
+            started: false,
+            cancellable: true,
+            what: Some(what),
             waiting: None,
         }
     }
@@ -188,6 +211,7 @@ impl CancelWait {
         CancelWait {
             started: false,
             cancellable: false,
+            what: None,
             waiting: None,
         }
     }
@@ -258,6 +282,9 @@ impl CancelWait {
                 key: None,
                 last_waker: None,
                 timer: None,
+                _recorded: self
+                    .what
+                    .and_then(|what| crate::dump::Recorded::start(what.into())),
             }));
         }
         let waiting = self.waiting.as_mut().expect("set above");
@@ -344,7 +371,7 @@ pub async fn sleep_until(deadline: Instant) -> Result<(), Cancelled> {
     if deadline <= Instant::now() {
         return checkpoint().await;
     }
-    cancellable(tokio::time::sleep_until(deadline)).await
+    cancellable_on("sleep", tokio::time::sleep_until(deadline)).await
 }
 
 /// Sleeps until cancelled: it only ever returns `Err(Cancelled)`.
@@ -357,5 +384,5 @@ pub async fn sleep_until(deadline: Instant) -> Result<(), Cancelled> {
 /// # }
 /// ```
 pub async fn sleep_forever() -> Result<Infallible, Cancelled> {
-    cancellable(std::future::pending::<Infallible>()).await
+    cancellable_on("sleep_forever", std::future::pending::<Infallible>()).await
 }

@@ -16,7 +16,7 @@ pub(crate) mod node;
 mod scope;
 mod timeouts;
 
-pub(crate) use checkpoint::CancelWait;
+pub(crate) use checkpoint::{CancelWait, cancellable_on};
 pub use checkpoint::{
     Cancellable, Checkpoint, cancellable, checkpoint, checkpoint_if_cancelled,
     current_effective_deadline, sleep, sleep_forever, sleep_until,

@@ -42,6 +42,18 @@ pub(crate) struct Node {
     /// cancelled or deadline-bound advance the global epoch: a scope entered with a deadline
     /// (every `fail_after`) does not invalidate every thread's cache.
     observed_clear: AtomicBool,
+    /// The nursery whose node this is, for a dump.
+    nursery: OnceLock<Weak<crate::nursery::Shared>>,
+}
+
+/// A node's state as a dump shows it.
+pub(crate) struct NodeView {
+    pub(crate) nursery: bool,
+    pub(crate) deadline: i64,
+    pub(crate) shield: bool,
+    pub(crate) cancel_called: bool,
+    pub(crate) cancelled: bool,
+    pub(crate) children: Vec<Arc<Node>>,
 }
 
 /// How many unused nodes a thread keeps for reuse.
@@ -90,6 +102,8 @@ struct State {
     /// cancels it, since it is no longer active.
     exited: bool,
     cancelled_caught: bool,
+    /// The task this node was attached in, for a dump (which of a nursery's tasks opened it).
+    opened_in: Option<tokio::task::Id>,
 }
 
 struct ParentLink {
@@ -136,6 +150,7 @@ impl Node {
                 entered: false,
                 exited: false,
                 cancelled_caught: false,
+                opened_in: None,
             }),
             instruments: OnceLock::new(),
             local: OnceLock::new(),
@@ -144,6 +159,47 @@ impl Node {
             effective_deadline: AtomicI64::new(NO_DEADLINE),
             id: next_id(),
             observed_clear: AtomicBool::new(false),
+            nursery: OnceLock::new(),
+        }
+    }
+
+    /// Marks this node as `nursery`'s.
+    pub(crate) fn set_nursery(&self, nursery: Weak<crate::nursery::Shared>) {
+        let _ = self.nursery.set(nursery);
+    }
+
+    /// The task this node was entered in, when it was entered in one.
+    pub(crate) fn opened_in(&self) -> Option<tokio::task::Id> {
+        self.lock().opened_in
+    }
+
+    /// The parent node, if any.
+    pub(crate) fn parent(&self) -> Option<Arc<Node>> {
+        self.lock().parent.as_ref().map(|p| p.node.clone())
+    }
+
+    /// What a dump shows of this node, with its live children.
+    pub(crate) fn view(self: &Arc<Self>) -> NodeView {
+        let mut state = self.lock();
+        NodeView {
+            nursery: self.nursery.get().is_some(),
+            deadline: state.deadline,
+            shield: state.shield,
+            cancel_called: state.cancel_called,
+            cancelled: self.effectively_cancelled.load(SeqCst),
+            children: state
+                .children
+                .iter_mut()
+                .filter_map(|w| w.upgrade())
+                .collect(),
+        }
+    }
+
+    /// The live tasks of this node's nursery (none for a scope's node).
+    pub(crate) fn nursery_tasks(&self) -> Vec<(tokio::task::Id, Arc<crate::dump::TaskSlot>)> {
+        match self.nursery.get().and_then(Weak::upgrade) {
+            Some(nursery) => nursery.live_tasks(),
+            None => Vec::new(),
         }
     }
 
@@ -306,6 +362,9 @@ impl Node {
                 key,
             };
             let mut state = self.lock();
+            if state.opened_in.is_none() {
+                state.opened_in = tokio::task::try_id();
+            }
             let old = state.parent.replace(link);
             // A scope being entered has no children and nobody waits in it yet: its effective
             // state is computed here, under the locks already held, and nothing needs waking.

@@ -395,7 +395,7 @@ impl<T> SendOp<T> {
         SendOp {
             value: Some(value),
             key: None,
-            cancel: CancelWait::new(),
+            cancel: CancelWait::on("channel send (the buffer is full)"),
         }
     }
 
@@ -560,7 +560,7 @@ impl<T> Receiver<T> {
         Recv {
             receiver: self,
             key: None,
-            cancel: CancelWait::new(),
+            cancel: CancelWait::on("channel receive"),
         }
     }
 

@@ -80,6 +80,8 @@ pin_project_lite::pin_project! {
         // Taken when the task finishes; still there if it is dropped unfinished.
         pub(super) on_done: Option<D>,
         pub(super) polled: bool,
+        // What a dump shows of the task; the current task's while it is polled.
+        pub(super) slot: Option<Arc<crate::dump::TaskSlot>>,
     }
 
     impl<F, S: TaskScope, D> PinnedDrop for Child<F, S, D> {
@@ -116,6 +118,7 @@ where
         let instruments = (this.scope.nursery().instruments.as_ref())
             .filter(|i| i.is_active())
             .cloned();
+        let outer = crate::dump::enter(this.slot.take());
         let polled = {
             let _entered = context::enter(this.scope);
             let first = !std::mem::replace(this.polled, true);
@@ -133,6 +136,7 @@ where
                 None => catch_unwind(AssertUnwindSafe(|| poll_once(this.future.as_mut(), cx))),
             }
         };
+        *this.slot = crate::dump::enter(outer);
         let outcome = match polled {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(value))) => Outcome::Value(value),

@@ -129,7 +129,7 @@ impl Condition {
         let mut op = CondWait {
             cond: self,
             stage: Stage::Start,
-            cancel: CancelWait::new(),
+            cancel: CancelWait::on("condition"),
         };
         let outcome = poll_fn(|cx| op.poll(cx, guard)).await;
         let cancelled = match outcome {

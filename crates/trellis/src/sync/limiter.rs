@@ -139,6 +139,7 @@ impl LimiterState {
 }
 
 impl Waitable for CapacityLimiter {
+    const WHAT: &'static str = "capacity limiter";
     type State = LimiterState;
     type Ticket = Borrower;
 

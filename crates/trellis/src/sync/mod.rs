@@ -46,6 +46,8 @@ fn wake_all(wakers: impl IntoIterator<Item = Waker>) {
 /// How a primitive takes part in [`Wait`]: its state behind one mutex, how to take a grant
 /// without waiting, and what to do with a grant whose waiter went away.
 trait Waitable {
+    /// What a task blocked on it waits on, as a dump says.
+    const WHAT: &'static str;
     type State;
     /// What a waiter brings (the borrower, for a capacity limiter).
     type Ticket;
@@ -81,7 +83,7 @@ impl<'a, W: Waitable> Wait<'a, W> {
             ticket,
             key: None,
             holding: false,
-            cancel: CancelWait::new(),
+            cancel: CancelWait::on(W::WHAT),
         }
     }
 
@@ -208,6 +210,7 @@ pub struct WaitStatistics {
 }
 
 impl Waitable for Event {
+    const WHAT: &'static str = "event";
     type State = EventState;
     type Ticket = ();
 
@@ -291,6 +294,7 @@ impl Default for LotState {
 }
 
 impl Waitable for ParkingLot {
+    const WHAT: &'static str = "parking lot";
     type State = LotState;
     type Ticket = ();
 
@@ -394,6 +398,7 @@ struct SemaphoreState {
 }
 
 impl Waitable for Semaphore {
+    const WHAT: &'static str = "semaphore";
     type State = SemaphoreState;
     type Ticket = ();
 
@@ -644,6 +649,7 @@ impl BrokenLock {
 }
 
 impl Waitable for Lock {
+    const WHAT: &'static str = "lock";
     type State = LockState;
     type Ticket = ();
 

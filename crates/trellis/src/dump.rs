@@ -1,0 +1,455 @@
+//! A dump of what every task is doing: the tree of nurseries, cancel scopes and tasks of a
+//! run, each task with its name and what it waits on (tractor's SIGUSR1 task tree, Trio's
+//! `trio.lowlevel` introspection in one call).
+//!
+//! Tasks are named when started ([`Nursery::start_soon_named`](crate::Nursery::start_soon_named));
+//! unnamed ones take the name of the function their future comes from. A task says what it
+//! waits on only on the slow path: a trellis operation that has to wait records a short
+//! description (`sleep`, `channel receive`, `lock`, `event`, …) in its task's slot when it
+//! starts waiting and clears it when it stops; code outside trellis can say the same with
+//! [`waiting_on`]. Nothing is recorded for an operation that completes at once.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use crate::cancel::node::Node;
+use crate::time::{self, NO_DEADLINE};
+
+/// What a dump knows of one task while it lives.
+pub(crate) struct TaskSlot {
+    /// The name given, or the future's type name (made readable only when a dump shows it:
+    /// spawning stays free of string work).
+    name: TaskName,
+    waiting: Mutex<Option<Cow<'static, str>>>,
+}
+
+/// How a task is named.
+pub(crate) enum TaskName {
+    Given(Cow<'static, str>),
+    Type(&'static str),
+}
+
+impl TaskSlot {
+    pub(crate) fn new(name: TaskName) -> Arc<TaskSlot> {
+        Arc::new(TaskSlot {
+            name,
+            waiting: Mutex::new(None),
+        })
+    }
+
+    /// The name a dump shows.
+    fn name(&self) -> String {
+        match &self.name {
+            TaskName::Given(name) => name.to_string(),
+            TaskName::Type(name) => readable(name),
+        }
+    }
+
+    fn set(&self, what: Option<Cow<'static, str>>) {
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    }
+
+    fn waiting(&self) -> Option<String> {
+        (self.waiting.lock().unwrap_or_else(|e| e.into_inner()))
+            .as_deref()
+            .map(str::to_owned)
+    }
+}
+
+thread_local! {
+    /// The slot of the task being polled on this thread.
+    static CURRENT: RefCell<Option<Arc<TaskSlot>>> = const { RefCell::new(None) };
+}
+
+/// Makes `slot` the current task's for the duration of a poll; gives back the previous one.
+pub(crate) fn enter(slot: Option<Arc<TaskSlot>>) -> Option<Arc<TaskSlot>> {
+    CURRENT
+        .try_with(|current| current.replace(slot))
+        .ok()
+        .flatten()
+}
+
+/// The current task's slot, if trellis runs the current task.
+pub(crate) fn current() -> Option<Arc<TaskSlot>> {
+    CURRENT
+        .try_with(|current| current.borrow().clone())
+        .ok()
+        .flatten()
+}
+
+/// A wait recorded in a task's slot; clears it when dropped.
+pub(crate) struct Recorded(Arc<TaskSlot>);
+
+impl Recorded {
+    /// Records that the current task waits on `what`, if trellis runs it.
+    pub(crate) fn start(what: Cow<'static, str>) -> Option<Recorded> {
+        let slot = current()?;
+        slot.set(Some(what));
+        Some(Recorded(slot))
+    }
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        self.0.set(None);
+    }
+}
+
+/// Runs `future`, recording while it waits that the current task waits on `what` (for
+/// [`dump`]). `what` is made only when the future has to wait.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), trellis::Error> {
+/// trellis::open_nursery(|n| async move {
+///     n.start_soon_named("poller", async {
+///         trellis::dump::waiting_on(|| "the upstream service".into(), async {
+///             trellis::sleep(std::time::Duration::from_millis(50)).await
+///         })
+///         .await
+///     })?;
+///     trellis::sleep(std::time::Duration::from_millis(10)).await?;
+///     let dump = trellis::dump::dump();
+///     assert!(dump.to_string().contains("poller — waiting on the upstream service"));
+///     Ok::<_, trellis::Error>(())
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub fn waiting_on<F, D>(what: D, future: F) -> WaitingOn<F, D>
+where
+    F: Future,
+    D: FnOnce() -> Cow<'static, str>,
+{
+    WaitingOn {
+        future,
+        what: Some(what),
+        described: None,
+        recorded: None,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`waiting_on`].
+    #[must_use = "futures do nothing unless you .await or poll them"]
+    pub struct WaitingOn<F, D> {
+        #[pin]
+        future: F,
+        what: Option<D>,
+        described: Option<Cow<'static, str>>,
+        recorded: Option<Recorded>,
+    }
+}
+
+impl<F: Future, D: FnOnce() -> Cow<'static, str>> Future for WaitingOn<F, D> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        match this.future.poll(cx) {
+            Poll::Ready(output) => {
+                *this.recorded = None;
+                Poll::Ready(output)
+            }
+            Poll::Pending => {
+                if let Some(what) = this.what.take() {
+                    *this.described = Some(what());
+                }
+                // Set after every pending poll: the inner future's own waits (a channel under
+                // a remote call) say less than this one.
+                let described = this.described.clone().unwrap_or_default();
+                match this.recorded {
+                    Some(recorded) => recorded.0.set(Some(described)),
+                    None => *this.recorded = Recorded::start(described),
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The name a task gets from its future's type when it is not given one: the path of the
+/// function the future comes from (`my_app::worker` for `worker(…)` or an `async` block in
+/// it), without closures and generic arguments — worked out when a dump shows it.
+pub(crate) fn name_of<F>() -> TaskName {
+    TaskName::Type(std::any::type_name::<F>())
+}
+
+/// A future's type name as a task's name: `app::worker::{{closure}}` reads `app::worker`.
+fn readable(mut name: &str) -> String {
+    while let Some(outer) = name.strip_suffix("::{{closure}}") {
+        name = outer;
+    }
+    if !name.contains('<') {
+        return name.to_owned();
+    }
+    without_generics(name)
+}
+
+/// `name` without generic arguments and `<impl …>` segments:
+/// `my::Pool::<impl my::Pool>::run<u64>` reads `my::Pool::run`.
+fn without_generics(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut depth = 0usize;
+    let mut previous = ' ';
+    for c in name.chars() {
+        match c {
+            '<' => depth += 1,
+            // The arrow of a `fn() -> T` argument closes nothing.
+            '>' if previous != '-' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+        previous = c;
+    }
+    while let Some(at) = out.find("::::") {
+        out.replace_range(at..at + 4, "::");
+    }
+    let out = out.trim_end_matches("::{{closure}}");
+    out.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_generics;
+
+    #[test]
+    fn generic_arguments_and_impl_blocks_are_left_out() {
+        assert_eq!(
+            without_generics("app::peers::<impl app::handle::Actor>::accept_loop"),
+            "app::peers::accept_loop"
+        );
+        assert_eq!(
+            without_generics(
+                "app::Nursery::run_in<app::watch, (alloc::string::String, fn() -> u8)>::{{closure}}"
+            ),
+            "app::Nursery::run_in"
+        );
+    }
+}
+
+/// A snapshot of a run's nurseries, scopes and tasks, from its root scope down. Printed
+/// (`Display`), it is an indented tree; its parts are public for programs (a supervisor's
+/// health page, a test).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dump {
+    /// The root scope of the run the calling task belongs to.
+    pub root: ScopeDump,
+}
+
+/// A nursery or a cancel scope in a [`Dump`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeDump {
+    /// A nursery (its tasks listed), or a scope.
+    pub nursery: bool,
+    /// Time left until its own deadline, if it has one (zero once passed).
+    pub deadline_in: Option<std::time::Duration>,
+    /// Whether it is shielded.
+    pub shielded: bool,
+    /// Whether its own cancellation was asked for.
+    pub cancel_called: bool,
+    /// Whether code in it is cancelled (by itself or from above).
+    pub cancelled: bool,
+    /// Its tasks (nurseries only), with the scopes each opened.
+    pub tasks: Vec<TaskDump>,
+    /// Scopes and nurseries opened in it outside any of its tasks (by the nursery's body, or by
+    /// the code of the scope).
+    pub children: Vec<ScopeDump>,
+}
+
+/// A task in a [`Dump`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDump {
+    /// Its name.
+    pub name: String,
+    /// What it waits on, when it is blocked in an operation that says.
+    pub waiting_on: Option<String>,
+    /// The scopes and nurseries it opened.
+    pub children: Vec<ScopeDump>,
+}
+
+impl Dump {
+    /// Every task in the dump, depth first.
+    pub fn tasks(&self) -> Vec<&TaskDump> {
+        fn walk<'a>(scope: &'a ScopeDump, out: &mut Vec<&'a TaskDump>) {
+            for task in &scope.tasks {
+                out.push(task);
+                task.children.iter().for_each(|c| walk(c, out));
+            }
+            scope.children.iter().for_each(|c| walk(c, out));
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &mut out);
+        out
+    }
+}
+
+/// A dump of the run the calling code belongs to, from its root scope; an empty root outside
+/// any trellis scope.
+pub fn dump() -> Dump {
+    let Some(mut node) = crate::context::current() else {
+        return Dump {
+            root: scope_of(None),
+        };
+    };
+    while let Some(parent) = node.parent() {
+        node = parent;
+    }
+    Dump {
+        root: scope_of(Some(&node)),
+    }
+}
+
+fn scope_of(node: Option<&Arc<Node>>) -> ScopeDump {
+    let Some(node) = node else {
+        return ScopeDump {
+            nursery: false,
+            deadline_in: None,
+            shielded: false,
+            cancel_called: false,
+            cancelled: false,
+            tasks: Vec::new(),
+            children: Vec::new(),
+        };
+    };
+    let view = node.view();
+    let tasks = node.nursery_tasks();
+    let mut task_dumps: Vec<TaskDump> = tasks
+        .iter()
+        .map(|(_, slot)| TaskDump {
+            name: slot.name(),
+            waiting_on: slot.waiting(),
+            children: Vec::new(),
+        })
+        .collect();
+    let mut children = Vec::new();
+    for child in &view.children {
+        let dump = scope_of(Some(child));
+        let owner = child
+            .opened_in()
+            .and_then(|id| tasks.iter().position(|(task, _)| *task == id));
+        match owner {
+            Some(i) => task_dumps[i].children.push(dump),
+            None => children.push(dump),
+        }
+    }
+    ScopeDump {
+        nursery: view.nursery,
+        deadline_in: (view.deadline != NO_DEADLINE).then(|| {
+            let left = view.deadline.saturating_sub(time::now());
+            std::time::Duration::from_nanos(u64::try_from(left).unwrap_or(0))
+        }),
+        shielded: view.shield,
+        cancel_called: view.cancel_called,
+        cancelled: view.cancelled,
+        tasks: task_dumps,
+        children,
+    }
+}
+
+impl fmt::Display for Dump {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        write_scope(&mut out, &self.root, "", "");
+        f.write_str(out.trim_end())
+    }
+}
+
+impl ScopeDump {
+    /// A scope that says nothing: no deadline, no shield, not cancelled, no tasks, one scope
+    /// inside (the runtime's own wrappers, mostly). Drawn, it is left out.
+    fn is_plain(&self) -> bool {
+        !self.nursery
+            && self.deadline_in.is_none()
+            && !self.shielded
+            && !self.cancel_called
+            && !self.cancelled
+            && self.tasks.is_empty()
+            && self.children.len() == 1
+    }
+
+    /// A scope with nothing in it and nothing to say (a served call's own scope, say).
+    fn is_empty(&self) -> bool {
+        !self.nursery
+            && self.deadline_in.is_none()
+            && !self.shielded
+            && !self.cancel_called
+            && !self.cancelled
+            && self.tasks.is_empty()
+            && self.children.iter().all(ScopeDump::is_empty)
+    }
+}
+
+fn write_scope(out: &mut String, scope: &ScopeDump, first: &str, rest: &str) {
+    if scope.is_plain() {
+        return write_scope(out, &scope.children[0], first, rest);
+    }
+    let _ = write!(
+        out,
+        "{first}{}",
+        if scope.nursery { "nursery" } else { "scope" }
+    );
+    if let Some(left) = scope.deadline_in {
+        let _ = write!(out, ", deadline in {left:.1?}");
+    }
+    if scope.shielded {
+        out.push_str(", shielded");
+    }
+    if scope.cancel_called {
+        out.push_str(", cancelled");
+    } else if scope.cancelled {
+        out.push_str(", cancelled from above");
+    }
+    out.push('\n');
+    let children = shown(&scope.children);
+    let count = scope.tasks.len() + children.len();
+    let mut i = 0;
+    for task in &scope.tasks {
+        i += 1;
+        let (branch, indent) = branches(i == count);
+        let _ = write!(out, "{rest}{branch}task {}", task.name);
+        if let Some(what) = &task.waiting_on {
+            let _ = write!(out, " — waiting on {what}");
+        }
+        out.push('\n');
+        let inner = format!("{rest}{indent}");
+        let opened = shown(&task.children);
+        let n = opened.len();
+        for (j, child) in opened.into_iter().enumerate() {
+            let (branch, indent) = branches(j + 1 == n);
+            write_scope(
+                out,
+                child,
+                &format!("{inner}{branch}"),
+                &format!("{inner}{indent}"),
+            );
+        }
+    }
+    for child in children {
+        i += 1;
+        let (branch, indent) = branches(i == count);
+        write_scope(
+            out,
+            child,
+            &format!("{rest}{branch}"),
+            &format!("{rest}{indent}"),
+        );
+    }
+}
+
+/// The scopes worth drawing.
+fn shown(scopes: &[ScopeDump]) -> Vec<&ScopeDump> {
+    scopes.iter().filter(|s| !s.is_empty()).collect()
+}
+
+fn branches(last: bool) -> (&'static str, &'static str) {
+    if last {
+        ("└─ ", "   ")
+    } else {
+        ("├─ ", "│  ")
+    }
+}

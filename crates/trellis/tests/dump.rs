@@ -1,0 +1,139 @@
+//! A dump of a run's tasks (tractor dumps its actors' task trees on SIGUSR1; Trio exposes the
+//! task tree through `trio.lowlevel`): nurseries, scopes and tasks with their names and what
+//! each waits on. The waits are made deterministic with `wait_all_tasks_blocked` on the
+//! autojump clock (Trio's test_wait_all_tasks_blocked idiom).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use trellis::dump::{Dump, TaskDump};
+use trellis::sync::Lock;
+use trellis::testing::{run_test, wait_all_tasks_blocked};
+
+async fn sleeper() -> Result<(), trellis::Error> {
+    trellis::sleep(Duration::from_secs(3600)).await?;
+    Ok(())
+}
+
+fn task<'a>(dump: &'a Dump, name: &str) -> &'a TaskDump {
+    let found: Vec<_> = dump
+        .tasks()
+        .into_iter()
+        .filter(|t| t.name == name)
+        .collect();
+    assert_eq!(found.len(), 1, "one task {name} in\n{dump}");
+    found[0]
+}
+
+#[test]
+fn a_dump_names_each_task_and_what_it_waits_on() {
+    run_test(async {
+        trellis::open_nursery(|n| async move {
+            let lock = Arc::new(Lock::new());
+            let held = lock.clone();
+            let guard = held.acquire().await.unwrap();
+            let (tx, rx) = trellis::channel::<u32>(0);
+            let (full_tx, full_rx) = trellis::channel::<u32>(0);
+            // Keeps the other ends open until the end.
+            n.start_soon_named("keeper", async move {
+                let _ends = (tx, full_rx);
+                trellis::sleep_forever().await?;
+                Ok::<_, trellis::Error>(())
+            })?;
+            let locker = lock.clone();
+            n.start_soon_named("locker", async move {
+                let _guard = locker.acquire().await?;
+                Ok::<_, trellis::Error>(())
+            })?;
+            n.start_soon_named("receiver", async move {
+                rx.recv().await?;
+                Ok::<_, trellis::Error>(())
+            })?;
+            n.start_soon_named("sender", async move {
+                full_tx.send(7).await?;
+                Ok::<_, trellis::Error>(())
+            })?;
+            n.start_soon(sleeper())?;
+            n.start_soon_named("scoped", async {
+                trellis::move_on_after(Duration::from_secs(60), async {
+                    trellis::open_nursery(|inner| async move {
+                        inner.start_soon_named("inner sleeper", sleeper())?;
+                        Ok::<_, trellis::Error>(())
+                    })
+                    .await
+                })
+                .await?;
+                Ok::<_, trellis::Error>(())
+            })?;
+            n.start_soon_named("custom", async {
+                trellis::dump::waiting_on(|| "the billing service".into(), sleeper()).await
+            })?;
+            wait_all_tasks_blocked().await?;
+            let dump = trellis::dump::dump();
+            let waits = |name| task(&dump, name).waiting_on.clone();
+            assert_eq!(waits("locker").as_deref(), Some("lock"), "{dump}");
+            assert_eq!(waits("receiver").as_deref(), Some("channel receive"));
+            assert_eq!(
+                waits("sender").as_deref(),
+                Some("channel send (the buffer is full)")
+            );
+            // An unnamed task is named after the function its future comes from.
+            assert_eq!(waits("dump::sleeper").as_deref(), Some("sleep"), "{dump}");
+            assert_eq!(waits("custom").as_deref(), Some("the billing service"));
+            // The scope a task opened sits under it, with its deadline; the nursery inside it
+            // holds its own task.
+            let scoped = task(&dump, "scoped");
+            assert_eq!(scoped.children.len(), 1, "{dump}");
+            let scope = &scoped.children[0];
+            assert!(!scope.nursery);
+            let left = scope.deadline_in.expect("a deadline");
+            assert!(left > Duration::from_secs(59) && left <= Duration::from_secs(60));
+            assert_eq!(scope.children.len(), 1, "{dump}");
+            assert!(scope.children[0].nursery);
+            assert_eq!(scope.children[0].tasks[0].name, "inner sleeper");
+            assert_eq!(waits("inner sleeper").as_deref(), Some("sleep"));
+            let text = dump.to_string();
+            assert!(text.contains("task locker — waiting on lock"), "{text}");
+            assert!(text.contains("scope, deadline in 60.0s"), "{text}");
+            // A task that finished leaves the dump; one that stopped waiting says nothing more.
+            drop(guard);
+            wait_all_tasks_blocked().await?;
+            let after = trellis::dump::dump();
+            assert!(after.tasks().iter().all(|t| t.name != "locker"), "{after}");
+            n.cancel();
+            Ok::<_, trellis::Error>(())
+        })
+        .await
+        // The tasks end as the cancellation finds them (a receiver may see its channel's end
+        // first); a failed assertion above is a panic, which this does not hide.
+        .ok();
+    });
+}
+
+#[test]
+fn a_cancelled_scope_shows_as_cancelled_and_outside_a_run_the_dump_is_empty() {
+    let outside = trellis::dump::dump();
+    assert!(outside.tasks().is_empty());
+    run_test(async {
+        trellis::open_nursery(|n| async move {
+            n.start_soon_named("shielded", async {
+                trellis::CancelScope::shielded().run(sleeper()).await?;
+                Ok::<_, trellis::Error>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+            n.cancel();
+            // The nursery is the run's outermost scope here (no root scope around the test).
+            let dump = trellis::dump::dump();
+            assert!(dump.root.nursery && dump.root.cancel_called, "{dump}");
+            let shielded = task(&dump, "shielded");
+            let scope = &shielded.children[0];
+            assert!(scope.shielded && !scope.cancelled, "{dump}");
+            let text = dump.to_string();
+            assert!(text.starts_with("nursery, cancelled\n"), "{text}");
+            assert!(text.contains("scope, shielded"), "{text}");
+            Ok::<_, trellis::Error>(())
+        })
+        .await
+        .ok();
+    });
+}
