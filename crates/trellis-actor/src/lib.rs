@@ -35,6 +35,7 @@ mod actor_error;
 mod calls;
 mod cancel_reason;
 mod connection;
+mod dump;
 mod error;
 #[cfg(all(feature = "etcd", fuzzing))]
 #[doc(hidden)]
@@ -61,6 +62,7 @@ pub use actor_error::ActorError;
 pub use calls::{
     Context, DEFAULT_CAPACITY, Flow, MsgStream, Portal, PortalContext, StreamOptions, Subscription,
 };
+pub use dump::{ActorDump, ScopeInfo, TaskInfo, draw as draw_dumps, draw_all as draw_all_dumps};
 pub use error::{BadArguments, RemoteActorError, StreamOverrun, Unauthorized, UnknownFunction};
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdError};

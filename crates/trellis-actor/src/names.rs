@@ -10,6 +10,8 @@ pub(crate) const CHILD_READY: &str = "trellis.child_ready";
 pub(crate) const CANCEL_ACTOR: &str = "trellis.cancel_actor";
 /// An actor's identity and load.
 pub(crate) const INFO: &str = "trellis.info";
+/// What every task of an actor is doing.
+pub(crate) const DUMP: &str = "trellis.dump";
 /// The functions an actor serves, with their call kinds.
 pub(crate) const FUNCTIONS: &str = "trellis.functions";
 /// A child's log records, for its parent.

@@ -55,6 +55,13 @@ pub(crate) enum Command {
     },
     /// List the functions the actor registered as `actor` serves.
     List { registry: Registry, actor: String },
+    /// Print what every task of every actor is doing: as a tree (the runtime's own tasks
+    /// folded unless `all`), or as JSON.
+    Dump {
+        registry: Registry,
+        json: bool,
+        all: bool,
+    },
 }
 
 impl Command {
@@ -63,7 +70,8 @@ impl Command {
         match self {
             Command::Tree { registry, .. }
             | Command::Call { registry, .. }
-            | Command::List { registry, .. } => registry,
+            | Command::List { registry, .. }
+            | Command::Dump { registry, .. } => registry,
         }
     }
 }
@@ -145,6 +153,20 @@ enum Sub {
         #[arg(long, value_name = "SECS", conflicts_with = "json")]
         watch: Option<f64>,
     },
+    /// Print what every task of every actor is doing: each actor's nurseries, cancel scopes
+    /// (deadline, shielded, cancelled) and tasks, with what each waits on (a lock, a channel,
+    /// a call into another actor, a stream's credit), drawn as one tree
+    #[command(after_help = "SIGUSR1 to a root actor prints the same on its standard error.")]
+    Dump {
+        /// Print it as JSON (for scripts): the registrar, and each actor's dump, or why it
+        /// did not answer (`error`)
+        #[arg(long)]
+        json: bool,
+        /// Show the runtime's own tasks too (connections, supervision, log shipping), which
+        /// are otherwise folded into a count
+        #[arg(long, conflicts_with = "json")]
+        all: bool,
+    },
     /// Call FUNCTION in the actor registered as ACTOR and print the result as JSON, or with
     /// --list, list the functions it serves
     #[command(after_help = "Example: trellis call calc add '[1, 2]'")]
@@ -207,6 +229,11 @@ where
             registry,
             json,
             watch: watch.map(every).transpose()?,
+        },
+        Sub::Dump { json, all } => Command::Dump {
+            registry,
+            json,
+            all,
         },
         Sub::Call {
             list: true, actor, ..

@@ -81,6 +81,11 @@ fn main() -> ExitCode {
                 args,
             } => call(config, registry, actor, function, args).await,
             Command::List { registry, actor } => functions_of(config, registry, actor).await,
+            Command::Dump {
+                registry,
+                json,
+                all,
+            } => dump_of(config, registry, json, all).await,
         }
     });
     match outcome {
@@ -273,19 +278,57 @@ async fn watch_tree(config: Config, registry: Registry, every: std::time::Durati
     }
 }
 
+async fn dump_of(config: Config, registry: Registry, json: bool, all: bool) -> Outcome {
+    with_registered(config, registry, |actor, r, registered| async move {
+        let dumps = ask_all(
+            &actor,
+            &registered,
+            |portal| async move { portal.dump().await },
+        )
+        .await?;
+        Ok(Ok(if json {
+            tree::json_of(&r, &dumps, "dump", |dump| serde_json::to_value(dump))
+        } else {
+            tree::draw_dumps(&r, &dumps, all)
+        }))
+    })
+    .await
+}
+
 /// Asks every registered actor, side by side, to describe itself.
 async fn describe_all(
     actor: &trellis_actor::Actor,
     registered: &[Registered],
 ) -> Result<Vec<(Registered, Result<ActorInfo, String>)>, trellis::Error> {
+    ask_all(
+        actor,
+        registered,
+        |portal| async move { portal.info().await },
+    )
+    .await
+}
+
+/// Asks every registered actor, side by side, what `ask` asks; an actor that does not answer
+/// in time, or fails, gets the reason instead.
+async fn ask_all<T, F, Fut>(
+    actor: &trellis_actor::Actor,
+    registered: &[Registered],
+    ask: F,
+) -> Result<Vec<(Registered, Result<T, String>)>, trellis::Error>
+where
+    T: Send + 'static,
+    F: Fn(trellis_actor::Portal) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, trellis_actor::ActorError>> + Send,
+{
     let described = trellis::open_nursery(|n| async move {
         let mut tasks = Vec::new();
         for entry in registered.iter().cloned() {
             let actor = actor.clone();
+            let ask = ask.clone();
             tasks.push(n.start_soon(async move {
                 let info = trellis::move_on_after(ANSWER_TIMEOUT, async {
                     let portal = actor.portal(&entry.addr).await?;
-                    Ok::<_, trellis::Error>(portal.info().await?)
+                    Ok::<_, trellis::Error>(ask(portal).await?)
                 })
                 .await;
                 let info = match info {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use trellis_actor::{ActorInfo, Registered, StreamInfo, SupervisedChild};
+use trellis_actor::{ActorDump, ActorInfo, Registered, StreamInfo, SupervisedChild};
 
 use crate::args::Registry;
 
@@ -12,6 +12,43 @@ pub(crate) type Described = (Registered, Result<ActorInfo, String>);
 
 /// What the registrar listed, each described.
 pub(crate) type Snapshot = Vec<Described>;
+
+/// Every actor's dump as one tree (actors under their parents, each one's tasks under it),
+/// then the actors that did not answer.
+pub(crate) fn draw_dumps(
+    registry: &Registry,
+    dumps: &[(Registered, Result<ActorDump, String>)],
+    all: bool,
+) -> String {
+    let mut out = format!(
+        "{}: {} actor{}\n",
+        source(registry),
+        dumps.len(),
+        if dumps.len() == 1 { "" } else { "s" }
+    );
+    let answered: Vec<ActorDump> = dumps
+        .iter()
+        .filter_map(|(_, d)| d.as_ref().ok().cloned())
+        .collect();
+    out.push_str(&if all {
+        trellis_actor::draw_all_dumps(&answered)
+    } else {
+        trellis_actor::draw_dumps(&answered)
+    });
+    for (registered, dump) in dumps {
+        if let Err(reason) = dump {
+            let _ = writeln!(out, "actor {}: {reason}", registered.id);
+        }
+    }
+    out
+}
+
+fn source(registry: &Registry) -> String {
+    match registry {
+        Registry::Registrar(addr) => format!("registrar {addr}"),
+        Registry::Etcd { endpoints, prefix } => format!("etcd {endpoints} {prefix}"),
+    }
+}
 
 /// One line per actor, children indented under their parent with box-drawing lines.
 pub(crate) fn draw(
@@ -29,10 +66,7 @@ pub(crate) fn draw_since(
     previous: Option<(&[Described], std::time::Duration)>,
 ) -> String {
     let rates = previous.map(|(before, elapsed)| Rates::between(before, actors, elapsed));
-    let source = match registry {
-        Registry::Registrar(addr) => format!("registrar {addr}"),
-        Registry::Etcd { endpoints, prefix } => format!("etcd {endpoints} {prefix}"),
-    };
+    let source = source(registry);
     let mut out = format!(
         "{source}: {} actor{}\n",
         actors.len(),
@@ -115,6 +149,17 @@ pub(crate) fn json(
     registry: &Registry,
     actors: &[(Registered, Result<ActorInfo, String>)],
 ) -> String {
+    json_of(registry, actors, "info", |info| serde_json::to_value(info))
+}
+
+/// [`json`] for any answer: each actor's under `key` (`value` makes it JSON), or its
+/// `error`.
+pub(crate) fn json_of<T>(
+    registry: &Registry,
+    actors: &[(Registered, Result<T, String>)],
+    key: &str,
+    value: fn(&T) -> serde_json::Result<serde_json::Value>,
+) -> String {
     let actors: Vec<serde_json::Value> = actors
         .iter()
         .map(|(registered, info)| {
@@ -124,7 +169,7 @@ pub(crate) fn json(
                 "addr": registered.addr.to_string(),
             });
             match info {
-                Ok(info) => entry["info"] = serde_json::to_value(info).unwrap_or_default(),
+                Ok(answer) => entry[key] = value(answer).unwrap_or_default(),
                 Err(reason) => entry["error"] = serde_json::Value::from(reason.as_str()),
             }
             entry

@@ -293,7 +293,69 @@ fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
 }
 
+/// Every task of `scope` (a dump's scope as JSON), depth first: (name, waiting_on).
+fn json_tasks(scope: &serde_json::Value, out: &mut Vec<(String, Option<String>)>) {
+    for task in scope["tasks"].as_array().into_iter().flatten() {
+        out.push((
+            task["name"].as_str().unwrap().to_owned(),
+            task["waiting_on"].as_str().map(str::to_owned),
+        ));
+        for child in task["children"].as_array().into_iter().flatten() {
+            json_tasks(child, out);
+        }
+    }
+    for child in scope["children"].as_array().into_iter().flatten() {
+        json_tasks(child, out);
+    }
+}
+
+/// `trellis dump` draws every actor's tasks as one tree, and `--json` gives the same to a
+/// script: `mid` serves `hold_with_child`, asleep in it; the root's task waits on that call.
+fn dump_is_drawn_and_parsed_as_json(transport: Transport) {
+    with_tree(transport, move |registrar, _| async move {
+        let out = trellis_cli(&["dump", "--registrar", &registrar]).await?;
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            stdout.starts_with(&format!("registrar {registrar}: 4 actors\nactor root#")),
+            "{stdout}"
+        );
+        let at = |needle: &str| {
+            stdout
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle:?} in\n{stdout}"))
+        };
+        assert!(at("\n    actor mid#") < at("task serving `hold_with_child` for actor root#"));
+        assert!(at("\n    actor mid#") < at("\n        actor leaf#"));
+        assert!(
+            stdout.contains("waiting on call `hold_with_child` in actor mid#"),
+            "{stdout}"
+        );
+
+        let out = trellis_cli(&["dump", "--json", "--registrar", &registrar]).await?;
+        assert!(out.status.success(), "{out:?}");
+        let snapshot: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let actors = snapshot["actors"].as_array().unwrap();
+        assert_eq!(actors.len(), 4, "{snapshot:#}");
+        let mid = actors.iter().find(|a| a["name"] == "mid").unwrap();
+        assert_eq!(mid["dump"]["id"]["name"], "mid");
+        let mut tasks = Vec::new();
+        json_tasks(&mid["dump"]["root"], &mut tasks);
+        let serving = tasks
+            .iter()
+            .find(|(name, _)| name.starts_with("serving `hold_with_child` for actor root#"))
+            .unwrap_or_else(|| panic!("{tasks:?}"));
+        assert_eq!(serving.1.as_deref(), Some("sleep"), "{tasks:?}");
+        Ok(())
+    });
+}
+
 mod unix {
+    #[test]
+    fn dump_is_drawn_and_parsed_as_json() {
+        super::dump_is_drawn_and_parsed_as_json(trellis_actor::Transport::Unix);
+    }
+
     #[test]
     fn tree_as_json_and_watched() {
         super::tree_as_json_and_watched(trellis_actor::Transport::Unix);

@@ -203,10 +203,9 @@ async fn serve_parent(actor: Actor, parent: Addr) -> Result<Exit, trellis::Error
     actor.set_parent(conn.peer().actor.clone());
     actor.register().await?;
     let parent_conn = conn.clone();
-    actor
-        .inner
-        .work
-        .start_soon(crate::logs::ship(move |records| {
+    actor.inner.work.start_soon_named(
+        "trellis: log shipping",
+        crate::logs::ship(move |records| {
             let conn = parent_conn.clone();
             async move {
                 match conn.call(LOG, records).await {
@@ -217,7 +216,8 @@ async fn serve_parent(actor: Actor, parent: Addr) -> Result<Exit, trellis::Error
                     Err(e) => Err(e),
                 }
             }
-        }))?;
+        }),
+    )?;
     conn.call(CHILD_READY, Payload::unit()).await?;
     Ok(match conn.ended().await {
         Err(_cancelled) => Exit::Cancelled,

@@ -206,6 +206,17 @@ impl Actor {
         self.root().unwrap_or_else(|| self.inner.addr.clone())
     }
 
+    /// What every task of this actor's process is doing (`trellis.dump`). Called from any
+    /// task of the actor: the dump starts at the outermost scope of the run it belongs to.
+    pub fn dump(&self) -> crate::ActorDump {
+        crate::ActorDump {
+            id: self.inner.id.clone(),
+            pid: std::process::id(),
+            parent: self.lock().parent.as_ref().map(|p| p.uid.clone()),
+            root: trellis::dump::dump().root.into(),
+        }
+    }
+
     /// Records the parent of this (child) actor.
     pub(crate) fn set_parent(&self, parent: ActorId) {
         self.lock().parent = Some(parent);

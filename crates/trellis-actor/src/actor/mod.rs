@@ -10,6 +10,7 @@
 
 mod child;
 mod config;
+mod dump;
 mod entry;
 mod etcd_registry;
 mod handle;

@@ -141,7 +141,7 @@ impl Actor {
     pub(crate) async fn register(&self) -> Result<(), trellis::Error> {
         if let Some(etcd) = &self.inner.etcd {
             Box::pin(etcd.register(self.entry())).await?;
-            self.inner.work.start_soon(etcd.clone().keep())?;
+            (self.inner.work).start_soon_named("trellis: etcd lease", etcd.clone().keep())?;
             return Ok(());
         }
         if let Some(registry) = &self.inner.registry {
@@ -271,7 +271,8 @@ impl Actor {
         };
         let actor = self.clone();
         let c = conn.clone();
-        self.inner.io.start_soon(async move {
+        let name = format!("trellis: connection with actor {}", conn.peer().actor);
+        self.inner.io.start_soon_named(name, async move {
             let run = c.clone().run(reader, writer, buf, service, limits);
             let result = run.await;
             let mut state = actor.lock();
@@ -311,7 +312,7 @@ impl Actor {
             let pending = pending.clone();
             // Each handshake on its own, so a slow or silent peer holds up nobody. A connection
             // beyond the limit is refused the same way, under the same deadline and count.
-            self.inner.io.start_soon(async move {
+            self.inner.io.start_soon_named("trellis: handshake", async move {
                 let shaken = scope
                     .run(async {
                         let config = &actor.inner.config;

@@ -105,7 +105,7 @@ where
                     }),
                 };
                 let _ = set.0.set(actor.clone());
-                work_io.start_soon(actor.clone().accept_loop(listener))?;
+                work_io.start_soon_named("trellis: accept", actor.clone().accept_loop(listener))?;
                 let outcome = body(actor.clone()).await;
                 // The body is done: stop serving, say goodbye.
                 work.cancel();
@@ -152,6 +152,11 @@ where
         if register {
             actor.register().await?;
         }
+        let dumper = actor.clone();
+        actor.inner.io.start_soon_named(
+            "trellis: task dump on SIGUSR1",
+            super::dump::on_sigusr1(dumper),
+        )?;
         root().await
     }));
     let terminated = until_terminated(&scope, tree).await;

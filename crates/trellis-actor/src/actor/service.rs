@@ -14,7 +14,7 @@ use crate::connection::{Conn, Incoming, Prepared, Service};
 use crate::error::ErrorTypes;
 use crate::functions::{Functions, call_kind_name};
 use crate::info::FunctionInfo;
-use crate::names::{CANCEL_ACTOR, CHILD_READY, FUNCTIONS, INFO, LOG, TERMINAL};
+use crate::names::{CANCEL_ACTOR, CHILD_READY, DUMP, FUNCTIONS, INFO, LOG, TERMINAL};
 
 /// The runtime's own functions that run as served calls.
 fn builtins() -> &'static Functions {
@@ -27,7 +27,7 @@ fn builtins() -> &'static Functions {
 }
 
 /// The functions the runtime answers at once, as [`FunctionInfo`]s.
-const QUICK: [&str; 4] = [CANCEL_ACTOR, CHILD_READY, INFO, FUNCTIONS];
+const QUICK: [&str; 5] = [CANCEL_ACTOR, CHILD_READY, INFO, FUNCTIONS, DUMP];
 
 /// An actor serving the calls of one connection.
 pub(crate) struct ActorService {
@@ -86,6 +86,7 @@ impl ActorService {
                 conn.answer(cid, encoded(&info));
             }
             FUNCTIONS => conn.answer(cid, encoded(&self.list())),
+            DUMP => conn.answer(cid, encoded(&self.actor.dump())),
             _ => return false,
         }
         true
@@ -219,7 +220,7 @@ impl Service for ActorService {
         match self.prepare(conn, function, kind, &args) {
             Ok(prepared) => {
                 let prepared = traced(prepared, function, &conn.peer().actor, trace);
-                conn.serve_call(cid, kind, prepared, &self.actor.inner.work)
+                conn.serve_call((cid, function), kind, prepared, &self.actor.inner.work)
             }
             Err((error_kind, text)) => conn.refuse(cid, error_kind, text),
         }

@@ -99,6 +99,16 @@ impl Portal {
         self.run_named(names::INFO, ()).await
     }
 
+    /// What every task of the actor is doing: its nurseries, scopes and tasks, each task with
+    /// what it waits on (the runtime function `trellis.dump`).
+    ///
+    /// # Errors
+    ///
+    /// [`ActorError::ConnectionLost`] when the actor is gone; [`ActorError::Cancelled`].
+    pub async fn dump(&self) -> Result<crate::ActorDump, ActorError> {
+        self.run_named(names::DUMP, ()).await
+    }
+
     /// The functions the actor serves, by name, with their call kinds (the runtime function
     /// `trellis.functions`).
     ///

@@ -389,7 +389,8 @@ impl Conn {
             conn: self,
             cid: Some(cid),
         };
-        let end = match trellis::cancellable(&mut rx).await {
+        let what = || format!("call `{function}` in actor {}", self.inner.peer.actor).into();
+        let end = match trellis::dump::waiting_on(what, trellis::cancellable(&mut rx)).await {
             Ok(Ok(end)) => end,
             Ok(Err(_)) => {
                 pending.cid = None;

@@ -73,7 +73,7 @@ impl Conn {
         let conn = self.clone();
         let outcome = trellis::open_nursery(|n| async move {
             let w = conn.clone();
-            n.start_soon(async move {
+            n.start_soon_named("trellis: writer", async move {
                 w.write_loop().await;
                 Ok::<_, trellis::Error>(())
             })?;

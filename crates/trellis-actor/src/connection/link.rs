@@ -101,7 +101,24 @@ impl Link {
         self.chan.schedule_point().await;
         // Owned by the future (a `T` that is `Send` but not `Sync` stays sendable), borrowed
         // only within each poll.
-        trellis::cancellable(std::future::poll_fn(move |cx| self.poll_send(cx, &item))).await?
+        let what = || self.waits_on("credit from");
+        let send = trellis::cancellable(std::future::poll_fn(move |cx| self.poll_send(cx, &item)));
+        trellis::dump::waiting_on(what, send).await?
+    }
+
+    /// What a task waiting on this call waits on, for a dump: `what` and the call.
+    pub(crate) fn waits_on(&self, what: &str) -> std::borrow::Cow<'static, str> {
+        let kind = match self.kind {
+            CallKind::Run => "call",
+            CallKind::Stream => "stream",
+            CallKind::Context => "context",
+        };
+        format!(
+            "{what} actor {} ({kind} {})",
+            self.conn.peer().actor,
+            self.cid
+        )
+        .into()
     }
 
     fn poll_send<T: Serialize + ?Sized>(
@@ -233,7 +250,8 @@ impl Link {
 
     /// Waits for the call's end.
     pub(crate) async fn wait_end(&self) -> Result<CallEnd, trellis::Cancelled> {
-        trellis::cancellable(std::future::poll_fn(|cx| {
+        let what = || self.waits_on("the result from");
+        let end = trellis::cancellable(std::future::poll_fn(|cx| {
             let mut state = self.chan.lock();
             match &state.end {
                 Some(end) => Poll::Ready(end.clone()),
@@ -242,8 +260,8 @@ impl Link {
                     Poll::Pending
                 }
             }
-        }))
-        .await
+        }));
+        trellis::dump::waiting_on(what, end).await
     }
 
     /// Waits for the callee's `Started` value (or the call's end before it).

@@ -48,7 +48,13 @@ impl Conn {
 
     /// Serves a call the peer started with `prepared` (its arguments decoded already) in
     /// `work`: acknowledges it and runs it in its own cancel scope.
-    pub(crate) fn serve_call(&self, cid: u64, kind: CallKind, prepared: Prepared, work: &Nursery) {
+    pub(crate) fn serve_call(
+        &self,
+        (cid, function): (u64, &str),
+        kind: CallKind,
+        prepared: Prepared,
+        work: &Nursery,
+    ) {
         let scope = CancelScope::new();
         let chan = (kind != CallKind::Run).then(Chan::new);
         {
@@ -75,7 +81,8 @@ impl Conn {
         let link = chan.map(|chan| Link::new(self.clone(), cid, chan, kind, Role::Callee));
         let call = prepared(link);
         let conn = self.clone();
-        let spawned = work.start_soon(async move {
+        let name = format!("serving `{function}` for actor {}", self.inner.peer.actor);
+        let spawned = work.start_soon_named(name, async move {
             let mut call = std::pin::pin!(call);
             let mut flushed = false;
             // A panic in the function fails the call (with the panic's backtrace when one was

@@ -174,12 +174,16 @@ impl ActorNursery {
         placement: &Placement,
     ) -> Result<Portal, ActorError> {
         let (child, conn) = spawn(&self.inner.actor, name, placement).await?;
-        self.inner.nursery.start_soon(supervise(
-            child,
-            conn.clone(),
-            self.inner.closing.clone(),
-            self.inner.actor.inner.config.grace,
-        ))?;
+        let watching = format!("trellis: supervising actor {}", conn.peer().actor);
+        self.inner.nursery.start_soon_named(
+            watching,
+            supervise(
+                child,
+                conn.clone(),
+                self.inner.closing.clone(),
+                self.inner.actor.inner.config.grace,
+            ),
+        )?;
         Ok(Portal::new(conn))
     }
 
@@ -222,17 +226,26 @@ impl ActorNursery {
     {
         let (child, conn) = spawn(&self.inner.actor, name, placement).await?;
         let done = Arc::new(Event::new());
-        self.inner.nursery.start_soon(supervise(
-            child,
-            conn.clone(),
-            done.clone(),
-            self.inner.actor.inner.config.grace,
-        ))?;
+        let watching = format!("trellis: supervising actor {}", conn.peer().actor);
+        let running = format!(
+            "run_in_actor `{}` in actor {}",
+            function.name(),
+            conn.peer().actor
+        );
+        self.inner.nursery.start_soon_named(
+            watching,
+            supervise(
+                child,
+                conn.clone(),
+                done.clone(),
+                self.inner.actor.inner.config.grace,
+            ),
+        )?;
         let portal = Portal::new(conn);
         let name = function.name();
         let inner = self.inner.clone();
         *lock(&inner.running) += 1;
-        let task = self.inner.nursery.start_soon(async move {
+        let task = self.inner.nursery.start_soon_named(running, async move {
             let result = portal
                 .run_named::<F::Output, Args>(name, args)
                 .await

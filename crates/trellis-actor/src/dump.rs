@@ -1,0 +1,202 @@
+//! What an actor tells of its tasks (`trellis.dump`): the core's [`trellis::dump::Dump`] of
+//! its process, as it travels, and how `trellis dump` and SIGUSR1 at the root draw a tree's.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use trellis_wire::ActorId;
+
+/// One actor's tasks, as `trellis.dump` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorDump {
+    /// The actor.
+    pub id: ActorId,
+    /// Its process id.
+    pub pid: u32,
+    /// Its parent's unique id; `None` for a root.
+    pub parent: Option<String>,
+    /// Its outermost scope, with everything below.
+    pub root: ScopeInfo,
+}
+
+/// A nursery or a cancel scope, as it travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeInfo {
+    /// A nursery (with tasks), or a scope.
+    pub nursery: bool,
+    /// Time left until its own deadline, if it has one.
+    pub deadline_in: Option<Duration>,
+    /// Whether it is shielded.
+    pub shielded: bool,
+    /// Whether its own cancellation was asked for.
+    pub cancel_called: bool,
+    /// Whether code in it is cancelled.
+    pub cancelled: bool,
+    /// Its tasks.
+    pub tasks: Vec<TaskInfo>,
+    /// Scopes opened in it outside its tasks.
+    pub children: Vec<ScopeInfo>,
+}
+
+/// A task, as it travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Its name.
+    pub name: String,
+    /// What it waits on, when it says.
+    pub waiting_on: Option<String>,
+    /// The scopes it opened.
+    pub children: Vec<ScopeInfo>,
+}
+
+impl From<trellis::dump::ScopeDump> for ScopeInfo {
+    fn from(scope: trellis::dump::ScopeDump) -> Self {
+        ScopeInfo {
+            nursery: scope.nursery,
+            deadline_in: scope.deadline_in,
+            shielded: scope.shielded,
+            cancel_called: scope.cancel_called,
+            cancelled: scope.cancelled,
+            tasks: scope
+                .tasks
+                .into_iter()
+                .map(|t| TaskInfo {
+                    name: t.name,
+                    waiting_on: t.waiting_on,
+                    children: t.children.into_iter().map(ScopeInfo::from).collect(),
+                })
+                .collect(),
+            children: scope.children.into_iter().map(ScopeInfo::from).collect(),
+        }
+    }
+}
+
+impl From<ScopeInfo> for trellis::dump::ScopeDump {
+    fn from(scope: ScopeInfo) -> Self {
+        trellis::dump::ScopeDump {
+            nursery: scope.nursery,
+            deadline_in: scope.deadline_in,
+            shielded: scope.shielded,
+            cancel_called: scope.cancel_called,
+            cancelled: scope.cancelled,
+            tasks: scope
+                .tasks
+                .into_iter()
+                .map(|t| trellis::dump::TaskDump {
+                    name: t.name,
+                    waiting_on: t.waiting_on,
+                    children: t.children.into_iter().map(Into::into).collect(),
+                })
+                .collect(),
+            children: scope.children.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl ActorDump {
+    /// Every task of the actor, depth first, with what it waits on.
+    pub fn tasks(&self) -> Vec<&TaskInfo> {
+        fn walk<'a>(scope: &'a ScopeInfo, out: &mut Vec<&'a TaskInfo>) {
+            for task in &scope.tasks {
+                out.push(task);
+                task.children.iter().for_each(|c| walk(c, out));
+            }
+            scope.children.iter().for_each(|c| walk(c, out));
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &mut out);
+        out
+    }
+}
+
+/// What the runtime names its own tasks with (connections, the writer, supervision).
+const RUNTIME: &str = "trellis: ";
+
+impl ScopeInfo {
+    /// The scope with the runtime's own tasks folded into one line per scope, where nothing
+    /// of the application's runs below them.
+    fn folded(&self) -> ScopeInfo {
+        let mut runtime = 0;
+        let mut tasks = Vec::new();
+        for task in &self.tasks {
+            let children: Vec<ScopeInfo> = task.children.iter().map(ScopeInfo::folded).collect();
+            let quiet = children.iter().all(ScopeInfo::only_runtime);
+            if task.name.starts_with(RUNTIME) && quiet {
+                runtime += 1;
+                continue;
+            }
+            tasks.push(TaskInfo {
+                name: task.name.clone(),
+                waiting_on: task.waiting_on.clone(),
+                children,
+            });
+        }
+        if runtime > 0 {
+            tasks.push(TaskInfo {
+                name: format!(
+                    "{RUNTIME}{runtime} runtime task{}",
+                    if runtime == 1 { "" } else { "s" }
+                ),
+                waiting_on: None,
+                children: Vec::new(),
+            });
+        }
+        ScopeInfo {
+            tasks,
+            children: self.children.iter().map(ScopeInfo::folded).collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether only runtime tasks run in it (or nothing).
+    fn only_runtime(&self) -> bool {
+        self.tasks
+            .iter()
+            .all(|t| t.name.starts_with(RUNTIME) && t.children.iter().all(ScopeInfo::only_runtime))
+            && self.children.iter().all(ScopeInfo::only_runtime)
+    }
+}
+
+/// [`draw`] with every task shown, the runtime's own included.
+pub fn draw_all(dumps: &[ActorDump]) -> String {
+    draw_with(dumps, false)
+}
+
+/// A tree's dumps drawn as one tree: each actor's line, its task tree under it, its child
+/// actors under that, indented by depth; the runtime's own tasks (named `trellis: …`) are
+/// folded into a count. Actors whose parent is not among `dumps` are roots.
+pub fn draw(dumps: &[ActorDump]) -> String {
+    draw_with(dumps, true)
+}
+
+fn draw_with(dumps: &[ActorDump], fold: bool) -> String {
+    use std::fmt::Write as _;
+    let known: std::collections::HashSet<&str> = dumps.iter().map(|d| d.id.uid.as_str()).collect();
+    let mut out = String::new();
+    fn one(out: &mut String, dumps: &[ActorDump], at: usize, depth: usize, fold: bool) {
+        let dump = &dumps[at];
+        let pad = "    ".repeat(depth);
+        let _ = writeln!(out, "{pad}actor {} (pid {})", dump.id, dump.pid);
+        let root = if fold {
+            dump.root.folded()
+        } else {
+            dump.root.clone()
+        };
+        let tree = trellis::dump::Dump { root: root.into() };
+        for line in tree.to_string().lines() {
+            let _ = writeln!(out, "{pad}  {line}");
+        }
+        for (i, child) in dumps.iter().enumerate() {
+            if child.parent.as_deref() == Some(dump.id.uid.as_str()) && i != at {
+                one(out, dumps, i, depth + 1, fold);
+            }
+        }
+    }
+    for (i, dump) in dumps.iter().enumerate() {
+        let rooted = dump.parent.as_deref().is_none_or(|p| !known.contains(p));
+        if rooted {
+            one(&mut out, dumps, i, 0, fold);
+        }
+    }
+    out
+}
