@@ -317,7 +317,7 @@ fn scope_of(node: Option<&Arc<Node>>) -> ScopeDump {
         };
     };
     let view = node.view();
-    let tasks = node.nursery_tasks();
+    let tasks = node.tasks();
     let mut task_dumps: Vec<TaskDump> = tasks
         .iter()
         .map(|(_, slot)| TaskDump {
@@ -329,9 +329,8 @@ fn scope_of(node: Option<&Arc<Node>>) -> ScopeDump {
     let mut children = Vec::new();
     for child in &view.children {
         let dump = scope_of(Some(child));
-        let owner = child
-            .opened_in()
-            .and_then(|id| tasks.iter().position(|(task, _)| *task == id));
+        let opened_in = child.opened_in();
+        let owner = tasks.iter().position(|(task, _)| *task == opened_in);
         match owner {
             Some(i) => task_dumps[i].children.push(dump),
             None => children.push(dump),

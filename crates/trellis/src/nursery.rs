@@ -114,6 +114,8 @@ where
     ));
     let mut body_done = false;
     let mut body_value = None;
+    // What the task that opened the nursery waits on once the body is done, for a dump.
+    let mut closing: Option<crate::dump::Recorded> = None;
     poll_fn(|cx| {
         if !body_done {
             match catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
@@ -133,13 +135,17 @@ where
                 }
             }
         }
-        if body_done {
-            shared.poll_close(cx)
-        } else {
-            Poll::Pending
+        if !body_done {
+            return Poll::Pending;
         }
+        let closed = shared.poll_close(cx);
+        if closed.is_pending() && closing.is_none() {
+            closing = crate::dump::Recorded::start("the nursery's tasks".into());
+        }
+        closed
     })
     .await;
+    drop(closing);
     guard.shared = None;
     shared.finish(body_value)
 }

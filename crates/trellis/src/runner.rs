@@ -9,6 +9,7 @@ use std::task::Poll;
 
 use crate::cancel::node::Node;
 use crate::context::InNode;
+use crate::dump::{TaskName, TaskSlot};
 use crate::error::{CancelReason, CancelSource};
 use crate::error::{Error, Interrupted};
 use crate::group::ErrorGroup;
@@ -316,6 +317,9 @@ where
     E: Into<Error>,
 {
     let mut main = pin!(InNode::new(main, root.clone()));
+    // The main future is the run's first task, as a dump shows it.
+    let slot = TaskSlot::new(TaskName::Given("main".into()));
+    root.set_main(slot.clone());
     let mut ctrl_c = handle_ctrl_c.then(ctrl_c_signal).flatten();
     let mut interrupted = false;
     let outcome = poll_fn(|cx| {
@@ -346,7 +350,10 @@ where
                 CancelReason::new(CancelSource::Interrupt).with_message("Ctrl-C (SIGINT)")
             });
         }
-        main.as_mut().poll(cx)
+        let outer = crate::dump::enter(Some(slot.clone()));
+        let polled = main.as_mut().poll(cx);
+        crate::dump::enter(outer);
+        polled
     })
     .await;
     match (interrupted, outcome.map_err(Into::into)) {

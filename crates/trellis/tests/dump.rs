@@ -137,3 +137,37 @@ fn a_cancelled_scope_shows_as_cancelled_and_outside_a_run_the_dump_is_empty() {
         .ok();
     });
 }
+
+/// A run's main future is its first task, `main`, with what it waits on and the nurseries it
+/// opened under it.
+#[test]
+fn the_main_future_is_the_task_main() {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let keep = seen.clone();
+    trellis::Runner::current_thread()
+        .run(async move {
+            trellis::open_nursery(|n| async move {
+                let nursery = n.clone();
+                n.start_soon_named("dumper", async move {
+                    // The main future is asleep in the nursery's body by now.
+                    trellis::sleep(Duration::from_millis(20)).await?;
+                    *keep.lock().unwrap() = Some(trellis::dump::dump());
+                    nursery.cancel();
+                    Ok::<_, trellis::Error>(())
+                })?;
+                trellis::sleep(Duration::from_secs(3600)).await?;
+                Ok::<_, trellis::Error>(())
+            })
+            .await
+        })
+        .unwrap();
+    let dump = seen.lock().unwrap().take().expect("a dump");
+    let main = task(&dump, "main");
+    assert_eq!(main.waiting_on.as_deref(), Some("sleep"), "{dump}");
+    assert!(main.children[0].nursery, "{dump}");
+    assert_eq!(main.children[0].tasks[0].name, "dumper", "{dump}");
+    assert!(
+        dump.to_string().contains("task main — waiting on sleep"),
+        "{dump}"
+    );
+}

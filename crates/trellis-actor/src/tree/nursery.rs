@@ -129,7 +129,8 @@ impl Inner {
             if *lock(&self.running) == 0 {
                 return Ok(());
             }
-            trellis::cancellable(settled).await?;
+            let what = || "the actors run with run_in_actor".into();
+            trellis::dump::waiting_on(what, trellis::cancellable(settled)).await?;
         }
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct Node {
     observed_clear: AtomicBool,
     /// The nursery whose node this is, for a dump.
     nursery: OnceLock<Weak<crate::nursery::Shared>>,
+    /// The main future of the run whose root node this is, for a dump.
+    main: OnceLock<(Option<tokio::task::Id>, Arc<crate::dump::TaskSlot>)>,
 }
 
 /// A node's state as a dump shows it.
@@ -160,12 +162,31 @@ impl Node {
             id: next_id(),
             observed_clear: AtomicBool::new(false),
             nursery: OnceLock::new(),
+            main: OnceLock::new(),
         }
     }
 
     /// Marks this node as `nursery`'s.
     pub(crate) fn set_nursery(&self, nursery: Weak<crate::nursery::Shared>) {
         let _ = self.nursery.set(nursery);
+    }
+
+    /// Marks this root node as the run of `main`.
+    pub(crate) fn set_main(&self, main: Arc<crate::dump::TaskSlot>) {
+        // The tokio task it is polled in, when it is (`trellis::root` in `#[tokio::main]`).
+        let _ = self.main.set((tokio::task::try_id(), main));
+    }
+
+    /// The tasks that run directly in this node: a nursery's, or a run's main future (with
+    /// the id of the tokio task that polls it, if any).
+    pub(crate) fn tasks(&self) -> Vec<(Option<tokio::task::Id>, Arc<crate::dump::TaskSlot>)> {
+        let mut tasks: Vec<_> = self.main.get().cloned().into_iter().collect();
+        tasks.extend(
+            self.nursery_tasks()
+                .into_iter()
+                .map(|(id, slot)| (Some(id), slot)),
+        );
+        tasks
     }
 
     /// The task this node was entered in, when it was entered in one.
