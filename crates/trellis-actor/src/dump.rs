@@ -43,8 +43,17 @@ pub struct ScopeInfo {
 pub struct TaskInfo {
     /// Its name.
     pub name: String,
+    /// Its tokio task id in its process.
+    #[serde(default)]
+    pub id: Option<String>,
     /// What it waits on, when it says.
     pub waiting_on: Option<String>,
+    /// The key of what it waits for (`task:ID`, `call:UID:CID`), for the wait-for graph.
+    #[serde(default)]
+    pub waits_for: Option<String>,
+    /// The key of what it serves (`call:UID:CID` for a served call).
+    #[serde(default)]
+    pub serves: Option<String>,
     /// The scopes it opened.
     pub children: Vec<ScopeInfo>,
 }
@@ -57,16 +66,21 @@ impl From<trellis::dump::ScopeDump> for ScopeInfo {
             shielded: scope.shielded,
             cancel_called: scope.cancel_called,
             cancelled: scope.cancelled,
-            tasks: scope
-                .tasks
-                .into_iter()
-                .map(|t| TaskInfo {
-                    name: t.name,
-                    waiting_on: t.waiting_on,
-                    children: t.children.into_iter().map(ScopeInfo::from).collect(),
-                })
-                .collect(),
+            tasks: scope.tasks.into_iter().map(TaskInfo::from).collect(),
             children: scope.children.into_iter().map(ScopeInfo::from).collect(),
+        }
+    }
+}
+
+impl From<trellis::dump::TaskDump> for TaskInfo {
+    fn from(t: trellis::dump::TaskDump) -> Self {
+        TaskInfo {
+            name: t.name,
+            id: t.id,
+            waiting_on: t.waiting_on,
+            waits_for: t.waits_for,
+            serves: t.serves,
+            children: t.children.into_iter().map(ScopeInfo::from).collect(),
         }
     }
 }
@@ -84,7 +98,10 @@ impl From<ScopeInfo> for trellis::dump::ScopeDump {
                 .into_iter()
                 .map(|t| trellis::dump::TaskDump {
                     name: t.name,
+                    id: t.id,
                     waiting_on: t.waiting_on,
+                    waits_for: t.waits_for,
+                    serves: t.serves,
                     children: t.children.into_iter().map(Into::into).collect(),
                 })
                 .collect(),
@@ -126,9 +143,8 @@ impl ScopeInfo {
                 continue;
             }
             tasks.push(TaskInfo {
-                name: task.name.clone(),
-                waiting_on: task.waiting_on.clone(),
                 children,
+                ..task.clone()
             });
         }
         if runtime > 0 {
@@ -137,7 +153,10 @@ impl ScopeInfo {
                     "{RUNTIME}{runtime} runtime task{}",
                     if runtime == 1 { "" } else { "s" }
                 ),
+                id: None,
                 waiting_on: None,
+                waits_for: None,
+                serves: None,
                 children: Vec::new(),
             });
         }
@@ -155,6 +174,58 @@ impl ScopeInfo {
             .all(|t| t.name.starts_with(RUNTIME) && t.children.iter().all(ScopeInfo::only_runtime))
             && self.children.iter().all(ScopeInfo::only_runtime)
     }
+}
+
+/// The deadlocks among a tree's tasks: cycles of its wait-for graph across processes — a
+/// task waiting for a call, the task serving it waiting for a lock, its holder waiting for
+/// the first call… Each cycle lists its actors and tasks in order, each waiting for the next
+/// and the last for the first.
+pub fn deadlocks(dumps: &[ActorDump]) -> Vec<Vec<(ActorId, TaskInfo)>> {
+    let mut tasks: Vec<(&ActorId, trellis::dump::TaskDump)> = Vec::new();
+    for dump in dumps {
+        let core = trellis::dump::Dump {
+            root: dump.root.clone().into(),
+        };
+        for task in core.tasks() {
+            let mut task = task.clone();
+            task.children.clear();
+            tasks.push((&dump.id, task));
+        }
+    }
+    let keyed: Vec<(&str, &trellis::dump::TaskDump)> =
+        tasks.iter().map(|(id, t)| (id.uid.as_str(), t)).collect();
+    trellis::dump::deadlocks(&keyed)
+        .into_iter()
+        .map(|cycle| {
+            cycle
+                .into_iter()
+                .map(|i| {
+                    let (actor, task) = &tasks[i];
+                    ((*actor).clone(), TaskInfo::from(task.clone()))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The deadlocks of [`deadlocks`] as lines: `deadlock: actor A task X (waiting on …) → …`.
+fn deadlock_lines(dumps: &[ActorDump]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for cycle in deadlocks(dumps) {
+        out.push_str("deadlock:");
+        for (i, (actor, task)) in cycle.iter().enumerate() {
+            let arrow = if i == 0 { " " } else { "\n  → " };
+            let what = task.waiting_on.as_deref().unwrap_or("?");
+            let _ = write!(
+                out,
+                "{arrow}actor {actor} task {} (waiting on {what})",
+                task.name
+            );
+        }
+        let _ = writeln!(out, "\n  → back to the first");
+    }
+    out
 }
 
 /// [`draw`] with every task shown, the runtime's own included.
@@ -198,5 +269,6 @@ fn draw_with(dumps: &[ActorDump], fold: bool) -> String {
             one(&mut out, dumps, i, 0, fold);
         }
     }
+    out.push_str(&deadlock_lines(dumps));
     out
 }

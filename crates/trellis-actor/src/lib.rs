@@ -62,7 +62,9 @@ pub use actor_error::ActorError;
 pub use calls::{
     Context, DEFAULT_CAPACITY, Flow, MsgStream, Portal, PortalContext, StreamOptions, Subscription,
 };
-pub use dump::{ActorDump, ScopeInfo, TaskInfo, draw as draw_dumps, draw_all as draw_all_dumps};
+pub use dump::{
+    ActorDump, ScopeInfo, TaskInfo, deadlocks, draw as draw_dumps, draw_all as draw_all_dumps,
+};
 pub use error::{BadArguments, RemoteActorError, StreamOverrun, Unauthorized, UnknownFunction};
 #[cfg(feature = "etcd")]
 pub use etcd::{Etcd, EtcdError};

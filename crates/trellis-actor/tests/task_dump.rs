@@ -57,12 +57,37 @@ async fn stage() -> Result<(), trellis::Error> {
     Ok(())
 }
 
+/// The lock of the deadlock below, one per process.
+static LOCK: std::sync::LazyLock<Lock> = std::sync::LazyLock::new(Lock::new);
+
+/// In A: takes the lock, then calls B's `call_back`, which calls A's `take_lock`, which waits
+/// for the lock this holds: a deadlock across two processes.
+async fn hold_and_call() -> Result<(), trellis::Error> {
+    let _held = LOCK.acquire().await?;
+    let b = trellis_actor::wait_for_actor("b").await?;
+    Ok(b.run(call_back, ()).await?)
+}
+
+/// In B: calls A's `take_lock`.
+async fn call_back() -> Result<(), trellis::Error> {
+    let a = trellis_actor::wait_for_actor("a").await?;
+    Ok(a.run(take_lock, ()).await?)
+}
+
+async fn take_lock() -> Result<(), trellis::Error> {
+    let _held = LOCK.acquire().await?;
+    Ok(())
+}
+
 fn config() -> Config {
     Config::new(
         Functions::new()
             .register(sleep_forever)
             .register(count_forever)
-            .register(stage),
+            .register(stage)
+            .register(hold_and_call)
+            .register(call_back)
+            .register(take_lock),
     )
     .child_args([
         "serve_children",
@@ -122,7 +147,16 @@ fn each_wait_is_named(transport: Transport) {
                         && waits(d, "idle reader").is_some()
                 })
                 .await?;
-                assert_eq!(waits(&in_a, "locked"), Some("lock"), "{in_a:#?}");
+                // The lock is held by the task serving `stage`, whose body took it.
+                let holder = (in_a.tasks().into_iter())
+                    .find(|t| t.name.starts_with("serving `stage`"))
+                    .and_then(|t| t.id.clone())
+                    .expect("the serving task, with its id");
+                assert_eq!(
+                    waits(&in_a, "locked"),
+                    Some(format!("lock held by task {holder}").as_str()),
+                    "{in_a:#?}"
+                );
                 assert_eq!(
                     waits(&in_a, "caller"),
                     Some(format!("call `sleep_forever` in actor {b_id}").as_str())
@@ -165,7 +199,75 @@ fn each_wait_is_named(transport: Transport) {
     .unwrap();
 }
 
-on_both_transports!(each_wait_is_named);
+/// A two-actor call cycle closed by a lock is reported as a deadlock, naming each task in
+/// order: A's call into B, B's call back into A, A's wait for the lock its first task holds.
+fn a_call_cycle_is_a_deadlock(transport: Transport) {
+    common::root_with(config(), transport, || async {
+        open_nursery(|an| async move {
+            let a = an.start_actor("a").await?;
+            let b = an.start_actor("b").await?;
+            let caller = a.clone();
+            trellis::open_nursery(|n| async move {
+                n.start_soon_named("request", async move {
+                    Ok::<_, trellis::Error>(caller.run(hold_and_call, ()).await?)
+                })?;
+                let t0 = Instant::now();
+                let (cycle, drawn) = loop {
+                    let dumps = vec![
+                        trellis_actor::current().dump(),
+                        a.dump().await?,
+                        b.dump().await?,
+                    ];
+                    if let Some(cycle) = trellis_actor::deadlocks(&dumps).into_iter().next() {
+                        break (cycle, trellis_actor::draw_dumps(&dumps));
+                    }
+                    assert!(t0.elapsed() < Duration::from_secs(20), "no deadlock seen");
+                    trellis::sleep(Duration::from_millis(20)).await?;
+                };
+                let (a_id, b_id) = (a.actor_id().clone(), b.actor_id().clone());
+                let root = trellis_actor::current().id().clone();
+                let steps: Vec<(&str, &str)> = cycle
+                    .iter()
+                    .map(|(actor, task)| (actor.name.as_str(), task.name.as_str()))
+                    .collect();
+                assert_eq!(
+                    steps,
+                    [
+                        (
+                            "a",
+                            format!("serving `hold_and_call` for actor {root}").as_str()
+                        ),
+                        (
+                            "b",
+                            format!("serving `call_back` for actor {a_id}").as_str()
+                        ),
+                        (
+                            "a",
+                            format!("serving `take_lock` for actor {b_id}").as_str()
+                        ),
+                    ],
+                    "{drawn}"
+                );
+                assert!(
+                    (cycle[2].1.waiting_on.as_deref().unwrap_or_default())
+                        .starts_with("lock held by task "),
+                    "{drawn}"
+                );
+                assert!(drawn.contains("deadlock: actor a#"), "{drawn}");
+                // The request is not in the cycle: it waits on it.
+                n.cancel();
+                Ok::<_, trellis::Error>(())
+            })
+            .await?;
+            an.cancel();
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+on_both_transports!(each_wait_is_named, a_call_cycle_is_a_deadlock);
 
 /// The root role for the SIGUSR1 test: a root with one child, waiting to be signalled.
 #[test]

@@ -287,12 +287,42 @@ async fn dump_of(config: Config, registry: Registry, json: bool, all: bool) -> O
         )
         .await?;
         Ok(Ok(if json {
-            tree::json_of(&r, &dumps, "dump", |dump| serde_json::to_value(dump))
+            let text = tree::json_of(&r, &dumps, "dump", |dump| serde_json::to_value(dump));
+            with_deadlocks(&text, &dumps)
         } else {
             tree::draw_dumps(&r, &dumps, all)
         }))
     })
     .await
+}
+
+/// The `--json` dump with its deadlocks: `"deadlocks": [[{"actor", "task", "waiting_on"}]]`.
+fn with_deadlocks(
+    text: &str,
+    dumps: &[(Registered, Result<trellis_actor::ActorDump, String>)],
+) -> String {
+    let answered: Vec<_> = dumps
+        .iter()
+        .filter_map(|(_, d)| d.as_ref().ok().cloned())
+        .collect();
+    let cycles: Vec<serde_json::Value> = trellis_actor::deadlocks(&answered)
+        .into_iter()
+        .map(|cycle| {
+            cycle
+                .into_iter()
+                .map(|(actor, task)| {
+                    serde_json::json!({
+                        "actor": actor.to_string(),
+                        "task": task.name,
+                        "waiting_on": task.waiting_on,
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let mut value: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    value["deadlocks"] = serde_json::Value::Array(cycles);
+    format!("{value:#}\n")
 }
 
 /// Asks every registered actor, side by side, to describe itself.

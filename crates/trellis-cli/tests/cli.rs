@@ -346,6 +346,7 @@ fn dump_is_drawn_and_parsed_as_json(transport: Transport) {
             .find(|(name, _)| name.starts_with("serving `hold_with_child` for actor root#"))
             .unwrap_or_else(|| panic!("{tasks:?}"));
         assert_eq!(serving.1.as_deref(), Some("sleep"), "{tasks:?}");
+        assert_eq!(snapshot["deadlocks"], serde_json::json!([]), "{snapshot:#}");
         Ok(())
     });
 }

@@ -25,7 +25,9 @@ pub(crate) struct TaskSlot {
     /// The name given, or the future's type name (made readable only when a dump shows it:
     /// spawning stays free of string work).
     name: TaskName,
-    waiting: Mutex<Option<Cow<'static, str>>>,
+    waiting: Mutex<Option<(Cow<'static, str>, Option<String>)>>,
+    /// What the task provides that others may wait for (a served call's key).
+    serves: std::sync::OnceLock<String>,
 }
 
 /// How a task is named.
@@ -39,6 +41,7 @@ impl TaskSlot {
         Arc::new(TaskSlot {
             name,
             waiting: Mutex::new(None),
+            serves: std::sync::OnceLock::new(),
         })
     }
 
@@ -50,14 +53,16 @@ impl TaskSlot {
         }
     }
 
-    fn set(&self, what: Option<Cow<'static, str>>) {
+    fn set(&self, what: Option<(Cow<'static, str>, Option<String>)>) {
         *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = what;
     }
 
-    fn waiting(&self) -> Option<String> {
-        (self.waiting.lock().unwrap_or_else(|e| e.into_inner()))
-            .as_deref()
-            .map(str::to_owned)
+    /// What it waits on, and the key of what it waits for.
+    fn waiting(&self) -> (Option<String>, Option<String>) {
+        match &*self.waiting.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((what, key)) => (Some(what.to_string()), key.clone()),
+            None => (None, None),
+        }
     }
 }
 
@@ -88,8 +93,15 @@ pub(crate) struct Recorded(Arc<TaskSlot>);
 impl Recorded {
     /// Records that the current task waits on `what`, if trellis runs it.
     pub(crate) fn start(what: Cow<'static, str>) -> Option<Recorded> {
+        Recorded::keyed(what, None)
+    }
+
+    /// [`start`](Recorded::start), with the key of what it waits for (`task:ID` for the
+    /// holder of a lock, a served call's key for a call), which a dump's wait-for graph
+    /// follows.
+    pub(crate) fn keyed(what: Cow<'static, str>, key: Option<String>) -> Option<Recorded> {
         let slot = current()?;
-        slot.set(Some(what));
+        slot.set(Some((what, key)));
         Some(Recorded(slot))
     }
 }
@@ -120,16 +132,52 @@ impl Drop for Recorded {
 /// .await?;
 /// # Ok(()) }
 /// ```
-pub fn waiting_on<F, D>(what: D, future: F) -> WaitingOn<F, D>
+pub fn waiting_on<F, D>(what: D, future: F) -> WaitingOn<F, impl FnOnce() -> Waits>
 where
     F: Future,
     D: FnOnce() -> Cow<'static, str>,
+{
+    waiting_for(
+        move || Waits {
+            what: what(),
+            key: None,
+        },
+        future,
+    )
+}
+
+/// What a task waits on ([`waiting_for`]): a description for people, and a key for the
+/// wait-for graph of [`deadlocks`]: the key another task [`serves`], or `task:ID` for a task
+/// by its tokio id.
+#[derive(Debug, Clone)]
+pub struct Waits {
+    /// What it waits on, for people.
+    pub what: Cow<'static, str>,
+    /// What it waits for, for the wait-for graph.
+    pub key: Option<String>,
+}
+
+/// [`waiting_on`] with a key for the wait-for graph (what [`deadlocks`] follows): the key of
+/// what the task waits for, which another task [`serves`].
+pub fn waiting_for<F, D>(what: D, future: F) -> WaitingOn<F, D>
+where
+    F: Future,
+    D: FnOnce() -> Waits,
 {
     WaitingOn {
         future,
         what: Some(what),
         described: None,
         recorded: None,
+    }
+}
+
+/// Marks the current task as serving `key` (a served call, say): a task whose wait has this
+/// key waits for this task, in the wait-for graph of [`deadlocks`]. Outside a trellis task,
+/// nothing happens.
+pub fn serves(key: impl Into<String>) {
+    if let Some(slot) = current() {
+        let _ = slot.serves.set(key.into());
     }
 }
 
@@ -140,12 +188,12 @@ pin_project_lite::pin_project! {
         #[pin]
         future: F,
         what: Option<D>,
-        described: Option<Cow<'static, str>>,
+        described: Option<Waits>,
         recorded: Option<Recorded>,
     }
 }
 
-impl<F: Future, D: FnOnce() -> Cow<'static, str>> Future for WaitingOn<F, D> {
+impl<F: Future, D: FnOnce() -> Waits> Future for WaitingOn<F, D> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -161,10 +209,10 @@ impl<F: Future, D: FnOnce() -> Cow<'static, str>> Future for WaitingOn<F, D> {
                 }
                 // Set after every pending poll: the inner future's own waits (a channel under
                 // a remote call) say less than this one.
-                let described = this.described.clone().unwrap_or_default();
+                let Waits { what, key } = this.described.clone().expect("described above");
                 match this.recorded {
-                    Some(recorded) => recorded.0.set(Some(described)),
-                    None => *this.recorded = Recorded::start(described),
+                    Some(recorded) => recorded.0.set(Some((what, key))),
+                    None => *this.recorded = Recorded::keyed(what, key),
                 }
                 Poll::Pending
             }
@@ -266,8 +314,14 @@ pub struct ScopeDump {
 pub struct TaskDump {
     /// Its name.
     pub name: String,
+    /// Its tokio task id, when it runs in one (as `task:ID` keys name it).
+    pub id: Option<String>,
     /// What it waits on, when it is blocked in an operation that says.
     pub waiting_on: Option<String>,
+    /// The key of what it waits for, when its wait has one ([`deadlocks`]).
+    pub waits_for: Option<String>,
+    /// The key of what it serves ([`serves`]).
+    pub serves: Option<String>,
     /// The scopes and nurseries it opened.
     pub children: Vec<ScopeDump>,
 }
@@ -286,6 +340,73 @@ impl Dump {
         walk(&self.root, &mut out);
         out
     }
+}
+
+impl Dump {
+    /// The cycles of this run's wait-for graph: tasks each waiting for the next, the last for
+    /// the first (a lock held by a task that waits for the lock's waiter, say). Each is a
+    /// deadlock: none of its tasks can go on by itself.
+    pub fn deadlocks(&self) -> Vec<Vec<&TaskDump>> {
+        let tasks: Vec<(&str, &TaskDump)> = self.tasks().into_iter().map(|t| ("", t)).collect();
+        deadlocks(&tasks)
+            .into_iter()
+            .map(|cycle| cycle.into_iter().map(|i| tasks[i].1).collect())
+            .collect()
+    }
+}
+
+/// The cycles of the wait-for graph of `tasks`, each given with the process it runs in (any
+/// string naming it: a `task:ID` key is looked up among the tasks of the same process; any
+/// other key among the tasks of every process that [`serves`] it). A task waits for at most
+/// one thing, so each cycle is found once, as indices into `tasks` starting from its
+/// earliest task.
+pub fn deadlocks(tasks: &[(&str, &TaskDump)]) -> Vec<Vec<usize>> {
+    use std::collections::HashMap;
+    let mut by_id: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut by_serves: HashMap<&str, usize> = HashMap::new();
+    for (i, (process, task)) in tasks.iter().enumerate() {
+        if let Some(id) = &task.id {
+            by_id.insert((process, id.as_str()), i);
+        }
+        if let Some(key) = &task.serves {
+            by_serves.insert(key.as_str(), i);
+        }
+    }
+    let next = |i: usize| -> Option<usize> {
+        let (process, task) = tasks[i];
+        let key = task.waits_for.as_deref()?;
+        match key.strip_prefix("task:") {
+            Some(id) => by_id.get(&(process, id)).copied(),
+            None => by_serves.get(key).copied(),
+        }
+    };
+    // 0: not seen; 1: on the current walk; 2: done.
+    let mut state = vec![0u8; tasks.len()];
+    let mut cycles = Vec::new();
+    for start in 0..tasks.len() {
+        let mut walk = Vec::new();
+        let mut at = Some(start);
+        while let Some(i) = at {
+            match state[i] {
+                0 => {
+                    state[i] = 1;
+                    walk.push(i);
+                    at = next(i);
+                }
+                1 => {
+                    let from = walk.iter().position(|&w| w == i).expect("on the walk");
+                    let mut cycle = walk[from..].to_vec();
+                    let first = (0..cycle.len()).min_by_key(|&k| cycle[k]).unwrap_or(0);
+                    cycle.rotate_left(first);
+                    cycles.push(cycle);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        walk.iter().for_each(|&w| state[w] = 2);
+    }
+    cycles
 }
 
 /// A dump of the run the calling code belongs to, from its root scope; an empty root outside
@@ -320,10 +441,16 @@ fn scope_of(node: Option<&Arc<Node>>) -> ScopeDump {
     let tasks = node.tasks();
     let mut task_dumps: Vec<TaskDump> = tasks
         .iter()
-        .map(|(_, slot)| TaskDump {
-            name: slot.name(),
-            waiting_on: slot.waiting(),
-            children: Vec::new(),
+        .map(|(id, slot)| {
+            let (waiting_on, waits_for) = slot.waiting();
+            TaskDump {
+                name: slot.name(),
+                id: id.map(|id| id.to_string()),
+                waiting_on,
+                waits_for,
+                serves: slot.serves.get().cloned(),
+                children: Vec::new(),
+            }
         })
         .collect();
     let mut children = Vec::new();

@@ -171,3 +171,49 @@ fn the_main_future_is_the_task_main() {
         "{dump}"
     );
 }
+
+/// Two tasks each holding a lock and waiting for the other's: the dump names the cycle.
+#[test]
+fn two_tasks_waiting_for_each_others_lock_are_a_deadlock() {
+    run_test(async {
+        trellis::open_nursery(|n| async move {
+            let (first, second) = (Arc::new(Lock::new()), Arc::new(Lock::new()));
+            let both = trellis::sync::Event::new();
+            let both = Arc::new(both);
+            for (name, mine, theirs) in [
+                ("left", first.clone(), second.clone()),
+                ("right", second.clone(), first.clone()),
+            ] {
+                let both = both.clone();
+                n.start_soon_named(name, async move {
+                    let _mine = mine.acquire().await?;
+                    // Both hold theirs before either asks for the other's.
+                    trellis::sleep(Duration::from_millis(1)).await?;
+                    let _theirs = theirs.acquire().await?;
+                    both.set();
+                    Ok::<_, trellis::Error>(())
+                })?;
+            }
+            // Past their sleep (the autojump clock moves when all are blocked), into the locks.
+            trellis::sleep(Duration::from_millis(2)).await?;
+            wait_all_tasks_blocked().await?;
+            let dump = trellis::dump::dump();
+            let cycles = dump.deadlocks();
+            assert_eq!(cycles.len(), 1, "{dump}");
+            let mut names: Vec<&str> = cycles[0].iter().map(|t| t.name.as_str()).collect();
+            names.sort_unstable();
+            assert_eq!(names, ["left", "right"], "{dump}");
+            let left = task(&dump, "left");
+            let right = task(&dump, "right");
+            assert_eq!(
+                left.waiting_on.as_deref(),
+                Some(format!("lock held by task {}", right.id.as_deref().unwrap()).as_str())
+            );
+            assert!(!both.is_set());
+            n.cancel();
+            Ok::<_, trellis::Error>(())
+        })
+        .await
+        .unwrap();
+    });
+}

@@ -108,7 +108,7 @@ where
                 work_io.start_soon_named("trellis: accept", actor.clone().accept_loop(listener))?;
                 let outcome = body(actor.clone()).await;
                 // The body is done: stop serving, say goodbye.
-                work.cancel();
+                work.cancel_with_reason("the actor is done (its body returned)");
                 Ok::<_, trellis::Error>((outcome, actor))
             })
             .await?;

@@ -164,7 +164,7 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
         link.chan.schedule_point().await;
         let what = || link.waits_on("items from");
         let recv = trellis::cancellable(std::future::poll_fn(|cx| link.poll_recv(cx)));
-        let item = match trellis::dump::waiting_on(what, recv).await {
+        let item = match trellis::dump::waiting_for(what, recv).await {
             Ok(item) => item?,
             // Cancelled because the call failed (the caller's body): that failure is the
             // better answer.

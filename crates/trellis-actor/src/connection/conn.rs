@@ -389,8 +389,11 @@ impl Conn {
             conn: self,
             cid: Some(cid),
         };
-        let what = || format!("call `{function}` in actor {}", self.inner.peer.actor).into();
-        let end = match trellis::dump::waiting_on(what, trellis::cancellable(&mut rx)).await {
+        let what = || trellis::dump::Waits {
+            what: format!("call `{function}` in actor {}", self.inner.peer.actor).into(),
+            key: Some(call_key(&self.inner.local, cid)),
+        };
+        let end = match trellis::dump::waiting_for(what, trellis::cancellable(&mut rx)).await {
             Ok(Ok(end)) => end,
             Ok(Err(_)) => {
                 pending.cid = None;
@@ -535,6 +538,12 @@ impl Drop for Abandon<'_> {
             self.conn.abandon(cid);
         }
     }
+}
+
+/// The key of call `cid` made by `caller` in a dump's wait-for graph: what the caller's task
+/// waits for, and what the callee's serving task serves.
+pub(crate) fn call_key(caller: &ActorId, cid: u64) -> String {
+    format!("call:{}:{cid}", caller.uid)
 }
 
 pub(super) fn io(context: &str, source: std::io::Error) -> ActorError {

@@ -119,7 +119,11 @@ impl Conn {
     /// Tells a call's local end that the call is over.
     fn end_local(&self, local: Local, end: CallEnd) {
         if let Some(served) = &local.served {
-            served.scope.cancel();
+            let why = match &end {
+                CallEnd::Lost => format!("the connection to actor {} ended", self.inner.peer.actor),
+                _ => "the call is over".to_owned(),
+            };
+            served.scope.cancel_with_reason(why);
         }
         if let Some(chan) = local.chan {
             chan.end(end.clone(), &self.inner.local);
@@ -253,9 +257,31 @@ impl Conn {
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return End::Lost(format!("read failed: {e}")),
-                Err(Cancelled { .. }) => return End::Lost("the actor is shutting down".into()),
+                Err(cancelled) => {
+                    self.cancel_calls_made(&cancelled);
+                    return End::Lost("the actor is shutting down".into());
+                }
             }
         }
+    }
+
+    /// The actor is shutting down (its connections are cancelled with it): before the
+    /// connection goes, each call made on it is cancelled for the same reason, so that the
+    /// callee learns why (a root's Ctrl-C, say) rather than only that the connection ended.
+    fn cancel_calls_made(&self, cancelled: &Cancelled) {
+        let local = self.inner.local.clone();
+        let reason = crate::cancel_reason::cancelled_to_wire(cancelled, &local);
+        let mut state = self.lock();
+        let made: Vec<u64> = (state.calls.iter())
+            .filter(|(_, l)| l.served.is_none())
+            .map(|(cid, _)| *cid)
+            .collect();
+        for cid in made {
+            state
+                .session
+                .cancel(cid, local.clone(), Some(reason.clone()));
+        }
+        self.flush_locked(&mut state, Flush::Now);
     }
 
     /// Whether no call is live on the connection, either way.
@@ -398,7 +424,7 @@ impl Conn {
                 // is cancelled), whose exit cancels the remote side.
                 if let Some(served) = local.served.as_mut() {
                     served.overrun = Some(overrun.clone());
-                    served.scope.cancel();
+                    served.scope.cancel_with_reason(overrun.to_string());
                 }
                 steps.extend(local.chan.clone().map(|c| Step::Overrun(c, overrun)));
             }

@@ -103,22 +103,24 @@ impl Link {
         // only within each poll.
         let what = || self.waits_on("credit from");
         let send = trellis::cancellable(std::future::poll_fn(move |cx| self.poll_send(cx, &item)));
-        trellis::dump::waiting_on(what, send).await?
+        trellis::dump::waiting_for(what, send).await?
     }
 
     /// What a task waiting on this call waits on, for a dump: `what` and the call.
-    pub(crate) fn waits_on(&self, what: &str) -> std::borrow::Cow<'static, str> {
+    pub(crate) fn waits_on(&self, what: &str) -> trellis::dump::Waits {
         let kind = match self.kind {
             CallKind::Run => "call",
             CallKind::Stream => "stream",
             CallKind::Context => "context",
         };
-        format!(
-            "{what} actor {} ({kind} {})",
-            self.conn.peer().actor,
-            self.cid
-        )
-        .into()
+        let peer = &self.conn.peer().actor;
+        trellis::dump::Waits {
+            what: format!("{what} actor {peer} ({kind} {})", self.cid).into(),
+            // The caller waits for the callee's serving task; a callee's waits (for credit)
+            // are for whatever reads the stream, which serves nothing a key names.
+            key: (self.role == Role::Caller)
+                .then(|| super::conn::call_key(self.conn.local(), self.cid)),
+        }
     }
 
     fn poll_send<T: Serialize + ?Sized>(
@@ -261,7 +263,7 @@ impl Link {
                 }
             }
         }));
-        trellis::dump::waiting_on(what, end).await
+        trellis::dump::waiting_for(what, end).await
     }
 
     /// Waits for the callee's `Started` value (or the call's end before it).

@@ -82,7 +82,9 @@ impl Conn {
         let call = prepared(link);
         let conn = self.clone();
         let name = format!("serving `{function}` for actor {}", self.inner.peer.actor);
+        let serves = super::conn::call_key(&self.inner.peer.actor, cid);
         let spawned = work.start_soon_named(name, async move {
+            trellis::dump::serves(serves);
             let mut call = std::pin::pin!(call);
             let mut flushed = false;
             // A panic in the function fails the call (with the panic's backtrace when one was

@@ -82,12 +82,26 @@ where
         async move {
             let inner = an.inner.clone();
             let outcome = body(an).await;
-            if outcome.is_ok() {
-                inner.wait_run_in_actor().await?;
+            match &outcome {
+                Ok(_) => inner.wait_run_in_actor().await?,
+                // The children are cancelled for the body's reason (a cancellation's, passed
+                // on), not for a mere release: each learns why.
+                Err(error) => nursery
+                    .cancel_scope()
+                    .cancel_because(match error.as_cancelled() {
+                        Some(cancelled) => (cancelled.cancel_reason().map(|r| (**r).clone()))
+                            .unwrap_or_else(|| trellis::CancelReason::new(CancelSource::Unknown)),
+                        None => {
+                            let text = error.to_string();
+                            let first = text.lines().next().unwrap_or_default().to_owned();
+                            trellis::CancelReason::new(CancelSource::Nursery)
+                                .with_message(format!("the actor nursery's body failed: {first}"))
+                        }
+                    }),
             }
             inner.closing.set();
             if !lock(&inner.failures).is_empty() {
-                nursery.cancel();
+                nursery.cancel_with_reason("an actor run with run_in_actor failed");
             }
             outcome
         }
@@ -276,7 +290,9 @@ impl ActorNursery {
     /// Cancels the nursery: every child actor is asked to exit (and killed after the grace
     /// period), and the body's checkpoints see `Cancelled`.
     pub fn cancel(&self) {
-        self.inner.nursery.cancel();
+        self.inner
+            .nursery
+            .cancel_with_reason("ActorNursery::cancel was called");
     }
 }
 
@@ -318,7 +334,13 @@ async fn watch(
     let mut why = None;
     let lost = tokio::select! {
         released = release.wait() => {
-            if let Err(cancelled) = released {
+            // Released because the nursery is being cancelled (its body saw the
+            // cancellation first, and closed): the cancellation's reason, not the release's.
+            let cancelled = match released {
+                Err(cancelled) => Some(cancelled),
+                Ok(()) => trellis::checkpoint_if_cancelled().err(),
+            };
+            if let Some(cancelled) = cancelled {
                 why = Some(crate::cancel_reason::cancelled_to_wire(&cancelled, conn.local()));
             }
             None

@@ -19,12 +19,13 @@ pub use limiter::{Borrower, CapacityError, CapacityLimiter, CapacityToken, Limit
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Waker};
 
 use queue::WaitQueue;
 use thiserror::Error;
 
 use crate::cancel::CancelWait;
+use crate::dump::Recorded;
 use crate::error::Cancelled;
 use crate::instrument::TaskId;
 
@@ -63,6 +64,11 @@ trait Waitable {
     fn on_wait(_state: &mut Self::State, _key: usize, _ticket: &Self::Ticket) {}
     /// A waiter left the queue ungranted.
     fn on_withdraw(_state: &mut Self::State, _key: usize) {}
+    /// The task holding what waiters wait for, when one does (a lock's owner): a dump's
+    /// wait-for graph follows it.
+    fn holder(_state: &Self::State) -> Option<TaskId> {
+        None
+    }
 }
 
 /// The future of a wait on a [`Waitable`]: ready with `Ok(())` once granted.
@@ -74,6 +80,8 @@ struct Wait<'a, W: Waitable> {
     /// what lets other tasks line up behind a lock that is released and re-taken in a loop).
     holding: bool,
     cancel: CancelWait,
+    /// The wait as a dump shows it once it knows who holds what it waits for.
+    held_by: Option<Recorded>,
 }
 
 impl<'a, W: Waitable> Wait<'a, W> {
@@ -84,6 +92,7 @@ impl<'a, W: Waitable> Wait<'a, W> {
             key: None,
             holding: false,
             cancel: CancelWait::on(W::WHAT),
+            held_by: None,
         }
     }
 
@@ -116,7 +125,15 @@ impl<'a, W: Waitable> Wait<'a, W> {
                 }
             }
         }
-        ready!(self.cancel.poll_cancelled(cx));
+        if self.cancel.poll_cancelled(cx).is_pending() {
+            if self.held_by.is_none()
+                && let Some(holder) = W::holder(&lock(self.owner.state()))
+            {
+                let what = format!("{} held by task {holder}", W::WHAT);
+                self.held_by = Recorded::keyed(what.into(), Some(format!("task:{holder}")));
+            }
+            return Poll::Pending;
+        }
         let key = self.key.take().expect("waiting");
         let mut state = lock(self.owner.state());
         let granted = W::queue(&mut state).withdraw(key);
@@ -652,6 +669,10 @@ impl Waitable for Lock {
     const WHAT: &'static str = "lock";
     type State = LockState;
     type Ticket = ();
+
+    fn holder(state: &LockState) -> Option<TaskId> {
+        state.owner
+    }
 
     fn state(&self) -> &Mutex<LockState> {
         &self.state
