@@ -41,13 +41,13 @@ async fn hold_with_grandchild(block: bool) -> Result<(), trellis::Error> {
     .await
 }
 
-/// Holds a grandchild actor, and a task running `report_cancel`.
+/// Holds a grandchild actor running `report_cancel`.
 async fn hold_reporting() -> Result<(), trellis::Error> {
     open_nursery(|an| async move {
         let grandchild = an.start_actor("grandchild").await?;
         println!("pid grandchild {}", grandchild.pid());
         trellis::open_nursery(|n| async move {
-            n.start_soon_named("reporter", report_cancel())?;
+            n.start_soon(async move { grandchild.run(report_cancel, ()).await })?;
             // Give the call time to reach the grandchild before saying ready.
             trellis::sleep(Duration::from_millis(100)).await?;
             println!("ready");
@@ -63,7 +63,7 @@ async fn hold_reporting() -> Result<(), trellis::Error> {
 /// Sleeps until cancelled, then says why on its standard output (the test's pipe).
 async fn report_cancel() -> Result<(), trellis::Error> {
     let cancelled = trellis::sleep_forever().await.unwrap_err();
-    println!("child saw: {cancelled}");
+    println!("grandchild saw: {cancelled}");
     Err(cancelled.into())
 }
 
@@ -267,19 +267,20 @@ fn sigint_at_the_root_tears_the_tree_down(transport: &str) {
     wait_gone(&tree.pids, Duration::from_millis(100));
 }
 
-/// SIGINT at the root reaches a child's task as a `Cancelled` that says so: its reason crossed
-/// the process boundary ("cancelled due to interrupt in actor root#… with reason 'Ctrl-C
-/// (SIGINT)'"), also when the root's connections go down with it (they cancel the calls made
-/// on them first, with the reason). Two hops: `cancel_reasons.rs`.
-fn a_child_learns_that_the_root_got_sigint(transport: &str) {
+/// SIGINT at the root reaches a grandchild's function as a `Cancelled` that says so: its
+/// reason crossed two processes ("cancelled due to interrupt in actor root#… with reason
+/// 'Ctrl-C (SIGINT)'") — also when the root's connections go down with it (they cancel the
+/// calls made on them first, with the reason), and whichever of the child's ways of learning
+/// of the cancellation comes first.
+fn a_grandchild_learns_that_the_root_got_sigint(transport: &str) {
     let mut tree = start_tree("report", transport);
     signal(tree.root.id(), Signal::SIGINT);
     let saw = tree
         .output
         .by_ref()
         .map_while(Result::ok)
-        .find_map(|line| line.strip_prefix("child saw: ").map(str::to_owned))
-        .expect("the child reports its cancellation");
+        .find_map(|line| line.strip_prefix("grandchild saw: ").map(str::to_owned))
+        .expect("the grandchild reports its cancellation");
     let (code, _took) = wait_root(&mut tree.root, Duration::from_secs(2));
     assert_eq!(code, Some(130));
     let root_pid = tree.pids.iter().find(|(who, _)| who == "root").unwrap().1;
@@ -392,8 +393,8 @@ mod unix {
         super::sigint_at_the_root_tears_the_tree_down("unix")
     }
     #[test]
-    fn a_child_learns_that_the_root_got_sigint() {
-        super::a_child_learns_that_the_root_got_sigint("unix")
+    fn a_grandchild_learns_that_the_root_got_sigint() {
+        super::a_grandchild_learns_that_the_root_got_sigint("unix")
     }
     #[test]
     fn grandchild_stuck_in_blocking_code_is_killed() {
@@ -423,8 +424,8 @@ mod tcp {
         super::sigint_at_the_root_tears_the_tree_down("tcp")
     }
     #[test]
-    fn a_child_learns_that_the_root_got_sigint() {
-        super::a_child_learns_that_the_root_got_sigint("tcp")
+    fn a_grandchild_learns_that_the_root_got_sigint() {
+        super::a_grandchild_learns_that_the_root_got_sigint("tcp")
     }
     #[test]
     fn grandchild_stuck_in_blocking_code_is_killed() {

@@ -160,7 +160,10 @@ impl Conn {
             } else {
                 trellis::cancellable(self.inner.wake_writer.notified()).await
             };
-            if waited.is_err() {
+            if let Err(cancelled) = waited {
+                // The actor is shutting down: the calls made here learn why before the
+                // socket closes (whichever of reader and writer hears of it first).
+                self.cancel_calls_made(&cancelled);
                 break;
             }
         }

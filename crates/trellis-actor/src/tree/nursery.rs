@@ -351,7 +351,12 @@ async fn watch(
                 goodbye = true;
                 None
             }
-            Err(Cancelled { .. }) => None,
+            // Cancelled while watching (either branch may see the nursery's cancellation
+            // first): the same reason as above.
+            Err(cancelled) => {
+                why = Some(crate::cancel_reason::cancelled_to_wire(&cancelled, conn.local()));
+                None
+            }
         },
     };
     let uid = actor.uid.clone();
