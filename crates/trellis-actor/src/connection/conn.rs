@@ -295,7 +295,13 @@ impl Conn {
 
     /// Waits until the connection has ended.
     pub(crate) async fn ended(&self) -> Result<End, Cancelled> {
-        self.inner.ended.wait().await?;
+        let what = || {
+            format!(
+                "the end of the connection with actor {}",
+                self.inner.peer.actor
+            )
+        };
+        trellis::dump::waiting_on(|| what().into(), self.inner.ended.wait()).await?;
         Ok(self.end().expect("set before the event"))
     }
 
