@@ -340,9 +340,7 @@ impl Dump {
         walk(&self.root, &mut out);
         out
     }
-}
 
-impl Dump {
     /// The cycles of this run's wait-for graph: tasks each waiting for the next, the last for
     /// the first (a lock held by a task that waits for the lock's waiter, say). Each is a
     /// deadlock: none of its tasks can go on by itself.
@@ -486,27 +484,26 @@ impl fmt::Display for Dump {
 }
 
 impl ScopeDump {
-    /// A scope that says nothing: no deadline, no shield, not cancelled, no tasks, one scope
-    /// inside (the runtime's own wrappers, mostly). Drawn, it is left out.
-    fn is_plain(&self) -> bool {
+    /// A scope with nothing of its own to say: no nursery, deadline, shield, cancellation or
+    /// tasks.
+    fn says_nothing(&self) -> bool {
         !self.nursery
             && self.deadline_in.is_none()
             && !self.shielded
             && !self.cancel_called
             && !self.cancelled
             && self.tasks.is_empty()
-            && self.children.len() == 1
+    }
+
+    /// A scope that says nothing around one scope (the runtime's own wrappers, mostly).
+    /// Drawn, it is left out.
+    fn is_plain(&self) -> bool {
+        self.says_nothing() && self.children.len() == 1
     }
 
     /// A scope with nothing in it and nothing to say (a served call's own scope, say).
     fn is_empty(&self) -> bool {
-        !self.nursery
-            && self.deadline_in.is_none()
-            && !self.shielded
-            && !self.cancel_called
-            && !self.cancelled
-            && self.tasks.is_empty()
-            && self.children.iter().all(ScopeDump::is_empty)
+        self.says_nothing() && self.children.iter().all(ScopeDump::is_empty)
     }
 }
 

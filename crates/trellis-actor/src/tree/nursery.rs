@@ -330,19 +330,12 @@ async fn watch(
     // Whether it left on its own, saying goodbye: normal if it exits with success (it
     // cancelled itself), a death if not (it lost its parent's control channel, say).
     let mut goodbye = false;
-    // Why it is asked to go: the nursery's cancellation passed on, or its release.
-    let mut why = None;
+    // The nursery's cancellation, when that is why it is asked to go (either branch may see
+    // it first; a release by a body that saw the cancellation first is one too).
+    let mut cancelled = None;
     let lost = tokio::select! {
         released = release.wait() => {
-            // Released because the nursery is being cancelled (its body saw the
-            // cancellation first, and closed): the cancellation's reason, not the release's.
-            let cancelled = match released {
-                Err(cancelled) => Some(cancelled),
-                Ok(()) => trellis::checkpoint_if_cancelled().err(),
-            };
-            if let Some(cancelled) = cancelled {
-                why = Some(crate::cancel_reason::cancelled_to_wire(&cancelled, conn.local()));
-            }
+            cancelled = released.err().or_else(|| trellis::checkpoint_if_cancelled().err());
             None
         }
         ended = conn.ended() => match ended {
@@ -351,14 +344,14 @@ async fn watch(
                 goodbye = true;
                 None
             }
-            // Cancelled while watching (either branch may see the nursery's cancellation
-            // first): the same reason as above.
-            Err(cancelled) => {
-                why = Some(crate::cancel_reason::cancelled_to_wire(&cancelled, conn.local()));
+            Err(seen) => {
+                cancelled = Some(seen);
                 None
             }
         },
     };
+    // Why it is asked to go: the cancellation passed on, or its release.
+    let why = cancelled.map(|c| crate::cancel_reason::cancelled_to_wire(&c, conn.local()));
     let uid = actor.uid.clone();
     if let Some(reason) = lost {
         // It died (or broke the protocol): make sure it is gone, and say how it ended.
