@@ -233,6 +233,11 @@ fn attacker() {
                         "cancel-root",
                         run::<()>(at(registrar.clone()).await, "trellis.cancel_actor", ()).await,
                     ));
+                    // What every task waits on is the tree's business only.
+                    attempts.push((
+                        "dump",
+                        run::<serde_json::Value>(at(calc.clone()).await, "trellis.dump", ()).await,
+                    ));
                 }
                 for (name, outcome) in attempts {
                     println!("ATTACK {name} {}", outcome.replace('\n', " "));
@@ -342,7 +347,7 @@ fn every(outcome: &'static str, member: bool) -> Vec<(&'static str, &'static str
         "log",
     ];
     if !member {
-        names.extend(["terminal", "cancel", "cancel-root"]);
+        names.extend(["terminal", "cancel", "cancel-root", "dump"]);
     }
     names.into_iter().map(|n| (n, outcome)).collect()
 }
