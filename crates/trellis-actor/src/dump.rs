@@ -54,6 +54,12 @@ pub struct TaskInfo {
     /// The key of what it serves (`call:UID:CID` for a served call).
     #[serde(default)]
     pub serves: Option<String>,
+    /// The time left until its wait ends by itself (a sleep).
+    #[serde(default)]
+    pub wakes_in: Option<Duration>,
+    /// Whether it is the task that took the dump (answering `trellis.dump`).
+    #[serde(default)]
+    pub dumping: bool,
     /// The scopes it opened.
     pub children: Vec<ScopeInfo>,
 }
@@ -80,6 +86,8 @@ impl From<trellis::dump::TaskDump> for TaskInfo {
             waiting_on: t.waiting_on,
             waits_for: t.waits_for,
             serves: t.serves,
+            wakes_in: t.wakes_in,
+            dumping: t.dumping,
             children: t.children.into_iter().map(ScopeInfo::from).collect(),
         }
     }
@@ -102,6 +110,8 @@ impl From<ScopeInfo> for trellis::dump::ScopeDump {
                     waiting_on: t.waiting_on,
                     waits_for: t.waits_for,
                     serves: t.serves,
+                    wakes_in: t.wakes_in,
+                    dumping: t.dumping,
                     children: t.children.into_iter().map(Into::into).collect(),
                 })
                 .collect(),
@@ -124,7 +134,51 @@ impl ActorDump {
         walk(&self.root, &mut out);
         out
     }
+
+    /// Whether every task of the actor is blocked and no timer is pending
+    /// ([`trellis::dump::Dump::all_blocked`]), the runtime's own tasks (its connections,
+    /// waiting on their sockets) left out.
+    pub fn all_blocked(&self) -> bool {
+        let root: trellis::dump::ScopeDump = self.root.clone().into();
+        root.all_blocked(|task| !task.name.starts_with(RUNTIME))
+    }
+
+    /// The application's tasks and what each waits on (the task taking the dump left out).
+    fn waits(&self) -> Vec<(Option<&str>, &str, Option<&str>)> {
+        let mut waits: Vec<_> = (self.tasks().into_iter())
+            .filter(|t| !t.dumping && !t.name.starts_with(RUNTIME))
+            .map(|t| (t.id.as_deref(), t.name.as_str(), t.waiting_on.as_deref()))
+            .collect();
+        waits.sort_unstable();
+        waits
+    }
 }
+
+/// How far apart the two rounds of dumps that [`stalled`] compares are taken.
+pub const STALL_CHECK: Duration = Duration::from_millis(100);
+
+/// Whether a tree is stalled, from two rounds of its dumps taken [`STALL_CHECK`] apart: the
+/// same actors answered both; in each round every actor's tasks are all blocked with no timer
+/// pending ([`ActorDump::all_blocked`]); and every task waits on the same thing in both (one
+/// round is not a snapshot: the actors answer one after the other, while messages may be on
+/// their way). A stalled tree goes on only when something outside it happens; with nothing
+/// outside to wait for, it is deadlocked, whether or not a cycle shows ([`deadlocks`]).
+pub fn stalled(first: &[ActorDump], second: &[ActorDump]) -> bool {
+    let key = |d: &&ActorDump| d.id.uid.clone();
+    let mut first: Vec<&ActorDump> = first.iter().collect();
+    let mut second: Vec<&ActorDump> = second.iter().collect();
+    first.sort_by_key(key);
+    second.sort_by_key(key);
+    !first.is_empty()
+        && first.len() == second.len()
+        && first.iter().zip(&second).all(|(a, b)| {
+            a.id == b.id && a.all_blocked() && b.all_blocked() && a.waits() == b.waits()
+        })
+}
+
+/// The line a drawn dump ends with when [`stalled`] says so.
+pub const STALLED: &str =
+    "stalled: every task in the tree is blocked and no timer is pending (two rounds agree)";
 
 /// What the runtime names its own tasks with (connections, the writer, supervision).
 const RUNTIME: &str = "trellis: ";
@@ -157,6 +211,8 @@ impl ScopeInfo {
                 waiting_on: None,
                 waits_for: None,
                 serves: None,
+                wakes_in: None,
+                dumping: false,
                 children: Vec::new(),
             });
         }

@@ -63,7 +63,8 @@ pub use calls::{
     Context, DEFAULT_CAPACITY, Flow, MsgStream, Portal, PortalContext, StreamOptions, Subscription,
 };
 pub use dump::{
-    ActorDump, ScopeInfo, TaskInfo, deadlocks, draw as draw_dumps, draw_all as draw_all_dumps,
+    ActorDump, STALL_CHECK, STALLED, ScopeInfo, TaskInfo, deadlocks, draw as draw_dumps,
+    draw_all as draw_all_dumps, stalled,
 };
 pub use error::{BadArguments, RemoteActorError, StreamOverrun, Unauthorized, UnknownFunction};
 #[cfg(feature = "etcd")]

@@ -254,6 +254,34 @@ fn a_call_cycle_is_a_deadlock(transport: Transport) {
                     "{drawn}"
                 );
                 assert!(drawn.contains("deadlock: actor a#"), "{drawn}");
+                // Every task of the tree waits on another, and no timer is pending: two rounds
+                // of dumps agree that the tree is stalled.
+                let round = || async {
+                    Ok::<_, trellis::Error>(vec![
+                        trellis_actor::current().dump(),
+                        a.dump().await?,
+                        b.dump().await?,
+                    ])
+                };
+                let first = round().await?;
+                trellis::sleep(trellis_actor::STALL_CHECK).await?;
+                let second = round().await?;
+                let drawn = trellis_actor::draw_dumps(&second);
+                assert!(trellis_actor::stalled(&first, &second), "{drawn}");
+                // A task that sleeps will wake by itself: the tree is not stalled any more.
+                n.start_soon_named("napper", async {
+                    trellis::sleep(Duration::from_secs(3600)).await?;
+                    Ok::<_, trellis::Error>(())
+                })?;
+                let first = round().await?;
+                trellis::sleep(trellis_actor::STALL_CHECK).await?;
+                let second = round().await?;
+                let drawn = trellis_actor::draw_dumps(&second);
+                assert!(!trellis_actor::stalled(&first, &second), "{drawn}");
+                assert!(
+                    drawn.contains("task napper — waiting on sleep ("),
+                    "{drawn}"
+                );
                 // The request is not in the cycle: it waits on it.
                 n.cancel();
                 Ok::<_, trellis::Error>(())

@@ -280,26 +280,50 @@ async fn watch_tree(config: Config, registry: Registry, every: std::time::Durati
 
 async fn dump_of(config: Config, registry: Registry, json: bool, all: bool) -> Outcome {
     with_registered(config, registry, |actor, r, registered| async move {
-        let dumps = ask_all(
-            &actor,
-            &registered,
-            |portal| async move { portal.dump().await },
-        )
-        .await?;
+        let ask = |portal: trellis_actor::Portal| async move { portal.dump().await };
+        let first = ask_all(&actor, &registered, ask).await?;
+        // A tree that looks stalled is asked again: said only when both rounds agree.
+        let mut stalled = false;
+        let dumps = match answered(&first) {
+            Some(round) if round.iter().all(trellis_actor::ActorDump::all_blocked) => {
+                trellis::sleep(trellis_actor::STALL_CHECK).await?;
+                let second = ask_all(&actor, &registered, ask).await?;
+                stalled = answered(&second).is_some_and(|s| trellis_actor::stalled(&round, &s));
+                second
+            }
+            _ => first,
+        };
         Ok(Ok(if json {
             let text = tree::json_of(&r, &dumps, "dump", |dump| serde_json::to_value(dump));
-            with_deadlocks(&text, &dumps)
+            with_verdicts(&text, &dumps, stalled)
         } else {
-            tree::draw_dumps(&r, &dumps, all)
+            let mut text = tree::draw_dumps(&r, &dumps, all);
+            if stalled {
+                text.push_str(trellis_actor::STALLED);
+                text.push('\n');
+            }
+            text
         }))
     })
     .await
 }
 
-/// The `--json` dump with its deadlocks: `"deadlocks": [[{"actor", "task", "waiting_on"}]]`.
-fn with_deadlocks(
+/// The dumps, when every actor answered.
+fn answered(
+    dumps: &[(Registered, Result<trellis_actor::ActorDump, String>)],
+) -> Option<Vec<trellis_actor::ActorDump>> {
+    dumps
+        .iter()
+        .map(|(_, d)| d.as_ref().ok().cloned())
+        .collect()
+}
+
+/// The `--json` dump with its deadlocks, `"deadlocks": [[{"actor", "task", "waiting_on"}]]`,
+/// and whether the tree is stalled, `"stalled": bool` ([`trellis_actor::stalled`]).
+fn with_verdicts(
     text: &str,
     dumps: &[(Registered, Result<trellis_actor::ActorDump, String>)],
+    stalled: bool,
 ) -> String {
     let answered: Vec<_> = dumps
         .iter()
@@ -322,6 +346,7 @@ fn with_deadlocks(
         .collect();
     let mut value: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
     value["deadlocks"] = serde_json::Value::Array(cycles);
+    value["stalled"] = serde_json::Value::Bool(stalled);
     format!("{value:#}\n")
 }
 

@@ -2,7 +2,6 @@
 //! into it, and every error is one line with exit status 2.
 
 use std::process::Output;
-use std::time::Duration;
 
 use trellis_actor::{Config, Etcd, Functions, Secret, Transport, open_nursery, wait_for_actor};
 
@@ -46,7 +45,7 @@ async fn fails(item: String) -> Result<(), trellis::Error> {
 async fn hold_with_child() -> Result<(), trellis::Error> {
     open_nursery(|an| async move {
         an.start_actor("leaf").await?;
-        trellis::sleep(Duration::from_secs(3600)).await?;
+        trellis::sleep_forever().await?;
         Ok(())
     })
     .await
@@ -92,10 +91,11 @@ fn serve_children() {
     trellis_actor::serve_if_child(config());
 }
 
-/// Runs the `trellis` binary with `args`, on a thread (the tree keeps serving meanwhile).
+/// Runs the `trellis` binary with `args`, on a thread (the tree keeps serving meanwhile); the
+/// task says it waits on the command (for `trellis dump`).
 async fn trellis_cli(args: &[&str]) -> Result<Output, trellis::Error> {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    trellis::threads::run_sync(move || {
+    let command = trellis::threads::run_sync(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_trellis"))
             .args(&args)
             .env_remove("TRELLIS_REGISTRAR")
@@ -106,8 +106,8 @@ async fn trellis_cli(args: &[&str]) -> Result<Output, trellis::Error> {
             .env_remove("TRELLIS_ETCD_PREFIX")
             .output()
             .map_err(trellis::Error::new)
-    })
-    .await?
+    });
+    trellis::dump::waiting_on(|| "the trellis command".into(), command).await?
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -311,6 +311,7 @@ fn json_tasks(scope: &serde_json::Value, out: &mut Vec<(String, Option<String>)>
 
 /// `trellis dump` draws every actor's tasks as one tree, and `--json` gives the same to a
 /// script: `mid` serves `hold_with_child`, asleep in it; the root's task waits on that call.
+/// Nothing in the tree will wake by itself (the root waits on the command): it is stalled.
 fn dump_is_drawn_and_parsed_as_json(transport: Transport) {
     with_tree(transport, move |registrar, _| async move {
         let out = trellis_cli(&["dump", "--registrar", &registrar]).await?;
@@ -331,6 +332,10 @@ fn dump_is_drawn_and_parsed_as_json(transport: Transport) {
             stdout.contains("waiting on call `hold_with_child` in actor mid#"),
             "{stdout}"
         );
+        assert!(
+            stdout.ends_with(&format!("{}\n", trellis_actor::STALLED)),
+            "{stdout}"
+        );
 
         let out = trellis_cli(&["dump", "--json", "--registrar", &registrar]).await?;
         assert!(out.status.success(), "{out:?}");
@@ -345,8 +350,9 @@ fn dump_is_drawn_and_parsed_as_json(transport: Transport) {
             .iter()
             .find(|(name, _)| name.starts_with("serving `hold_with_child` for actor root#"))
             .unwrap_or_else(|| panic!("{tasks:?}"));
-        assert_eq!(serving.1.as_deref(), Some("sleep"), "{tasks:?}");
+        assert_eq!(serving.1.as_deref(), Some("sleep_forever"), "{tasks:?}");
         assert_eq!(snapshot["deadlocks"], serde_json::json!([]), "{snapshot:#}");
+        assert_eq!(snapshot["stalled"], true, "{snapshot:#}");
         Ok(())
     });
 }

@@ -25,9 +25,18 @@ pub(crate) struct TaskSlot {
     /// The name given, or the future's type name (made readable only when a dump shows it:
     /// spawning stays free of string work).
     name: TaskName,
-    waiting: Mutex<Option<(Cow<'static, str>, Option<String>)>>,
+    waiting: Mutex<Option<Wait>>,
     /// What the task provides that others may wait for (a served call's key).
     serves: std::sync::OnceLock<String>,
+}
+
+/// A wait as a task's slot holds it.
+struct Wait {
+    what: Cow<'static, str>,
+    /// The key of what it waits for (the wait-for graph).
+    key: Option<String>,
+    /// When it ends by itself (a sleep's deadline), or `NO_DEADLINE`.
+    until: i64,
 }
 
 /// How a task is named.
@@ -53,15 +62,15 @@ impl TaskSlot {
         }
     }
 
-    fn set(&self, what: Option<(Cow<'static, str>, Option<String>)>) {
-        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    fn set(&self, wait: Option<Wait>) {
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = wait;
     }
 
-    /// What it waits on, and the key of what it waits for.
-    fn waiting(&self) -> (Option<String>, Option<String>) {
+    /// What it waits on, the key of what it waits for, and when the wait ends by itself.
+    fn waiting(&self) -> (Option<String>, Option<String>, i64) {
         match &*self.waiting.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some((what, key)) => (Some(what.to_string()), key.clone()),
-            None => (None, None),
+            Some(wait) => (Some(wait.what.to_string()), wait.key.clone(), wait.until),
+            None => (None, None, NO_DEADLINE),
         }
     }
 }
@@ -100,8 +109,25 @@ impl Recorded {
     /// holder of a lock, a served call's key for a call), which a dump's wait-for graph
     /// follows.
     pub(crate) fn keyed(what: Cow<'static, str>, key: Option<String>) -> Option<Recorded> {
+        Recorded::with(Wait {
+            what,
+            key,
+            until: NO_DEADLINE,
+        })
+    }
+
+    /// [`start`](Recorded::start) for a wait that ends by itself at `until` (a sleep).
+    pub(crate) fn until(what: Cow<'static, str>, until: i64) -> Option<Recorded> {
+        Recorded::with(Wait {
+            what,
+            key: None,
+            until,
+        })
+    }
+
+    fn with(wait: Wait) -> Option<Recorded> {
         let slot = current()?;
-        slot.set(Some((what, key)));
+        slot.set(Some(wait));
         Some(Recorded(slot))
     }
 }
@@ -211,7 +237,11 @@ impl<F: Future, D: FnOnce() -> Waits> Future for WaitingOn<F, D> {
                 // a remote call) say less than this one.
                 let Waits { what, key } = this.described.clone().expect("described above");
                 match this.recorded {
-                    Some(recorded) => recorded.0.set(Some((what, key))),
+                    Some(recorded) => recorded.0.set(Some(Wait {
+                        what,
+                        key,
+                        until: NO_DEADLINE,
+                    })),
                     None => *this.recorded = Recorded::keyed(what, key),
                 }
                 Poll::Pending
@@ -322,6 +352,10 @@ pub struct TaskDump {
     pub waits_for: Option<String>,
     /// The key of what it serves ([`serves`]).
     pub serves: Option<String>,
+    /// The time left until its wait ends by itself (a sleep), zero once passed.
+    pub wakes_in: Option<std::time::Duration>,
+    /// Whether it is the task that took the dump: it runs, so it waits on nothing.
+    pub dumping: bool,
     /// The scopes and nurseries it opened.
     pub children: Vec<ScopeDump>,
 }
@@ -339,6 +373,19 @@ impl Dump {
         let mut out = Vec::new();
         walk(&self.root, &mut out);
         out
+    }
+
+    /// Whether every task is blocked and no timer is pending: each task (the one taking the
+    /// dump aside) waits in an operation that says what it waits on, none of them will wake by
+    /// itself at a time (a sleep), and no scope that is not cancelled yet has a deadline to
+    /// come. Then nothing in the run can go on until something outside it happens (a socket,
+    /// a signal, another thread) — in a run that has no such thing to wait for, a deadlock
+    /// even where no cycle shows ([`deadlocks`](Dump::deadlocks)).
+    ///
+    /// A wait in code that does not say what it waits on (a foreign future not wrapped in
+    /// [`waiting_on`]) counts as not blocked: the verdict errs on the side of silence.
+    pub fn all_blocked(&self) -> bool {
+        self.root.all_blocked(|_| true)
     }
 
     /// The cycles of this run's wait-for graph: tasks each waiting for the next, the last for
@@ -437,16 +484,20 @@ fn scope_of(node: Option<&Arc<Node>>) -> ScopeDump {
     };
     let view = node.view();
     let tasks = node.tasks();
+    let dumping = current();
+    let now = time::now();
     let mut task_dumps: Vec<TaskDump> = tasks
         .iter()
         .map(|(id, slot)| {
-            let (waiting_on, waits_for) = slot.waiting();
+            let (waiting_on, waits_for, until) = slot.waiting();
             TaskDump {
                 name: slot.name(),
                 id: id.map(|id| id.to_string()),
                 waiting_on,
                 waits_for,
                 serves: slot.serves.get().cloned(),
+                wakes_in: (until != NO_DEADLINE).then(|| nanos(until.saturating_sub(now))),
+                dumping: dumping.as_ref().is_some_and(|d| Arc::ptr_eq(d, slot)),
                 children: Vec::new(),
             }
         })
@@ -463,16 +514,19 @@ fn scope_of(node: Option<&Arc<Node>>) -> ScopeDump {
     }
     ScopeDump {
         nursery: view.nursery,
-        deadline_in: (view.deadline != NO_DEADLINE).then(|| {
-            let left = view.deadline.saturating_sub(time::now());
-            std::time::Duration::from_nanos(u64::try_from(left).unwrap_or(0))
-        }),
+        deadline_in: (view.deadline != NO_DEADLINE)
+            .then(|| nanos(view.deadline.saturating_sub(now))),
         shielded: view.shield,
         cancel_called: view.cancel_called,
         cancelled: view.cancelled,
         tasks: task_dumps,
         children,
     }
+}
+
+/// A span of nanoseconds as a duration, zero when negative.
+fn nanos(left: i64) -> std::time::Duration {
+    std::time::Duration::from_nanos(u64::try_from(left).unwrap_or(0))
 }
 
 impl fmt::Display for Dump {
@@ -483,7 +537,35 @@ impl fmt::Display for Dump {
     }
 }
 
+impl TaskDump {
+    /// Whether it waits on something that only another task (or the world outside) can end:
+    /// a wait it says, not a sleep, and not the task taking the dump.
+    pub fn blocked(&self) -> bool {
+        !self.dumping && self.waiting_on.is_some() && self.wakes_in.is_none()
+    }
+}
+
 impl ScopeDump {
+    /// [`Dump::all_blocked`] for this scope and everything below it, asking only of the tasks
+    /// `counts` takes: a runtime's own tasks, waiting on its sockets and keeping their own
+    /// timers, may be left out (with the deadlines of the scopes they open; the tasks below
+    /// those still count).
+    pub fn all_blocked(&self, counts: impl Fn(&TaskDump) -> bool + Copy) -> bool {
+        self.blocked_below(counts, true)
+    }
+
+    fn blocked_below(&self, counts: impl Fn(&TaskDump) -> bool + Copy, timers: bool) -> bool {
+        // A deadline is pending until the code under it is cancelled.
+        let timer = timers && self.deadline_in.is_some() && !self.cancelled;
+        !timer
+            && self.tasks.iter().all(|task| {
+                let counted = counts(task);
+                (!counted || task.dumping || task.blocked())
+                    && (task.children.iter()).all(|c| c.blocked_below(counts, counted))
+            })
+            && (self.children.iter()).all(|c| c.blocked_below(counts, timers))
+    }
+
     /// A scope with nothing of its own to say: no nursery, deadline, shield, cancellation or
     /// tasks.
     fn says_nothing(&self) -> bool {
@@ -537,6 +619,9 @@ fn write_scope(out: &mut String, scope: &ScopeDump, first: &str, rest: &str) {
         let _ = write!(out, "{rest}{branch}task {}", task.name);
         if let Some(what) = &task.waiting_on {
             let _ = write!(out, " — waiting on {what}");
+            if let Some(left) = task.wakes_in {
+                let _ = write!(out, " ({left:.1?} left)");
+            }
         }
         out.push('\n');
         let inner = format!("{rest}{indent}");

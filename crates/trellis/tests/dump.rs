@@ -217,3 +217,66 @@ fn two_tasks_waiting_for_each_others_lock_are_a_deadlock() {
         .unwrap();
     });
 }
+
+/// Tasks that each wait on another (a channel nobody sends on, an event nobody sets) with no
+/// timer pending: the run is all blocked though no cycle shows. A sleep, or a deadline over a
+/// wait, is a timer that will wake something: then it is not.
+#[test]
+fn every_task_waiting_on_another_with_no_timer_is_all_blocked() {
+    run_test(async {
+        trellis::open_nursery(|n| async move {
+            let (tx, rx) = trellis::channel::<u32>(0);
+            let event = Arc::new(trellis::sync::Event::new());
+            n.start_soon_named("receiver", async move {
+                // Ends by cancellation or by the channel's end, whichever it sees first.
+                let _ = rx.recv().await;
+                Ok::<_, trellis::Error>(())
+            })?;
+            let waiter = event.clone();
+            n.start_soon_named("waiter", async move {
+                waiter.wait().await?;
+                Ok::<_, trellis::Error>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+            let dump = trellis::dump::dump();
+            assert!(dump.all_blocked(), "{dump}");
+            assert!(dump.deadlocks().is_empty(), "{dump}");
+
+            // A sleeper will wake by itself: its wait says how soon.
+            let sleeping = trellis::CancelScope::new();
+            let handle = sleeping.clone();
+            n.start_soon_named("napper", async move {
+                sleeping.run(sleeper()).await.ok();
+                Ok::<_, trellis::Error>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+            let dump = trellis::dump::dump();
+            assert!(!dump.all_blocked(), "{dump}");
+            let napper = task(&dump, "napper");
+            assert_eq!(napper.wakes_in, Some(Duration::from_secs(3600)), "{dump}");
+            assert!(
+                dump.to_string()
+                    .contains("task napper — waiting on sleep (3600.0s left)"),
+                "{dump}"
+            );
+            handle.cancel();
+            wait_all_tasks_blocked().await?;
+            assert!(trellis::dump::dump().all_blocked());
+
+            // So will a deadline over a wait.
+            let deadline = event.clone();
+            n.start_soon_named("patient", async move {
+                trellis::move_on_after(Duration::from_secs(60), deadline.wait()).await?;
+                Ok::<_, trellis::Error>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+            let dump = trellis::dump::dump();
+            assert!(!dump.all_blocked(), "{dump}");
+            n.cancel();
+            drop(tx);
+            Ok::<_, trellis::Error>(())
+        })
+        .await
+        .unwrap();
+    });
+}

@@ -11,13 +11,52 @@ use crate::ActorDump;
 const ANSWER: Duration = Duration::from_secs(2);
 
 /// Every registered actor's dump (this actor's taken here), and a line for each actor that
-/// did not answer in time.
+/// did not answer in time; taken twice when the first round looks stalled, to say so only
+/// when the second agrees ([`crate::stalled`]).
 pub(crate) async fn tree_dump(actor: &Actor) -> String {
+    let (first, silent) = match one_round(actor).await {
+        Ok(round) => round,
+        Err(text) => return text,
+    };
+    let mut verdict = false;
+    let (dumps, silent) = if silent.is_empty() && first.iter().all(ActorDump::all_blocked) {
+        if let Err(e) = trellis::sleep(crate::STALL_CHECK).await {
+            return format!("no tree dump: {e}");
+        }
+        match one_round(actor).await {
+            Ok((second, silent)) => {
+                verdict = silent.is_empty() && crate::stalled(&first, &second);
+                (second, silent)
+            }
+            Err(text) => return text,
+        }
+    } else {
+        (first, silent)
+    };
+    let mut out = crate::dump::draw(&dumps);
+    for line in silent {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if verdict {
+        out.push_str(crate::STALLED);
+        out.push('\n');
+    }
+    out
+}
+
+/// One round: the dumps of the actors that answered, and a line for each that did not; or
+/// why there is no dump at all.
+async fn one_round(actor: &Actor) -> Result<(Vec<ActorDump>, Vec<String>), String> {
     let registered = trellis::move_on_after(ANSWER, actor.registered()).await;
     let registered = match registered {
         Ok(Some(list)) => list,
-        Ok(None) => return format!("no tree dump: the registry did not answer within {ANSWER:?}"),
-        Err(e) => return format!("no tree dump: {e}"),
+        Ok(None) => {
+            return Err(format!(
+                "no tree dump: the registry did not answer within {ANSWER:?}"
+            ));
+        }
+        Err(e) => return Err(format!("no tree dump: {e}")),
     };
     let mut dumps: Vec<ActorDump> = Vec::new();
     let mut silent = Vec::new();
@@ -38,16 +77,11 @@ pub(crate) async fn tree_dump(actor: &Actor) -> String {
         match asked {
             Ok(Some(dump)) => dumps.push(dump),
             Ok(None) => silent.push(format!("actor {}: no answer within {ANSWER:?}", entry.id)),
-            Err(e) if e.is_cancelled() => return format!("no tree dump: {e}"),
+            Err(e) if e.is_cancelled() => return Err(format!("no tree dump: {e}")),
             Err(e) => silent.push(format!("actor {}: {e}", entry.id)),
         }
     }
-    let mut out = crate::dump::draw(&dumps);
-    for line in silent {
-        out.push_str(&line);
-        out.push('\n');
-    }
-    out
+    Ok((dumps, silent))
 }
 
 /// Prints the tree's dump on standard error at each SIGUSR1, until cancelled.

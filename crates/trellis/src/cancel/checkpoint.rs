@@ -174,6 +174,8 @@ pub(crate) struct CancelWait {
     cancellable: bool,
     /// What the operation waits on, for a dump (recorded once it has to wait).
     what: Option<&'static str>,
+    /// When the operation ends by itself (a sleep's deadline), for a dump; or `NO_DEADLINE`.
+    until: i64,
     waiting: Option<Box<Waiting>>,
 }
 
@@ -192,6 +194,7 @@ impl CancelWait {
             started: false,
             cancellable: true,
             what: None,
+            until: NO_DEADLINE,
             waiting: None,
         }
     }
@@ -202,6 +205,18 @@ impl CancelWait {
             started: false,
             cancellable: true,
             what: Some(what),
+            until: NO_DEADLINE,
+            waiting: None,
+        }
+    }
+
+    /// For an operation that waits on `what` until `until` at most (a sleep).
+    const fn on_until(what: &'static str, until: i64) -> Self {
+        CancelWait {
+            started: false,
+            cancellable: true,
+            what: Some(what),
+            until,
             waiting: None,
         }
     }
@@ -212,6 +227,7 @@ impl CancelWait {
             started: false,
             cancellable: false,
             what: None,
+            until: NO_DEADLINE,
             waiting: None,
         }
     }
@@ -284,7 +300,7 @@ impl CancelWait {
                 timer: None,
                 _recorded: self
                     .what
-                    .and_then(|what| crate::dump::Recorded::start(what.into())),
+                    .and_then(|what| crate::dump::Recorded::until(what.into(), self.until)),
             }));
         }
         let waiting = self.waiting.as_mut().expect("set above");
@@ -371,7 +387,11 @@ pub async fn sleep_until(deadline: Instant) -> Result<(), Cancelled> {
     if deadline <= Instant::now() {
         return checkpoint().await;
     }
-    cancellable_on("sleep", tokio::time::sleep_until(deadline)).await
+    Cancellable {
+        inner: tokio::time::sleep_until(deadline),
+        wait: CancelWait::on_until("sleep", time::encode(deadline)),
+    }
+    .await
 }
 
 /// Sleeps until cancelled: it only ever returns `Err(Cancelled)`.
