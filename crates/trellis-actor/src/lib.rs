@@ -26,7 +26,8 @@
 //! }
 //! ```
 
-#![forbid(unsafe_code)]
+// One audited exception: the zygote's `fork` (`actor/zygote.rs`).
+#![deny(unsafe_code)]
 
 // Layers, each using only those listed before it (`ARCHITECTURE.md` shows how this is
 // checked): names and data → transport → connection → calls → functions → actor → tree.
@@ -55,8 +56,8 @@ mod transport;
 mod tree;
 
 pub use actor::{
-    Actor, Config, Terminal, current, find_actor, main, main_with, run_root, serve_if_child,
-    serve_if_child_async, try_current, wait_for_actor, with_terminal,
+    Actor, Config, SpawnBackend, Terminal, current, find_actor, main, main_with, run_root,
+    serve_if_child, serve_if_child_async, try_current, wait_for_actor, with_terminal,
 };
 pub use actor_error::ActorError;
 pub use calls::{

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use trellis_actor::{Config, Functions, Transport, open_nursery};
+use trellis_actor::{Config, Functions, SpawnBackend, Transport, open_nursery};
 
 const ROLE: &str = "TRELLIS_TEST_ROLE";
 const TRANSPORT: &str = "TRELLIS_TEST_TRANSPORT";
+/// `zygote` runs the tree on the zygote spawn backend (its children inherit the variable).
+const BACKEND: &str = "TRELLIS_TEST_SPAWN_BACKEND";
 const GRACE: Duration = Duration::from_millis(1000);
 
 /// Holds a grandchild actor; with `block`, the grandchild is stuck in blocking code that never
@@ -98,6 +100,10 @@ fn config() -> Config {
         "-q",
     ])
     .grace_period(GRACE)
+    .spawn_backend(match std::env::var(BACKEND).as_deref() {
+        Ok("zygote") => SpawnBackend::Zygote,
+        _ => SpawnBackend::Exec,
+    })
 }
 
 #[test]
@@ -174,7 +180,9 @@ struct Tree {
     output: std::io::Lines<BufReader<std::process::ChildStdout>>,
 }
 
+/// Starts the root role over `transport` (`unix` or `tcp`, with `+zygote` for that backend).
 fn start_tree(role: &str, transport: &str) -> Tree {
+    let (transport, backend) = transport.split_once('+').unwrap_or((transport, "exec"));
     let mut root = Command::new(std::env::current_exe().unwrap())
         .args([
             "role_root",
@@ -185,6 +193,7 @@ fn start_tree(role: &str, transport: &str) -> Tree {
         ])
         .env(ROLE, role)
         .env(TRANSPORT, transport)
+        .env(BACKEND, backend)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -446,5 +455,68 @@ mod tcp {
     #[test]
     fn a_stopped_child_is_killed_at_the_grace_period() {
         super::a_stopped_child_is_killed_at_the_grace_period("tcp")
+    }
+}
+
+/// The same on the zygote spawn backend.
+mod unix_zygote {
+    #[test]
+    fn sigint_at_the_root_tears_the_tree_down() {
+        super::sigint_at_the_root_tears_the_tree_down("unix+zygote")
+    }
+    #[test]
+    fn a_grandchild_learns_that_the_root_got_sigint() {
+        super::a_grandchild_learns_that_the_root_got_sigint("unix+zygote")
+    }
+    #[test]
+    fn grandchild_stuck_in_blocking_code_is_killed() {
+        super::grandchild_stuck_in_blocking_code_is_killed("unix+zygote")
+    }
+    #[test]
+    fn sigkill_of_the_root_leaves_no_descendant() {
+        super::sigkill_of_the_root_leaves_no_descendant("unix+zygote")
+    }
+    #[test]
+    fn sigkill_of_a_child_fails_its_parent() {
+        super::sigkill_of_a_child_fails_its_parent("unix+zygote")
+    }
+    #[test]
+    fn sigterm_at_the_root_tears_the_tree_down() {
+        super::sigterm_at_the_root_tears_the_tree_down("unix+zygote")
+    }
+    #[test]
+    fn a_stopped_child_is_killed_at_the_grace_period() {
+        super::a_stopped_child_is_killed_at_the_grace_period("unix+zygote")
+    }
+}
+
+mod tcp_zygote {
+    #[test]
+    fn sigint_at_the_root_tears_the_tree_down() {
+        super::sigint_at_the_root_tears_the_tree_down("tcp+zygote")
+    }
+    #[test]
+    fn a_grandchild_learns_that_the_root_got_sigint() {
+        super::a_grandchild_learns_that_the_root_got_sigint("tcp+zygote")
+    }
+    #[test]
+    fn grandchild_stuck_in_blocking_code_is_killed() {
+        super::grandchild_stuck_in_blocking_code_is_killed("tcp+zygote")
+    }
+    #[test]
+    fn sigkill_of_the_root_leaves_no_descendant() {
+        super::sigkill_of_the_root_leaves_no_descendant("tcp+zygote")
+    }
+    #[test]
+    fn sigkill_of_a_child_fails_its_parent() {
+        super::sigkill_of_a_child_fails_its_parent("tcp+zygote")
+    }
+    #[test]
+    fn sigterm_at_the_root_tears_the_tree_down() {
+        super::sigterm_at_the_root_tears_the_tree_down("tcp+zygote")
+    }
+    #[test]
+    fn a_stopped_child_is_killed_at_the_grace_period() {
+        super::a_stopped_child_is_killed_at_the_grace_period("tcp+zygote")
     }
 }

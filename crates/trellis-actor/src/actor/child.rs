@@ -12,6 +12,7 @@ use super::config::{Config, EXIT_PARENT_LOST, TCP_AUTO, env};
 use super::handle::Actor;
 use super::launch::{FROM_STDIN, LAUNCH_ENV, Launch, watch_control};
 use super::run::run_actor;
+use super::zygote::ZYGOTE;
 use crate::connection::End;
 use crate::error::RemoteActorError;
 use crate::logs::Shipped;
@@ -69,7 +70,13 @@ fn prepare(config: Config) -> Result<Start, i32> {
             return Err(EXIT_PARENT_LOST.into());
         }
     }
-    match setup(config, launch) {
+    let control = launch.is_some();
+    started(setup(config, launch, control))
+}
+
+/// The start of a child whose environment was read: its logs go to its parent from now on.
+fn started(setup: Result<Start, String>) -> Result<Start, i32> {
+    match setup {
         Ok(start) => {
             crate::logs::forward_from_child(start.id.clone(), start.config.log_level);
             Ok(start)
@@ -82,22 +89,52 @@ fn prepare(config: Config) -> Result<Start, i32> {
 }
 
 /// Serves as the child actor described by the environment on a runtime of its own (one
-/// thread), then exits the process.
+/// thread), then exits the process. A zygote serves as one instead.
 pub(crate) fn serve(config: Config) -> ! {
+    if std::env::var(LAUNCH_ENV).as_deref() == Ok(ZYGOTE) {
+        super::zygote::serve(|launch, zygote| serve_forked(config.clone(), launch, zygote));
+    }
     let code = match prepare(config) {
-        Ok(start) => exit_code(
-            trellis::Runner::current_thread()
-                .handle_ctrl_c(false)
-                .run(serve_child(start)),
-        ),
+        Ok(start) => run_child(start),
         Err(code) => code,
     };
     std::process::exit(code);
 }
 
+/// Serves `start` on a runtime of its own (one thread); the exit status.
+fn run_child(start: Start) -> i32 {
+    exit_code(
+        trellis::Runner::current_thread()
+            .handle_ctrl_c(false)
+            .run(serve_child(start)),
+    )
+}
+
+/// A child forked by the zygote `zygote`: dies with it, leads a process group of its own (as a
+/// child started with `exec` does), and serves as `launch` says; the exit status.
+fn serve_forked(config: Config, launch: Launch, zygote: nix::unistd::Pid) -> i32 {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if nix::unistd::getppid() != zygote {
+        return EXIT_PARENT_LOST.into();
+    }
+    let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+    match started(setup(config, Some(launch), false)) {
+        Ok(start) => run_child(start),
+        Err(code) => code,
+    }
+}
+
 /// [`serve`] on the tokio runtime that polls it (a child whose `main` is `#[tokio::main]`),
 /// in a trellis root of its own; then exits the process.
 pub(crate) async fn serve_async(config: Config) -> ! {
+    if std::env::var(LAUNCH_ENV).as_deref() == Ok(ZYGOTE) {
+        // A runtime runs here already, with threads a fork would leave behind.
+        eprintln!(
+            "trellis-actor: the zygote backend needs `serve_if_child` before any runtime \
+             starts; this program calls `serve_if_child_async`"
+        );
+        std::process::exit(2);
+    }
     let code = match prepare(config) {
         Ok(start) => exit_code(trellis::root(serve_child(start)).await),
         Err(code) => code,
@@ -105,7 +142,9 @@ pub(crate) async fn serve_async(config: Config) -> ! {
     std::process::exit(code);
 }
 
-fn setup(config: Config, launch: Option<Launch>) -> Result<Start, String> {
+/// Reads who the child is from `launch` (or the environment), with a control channel to
+/// watch when `control` says so.
+fn setup(config: Config, launch: Option<Launch>, control: bool) -> Result<Start, String> {
     let var = |name: &str| {
         match &launch {
             Some(launch) => launch.var(name).map(str::to_owned),
@@ -128,7 +167,7 @@ fn setup(config: Config, launch: Option<Launch>) -> Result<Start, String> {
         },
     };
     let (secret, control) = match launch {
-        Some(launch) => (launch.secret, watch_control()),
+        Some(launch) => (launch.secret, control.then(watch_control).flatten()),
         // The parent writes the tree's secret to our standard input, then closes it.
         None => (
             Secret::receive(std::io::stdin().lock()).map_err(|e| e.to_string())?,

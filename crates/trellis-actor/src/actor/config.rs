@@ -58,6 +58,24 @@ pub struct Config {
     /// The registry in etcd, instead of the registrar's table.
     #[cfg(feature = "etcd")]
     pub(crate) etcd: Option<crate::etcd::Etcd>,
+    pub(crate) spawn: SpawnBackend,
+}
+
+/// How a parent starts a child actor's process on its own host ([`Config::spawn_backend`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SpawnBackend {
+    /// `fork` and `exec` of the program, for every child: the default.
+    #[default]
+    Exec,
+    /// Forked from a *zygote*, a single-threaded process of the program that the parent starts
+    /// (with `exec`, once) at its first spawn and keeps until it ends: a child then costs a
+    /// `fork` of a small process, without the `exec`, the dynamic loader and the program's
+    /// start-up (tractor's forkserver). Its children die with it, and it with the parent. The
+    /// program's child entry must be [`serve_if_child`](crate::serve_if_child), called before
+    /// any runtime starts (not `serve_if_child_async`). Children placed through a launcher, or
+    /// on another program, are started as before.
+    Zygote,
 }
 
 /// A client credential, checked: its name is not the members' and fits the wire.
@@ -103,7 +121,16 @@ impl Config {
             tls: None,
             #[cfg(feature = "etcd")]
             etcd: None,
+            spawn: SpawnBackend::Exec,
         }
+    }
+
+    /// How children on this host are started: [`SpawnBackend::Exec`] (the default) or
+    /// [`SpawnBackend::Zygote`].
+    #[must_use]
+    pub fn spawn_backend(mut self, backend: SpawnBackend) -> Self {
+        self.spawn = backend;
+        self
     }
 
     /// The tree's secret, which every connection between its actors proves (see [`Secret`]).

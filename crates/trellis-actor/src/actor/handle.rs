@@ -57,6 +57,9 @@ pub(crate) struct Inner {
     /// The tree's terminal lock (used in the root).
     pub(crate) terminal: trellis::sync::Lock,
     pub(crate) state: Mutex<State>,
+    /// The zygote that forks this actor's children, once it has one
+    /// ([`SpawnBackend::Zygote`](crate::SpawnBackend::Zygote)).
+    pub(crate) zygote: Mutex<Option<std::sync::Arc<super::zygote_client::Zygote>>>,
 }
 
 #[derive(Default)]

@@ -20,8 +20,10 @@ mod registry;
 mod run;
 mod service;
 mod terminal;
+mod zygote;
+mod zygote_client;
 
-pub use config::Config;
+pub use config::{Config, SpawnBackend};
 pub(crate) use config::{TCP_AUTO, env};
 pub use entry::{main, main_with, serve_if_child, serve_if_child_async};
 pub(crate) use handle::new_uid;
@@ -30,3 +32,4 @@ pub(crate) use launch::{FROM_STDIN, LAUNCH_ENV, Launch};
 pub use peers::{find_actor, wait_for_actor};
 pub use run::run_root;
 pub use terminal::{Terminal, with_terminal};
+pub(crate) use zygote_client::{Forked, Zygote};

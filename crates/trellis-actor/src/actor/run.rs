@@ -102,6 +102,7 @@ where
                         started: std::time::Instant::now(),
                         terminal: trellis::sync::Lock::new(),
                         state: Mutex::new(State::default()),
+                        zygote: Mutex::new(None),
                     }),
                 };
                 let _ = set.0.set(actor.clone());

@@ -7,7 +7,9 @@ use tokio::process::{Child, ChildStdin, Command};
 use trellis::CancelScope;
 
 use super::placement::{Placement, launched_words};
-use crate::actor::{Actor, LAUNCH_ENV, Launch, TCP_AUTO, env, new_uid};
+use crate::actor::{
+    Actor, Forked, LAUNCH_ENV, Launch, SpawnBackend, TCP_AUTO, Zygote, env, new_uid,
+};
 use crate::actor_error::ActorError;
 use crate::connection::Conn;
 use crate::secret::SECRET_ENV;
@@ -16,16 +18,52 @@ use crate::transport::{Transport, remove_socket_dir};
 /// A child actor's process as its parent holds it: the actor itself, or the launcher that
 /// runs it elsewhere.
 pub(super) struct Process {
-    child: Child,
+    child: Os,
     /// A launched child's standard input: its control channel, closed when this is dropped.
     control: Option<ChildStdin>,
     placement: Placement,
+}
+
+/// The process itself: one we started with `exec`, or one a zygote forked for us.
+enum Os {
+    Exec(Child),
+    Forked(Forked),
+}
+
+impl Os {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Os::Exec(child) => child.id(),
+            Os::Forked(forked) => Some(forked.id()),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Os::Exec(child) => child.wait().await,
+            Os::Forked(forked) => forked.wait().await,
+        }
+    }
+
+    fn start_kill(&mut self) {
+        match self {
+            Os::Exec(child) => {
+                let _ = child.start_kill();
+            }
+            Os::Forked(forked) => forked.start_kill(),
+        }
+    }
 }
 
 impl Process {
     /// Waits for the process (the launcher, for a launched child) to exit.
     pub(super) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         self.child.wait().await
+    }
+
+    /// The process id of the child (of its launcher, for a launched child).
+    pub(super) fn id(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Kills the process and waits for it, whatever the caller's cancellation. For a
@@ -61,9 +99,7 @@ impl Process {
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            _ => {
-                let _ = self.child.start_kill();
-            }
+            _ => self.child.start_kill(),
         }
         let _ = CancelScope::shielded()
             .run(async { trellis::cancellable(self.child.wait()).await })
@@ -105,56 +141,35 @@ pub(super) async fn spawn(
         (env::REGISTRAR, actor.registrar().to_string()),
         (env::ROOT, actor.root_addr().to_string()),
     ];
-    let words = launched_words(program.as_os_str(), &config.child_args, &config.child_env);
-    let (mut command, handoff) = match placement.launch(&words, config.keepalive) {
-        Some(command) => {
-            let launch = Launch {
-                vars: vars
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                    .collect(),
-                secret: actor.inner.secret.clone(),
-            };
-            (command, launch.encode())
-        }
-        None => {
-            let mut command = Command::new(&program);
-            command
-                .args(&config.child_args)
-                .envs(config.child_env.iter().map(|(k, v)| (k, v)))
-                .envs(vars)
-                // A child of a launched child is started here, directly.
-                .env_remove(LAUNCH_ENV)
-                .env(env::PARENT_PID, std::process::id().to_string());
-            (command, actor.inner.secret.handoff())
-        }
-    };
     let mut connected = actor.expect_child(&uid);
-    // The tree's secret comes through a pipe: not on the command line, not in the
-    // environment (which its own children would inherit). Its own process group: a Ctrl-C at
-    // the terminal reaches the root only, which tears the tree down in order.
-    command
-        .stdin(Stdio::piped())
-        // Nor through a secret this process was given in its environment: a launcher such as
-        // `srun` would carry it to the other host.
-        .env_remove(SECRET_ENV)
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| {
-        actor.forget_child(&uid);
-        failed(format!("{:?}: {e}", command.as_std().get_program()))
-    })?;
-    let mut control = child.stdin.take();
-    if let Some(stdin) = &mut control {
-        // A few hundred bytes into an empty pipe: never blocks. A child that died at once is
-        // seen below.
-        let _ = stdin.write_all(handoff.as_bytes()).await;
-    }
-    let mut process = Process {
-        child,
-        // A local child's input closes now; a launched child's stays open while it lives.
-        control: control.filter(|_| !placement.is_local()),
-        placement: placement.clone(),
+    let forked = config.spawn == SpawnBackend::Zygote
+        && placement.is_local()
+        && placement.program().is_none();
+    let mut process = if forked {
+        let launch = Launch {
+            vars: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            secret: actor.inner.secret.clone(),
+        };
+        let forked = fork(actor, &launch).await;
+        if forked.is_err() {
+            actor.forget_child(&uid);
+        }
+        match forked? {
+            Ok(child) => Process {
+                child: Os::Forked(child),
+                control: None,
+                placement: placement.clone(),
+            },
+            Err(reason) => {
+                actor.forget_child(&uid);
+                return Err(failed(reason).into());
+            }
+        }
+    } else {
+        exec(actor, &program, vars, &uid, placement).await?
     };
     let waited = trellis::move_on_after(config.spawn_timeout, async {
         let outcome = trellis::cancellable(async {
@@ -177,10 +192,97 @@ pub(super) async fn spawn(
         Err(e) => Err(e),
     };
     actor.forget_child(&uid);
-    let pid = process.child.id();
+    let pid = process.id();
     process.kill_and_reap(None, config.grace).await;
     if let Some(pid) = pid {
         remove_socket_dir(pid, &uid);
     }
     outcome
+}
+
+/// Starts a child's process with `exec` (here, or through the placement's launcher), and
+/// hands it what it must know.
+async fn exec(
+    actor: &Actor,
+    program: &std::path::Path,
+    vars: [(&str, String); 6],
+    uid: &str,
+    placement: &Placement,
+) -> Result<Process, trellis::Error> {
+    let config = &actor.inner.config;
+    let words = launched_words(program.as_os_str(), &config.child_args, &config.child_env);
+    let (mut command, handoff) = match placement.launch(&words, config.keepalive) {
+        Some(command) => {
+            let launch = Launch {
+                vars: vars
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+                secret: actor.inner.secret.clone(),
+            };
+            (command, launch.encode())
+        }
+        None => {
+            let mut command = Command::new(program);
+            command
+                .args(&config.child_args)
+                .envs(config.child_env.iter().map(|(k, v)| (k, v)))
+                .envs(vars.iter().map(|(k, v)| (k, v)))
+                // A child of a launched child is started here, directly.
+                .env_remove(LAUNCH_ENV)
+                .env(env::PARENT_PID, std::process::id().to_string());
+            (command, actor.inner.secret.handoff())
+        }
+    };
+    // The tree's secret comes through a pipe: not on the command line, not in the
+    // environment (which its own children would inherit). Its own process group: a Ctrl-C at
+    // the terminal reaches the root only, which tears the tree down in order.
+    command
+        .stdin(Stdio::piped())
+        // Nor through a secret this process was given in its environment: a launcher such as
+        // `srun` would carry it to the other host.
+        .env_remove(SECRET_ENV)
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = command.spawn().map_err(|e| {
+        actor.forget_child(uid);
+        ActorError::SpawnFailed {
+            name: vars[0].1.clone(),
+            reason: format!("{:?}: {e}", command.as_std().get_program()),
+        }
+    })?;
+    let mut control = child.stdin.take();
+    if let Some(stdin) = &mut control {
+        // A few hundred bytes into an empty pipe: never blocks. A child that died at once is
+        // seen by the caller.
+        let _ = stdin.write_all(handoff.as_bytes()).await;
+    }
+    Ok(Process {
+        child: Os::Exec(child),
+        // A local child's input closes now; a launched child's stays open while it lives.
+        control: control.filter(|_| !placement.is_local()),
+        placement: placement.clone(),
+    })
+}
+
+/// A child of `actor` forked by its zygote (started now if it has none, or its last one
+/// exited), as `launch` says.
+async fn fork(
+    actor: &Actor,
+    launch: &Launch,
+) -> Result<Result<Forked, String>, trellis::Cancelled> {
+    let zygote = {
+        let mut slot = actor.inner.zygote.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(zygote) if !zygote.is_gone() => zygote.clone(),
+            _ => match Zygote::start(&actor.inner.config, &actor.id().uid) {
+                Ok(zygote) => {
+                    *slot = Some(zygote.clone());
+                    zygote
+                }
+                Err(e) => return Ok(Err(format!("starting the zygote: {e}"))),
+            },
+        }
+    };
+    zygote.fork(launch).await
 }
