@@ -2,6 +2,9 @@
 //! the root actor runs under `trellis::root` in the test's runtime, and each child serves
 //! through `serve_if_child_async` on the runtime its own `main` built.
 
+// The root's future, a nursery in an actor in a root, nests deeper than clippy's default.
+#![recursion_limit = "256"]
+
 use trellis_actor::{Config, Functions, open_nursery, run_root};
 
 async fn add(a: i64, b: i64) -> Result<i64, trellis::Error> {
@@ -48,4 +51,32 @@ async fn a_tree_runs_from_an_async_main() {
     .unwrap();
     // The nursery tore the child down and reaped it.
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+/// The zygote backend needs the blocking entry (a fork of a process with a runtime's threads
+/// would leave them behind): from an async `main`, the zygote says so and exits, and the
+/// spawn fails with `SpawnFailed` instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_zygote_backend_refuses_an_async_main() {
+    let config = config().spawn_backend(trellis_actor::SpawnBackend::Zygote);
+    let err = trellis::root(run_root("root", config, || async {
+        open_nursery(|an| async move {
+            an.start_actor("calc").await?;
+            Ok(())
+        })
+        .await
+    }))
+    .await
+    .unwrap_err();
+    let failed = err
+        .downcast_ref::<trellis_actor::ActorError>()
+        .or_else(|| {
+            err.as_group()
+                .and_then(|g| g.leaves().find_map(|e| e.downcast_ref()))
+        })
+        .unwrap_or_else(|| panic!("{err:?}"));
+    assert!(
+        matches!(failed, trellis_actor::ActorError::SpawnFailed { .. }),
+        "{failed}"
+    );
 }

@@ -226,11 +226,11 @@ pub(crate) fn root_runtime() -> trellis::Runner {
     trellis::Runner::multi_thread().handle_ctrl_c(false)
 }
 
-/// B5: spawn an actor, one call, tear down; median of 20 (at least `runs`).
-pub(crate) fn b5(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
-    let reps = runs.max(20);
-    let mut trellis_times = root_runtime()
-        .run(trellis_actor::run_root("bench", config(), || async move {
+/// Seconds for each of `reps` spawn + call + teardown of an actor with `config` (after one
+/// warm-up, which also starts a zygote when `config` asks for one).
+fn spawn_times(config: Config, reps: usize) -> Result<Vec<f64>, String> {
+    root_runtime()
+        .run(trellis_actor::run_root("bench", config, || async move {
             let mut times = Vec::new();
             for i in 0..=reps as u64 {
                 let t0 = Instant::now();
@@ -247,7 +247,18 @@ pub(crate) fn b5(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
             }
             Ok::<_, trellis::Error>(times)
         }))
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// B5: spawn an actor, one call, tear down, with `exec` and with the zygote; median of 20
+/// (at least `runs`).
+pub(crate) fn b5(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
+    let reps = runs.max(20);
+    let mut trellis_times = spawn_times(config(), reps)?;
+    let mut zygote_times = spawn_times(
+        config().spawn_backend(trellis_actor::SpawnBackend::Zygote),
+        reps,
+    )?;
     let (request, response) = call_sizes();
     let mut raw_times = root_runtime()
         .run(async move {
@@ -274,13 +285,23 @@ pub(crate) fn b5(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
         })
         .map_err(|e| format!("{e:?}"))?;
     let trellis = median(&mut trellis_times);
-    let mut out = vec![Comparison {
-        id: "B5",
-        case: "spawn+call+teardown".into(),
-        trellis,
-        anchor: "raw tokio process + unix socket".into(),
-        anchor_value: median(&mut raw_times),
-    }];
+    let raw = median(&mut raw_times);
+    let mut out = vec![
+        Comparison {
+            id: "B5",
+            case: "spawn+call+teardown".into(),
+            trellis,
+            anchor: "raw tokio process + unix socket".into(),
+            anchor_value: raw,
+        },
+        Comparison {
+            id: "B5",
+            case: "spawn+call+teardown (zygote)".into(),
+            trellis: median(&mut zygote_times),
+            anchor: "raw tokio process + unix socket".into(),
+            anchor_value: raw,
+        },
+    ];
     if python {
         let ms = anchors::tractor(
             "spawn",

@@ -116,6 +116,13 @@ where
             if let Some((_, actor)) = &result {
                 actor.unregister().await;
                 actor.close_all().await;
+                // Its children are gone: the zygote that forked them goes too.
+                let zygote = (actor.inner.zygote.lock())
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                if let Some(zygote) = zygote {
+                    zygote.end(actor.inner.config.grace).await;
+                }
             }
             io.cancel();
             Ok::<_, trellis::Error>(result.map(|(outcome, _)| outcome))

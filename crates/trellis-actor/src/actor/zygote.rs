@@ -74,6 +74,8 @@ struct Zygote {
     children: Vec<(Pid, OwnedFd)>,
     /// What was read of the parent's blocks and not yet served.
     pending: Vec<u8>,
+    /// How much of `pending` holds no block's end (searched already).
+    searched: usize,
 }
 
 impl Zygote {
@@ -82,6 +84,7 @@ impl Zygote {
             control: Some(control),
             children: Vec::new(),
             pending: Vec::new(),
+            searched: 0,
         })
     }
 
@@ -147,12 +150,17 @@ impl Zygote {
 
     /// The next whole block the parent wrote (up to and with its `end` line).
     fn next_block(&mut self) -> Option<Vec<u8>> {
-        let end = self
-            .pending
-            .windows(5)
-            .position(|w| w == b"\nend\n")
-            .map(|at| at + 5)?;
-        Some(self.pending.drain(..end).collect())
+        const END: &[u8] = b"\nend\n";
+        let from = self.searched.saturating_sub(END.len() - 1);
+        let Some(at) = self.pending[from..]
+            .windows(END.len())
+            .position(|w| w == END)
+        else {
+            self.searched = self.pending.len();
+            return None;
+        };
+        self.searched = 0;
+        Some(self.pending.drain(..from + at + END.len()).collect())
     }
 
     /// Forks a child for `launch`; the reply line for the parent.

@@ -35,8 +35,9 @@ type Answer = Result<(u32, Ended), String>;
 
 /// A running zygote.
 pub(crate) struct Zygote {
-    /// Its process; killed when this is dropped (its children die with it).
-    process: Mutex<tokio::process::Child>,
+    /// Its process; killed when this is dropped (its children die with it), unless
+    /// [`end`](Zygote::end) took it.
+    process: Mutex<Option<tokio::process::Child>>,
     /// Our end of its socket, for requests (the reader thread reads a clone).
     requests: UnixStream,
     shared: Arc<Mutex<Shared>>,
@@ -111,7 +112,7 @@ impl Zygote {
             .name("trellis-zygote".into())
             .spawn(move || read_answers(reader, &read_into))?;
         Ok(Arc::new(Zygote {
-            process: Mutex::new(process),
+            process: Mutex::new(Some(process)),
             requests: ours,
             shared,
         }))
@@ -141,7 +142,9 @@ impl Zygote {
                     // A zygote that does not read, or a block cut short: it cannot be used.
                     shared.gone = true;
                     drop(shared);
-                    let _ = lock(&self.process).start_kill();
+                    if let Some(process) = &mut *lock(&self.process) {
+                        let _ = process.start_kill();
+                    }
                     return Ok(Err(format!("the zygote took no request: {outcome:?}")));
                 }
             }
@@ -155,6 +158,26 @@ impl Zygote {
             Ok(Err(reason)) => Err(reason),
             Err(_) => Err("the zygote exited".into()),
         })
+    }
+
+    /// Ends the zygote, its children ended already: closes its socket and reaps it (killed if
+    /// it has not exited within `grace`), whatever the caller's cancellation.
+    pub(crate) async fn end(&self, grace: std::time::Duration) {
+        let _ = self.requests.shutdown(std::net::Shutdown::Both);
+        let Some(mut process) = lock(&self.process).take() else {
+            return;
+        };
+        let _ = trellis::CancelScope::shielded()
+            .run(async {
+                let exited =
+                    trellis::move_on_after(grace, trellis::cancellable(process.wait())).await;
+                if !matches!(exited, Ok(Some(_))) {
+                    let _ = process.start_kill();
+                    let _ = trellis::cancellable(process.wait()).await;
+                }
+                Ok::<_, trellis::Error>(())
+            })
+            .await;
     }
 
     pub(crate) fn is_gone(&self) -> bool {
