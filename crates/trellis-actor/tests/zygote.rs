@@ -142,7 +142,61 @@ fn a_killed_zygote_takes_its_children_and_is_replaced(transport: Transport) {
     .unwrap();
 }
 
+/// Many spawns at once, each a request on the zygote's socket while it forks: every one is
+/// answered, in order, and every child serves.
+fn a_burst_of_spawns_is_served(transport: Transport) {
+    common::root_with(config(), transport, || async {
+        open_nursery(|an| async move {
+            let spawner = an.clone();
+            let portals = trellis::open_nursery(|n| async move {
+                let mut started = Vec::new();
+                for i in 0..24 {
+                    let an = spawner.clone();
+                    started.push(n.start_soon(async move {
+                        Ok::<_, trellis::Error>(an.start_actor(&format!("w{i}")).await?)
+                    })?);
+                }
+                Ok::<_, trellis::Error>(started)
+            })
+            .await?
+            .unwrap();
+            for portal in portals {
+                let portal = portal.into_value().unwrap();
+                assert_eq!(portal.run(pid, ()).await?, portal.pid());
+            }
+            an.cancel();
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+/// A zygote that stops answering (SIGSTOP) cannot report its children's ends: the parent sees
+/// them end through their pidfds, gives the zygote up after a while, and its teardown ends
+/// instead of hanging.
+fn a_stopped_zygote_does_not_hang_the_teardown(transport: Transport) {
+    let zygote = Arc::new(Mutex::new(None));
+    let seen = zygote.clone();
+    common::root_with(config(), transport, || async move {
+        open_nursery(|an| async move {
+            let a = an.start_actor("a").await?;
+            let pid = parent_of(a.pid()).unwrap();
+            *seen.lock().unwrap() = Some(pid);
+            kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+            an.cancel();
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+    let pid = zygote.lock().unwrap().take().unwrap();
+    wait_gone(pid);
+}
+
 on_both_transports!(
+    a_burst_of_spawns_is_served,
+    a_stopped_zygote_does_not_hang_the_teardown,
     forked_children_serve_and_lead_their_own_group,
     a_killed_forked_child_is_reported_with_its_signal,
     a_killed_zygote_takes_its_children_and_is_replaced,

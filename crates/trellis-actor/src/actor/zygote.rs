@@ -10,13 +10,19 @@
 //! other way lines of text:
 //!
 //! ```text
-//! spawned PID              (in answer to a block, in order)
+//! spawned PID              (in answer to a block, in order; a pidfd of the child comes
+//!                           with it, as SCM_RIGHTS)
 //! failed REASON            (in answer to a block that could not be served)
-//! exited PID STATUS        (a child it started has ended; STATUS is the raw wait status)
+//! exited PID STATUS        (a child it started has ended and was reaped; STATUS is the raw
+//!                           wait status)
 //! ```
 //!
 //! The zygote dies with its parent (`PR_SET_PDEATHSIG`), and its children with it: a parent
 //! killed outright leaves nothing. When its input closes it exits, taking its children along.
+//!
+//! It must fork from a process in which no other thread can hold a lock the child needs:
+//! `serve_if_child`, the entry, runs before any runtime; under a test harness one other
+//! thread waits for the test, holding nothing.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -24,6 +30,7 @@ use std::os::unix::net::UnixStream;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getppid};
 
@@ -132,7 +139,7 @@ impl Zygote {
                         Ok(launch) => self.fork(launch, child),
                         Err(reason) => format!("failed {}\n", one_line(&reason)),
                     };
-                    if self.tell(&reply).is_err() {
+                    if !reply.is_empty() && self.tell(&reply).is_err() {
                         return 0;
                     }
                 }
@@ -145,6 +152,25 @@ impl Zygote {
         match self.control.as_ref() {
             Some(mut control) => control.write_all(line.as_bytes()),
             None => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// Writes `line` to the parent with `fd` attached (`SCM_RIGHTS`): one message, whole.
+    fn tell_with(&self, line: &str, fd: &OwnedFd) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let control = self
+            .control
+            .as_ref()
+            .ok_or(std::io::ErrorKind::NotConnected)?;
+        let fds = [fd.as_raw_fd()];
+        let rights = [ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(line.as_bytes())];
+        let sent = sendmsg::<()>(control.as_raw_fd(), &iov, &rights, MsgFlags::empty(), None)?;
+        if sent == line.len() {
+            Ok(())
+        } else {
+            // A short write of a few bytes into a blocking socket: the rest follows.
+            self.tell(&line[sent..])
         }
     }
 
@@ -163,7 +189,8 @@ impl Zygote {
         Some(self.pending.drain(..from + at + END.len()).collect())
     }
 
-    /// Forks a child for `launch`; the reply line for the parent.
+    /// Forks a child for `launch`; the reply line for the parent still to write (empty when
+    /// the child was announced, with its pidfd).
     #[allow(unsafe_code)]
     fn fork(&mut self, launch: Launch, child: &impl Fn(Launch, Pid) -> i32) -> String {
         let zygote = Pid::this();
@@ -171,18 +198,26 @@ impl Zygote {
         // process (a test harness's) waits, holding no lock the child could need: the child
         // inherits only this thread, and glibc makes `malloc` usable after `fork`.
         match unsafe { fork() } {
-            Ok(ForkResult::Parent { child }) => match pidfd_open(child) {
-                Ok(pidfd) => {
-                    self.children.push((child, pidfd));
-                    format!("spawned {child}\n")
+            Ok(ForkResult::Parent { child }) => {
+                // Its group exists before anyone hears of it (the child says the same).
+                let _ = nix::unistd::setpgid(child, child);
+                match pidfd_open(child) {
+                    Ok(pidfd) => {
+                        let reply = self.tell_with(&format!("spawned {child}\n"), &pidfd);
+                        self.children.push((child, pidfd));
+                        // Said already (with the pidfd); an error ends the zygote at its next
+                        // write.
+                        let _ = reply;
+                        String::new()
+                    }
+                    Err(e) => {
+                        // Unwatchable: it must not run unsupervised.
+                        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                        let _ = waitpid(child, None);
+                        format!("failed pidfd_open: {e}\n")
+                    }
                 }
-                Err(e) => {
-                    // Unwatchable: it must not run unsupervised.
-                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
-                    let _ = waitpid(child, None);
-                    format!("failed pidfd_open (Linux 5.3 or later is needed): {e}\n")
-                }
-            },
+            }
             Ok(ForkResult::Child) => {
                 let code = self.become_child().map_or(2, |()| child(launch, zygote));
                 std::process::exit(code);
@@ -191,8 +226,8 @@ impl Zygote {
         }
     }
 
-    /// In a forked child: leaves the zygote's signal mask and its socket (standard input
-    /// becomes `/dev/null`).
+    /// In a forked child: leaves the zygote's pidfds and its socket (standard input becomes
+    /// `/dev/null`).
     fn become_child(&mut self) -> std::io::Result<()> {
         self.children.clear();
         drop(self.control.take());
