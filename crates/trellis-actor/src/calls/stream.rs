@@ -162,6 +162,14 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
         }
         let link = &self.inner.link;
         link.chan.schedule_point().await;
+        // The fast path, a checkpoint and an item (or the end) there already: no wait to
+        // record for a dump, no cancellation to wait for.
+        trellis::checkpoint_if_cancelled().map_err(|c| link.failure_or(c.into()))?;
+        if let Some(ready) = link.try_recv() {
+            return Ok(ready?
+                .map(|payload| decode_item(link, &payload))
+                .transpose()?);
+        }
         let what = || link.waits_on("items from");
         let recv = trellis::cancellable(std::future::poll_fn(|cx| link.poll_recv(cx)));
         let item = match trellis::dump::waiting_for(what, recv).await {

@@ -51,6 +51,23 @@ impl Link {
         &self,
         cx: &TaskContext<'_>,
     ) -> Poll<Result<Option<Payload>, trellis::Error>> {
+        match self.take_next(Some(cx)) {
+            Some(ready) => Poll::Ready(ready),
+            None => Poll::Pending,
+        }
+    }
+
+    /// [`poll_recv`](Link::poll_recv) without waiting: `None` when it would wait.
+    pub(crate) fn try_recv(&self) -> Option<Result<Option<Payload>, trellis::Error>> {
+        self.take_next(None)
+    }
+
+    /// The next item or the stream's end, if there is one now; else `cx` (when given) is
+    /// woken when there is.
+    fn take_next(
+        &self,
+        cx: Option<&TaskContext<'_>>,
+    ) -> Option<Result<Option<Payload>, trellis::Error>> {
         let mut taken = self.chan.taken();
         let mut item = taken.items.pop_front();
         let mut state = None;
@@ -72,20 +89,22 @@ impl Link {
             if report > 0 {
                 self.conn.act(Flush::Now, |s| s.consumed(self.cid, report));
             }
-            return Poll::Ready(Ok(Some(item)));
+            return Some(Ok(Some(item)));
         }
         let mut state = state.expect("locked when nothing was taken");
         if state.recv_closed {
-            return Poll::Ready(Err(ActorError::StreamClosed.into()));
+            return Some(Err(ActorError::StreamClosed.into()));
         }
         if let Some(error) = self.ended_error(&state) {
-            return Poll::Ready(Err(error));
+            return Some(Err(error));
         }
         if state.peer_stopped || state.end.is_some() {
-            return Poll::Ready(Ok(None));
+            return Some(Ok(None));
         }
-        state.wait(cx);
-        Poll::Pending
+        if let Some(cx) = cx {
+            state.wait(cx);
+        }
+        None
     }
 
     pub(crate) fn call_over(&self) -> bool {
@@ -99,6 +118,23 @@ impl Link {
         // writer, which may sit on the same worker, run once in a while (and not so often
         // that each write carries only a few items).
         self.chan.schedule_point().await;
+        // The fast path, a checkpoint and an item that goes out at once: no wait to record
+        // for a dump, no cancellation to wait for.
+        trellis::checkpoint_if_cancelled()?;
+        let mut item = Some(item);
+        let first = std::future::poll_fn(|cx| {
+            Poll::Ready(
+                match self.poll_send(cx, item.as_ref().expect("not sent yet")) {
+                    Poll::Ready(sent) => Some(sent),
+                    Poll::Pending => None,
+                },
+            )
+        })
+        .await;
+        if let Some(sent) = first {
+            return sent;
+        }
+        let item = item.take().expect("not sent yet");
         // Owned by the future (a `T` that is `Send` but not `Sync` stays sendable), borrowed
         // only within each poll.
         let what = || self.waits_on("credit from");
