@@ -112,7 +112,11 @@ impl Chan {
     /// (the connection's writer and reader among them), after about a thousand items rather
     /// than tokio's 128: each write and read then carries that many.
     pub(crate) async fn schedule_point(&self) {
-        if self.operations.fetch_add(1, Ordering::Relaxed) % OPERATIONS_PER_BUDGET_UNIT == 0 {
+        // A count, not a synchronisation: two tasks at once may lose one (no locked
+        // read-modify-write on the path of every item).
+        let n = self.operations.load(Ordering::Relaxed);
+        self.operations.store(n.wrapping_add(1), Ordering::Relaxed);
+        if n % OPERATIONS_PER_BUDGET_UNIT == 0 {
             tokio::task::consume_budget().await;
         }
     }

@@ -41,7 +41,9 @@ enum Deadline {
 /// after it.
 enum Step {
     /// Items for one call (consecutive items of a call are gathered).
-    Items(Arc<Chan>, Vec<Payload>),
+    /// Items for a call's receiving end (the call's id, to add the next item without a
+    /// look-up).
+    Items(u64, Arc<Chan>, Vec<Payload>),
     Started(Arc<Chan>, Payload),
     Wake(Arc<Chan>, bool),
     /// A call we made, or serve, is over.
@@ -339,7 +341,7 @@ impl Conn {
         let mut end = None;
         for step in steps.drain(..) {
             match step {
-                Step::Items(chan, items) => chan.push(items),
+                Step::Items(_, chan, items) => chan.push(items),
                 Step::Started(chan, value) => chan.started(value),
                 Step::Wake(chan, stopped) => chan.wake(stopped),
                 Step::End(local, call_end) => self.end_local(local, call_end),
@@ -362,13 +364,16 @@ impl Conn {
                     cid: u64| { calls.get(&cid).and_then(|l| l.chan.clone()) };
         match event {
             Event::Item { cid, value } => {
+                if let Some(Step::Items(last, _, items)) = steps.last_mut()
+                    && *last == cid
+                {
+                    items.push(value);
+                    return;
+                }
                 let Some(chan) = calls.get(&cid).and_then(|l| l.chan.as_ref()) else {
                     return;
                 };
-                match steps.last_mut() {
-                    Some(Step::Items(last, items)) if Arc::ptr_eq(chan, last) => items.push(value),
-                    _ => steps.push(Step::Items(chan.clone(), vec![value])),
-                }
+                steps.push(Step::Items(cid, chan.clone(), vec![value]));
             }
             Event::Started { cid, value } => {
                 steps.extend(chan(calls, cid).map(|c| Step::Started(c, value)))
