@@ -34,8 +34,8 @@ pub use message::{
     Payload, Peer, Version,
 };
 pub use session::{
-    CallCounts, CidHash, CidHasher, ConnectionError, Event, MAX_DETACHED, Outcome, Role, SendError,
-    Session, Side, StreamStats, Window,
+    Batch, CallCounts, CidHash, CidHasher, ConnectionError, Event, MAX_DETACHED, Outcome, Role,
+    SendError, Session, Side, StreamStats, Window,
 };
 
 /// The README's example, compiled and run as a doc test.

@@ -5,9 +5,9 @@
 use bytes::{Bytes, BytesMut};
 use trellis_wire::auth::{self, NONCE_LEN};
 use trellis_wire::{
-    ActorId, Auth, CallKind, CancelReason, Codec, ConnectionError, ErrorKind, ErrorReport, Event,
-    Hello, Identity, Key, Keyring, Message, Outcome, PROTOCOL_VERSION, Payload, ProtocolError,
-    SendError, Session, Side, Version, Window,
+    ActorId, Auth, Batch, CallKind, CancelReason, Codec, ConnectionError, ErrorKind, ErrorReport,
+    Event, Hello, Identity, Key, Keyring, Message, Outcome, PROTOCOL_VERSION, Payload,
+    ProtocolError, SendError, Session, Side, Version, Window,
 };
 
 /// The nonce the tests' peer says `Hello` with.
@@ -1185,4 +1185,66 @@ fn stream_stats_count_items_and_each_wait_for_credit_once() {
         stats.credit_waits, 2,
         "two dry spells, five refused attempts"
     );
+}
+
+/// `poll_batch` gives consecutive items of one call together, in order, and every other
+/// event between them where it came; `poll_event` gives the same one by one.
+#[test]
+fn consecutive_items_of_a_call_come_as_one_batch() {
+    let feed = |s: &mut Session, a: u64, b: u64| {
+        for (cid, n) in [(a, 1), (a, 2), (b, 3), (a, 4)] {
+            s.handle(Message::Yield {
+                cid,
+                value: value(n),
+            })
+            .unwrap();
+        }
+        s.handle(Message::Return {
+            cid: a,
+            value: value(5),
+        })
+        .unwrap();
+    };
+    let open = |s: &mut Session| {
+        let mut cids = [0; 2];
+        for cid in &mut cids {
+            *cid = s.start("f", CallKind::Stream, Payload::unit()).unwrap();
+            s.handle(Message::StartAck { cid: *cid }).unwrap();
+            s.open_receive(*cid, Window::Credit(8)).unwrap();
+        }
+        sent(s);
+        events(s);
+        cids
+    };
+    let mut s = connected(Side::Connector);
+    let [a, b] = open(&mut s);
+    feed(&mut s, a, b);
+    let mut batches = Vec::new();
+    while let Some(batch) = s.poll_batch() {
+        batches.push(batch);
+    }
+    let items = |cid, ns: &[u8]| Batch::Items {
+        cid,
+        values: ns.iter().map(|&n| value(n)).collect(),
+    };
+    assert_eq!(batches.len(), 4, "{batches:?}");
+    assert_eq!(batches[0], items(a, &[1, 2]));
+    assert_eq!(batches[1], items(b, &[3]));
+    assert_eq!(batches[2], items(a, &[4]));
+    assert!(matches!(batches[3], Batch::Event(Event::Ended { cid, .. }) if cid == a));
+
+    // The same, one event at a time.
+    let mut s = connected(Side::Connector);
+    let [a, b] = open(&mut s);
+    feed(&mut s, a, b);
+    let got = events(&mut s);
+    let expected: Vec<Event> = [(a, 1), (a, 2), (b, 3), (a, 4)]
+        .into_iter()
+        .map(|(cid, n)| Event::Item {
+            cid,
+            value: value(n),
+        })
+        .collect();
+    assert_eq!(&got[..4], &expected[..]);
+    assert!(matches!(got[4], Event::Ended { cid, .. } if cid == a));
 }

@@ -147,10 +147,15 @@ impl Chan {
     }
 
     /// Items from the peer, in order (the session checked them against the window).
-    pub(crate) fn push(&self, items: Vec<Payload>) {
+    pub(crate) fn push(&self, mut items: VecDeque<Payload>) {
         self.update(|state| {
             if !state.recv_closed && state.overrun.is_none() {
-                state.items.extend(items);
+                if state.items.is_empty() {
+                    // The batch becomes the buffer: nothing copied.
+                    std::mem::swap(&mut state.items, &mut items);
+                } else {
+                    state.items.extend(items);
+                }
             }
         });
     }

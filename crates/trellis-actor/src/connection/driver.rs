@@ -1,6 +1,7 @@
 //! Drives a connection: a reader feeds the engine what arrives and hands the events to the
 //! calls' local ends; a writer sends what the callers could not write at once.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use trellis::Cancelled;
-use trellis_wire::{Event, Payload};
+use trellis_wire::{Batch, Event, Payload};
 
 use super::chan::{CallEnd, Chan};
 use super::conn::{Conn, End, Flush, Local, Service};
@@ -41,9 +42,8 @@ enum Deadline {
 /// after it.
 enum Step {
     /// Items for one call (consecutive items of a call are gathered).
-    /// Items for a call's receiving end (the call's id, to add the next item without a
-    /// look-up).
-    Items(u64, Arc<Chan>, Vec<Payload>),
+    /// Items for a call's receiving end, in one batch.
+    Items(Arc<Chan>, VecDeque<Payload>),
     Started(Arc<Chan>, Payload),
     Wake(Arc<Chan>, bool),
     /// A call we made, or serve, is over.
@@ -329,8 +329,14 @@ impl Conn {
         {
             let mut state = self.lock();
             let handled = state.session.handle_bytes(buf);
-            while let Some(event) = state.session.poll_event() {
-                self.route(&mut state.calls, event, steps);
+            while let Some(batch) = state.session.poll_batch() {
+                match batch {
+                    Batch::Items { cid, values } => {
+                        let chan = (state.calls.get(&cid)).and_then(|l| l.chan.clone());
+                        steps.extend(chan.map(|chan| Step::Items(chan, values)));
+                    }
+                    Batch::Event(event) => self.route(&mut state.calls, event, steps),
+                }
             }
             if let Err(e) = handled {
                 steps.push(Step::Close(End::Lost(e.to_string())));
@@ -341,7 +347,7 @@ impl Conn {
         let mut end = None;
         for step in steps.drain(..) {
             match step {
-                Step::Items(_, chan, items) => chan.push(items),
+                Step::Items(chan, items) => chan.push(items),
                 Step::Started(chan, value) => chan.started(value),
                 Step::Wake(chan, stopped) => chan.wake(stopped),
                 Step::End(local, call_end) => self.end_local(local, call_end),
@@ -363,17 +369,11 @@ impl Conn {
         let chan = |calls: &std::collections::HashMap<u64, Local, trellis_wire::CidHash>,
                     cid: u64| { calls.get(&cid).and_then(|l| l.chan.clone()) };
         match event {
+            // Taken in batches above; one here came through `poll_event`'s rules all the same.
             Event::Item { cid, value } => {
-                if let Some(Step::Items(last, _, items)) = steps.last_mut()
-                    && *last == cid
-                {
-                    items.push(value);
-                    return;
+                if let Some(chan) = calls.get(&cid).and_then(|l| l.chan.clone()) {
+                    steps.push(Step::Items(chan, VecDeque::from([value])));
                 }
-                let Some(chan) = calls.get(&cid).and_then(|l| l.chan.as_ref()) else {
-                    return;
-                };
-                steps.push(Step::Items(cid, chan.clone(), vec![value]));
             }
             Event::Started { cid, value } => {
                 steps.extend(chan(calls, cid).map(|c| Step::Started(c, value)))

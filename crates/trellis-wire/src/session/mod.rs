@@ -116,6 +116,21 @@ pub enum Outcome {
     },
 }
 
+/// Events as [`Session::poll_batch`] gives them: consecutive items of one call together.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Batch {
+    /// Items of call `cid` that arrived one after the other, in order (each as an
+    /// [`Event::Item`] would be).
+    Items {
+        /// The call.
+        cid: u64,
+        /// Its items, oldest first.
+        values: VecDeque<Payload>,
+    },
+    /// Any other event.
+    Event(Event),
+}
+
 /// What the peer's messages mean for the application, in the order they arrived.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -345,7 +360,8 @@ pub struct Session {
     /// The highest id of a call the peer started.
     peer_highest: Option<u64>,
     out: BytesMut,
-    events: VecDeque<Event>,
+    /// Events in arrival order, consecutive items of one call kept together.
+    events: VecDeque<Batch>,
 }
 
 /// How many calls of ours a session keeps after it stopped following them (cancelled, and
@@ -462,7 +478,40 @@ impl Session {
 
     /// The next event, in arrival order.
     pub fn poll_event(&mut self) -> Option<Event> {
+        match self.events.front_mut()? {
+            Batch::Items { cid, values } => {
+                let (cid, value) = (*cid, values.pop_front());
+                if values.is_empty() {
+                    self.events.pop_front();
+                }
+                value.map(|value| Event::Item { cid, value })
+            }
+            Batch::Event(_) => match self.events.pop_front() {
+                Some(Batch::Event(event)) => Some(event),
+                _ => None,
+            },
+        }
+    }
+
+    /// The next events, in arrival order, with the items of one call that came one after the
+    /// other taken together (a stream's items read from one read of the socket, say): what
+    /// [`poll_event`](Session::poll_event) gives, without an event for each item.
+    pub fn poll_batch(&mut self) -> Option<Batch> {
         self.events.pop_front()
+    }
+
+    /// Queues `event`, an item next to the items of its call that came just before.
+    fn push_event(&mut self, event: Event) {
+        match event {
+            Event::Item { cid, value } => match self.events.back_mut() {
+                Some(Batch::Items { cid: last, values }) if *last == cid => values.push_back(value),
+                _ => self.events.push_back(Batch::Items {
+                    cid,
+                    values: VecDeque::from([value]),
+                }),
+            },
+            event => self.events.push_back(Batch::Event(event)),
+        }
     }
 
     /// How many calls are live, both ways.

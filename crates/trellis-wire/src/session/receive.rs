@@ -56,7 +56,9 @@ impl Session {
             && call.may_receive_item(call.role.other())
         {
             let event = item_event(call, cid, value);
-            self.events.extend(event);
+            if let Some(event) = event {
+                self.push_event(event);
+            }
             return Ok(());
         }
         self.handle(Message::Yield { cid, value })
@@ -93,7 +95,7 @@ impl Session {
             (Handshake::Auth { .. }, Message::Error { cid: None, error }) => {
                 // The peer refuses us (we failed its check, or it ours).
                 self.peer_done = true;
-                self.events.push_back(Event::PeerError(error));
+                self.push_event(Event::PeerError(error));
                 Ok(())
             }
             (Handshake::Auth { peer_nonce }, Message::Auth(auth)) => {
@@ -241,13 +243,13 @@ impl Session {
             Message::Goodbye => {
                 self.peer_done = true;
                 self.calls.clear();
-                self.events.push_back(Event::Goodbye);
+                self.push_event(Event::Goodbye);
                 return Ok(());
             }
             Message::Error { cid: None, error } => {
                 self.peer_done = true;
                 self.calls.clear();
-                self.events.push_back(Event::PeerError(error));
+                self.push_event(Event::PeerError(error));
                 return Ok(());
             }
             Message::Start {
@@ -277,7 +279,7 @@ impl Session {
                     return Ok(());
                 }
                 self.calls.insert(cid, Call::new(kind, Role::Callee));
-                self.events.push_back(Event::Call {
+                self.push_event(Event::Call {
                     cid,
                     function,
                     kind,
@@ -356,7 +358,9 @@ impl Session {
         if ends {
             self.calls.remove(&cid);
         }
-        self.events.extend(event);
+        if let Some(event) = event {
+            self.push_event(event);
+        }
         Ok(())
     }
 
@@ -394,7 +398,7 @@ impl Session {
                 self.check_detached();
             }
         }
-        self.events.push_back(Event::Broken { cid, error });
+        self.push_event(Event::Broken { cid, error });
     }
 
     /// Fails the connection when the peer leaves too many of our calls unended.
