@@ -146,14 +146,7 @@ pub(super) async fn spawn(
         && placement.is_local()
         && placement.program().is_none();
     let mut process = if forked {
-        let launch = Launch {
-            vars: vars
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect(),
-            secret: actor.inner.secret.clone(),
-        };
-        let forked = fork(actor, &launch).await;
+        let forked = fork(actor, &launch_block(actor, &vars)).await;
         if forked.is_err() {
             actor.forget_child(&uid);
         }
@@ -212,16 +205,7 @@ async fn exec(
     let config = &actor.inner.config;
     let words = launched_words(program.as_os_str(), &config.child_args, &config.child_env);
     let (mut command, handoff) = match placement.launch(&words, config.keepalive) {
-        Some(command) => {
-            let launch = Launch {
-                vars: vars
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                    .collect(),
-                secret: actor.inner.secret.clone(),
-            };
-            (command, launch.encode())
-        }
+        Some(command) => (command, launch_block(actor, &vars).encode()),
         None => {
             let mut command = Command::new(program);
             command
@@ -285,4 +269,15 @@ async fn fork(
         }
     };
     zygote.fork(launch).await
+}
+
+/// What a child launched or forked is told: who it is, where its tree is, the tree's secret.
+fn launch_block(actor: &Actor, vars: &[(&str, String)]) -> Launch {
+    Launch {
+        vars: vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        secret: actor.inner.secret.clone(),
+    }
 }
