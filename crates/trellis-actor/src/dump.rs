@@ -60,6 +60,9 @@ pub struct TaskInfo {
     /// Whether it is the task that took the dump (answering `trellis.dump`).
     #[serde(default)]
     pub dumping: bool,
+    /// How many waits it has recorded (`None` from a peer that does not say).
+    #[serde(default)]
+    pub waits: Option<u64>,
     /// The scopes it opened.
     pub children: Vec<ScopeInfo>,
 }
@@ -88,6 +91,7 @@ impl From<trellis::dump::TaskDump> for TaskInfo {
             serves: t.serves,
             wakes_in: t.wakes_in,
             dumping: t.dumping,
+            waits: Some(t.waits),
             children: t.children.into_iter().map(ScopeInfo::from).collect(),
         }
     }
@@ -112,6 +116,7 @@ impl From<ScopeInfo> for trellis::dump::ScopeDump {
                     serves: t.serves,
                     wakes_in: t.wakes_in,
                     dumping: t.dumping,
+                    waits: t.waits.unwrap_or(0),
                     children: t.children.into_iter().map(Into::into).collect(),
                 })
                 .collect(),
@@ -143,14 +148,25 @@ impl ActorDump {
         root.all_blocked(|task| !task.name.starts_with(RUNTIME))
     }
 
-    /// The application's tasks and what each waits on (the task taking the dump left out).
-    fn waits(&self) -> Vec<(Option<&str>, &str, Option<&str>)> {
-        let mut waits: Vec<_> = (self.tasks().into_iter())
+    /// The application's tasks, what each waits on and how many waits it has recorded (the
+    /// task taking the dump left out); `None` when a task does not say how many (an older
+    /// peer: its dumps cannot tell a task that moved on from one that did not).
+    #[allow(clippy::type_complexity)]
+    fn waits(&self) -> Option<Vec<(Option<&str>, &str, Option<&str>, u64)>> {
+        let mut waits = (self.tasks().into_iter())
             .filter(|t| !t.dumping && !t.name.starts_with(RUNTIME))
-            .map(|t| (t.id.as_deref(), t.name.as_str(), t.waiting_on.as_deref()))
-            .collect();
+            .map(|t| {
+                let count = t.waits?;
+                Some((
+                    t.id.as_deref(),
+                    t.name.as_str(),
+                    t.waiting_on.as_deref(),
+                    count,
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
         waits.sort_unstable();
-        waits
+        Some(waits)
     }
 }
 
@@ -161,7 +177,8 @@ pub const STALL_CHECK: Duration = Duration::from_millis(100);
 /// same actors answered both; in each round every actor's tasks are all blocked with no timer
 /// pending ([`ActorDump::all_blocked`]); and every task waits on the same thing in both (one
 /// round is not a snapshot: the actors answer one after the other, while messages may be on
-/// their way). A stalled tree goes on only when something outside it happens; with nothing
+/// their way), the same wait and not a new one of the same description (each task's count of
+/// recorded waits is the same). A stalled tree goes on only when something outside it happens; with nothing
 /// outside to wait for, it is deadlocked, whether or not a cycle shows ([`deadlocks`]).
 pub fn stalled(first: &[ActorDump], second: &[ActorDump]) -> bool {
     let key = |d: &&ActorDump| d.id.uid.clone();
@@ -172,7 +189,10 @@ pub fn stalled(first: &[ActorDump], second: &[ActorDump]) -> bool {
     !first.is_empty()
         && first.len() == second.len()
         && first.iter().zip(&second).all(|(a, b)| {
-            a.id == b.id && a.all_blocked() && b.all_blocked() && a.waits() == b.waits()
+            a.id == b.id
+                && a.all_blocked()
+                && b.all_blocked()
+                && a.waits().is_some_and(|waits| Some(waits) == b.waits())
         })
 }
 
@@ -213,6 +233,7 @@ impl ScopeInfo {
                 serves: None,
                 wakes_in: None,
                 dumping: false,
+                waits: None,
                 children: Vec::new(),
             });
         }

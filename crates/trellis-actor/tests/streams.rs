@@ -992,3 +992,13 @@ on_both_transports!(
     item_of_the_wrong_type_is_a_typed_error,
     calling_with_the_wrong_call_kind_is_refused,
 );
+
+/// Sending an item that is `Send` but not `Sync` is a future that is `Send` (a served stream
+/// function runs as a task): checked when this file compiles.
+#[allow(dead_code)]
+fn a_send_of_an_item_that_is_not_sync_is_send(
+    stream: &trellis_actor::MsgStream<std::convert::Infallible, std::cell::Cell<u64>>,
+) {
+    fn send<T: Send>(_: T) {}
+    send(stream.send(std::cell::Cell::new(1)));
+}

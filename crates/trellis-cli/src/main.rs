@@ -287,7 +287,13 @@ async fn dump_of(config: Config, registry: Registry, json: bool, all: bool) -> O
         let dumps = match answered(&first) {
             Some(round) if round.iter().all(trellis_actor::ActorDump::all_blocked) => {
                 trellis::sleep(trellis_actor::STALL_CHECK).await?;
-                let second = ask_all(&actor, &registered, ask).await?;
+                // Listed again: an actor that registered meanwhile is asked too (and the
+                // rounds, not having the same actors, do not agree).
+                let again = match list(&actor, &r).await {
+                    Ok(again) => again,
+                    Err(failure) => return failure.map(Err),
+                };
+                let second = ask_all(&actor, &again, ask).await?;
                 stalled = answered(&second).is_some_and(|s| trellis_actor::stalled(&round, &s));
                 second
             }

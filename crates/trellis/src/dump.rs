@@ -25,9 +25,21 @@ pub(crate) struct TaskSlot {
     /// The name given, or the future's type name (made readable only when a dump shows it:
     /// spawning stays free of string work).
     name: TaskName,
-    waiting: Mutex<Option<Wait>>,
+    waiting: Mutex<SlotState>,
     /// What the task provides that others may wait for (a served call's key).
     serves: std::sync::OnceLock<String>,
+}
+
+/// What a task's slot holds of its waits.
+#[derive(Default)]
+struct SlotState {
+    /// The wait it shows (the last one recorded).
+    wait: Option<Wait>,
+    /// The deadlines of its live waits that end by themselves (sleeps), however many it
+    /// waits on at once (`select!`): a task with one is not blocked.
+    timers: Vec<i64>,
+    /// How many waits it has recorded: two dumps that show the same count saw the same wait.
+    waits: u64,
 }
 
 /// A wait as a task's slot holds it.
@@ -35,8 +47,15 @@ struct Wait {
     what: Cow<'static, str>,
     /// The key of what it waits for (the wait-for graph).
     key: Option<String>,
-    /// When it ends by itself (a sleep's deadline), or `NO_DEADLINE`.
+}
+
+/// What a dump reads of a task's waits.
+struct Seen {
+    what: Option<String>,
+    key: Option<String>,
+    /// The earliest deadline of its timed waits, or `NO_DEADLINE`.
     until: i64,
+    waits: u64,
 }
 
 /// How a task is named.
@@ -49,7 +68,7 @@ impl TaskSlot {
     pub(crate) fn new(name: TaskName) -> Arc<TaskSlot> {
         Arc::new(TaskSlot {
             name,
-            waiting: Mutex::new(None),
+            waiting: Mutex::new(SlotState::default()),
             serves: std::sync::OnceLock::new(),
         })
     }
@@ -62,15 +81,27 @@ impl TaskSlot {
         }
     }
 
-    fn set(&self, wait: Option<Wait>) {
-        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = wait;
+    fn state(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What it waits on, the key of what it waits for, and when the wait ends by itself.
-    fn waiting(&self) -> (Option<String>, Option<String>, i64) {
-        match &*self.waiting.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(wait) => (Some(wait.what.to_string()), wait.key.clone(), wait.until),
-            None => (None, None, NO_DEADLINE),
+    /// Shows `wait` (a new wait, counted), or nothing.
+    fn set(&self, wait: Option<Wait>) {
+        let mut state = self.state();
+        if wait.is_some() {
+            state.waits += 1;
+        }
+        state.wait = wait;
+    }
+
+    /// What a dump reads.
+    fn seen(&self) -> Seen {
+        let state = self.state();
+        Seen {
+            what: state.wait.as_ref().map(|w| w.what.to_string()),
+            key: state.wait.as_ref().and_then(|w| w.key.clone()),
+            until: state.timers.iter().copied().min().unwrap_or(NO_DEADLINE),
+            waits: state.waits,
         }
     }
 }
@@ -97,7 +128,11 @@ pub(crate) fn current() -> Option<Arc<TaskSlot>> {
 }
 
 /// A wait recorded in a task's slot; clears it when dropped.
-pub(crate) struct Recorded(Arc<TaskSlot>);
+pub(crate) struct Recorded {
+    slot: Arc<TaskSlot>,
+    /// Its deadline when it ends by itself, or `NO_DEADLINE`.
+    until: i64,
+}
 
 impl Recorded {
     /// Records that the current task waits on `what`, if trellis runs it.
@@ -109,32 +144,32 @@ impl Recorded {
     /// holder of a lock, a served call's key for a call), which a dump's wait-for graph
     /// follows.
     pub(crate) fn keyed(what: Cow<'static, str>, key: Option<String>) -> Option<Recorded> {
-        Recorded::with(Wait {
-            what,
-            key,
+        let slot = current()?;
+        slot.set(Some(Wait { what, key }));
+        Some(Recorded {
+            slot,
             until: NO_DEADLINE,
         })
     }
 
     /// [`start`](Recorded::start) for a wait that ends by itself at `until` (a sleep).
     pub(crate) fn until(what: Cow<'static, str>, until: i64) -> Option<Recorded> {
-        Recorded::with(Wait {
-            what,
-            key: None,
-            until,
-        })
-    }
-
-    fn with(wait: Wait) -> Option<Recorded> {
         let slot = current()?;
-        slot.set(Some(wait));
-        Some(Recorded(slot))
+        slot.state().timers.push(until);
+        slot.set(Some(Wait { what, key: None }));
+        Some(Recorded { slot, until })
     }
 }
 
 impl Drop for Recorded {
     fn drop(&mut self) {
-        self.0.set(None);
+        let mut state = self.slot.state();
+        state.wait = None;
+        if self.until != NO_DEADLINE
+            && let Some(at) = state.timers.iter().position(|&t| t == self.until)
+        {
+            state.timers.swap_remove(at);
+        }
     }
 }
 
@@ -237,11 +272,7 @@ impl<F: Future, D: FnOnce() -> Waits> Future for WaitingOn<F, D> {
                 // a remote call) say less than this one.
                 let Waits { what, key } = this.described.clone().expect("described above");
                 match this.recorded {
-                    Some(recorded) => recorded.0.set(Some(Wait {
-                        what,
-                        key,
-                        until: NO_DEADLINE,
-                    })),
+                    Some(recorded) => recorded.slot.set(Some(Wait { what, key })),
                     None => *this.recorded = Recorded::keyed(what, key),
                 }
                 Poll::Pending
@@ -352,10 +383,14 @@ pub struct TaskDump {
     pub waits_for: Option<String>,
     /// The key of what it serves ([`serves`]).
     pub serves: Option<String>,
-    /// The time left until its wait ends by itself (a sleep), zero once passed.
+    /// The time left until a wait of its ends by itself (the earliest of its sleeps), zero
+    /// once passed.
     pub wakes_in: Option<std::time::Duration>,
     /// Whether it is the task that took the dump: it runs, so it waits on nothing.
     pub dumping: bool,
+    /// How many waits it has recorded so far: two dumps showing the same count (and a wait)
+    /// saw it in the same wait.
+    pub waits: u64,
     /// The scopes and nurseries it opened.
     pub children: Vec<ScopeDump>,
 }
@@ -489,15 +524,17 @@ fn scope_of(node: Option<&Arc<Node>>) -> ScopeDump {
     let mut task_dumps: Vec<TaskDump> = tasks
         .iter()
         .map(|(id, slot)| {
-            let (waiting_on, waits_for, until) = slot.waiting();
+            let seen = slot.seen();
             TaskDump {
                 name: slot.name(),
                 id: id.map(|id| id.to_string()),
-                waiting_on,
-                waits_for,
+                waiting_on: seen.what,
+                waits_for: seen.key,
                 serves: slot.serves.get().cloned(),
-                wakes_in: (until != NO_DEADLINE).then(|| nanos(until.saturating_sub(now))),
+                wakes_in: (seen.until != NO_DEADLINE)
+                    .then(|| nanos(seen.until.saturating_sub(now))),
                 dumping: dumping.as_ref().is_some_and(|d| Arc::ptr_eq(d, slot)),
+                waits: seen.waits,
                 children: Vec::new(),
             }
         })

@@ -263,6 +263,27 @@ fn every_task_waiting_on_another_with_no_timer_is_all_blocked() {
             wait_all_tasks_blocked().await?;
             assert!(trellis::dump::dump().all_blocked());
 
+            // A sleep under a wait that says something else is still a timer.
+            let polling = trellis::CancelScope::new();
+            let stop = polling.clone();
+            n.start_soon_named("poller", async move {
+                let slept = trellis::dump::waiting_on(|| "the upstream service".into(), sleeper());
+                polling.run(slept).await.ok();
+                Ok::<_, trellis::Error>(())
+            })?;
+            wait_all_tasks_blocked().await?;
+            let dump = trellis::dump::dump();
+            assert!(!dump.all_blocked(), "{dump}");
+            assert!(
+                dump.to_string()
+                    .contains("task poller — waiting on the upstream service (3600.0s left)"),
+                "{dump}"
+            );
+            stop.cancel();
+            wait_all_tasks_blocked().await?;
+            let before = task(&trellis::dump::dump(), "waiter").waits;
+            assert!(before > 0);
+
             // So will a deadline over a wait.
             let deadline = event.clone();
             n.start_soon_named("patient", async move {

@@ -122,13 +122,14 @@ impl Link {
         // for a dump, no cancellation to wait for.
         trellis::checkpoint_if_cancelled()?;
         let mut item = Some(item);
+        // Borrowed mutably: the future stays `Send` for a `T` that is not `Sync`.
+        let pending = &mut item;
         let first = std::future::poll_fn(|cx| {
-            Poll::Ready(
-                match self.poll_send(cx, item.as_ref().expect("not sent yet")) {
-                    Poll::Ready(sent) => Some(sent),
-                    Poll::Pending => None,
-                },
-            )
+            let item = pending.as_mut().expect("not sent yet");
+            Poll::Ready(match self.poll_send(cx, &*item) {
+                Poll::Ready(sent) => Some(sent),
+                Poll::Pending => None,
+            })
         })
         .await;
         if let Some(sent) = first {
