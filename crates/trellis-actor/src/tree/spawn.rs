@@ -119,10 +119,6 @@ pub(super) async fn spawn(
         name: name.to_owned(),
         reason,
     };
-    let program = match placement.program() {
-        Some(program) => program.clone(),
-        None => std::env::current_exe().map_err(|e| failed(format!("no executable: {e}")))?,
-    };
     let transport = match (&config.transport, placement.is_local()) {
         (Transport::Unix, _) if placement.is_remote() => {
             return Err(failed("a child on another host needs the TCP transport".into()).into());
@@ -145,25 +141,22 @@ pub(super) async fn spawn(
     let forked = config.spawn == SpawnBackend::Zygote
         && placement.is_local()
         && placement.program().is_none();
-    let mut process = if forked {
-        let forked = fork(actor, &launch_block(actor, &vars)).await;
-        if forked.is_err() {
-            actor.forget_child(&uid);
-        }
-        match forked? {
-            Ok(child) => Process {
+    let started: Result<Process, trellis::Error> = if forked {
+        match fork(actor, &launch_block(actor, &vars)).await {
+            Ok(Ok(child)) => Ok(Process {
                 child: Os::Forked(child),
                 control: None,
                 placement: placement.clone(),
-            },
-            Err(reason) => {
-                actor.forget_child(&uid);
-                return Err(failed(reason).into());
-            }
+            }),
+            Ok(Err(reason)) => Err(failed(reason).into()),
+            Err(cancelled) => Err(cancelled.into()),
         }
     } else {
-        exec(actor, &program, vars, &uid, placement).await?
+        exec(actor, &vars, placement)
+            .await
+            .map_err(|reason| failed(reason).into())
     };
+    let mut process = started.inspect_err(|_| actor.forget_child(&uid))?;
     let waited = trellis::move_on_after(config.spawn_timeout, async {
         let outcome = trellis::cancellable(async {
             tokio::select! {
@@ -194,20 +187,22 @@ pub(super) async fn spawn(
 }
 
 /// Starts a child's process with `exec` (here, or through the placement's launcher), and
-/// hands it what it must know.
+/// hands it what it must know; or why it could not.
 async fn exec(
     actor: &Actor,
-    program: &std::path::Path,
-    vars: [(&str, String); 6],
-    uid: &str,
+    vars: &[(&str, String)],
     placement: &Placement,
-) -> Result<Process, trellis::Error> {
+) -> Result<Process, String> {
     let config = &actor.inner.config;
+    let program = match placement.program() {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().map_err(|e| format!("no executable: {e}"))?,
+    };
     let words = launched_words(program.as_os_str(), &config.child_args, &config.child_env);
     let (mut command, handoff) = match placement.launch(&words, config.keepalive) {
-        Some(command) => (command, launch_block(actor, &vars).encode()),
+        Some(command) => (command, launch_block(actor, vars).encode()),
         None => {
-            let mut command = Command::new(program);
+            let mut command = Command::new(&program);
             command
                 .args(&config.child_args)
                 .envs(config.child_env.iter().map(|(k, v)| (k, v)))
@@ -228,13 +223,9 @@ async fn exec(
         .env_remove(SECRET_ENV)
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| {
-        actor.forget_child(uid);
-        ActorError::SpawnFailed {
-            name: vars[0].1.clone(),
-            reason: format!("{:?}: {e}", command.as_std().get_program()),
-        }
-    })?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("{:?}: {e}", command.as_std().get_program()))?;
     let mut control = child.stdin.take();
     if let Some(stdin) = &mut control {
         // A few hundred bytes into an empty pipe: never blocks. A child that died at once is
