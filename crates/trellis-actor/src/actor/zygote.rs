@@ -63,13 +63,7 @@ pub(crate) fn serve(child: impl Fn(Launch, Pid) -> i32) -> ! {
             std::process::exit(2);
         }
     };
-    let code = match Zygote::new(control) {
-        Ok(mut zygote) => zygote.run(&child),
-        Err(e) => {
-            eprintln!("trellis-actor: the zygote could not start: {e}");
-            2
-        }
-    };
+    let code = Zygote::new(control).run(&child);
     std::process::exit(code);
 }
 
@@ -86,13 +80,13 @@ struct Zygote {
 }
 
 impl Zygote {
-    fn new(control: UnixStream) -> std::io::Result<Zygote> {
-        Ok(Zygote {
+    fn new(control: UnixStream) -> Zygote {
+        Zygote {
             control: Some(control),
             children: Vec::new(),
             pending: Vec::new(),
             searched: 0,
-        })
+        }
     }
 
     /// Serves blocks and reports ends until the parent closes the socket; the exit status.
@@ -135,11 +129,11 @@ impl Zygote {
                     return 2;
                 }
                 while let Some(block) = self.next_block() {
-                    let reply = match Launch::read(&mut block.as_slice()) {
+                    let told = match Launch::read(&mut block.as_slice()) {
                         Ok(launch) => self.fork(launch, child),
-                        Err(reason) => format!("failed {}\n", one_line(&reason)),
+                        Err(reason) => self.tell(&format!("failed {}\n", one_line(&reason))),
                     };
-                    if !reply.is_empty() && self.tell(&reply).is_err() {
+                    if told.is_err() {
                         return 0;
                     }
                 }
@@ -189,10 +183,10 @@ impl Zygote {
         Some(self.pending.drain(..from + at + END.len()).collect())
     }
 
-    /// Forks a child for `launch`; the reply line for the parent still to write (empty when
-    /// the child was announced, with its pidfd).
+    /// Forks a child for `launch` and tells the parent (`spawned`, with its pidfd, or
+    /// `failed`); `Err` when the parent cannot be told.
     #[allow(unsafe_code)]
-    fn fork(&mut self, launch: Launch, child: &impl Fn(Launch, Pid) -> i32) -> String {
+    fn fork(&mut self, launch: Launch, child: &impl Fn(Launch, Pid) -> i32) -> std::io::Result<()> {
         let zygote = Pid::this();
         // SAFETY: the zygote starts no thread and runs no runtime. Another thread of the
         // process (a test harness's) waits, holding no lock the child could need: the child
@@ -203,18 +197,16 @@ impl Zygote {
                 let _ = nix::unistd::setpgid(child, child);
                 match pidfd_open(child) {
                     Ok(pidfd) => {
-                        let reply = self.tell_with(&format!("spawned {child}\n"), &pidfd);
+                        // Watched from now on, whether or not the parent hears of it.
+                        let told = self.tell_with(&format!("spawned {child}\n"), &pidfd);
                         self.children.push((child, pidfd));
-                        // Said already (with the pidfd); an error ends the zygote at its next
-                        // write.
-                        let _ = reply;
-                        String::new()
+                        told
                     }
                     Err(e) => {
                         // Unwatchable: it must not run unsupervised.
                         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
                         let _ = waitpid(child, None);
-                        format!("failed pidfd_open: {e}\n")
+                        self.tell(&format!("failed pidfd_open: {e}\n"))
                     }
                 }
             }
@@ -222,7 +214,7 @@ impl Zygote {
                 let code = self.become_child().map_or(2, |()| child(launch, zygote));
                 std::process::exit(code);
             }
-            Err(e) => format!("failed fork: {e}\n"),
+            Err(e) => self.tell(&format!("failed fork: {e}\n")),
         }
     }
 
