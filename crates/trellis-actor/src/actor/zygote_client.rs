@@ -68,7 +68,7 @@ struct Shared {
 /// A child forked by a zygote. Dropped before it was reaped, it is killed.
 pub(crate) struct Forked {
     pid: u32,
-    pidfd: Arc<AsyncFd<OwnedFd>>,
+    pidfd: AsyncFd<OwnedFd>,
     ended: Ended,
     /// Kept while the child lives: the zygote's end would take the child along.
     zygote: Arc<Zygote>,
@@ -82,8 +82,7 @@ impl Forked {
     /// Its wait status, once the zygote has reaped it. A zygote that does not report a child
     /// its pidfd shows ended is taken for wedged and ended (and the child reported killed).
     pub(crate) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        let pidfd = self.pidfd.clone();
-        let zygote = self.zygote.clone();
+        let (pidfd, zygote) = (&self.pidfd, &self.zygote);
         let wedged = async move {
             if let Ok(mut ready) = pidfd.readable().await {
                 ready.retain_ready();
@@ -207,7 +206,7 @@ impl Zygote {
             Ok(Ok((pid, pidfd, ended))) => match watch_pidfd(pidfd) {
                 Ok(pidfd) => Ok(Forked {
                     pid,
-                    pidfd: Arc::new(pidfd),
+                    pidfd,
                     ended,
                     zygote: self.clone(),
                 }),
