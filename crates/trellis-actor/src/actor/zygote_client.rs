@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, send, setsockopt, sockopt};
-use nix::sys::time::TimeVal;
+use nix::sys::time::{TimeVal, TimeValLike};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, watch};
 
@@ -122,10 +122,9 @@ impl Zygote {
     pub(crate) fn start(config: &Config, uid: &str) -> std::io::Result<Arc<Zygote>> {
         let (ours, theirs) = UnixStream::pair()?;
         // A zygote that takes no request within the spawn timeout is wedged.
-        let timeout = TimeVal::new(
-            i64::try_from(config.spawn_timeout.as_secs()).unwrap_or(i64::MAX),
-            0,
-        );
+        // In microseconds, at least one: zero would mean no timeout at all.
+        let micros = i64::try_from(config.spawn_timeout.as_micros()).unwrap_or(i64::MAX);
+        let timeout = TimeVal::microseconds(micros.max(1));
         setsockopt(&ours, sockopt::SendTimeout, &timeout)?;
         let mut command = std::process::Command::new(std::env::current_exe()?);
         command
