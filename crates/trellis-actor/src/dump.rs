@@ -178,8 +178,9 @@ pub const STALL_CHECK: Duration = Duration::from_millis(100);
 /// pending ([`ActorDump::all_blocked`]); and every task waits on the same thing in both (one
 /// round is not a snapshot: the actors answer one after the other, while messages may be on
 /// their way), the same wait and not a new one of the same description (each task's count of
-/// recorded waits is the same). A stalled tree goes on only when something outside it happens; with nothing
-/// outside to wait for, it is deadlocked, whether or not a cycle shows ([`deadlocks`]).
+/// recorded waits is the same). A stalled tree goes on only when something outside it
+/// happens; with nothing outside to wait for, it is deadlocked, whether or not a cycle shows
+/// ([`deadlocks`]).
 pub fn stalled(first: &[ActorDump], second: &[ActorDump]) -> bool {
     let key = |d: &&ActorDump| d.id.uid.clone();
     let mut first: Vec<&ActorDump> = first.iter().collect();
@@ -194,6 +195,32 @@ pub fn stalled(first: &[ActorDump], second: &[ActorDump]) -> bool {
                 && b.all_blocked()
                 && a.waits().is_some_and(|waits| Some(waits) == b.waits())
         })
+}
+
+/// Takes a round of a tree's dumps with `round`; when every actor answered (`answered` gives
+/// their dumps, or `None`) and each looks all blocked, takes a second round [`STALL_CHECK`]
+/// later and asks [`stalled`] of the two. Gives back the last round taken and the verdict:
+/// what `trellis dump` and SIGUSR1 at a root draw.
+///
+/// # Errors
+///
+/// `round`'s error, or `Cancelled` while waiting between the rounds.
+pub async fn stall_checked<R, E, Fut>(
+    mut round: impl FnMut() -> Fut,
+    answered: impl Fn(&R) -> Option<Vec<ActorDump>>,
+) -> Result<(R, bool), E>
+where
+    Fut: std::future::Future<Output = Result<R, E>>,
+    E: From<trellis::Cancelled>,
+{
+    let first = round().await?;
+    let Some(before) = answered(&first).filter(|d| d.iter().all(ActorDump::all_blocked)) else {
+        return Ok((first, false));
+    };
+    trellis::sleep(STALL_CHECK).await?;
+    let second = round().await?;
+    let verdict = answered(&second).is_some_and(|after| stalled(&before, &after));
+    Ok((second, verdict))
 }
 
 /// The line a drawn dump ends with when [`stalled`] says so.

@@ -65,7 +65,7 @@ pub use calls::{
 };
 pub use dump::{
     ActorDump, STALL_CHECK, STALLED, ScopeInfo, TaskInfo, deadlocks, draw as draw_dumps,
-    draw_all as draw_all_dumps, stalled,
+    draw_all as draw_all_dumps, stall_checked, stalled,
 };
 pub use error::{BadArguments, RemoteActorError, StreamOverrun, Unauthorized, UnknownFunction};
 #[cfg(feature = "etcd")]

@@ -281,29 +281,32 @@ async fn watch_tree(config: Config, registry: Registry, every: std::time::Durati
 async fn dump_of(config: Config, registry: Registry, json: bool, all: bool) -> Outcome {
     with_registered(config, registry, |actor, r, registered| async move {
         let ask = |portal: trellis_actor::Portal| async move { portal.dump().await };
-        let first = ask_all(&actor, &registered, ask).await?;
-        // A tree that looks stalled is asked again: said only when both rounds agree.
-        let mut stalled = false;
-        let dumps = match answered(&first) {
-            Some(round) if round.iter().all(trellis_actor::ActorDump::all_blocked) => {
-                trellis::sleep(trellis_actor::STALL_CHECK).await?;
-                // Listed again: an actor that registered meanwhile is asked too (and the
-                // rounds, not having the same actors, do not agree).
-                let again = match list(&actor, &r).await {
-                    Ok(again) => again,
-                    Err(failure) => return failure.map(Err),
+        // A tree that looks stalled is asked again (listed again too: an actor that registered
+        // meanwhile is asked, and the rounds, not having the same actors, do not agree).
+        let mut listed = Some(registered);
+        let (actor, r) = (&actor, &r);
+        let round = || {
+            let listed = listed.take();
+            async move {
+                let entries = match listed {
+                    Some(entries) => entries,
+                    None => list(actor, r).await.map_err(|f| Early(f.map(Err)))?,
                 };
-                let second = ask_all(&actor, &again, ask).await?;
-                stalled = answered(&second).is_some_and(|s| trellis_actor::stalled(&round, &s));
-                second
+                ask_all(actor, &entries, ask)
+                    .await
+                    .map_err(|e| Early(Err(e)))
             }
-            _ => first,
         };
+        let (dumps, stalled) =
+            match trellis_actor::stall_checked(round, |dumps: &Vec<_>| answered(dumps)).await {
+                Ok(checked) => checked,
+                Err(Early(outcome)) => return outcome,
+            };
         Ok(Ok(if json {
-            let text = tree::json_of(&r, &dumps, "dump", |dump| serde_json::to_value(dump));
+            let text = tree::json_of(r, &dumps, "dump", |dump| serde_json::to_value(dump));
             with_verdicts(&text, &dumps, stalled)
         } else {
-            let mut text = tree::draw_dumps(&r, &dumps, all);
+            let mut text = tree::draw_dumps(r, &dumps, all);
             if stalled {
                 text.push_str(trellis_actor::STALLED);
                 text.push('\n');
@@ -312,6 +315,15 @@ async fn dump_of(config: Config, registry: Registry, json: bool, all: bool) -> O
         }))
     })
     .await
+}
+
+/// An outcome that ends a command before its end.
+struct Early(Outcome);
+
+impl From<trellis::Cancelled> for Early {
+    fn from(cancelled: trellis::Cancelled) -> Self {
+        Early(Err(cancelled.into()))
+    }
 }
 
 /// The dumps, when every actor answered.

@@ -12,26 +12,13 @@ const ANSWER: Duration = Duration::from_secs(2);
 
 /// Every registered actor's dump (this actor's taken here), and a line for each actor that
 /// did not answer in time; taken twice when the first round looks stalled, to say so only
-/// when the second agrees ([`crate::stalled`]).
+/// when the second agrees ([`crate::stall_checked`]).
 pub(crate) async fn tree_dump(actor: &Actor) -> String {
-    let (first, silent) = match one_round(actor).await {
-        Ok(round) => round,
-        Err(text) => return text,
-    };
-    let mut verdict = false;
-    let (dumps, silent) = if silent.is_empty() && first.iter().all(ActorDump::all_blocked) {
-        if let Err(e) = trellis::sleep(crate::STALL_CHECK).await {
-            return format!("no tree dump: {e}");
-        }
-        match one_round(actor).await {
-            Ok((second, silent)) => {
-                verdict = silent.is_empty() && crate::stalled(&first, &second);
-                (second, silent)
-            }
-            Err(text) => return text,
-        }
-    } else {
-        (first, silent)
+    let answered = |(dumps, silent): &Round| silent.is_empty().then(|| dumps.clone());
+    let ((dumps, silent), verdict) = match crate::stall_checked(|| one_round(actor), answered).await
+    {
+        Ok(checked) => checked,
+        Err(NoDump(why)) => return why,
     };
     let mut out = crate::dump::draw(&dumps);
     for line in silent {
@@ -45,18 +32,29 @@ pub(crate) async fn tree_dump(actor: &Actor) -> String {
     out
 }
 
-/// One round: the dumps of the actors that answered, and a line for each that did not; or
-/// why there is no dump at all.
-async fn one_round(actor: &Actor) -> Result<(Vec<ActorDump>, Vec<String>), String> {
+/// The dumps of the actors that answered, and a line for each that did not.
+type Round = (Vec<ActorDump>, Vec<String>);
+
+/// Why there is no tree dump at all, as printed.
+struct NoDump(String);
+
+impl From<trellis::Cancelled> for NoDump {
+    fn from(cancelled: trellis::Cancelled) -> Self {
+        NoDump(format!("no tree dump: {cancelled}"))
+    }
+}
+
+/// One round, or why there is no dump at all.
+async fn one_round(actor: &Actor) -> Result<Round, NoDump> {
     let registered = trellis::move_on_after(ANSWER, actor.registered()).await;
     let registered = match registered {
         Ok(Some(list)) => list,
         Ok(None) => {
-            return Err(format!(
+            return Err(NoDump(format!(
                 "no tree dump: the registry did not answer within {ANSWER:?}"
-            ));
+            )));
         }
-        Err(e) => return Err(format!("no tree dump: {e}")),
+        Err(e) => return Err(NoDump(format!("no tree dump: {e}"))),
     };
     let mut dumps: Vec<ActorDump> = Vec::new();
     let mut silent = Vec::new();
@@ -77,7 +75,7 @@ async fn one_round(actor: &Actor) -> Result<(Vec<ActorDump>, Vec<String>), Strin
         match asked {
             Ok(Some(dump)) => dumps.push(dump),
             Ok(None) => silent.push(format!("actor {}: no answer within {ANSWER:?}", entry.id)),
-            Err(e) if e.is_cancelled() => return Err(format!("no tree dump: {e}")),
+            Err(e) if e.is_cancelled() => return Err(NoDump(format!("no tree dump: {e}"))),
             Err(e) => silent.push(format!("actor {}: {e}", entry.id)),
         }
     }
