@@ -211,13 +211,17 @@ fn a_call_cycle_is_a_deadlock(transport: Transport) {
                 n.start_soon_named("request", async move {
                     Ok::<_, trellis::Error>(caller.run(hold_and_call, ()).await?)
                 })?;
-                let t0 = Instant::now();
-                let (cycle, drawn) = loop {
-                    let dumps = vec![
+                // One round of the three actors' dumps.
+                let round = || async {
+                    Ok::<_, trellis::Error>(vec![
                         trellis_actor::current().dump(),
                         a.dump().await?,
                         b.dump().await?,
-                    ];
+                    ])
+                };
+                let t0 = Instant::now();
+                let (cycle, drawn) = loop {
+                    let dumps = round().await?;
                     if let Some(cycle) = trellis_actor::deadlocks(&dumps).into_iter().next() {
                         break (cycle, trellis_actor::draw_dumps(&dumps));
                     }
@@ -256,32 +260,26 @@ fn a_call_cycle_is_a_deadlock(transport: Transport) {
                 assert!(drawn.contains("deadlock: actor a#"), "{drawn}");
                 // Every task of the tree waits on another, and no timer is pending: two rounds
                 // of dumps agree that the tree is stalled.
-                let round = || async {
-                    Ok::<_, trellis::Error>(vec![
-                        trellis_actor::current().dump(),
-                        a.dump().await?,
-                        b.dump().await?,
-                    ])
-                };
-                let first = round().await?;
-                trellis::sleep(trellis_actor::STALL_CHECK).await?;
-                let second = round().await?;
+                let every = |dumps: &Vec<ActorDump>| Some(dumps.clone());
+                let (second, stalled) = trellis_actor::stall_checked(round, every).await?;
                 let drawn = trellis_actor::draw_dumps(&second);
-                assert!(trellis_actor::stalled(&first, &second), "{drawn}");
+                assert!(stalled, "{drawn}");
                 // A task that sleeps will wake by itself: the tree is not stalled any more.
                 n.start_soon_named("napper", async {
                     trellis::sleep(Duration::from_secs(3600)).await?;
                     Ok::<_, trellis::Error>(())
                 })?;
-                let first = round().await?;
-                trellis::sleep(trellis_actor::STALL_CHECK).await?;
-                let second = round().await?;
-                let drawn = trellis_actor::draw_dumps(&second);
-                assert!(!trellis_actor::stalled(&first, &second), "{drawn}");
-                assert!(
-                    drawn.contains("task napper — waiting on sleep ("),
-                    "{drawn}"
-                );
+                let t0 = Instant::now();
+                let drawn = loop {
+                    let drawn = trellis_actor::draw_dumps(&[trellis_actor::current().dump()]);
+                    if drawn.contains("task napper — waiting on sleep (") {
+                        break drawn;
+                    }
+                    assert!(t0.elapsed() < Duration::from_secs(20), "{drawn}");
+                    trellis::sleep(Duration::from_millis(5)).await?;
+                };
+                let (last, stalled) = trellis_actor::stall_checked(round, every).await?;
+                assert!(!stalled, "{drawn}\n{}", trellis_actor::draw_dumps(&last));
                 // The request is not in the cycle: it waits on it.
                 n.cancel();
                 Ok::<_, trellis::Error>(())
