@@ -194,6 +194,22 @@ impl Payload {
         }
     }
 
+    /// The `len` bytes at `at` of `buf`, inline when short. When `buf` holds a whole inline
+    /// buffer's worth from `at`, that many are copied (a copy of fixed size, no call to
+    /// `memcpy` for each item); the bytes past `len` are never read.
+    fn inline_at(buf: &[u8], at: usize, len: usize) -> Option<Payload> {
+        let fixed: Option<&[u8; INLINE]> = buf
+            .get(at..at + INLINE)
+            .and_then(|window| window.try_into().ok());
+        match (u8::try_from(len), fixed) {
+            (Ok(short), Some(window)) if len <= INLINE => Some(Payload(Repr::Inline {
+                len: short,
+                bytes: *window,
+            })),
+            _ => Payload::inline(buf.get(at..at + len)?),
+        }
+    }
+
     fn inline(value: &[u8]) -> Option<Payload> {
         let len = u8::try_from(value.len())
             .ok()
@@ -720,8 +736,7 @@ impl Message {
         if value_at + value_len != len {
             return None;
         }
-        let value = &body[value_at..];
-        let payload = match Payload::inline(value) {
+        let payload = match Payload::inline_at(src, HEADER_LEN + value_at, value_len) {
             Some(inline) => {
                 src.advance(HEADER_LEN + len);
                 inline

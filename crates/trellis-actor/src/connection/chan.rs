@@ -46,10 +46,15 @@ pub(crate) struct Chan {
     /// The receiving end's share: what it took from `state.items` in one step, read one at a
     /// time without contending with the reader task that fills `state`. Locked before
     /// `state` when both are.
-    taken: Mutex<Taken>,
+    taken: Padded<Mutex<Taken>>,
     /// Sends and receives on this call, for [`schedule_point`](Chan::schedule_point).
     operations: AtomicU32,
 }
+
+/// Keeps its value on cache lines of its own, so that one thread's writes near it do not
+/// take the line from another thread that locks it for each item.
+#[repr(align(128))]
+struct Padded<T>(T);
 
 /// Items the receiving end took, and its count of reads for the session's credit.
 #[derive(Default)]
@@ -98,7 +103,7 @@ impl Chan {
     pub(crate) fn new() -> Arc<Chan> {
         Arc::new(Chan {
             state: Mutex::new(ChanState::default()),
-            taken: Mutex::new(Taken::default()),
+            taken: Padded(Mutex::new(Taken::default())),
             operations: AtomicU32::new(0),
         })
     }
@@ -123,7 +128,7 @@ impl Chan {
 
     /// The receiving end's share (lock it first when taking both).
     pub(crate) fn taken(&self) -> MutexGuard<'_, Taken> {
-        self.taken.lock().unwrap_or_else(|e| e.into_inner())
+        self.taken.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Drops every item buffered, taken or not.

@@ -1,10 +1,12 @@
 //! What the peer sends: bytes decoded into messages, each checked against the connection's
 //! and its call's rules, turned into events; rule breaks answered.
 
+use std::collections::VecDeque;
+
 use bytes::{Bytes, BytesMut};
 
 use super::call::{Call, is_late_ok, is_terminal};
-use super::{ConnectionError, Event, Handshake, Outcome, Role, Session, Side};
+use super::{Batch, ConnectionError, Event, Handshake, Outcome, Role, Session, Side};
 use crate::auth::{self, NONCE_LEN};
 use crate::{
     ActorId, Auth, CancelReason, ErrorKind, ErrorReport, Hello, Message, PROTOCOL_VERSION, Payload,
@@ -19,6 +21,8 @@ impl Session {
     /// The connection cannot go on (see [`ConnectionError`]); events produced before the
     /// error are still there to poll.
     pub fn handle_bytes(&mut self, buf: &mut BytesMut) -> Result<(), ConnectionError> {
+        // An item of another call that ended a run of items, to handle next.
+        let mut next = None;
         loop {
             if self.failed {
                 return if buf.is_empty() {
@@ -29,8 +33,11 @@ impl Session {
             }
             // A stream's items, the bulk of the traffic, skip the general decoder (the rules
             // applied to them are the same).
-            if let Some((cid, value)) = Message::take_yield(buf, self.codec.max_frame()) {
-                self.receive_item(cid, value)?;
+            let item = next
+                .take()
+                .or_else(|| Message::take_yield(buf, self.codec.max_frame()));
+            if let Some((cid, value)) = item {
+                next = self.receive_items(cid, value, buf)?;
                 continue;
             }
             match self.codec.decode(buf) {
@@ -44,24 +51,64 @@ impl Session {
         }
     }
 
-    /// A `Yield` the fast path read: an item for a live call that may receive one is
-    /// counted and reported here, without building a [`Message`]; anything else takes the
-    /// general path, whose rules are the same.
-    fn receive_item(&mut self, cid: u64, value: Payload) -> Result<(), ConnectionError> {
-        if !self.failed
-            && !self.peer_done
-            && matches!(self.handshake, Handshake::Done)
-            && let Some(call) = self.calls.get_mut(&cid)
-            && !call.detached
-            && call.may_receive_item(call.role.other())
-        {
-            let event = item_event(call, cid, value);
-            if let Some(event) = event {
-                self.push_event(event);
+    /// A `Yield` the fast path read, and the `Yield`s of the same call right behind it in
+    /// `buf`: items for a live call that may receive them are counted and queued here, with
+    /// one look-up of the call for the run, without building a [`Message`] or an event for
+    /// each; anything else takes the general path, whose rules are the same. Returns the
+    /// `Yield` of another call that ended the run, taken off `buf` and not yet handled.
+    fn receive_items(
+        &mut self,
+        cid: u64,
+        value: Payload,
+        buf: &mut BytesMut,
+    ) -> Result<Option<(u64, Payload)>, ConnectionError> {
+        let Session {
+            failed,
+            peer_done,
+            handshake,
+            calls,
+            events,
+            codec,
+            ..
+        } = self;
+        let call = match calls.get_mut(&cid) {
+            Some(call)
+                if !*failed
+                    && !*peer_done
+                    && matches!(handshake, Handshake::Done)
+                    && !call.detached
+                    && call.may_receive_item(call.role.other()) =>
+            {
+                call
             }
-            return Ok(());
+            _ => return self.handle(Message::Yield { cid, value }).map(|()| None),
+        };
+        let mut value = value;
+        // The run's items, queued behind the items of the same call that came just before.
+        let mut queued: Option<&mut VecDeque<Payload>> = None;
+        loop {
+            // Nothing in a run of items changes whether the call may receive one: only the
+            // window's count, which `receive_item` keeps.
+            match receive_item(call, value) {
+                Received::Item(value) => match &mut queued {
+                    Some(queue) => queue.push_back(value),
+                    None => {
+                        let queue = items_of(events, cid);
+                        queue.push_back(value);
+                        queued = Some(queue);
+                    }
+                },
+                Received::Overrun { capacity } => {
+                    queued = None;
+                    events.push_back(Batch::Event(Event::Overrun { cid, capacity }));
+                }
+                Received::Dropped => {}
+            }
+            match Message::take_yield(buf, codec.max_frame()) {
+                Some((next_cid, next_value)) if next_cid == cid => value = next_value,
+                other => return Ok(other),
+            }
         }
-        self.handle(Message::Yield { cid, value })
     }
 
     /// Handles one message from the peer.
@@ -317,7 +364,11 @@ impl Session {
             }
         };
         let event = match msg {
-            Message::Yield { value, .. } => item_event(call, cid, value),
+            Message::Yield { value, .. } => match receive_item(call, value) {
+                Received::Item(value) => Some(Event::Item { cid, value }),
+                Received::Overrun { capacity } => Some(Event::Overrun { cid, capacity }),
+                Received::Dropped => None,
+            },
             Message::Stop { .. } => Some(Event::Stopped { cid }),
             Message::Credit { count, .. } => {
                 let was_dry = call.send_credit == 0;
@@ -478,19 +529,47 @@ impl Session {
     }
 }
 
-/// What an item the rules allowed means for our receiving end: an item, nothing (the end
-/// closed, or overran already), or an overrun (beyond the window, or before any grant).
-fn item_event(call: &mut Call, cid: u64, value: Payload) -> Option<Event> {
+/// What an item the rules allowed means for our receiving end.
+enum Received {
+    /// An item for it.
+    Item(Payload),
+    /// Nothing: the end closed, or overran already.
+    Dropped,
+    /// An overrun (beyond the window, or before any grant).
+    Overrun { capacity: u32 },
+}
+
+/// Counts an item the rules allowed against the call's window.
+fn receive_item(call: &mut Call, value: Payload) -> Received {
     match call.receiving.as_mut() {
-        _ if call.overran => None,
+        _ if call.overran => Received::Dropped,
         Some(receiving) if !receiving.overruns() => {
             receiving.received += 1;
-            (!receiving.closed).then_some(Event::Item { cid, value })
+            if receiving.closed {
+                Received::Dropped
+            } else {
+                Received::Item(value)
+            }
         }
         receiving => {
             let capacity = receiving.map_or(0, |r| r.capacity());
             call.overran = true;
-            Some(Event::Overrun { cid, capacity })
+            Received::Overrun { capacity }
         }
+    }
+}
+
+/// The queue of items of call `cid` at the back of `events`, a new one unless the last
+/// events are its items.
+fn items_of(events: &mut VecDeque<Batch>, cid: u64) -> &mut VecDeque<Payload> {
+    if !matches!(events.back(), Some(Batch::Items { cid: last, .. }) if *last == cid) {
+        events.push_back(Batch::Items {
+            cid,
+            values: VecDeque::new(),
+        });
+    }
+    match events.back_mut() {
+        Some(Batch::Items { values, .. }) => values,
+        _ => unreachable!("an item queue was just made"),
     }
 }
