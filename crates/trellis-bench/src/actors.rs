@@ -469,14 +469,14 @@ const SUBSCRIBERS: usize = 16;
 /// The subscribers' buffer (and the stream's), both sides.
 const FAN_BUFFER: usize = 1024;
 
-/// B7: a child streams 100,000 `u64` to its parent: seconds per 100,000 items (`ratio < 1`:
-/// trellis is faster), as a one-way stream, over a context's stream, and to 16 local
-/// subscribers (lossless) — against a raw tokio child writing the same frames over a Unix
-/// socket (for the subscribers, fanned out through `tokio::sync::broadcast` under the same
-/// lossless rule).
-pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
-    let runs = runs.max(5);
-    let (one_way, ctx, fan) = root_runtime()
+/// B7's streams on a root running on `runner`: median seconds per 100,000 items one way,
+/// over a context, and to 16 subscribers (skipped, 0, unless `fan_out_too`).
+fn stream_rounds(
+    runner: trellis::Runner,
+    runs: usize,
+    fan_out_too: bool,
+) -> Result<(f64, f64, f64), String> {
+    runner
         .run(trellis_actor::run_root("bench", config(), || async move {
             open_nursery(|an| async move {
                 let portal = an.start_actor("streamer").await?;
@@ -484,7 +484,7 @@ pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
                 let (do_one_way, do_ctx, do_fan) = (
                     crate::case_selected("one-way"),
                     crate::case_selected("context"),
-                    crate::case_selected("subscribers"),
+                    fan_out_too && crate::case_selected("subscribers"),
                 );
                 for round in 0..=runs {
                     let t0 = Instant::now();
@@ -542,7 +542,29 @@ pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
             })
             .await
         }))
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// B7: a child streams 100,000 `u64` to its parent: seconds per 100,000 items (`ratio < 1`:
+/// trellis is faster), as a one-way stream, over a context's stream, and to 16 local
+/// subscribers (lossless) — against a raw tokio child writing the same frames over a Unix
+/// socket (for the subscribers, fanned out through `tokio::sync::broadcast` under the same
+/// lossless rule).
+/// The `u64` cases run again on a current-thread root.
+pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
+    let runs = runs.max(5);
+    let (one_way, ctx, fan) = stream_rounds(root_runtime(), runs, true)?;
+    // The same on a current-thread root (as every child actor runs): the connection's reader
+    // and the stream's consumer then share a thread, where on the multi-thread runtime each
+    // batch of items crosses to the thread of the root's body.
+    let (one_way_ct, ctx_ct) = if crate::case_selected("one-way") || crate::case_selected("context")
+    {
+        let current_thread = trellis::Runner::current_thread().handle_ctrl_c(false);
+        let (one_way, ctx, _) = stream_rounds(current_thread, runs, false)?;
+        (one_way, ctx)
+    } else {
+        (1.0, 1.0) // cases not run, as `alternate` reports a side not run
+    };
     let frame = item_frame();
     let (raw, raw_fan) = if !crate::side_selected("anchor") {
         (1.0, 1.0) // as `alternate` reports a side not run
@@ -562,6 +584,20 @@ pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
             id: "B7",
             case: "context stream, 100k u64 (s)".into(),
             trellis: ctx,
+            anchor: anchor.clone(),
+            anchor_value: raw,
+        },
+        Comparison {
+            id: "B7",
+            case: "one-way stream, 100k u64, current-thread root (s)".into(),
+            trellis: one_way_ct,
+            anchor: anchor.clone(),
+            anchor_value: raw,
+        },
+        Comparison {
+            id: "B7",
+            case: "context stream, 100k u64, current-thread root (s)".into(),
+            trellis: ctx_ct,
             anchor: anchor.clone(),
             anchor_value: raw,
         },

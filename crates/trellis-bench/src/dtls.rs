@@ -308,14 +308,22 @@ pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> 
         if !crate::case_selected(flavor) {
             continue;
         }
-        let (handshake, round_trip) = runner()
-            .handle_ctrl_c(false)
-            .run(trellis_dtls(runs))
-            .map_err(|e| format!("{e:?}"))?;
-        let tcp = runner()
-            .handle_ctrl_c(false)
-            .run(tcp_pingpong(runs))
-            .map_err(|e| format!("{e:?}"))?;
+        let (handshake, round_trip) = if crate::side_selected("trellis") {
+            runner()
+                .handle_ctrl_c(false)
+                .run(trellis_dtls(runs))
+                .map_err(|e| format!("{e:?}"))?
+        } else {
+            (1.0, 1.0)
+        };
+        let tcp = if crate::side_selected("anchor") {
+            runner()
+                .handle_ctrl_c(false)
+                .run(tcp_pingpong(runs))
+                .map_err(|e| format!("{e:?}"))?
+        } else {
+            1.0 // a side not run, as `alternate` reports it
+        };
         out.push(Comparison {
             id: "B10",
             case: format!("{flavor} ping-pong {MESSAGE} B, s per round trip"),
