@@ -96,7 +96,15 @@ impl std::io::Write for Wire {
 /// exchange, no sockets, no tasks) between two `SSL`s in this thread, seconds each. What no
 /// endpoint on OpenSSL can beat.
 fn openssl_alone(runs: usize) -> f64 {
-    let (server, client) = openssl_contexts();
+    openssl_alone_with(runs, false)
+}
+
+/// [`openssl_alone`] with OpenSSL's own cookie exchange (`COOKIE_EXCHANGE`: the server's `SSL`
+/// answers the first ClientHello with a HelloVerifyRequest and checks the cookie the second
+/// one repeats, a keyed SHA-256 of the peer's name), the same messages as the endpoint's
+/// handshake.
+fn openssl_alone_with(runs: usize, cookies: bool) -> f64 {
+    let (server, client) = openssl_contexts(cookies);
     let mut times = Vec::new();
     for _ in 0..runs {
         let t0 = Instant::now();
@@ -111,7 +119,7 @@ fn openssl_alone(runs: usize) -> f64 {
 fn openssl_alone_all_threads(runs: usize) -> f64 {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let total = CONCURRENT_CLIENTS * HANDSHAKES_PER_CLIENT;
-    let (server, client) = openssl_contexts();
+    let (server, client) = openssl_contexts(false);
     let mut times = Vec::new();
     for _ in 0..runs {
         let t0 = Instant::now();
@@ -127,10 +135,19 @@ fn openssl_alone_all_threads(runs: usize) -> f64 {
     median(&mut times)
 }
 
-fn openssl_contexts() -> (openssl::ssl::SslContext, openssl::ssl::SslContext) {
+fn openssl_contexts(cookies: bool) -> (openssl::ssl::SslContext, openssl::ssl::SslContext) {
     let (mut server, mut client) = builders();
     server.set_options(SslOptions::NO_QUERY_MTU);
     client.set_options(SslOptions::NO_QUERY_MTU);
+    if cookies {
+        server.set_options(SslOptions::COOKIE_EXCHANGE);
+        let cookie = || openssl::sha::sha256(b"a per-endpoint secret, then 127.0.0.1:4433");
+        server.set_cookie_generate_cb(move |_, out| {
+            out[..32].copy_from_slice(&cookie());
+            Ok(32)
+        });
+        server.set_cookie_verify_cb(move |_, got| got == cookie());
+    }
     (server.build(), client.build())
 }
 
@@ -346,17 +363,38 @@ pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> 
                 case: format!("{flavor} handshake (cookie exchange, ECDSA P-256), s each"),
                 trellis: handshake,
                 anchor: "OpenSSL alone: both ends in memory, one thread".into(),
-                anchor_value: openssl_alone(runs),
+                anchor_value: if crate::side_selected("anchor") {
+                    openssl_alone(runs)
+                } else {
+                    1.0
+                },
+            });
+            // The same with the cookie exchange the endpoint always makes.
+            out.push(Comparison {
+                id: "B10",
+                case: format!("{flavor} handshake (cookie exchange, ECDSA P-256), s each"),
+                trellis: handshake,
+                anchor: "OpenSSL alone with its cookie exchange: both ends in memory, one thread"
+                    .into(),
+                anchor_value: if crate::side_selected("anchor") {
+                    openssl_alone_with(runs, true)
+                } else {
+                    1.0
+                },
             });
         }
         multi = Some((handshake, round_trip));
     }
     if crate::case_selected("concurrent") && crate::part_selected("handshake") {
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let concurrent = trellis::Runner::multi_thread()
-            .handle_ctrl_c(false)
-            .run(concurrent_handshakes(runs))
-            .map_err(|e| format!("{e:?}"))?;
+        let concurrent = if crate::side_selected("trellis") {
+            trellis::Runner::multi_thread()
+                .handle_ctrl_c(false)
+                .run(concurrent_handshakes(runs))
+                .map_err(|e| format!("{e:?}"))?
+        } else {
+            1.0
+        };
         out.push(Comparison {
             id: "B10",
             case: format!(
@@ -364,7 +402,11 @@ pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> 
             ),
             trellis: concurrent,
             anchor: format!("OpenSSL alone: both ends in memory, {threads} threads"),
-            anchor_value: openssl_alone_all_threads(runs),
+            anchor_value: if crate::side_selected("anchor") {
+                openssl_alone_all_threads(runs)
+            } else {
+                1.0
+            },
         });
     }
     if python && let Some((handshake, round_trip)) = multi {

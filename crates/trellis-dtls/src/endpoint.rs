@@ -602,7 +602,9 @@ impl DtlsEndpoint {
         loop {
             let (n, from) = match self.inner.socket.recv_from(&mut buf).await {
                 Ok(received) => received,
-                Err(e) if trellis::IsCancelled::is_cancelled(&e) => return Err(e.into()),
+                // The endpoint closing: the cancellation itself, not an error wrapping it
+                // (which would capture a backtrace at each endpoint's end).
+                Err(IoError::Cancelled(cancelled)) => return Err(cancelled.into()),
                 // ICMP errors from earlier sends (connection refused) come back here on some
                 // systems: they are about a datagram, not the socket.
                 Err(e) => {
