@@ -179,6 +179,53 @@ fn openssl_handshakes(
     }
 }
 
+/// OpenSSL alone moving the ping-pong's records: after one handshake between two `SSL`s in
+/// this thread, `ROUND_TRIPS` times a `MESSAGE`-byte record each way (written by one, read
+/// by the other, datagrams handed over in memory); seconds per round trip (median of the
+/// runs). What encrypting and decrypting the four records of a round trip costs by itself.
+fn openssl_records(runs: usize) -> f64 {
+    let (server, client) = openssl_contexts(false);
+    let (up, down) = (Datagrams::default(), Datagrams::default());
+    let end = |context: &openssl::ssl::SslContext,
+               inbox: &Datagrams,
+               outbox: &Datagrams,
+               connect: bool| {
+        let mut ssl = Ssl::new(context).expect("ssl");
+        ssl.set_mtu(1400).expect("mtu");
+        if connect {
+            ssl.set_connect_state();
+        } else {
+            ssl.set_accept_state();
+        }
+        let wire = Wire {
+            inbox: inbox.clone(),
+            outbox: outbox.clone(),
+        };
+        SslStream::new(ssl, wire).expect("stream")
+    };
+    let mut c = end(&client, &down, &up, true);
+    let mut s = end(&server, &up, &down, false);
+    let (mut client_done, mut server_done) = (false, false);
+    while !(client_done && server_done) {
+        client_done = client_done || c.do_handshake().is_ok();
+        server_done = server_done || s.do_handshake().is_ok();
+    }
+    let message = [7u8; MESSAGE];
+    let mut buf = [0u8; 2048];
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        for _ in 0..ROUND_TRIPS {
+            c.ssl_write(&message).expect("write");
+            let n = s.ssl_read(&mut buf).expect("read");
+            s.ssl_write(&buf[..n]).expect("write");
+            assert_eq!(c.ssl_read(&mut buf).expect("read"), MESSAGE);
+        }
+        times.push(t0.elapsed().as_secs_f64() / ROUND_TRIPS as f64);
+    }
+    median(&mut times)
+}
+
 /// Handshake throughput: `CONCURRENT_CLIENTS` clients at once, each doing
 /// `HANDSHAKES_PER_CLIENT` handshakes one after the other (a fresh socket and endpoint each),
 /// against one server endpoint; seconds of wall time per handshake (median of the runs).
@@ -348,6 +395,23 @@ pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> 
             anchor: format!("trellis-net TCP ping-pong {MESSAGE} B"),
             anchor_value: tcp,
         });
+        // The same TCP round trip plus what OpenSSL alone takes to encrypt and decrypt its
+        // four records: the floor for any DTLS ping-pong on OpenSSL.
+        if crate::part_selected("pingpong") {
+            out.push(Comparison {
+                id: "B10",
+                case: format!("{flavor} ping-pong {MESSAGE} B, s per round trip"),
+                trellis: round_trip,
+                anchor: format!(
+                    "TCP ping-pong {MESSAGE} B + OpenSSL alone sealing and opening its records"
+                ),
+                anchor_value: if crate::side_selected("anchor") {
+                    tcp + openssl_records(runs)
+                } else {
+                    1.0
+                },
+            });
+        }
         // No anchor for the handshake alone but the goal: 2,000 per second.
         out.push(Comparison {
             id: "B10",
