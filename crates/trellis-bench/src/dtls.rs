@@ -405,11 +405,7 @@ pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> 
                 anchor: format!(
                     "TCP ping-pong {MESSAGE} B + OpenSSL alone sealing and opening its records"
                 ),
-                anchor_value: if crate::side_selected("anchor") {
-                    tcp + openssl_records(runs)
-                } else {
-                    1.0
-                },
+                anchor_value: crate::if_side_selected("anchor", || tcp + openssl_records(runs)),
             });
         }
         // No anchor for the handshake alone but the goal: 2,000 per second.
@@ -427,11 +423,7 @@ pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> 
                 case: format!("{flavor} handshake (cookie exchange, ECDSA P-256), s each"),
                 trellis: handshake,
                 anchor: "OpenSSL alone: both ends in memory, one thread".into(),
-                anchor_value: if crate::side_selected("anchor") {
-                    openssl_alone(runs)
-                } else {
-                    1.0
-                },
+                anchor_value: crate::if_side_selected("anchor", || openssl_alone(runs)),
             });
             // The same with the cookie exchange the endpoint always makes.
             out.push(Comparison {
@@ -440,11 +432,7 @@ pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> 
                 trellis: handshake,
                 anchor: "OpenSSL alone with its cookie exchange: both ends in memory, one thread"
                     .into(),
-                anchor_value: if crate::side_selected("anchor") {
-                    openssl_alone_with(runs, true)
-                } else {
-                    1.0
-                },
+                anchor_value: crate::if_side_selected("anchor", || openssl_alone_with(runs, true)),
             });
         }
         multi = Some((handshake, round_trip));
@@ -466,11 +454,7 @@ pub(crate) fn b10(runs: usize, python: bool) -> Result<Vec<Comparison>, String> 
             ),
             trellis: concurrent,
             anchor: format!("OpenSSL alone: both ends in memory, {threads} threads"),
-            anchor_value: if crate::side_selected("anchor") {
-                openssl_alone_all_threads(runs)
-            } else {
-                1.0
-            },
+            anchor_value: crate::if_side_selected("anchor", || openssl_alone_all_threads(runs)),
         });
     }
     if python && let Some((handshake, round_trip)) = multi {

@@ -115,6 +115,11 @@ pub(crate) fn side_selected(side: &str) -> bool {
     std::env::var("TRELLIS_BENCH_ONLY").map_or(true, |s| s == side)
 }
 
+/// `measure()` when `side` runs, else 1 s (as `alternate` reports a side not run).
+pub(crate) fn if_side_selected(side: &str, measure: impl FnOnce() -> f64) -> f64 {
+    if side_selected(side) { measure() } else { 1.0 }
+}
+
 fn parse_args() -> Result<Options, String> {
     let mut options = Options {
         ids: Vec::new(),

@@ -1187,6 +1187,20 @@ fn stream_stats_count_items_and_each_wait_for_credit_once() {
     );
 }
 
+/// Two one-way streams of ours, started and acknowledged, each receiving with a window of
+/// `capacity`; what that sent and the events so far taken.
+fn two_streams(s: &mut Session, capacity: u32) -> [u64; 2] {
+    let mut cids = [0; 2];
+    for cid in &mut cids {
+        *cid = s.start("f", CallKind::Stream, Payload::unit()).unwrap();
+        s.handle(Message::StartAck { cid: *cid }).unwrap();
+        s.open_receive(*cid, Window::Credit(capacity)).unwrap();
+    }
+    sent(s);
+    events(s);
+    cids
+}
+
 /// `poll_batch` gives consecutive items of one call together, in order, and every other
 /// event between them where it came; `poll_event` gives the same one by one.
 #[test]
@@ -1205,17 +1219,7 @@ fn consecutive_items_of_a_call_come_as_one_batch() {
         })
         .unwrap();
     };
-    let open = |s: &mut Session| {
-        let mut cids = [0; 2];
-        for cid in &mut cids {
-            *cid = s.start("f", CallKind::Stream, Payload::unit()).unwrap();
-            s.handle(Message::StartAck { cid: *cid }).unwrap();
-            s.open_receive(*cid, Window::Credit(8)).unwrap();
-        }
-        sent(s);
-        events(s);
-        cids
-    };
+    let open = |s: &mut Session| two_streams(s, 8);
     let mut s = connected(Side::Connector);
     let [a, b] = open(&mut s);
     feed(&mut s, a, b);
@@ -1255,17 +1259,7 @@ fn consecutive_items_of_a_call_come_as_one_batch() {
 /// dropped), short values copied out and long ones shared, a short value last in the buffer.
 #[test]
 fn items_read_from_bytes_give_the_events_of_the_same_messages() {
-    let open = |s: &mut Session| {
-        let mut cids = [0; 2];
-        for cid in &mut cids {
-            *cid = s.start("f", CallKind::Stream, Payload::unit()).unwrap();
-            s.handle(Message::StartAck { cid: *cid }).unwrap();
-            s.open_receive(*cid, Window::Credit(3)).unwrap();
-        }
-        sent(s);
-        events(s);
-        cids
-    };
+    let open = |s: &mut Session| two_streams(s, 3);
     let long = Payload::encode(&"y".repeat(100)).unwrap();
     let messages = |a: u64, b: u64| {
         let mut m: Vec<Message> = [(a, 1), (a, 2), (b, 3), (a, 4), (a, 5), (a, 6), (b, 7)]
