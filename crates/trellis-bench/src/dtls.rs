@@ -158,38 +158,18 @@ fn openssl_handshakes(
     count: usize,
 ) {
     for _ in 0..count {
-        let (up, down) = (Datagrams::default(), Datagrams::default());
-        let mut c = Ssl::new(client).expect("client");
-        c.set_mtu(1400).expect("mtu");
-        c.set_connect_state();
-        let mut s = Ssl::new(server).expect("server");
-        s.set_mtu(1400).expect("mtu");
-        s.set_accept_state();
-        let wire = |inbox: &Datagrams, outbox: &Datagrams| Wire {
-            inbox: inbox.clone(),
-            outbox: outbox.clone(),
-        };
-        let mut c = SslStream::new(c, wire(&down, &up)).expect("stream");
-        let mut s = SslStream::new(s, wire(&up, &down)).expect("stream");
-        let (mut client_done, mut server_done) = (false, false);
-        while !(client_done && server_done) {
-            client_done = client_done || c.do_handshake().is_ok();
-            server_done = server_done || s.do_handshake().is_ok();
-        }
+        handshaken_pair(server, client);
     }
 }
 
-/// OpenSSL alone moving the ping-pong's records: after one handshake between two `SSL`s in
-/// this thread, `ROUND_TRIPS` times a `MESSAGE`-byte record each way (written by one, read
-/// by the other, datagrams handed over in memory); seconds per round trip (median of the
-/// runs). What encrypting and decrypting the four records of a round trip costs by itself.
-fn openssl_records(runs: usize) -> f64 {
-    let (server, client) = openssl_contexts(false);
+/// A client and a server `SSL` in this thread, linked in memory (each write one datagram),
+/// after their handshake.
+fn handshaken_pair(
+    server: &openssl::ssl::SslContext,
+    client: &openssl::ssl::SslContext,
+) -> (SslStream<Wire>, SslStream<Wire>) {
     let (up, down) = (Datagrams::default(), Datagrams::default());
-    let end = |context: &openssl::ssl::SslContext,
-               inbox: &Datagrams,
-               outbox: &Datagrams,
-               connect: bool| {
+    let end = |context, inbox: &Datagrams, outbox: &Datagrams, connect: bool| {
         let mut ssl = Ssl::new(context).expect("ssl");
         ssl.set_mtu(1400).expect("mtu");
         if connect {
@@ -203,13 +183,23 @@ fn openssl_records(runs: usize) -> f64 {
         };
         SslStream::new(ssl, wire).expect("stream")
     };
-    let mut c = end(&client, &down, &up, true);
-    let mut s = end(&server, &up, &down, false);
+    let mut c = end(client, &down, &up, true);
+    let mut s = end(server, &up, &down, false);
     let (mut client_done, mut server_done) = (false, false);
     while !(client_done && server_done) {
         client_done = client_done || c.do_handshake().is_ok();
         server_done = server_done || s.do_handshake().is_ok();
     }
+    (c, s)
+}
+
+/// OpenSSL alone moving the ping-pong's records: after one handshake between two `SSL`s in
+/// this thread, `ROUND_TRIPS` times a `MESSAGE`-byte record each way (written by one, read
+/// by the other, datagrams handed over in memory); seconds per round trip (median of the
+/// runs). What encrypting and decrypting the four records of a round trip costs by itself.
+fn openssl_records(runs: usize) -> f64 {
+    let (server, client) = openssl_contexts(false);
+    let (mut c, mut s) = handshaken_pair(&server, &client);
     let message = [7u8; MESSAGE];
     let mut buf = [0u8; 2048];
     let mut times = Vec::new();
