@@ -41,7 +41,6 @@ enum Deadline {
 /// What an event asks of the local ends, worked out under the connection's lock and done
 /// after it.
 enum Step {
-    /// Items for one call (consecutive items of a call are gathered).
     /// Items for a call's receiving end, in one batch.
     Items(Arc<Chan>, VecDeque<Payload>),
     Started(Arc<Chan>, Payload),
@@ -368,13 +367,8 @@ impl Conn {
     ) {
         let chan = |calls: &std::collections::HashMap<u64, Local, trellis_wire::CidHash>,
                     cid: u64| { calls.get(&cid).and_then(|l| l.chan.clone()) };
+        // Items never come here: `poll_batch` gives them as `Batch::Items`, taken above.
         match event {
-            // Taken in batches above; one here came through `poll_event`'s rules all the same.
-            Event::Item { cid, value } => {
-                if let Some(chan) = calls.get(&cid).and_then(|l| l.chan.clone()) {
-                    steps.push(Step::Items(chan, VecDeque::from([value])));
-                }
-            }
             Event::Started { cid, value } => {
                 steps.extend(chan(calls, cid).map(|c| Step::Started(c, value)))
             }

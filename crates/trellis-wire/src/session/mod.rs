@@ -364,6 +364,21 @@ pub struct Session {
     events: VecDeque<Batch>,
 }
 
+/// The queue of items of call `cid` at the back of `events`, a new one unless the last
+/// events are its items.
+fn items_of(events: &mut VecDeque<Batch>, cid: u64) -> &mut VecDeque<Payload> {
+    if !matches!(events.back(), Some(Batch::Items { cid: last, .. }) if *last == cid) {
+        events.push_back(Batch::Items {
+            cid,
+            values: VecDeque::new(),
+        });
+    }
+    match events.back_mut() {
+        Some(Batch::Items { values, .. }) => values,
+        _ => unreachable!("an item queue was just made"),
+    }
+}
+
 /// How many calls of ours a session keeps after it stopped following them (cancelled, and
 /// waiting only for the peer's end to swallow it); one more fails the connection.
 pub const MAX_DETACHED: usize = 1024;
@@ -503,13 +518,7 @@ impl Session {
     /// Queues `event`, an item next to the items of its call that came just before.
     fn push_event(&mut self, event: Event) {
         match event {
-            Event::Item { cid, value } => match self.events.back_mut() {
-                Some(Batch::Items { cid: last, values }) if *last == cid => values.push_back(value),
-                _ => self.events.push_back(Batch::Items {
-                    cid,
-                    values: VecDeque::from([value]),
-                }),
-            },
+            Event::Item { cid, value } => items_of(&mut self.events, cid).push_back(value),
             event => self.events.push_back(Batch::Event(event)),
         }
     }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 
 use super::call::{Call, is_late_ok, is_terminal};
-use super::{Batch, ConnectionError, Event, Handshake, Outcome, Role, Session, Side};
+use super::{Batch, ConnectionError, Event, Handshake, Outcome, Role, Session, Side, items_of};
 use crate::auth::{self, NONCE_LEN};
 use crate::{
     ActorId, Auth, CancelReason, ErrorKind, ErrorReport, Hello, Message, PROTOCOL_VERSION, Payload,
@@ -556,20 +556,5 @@ fn receive_item(call: &mut Call, value: Payload) -> Received {
             call.overran = true;
             Received::Overrun { capacity }
         }
-    }
-}
-
-/// The queue of items of call `cid` at the back of `events`, a new one unless the last
-/// events are its items.
-fn items_of(events: &mut VecDeque<Batch>, cid: u64) -> &mut VecDeque<Payload> {
-    if !matches!(events.back(), Some(Batch::Items { cid: last, .. }) if *last == cid) {
-        events.push_back(Batch::Items {
-            cid,
-            values: VecDeque::new(),
-        });
-    }
-    match events.back_mut() {
-        Some(Batch::Items { values, .. }) => values,
-        _ => unreachable!("an item queue was just made"),
     }
 }
