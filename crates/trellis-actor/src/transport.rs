@@ -2,6 +2,7 @@
 //! hosts, optionally inside TLS (`tls.rs`). All carry the same frames.
 
 use std::fmt;
+use std::io::IoSlice;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
@@ -9,8 +10,10 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
+use bytes::Buf;
 use tokio::io::AsyncRead;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use trellis_wire::Outgoing;
 
 use crate::tls::TreeTls;
 
@@ -97,6 +100,20 @@ impl Writer {
         }
     }
 
+    /// Writes as much of `out`'s front as the socket takes now, its chunks with one call
+    /// where the socket can (a shared item value goes out from where it is); the caller
+    /// advances `out` by the count.
+    pub(crate) fn try_write_buf(&self, out: &Outgoing) -> std::io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); 16];
+        let n = out.chunks_vectored(&mut slices);
+        let slices = &slices[..n];
+        match self {
+            Writer::Unix(w) if n > 1 => w.try_write_vectored(slices),
+            Writer::Tcp(w) if n > 1 => w.try_write_vectored(slices),
+            _ => self.try_write(out.chunk()),
+        }
+    }
+
     /// Waits for room (and, over TLS, until encrypted records waiting are written).
     pub(crate) async fn writable(&self) -> std::io::Result<()> {
         match self {
@@ -115,12 +132,12 @@ impl Writer {
         }
     }
 
-    /// Writes all of `buf`, waiting for room as needed.
-    pub(crate) async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
-        while !buf.is_empty() {
-            match self.try_write(buf) {
+    /// Writes all of `out`, waiting for room as needed.
+    pub(crate) async fn write_all(&self, out: &mut Outgoing) -> std::io::Result<()> {
+        while !out.is_empty() {
+            match self.try_write_buf(out) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => buf = &buf[n..],
+                Ok(n) => out.advance(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.writable().await?,
                 Err(e) => return Err(e),
             }

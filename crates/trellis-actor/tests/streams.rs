@@ -10,6 +10,7 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use trellis_actor::{
     ActorError, Config, Context, Flow, Functions, MsgStream, RemoteActorError, StreamOptions,
     StreamOverrun, Transport, open_nursery,
@@ -132,6 +133,18 @@ async fn produce(ctx: Context, n: u64) -> Result<u64, trellis::Error> {
     Ok(n)
 }
 
+/// Sends back every byte string it receives; returns how many.
+async fn echo_bytes(ctx: Context) -> Result<u64, trellis::Error> {
+    ctx.started(()).await?;
+    let stream = ctx.open_stream::<Bytes, Bytes>()?;
+    let mut echoed = 0;
+    while let Some(item) = stream.recv().await? {
+        stream.send(item).await?;
+        echoed += 1;
+    }
+    Ok(echoed)
+}
+
 async fn fail_after_started(ctx: Context) -> Result<(), trellis::Error> {
     ctx.started(()).await?;
     Err(trellis::Error::msg("the callee failed"))
@@ -177,6 +190,7 @@ fn config() -> Config {
             .register(keep_sending)
             .register(produce)
             .register(fail_after_started)
+            .register(echo_bytes)
             .register(hold_context_into),
     )
     .child_args([
@@ -380,6 +394,78 @@ fn two_way_stream_request_response(transport: Transport) {
                 })
                 .await?;
             assert_eq!(answered, 100);
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+/// `bytes::Bytes` items go out without a copy when long and come in sharing the frame they
+/// arrived in (a long frame read into a buffer of its own): every size around those paths'
+/// edges, and the MessagePack `bin` forms, arrives whole and in order both ways, while
+/// another call's small items share the connection.
+fn bytes_items_of_every_size_arrive_whole(transport: Transport) {
+    const SIZES: [usize; 14] = [
+        0,
+        1,
+        255,
+        256,
+        16_383,
+        16_384,
+        65_535,
+        65_536,
+        65_520,
+        65_531,
+        65_532,
+        100_000,
+        1 << 20,
+        3 << 20,
+    ];
+    fn item(i: usize, size: usize) -> Bytes {
+        (0..size).map(|k| (k * 31 + i * 7) as u8).collect()
+    }
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("echo").await?;
+            let counter = portal.clone();
+            let (echoed, counted) = trellis::open_nursery(|n| async move {
+                let mut counted = n.start_soon(async move {
+                    counter
+                        .open_stream_from(count_to, (5000,), |stream| async move {
+                            let mut last = 0;
+                            while let Some(i) = stream.recv().await? {
+                                assert_eq!(i, last + 1);
+                                last = i;
+                            }
+                            Ok(last)
+                        })
+                        .await
+                })?;
+                let echoed = portal
+                    .open_context(echo_bytes, (), |ctx, ()| async move {
+                        let stream = ctx.open_stream::<Bytes, Bytes>()?;
+                        for round in 0..3 {
+                            for (i, size) in SIZES.into_iter().enumerate() {
+                                let sent = item(i + round, size);
+                                stream.send(sent.clone()).await?;
+                                let back = stream.recv().await?.expect("an echo");
+                                assert_eq!(back.len(), size);
+                                assert!(back == sent, "item {i} of {size} bytes differs");
+                            }
+                        }
+                        stream.close();
+                        assert_eq!(stream.recv().await?, None);
+                        Ok(ctx.result().await?)
+                    })
+                    .await?;
+                let counted = counted.join().await?.expect("the count's end");
+                Ok::<_, trellis::Error>((echoed, counted))
+            })
+            .await?
+            .expect("not cancelled");
+            assert_eq!(echoed, 3 * SIZES.len() as u64);
+            assert_eq!(counted, 5000);
             Ok(())
         })
         .await
@@ -975,6 +1061,7 @@ on_both_transports!(
     context_gives_started_value_then_result,
     started_misuse_is_an_error,
     two_way_stream_request_response,
+    bytes_items_of_every_size_arrive_whole,
     caller_cancelling_its_own_context_is_not_an_error,
     callee_failure_cancels_the_caller_body,
     caller_body_error_cancels_the_callee_and_is_not_masked,

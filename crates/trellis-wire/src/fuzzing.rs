@@ -4,12 +4,18 @@
 
 use std::collections::HashMap;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::{
-    ActorId, CallKind, Codec, Event, Identity, Key, Keyring, Outcome, Payload, Session, Side,
-    Window,
+    ActorId, CallKind, Codec, ConnectionError, Event, HEADER_LEN, Identity, Key, Keyring, Outcome,
+    Payload, Session, Side, Window,
 };
+
+/// A byte string's length picked by `byte`: short ones, and ones long enough to go out
+/// shared (up to about 46 KB).
+fn byte_string_len(byte: u8) -> usize {
+    usize::from(byte >> 3) * 1500
+}
 
 fn identity(name: &str) -> Identity {
     Identity::new(ActorId::new(name, "0"), 1)
@@ -29,9 +35,12 @@ pub fn hostile_peer(data: &[u8]) {
     } else {
         Side::Acceptor
     };
+    // Whether whole frames are handed over as frames (`handle_frame`, as a transport does
+    // with a long frame it read into memory of its own) rather than among bytes.
+    let whole_frames = first & 0x80 != 0;
     let codec = Codec::new().with_max_frame(1 << 16);
     let mut session = Session::with_codec(side, identity("fuzz"), Keyring::open(), codec);
-    let actions = usize::from(first >> 1).min(rest.len());
+    let actions = usize::from((first >> 1) & 0x3f).min(rest.len());
     let (actions, bytes) = rest.split_at(actions);
     let mut known = Vec::new();
     // Half the actions before the peer's bytes, half between pieces of them.
@@ -42,7 +51,12 @@ pub fn hostile_peer(data: &[u8]) {
     let mut inbox = BytesMut::new();
     for piece in bytes.chunks(16) {
         inbox.extend_from_slice(piece);
-        if session.handle_bytes(&mut inbox).is_err() {
+        let handled = if whole_frames {
+            handle_whole_frames(&mut session, &mut inbox)
+        } else {
+            session.handle_bytes(&mut inbox)
+        };
+        if handled.is_err() {
             break;
         }
         while let Some(event) = session.poll_event() {
@@ -52,6 +66,20 @@ pub fn hostile_peer(data: &[u8]) {
             act(&mut session, action, &mut known);
         }
     }
+}
+
+/// Hands each whole frame at the front of `inbox` to `session` as a frame, whatever its
+/// header says (an empty or overlong frame included), leaving a partial one.
+fn handle_whole_frames(session: &mut Session, inbox: &mut BytesMut) -> Result<(), ConnectionError> {
+    while let Some(header) = inbox.get(..HEADER_LEN) {
+        let len = u32::from_be_bytes(header.try_into().expect("a header")) as usize;
+        if inbox.len() < HEADER_LEN + len {
+            break;
+        }
+        inbox.advance(HEADER_LEN);
+        session.handle_frame(inbox.split_to(len).freeze())?;
+    }
+    Ok(())
 }
 
 fn note(event: &Event, known: &mut Vec<u64>) {
@@ -91,7 +119,7 @@ fn act(session: &mut Session, byte: u8, known: &mut Vec<u64>) {
             let _ = session.counts();
         }
         14 => session.outgoing().clear(),
-        _ => {}
+        _ => drop(session.send_item_bytes(cid, Bytes::from(vec![byte; byte_string_len(byte)]))),
     }
 }
 
@@ -138,10 +166,27 @@ impl Honest {
             .copied()
     }
 
-    /// Handles what arrived; an honest peer never breaks a rule, so any violation panics.
+    /// Handles what arrived, a long whole frame at the front handed over as a frame (as a
+    /// transport does); an honest peer never breaks a rule, so any violation panics.
     fn receive(&mut self) {
-        if let Err(e) = self.session.handle_bytes(&mut self.inbox) {
-            panic!("an honest peer broke the connection: {e}");
+        loop {
+            let long = self.inbox.get(..HEADER_LEN).and_then(|header| {
+                let len = u32::from_be_bytes(header.try_into().expect("a header")) as usize;
+                (len >= 1000 && self.inbox.len() >= HEADER_LEN + len).then_some(len)
+            });
+            let handled = match long {
+                Some(len) => {
+                    self.inbox.advance(HEADER_LEN);
+                    self.session.handle_frame(self.inbox.split_to(len).freeze())
+                }
+                None => self.session.handle_bytes(&mut self.inbox),
+            };
+            if let Err(e) = handled {
+                panic!("an honest peer broke the connection: {e}");
+            }
+            if long.is_none() {
+                break;
+            }
         }
         while let Some(event) = self.session.poll_event() {
             match event {
@@ -187,10 +232,17 @@ impl Honest {
                     self.live.insert(cid, kind);
                 }
             }
-            2 | 3 => {
+            2 => {
                 if let Some(cid) = picked {
                     // Refused without credit, after a stop, on a call that cannot stream.
                     let _ = s.send_item(cid, unit);
+                }
+            }
+            3 => {
+                if let Some(cid) = picked {
+                    // Long ones go out shared, not copied.
+                    let value = Bytes::from(vec![byte; byte_string_len(byte)]);
+                    let _ = s.send_item_bytes(cid, value);
                 }
             }
             4 => {

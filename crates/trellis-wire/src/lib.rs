@@ -21,6 +21,7 @@ mod frame;
 pub mod fuzzing;
 mod message;
 mod msgpack;
+mod outgoing;
 mod session;
 
 pub use auth::{Key, KeyError, Keyring};
@@ -33,6 +34,7 @@ pub use message::{
     ActorId, Auth, CallKind, Hello, Identity, MAX_PAYLOAD_DEPTH, Message, PROTOCOL_VERSION,
     Payload, Peer, Version,
 };
+pub use outgoing::Outgoing;
 pub use session::{
     Batch, CallCounts, CidHash, CidHasher, ConnectionError, Event, MAX_DETACHED, Outcome, Role,
     SendError, Session, Side, StreamStats, Window,

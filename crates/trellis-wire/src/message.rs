@@ -257,6 +257,32 @@ impl Payload {
         decode_limited(self.as_bytes()).map_err(|e| PayloadError::Decode(e.to_string()))
     }
 
+    /// The value as a byte string when it is one (a MessagePack `bin`, what a `bytes::Bytes`
+    /// or `serde_bytes` value encodes to): a long value shares this payload's memory, with no
+    /// copy; a short one is copied. `None` for any other value.
+    pub fn to_bin(&self) -> Option<Bytes> {
+        let bytes = self.as_bytes();
+        let (at, len) = match *bytes.first()? {
+            0xc4 => (2, usize::from(*bytes.get(1)?)),
+            0xc5 => (
+                3,
+                usize::from(u16::from_be_bytes(bytes.get(1..3)?.try_into().ok()?)),
+            ),
+            0xc6 => (
+                5,
+                u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?) as usize,
+            ),
+            _ => return None,
+        };
+        if bytes.len().checked_sub(at) != Some(len) {
+            return None;
+        }
+        Some(match &self.0 {
+            Repr::Shared(shared) => shared.slice(at..),
+            Repr::Inline { .. } => Bytes::copy_from_slice(&bytes[at..]),
+        })
+    }
+
     /// The MessagePack `nil` value (the unit `()`).
     pub fn unit() -> Payload {
         Payload::shared(Bytes::from_static(&[0xc0]))
@@ -722,20 +748,8 @@ impl Message {
         if len > max_frame {
             return None;
         }
-        let body = src.get(HEADER_LEN..HEADER_LEN + len)?;
-        if body.first() != Some(&0x93) {
-            return None;
-        }
-        let mut r = Reader::new(&body[1..]);
-        if r.uint().ok()? != kind::YIELD {
-            return None;
-        }
-        let cid = r.uint().ok()?;
-        let value_at = 1 + r.position();
-        let value_len = r.raw_value().ok()?.len();
-        if value_at + value_len != len {
-            return None;
-        }
+        let (cid, value_at) = Message::yield_head_of(src.get(HEADER_LEN..HEADER_LEN + len)?)?;
+        let value_len = len - value_at;
         let payload = match Payload::inline_at(src, HEADER_LEN + value_at, value_len) {
             Some(inline) => {
                 src.advance(HEADER_LEN + len);
@@ -747,6 +761,29 @@ impl Message {
             }
         };
         Some((cid, payload))
+    }
+
+    /// The call id and value of a `Yield` whose whole frame body is `frame`, the value sharing
+    /// the frame's memory; `None` for any other frame, left to [`Message::decode`].
+    pub(crate) fn yield_of(frame: &Bytes) -> Option<(u64, Payload)> {
+        let (cid, value_at) = Message::yield_head_of(frame)?;
+        Some((cid, Payload::from_buffer(frame, value_at..frame.len())))
+    }
+
+    /// The call id of the `Yield` that `body` (a whole frame body) is, and where its value
+    /// starts: `None` unless `body` is exactly a well-formed `Yield`.
+    fn yield_head_of(body: &[u8]) -> Option<(u64, usize)> {
+        if body.first() != Some(&0x93) {
+            return None;
+        }
+        let mut r = Reader::new(&body[1..]);
+        if r.uint().ok()? != kind::YIELD {
+            return None;
+        }
+        let cid = r.uint().ok()?;
+        let value_at = 1 + r.position();
+        let value_len = r.raw_value().ok()?.len();
+        (value_at + value_len == body.len()).then_some((cid, value_at))
     }
 
     /// The start of a `Yield`'s body, up to its value.

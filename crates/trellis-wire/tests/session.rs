@@ -1306,3 +1306,159 @@ fn items_read_from_bytes_give_the_events_of_the_same_messages() {
     assert!(buf.is_empty());
     assert_eq!(events(&mut read), expected);
 }
+
+/// A stream on which the acceptor sends: call 1, with `credit`.
+fn sending_stream(credit: u32) -> Session {
+    let mut s = connected(Side::Acceptor);
+    s.handle(start(1, CallKind::Stream)).unwrap();
+    s.accept(1).unwrap();
+    s.handle(Message::Credit {
+        cid: 1,
+        count: credit,
+    })
+    .unwrap();
+    sent(&mut s);
+    events(&mut s);
+    s
+}
+
+fn byte_string(size: usize) -> Bytes {
+    (0..size).map(|k| (k * 13) as u8).collect()
+}
+
+/// A byte string sent as it is (`send_item_bytes`, a long one shared rather than copied into
+/// the outgoing bytes) is the very frame serde writes for a `bytes::Bytes`, in the shortest
+/// `bin` form, and it keeps its place among the messages encoded around it.
+#[test]
+fn a_byte_string_sent_as_it_is_is_the_frame_serde_writes() {
+    let mut by_serde = sending_stream(1000);
+    let mut shared = sending_stream(1000);
+    for size in [0, 5, 255, 256, 16_383, 16_384, 65_535, 65_536, 100_000] {
+        let item = byte_string(size);
+        by_serde
+            .send_item(1, Payload::encode(&item).unwrap())
+            .unwrap();
+        shared.send_item_bytes(1, item.clone()).unwrap();
+        let wire = shared.outgoing().split();
+        assert_eq!(by_serde.outgoing().split(), wire, "{size} bytes");
+        let Some(Message::Yield { value, .. }) = Codec::new().decode(&mut wire.clone()).unwrap()
+        else {
+            panic!("not a Yield");
+        };
+        assert_eq!(value.to_bin(), Some(item), "{size} bytes");
+    }
+    let long = byte_string(50_000);
+    shared.send_item(1, value(1)).unwrap();
+    shared.send_item_bytes(1, long.clone()).unwrap();
+    shared.send_item(1, value(2)).unwrap();
+    shared.send_item_bytes(1, long.clone()).unwrap();
+    let values: Vec<Payload> = sent(&mut shared)
+        .into_iter()
+        .map(|m| match m {
+            Message::Yield { value, .. } => value,
+            other => panic!("not a Yield: {other:?}"),
+        })
+        .collect();
+    let long = Payload::encode(&long).unwrap();
+    assert_eq!(values, [value(1), long.clone(), value(2), long]);
+    assert_eq!(value(1).to_bin(), None, "not a byte string");
+    assert_eq!(Payload::encode("text").unwrap().to_bin(), None);
+}
+
+/// A byte string longer than a frame may be is refused before anything is written, and
+/// costs no credit; so is any item without credit.
+#[test]
+fn a_byte_string_too_long_for_a_frame_is_refused_whole() {
+    let mut s = sending_stream(1);
+    let too_long = Bytes::from(vec![0; trellis_wire::DEFAULT_MAX_FRAME]);
+    assert!(matches!(
+        s.send_item_bytes(1, too_long),
+        Err(SendError::TooLarge(_))
+    ));
+    assert!(s.outgoing().is_empty());
+    assert_eq!(s.send_credit(1), Ok(1));
+    s.send_item_bytes(1, byte_string(20_000)).unwrap();
+    assert_eq!(
+        s.send_item_bytes(1, byte_string(20_000)),
+        Err(SendError::NoCredit { cid: 1 })
+    );
+    assert_eq!(sent(&mut s).len(), 1);
+}
+
+/// A frame handed over whole (`handle_frame`: a transport read a long frame into memory of
+/// its own) gives the events the same frame gives among bytes, and a `Yield`'s value shares
+/// the frame's memory; an empty or overlong frame breaks the connection as its header would.
+#[test]
+fn a_frame_handed_over_whole_gives_the_events_of_its_bytes() {
+    let long = Payload::encode(&byte_string(70_000)).unwrap();
+    let messages = |a: u64, b: u64| {
+        vec![
+            Message::Yield {
+                cid: a,
+                value: value(1),
+            },
+            Message::Yield {
+                cid: b,
+                value: long.clone(),
+            },
+            Message::Yield {
+                cid: a,
+                value: long.clone(),
+            },
+            Message::Return {
+                cid: b,
+                value: value(2),
+            },
+        ]
+    };
+    let codec = Codec::new();
+
+    let mut read = connected(Side::Connector);
+    let [a, b] = two_streams(&mut read, 8);
+    let mut buf = BytesMut::new();
+    for m in messages(a, b) {
+        codec.encode(&m, &mut buf).unwrap();
+    }
+    read.handle_bytes(&mut buf).unwrap();
+    let expected = events(&mut read);
+    assert_eq!(expected.len(), 4);
+
+    let mut whole = connected(Side::Connector);
+    let [a, b] = two_streams(&mut whole, 8);
+    let mut frames = Vec::new();
+    for m in messages(a, b) {
+        let mut one = BytesMut::new();
+        codec.encode(&m, &mut one).unwrap();
+        frames.push(codec.decode_frame(&mut one).unwrap().unwrap());
+    }
+    let shared_frame = frames[2].clone();
+    for frame in frames {
+        whole.handle_frame(frame).unwrap();
+    }
+    let got = events(&mut whole);
+    assert_eq!(got, expected);
+    let Some(Event::Item { value, .. }) = got.get(2) else {
+        panic!("not an item: {got:?}");
+    };
+    let range = shared_frame.as_ptr_range();
+    assert!(range.contains(&value.to_bin().unwrap().as_ptr()), "copied");
+
+    for (frame, what) in [
+        (Bytes::new(), "empty"),
+        (
+            Bytes::from(vec![0x90; trellis_wire::DEFAULT_MAX_FRAME + 1]),
+            "too large",
+        ),
+    ] {
+        let mut s = connected(Side::Connector);
+        assert!(s.handle_frame(frame).is_err(), "{what}");
+        assert!(
+            connection_error(&mut s).contains("undecodable frame"),
+            "{what}"
+        );
+        assert_eq!(
+            s.handle_frame(Bytes::from_static(&[0x91, 0x0c])),
+            Err(ConnectionError::Closed)
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //! [`MsgStream::subscribe`] hands the stream's items to many local tasks, each getting every
 //! item (the broadcast receiver of `trellis::broadcast`).
 
+use std::any::{Any, TypeId};
 use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -14,6 +15,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trellis::broadcast::{
@@ -133,7 +135,7 @@ impl<Rx, Tx> MsgStream<Rx, Tx> {
     }
 }
 
-impl<Rx, Tx: Serialize> MsgStream<Rx, Tx> {
+impl<Rx, Tx: Serialize + 'static> MsgStream<Rx, Tx> {
     /// Sends an item; waits for credit when the receiver is behind. A checkpoint.
     ///
     /// # Errors
@@ -145,7 +147,7 @@ impl<Rx, Tx: Serialize> MsgStream<Rx, Tx> {
     }
 }
 
-impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
+impl<Rx: DeserializeOwned + 'static, Tx> MsgStream<Rx, Tx> {
     /// The next item; `None` once the other end stopped sending (or, on a one-way stream, the
     /// remote function returned). A checkpoint; cancel-safe (a cancelled receive takes
     /// nothing).
@@ -238,7 +240,13 @@ impl<Rx: DeserializeOwned, Tx> MsgStream<Rx, Tx> {
     }
 }
 
-fn decode_item<Rx: DeserializeOwned>(link: &Link, payload: &Payload) -> Result<Rx, trellis::Error> {
+fn decode_item<Rx: DeserializeOwned + 'static>(
+    link: &Link,
+    payload: &Payload,
+) -> Result<Rx, trellis::Error> {
+    if let Some(item) = shared_bytes(payload) {
+        return Ok(item);
+    }
     payload.decode().map_err(|e| {
         ActorError::BadItem(format!(
             "an item from actor {} does not decode as {}: {e}",
@@ -249,12 +257,25 @@ fn decode_item<Rx: DeserializeOwned>(link: &Link, payload: &Payload) -> Result<R
     })
 }
 
+/// A `bytes::Bytes` item that shares the memory of the frame it came in: a large item is
+/// handed over without a copy (serde's `Deserialize` for `Bytes` would copy it). `None` for
+/// any other item type, and for a value that is not a byte string (serde decodes it then).
+fn shared_bytes<Rx: 'static>(payload: &Payload) -> Option<Rx> {
+    if TypeId::of::<Rx>() != TypeId::of::<Bytes>() {
+        return None;
+    }
+    let mut item = Some(payload.to_bin()?);
+    (&mut item as &mut dyn Any)
+        .downcast_mut::<Option<Rx>>()?
+        .take()
+}
+
 async fn receive_subscribed<Rx>(
     receiver: &BroadcastReceiver<Items<Rx>>,
     link: &Link,
 ) -> Result<Option<Rx>, trellis::Error>
 where
-    Rx: DeserializeOwned + Clone,
+    Rx: DeserializeOwned + Clone + 'static,
 {
     match receiver.recv().await {
         Ok(Ok(value)) => Ok(Some(value)),
@@ -273,12 +294,12 @@ where
 }
 
 /// One task's subscription to a [`MsgStream`]'s items (see [`MsgStream::subscribe`]).
-pub struct Subscription<Rx: DeserializeOwned> {
+pub struct Subscription<Rx: DeserializeOwned + 'static> {
     receiver: BroadcastReceiver<Items<Rx>>,
     link: Link,
 }
 
-impl<Rx: DeserializeOwned> std::fmt::Debug for Subscription<Rx> {
+impl<Rx: DeserializeOwned + 'static> std::fmt::Debug for Subscription<Rx> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription")
             .field("cid", &self.link.cid)
@@ -286,7 +307,7 @@ impl<Rx: DeserializeOwned> std::fmt::Debug for Subscription<Rx> {
     }
 }
 
-impl<Rx: DeserializeOwned + Clone> Subscription<Rx> {
+impl<Rx: DeserializeOwned + Clone + 'static> Subscription<Rx> {
     /// The next item for this subscriber; `None` at the end of the stream. A checkpoint.
     ///
     /// # Errors
@@ -322,7 +343,7 @@ struct Items<Rx> {
     _rx: PhantomData<fn() -> Rx>,
 }
 
-impl<Rx: DeserializeOwned> futures_core::Stream for Items<Rx> {
+impl<Rx: DeserializeOwned + 'static> futures_core::Stream for Items<Rx> {
     type Item = Decoded<Rx>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Decoded<Rx>>> {

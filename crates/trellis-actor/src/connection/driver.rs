@@ -5,14 +5,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use trellis::Cancelled;
-use trellis_wire::{Batch, Event, Payload};
+use trellis_wire::{Batch, Event, HEADER_LEN, Payload};
 
 use super::chan::{CallEnd, Chan};
 use super::conn::{Conn, End, Flush, Local, Service};
+use super::frames::{self, FramePool, LargeFrame};
 use crate::error::StreamOverrun;
 use crate::limits::{FREE_FRAME_BYTES, ReadBudget};
 use crate::transport::{Reader, Writer};
@@ -190,29 +191,34 @@ impl Conn {
         taken: &mut usize,
     ) -> End {
         let mut steps = Vec::new();
-        // Since when the incomplete frame at the head of `buf` has been arriving.
+        // Since when the incomplete frame at the head of `buf` (or `large`) has been arriving.
         let mut frame_since: Option<Instant> = None;
         // Whether the connection was idle when the last idle period began.
         let mut was_idle = false;
+        // A large frame on its way in, read into a buffer of its own (see `frames.rs`).
+        let pool = Arc::new(FramePool::default());
+        let mut large: Option<LargeFrame> = None;
         loop {
             // Events may wait from the handshake's last read.
             let before = buf.len();
-            if let Some(end) = self.pump(&mut buf, &mut steps) {
+            let whole = large.take_if(|f| f.is_whole()).map(LargeFrame::finish);
+            if let Some(end) = self.pump(&mut buf, whole, &mut steps) {
                 return end;
             }
-            if buf.is_empty() {
+            if buf.is_empty() && large.is_none() {
                 frame_since = None;
             } else if frame_since.is_none() || buf.len() < before {
                 frame_since = Some(Instant::now());
             }
             // The incomplete frame's share of the budget, once its length is known.
-            let want = match buf.get(..4) {
-                Some(header) => {
-                    let len = u32::from_be_bytes(header.try_into().expect("four bytes"));
-                    (len as usize + 4).saturating_sub(FREE_FRAME_BYTES)
+            let wire_len = match (&large, buf.get(..4)) {
+                (Some(frame), _) => frame.wire_len(),
+                (None, Some(header)) => {
+                    u32::from_be_bytes(header.try_into().expect("four bytes")) as usize + 4
                 }
-                None => 0,
+                (None, None) => 0,
             };
+            let want = wire_len.saturating_sub(FREE_FRAME_BYTES);
             if want > *taken {
                 if !limits.budget.take(want - *taken) {
                     let text = "the actor's memory for incoming frames is spent";
@@ -225,7 +231,13 @@ impl Conn {
                 limits.budget.give(*taken - want);
                 *taken = want;
             }
-            if buf.capacity() - buf.len() < 1024 {
+            if large.is_none()
+                && let Some(len) = frames::large_frame_at(&buf)
+            {
+                large = Some(LargeFrame::start(&pool, len, &buf[HEADER_LEN..]));
+                buf.clear();
+            }
+            if large.is_none() && buf.capacity() - buf.len() < 1024 {
                 buf.reserve(64 * 1024);
             }
             // A frame under way must complete in time; a connection allowed to idle is
@@ -238,19 +250,17 @@ impl Conn {
                     (Instant::now() + idle, Deadline::Idle)
                 }),
             };
+            let read = trellis::cancellable(read_some(&mut reader, &mut buf, large.as_mut()));
             let read = match deadline {
-                None => trellis::cancellable(reader.read_buf(&mut buf)).await,
-                Some((at, why)) => {
-                    let read = trellis::cancellable(reader.read_buf(&mut buf));
-                    match trellis::move_on_at(at, read).await {
-                        Ok(Some(read)) => Ok(read),
-                        Ok(None) => match why {
-                            Deadline::Idle if !(was_idle && self.is_idle()) => continue,
-                            _ => return self.expired(why, limits),
-                        },
-                        Err(cancelled) => Err(cancelled),
-                    }
-                }
+                None => read.await,
+                Some((at, why)) => match trellis::move_on_at(at, read).await {
+                    Ok(Some(read)) => Ok(read),
+                    Ok(None) => match why {
+                        Deadline::Idle if !(was_idle && self.is_idle()) => continue,
+                        _ => return self.expired(why, limits),
+                    },
+                    Err(cancelled) => Err(cancelled),
+                },
             };
             match read {
                 Ok(Ok(0)) => {
@@ -324,10 +334,15 @@ impl Conn {
 
     /// Feeds what was read to the engine and carries out its events; `Some` when the
     /// connection is over.
-    fn pump(&self, buf: &mut BytesMut, steps: &mut Vec<Step>) -> Option<End> {
+    fn pump(&self, buf: &mut BytesMut, whole: Option<Bytes>, steps: &mut Vec<Step>) -> Option<End> {
         {
             let mut state = self.lock();
-            let handled = state.session.handle_bytes(buf);
+            // A large frame read whole came before anything in `buf`.
+            let handled = match whole {
+                Some(frame) => (state.session.handle_frame(frame))
+                    .and_then(|()| state.session.handle_bytes(buf)),
+                None => state.session.handle_bytes(buf),
+            };
             while let Some(batch) = state.session.poll_batch() {
                 match batch {
                     Batch::Items { cid, values } => {
@@ -437,5 +452,17 @@ impl Conn {
             )))),
             _ => {}
         }
+    }
+}
+
+/// Reads what comes next: into the large frame under way, up to its end, else into `buf`.
+async fn read_some(
+    reader: &mut Reader,
+    buf: &mut BytesMut,
+    large: Option<&mut LargeFrame>,
+) -> std::io::Result<usize> {
+    match large {
+        Some(frame) => reader.read_buf(&mut frame.rest()).await,
+        None => reader.read_buf(buf).await,
     }
 }

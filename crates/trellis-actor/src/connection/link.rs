@@ -2,9 +2,11 @@
 //! reads the buffer and reports reads to the engine (which grants credit); sending asks the
 //! engine for credit and waits on the buffer's waker when there is none.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
+use bytes::Bytes;
 use serde::Serialize;
 use trellis::{CancelScope, CancelSource};
 use trellis_wire::{CallKind, CancelReason as WireReason, Payload, Role, SendError, Window};
@@ -113,7 +115,7 @@ impl Link {
 
     /// Sends `item` once there is credit, encoding it straight into the connection's
     /// outgoing buffer.
-    pub(crate) async fn send<T: Serialize>(&self, item: T) -> Result<(), trellis::Error> {
+    pub(crate) async fn send<T: Serialize + 'static>(&self, item: T) -> Result<(), trellis::Error> {
         // A sender that never has to wait (unlimited credit) still lets the connection's
         // writer, which may sit on the same worker, run once in a while (and not so often
         // that each write carries only a few items).
@@ -160,14 +162,18 @@ impl Link {
         }
     }
 
-    fn poll_send<T: Serialize + ?Sized>(
+    fn poll_send<T: Serialize + 'static>(
         &self,
         cx: &TaskContext<'_>,
         item: &T,
     ) -> Poll<Result<(), trellis::Error>> {
+        // A `bytes::Bytes` item goes out from where it is (serde's `Serialize` would copy
+        // it into the outgoing buffer); the peer reads the same `bin` value either way.
+        let bytes = (item as &dyn Any).downcast_ref::<Bytes>();
         for attempt in 0..2 {
-            let sent = self.conn.act_item(cx, |s| {
-                s.send_item_with(self.cid, |out| Payload::encode_into(item, out))
+            let sent = self.conn.act_item(cx, |s| match bytes {
+                Some(bytes) => s.send_item_bytes(self.cid, bytes.clone()),
+                None => s.send_item_with(self.cid, |out| Payload::encode_into(item, out)),
             });
             let Some(sent) = sent else {
                 // The outgoing buffer is full; woken when it drained.

@@ -5,12 +5,14 @@
 //! * `outgoing.rs`: the outgoing buffer, flushed at once or by the writer task, and the
 //!   high-water mark stream senders wait on;
 //! * `driver.rs`: the reader and writer tasks, and routing the engine's events;
+//! * `frames.rs`: large incoming frames, read into buffers of their own from a small pool;
 //! * `serving.rs`: running the peer's calls;
 //! * `chan.rs` and `link.rs`: a stream or context call's local buffer and its end.
 
 mod chan;
 mod conn;
 mod driver;
+mod frames;
 mod link;
 mod outgoing;
 mod serving;

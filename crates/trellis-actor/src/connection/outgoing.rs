@@ -79,7 +79,7 @@ impl Conn {
         };
         let out = session.outgoing();
         while !out.is_empty() {
-            match writer.try_write(out) {
+            match writer.try_write_buf(out) {
                 Ok(0) => {
                     *write_error = Some(std::io::ErrorKind::WriteZero.into());
                     break;

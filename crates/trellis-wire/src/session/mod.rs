@@ -22,9 +22,10 @@ mod send;
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::auth::{self, Keyring};
+use crate::outgoing::Outgoing;
 use crate::{
     ActorId, CallKind, CancelReason, Codec, DecodeError, EncodeError, ErrorReport, Hello, Identity,
     Message, PROTOCOL_VERSION, Payload, Peer, ProtocolError, TraceContext,
@@ -359,7 +360,7 @@ pub struct Session {
     next_cid: u64,
     /// The highest id of a call the peer started.
     peer_highest: Option<u64>,
-    out: BytesMut,
+    out: Outgoing,
     /// Events in arrival order, consecutive items of one call kept together.
     events: VecDeque<Batch>,
 }
@@ -436,7 +437,7 @@ impl Session {
             max_peer_calls: usize::MAX,
             next_cid: if side.parity() == 1 { 1 } else { 2 },
             peer_highest: None,
-            out: BytesMut::new(),
+            out: Outgoing::default(),
             events: VecDeque::new(),
         };
         let hello = Message::Hello(Hello {
@@ -445,7 +446,7 @@ impl Session {
         });
         session
             .codec
-            .encode(&hello, &mut session.out)
+            .encode(&hello, session.out.tail())
             .expect("a Hello fits any frame");
         session
     }
@@ -485,9 +486,9 @@ impl Session {
         self.failed || self.goodbye_sent || self.peer_done
     }
 
-    /// Encoded messages waiting to be written. The driver writes from the front and advances
-    /// past what the socket took.
-    pub fn outgoing(&mut self) -> &mut BytesMut {
+    /// What waits to be written. The driver writes from the front and advances past what
+    /// the socket took.
+    pub fn outgoing(&mut self) -> &mut Outgoing {
         &mut self.out
     }
 

@@ -51,6 +51,42 @@ impl Session {
         }
     }
 
+    /// Handles one whole frame's body (without its length header), which a transport read
+    /// into memory of its own (a large frame, say, read straight into a buffer of its size):
+    /// the same as [`handle_bytes`](Session::handle_bytes) given the frame with its header,
+    /// and a `Yield`'s value shares `frame`'s memory.
+    ///
+    /// # Errors
+    ///
+    /// As [`handle_bytes`](Session::handle_bytes); a frame that is empty or longer than the
+    /// codec's maximum is refused as a header announcing it would be.
+    pub fn handle_frame(&mut self, frame: Bytes) -> Result<(), ConnectionError> {
+        if self.failed {
+            return Err(ConnectionError::Closed);
+        }
+        let max = self.codec.max_frame();
+        let decoded = if frame.is_empty() {
+            Err(crate::DecodeError::EmptyFrame)
+        } else if frame.len() > max {
+            Err(crate::DecodeError::FrameTooLarge {
+                len: frame.len(),
+                max,
+            })
+        } else if let Some((cid, value)) = Message::yield_of(&frame) {
+            let mut rest = BytesMut::new();
+            return self.receive_items(cid, value, &mut rest).map(drop);
+        } else {
+            Message::decode(frame)
+        };
+        match decoded {
+            Ok(message) => self.handle(message),
+            Err(e) => {
+                self.fail_connection(format!("undecodable frame: {e}"));
+                Err(e.into())
+            }
+        }
+    }
+
     /// A `Yield` the fast path read, and the `Yield`s of the same call right behind it in
     /// `buf`: items for a live call that may receive them are counted and queued here, with
     /// one look-up of the call for the run, without building a [`Message`] or an event for
@@ -512,7 +548,7 @@ impl Session {
 
     /// Encodes a message the session itself sends (small, always within a frame).
     pub(super) fn encode(&mut self, msg: &Message) {
-        if self.codec.encode(msg, &mut self.out).is_err() {
+        if self.codec.encode(msg, self.out.tail()).is_err() {
             // Only an error report could be this large: send it without its details.
             if let Message::Error { cid, error } = msg {
                 let mut short = self.report(error.message.chars().take(1024).collect());
@@ -522,7 +558,7 @@ impl Session {
                         cid: *cid,
                         error: Box::new(short),
                     },
-                    &mut self.out,
+                    self.out.tail(),
                 );
             }
         }

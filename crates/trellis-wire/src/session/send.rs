@@ -3,11 +3,13 @@
 
 use super::call::{Call, Receiving, UNLIMITED};
 use super::{Outcome, Role, SendError, Session, Window};
-use bytes::BytesMut;
+use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::frame::HEADER_LEN;
+use crate::outgoing::{Outgoing, SHARE_FROM};
 use crate::{
-    ActorId, CallKind, CancelReason, ErrorReport, Message, Payload, PayloadError, ProtocolError,
-    TraceContext,
+    ActorId, CallKind, CancelReason, Codec, EncodeError, ErrorReport, Message, Payload,
+    PayloadError, ProtocolError, TraceContext,
 };
 
 impl Session {
@@ -29,7 +31,7 @@ impl Session {
             .ok_or(SendError::CallOver { cid })?;
         let mut trial = *call;
         let ends = trial.apply(cid, msg, call.role)?;
-        self.codec.encode(msg, &mut self.out)?;
+        self.codec.encode(msg, self.out.tail())?;
         *call = trial;
         if ends {
             self.calls.remove(&cid);
@@ -78,7 +80,7 @@ impl Session {
                 args,
                 trace,
             },
-            &mut self.out,
+            self.out.tail(),
         )?;
         self.next_cid += 2;
         self.calls.insert(cid, Call::new(kind, Role::Caller));
@@ -248,6 +250,57 @@ impl Session {
         cid: u64,
         encode: impl FnOnce(&mut BytesMut) -> Result<(), PayloadError>,
     ) -> Result<(), SendError> {
+        self.send_item_as(cid, |codec, out| {
+            codec.encode_with(out.tail(), |dst| {
+                Message::yield_head(dst, cid);
+                encode(dst).map_err(SendError::from)
+            })
+        })
+    }
+
+    /// Sends a stream item whose value is the byte string `value` (a MessagePack `bin`, what
+    /// a `bytes::Bytes` encodes to): a long value is queued in the outgoing bytes as it is,
+    /// shared and not copied.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_item`](Session::send_item).
+    pub fn send_item_bytes(&mut self, cid: u64, value: Bytes) -> Result<(), SendError> {
+        if value.len() < SHARE_FROM {
+            return self.send_item_with(cid, |dst| {
+                write_bin_len(dst, value.len())?;
+                dst.extend_from_slice(&value);
+                Ok(())
+            });
+        }
+        self.send_item_as(cid, |codec, out| {
+            let dst = out.tail();
+            let start = dst.len();
+            dst.put_u32(0);
+            Message::yield_head(dst, cid);
+            if let Err(e) = write_bin_len(dst, value.len()) {
+                dst.truncate(start);
+                return Err(e.into());
+            }
+            let len = dst.len() - start - HEADER_LEN + value.len();
+            if len > codec.max_frame() {
+                dst.truncate(start);
+                let max = codec.max_frame();
+                return Err(EncodeError::FrameTooLarge { len, max }.into());
+            }
+            dst[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+            out.share(value);
+            Ok(())
+        })
+    }
+
+    /// Sends a stream item that `encode` writes as a whole frame: one look-up of the call,
+    /// its rules and credit checked first, the credit taken only when the item was written.
+    fn send_item_as(
+        &mut self,
+        cid: u64,
+        encode: impl FnOnce(&Codec, &mut Outgoing) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
@@ -262,10 +315,7 @@ impl Session {
             }
             return Err(SendError::NoCredit { cid });
         }
-        self.codec.encode_with(&mut self.out, |dst| {
-            Message::yield_head(dst, cid);
-            encode(dst).map_err(SendError::from)
-        })?;
+        encode(&self.codec, &mut self.out)?;
         if call.send_credit != u64::MAX {
             call.send_credit -= 1;
         }
@@ -362,4 +412,24 @@ impl Session {
     pub fn fail(&mut self, message: impl Into<String>) {
         self.fail_connection(message.into());
     }
+}
+
+/// Writes the head of a MessagePack `bin` of `len` bytes (the shortest form, as any encoder
+/// writes it).
+fn write_bin_len(dst: &mut BytesMut, len: usize) -> Result<(), PayloadError> {
+    if let Ok(short) = u8::try_from(len) {
+        dst.put_u8(0xc4);
+        dst.put_u8(short);
+    } else if let Ok(medium) = u16::try_from(len) {
+        dst.put_u8(0xc5);
+        dst.put_u16(medium);
+    } else if let Ok(long) = u32::try_from(len) {
+        dst.put_u8(0xc6);
+        dst.put_u32(long);
+    } else {
+        return Err(PayloadError::Encode(format!(
+            "a byte string of {len} bytes is too long"
+        )));
+    }
+    Ok(())
 }
