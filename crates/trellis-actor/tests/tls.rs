@@ -27,6 +27,18 @@ async fn count_to(stream: MsgStream<Infallible, u64>, n: u64) -> Result<(), trel
     Ok(())
 }
 
+/// `n` byte strings of `size` bytes each, the `i`th filled with `i`.
+async fn blobs(
+    stream: MsgStream<Infallible, bytes::Bytes>,
+    n: u8,
+    size: usize,
+) -> Result<(), trellis::Error> {
+    for i in 0..n {
+        stream.send(bytes::Bytes::from(vec![i; size])).await?;
+    }
+    Ok(())
+}
+
 /// The tree's certificates, made once per test process and written where its children find
 /// them; a child reads them back.
 fn tls_dir() -> PathBuf {
@@ -52,7 +64,12 @@ fn tree_tls() -> TreeTls {
 }
 
 fn config() -> Config {
-    Config::new(Functions::new().register(add).register(count_to))
+    Config::new(
+        Functions::new()
+            .register(add)
+            .register(count_to)
+            .register(blobs),
+    )
         .child_args(["serve_children", "--exact", "--nocapture", "-q"])
         .secret(Secret::new(SECRET).unwrap())
         .transport(Transport::tcp_loopback())
@@ -107,6 +124,27 @@ fn a_tree_runs_over_mutual_tls() {
             })
             .await?;
         assert_eq!(items, 10_000);
+        Ok(())
+    });
+}
+
+/// Long byte strings (queued as they are on the sending side, read into frames of their own
+/// on the receiving side) cross TLS whole and in order.
+#[test]
+fn long_byte_strings_cross_tls_whole() {
+    with_target(|target, _| async move {
+        let sizes = target
+            .open_stream_from(blobs, (20u8, 300_000usize), |stream| async move {
+                let mut seen = 0u8;
+                while let Some(item) = stream.recv().await? {
+                    assert_eq!(item.len(), 300_000);
+                    assert!(item.iter().all(|&b| b == seen), "item {seen} differs");
+                    seen += 1;
+                }
+                Ok(seen)
+            })
+            .await?;
+        assert_eq!(sizes, 20);
         Ok(())
     });
 }
