@@ -70,11 +70,11 @@ fn config() -> Config {
             .register(count_to)
             .register(blobs),
     )
-        .child_args(["serve_children", "--exact", "--nocapture", "-q"])
-        .secret(Secret::new(SECRET).unwrap())
-        .transport(Transport::tcp_loopback())
-        .tls(tree_tls())
-        .child_env(TLS_DIR, tls_dir())
+    .child_args(["serve_children", "--exact", "--nocapture", "-q"])
+    .secret(Secret::new(SECRET).unwrap())
+    .transport(Transport::tcp_loopback())
+    .tls(tree_tls())
+    .child_env(TLS_DIR, tls_dir())
 }
 
 #[test]

@@ -222,7 +222,12 @@ pub(crate) fn call_sizes() -> (usize, usize) {
     (start.len(), ret.len())
 }
 
+/// The runtime of the actor benchmarks' roots and their anchors: the default root's, a
+/// multi-thread runtime, unless `TRELLIS_BENCH_ROOT=current_thread` asks for one thread.
 pub(crate) fn root_runtime() -> trellis::Runner {
+    if std::env::var("TRELLIS_BENCH_ROOT").as_deref() == Ok("current_thread") {
+        return trellis::Runner::current_thread().handle_ctrl_c(false);
+    }
     trellis::Runner::multi_thread().handle_ctrl_c(false)
 }
 

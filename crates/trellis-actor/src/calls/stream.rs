@@ -36,6 +36,11 @@ use crate::connection::Link;
 ///
 /// `recv` and `send` are checkpoints. Clones share the stream; when the last is dropped, the
 /// end closes (its sending side says `Stop`, its receiving side discards what still comes).
+///
+/// Items are MessagePack values (serde). For bulk data, stream `bytes::Bytes` items (with
+/// bytes' `serde` feature): a long one is written from its own memory and received as a
+/// share of the buffer it was read into, with no copy on either side; the peer sees an
+/// ordinary byte string (`bin`), as `serde_bytes` would send.
 pub struct MsgStream<Rx, Tx = Infallible> {
     inner: Arc<StreamInner<Rx>>,
     _types: PhantomData<fn(Tx)>,
