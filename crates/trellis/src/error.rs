@@ -420,8 +420,13 @@ struct Boxed {
 
 impl Repr {
     fn other(error: Box<dyn StdError + Send + Sync + 'static>, type_name: &'static str) -> Self {
-        // A group's members carry their own backtraces; the group's would be noise.
-        let backtrace = if error.is::<ErrorGroup>() {
+        // A group's members carry their own backtraces; the group's would be noise. So would
+        // a cancellation's that a typed error wraps (`IoError::Cancelled`, say): control flow
+        // rather than a fault, and frequent enough that capturing would cost.
+        let wraps_cancelled = error
+            .source()
+            .is_some_and(|source| source.is::<Cancelled>());
+        let backtrace = if error.is::<ErrorGroup>() || wraps_cancelled {
             Backtrace::disabled()
         } else {
             Backtrace::capture()

@@ -250,8 +250,25 @@ fn make_error_here() -> Error {
     Error::msg("made here")
 }
 
+/// A typed error that is a cancellation, as `IoError::Cancelled` is.
+#[derive(Debug)]
+struct Stopped(Cancelled);
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped: {}", self.0)
+    }
+}
+
+impl std::error::Error for Stopped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// An error keeps the backtrace of where it became an `Error` when backtraces are enabled
-/// (`RUST_BACKTRACE=1`), and none when they are not; `Cancelled` and groups never carry one.
+/// (`RUST_BACKTRACE=1`), and none when they are not; `Cancelled`, errors wrapping it and groups
+/// never carry one.
 /// Backtrace settings are read once per process, so each case runs in a process of its own.
 #[test]
 fn errors_capture_a_backtrace_only_when_enabled() {
@@ -264,6 +281,10 @@ fn errors_capture_a_backtrace_only_when_enabled() {
             assert!(Error::cancelled().backtrace().is_none());
             let group = Error::from(trellis::ErrorGroup::new("two", vec![err, Error::msg("b")]));
             assert!(group.backtrace().is_none());
+            // A cancellation that a typed error wraps (as its source) is not a fault either.
+            let wrapped = Error::from(Stopped(Cancelled::new()));
+            assert!(wrapped.is_cancelled());
+            assert!(wrapped.backtrace().is_none());
         }
         Ok("off") => {
             let err = make_error_here();
