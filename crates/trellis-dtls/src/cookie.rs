@@ -95,7 +95,8 @@ impl CookieKey {
     }
 
     fn cookie(&self, salt: &[u8], tick: u64, peer: &SocketAddr, signed: &[u8]) -> [u8; COOKIE_LEN] {
-        let digest = self.mac(&[salt, &tick.to_be_bytes(), &address(peer), signed]);
+        let (address, len) = address(peer);
+        let digest = self.mac(&[salt, &tick.to_be_bytes(), &address[..len], signed]);
         let mut cookie = [0u8; COOKIE_LEN];
         cookie[..SALT_LEN].copy_from_slice(salt);
         cookie[SALT_LEN..].copy_from_slice(&digest[..COOKIE_LEN - SALT_LEN]);
@@ -137,24 +138,33 @@ impl CookieKey {
     }
 }
 
+/// The longest address [`address`] writes: the family, an IPv6 address, its flow and scope,
+/// and the port.
+const ADDRESS_MAX: usize = 1 + 16 + 4 + 4 + 2;
+
 /// A peer's address as the cookie signs it: IP, port and, for IPv6, flow and scope, without
-/// making a string.
-fn address(peer: &SocketAddr) -> Vec<u8> {
-    let mut out = Vec::with_capacity(26);
+/// making a string or allocating; the bytes are `.0[..len]`.
+fn address(peer: &SocketAddr) -> ([u8; ADDRESS_MAX], usize) {
+    let mut out = [0; ADDRESS_MAX];
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        out[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    };
     match peer {
         SocketAddr::V4(v4) => {
-            out.push(4);
-            out.extend_from_slice(&v4.ip().octets());
+            put(&[4]);
+            put(&v4.ip().octets());
         }
         SocketAddr::V6(v6) => {
-            out.push(6);
-            out.extend_from_slice(&v6.ip().octets());
-            out.extend_from_slice(&v6.flowinfo().to_be_bytes());
-            out.extend_from_slice(&v6.scope_id().to_be_bytes());
+            put(&[6]);
+            put(&v6.ip().octets());
+            put(&v6.flowinfo().to_be_bytes());
+            put(&v6.scope_id().to_be_bytes());
         }
     }
-    out.extend_from_slice(&peer.port().to_be_bytes());
-    out
+    put(&peer.port().to_be_bytes());
+    (out, len)
 }
 
 fn tick(now: Duration) -> u64 {
@@ -210,5 +220,32 @@ mod tests {
         let expected = signer.sign_to_vec().unwrap();
         assert_eq!(CookieKey::from_bytes(key).mac(&fields)[..], expected[..]);
         assert_ne!(CookieKey::from_bytes([8; 32]).mac(&fields)[..], expected[..]);
+    }
+
+    /// A cookie signs every part of the peer's address: another IP, port, family, IPv6 flow
+    /// or scope gives another cookie.
+    #[test]
+    fn every_part_of_the_address_is_signed() {
+        let key = CookieKey::from_bytes([7; 32]);
+        let peers = [
+            "127.0.0.1:4000",
+            "127.0.0.2:4000",
+            "127.0.0.1:4001",
+            "[::ffff:127.0.0.1]:4000",
+            "[fe80::1]:4000",
+            "[fe80::1%2]:4000",
+        ];
+        let mut peers: Vec<std::net::SocketAddr> = peers.iter().map(|p| p.parse().unwrap()).collect();
+        let mut flowed = peers[4];
+        if let std::net::SocketAddr::V6(v6) = &mut flowed {
+            v6.set_flowinfo(9);
+        }
+        peers.push(flowed);
+        let cookies: std::collections::HashSet<_> = (peers.iter())
+            .map(|peer| key.cookie(b"saltsalt", 1, peer, b"hello"))
+            .collect();
+        assert_eq!(cookies.len(), peers.len());
+        let (_, len) = super::address(&"[fe80::1%2]:4000".parse().unwrap());
+        assert_eq!(len, super::ADDRESS_MAX);
     }
 }
