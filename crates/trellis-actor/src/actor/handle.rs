@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) keyring: Keyring,
     /// What incomplete frames take of the memory `Limits::read_budget` allows.
     pub(crate) read_budget: Arc<crate::limits::ReadBudget>,
+    /// Buffers for large incoming frames, free for the next one, shared by the connections.
+    pub(crate) frame_pool: Arc<crate::connection::FramePool>,
     pub(crate) addr: Addr,
     /// Connections (their I/O tasks) run here.
     pub(crate) io: Nursery,

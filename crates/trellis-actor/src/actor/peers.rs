@@ -268,6 +268,7 @@ impl Actor {
             idle_timeout: config.limits.idle_timeout.filter(|_| outside),
             max_peer_calls: config.limits.max_calls_per_connection,
             budget: self.inner.read_budget.clone(),
+            frame_pool: self.inner.frame_pool.clone(),
         };
         let actor = self.clone();
         let c = conn.clone();

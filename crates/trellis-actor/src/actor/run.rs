@@ -93,6 +93,7 @@ where
                         secret,
                         keyring,
                         read_budget,
+                        frame_pool: Default::default(),
                         registry: registrar.is_none().then(Default::default),
                         etcd,
                         registrar: registrar.unwrap_or_else(|| addr.clone()),

@@ -30,6 +30,8 @@ pub(crate) struct ReadLimits {
     /// What incomplete frames beyond their free share take, shared by the actor's
     /// connections.
     pub(crate) budget: Arc<ReadBudget>,
+    /// Buffers for large frames (`frames.rs`), shared by the actor's connections.
+    pub(crate) frame_pool: Arc<FramePool>,
 }
 
 /// Why a read stopped waiting.
@@ -196,7 +198,7 @@ impl Conn {
         // Whether the connection was idle when the last idle period began.
         let mut was_idle = false;
         // A large frame on its way in, read into a buffer of its own (see `frames.rs`).
-        let pool = Arc::new(FramePool::default());
+        let pool = &limits.frame_pool;
         let mut large: Option<LargeFrame> = None;
         loop {
             // Events may wait from the handshake's last read.
@@ -234,7 +236,7 @@ impl Conn {
             if large.is_none()
                 && let Some(len) = frames::large_frame_at(&buf)
             {
-                large = Some(LargeFrame::start(&pool, len, &buf[HEADER_LEN..]));
+                large = Some(LargeFrame::start(pool, len, &buf[HEADER_LEN..]));
                 buf.clear();
             }
             if large.is_none() && buf.capacity() - buf.len() < 1024 {

@@ -1,9 +1,9 @@
 //! Large incoming frames, each read straight into a buffer of its own size: no copy into the
 //! connection's read buffer and out again, and the buffer handed to the engine as the frame
-//! (a `Yield`'s value, a `bytes::Bytes` item, shares it). Buffers come back to a small pool
-//! of the connection's when the last share of their frame is dropped, so that a stream of
-//! large items reuses memory the kernel has already faulted in instead of fresh memory for
-//! each frame.
+//! (a `Yield`'s value, a `bytes::Bytes` item, shares it). Buffers come back to a small pool,
+//! one per actor, when the last share of their frame is dropped, so that a stream of large
+//! items reuses memory the kernel has already faulted in instead of fresh memory for each
+//! frame.
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -14,14 +14,14 @@ use trellis_wire::HEADER_LEN;
 /// ones share the connection's read buffer.
 pub(super) const OWN_BUFFER_FRAME: usize = 64 * 1024;
 
-/// The most a connection's pool keeps of buffers no frame uses: memory beyond the read
-/// budget, held for the connection's life, so it stays small (a buffer that would exceed it
-/// is freed).
-const POOL_BYTES: usize = 4 << 20;
+/// The most an actor's pool keeps of buffers no frame uses: memory beyond the read budget,
+/// held for the actor's life whatever its peers do, so it stays small (a buffer that would
+/// exceed it is freed).
+const POOL_BYTES: usize = 8 << 20;
 
-/// A connection's buffers for large frames, free for the next one.
+/// An actor's buffers for large frames, free for the next one (of any connection).
 #[derive(Debug, Default)]
-pub(super) struct FramePool {
+pub(crate) struct FramePool {
     idle: Mutex<Vec<Vec<u8>>>,
 }
 
@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn the_pool_keeps_a_bounded_amount() {
         let pool = Arc::new(FramePool::default());
-        let frames: Vec<Bytes> = (0..8)
+        let frames: Vec<Bytes> = (0..POOL_BYTES / (1 << 20) + 4)
             .map(|_| {
                 let mut frame = LargeFrame::start(&pool, 1 << 20, &[]);
                 frame.rest().put_bytes(0, 1 << 20);

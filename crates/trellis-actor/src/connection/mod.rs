@@ -20,5 +20,6 @@ mod serving;
 pub(crate) use chan::CallEnd;
 pub(crate) use conn::{Conn, End, Incoming, Service};
 pub(crate) use driver::ReadLimits;
+pub(crate) use frames::FramePool;
 pub(crate) use link::Link;
 pub(crate) use serving::{BoxFuture, Prepared};
