@@ -10,6 +10,7 @@ use std::task::{Context as TaskContext, Waker};
 use trellis::CancelScope;
 use trellis_wire::{ActorId, Outcome, Payload, ProtocolError};
 
+use super::spin::{SpinGuard, SpinLock};
 use crate::error::StreamOverrun;
 
 /// How a call ended, for the side that waits on it.
@@ -46,7 +47,7 @@ pub(crate) struct Chan {
     /// The receiving end's share: what it took from `state.items` in one step, read one at a
     /// time without contending with the reader task that fills `state`. Locked before
     /// `state` when both are.
-    taken: Padded<Mutex<Taken>>,
+    taken: Padded<SpinLock<Taken>>,
     /// Sends and receives on this call, for [`schedule_point`](Chan::schedule_point).
     operations: AtomicU32,
 }
@@ -103,7 +104,7 @@ impl Chan {
     pub(crate) fn new() -> Arc<Chan> {
         Arc::new(Chan {
             state: Mutex::new(ChanState::default()),
-            taken: Padded(Mutex::new(Taken::default())),
+            taken: Padded(SpinLock::default()),
             operations: AtomicU32::new(0),
         })
     }
@@ -127,8 +128,8 @@ impl Chan {
     }
 
     /// The receiving end's share (lock it first when taking both).
-    pub(crate) fn taken(&self) -> MutexGuard<'_, Taken> {
-        self.taken.0.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn taken(&self) -> SpinGuard<'_, Taken> {
+        self.taken.0.lock()
     }
 
     /// Drops every item buffered, taken or not.

@@ -7,7 +7,8 @@
 //! * `driver.rs`: the reader and writer tasks, and routing the engine's events;
 //! * `frames.rs`: large incoming frames, read into buffers of their own from a small pool;
 //! * `serving.rs`: running the peer's calls;
-//! * `chan.rs` and `link.rs`: a stream or context call's local buffer and its end.
+//! * `chan.rs` and `link.rs`: a stream or context call's local buffer and its end;
+//! * `spin.rs`: the lock of the receiving end's share of that buffer, taken for every item.
 
 mod chan;
 mod conn;
@@ -16,6 +17,8 @@ mod frames;
 mod link;
 mod outgoing;
 mod serving;
+#[allow(unsafe_code)]
+mod spin;
 
 pub(crate) use chan::CallEnd;
 pub(crate) use conn::{Conn, End, Incoming, Service};
