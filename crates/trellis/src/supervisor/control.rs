@@ -15,7 +15,9 @@ use std::task::{Context, Poll};
 
 use tokio::sync::Notify;
 
-use super::state::{Ended, Ending, Exit, Factory, Phase, Slot, State, Step};
+use super::state::{
+    Ended, Ending, Exit, Factory, Phase, Removal, SUPERVISOR_ENDED, Slot, State, Step,
+};
 use super::{
     ChildHandle, ChildPanicked, ChildStatus, Restart, StartError, Supervision, Supervisor, gave_up,
 };
@@ -183,8 +185,7 @@ impl Shared {
         };
         self.launch(id);
         self.wake.notify_one();
-        if removal.event.is_set() {
-            // The supervisor closed before its task could start.
+        if closed_before_start(&removal) {
             return Err(StartError::Closed);
         }
         Ok(ChildHandle { name, removal })
@@ -203,7 +204,7 @@ impl Shared {
             }
             if closed && slot.generation == 0 {
                 // Added just before the supervisor closed: it never runs.
-                state.remove_id(id, "its supervisor has ended");
+                state.remove_id(id, SUPERVISOR_ENDED);
                 self.settle(state);
                 self.wake.notify_one();
                 return;
@@ -240,7 +241,7 @@ impl Shared {
         if self.nursery.start_soon(task).is_err() {
             // The nursery has closed: the supervisor is over.
             let mut state = self.lock();
-            state.remove_id(id, "its supervisor has ended");
+            state.remove_id(id, SUPERVISOR_ENDED);
             self.settle(state);
         }
     }
@@ -419,5 +420,33 @@ impl<F: Future> Future for CatchPanic<F> {
             Ok(Poll::Pending) => Poll::Pending,
             Err(payload) => Poll::Ready(Err(payload)),
         }
+    }
+}
+
+/// Whether a child's removal, seen right after it was added and launched, says that the
+/// supervisor had closed before the child's task could start. A child that did start and
+/// already ended (a temporary one failing at once on another thread while the adding thread
+/// was preempted) was started: its handle tells the rest, and `start` must not say `Closed`.
+fn closed_before_start(removal: &Removal) -> bool {
+    removal.event.is_set() && removal.reason.get() == Some(&SUPERVISOR_ENDED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn removed(reason: &'static str) -> Removal {
+        let removal = Removal::default();
+        let _ = removal.reason.set(reason);
+        removal.event.set();
+        removal
+    }
+
+    #[test]
+    fn only_a_supervisor_that_ended_makes_a_start_closed() {
+        assert!(!closed_before_start(&Removal::default()), "not removed");
+        assert!(closed_before_start(&removed(SUPERVISOR_ENDED)));
+        assert!(!closed_before_start(&removed("temporary: not restarted")));
+        assert!(!closed_before_start(&removed("stopped by its supervisor")));
     }
 }

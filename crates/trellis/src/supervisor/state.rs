@@ -58,6 +58,9 @@ pub(super) struct Slot {
     pub(super) removal: Arc<Removal>,
 }
 
+/// Why a child is removed when its supervisor ends (or had ended when it was added).
+pub(super) const SUPERVISOR_ENDED: &str = "its supervisor has ended";
+
 /// Set once a child is removed for good: what its [`ChildHandle`](super::ChildHandle)s watch.
 #[derive(Default)]
 pub(super) struct Removal {
@@ -222,7 +225,7 @@ impl State {
     pub(super) fn close(&mut self) {
         self.closed = true;
         while !self.slots.is_empty() {
-            self.remove(0, "its supervisor has ended");
+            self.remove(0, SUPERVISOR_ENDED);
         }
     }
 
