@@ -22,6 +22,7 @@ pub mod fuzzing;
 mod message;
 mod msgpack;
 mod outgoing;
+mod payload;
 mod session;
 
 pub use auth::{Key, KeyError, Keyring};
@@ -31,10 +32,10 @@ pub use extension::{
 };
 pub use frame::{Codec, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
-    ActorId, Auth, CallKind, Hello, Identity, MAX_PAYLOAD_DEPTH, Message, PROTOCOL_VERSION,
-    Payload, Peer, Version,
+    ActorId, Auth, CallKind, Hello, Identity, Message, PROTOCOL_VERSION, Peer, Version,
 };
 pub use outgoing::Outgoing;
+pub use payload::{MAX_PAYLOAD_DEPTH, Payload};
 pub use session::{
     Batch, CallCounts, CidHash, CidHasher, ConnectionError, Event, MAX_DETACHED, Outcome, Role,
     SendError, Session, Side, StreamStats, Window,
