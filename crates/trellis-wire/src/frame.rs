@@ -69,6 +69,17 @@ impl Codec {
             return Ok(None);
         }
         let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        self.check_len(len)?;
+        if src.len() < HEADER_LEN + len {
+            src.reserve(HEADER_LEN + len - src.len());
+            return Ok(None);
+        }
+        src.advance(HEADER_LEN);
+        Ok(Some(src.split_to(len).freeze()))
+    }
+
+    /// Refuses a frame body of `len` bytes that no peer may send: empty, or over the maximum.
+    pub(crate) fn check_len(&self, len: usize) -> Result<(), DecodeError> {
         if len == 0 {
             return Err(DecodeError::EmptyFrame);
         }
@@ -78,12 +89,7 @@ impl Codec {
                 max: self.max_frame,
             });
         }
-        if src.len() < HEADER_LEN + len {
-            src.reserve(HEADER_LEN + len - src.len());
-            return Ok(None);
-        }
-        src.advance(HEADER_LEN);
-        Ok(Some(src.split_to(len).freeze()))
+        Ok(())
     }
 
     /// Takes one whole message off the front of `src`, if `src` holds one.
@@ -119,6 +125,22 @@ impl Codec {
         dst: &mut BytesMut,
         body: impl FnOnce(&mut BytesMut) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.encode_head(dst, 0, body)
+    }
+
+    /// Writes the head of one frame: its length, then what `body` writes; the frame's last
+    /// `rest` bytes are the caller's to queue right after (a value sent from where it is). On
+    /// any error nothing of it stays in `dst`.
+    pub(crate) fn encode_head<E: From<EncodeError>>(
+        &self,
+        dst: &mut BytesMut,
+        rest: usize,
+        body: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if rest > self.max_frame {
+            let max = self.max_frame;
+            return Err(EncodeError::FrameTooLarge { len: rest, max }.into());
+        }
         // Cuts `dst` back to `start` unless the frame completes: on an error, on a frame too
         // large, and on a panic in `body` (a value's `Serialize`), so that no partial frame
         // is ever sent.
@@ -142,7 +164,7 @@ impl Codec {
             done: false,
         };
         body(frame.dst)?;
-        let len = frame.dst.len() - start - HEADER_LEN;
+        let len = frame.dst.len() - start - HEADER_LEN + rest;
         if len > self.max_frame {
             return Err(EncodeError::FrameTooLarge {
                 len,

@@ -275,7 +275,12 @@ pub(crate) fn write_str(dst: &mut impl BufMut, s: &str) {
 }
 
 pub(crate) fn write_bin(dst: &mut impl BufMut, b: &[u8]) {
-    let len = b.len();
+    write_bin_len(dst, b.len());
+    dst.put_slice(b);
+}
+
+/// The head of a binary string of `len` bytes, in the shortest form (as any encoder writes it).
+pub(crate) fn write_bin_len(dst: &mut impl BufMut, len: usize) {
     match len {
         0..=0xff => {
             dst.put_u8(0xc4);
@@ -290,5 +295,4 @@ pub(crate) fn write_bin(dst: &mut impl BufMut, b: &[u8]) {
             dst.put_u32(u32::try_from(len).expect("binary strings are shorter than a frame"));
         }
     }
-    dst.put_slice(b);
 }

@@ -118,25 +118,11 @@ impl Payload {
     /// or `serde_bytes` value encodes to): a long value shares this payload's memory, with no
     /// copy; a short one is copied. `None` for any other value.
     pub fn to_bin(&self) -> Option<Bytes> {
-        let bytes = self.as_bytes();
-        let (at, len) = match *bytes.first()? {
-            0xc4 => (2, usize::from(*bytes.get(1)?)),
-            0xc5 => (
-                3,
-                usize::from(u16::from_be_bytes(bytes.get(1..3)?.try_into().ok()?)),
-            ),
-            0xc6 => (
-                5,
-                u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?) as usize,
-            ),
-            _ => return None,
-        };
-        if bytes.len().checked_sub(at) != Some(len) {
-            return None;
-        }
+        let mut reader = Reader::new(self.as_bytes());
+        let value = reader.bin().ok().filter(|_| reader.is_empty())?;
         Some(match &self.0 {
-            Repr::Shared(shared) => shared.slice(at..),
-            Repr::Inline { .. } => Bytes::copy_from_slice(&bytes[at..]),
+            Repr::Shared(shared) => shared.slice_ref(value),
+            Repr::Inline { .. } => Bytes::copy_from_slice(value),
         })
     }
 

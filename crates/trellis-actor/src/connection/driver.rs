@@ -213,11 +213,9 @@ impl Conn {
                 frame_since = Some(Instant::now());
             }
             // The incomplete frame's share of the budget, once its length is known.
-            let wire_len = match (&large, buf.get(..4)) {
+            let wire_len = match (&large, frames::announced(&buf)) {
                 (Some(frame), _) => frame.wire_len(),
-                (None, Some(header)) => {
-                    u32::from_be_bytes(header.try_into().expect("four bytes")) as usize + 4
-                }
+                (None, Some(len)) => len + HEADER_LEN,
                 (None, None) => 0,
             };
             let want = wire_len.saturating_sub(FREE_FRAME_BYTES);

@@ -53,11 +53,16 @@ impl FramePool {
     }
 }
 
+/// The length the frame whose header starts `buf` announces, once the header is whole.
+pub(super) fn announced(buf: &[u8]) -> Option<usize> {
+    let header: [u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
+    Some(u32::from_be_bytes(header) as usize)
+}
+
 /// The length of the frame whose header starts `buf`, when it is one to read into a buffer
 /// of its own and `buf` does not hold all of it yet.
 pub(super) fn large_frame_at(buf: &[u8]) -> Option<usize> {
-    let header: [u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
-    let len = u32::from_be_bytes(header) as usize;
+    let len = announced(buf)?;
     (len + HEADER_LEN >= OWN_BUFFER_FRAME && buf.len() < len + HEADER_LEN).then_some(len)
 }
 

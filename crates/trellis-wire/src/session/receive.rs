@@ -9,8 +9,8 @@ use super::call::{Call, is_late_ok, is_terminal};
 use super::{Batch, ConnectionError, Event, Handshake, Outcome, Role, Session, Side, items_of};
 use crate::auth::{self, NONCE_LEN};
 use crate::{
-    ActorId, Auth, CancelReason, ErrorKind, ErrorReport, Hello, Message, PROTOCOL_VERSION, Payload,
-    Peer, ProtocolError,
+    ActorId, Auth, CancelReason, DecodeError, ErrorKind, ErrorReport, Hello, Message,
+    PROTOCOL_VERSION, Payload, Peer, ProtocolError,
 };
 
 impl Session {
@@ -43,10 +43,7 @@ impl Session {
             match self.codec.decode(buf) {
                 Ok(Some(message)) => self.handle(message)?,
                 Ok(None) => return Ok(()),
-                Err(e) => {
-                    self.fail_connection(format!("undecodable frame: {e}"));
-                    return Err(e.into());
-                }
+                Err(e) => return Err(self.undecodable(e)),
             }
         }
     }
@@ -64,27 +61,24 @@ impl Session {
         if self.failed {
             return Err(ConnectionError::Closed);
         }
-        let max = self.codec.max_frame();
-        let decoded = if frame.is_empty() {
-            Err(crate::DecodeError::EmptyFrame)
-        } else if frame.len() > max {
-            Err(crate::DecodeError::FrameTooLarge {
-                len: frame.len(),
-                max,
-            })
-        } else if let Some((cid, value)) = Message::yield_of(&frame) {
-            let mut rest = BytesMut::new();
-            return self.receive_items(cid, value, &mut rest).map(drop);
-        } else {
-            Message::decode(frame)
-        };
-        match decoded {
-            Ok(message) => self.handle(message),
-            Err(e) => {
-                self.fail_connection(format!("undecodable frame: {e}"));
-                Err(e.into())
-            }
+        if let Err(e) = self.codec.check_len(frame.len()) {
+            return Err(self.undecodable(e));
         }
+        if let Some((cid, value)) = Message::yield_of(&frame) {
+            return self
+                .receive_items(cid, value, &mut BytesMut::new())
+                .map(drop);
+        }
+        match Message::decode(frame) {
+            Ok(message) => self.handle(message),
+            Err(e) => Err(self.undecodable(e)),
+        }
+    }
+
+    /// A frame that does not decode: the peer is told, and the connection cannot go on.
+    fn undecodable(&mut self, error: DecodeError) -> ConnectionError {
+        self.fail_connection(format!("undecodable frame: {error}"));
+        error.into()
     }
 
     /// A `Yield` the fast path read, and the `Yield`s of the same call right behind it in

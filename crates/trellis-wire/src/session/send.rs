@@ -3,13 +3,13 @@
 
 use super::call::{Call, Receiving, UNLIMITED};
 use super::{Outcome, Role, SendError, Session, Window};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
-use crate::frame::HEADER_LEN;
+use crate::msgpack::{write_bin, write_bin_len};
 use crate::outgoing::{Outgoing, SHARE_FROM};
 use crate::{
-    ActorId, CallKind, CancelReason, Codec, EncodeError, ErrorReport, Message, Payload,
-    PayloadError, ProtocolError, TraceContext,
+    ActorId, CallKind, CancelReason, Codec, ErrorReport, Message, Payload, PayloadError,
+    ProtocolError, TraceContext,
 };
 
 impl Session {
@@ -268,27 +268,16 @@ impl Session {
     pub fn send_item_bytes(&mut self, cid: u64, value: Bytes) -> Result<(), SendError> {
         if value.len() < SHARE_FROM {
             return self.send_item_with(cid, |dst| {
-                write_bin_len(dst, value.len())?;
-                dst.extend_from_slice(&value);
+                write_bin(dst, &value);
                 Ok(())
             });
         }
         self.send_item_as(cid, |codec, out| {
-            let dst = out.tail();
-            let start = dst.len();
-            dst.put_u32(0);
-            Message::yield_head(dst, cid);
-            if let Err(e) = write_bin_len(dst, value.len()) {
-                dst.truncate(start);
-                return Err(e.into());
-            }
-            let len = dst.len() - start - HEADER_LEN + value.len();
-            if len > codec.max_frame() {
-                dst.truncate(start);
-                let max = codec.max_frame();
-                return Err(EncodeError::FrameTooLarge { len, max }.into());
-            }
-            dst[start..start + HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+            codec.encode_head(out.tail(), value.len(), |dst| {
+                Message::yield_head(dst, cid);
+                write_bin_len(dst, value.len());
+                Ok::<_, SendError>(())
+            })?;
             out.share(value);
             Ok(())
         })
@@ -412,24 +401,4 @@ impl Session {
     pub fn fail(&mut self, message: impl Into<String>) {
         self.fail_connection(message.into());
     }
-}
-
-/// Writes the head of a MessagePack `bin` of `len` bytes (the shortest form, as any encoder
-/// writes it).
-fn write_bin_len(dst: &mut BytesMut, len: usize) -> Result<(), PayloadError> {
-    if let Ok(short) = u8::try_from(len) {
-        dst.put_u8(0xc4);
-        dst.put_u8(short);
-    } else if let Ok(medium) = u16::try_from(len) {
-        dst.put_u8(0xc5);
-        dst.put_u16(medium);
-    } else if let Ok(long) = u32::try_from(len) {
-        dst.put_u8(0xc6);
-        dst.put_u32(long);
-    } else {
-        return Err(PayloadError::Encode(format!(
-            "a byte string of {len} bytes is too long"
-        )));
-    }
-    Ok(())
 }
