@@ -226,9 +226,14 @@ pub(crate) fn call_sizes() -> (usize, usize) {
 /// multi-thread runtime, unless `TRELLIS_BENCH_ROOT=current_thread` asks for one thread.
 pub(crate) fn root_runtime() -> trellis::Runner {
     if std::env::var("TRELLIS_BENCH_ROOT").as_deref() == Ok("current_thread") {
-        return trellis::Runner::current_thread().handle_ctrl_c(false);
+        return current_thread_root();
     }
     trellis::Runner::multi_thread().handle_ctrl_c(false)
+}
+
+/// A root on one thread, as every child actor runs.
+fn current_thread_root() -> trellis::Runner {
+    trellis::Runner::current_thread().handle_ctrl_c(false)
 }
 
 /// Seconds for each of `reps` spawn + call + teardown of an actor with `config` (after one
@@ -564,8 +569,7 @@ pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
     // batch of items crosses to the thread of the root's body.
     let (one_way_ct, ctx_ct) = if crate::case_selected("one-way") || crate::case_selected("context")
     {
-        let current_thread = trellis::Runner::current_thread().handle_ctrl_c(false);
-        let (one_way, ctx, _) = stream_rounds(current_thread, runs, false)?;
+        let (one_way, ctx, _) = stream_rounds(current_thread_root(), runs, false)?;
         (one_way, ctx)
     } else {
         (1.0, 1.0) // cases not run, as `alternate` reports a side not run
