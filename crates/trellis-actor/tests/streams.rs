@@ -401,6 +401,40 @@ fn two_way_stream_request_response(transport: Transport) {
     .unwrap();
 }
 
+/// Items sent without waiting (under credit the sending end took ahead, in its own buffer)
+/// all arrive before the `Stop` that follows them, and a send after `close` fails at once
+/// with `StreamClosed` rather than waiting unsent in that buffer.
+fn a_send_after_close_fails_and_every_item_before_it_arrives(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("rpc").await?;
+            let answered = portal
+                .open_context(successor, (), |ctx, ()| async move {
+                    let stream = ctx.open_stream::<u64, u64>()?;
+                    for x in 0..500u64 {
+                        stream.send(x).await?;
+                    }
+                    stream.close();
+                    let late = stream.send(500).await;
+                    assert!(
+                        matches!(late, Err(ActorError::StreamClosed)),
+                        "a send after close: {late:?}"
+                    );
+                    for x in 0..500u64 {
+                        assert_eq!(stream.recv().await?, Some(x + 1));
+                    }
+                    assert_eq!(stream.recv().await?, None);
+                    Ok(ctx.result().await?)
+                })
+                .await?;
+            assert_eq!(answered, 500);
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
 /// `bytes::Bytes` items go out without a copy when long and come in sharing the frame they
 /// arrived in (a long frame read into a buffer of its own): every size around those paths'
 /// edges, and the MessagePack `bin` forms, arrives whole and in order both ways, while
@@ -1061,6 +1095,7 @@ on_both_transports!(
     context_gives_started_value_then_result,
     started_misuse_is_an_error,
     two_way_stream_request_response,
+    a_send_after_close_fails_and_every_item_before_it_arrives,
     bytes_items_of_every_size_arrive_whole,
     caller_cancelling_its_own_context_is_not_an_error,
     callee_failure_cancels_the_caller_body,

@@ -563,11 +563,19 @@ fn stream_rounds(
 /// The `u64` cases run again on a current-thread root.
 pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
     let runs = runs.max(5);
-    let (one_way, ctx, fan) = stream_rounds(root_runtime(), runs, true)?;
+    // `TRELLIS_BENCH_PART=multi_thread` or `current_thread` runs one root flavour only (for
+    // profiling; the other reports 1 s).
+    let (one_way, ctx, fan) = if crate::part_selected("multi_thread") {
+        stream_rounds(root_runtime(), runs, true)?
+    } else {
+        (1.0, 1.0, 1.0)
+    };
     // The same on a current-thread root (as every child actor runs): the connection's reader
     // and the stream's consumer then share a thread, where on the multi-thread runtime each
     // batch of items crosses to the thread of the root's body.
-    let (one_way_ct, ctx_ct) = if crate::case_selected("one-way") || crate::case_selected("context")
+    let (one_way_ct, ctx_ct) = if (crate::case_selected("one-way")
+        || crate::case_selected("context"))
+        && crate::part_selected("current_thread")
     {
         let (one_way, ctx, _) = stream_rounds(current_thread_root(), runs, false)?;
         (one_way, ctx)

@@ -114,12 +114,45 @@ fn act(session: &mut Session, byte: u8, known: &mut Vec<u64>) {
         9 => drop(session.stop(cid)),
         10 => session.close_receive(cid),
         11 => session.forget(cid),
-        12 => drop(session.send_credit(cid)),
+        12 => send_ahead(session, cid, u64::from(byte >> 4)),
         13 => {
             let _ = session.counts();
+            let _ = session.send_credit(cid);
         }
         14 => session.outgoing().clear(),
         _ => drop(session.send_item_bytes(cid, Bytes::from(vec![byte; byte_string_len(byte)]))),
+    }
+}
+
+/// Up to `n` unit items sent as a sender outside the session does: credit taken ahead (up to
+/// one more than `n`), frames encoded on their own, handed over together, the rest of the
+/// credit given back.
+fn send_ahead(session: &mut Session, cid: u64, n: u64) {
+    let Ok(credit) = session.take_credit(cid, n + 1) else {
+        return;
+    };
+    let items = credit.min(n);
+    let mut frames = BytesMut::new();
+    for _ in 0..items {
+        let unit = |out: &mut BytesMut| {
+            out.extend_from_slice(Payload::unit().as_bytes());
+            Ok(())
+        };
+        if session
+            .codec()
+            .encode_yield_with(&mut frames, cid, unit)
+            .is_err()
+        {
+            return;
+        }
+    }
+    if session.send_encoded_items(cid, &frames, items).is_ok() {
+        let left = if credit == u64::MAX {
+            u64::MAX
+        } else {
+            credit - items
+        };
+        session.return_credit(cid, left);
     }
 }
 
@@ -235,7 +268,11 @@ impl Honest {
             2 => {
                 if let Some(cid) = picked {
                     // Refused without credit, after a stop, on a call that cannot stream.
-                    let _ = s.send_item(cid, unit);
+                    if byte & 0x80 == 0 {
+                        let _ = s.send_item(cid, unit);
+                    } else {
+                        send_ahead(s, cid, u64::from(byte & 0x7f) % 4);
+                    }
                 }
             }
             3 => {

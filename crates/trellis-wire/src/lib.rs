@@ -34,7 +34,7 @@ pub use frame::{Codec, DEFAULT_MAX_FRAME, HEADER_LEN};
 pub use message::{
     ActorId, Auth, CallKind, Hello, Identity, Message, PROTOCOL_VERSION, Peer, Version,
 };
-pub use outgoing::Outgoing;
+pub use outgoing::{Outgoing, SHARE_FROM};
 pub use payload::{MAX_PAYLOAD_DEPTH, Payload};
 pub use session::{
     Batch, CallCounts, CidHash, CidHasher, ConnectionError, Event, MAX_DETACHED, Outcome, Role,

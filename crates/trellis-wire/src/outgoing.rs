@@ -7,7 +7,7 @@ use std::io::IoSlice;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Byte strings at least this long are queued as they are, not copied into the buffer.
-pub(crate) const SHARE_FROM: usize = 16 * 1024;
+pub const SHARE_FROM: usize = 16 * 1024;
 
 /// The bytes a [`Session`](crate::Session) has to send, in order: what it encoded, and the
 /// values of stream items it queued without copying them (see

@@ -1077,6 +1077,71 @@ fn items_encoded_in_place_take_credit_once_and_fail_cleanly() {
     );
 }
 
+/// A sender that takes credit ahead and encodes its items outside the session puts on the
+/// wire what `send_item_with` would, counts the same credit, gives back what it did not use,
+/// and has nothing queued once the receiver stopped.
+#[test]
+fn items_encoded_ahead_are_the_same_frames_under_the_same_credit() {
+    let mut s = connected(Side::Acceptor);
+    s.handle(start(1, CallKind::Stream)).unwrap();
+    s.accept(1).unwrap();
+    s.handle(Message::Credit { cid: 1, count: 5 }).unwrap();
+    sent(&mut s);
+    assert_eq!(s.take_credit(1, 3), Ok(3));
+    assert_eq!(s.send_credit(1), Ok(2));
+    let mut frames = BytesMut::new();
+    for n in [7u8, 8] {
+        (s.codec())
+            .encode_yield_with(&mut frames, 1, |out| Payload::encode_into(&n, out))
+            .unwrap();
+    }
+    let refused = s.codec().encode_yield_with(&mut frames, 1, |out| {
+        out.extend_from_slice(b"half a value");
+        Err(trellis_wire::PayloadError::Encode("no".into()))
+    });
+    assert!(matches!(refused, Err(SendError::Payload(_))), "{refused:?}");
+    s.send_encoded_items(1, &frames, 2).unwrap();
+    s.return_credit(1, 1);
+    assert_eq!(s.send_credit(1), Ok(3));
+    s.send_item_with(1, |out| Payload::encode_into(&9u8, out))
+        .unwrap();
+    let mut in_place = BytesMut::new();
+    for n in [7u8, 8, 9] {
+        (Codec::new())
+            .encode_yield_with(&mut in_place, 1, |out| Payload::encode_into(&n, out))
+            .unwrap();
+    }
+    assert_eq!(&s.outgoing().split()[..], &in_place[..]);
+    // The rest, then none: the call waits for credit, as with `send_item`.
+    assert_eq!(s.take_credit(1, u64::MAX), Ok(2));
+    assert_eq!(s.take_credit(1, 1), Err(SendError::NoCredit { cid: 1 }));
+    // The caller stops: what was encoded under credit taken before is refused whole.
+    s.handle(Message::Stop { cid: 1 }).unwrap();
+    assert_eq!(
+        s.send_encoded_items(1, &in_place, 3),
+        Err(SendError::ReceiverStopped { cid: 1 })
+    );
+    assert!(s.outgoing().is_empty());
+    assert_eq!(s.stream_stats()[0].sent, 3);
+}
+
+/// Credit taken ahead on a call with an unlimited window stays unlimited.
+#[test]
+fn credit_taken_ahead_of_an_unlimited_window_has_no_limit() {
+    let mut s = connected(Side::Acceptor);
+    s.handle(start(1, CallKind::Stream)).unwrap();
+    s.accept(1).unwrap();
+    s.handle(Message::Credit {
+        cid: 1,
+        count: u32::MAX,
+    })
+    .unwrap();
+    assert_eq!(s.take_credit(1, 10), Ok(u64::MAX));
+    assert_eq!(s.send_credit(1), Ok(u64::MAX));
+    s.return_credit(1, u64::MAX);
+    assert_eq!(s.send_credit(1), Ok(u64::MAX));
+}
+
 /// Item frames as bytes take the engine's fast path; its results are the general decoder's:
 /// a `Yield` with an element a newer minor version added, frames split anywhere, and an item
 /// for a call that does not exist (which breaks the connection, as §3 says).

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Waker};
 
+use bytes::BytesMut;
 use trellis::CancelScope;
 use trellis_wire::{ActorId, Outcome, Payload, ProtocolError};
 
@@ -48,6 +49,9 @@ pub(crate) struct Chan {
     /// time without contending with the reader task that fills `state`. Locked before
     /// `state` when both are.
     taken: Padded<SpinLock<Taken>>,
+    /// The sending end's share, apart from both (locked after the connection's state when
+    /// both are; never across encoding an item).
+    sending: Padded<SpinLock<Sending>>,
     /// Sends and receives on this call, for [`schedule_point`](Chan::schedule_point).
     operations: AtomicU32,
 }
@@ -56,6 +60,22 @@ pub(crate) struct Chan {
 /// take the line from another thread that locks it for each item.
 #[repr(align(128))]
 struct Padded<T>(T);
+
+/// What the sending end encoded and the session has not seen yet, with the credit it took
+/// ahead for more (`trellis_wire::Session::take_credit`): a sender with credit in hand adds
+/// an item here without the connection's lock, which hands the batch over when it is next
+/// taken ([`Conn::lock`](super::conn::Conn::lock)).
+#[derive(Default)]
+pub(crate) struct Sending {
+    /// Whole `Yield` frames, in order.
+    pub(crate) frames: BytesMut,
+    /// How many items `frames` holds.
+    pub(crate) items: u64,
+    /// Items this end may still add (`u64::MAX`: no limit).
+    pub(crate) credit: u64,
+    /// The connection lists this call among those with frames to hand over.
+    pub(crate) queued: bool,
+}
 
 /// Items the receiving end took, and its count of reads for the session's credit.
 #[derive(Default)]
@@ -105,6 +125,7 @@ impl Chan {
         Arc::new(Chan {
             state: Mutex::new(ChanState::default()),
             taken: Padded(SpinLock::default()),
+            sending: Padded(SpinLock::default()),
             operations: AtomicU32::new(0),
         })
     }
@@ -130,6 +151,11 @@ impl Chan {
     /// The receiving end's share (lock it first when taking both).
     pub(crate) fn taken(&self) -> SpinGuard<'_, Taken> {
         self.taken.0.lock()
+    }
+
+    /// The sending end's share.
+    pub(crate) fn sending(&self) -> SpinGuard<'_, Sending> {
+        self.sending.0.lock()
     }
 
     /// Drops every item buffered, taken or not.
@@ -187,6 +213,8 @@ impl Chan {
 
     /// The call ended. A failure cancels the caller's body so that it learns at once.
     pub(crate) fn end(&self, end: CallEnd, local: &ActorId) {
+        // Credit taken ahead is void: the next send learns of the end from the session.
+        self.sending().credit = 0;
         self.update(|state| {
             if state.end.is_some() {
                 return;

@@ -13,8 +13,8 @@ use tokio::sync::{Notify, oneshot};
 use trellis::sync::Event;
 use trellis::{CancelScope, CancelSource, Cancelled};
 use trellis_wire::{
-    ActorId, CallCounts, CallKind, CidHash, ErrorKind, Identity, Keyring, Outcome, Payload, Peer,
-    SendError, Session, Side, StreamStats, Window,
+    ActorId, CallCounts, CallKind, CidHash, Codec, ErrorKind, Identity, Keyring, Outcome, Payload,
+    Peer, SendError, Session, Side, StreamStats, Window,
 };
 
 use super::chan::{CallEnd, Chan};
@@ -91,6 +91,8 @@ pub(super) struct Inner {
     pub(super) local: ActorId,
     pub(super) peer: Peer,
     pub(super) state: Mutex<State>,
+    /// The session's codec, for senders that encode items outside its lock.
+    pub(super) codec: Codec,
     pub(super) wake_writer: Notify,
     /// Set once the connection ended, both ways.
     pub(super) ended: Event,
@@ -115,6 +117,9 @@ pub(super) struct State {
     /// Stream senders waiting for the outgoing buffer to drain below
     /// [`OUT_LOW_WATER`](super::outgoing::OUT_LOW_WATER).
     pub(super) drained: Vec<Waker>,
+    /// Calls whose senders encoded items the session has not seen yet (see
+    /// [`Sending`](super::chan::Sending)): [`Conn::lock`] hands them over first.
+    pub(super) sending: Vec<(u64, Arc<Chan>)>,
 }
 
 /// The local end of one live call.
@@ -202,6 +207,7 @@ impl Conn {
             .peer()
             .cloned()
             .expect("the loop ends with the handshake done");
+        let codec = session.codec();
         let conn = Conn {
             inner: Arc::new(Inner {
                 local: local.actor,
@@ -214,7 +220,9 @@ impl Conn {
                     end: None,
                     writer_woken: false,
                     drained: Vec::new(),
+                    sending: Vec::new(),
                 }),
+                codec,
                 wake_writer: Notify::new(),
                 ended: Event::new(),
                 on_end: Mutex::new(None),
@@ -235,8 +243,14 @@ impl Conn {
         .await;
     }
 
+    /// The connection's state, with every stream item encoded so far handed to the session:
+    /// whatever the holder sends comes after the items its task sent before.
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if !state.sending.is_empty() {
+            state.hand_over_sending();
+        }
+        state
     }
 
     /// Runs `f` with the error types failures are sent and rebuilt with (none registered

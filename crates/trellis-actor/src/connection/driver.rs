@@ -349,7 +349,12 @@ impl Conn {
                         let chan = (state.calls.get(&cid)).and_then(|l| l.chan.clone());
                         steps.extend(chan.map(|chan| Step::Items(chan, values)));
                     }
-                    Batch::Event(event) => self.route(&mut state.calls, event, steps),
+                    Batch::Event(event) => {
+                        if let Event::Stopped { cid } | Event::Overrun { cid, .. } = &event {
+                            state.reclaim_credit(*cid);
+                        }
+                        self.route(&mut state.calls, event, steps)
+                    }
                 }
             }
             if let Err(e) = handled {

@@ -1,19 +1,30 @@
 //! One stream or context call's local end: its connection, its id, its buffer. Receiving
-//! reads the buffer and reports reads to the engine (which grants credit); sending asks the
-//! engine for credit and waits on the buffer's waker when there is none.
+//! reads the buffer and reports reads to the engine (which grants credit). Sending takes the
+//! engine's credit ahead, for as many items as it grants, and adds each encoded item to the
+//! call's own buffer without the connection's lock (the connection hands such buffers to the
+//! engine whenever its lock is next taken); with no credit, it waits on the buffer's waker.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use trellis::{CancelScope, CancelSource};
-use trellis_wire::{CallKind, CancelReason as WireReason, Payload, Role, SendError, Window};
+use trellis_wire::{
+    CallKind, CancelReason as WireReason, Payload, Role, SHARE_FROM, SendError, Session, Window,
+};
 
-use super::chan::{CallEnd, Chan, ChanState};
+use super::chan::{CallEnd, Chan, ChanState, Sending};
 use super::conn::{CANCEL_ACK_WAIT, Conn, End, Flush};
+use super::outgoing::SENDING_BATCH;
 use crate::actor_error::ActorError;
+
+thread_local! {
+    /// Where a stream item is encoded before it is added to its call's buffer.
+    static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
 
 /// One call's channel as seen by its local end.
 #[derive(Clone)]
@@ -167,14 +178,89 @@ impl Link {
         cx: &TaskContext<'_>,
         item: &T,
     ) -> Poll<Result<(), trellis::Error>> {
-        // A `bytes::Bytes` item goes out from where it is (serde's `Serialize` would copy
-        // it into the outgoing buffer); the peer reads the same `bin` value either way.
+        // A long `bytes::Bytes` item goes out from where it is (serde's `Serialize` would copy
+        // it); the peer reads the same `bin` value either way.
         let bytes = (item as &dyn Any).downcast_ref::<Bytes>();
-        for attempt in 0..2 {
-            let sent = self.conn.act_item(cx, |s| match bytes {
-                Some(bytes) => s.send_item_bytes(self.cid, bytes.clone()),
-                None => s.send_item_with(self.cid, |out| Payload::encode_into(item, out)),
+        if let Some(bytes) = bytes.filter(|b| b.len() >= SHARE_FROM) {
+            return self.poll_send_with(cx, |s, sending| {
+                // The session counts this item's credit: what this end holds goes back.
+                s.return_credit(self.cid, std::mem::take(&mut sending.credit));
+                s.send_item_bytes(self.cid, bytes.clone())
             });
+        }
+        // Encoded outside any lock, into this thread's scratch buffer.
+        SCRATCH.with(|scratch| {
+            let mut fresh = BytesMut::new();
+            let mut borrowed = scratch.try_borrow_mut();
+            let frame = match borrowed.as_deref_mut() {
+                Ok(scratch) => scratch,
+                // A `Serialize` that sends on a stream while it encodes.
+                Err(_) => &mut fresh,
+            };
+            frame.clear();
+            let encode = |out: &mut BytesMut| Payload::encode_into(item, out);
+            if let Err(e) = self
+                .conn
+                .inner
+                .codec
+                .encode_yield_with(frame, self.cid, encode)
+            {
+                return Poll::Ready(Err(self.send_error(e)));
+            }
+            let sent = self.add_frame(cx, frame);
+            if frame.capacity() > SENDING_BATCH {
+                // Not kept for the thread after an item this long.
+                *frame = BytesMut::new();
+            }
+            sent
+        })
+    }
+
+    /// Sends one encoded `Yield` frame: added to the call's own buffer while this end holds
+    /// credit (no lock of the connection), else under the connection's lock, with credit
+    /// taken ahead from the session for the items after it.
+    fn add_frame(&self, cx: &TaskContext<'_>, frame: &[u8]) -> Poll<Result<(), trellis::Error>> {
+        let mut sending = self.chan.sending();
+        if sending.credit > 0 && sending.frames.len() + frame.len() <= SENDING_BATCH {
+            sending.frames.extend_from_slice(frame);
+            sending.items += 1;
+            if sending.credit != u64::MAX {
+                sending.credit -= 1;
+            }
+            let first = !std::mem::replace(&mut sending.queued, true);
+            drop(sending);
+            if first {
+                self.conn.queue_sending(self.cid, &self.chan);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        drop(sending);
+        // The connection's lock hands over what this call added first.
+        self.poll_send_with(cx, |s, sending| {
+            if sending.credit == 0 {
+                sending.credit = s.take_credit(self.cid, u64::MAX)?;
+            }
+            if let Err(e) = s.send_encoded_items(self.cid, frame, 1) {
+                // Refused (the receiver stopped, say): so is every later item.
+                s.return_credit(self.cid, std::mem::take(&mut sending.credit));
+                return Err(e);
+            }
+            if sending.credit != u64::MAX {
+                sending.credit -= 1;
+            }
+            Ok(())
+        })
+    }
+
+    /// Sends an item with `f`, under the connection's lock and with this end's share of the
+    /// call: waits for room in the outgoing buffer, and for credit.
+    fn poll_send_with(
+        &self,
+        cx: &TaskContext<'_>,
+        f: impl Fn(&mut Session, &mut Sending) -> Result<(), SendError>,
+    ) -> Poll<Result<(), trellis::Error>> {
+        for attempt in 0..2 {
+            let sent = self.conn.act_item(cx, |s| f(s, &mut self.chan.sending()));
             let Some(sent) = sent else {
                 // The outgoing buffer is full; woken when it drained.
                 return Poll::Pending;
@@ -186,11 +272,18 @@ impl Link {
                     self.chan.lock().wait(cx);
                 }
                 Err(SendError::NoCredit { .. }) => return Poll::Pending,
-                Err(SendError::Payload(e)) => return Poll::Ready(Err(ActorError::from(e).into())),
-                Err(e) => return Poll::Ready(Err(self.send_failure(e))),
+                Err(e) => return Poll::Ready(Err(self.send_error(e))),
             }
         }
         Poll::Pending
+    }
+
+    /// The error of a send that failed with `error`.
+    fn send_error(&self, error: SendError) -> trellis::Error {
+        match error {
+            SendError::Payload(e) => ActorError::from(e).into(),
+            e => self.send_failure(e),
+        }
     }
 
     /// Why a send failed: the call's end when it is over, else the engine's refusal.
@@ -218,7 +311,11 @@ impl Link {
     pub(crate) fn stop(&self) {
         let first = !std::mem::replace(&mut self.chan.lock().send_closed, true);
         if first && !self.call_over() {
-            let _ = self.conn.act(Flush::Now, |s| s.stop(self.cid));
+            let _ = self.conn.act(Flush::Now, |s| {
+                // Items this end adds after `Stop` must fail, not wait in its own buffer.
+                s.return_credit(self.cid, std::mem::take(&mut self.chan.sending().credit));
+                s.stop(self.cid)
+            });
         }
     }
 

@@ -1,12 +1,14 @@
 //! The outgoing buffer of a connection: what the acting task writes at once, what the writer
 //! task sends, and the high-water mark that makes stream senders wait for it.
 
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Waker};
 
 use bytes::Buf;
 
 use trellis_wire::{SendError, Session};
 
+use super::chan::Chan;
 use super::conn::{Conn, Flush, State};
 
 /// A stream item is not added to an outgoing buffer holding this much: its sender waits
@@ -17,7 +19,53 @@ pub(crate) const OUT_HIGH_WATER: usize = 1 << 20;
 /// Where waiting stream senders resume.
 pub(crate) const OUT_LOW_WATER: usize = 256 << 10;
 
+/// A sender with credit in hand adds items to its call's own buffer while it holds less than
+/// this; past it, its next item waits for the connection's lock (and its high-water mark).
+pub(crate) const SENDING_BATCH: usize = 64 << 10;
+
+impl State {
+    /// Hands every call's encoded items to the session, in order, after what it holds; a call
+    /// that may no longer send items (it ended, its receiver stopped) loses them, and the
+    /// credit it holds.
+    pub(super) fn hand_over_sending(&mut self) {
+        let State {
+            session, sending, ..
+        } = self;
+        for (cid, chan) in sending.drain(..) {
+            let mut sending = chan.sending();
+            sending.queued = false;
+            let items = std::mem::take(&mut sending.items);
+            if items > 0
+                && session
+                    .send_encoded_items(cid, &sending.frames, items)
+                    .is_err()
+            {
+                sending.credit = 0;
+            }
+            sending.frames.clear();
+        }
+    }
+
+    /// Gives the session back the credit call `cid`'s sender holds: its next item asks the
+    /// session again (which may refuse it now: the receiver stopped).
+    pub(super) fn reclaim_credit(&mut self, cid: u64) {
+        let Some(chan) = self.calls.get(&cid).and_then(|l| l.chan.as_ref()) else {
+            return;
+        };
+        let credit = std::mem::take(&mut chan.sending().credit);
+        self.session.return_credit(cid, credit);
+    }
+}
+
 impl Conn {
+    /// Lists call `cid` among those whose encoded items the session is to take, and wakes
+    /// the writer to send them.
+    pub(crate) fn queue_sending(&self, cid: u64, chan: &Arc<Chan>) {
+        let mut state = self.lock();
+        state.sending.push((cid, chan.clone()));
+        self.wake_writer_locked(&mut state);
+    }
+
     /// Adds a stream item with `f` unless the outgoing buffer is over [`OUT_HIGH_WATER`]:
     /// then `cx` is woken once the writer has drained it, and `None` says so.
     pub(crate) fn act_item(

@@ -15,6 +15,7 @@
 //! [`Event::Broken`]. Breaking the rules of the connection itself (its handshake, its call
 //! ids, its framing) ends the connection, after a connection-level `Error` saying why.
 
+mod ahead;
 mod call;
 mod cid_hash;
 mod receive;

@@ -212,7 +212,7 @@ impl Session {
     }
 
     /// Whether call `cid` may send an item now, credit aside.
-    fn may_yield(cid: u64, call: &Call) -> Result<(), SendError> {
+    pub(super) fn may_yield(cid: u64, call: &Call) -> Result<(), SendError> {
         if call.detached {
             return Err(SendError::CallOver { cid });
         }
@@ -251,10 +251,7 @@ impl Session {
         encode: impl FnOnce(&mut BytesMut) -> Result<(), PayloadError>,
     ) -> Result<(), SendError> {
         self.send_item_as(cid, |codec, out| {
-            codec.encode_with(out.tail(), |dst| {
-                Message::yield_head(dst, cid);
-                encode(dst).map_err(SendError::from)
-            })
+            codec.encode_yield_with(out.tail(), cid, encode)
         })
     }
 
