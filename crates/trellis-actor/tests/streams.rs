@@ -435,6 +435,74 @@ fn a_send_after_close_fails_and_every_item_before_it_arrives(transport: Transpor
     .unwrap();
 }
 
+/// `recv_many` (tokio's `Receiver::recv_many`): every item once, in order, in batches no
+/// larger than asked; `0` with a zero limit (taking nothing) and at the end of the stream.
+fn recv_many_takes_items_in_order_up_to_its_limit(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let streamer = an.start_actor("streamer").await?;
+            let (items, calls) = streamer
+                .open_stream_from(count_to, (1000,), |stream| async move {
+                    let mut items = vec![0];
+                    assert_eq!(stream.recv_many(&mut items, 0).await?, 0);
+                    let mut calls = 0;
+                    loop {
+                        let n = stream.recv_many(&mut items, 64).await?;
+                        if n == 0 {
+                            break;
+                        }
+                        assert!(n <= 64, "{n} items for a limit of 64");
+                        calls += 1;
+                    }
+                    assert_eq!(stream.recv_many(&mut items, 64).await?, 0);
+                    Ok((items, calls))
+                })
+                .await?;
+            assert_eq!(items, (0..=1000).collect::<Vec<u64>>());
+            assert!(calls >= 1000 / 64, "{calls} batches");
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
+/// An item that does not decode ends `recv_many`'s batch before it; the next call fails with
+/// it (as `recv` would), and the stream goes on after it.
+fn recv_many_stops_before_an_item_that_does_not_decode(transport: Transport) {
+    root(transport, || async {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("rpc").await?;
+            portal
+                .open_context(successor, (), |ctx, ()| async move {
+                    let stream = ctx.open_stream::<u8, u64>()?;
+                    for x in [10, 20, 299, 5] {
+                        stream.send(x).await?;
+                    }
+                    let mut items = Vec::new();
+                    let error = loop {
+                        match stream.recv_many(&mut items, 10).await {
+                            Ok(n) => assert!(n > 0 && items.len() <= 2, "{items:?}"),
+                            Err(error) => break error,
+                        }
+                    };
+                    assert_eq!(items, [11, 21]);
+                    assert!(matches!(error, ActorError::BadItem(_)), "{error:?}");
+                    assert_eq!(stream.recv_many(&mut items, 10).await?, 1);
+                    assert_eq!(items, [11, 21, 6]);
+                    stream.close();
+                    assert_eq!(stream.recv_many(&mut items, 10).await?, 0);
+                    assert_eq!(ctx.result().await?, 4);
+                    Ok(())
+                })
+                .await?;
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
 /// `bytes::Bytes` items go out without a copy when long and come in sharing the frame they
 /// arrived in (a long frame read into a buffer of its own): every size around those paths'
 /// edges, and the MessagePack `bin` forms, arrives whole and in order both ways, while
@@ -1096,6 +1164,8 @@ on_both_transports!(
     started_misuse_is_an_error,
     two_way_stream_request_response,
     a_send_after_close_fails_and_every_item_before_it_arrives,
+    recv_many_takes_items_in_order_up_to_its_limit,
+    recv_many_stops_before_an_item_that_does_not_decode,
     bytes_items_of_every_size_arrive_whole,
     caller_cancelling_its_own_context_is_not_an_error,
     callee_failure_cancels_the_caller_body,

@@ -11,7 +11,9 @@ use std::convert::Infallible;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use trellis_actor::{Config, Context, Functions, MsgStream, StreamOptions, open_nursery};
+use trellis_actor::{
+    Config, Context, Functions, MsgStream, PortalContext, StreamOptions, open_nursery,
+};
 use trellis_wire::{CallKind, Codec, Message, Payload};
 
 use crate::{Comparison, anchors, median};
@@ -479,76 +481,117 @@ const SUBSCRIBERS: usize = 16;
 /// The subscribers' buffer (and the stream's), both sides.
 const FAN_BUFFER: usize = 1024;
 
-/// B7's streams on a root running on `runner`: median seconds per 100,000 items one way,
-/// over a context, and to 16 subscribers (skipped, 0, unless `fan_out_too`).
-fn stream_rounds(
-    runner: trellis::Runner,
-    runs: usize,
-    fan_out_too: bool,
-) -> Result<(f64, f64, f64), String> {
+/// B7's medians, in seconds per 100,000 items (1 for a case not run).
+struct Rounds {
+    one_way: f64,
+    ctx: f64,
+    /// The same, read with `recv_many` (batches of up to [`MANY`]).
+    one_way_many: f64,
+    ctx_many: f64,
+    /// To 16 subscribers.
+    fan: f64,
+}
+
+impl Rounds {
+    /// Every case reported as not run.
+    fn not_run() -> Self {
+        Rounds {
+            one_way: 1.0,
+            ctx: 1.0,
+            one_way_many: 1.0,
+            ctx_many: 1.0,
+            fan: 1.0,
+        }
+    }
+}
+
+/// `recv_many`'s limit in B7.
+const MANY: usize = 1024;
+
+/// Reads a stream of `u64` to its end, one `recv` at a time or (`many`) with `recv_many`;
+/// returns the count.
+async fn read_all(stream: &MsgStream<u64, impl Send>, many: bool) -> Result<u64, trellis::Error> {
+    let mut count = 0u64;
+    if many {
+        let mut items = Vec::with_capacity(MANY);
+        while stream.recv_many(&mut items, MANY).await? > 0 {
+            for i in items.drain(..) {
+                assert_eq!(i, count);
+                count += 1;
+            }
+        }
+    } else {
+        while let Some(i) = stream.recv().await? {
+            assert_eq!(i, count);
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// B7's streams on a root running on `runner`: median seconds per 100,000 items one way
+/// and over a context with `recv`, and unless `recv_only`, with `recv_many` and to 16
+/// subscribers.
+fn stream_rounds(runner: trellis::Runner, runs: usize, recv_only: bool) -> Result<Rounds, String> {
     runner
         .run(trellis_actor::run_root("bench", config(), || async move {
             open_nursery(|an| async move {
                 let portal = an.start_actor("streamer").await?;
-                let (mut one_way, mut ctx, mut fan) = (Vec::new(), Vec::new(), Vec::new());
-                let (do_one_way, do_ctx, do_fan) = (
-                    crate::case_selected("one-way"),
-                    crate::case_selected("context"),
-                    fan_out_too && crate::case_selected("subscribers"),
-                );
+                let mut times: [Vec<f64>; 5] = Default::default();
+                let do_fan = !recv_only && crate::case_selected("subscribers");
                 for round in 0..=runs {
+                    for (case, many) in [(0, false), (1, false), (2, true), (3, true)] {
+                        let name = match (case % 2, many) {
+                            (0, false) => "one-way",
+                            (1, false) => "context",
+                            _ => "recv_many",
+                        };
+                        if !crate::case_selected(name) || (many && recv_only) {
+                            continue;
+                        }
+                        let t0 = Instant::now();
+                        let count = if case % 2 == 0 {
+                            let read = move |stream: MsgStream<u64>| async move {
+                                read_all(&stream, many).await
+                            };
+                            portal.open_stream_from(numbers, (STREAMED,), read).await?
+                        } else {
+                            let read = move |ctx: PortalContext<()>, _n: u64| async move {
+                                read_all(&ctx.open_stream::<u64, ()>()?, many).await
+                            };
+                            portal.open_context(numbers_ctx, (STREAMED,), read).await?
+                        };
+                        assert_eq!(count, STREAMED);
+                        // The first round is a warm-up.
+                        if round > 0 {
+                            times[case].push(t0.elapsed().as_secs_f64());
+                        }
+                    }
                     let t0 = Instant::now();
-                    let count = if !do_one_way {
-                        STREAMED
-                    } else {
-                        portal
-                            .open_stream_from(numbers, (STREAMED,), |stream| async move {
-                                let mut count = 0u64;
-                                while let Some(i) = stream.recv().await? {
-                                    assert_eq!(i, count);
-                                    count += 1;
-                                }
-                                Ok(count)
-                            })
-                            .await?
-                    };
-                    assert_eq!(count, STREAMED);
-                    let t1 = Instant::now();
-                    let count = if !do_ctx {
-                        STREAMED
-                    } else {
-                        portal
-                            .open_context(numbers_ctx, (STREAMED,), |ctx, _n: u64| async move {
-                                let stream = ctx.open_stream::<u64, ()>()?;
-                                let mut count = 0u64;
-                                while stream.recv().await?.is_some() {
-                                    count += 1;
-                                }
-                                Ok(count)
-                            })
-                            .await?
-                    };
-                    assert_eq!(count, STREAMED);
-                    let t2 = Instant::now();
-                    let options = StreamOptions::new()
-                        .capacity(FAN_BUFFER)
-                        .lossless_subscribers();
                     if do_fan {
+                        let options = StreamOptions::new()
+                            .capacity(FAN_BUFFER)
+                            .lossless_subscribers();
                         portal
                             .open_stream_from_with(numbers, (STREAMED,), options, |stream| {
                                 fan_out(stream)
                             })
                             .await?;
-                    }
-                    let t3 = Instant::now();
-                    // The first round is a warm-up.
-                    if round > 0 {
-                        one_way.push((t1 - t0).as_secs_f64());
-                        ctx.push((t2 - t1).as_secs_f64());
-                        fan.push((t3 - t2).as_secs_f64());
+                        if round > 0 {
+                            times[4].push(t0.elapsed().as_secs_f64());
+                        }
                     }
                 }
-                Ok((median(&mut one_way), median(&mut ctx), median(&mut fan)))
+                let [a, b, c, d, e] = &mut times;
+                // A case not run reports 1 s, as `alternate` reports a side not run.
+                let median = |v: &mut Vec<f64>| if v.is_empty() { 1.0 } else { median(v) };
+                Ok(Rounds {
+                    one_way: median(a),
+                    ctx: median(b),
+                    one_way_many: median(c),
+                    ctx_many: median(d),
+                    fan: median(e),
+                })
             })
             .await
         }))
@@ -565,22 +608,20 @@ pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
     let runs = runs.max(5);
     // `TRELLIS_BENCH_PART=multi_thread` or `current_thread` runs one root flavour only (for
     // profiling; the other reports 1 s).
-    let (one_way, ctx, fan) = if crate::part_selected("multi_thread") {
-        stream_rounds(root_runtime(), runs, true)?
+    let rounds = if crate::part_selected("multi_thread") {
+        stream_rounds(root_runtime(), runs, false)?
     } else {
-        (1.0, 1.0, 1.0)
+        Rounds::not_run()
     };
     // The same on a current-thread root (as every child actor runs): the connection's reader
     // and the stream's consumer then share a thread, where on the multi-thread runtime each
     // batch of items crosses to the thread of the root's body.
-    let (one_way_ct, ctx_ct) = if (crate::case_selected("one-way")
-        || crate::case_selected("context"))
+    let current = if (crate::case_selected("one-way") || crate::case_selected("context"))
         && crate::part_selected("current_thread")
     {
-        let (one_way, ctx, _) = stream_rounds(current_thread_root(), runs, false)?;
-        (one_way, ctx)
+        stream_rounds(current_thread_root(), runs, true)?
     } else {
-        (1.0, 1.0) // cases not run, as `alternate` reports a side not run
+        Rounds::not_run()
     };
     let frame = item_frame();
     let (raw, raw_fan) = if !crate::side_selected("anchor") {
@@ -593,35 +634,49 @@ pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
         Comparison {
             id: "B7",
             case: "one-way stream, 100k u64 (s)".into(),
-            trellis: one_way,
+            trellis: rounds.one_way,
             anchor: anchor.clone(),
             anchor_value: raw,
         },
         Comparison {
             id: "B7",
             case: "context stream, 100k u64 (s)".into(),
-            trellis: ctx,
+            trellis: rounds.ctx,
+            anchor: anchor.clone(),
+            anchor_value: raw,
+        },
+        Comparison {
+            id: "B7",
+            case: "one-way stream, 100k u64, recv_many (s)".into(),
+            trellis: rounds.one_way_many,
+            anchor: anchor.clone(),
+            anchor_value: raw,
+        },
+        Comparison {
+            id: "B7",
+            case: "context stream, 100k u64, recv_many (s)".into(),
+            trellis: rounds.ctx_many,
             anchor: anchor.clone(),
             anchor_value: raw,
         },
         Comparison {
             id: "B7",
             case: "one-way stream, 100k u64, current-thread root (s)".into(),
-            trellis: one_way_ct,
+            trellis: current.one_way,
             anchor: anchor.clone(),
             anchor_value: raw,
         },
         Comparison {
             id: "B7",
             case: "context stream, 100k u64, current-thread root (s)".into(),
-            trellis: ctx_ct,
+            trellis: current.ctx,
             anchor: anchor.clone(),
             anchor_value: raw,
         },
         Comparison {
             id: "B7",
             case: "16 lossless subscribers, 100k u64 (s)".into(),
-            trellis: fan,
+            trellis: rounds.fan,
             anchor: format!("{anchor} into tokio broadcast (16 receivers, same rule)"),
             anchor_value: raw_fan,
         },
@@ -638,7 +693,7 @@ pub(crate) fn b7(runs: usize, python: bool) -> Result<Vec<Comparison>, String> {
         out.push(Comparison {
             id: "B7",
             case: "context stream, 100k u64 (s)".into(),
-            trellis: ctx,
+            trellis: rounds.ctx,
             anchor: "tractor 0.1.0a5 (python)".into(),
             anchor_value: STREAMED as f64 / rate,
         });

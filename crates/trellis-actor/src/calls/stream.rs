@@ -190,6 +190,76 @@ impl<Rx: DeserializeOwned + 'static, Tx> MsgStream<Rx, Tx> {
             .transpose()?)
     }
 
+    /// Receives up to `limit` items into `buffer` (appended), waiting only for the first:
+    /// how many it received, `0` once the other end stopped sending (where [`recv`] returns
+    /// `None`) or when `limit` is 0 (tokio's `mpsc::Receiver::recv_many`). One step for
+    /// everything that arrived: for a hot path, it saves [`recv`]'s cost per item. An item
+    /// that does not decode ends the batch before it, and the next call fails with it. A
+    /// stream turned into a broadcast ([`subscribe`](MsgStream::subscribe)) receives one item
+    /// at a time. A checkpoint; cancel-safe (a cancelled receive takes nothing).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`].
+    ///
+    /// [`recv`]: MsgStream::recv
+    pub async fn recv_many(&self, buffer: &mut Vec<Rx>, limit: usize) -> Result<usize, ActorError> {
+        if let Some(factory) = self.inner.own_factory.get() {
+            let own = self.inner.own.get_or_init(factory);
+            return Ok(match own.recv().await?.filter(|_| limit > 0) {
+                Some(item) => {
+                    buffer.push(item);
+                    1
+                }
+                None => 0,
+            });
+        }
+        if limit == 0 {
+            trellis::checkpoint().await?;
+            return Ok(0);
+        }
+        let link = &self.inner.link;
+        link.chan.schedule_point().await;
+        trellis::checkpoint_if_cancelled().map_err(|c| link.failure_or(c.into()))?;
+        let mut payloads = Vec::new();
+        let taken = match link.take_into(None, limit, &mut payloads) {
+            Some(taken) => taken?,
+            None => {
+                let what = || link.waits_on("items from");
+                let take = std::future::poll_fn(|cx| {
+                    match link.take_into(Some(cx), limit, &mut payloads) {
+                        Some(taken) => std::task::Poll::Ready(taken),
+                        None => std::task::Poll::Pending,
+                    }
+                });
+                match trellis::dump::waiting_for(what, trellis::cancellable(take)).await {
+                    Ok(taken) => taken?,
+                    Err(cancelled) => return Err(link.failure_or(cancelled.into()).into()),
+                }
+            }
+        };
+        debug_assert_eq!(taken, payloads.len());
+        let mut payloads = payloads.into_iter();
+        let mut read = 0;
+        while let Some(payload) = payloads.next() {
+            match decode_item(link, &payload) {
+                Ok(item) => buffer.push(item),
+                Err(error) if read == 0 => {
+                    link.consumed(1);
+                    link.put_back(payloads);
+                    return Err(error.into());
+                }
+                Err(_) => {
+                    link.put_back(std::iter::once(payload).chain(payloads));
+                    break;
+                }
+            }
+            read += 1;
+        }
+        link.consumed(read);
+        Ok(read)
+    }
+
     /// A new subscriber to this stream's items, for another task: every subscriber receives
     /// every item that arrives after it subscribed (tractor's `MsgStream.subscribe`). The
     /// first call turns the stream into a broadcast: its own [`recv`](MsgStream::recv) reads as

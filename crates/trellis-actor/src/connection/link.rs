@@ -6,7 +6,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -16,9 +16,10 @@ use trellis_wire::{
     CallKind, CancelReason as WireReason, Payload, Role, SHARE_FROM, SendError, Session, Window,
 };
 
-use super::chan::{CallEnd, Chan, ChanState, Sending};
+use super::chan::{CallEnd, Chan, ChanState, Sending, Taken};
 use super::conn::{CANCEL_ACK_WAIT, Conn, End, Flush};
 use super::outgoing::SENDING_BATCH;
+use super::spin::SpinGuard;
 use crate::actor_error::ActorError;
 
 thread_local! {
@@ -92,19 +93,74 @@ impl Link {
         }
         if let Some(item) = item {
             drop(state);
-            taken.unreported += 1;
-            let report = if taken.unreported >= taken.report_every {
-                std::mem::take(&mut taken.unreported)
-            } else {
-                0
-            };
-            drop(taken);
-            if report > 0 {
-                self.conn.act(Flush::Now, |s| s.consumed(self.cid, report));
-            }
+            self.count_read(taken, 1);
             return Some(Ok(Some(item)));
         }
-        let mut state = state.expect("locked when nothing was taken");
+        let state = state.expect("locked when nothing was taken");
+        self.no_items(state, cx).map(|ended| ended.map(|()| None))
+    }
+
+    /// Up to `limit` items (at least one) moved to `out`, or the stream's end (`Ok(0)`), if
+    /// there is either now; else `cx` (when given) is woken when there is. The items count as
+    /// read once [`consumed`](Link::consumed) says so.
+    pub(crate) fn take_into(
+        &self,
+        cx: Option<&TaskContext<'_>>,
+        limit: usize,
+        out: &mut Vec<Payload>,
+    ) -> Option<Result<usize, trellis::Error>> {
+        let mut taken = self.chan.taken();
+        if taken.items.is_empty() {
+            let mut state = self.chan.lock();
+            std::mem::swap(&mut taken.items, &mut state.items);
+            if taken.items.is_empty() {
+                return self.no_items(state, cx).map(|ended| ended.map(|()| 0));
+            }
+        }
+        let n = limit.min(taken.items.len());
+        out.extend(taken.items.drain(..n));
+        Some(Ok(n))
+    }
+
+    /// `n` items taken with [`take_into`](Link::take_into) were read.
+    pub(crate) fn consumed(&self, n: usize) {
+        if n > 0 {
+            self.count_read(self.chan.taken(), n);
+        }
+    }
+
+    /// Puts items taken with [`take_into`](Link::take_into) and not read back at the front,
+    /// in their order.
+    pub(crate) fn put_back(&self, items: impl DoubleEndedIterator<Item = Payload>) {
+        let mut taken = self.chan.taken();
+        for item in items.rev() {
+            taken.items.push_front(item);
+        }
+    }
+
+    /// Counts `n` more reads; every [`report_every`](Window::report_every) of them, tells
+    /// the session (which grants the sender more credit).
+    fn count_read(&self, mut taken: SpinGuard<'_, Taken>, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        taken.unreported = taken.unreported.saturating_add(n);
+        let report = if taken.unreported >= taken.report_every {
+            std::mem::take(&mut taken.unreported)
+        } else {
+            0
+        };
+        drop(taken);
+        if report > 0 {
+            self.conn.act(Flush::Now, |s| s.consumed(self.cid, report));
+        }
+    }
+
+    /// Why there is no item: the stream's end (`Ok`), its failure, or nothing yet (`None`,
+    /// `cx` woken at the next change).
+    fn no_items(
+        &self,
+        mut state: MutexGuard<'_, ChanState>,
+        cx: Option<&TaskContext<'_>>,
+    ) -> Option<Result<(), trellis::Error>> {
         if state.recv_closed {
             return Some(Err(ActorError::StreamClosed.into()));
         }
@@ -112,7 +168,7 @@ impl Link {
             return Some(Err(error));
         }
         if state.peer_stopped || state.end.is_some() {
-            return Some(Ok(None));
+            return Some(Ok(()));
         }
         if let Some(cx) = cx {
             state.wait(cx);
