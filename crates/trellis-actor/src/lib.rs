@@ -27,7 +27,8 @@
 //! ```
 
 // Two audited exceptions: the zygote's `fork` (`actor/zygote.rs`), and the spin lock of a
-// stream's receiving share (`connection/spin.rs`: a measured win, taken for every item).
+// stream's receiving and sending shares (`connection/spin.rs`: a measured win, taken for
+// every item).
 #![deny(unsafe_code)]
 
 // Layers, each using only those listed before it (`ARCHITECTURE.md` shows how this is
