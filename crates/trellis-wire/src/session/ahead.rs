@@ -50,17 +50,10 @@ impl Session {
     /// [`send_encoded_items`]: Session::send_encoded_items
     /// [`return_credit`]: Session::return_credit
     pub fn take_credit(&mut self, cid: u64, max: u64) -> Result<u64, SendError> {
-        self.check_open()?;
-        let call = self
-            .calls
-            .get_mut(&cid)
-            .ok_or(SendError::CallOver { cid })?;
-        Self::may_yield(cid, call)?;
+        let closed = self.is_closed();
+        let call = Self::yielding_call(&mut self.calls, closed, cid)?;
         if call.send_credit == 0 || max == 0 {
-            if !std::mem::replace(&mut call.waiting, true) {
-                call.credit_waits += 1;
-            }
-            return Err(SendError::NoCredit { cid });
+            return Err(call.wait_for_credit(cid));
         }
         call.waiting = false;
         if call.send_credit == u64::MAX {
@@ -98,12 +91,8 @@ impl Session {
         frames: &[u8],
         items: u64,
     ) -> Result<(), SendError> {
-        self.check_open()?;
-        let call = self
-            .calls
-            .get_mut(&cid)
-            .ok_or(SendError::CallOver { cid })?;
-        Self::may_yield(cid, call)?;
+        let closed = self.is_closed();
+        let call = Self::yielding_call(&mut self.calls, closed, cid)?;
         self.out.tail().extend_from_slice(frames);
         call.sent += items;
         Ok(())

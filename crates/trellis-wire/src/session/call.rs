@@ -3,7 +3,7 @@
 
 use crate::{CallKind, Message, ProtocolError};
 
-use super::{Role, Window};
+use super::{Role, SendError, Window};
 
 /// The credit count that means "no limit".
 pub(super) const UNLIMITED: u32 = u32::MAX;
@@ -250,6 +250,15 @@ impl Call {
     }
 
     /// Adds a grant from the peer to our sending credit.
+    /// A send found no credit: the call counts as waiting for it (one wait until credit
+    /// comes), and the error says so.
+    pub(super) fn wait_for_credit(&mut self, cid: u64) -> SendError {
+        if !std::mem::replace(&mut self.waiting, true) {
+            self.credit_waits += 1;
+        }
+        SendError::NoCredit { cid }
+    }
+
     pub(super) fn add_send_credit(&mut self, count: u32) {
         self.send_credit = if count == UNLIMITED || self.send_credit == u64::MAX {
             u64::MAX

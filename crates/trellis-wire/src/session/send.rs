@@ -1,7 +1,7 @@
 //! What this side sends: each action checked against the rules, encoded into the outgoing
 //! buffer, and applied to the call's state (credit both ways included).
 
-use super::call::{Call, Receiving, UNLIMITED};
+use super::call::{Call, CallTable, Receiving, UNLIMITED};
 use super::{Outcome, Role, SendError, Session, Window};
 use bytes::{Bytes, BytesMut};
 
@@ -225,6 +225,20 @@ impl Session {
         Ok(())
     }
 
+    /// Call `cid`, on a session still open, if it may send an item now (credit aside).
+    pub(super) fn yielding_call(
+        calls: &mut CallTable,
+        closed: bool,
+        cid: u64,
+    ) -> Result<&mut Call, SendError> {
+        if closed {
+            return Err(SendError::Closed);
+        }
+        let call = calls.get_mut(&cid).ok_or(SendError::CallOver { cid })?;
+        Self::may_yield(cid, call)?;
+        Ok(call)
+    }
+
     /// Sends a stream item, taking one credit.
     ///
     /// # Errors
@@ -287,19 +301,10 @@ impl Session {
         cid: u64,
         encode: impl FnOnce(&Codec, &mut Outgoing) -> Result<(), SendError>,
     ) -> Result<(), SendError> {
-        if self.is_closed() {
-            return Err(SendError::Closed);
-        }
-        let call = self
-            .calls
-            .get_mut(&cid)
-            .ok_or(SendError::CallOver { cid })?;
-        Self::may_yield(cid, call)?;
+        let closed = self.is_closed();
+        let call = Self::yielding_call(&mut self.calls, closed, cid)?;
         if call.send_credit == 0 {
-            if !std::mem::replace(&mut call.waiting, true) {
-                call.credit_waits += 1;
-            }
-            return Err(SendError::NoCredit { cid });
+            return Err(call.wait_for_credit(cid));
         }
         encode(&self.codec, &mut self.out)?;
         if call.send_credit != u64::MAX {
