@@ -1,5 +1,7 @@
 //! The outgoing buffer of a connection: what the acting task writes at once, what the writer
-//! task sends, and the high-water mark that makes stream senders wait for it.
+//! task sends, and the high-water mark that makes stream senders wait for it; and the calls'
+//! own send buffers (items added without the connection's lock), handed to the session
+//! before anything else whenever the lock is taken.
 
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Waker};
