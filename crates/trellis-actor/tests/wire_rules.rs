@@ -262,6 +262,53 @@ fn stop_ends_a_one_way_stream_with_a_return() {
     });
 }
 
+/// A hostile caller: unlimited credit for a stream, then it never reads its socket. The stream
+/// function is held once what waits to be written reaches the connection's bound (its own
+/// buffer of items and the outgoing high-water mark), instead of buffering without end, and
+/// the actor serves another peer meanwhile.
+#[test]
+fn a_caller_that_never_reads_holds_the_stream_not_the_memory() {
+    with_actor(|path| async move {
+        let mut silent = Peer::connect(&path).await;
+        let cid = (silent.session)
+            .start("count_forever", CallKind::Stream, Payload::unit())
+            .unwrap();
+        silent
+            .session
+            .open_receive(cid, Window::Unlimited(None))
+            .unwrap();
+        silent.flush().await;
+        // The items the function has handed to its connection, once that count stays the
+        // same for 200 ms.
+        let sent = || {
+            let info = trellis_actor::current().info();
+            (info.stream_stats.iter())
+                .find(|s| s.role == "callee")
+                .map_or(0, |s| s.sent)
+        };
+        let mut last = (0, 0);
+        for _ in 0..1000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let now = sent();
+            last = if now == last.0 {
+                (now, last.1 + 1)
+            } else {
+                (now, 0)
+            };
+            if last.1 == 20 || now > 10_000_000 {
+                break;
+            }
+        }
+        // About 16 bytes an item: 1 MiB of outgoing bytes, 64 KiB of the call's own buffer and
+        // the socket's buffers hold well under a million; without a bound the function sends
+        // millions in that time.
+        assert!(last.0 > 0 && last.0 < 1_000_000, "{} items sent", last.0);
+        let mut other = Peer::connect(&path).await;
+        assert_eq!(returned::<i64>(other.call("add", (2, 3)).await), 5);
+        assert_eq!(sent(), last.0, "the held function sent more");
+    });
+}
+
 /// Spec 1.1 §6.5: a caller that breaks one call's rules gets a per-call `Error` for it; the
 /// connection and its other calls go on.
 #[test]

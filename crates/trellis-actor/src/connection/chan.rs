@@ -75,6 +75,9 @@ pub(crate) struct Sending {
     pub(crate) credit: u64,
     /// The connection lists this call among those with frames to hand over.
     pub(crate) queued: bool,
+    /// The connection's outgoing buffer was over its high-water mark at this end's last
+    /// item: the next goes through the connection's lock (and waits there), not here.
+    pub(crate) held: bool,
 }
 
 /// Items the receiving end took, and its count of reads for the session's credit.

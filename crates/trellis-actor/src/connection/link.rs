@@ -277,7 +277,10 @@ impl Link {
     /// taken ahead from the session for the items after it.
     fn add_frame(&self, cx: &TaskContext<'_>, frame: &[u8]) -> Poll<Result<(), trellis::Error>> {
         let mut sending = self.chan.sending();
-        if sending.credit > 0 && sending.frames.len() + frame.len() <= SENDING_BATCH {
+        if sending.credit > 0
+            && !sending.held
+            && sending.frames.len() + frame.len() <= SENDING_BATCH
+        {
             sending.frames.extend_from_slice(frame);
             sending.items += 1;
             if sending.credit != u64::MAX {
@@ -316,9 +319,15 @@ impl Link {
         f: impl Fn(&mut Session, &mut Sending) -> Result<(), SendError>,
     ) -> Poll<Result<(), trellis::Error>> {
         for attempt in 0..2 {
-            let sent = self.conn.act_item(cx, |s| f(s, &mut self.chan.sending()));
+            let sent = self.conn.act_item(cx, |s| {
+                let mut sending = self.chan.sending();
+                sending.held = false;
+                f(s, &mut sending)
+            });
             let Some(sent) = sent else {
-                // The outgoing buffer is full; woken when it drained.
+                // The outgoing buffer is full; woken when it drained. Until then no item of
+                // this end's is added past the connection's lock.
+                self.chan.sending().held = true;
                 return Poll::Pending;
             };
             match sent {
