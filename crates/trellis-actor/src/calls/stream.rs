@@ -168,23 +168,7 @@ impl<Rx: DeserializeOwned + 'static, Tx> MsgStream<Rx, Tx> {
             return self.inner.own.get_or_init(factory).recv().await;
         }
         let link = &self.inner.link;
-        link.chan.schedule_point().await;
-        // The fast path, a checkpoint and an item (or the end) there already: no wait to
-        // record for a dump, no cancellation to wait for.
-        trellis::checkpoint_if_cancelled().map_err(|c| link.failure_or(c.into()))?;
-        if let Some(ready) = link.try_recv() {
-            return Ok(ready?
-                .map(|payload| decode_item(link, &payload))
-                .transpose()?);
-        }
-        let what = || link.waits_on("items from");
-        let recv = trellis::cancellable(std::future::poll_fn(|cx| link.poll_recv(cx)));
-        let item = match trellis::dump::waiting_for(what, recv).await {
-            Ok(item) => item?,
-            // Cancelled because the call failed (the caller's body): that failure is the
-            // better answer.
-            Err(cancelled) => return Err(link.failure_or(cancelled.into()).into()),
-        };
+        let item = receive(link, |cx| link.take_next(cx)).await?;
         Ok(item
             .map(|payload| decode_item(link, &payload))
             .transpose()?)
@@ -219,25 +203,8 @@ impl<Rx: DeserializeOwned + 'static, Tx> MsgStream<Rx, Tx> {
             return Ok(0);
         }
         let link = &self.inner.link;
-        link.chan.schedule_point().await;
-        trellis::checkpoint_if_cancelled().map_err(|c| link.failure_or(c.into()))?;
         let mut payloads = Vec::new();
-        let taken = match link.take_into(None, limit, &mut payloads) {
-            Some(taken) => taken?,
-            None => {
-                let what = || link.waits_on("items from");
-                let take = std::future::poll_fn(|cx| {
-                    match link.take_into(Some(cx), limit, &mut payloads) {
-                        Some(taken) => std::task::Poll::Ready(taken),
-                        None => std::task::Poll::Pending,
-                    }
-                });
-                match trellis::dump::waiting_for(what, trellis::cancellable(take)).await {
-                    Ok(taken) => taken?,
-                    Err(cancelled) => return Err(link.failure_or(cancelled.into()).into()),
-                }
-            }
-        };
+        let taken = receive(link, |cx| link.take_into(cx, limit, &mut payloads)).await?;
         debug_assert_eq!(taken, payloads.len());
         let mut payloads = payloads.into_iter();
         let mut read = 0;
@@ -312,6 +279,31 @@ impl<Rx: DeserializeOwned + 'static, Tx> MsgStream<Rx, Tx> {
             receiver: handle.subscribe(),
             link,
         }
+    }
+}
+
+/// What `take` finds (an item, a batch, the stream's end), at once when it is there already
+/// (no wait recorded for a dump, no cancellation to wait for), else once the stream wakes
+/// the task. A checkpoint; cancel-safe, as `take` takes nothing unless it returns `Some`.
+async fn receive<T>(
+    link: &Link,
+    mut take: impl FnMut(Option<&TaskContext<'_>>) -> Option<Result<T, trellis::Error>>,
+) -> Result<T, ActorError> {
+    link.chan.schedule_point().await;
+    trellis::checkpoint_if_cancelled().map_err(|c| link.failure_or(c.into()))?;
+    if let Some(ready) = take(None) {
+        return Ok(ready?);
+    }
+    let what = || link.waits_on("items from");
+    let wait = trellis::cancellable(std::future::poll_fn(|cx| match take(Some(cx)) {
+        Some(ready) => Poll::Ready(ready),
+        None => Poll::Pending,
+    }));
+    match trellis::dump::waiting_for(what, wait).await {
+        Ok(ready) => Ok(ready?),
+        // Cancelled because the call failed (the caller's body): that failure is the better
+        // answer.
+        Err(cancelled) => Err(link.failure_or(cancelled.into()).into()),
     }
 }
 

@@ -9,7 +9,7 @@ use std::task::{Context as TaskContext, Waker};
 
 use bytes::BytesMut;
 use trellis::CancelScope;
-use trellis_wire::{ActorId, Outcome, Payload, ProtocolError};
+use trellis_wire::{ActorId, Outcome, Payload, ProtocolError, Session};
 
 use super::spin::{SpinGuard, SpinLock};
 use crate::error::StreamOverrun;
@@ -78,6 +78,14 @@ pub(crate) struct Sending {
     /// The connection's outgoing buffer was over its high-water mark at this end's last
     /// item: the next goes through the connection's lock (and waits there), not here.
     pub(crate) held: bool,
+}
+
+impl Sending {
+    /// Gives the session back the credit this end holds for call `cid`: its next item asks
+    /// the session again (which may refuse it now).
+    pub(crate) fn return_credit(&mut self, session: &mut Session, cid: u64) {
+        session.return_credit(cid, std::mem::take(&mut self.credit));
+    }
 }
 
 /// Items the receiving end took, and its count of reads for the session's credit.

@@ -71,14 +71,9 @@ impl Link {
         }
     }
 
-    /// [`poll_recv`](Link::poll_recv) without waiting: `None` when it would wait.
-    pub(crate) fn try_recv(&self) -> Option<Result<Option<Payload>, trellis::Error>> {
-        self.take_next(None)
-    }
-
     /// The next item or the stream's end, if there is one now; else `cx` (when given) is
     /// woken when there is.
-    fn take_next(
+    pub(crate) fn take_next(
         &self,
         cx: Option<&TaskContext<'_>>,
     ) -> Option<Result<Option<Payload>, trellis::Error>> {
@@ -240,7 +235,7 @@ impl Link {
         if let Some(bytes) = bytes.filter(|b| b.len() >= SHARE_FROM) {
             return self.poll_send_with(cx, |s, sending| {
                 // The session counts this item's credit: what this end holds goes back.
-                s.return_credit(self.cid, std::mem::take(&mut sending.credit));
+                sending.return_credit(s, self.cid);
                 s.send_item_bytes(self.cid, bytes.clone())
             });
         }
@@ -301,7 +296,7 @@ impl Link {
             }
             if let Err(e) = s.send_encoded_items(self.cid, frame, 1) {
                 // Refused (the receiver stopped, say): so is every later item.
-                s.return_credit(self.cid, std::mem::take(&mut sending.credit));
+                sending.return_credit(s, self.cid);
                 return Err(e);
             }
             if sending.credit != u64::MAX {
@@ -378,7 +373,7 @@ impl Link {
         if first && !self.call_over() {
             let _ = self.conn.act(Flush::Now, |s| {
                 // Items this end adds after `Stop` must fail, not wait in its own buffer.
-                s.return_credit(self.cid, std::mem::take(&mut self.chan.sending().credit));
+                self.chan.sending().return_credit(s, self.cid);
                 s.stop(self.cid)
             });
         }

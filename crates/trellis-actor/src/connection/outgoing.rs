@@ -54,8 +54,7 @@ impl State {
         let Some(chan) = self.calls.get(&cid).and_then(|l| l.chan.as_ref()) else {
             return;
         };
-        let credit = std::mem::take(&mut chan.sending().credit);
-        self.session.return_credit(cid, credit);
+        chan.sending().return_credit(&mut self.session, cid);
     }
 }
 
