@@ -168,7 +168,13 @@ impl<Rx: DeserializeOwned + 'static, Tx> MsgStream<Rx, Tx> {
             return self.inner.own.get_or_init(factory).recv().await;
         }
         let link = &self.inner.link;
-        let item = receive(link, |cx| link.take_next(cx)).await?;
+        link.chan.schedule_point().await;
+        trellis::checkpoint_if_cancelled().map_err(|c| link.failure_or(c.into()))?;
+        // The fast path, an item (or the end) there already, in this future itself.
+        let item = match link.take_next(None) {
+            Some(ready) => ready?,
+            None => wait_for_items(link, |cx| link.take_next(Some(cx))).await?,
+        };
         Ok(item
             .map(|payload| decode_item(link, &payload))
             .transpose()?)
@@ -203,8 +209,15 @@ impl<Rx: DeserializeOwned + 'static, Tx> MsgStream<Rx, Tx> {
             return Ok(0);
         }
         let link = &self.inner.link;
+        link.chan.schedule_point().await;
+        trellis::checkpoint_if_cancelled().map_err(|c| link.failure_or(c.into()))?;
         let mut payloads = Vec::new();
-        let taken = receive(link, |cx| link.take_into(cx, limit, &mut payloads)).await?;
+        let taken = match link.take_into(None, limit, &mut payloads) {
+            Some(ready) => ready?,
+            None => {
+                wait_for_items(link, |cx| link.take_into(Some(cx), limit, &mut payloads)).await?
+            }
+        };
         debug_assert_eq!(taken, payloads.len());
         let mut payloads = payloads.into_iter();
         let mut read = 0;
@@ -282,20 +295,16 @@ impl<Rx: DeserializeOwned + 'static, Tx> MsgStream<Rx, Tx> {
     }
 }
 
-/// What `take` finds (an item, a batch, the stream's end), at once when it is there already
-/// (no wait recorded for a dump, no cancellation to wait for), else once the stream wakes
-/// the task. A checkpoint; cancel-safe, as `take` takes nothing unless it returns `Some`.
-async fn receive<T>(
+/// Waits until `take` finds something (an item, a batch, the stream's end): the stream wakes
+/// the task; the wait is recorded for a dump. Cancel-safe, as `take` takes nothing unless it
+/// returns `Some`. (Each receive tries `take` once itself first, so that the common case
+/// stays in its own future.)
+async fn wait_for_items<T>(
     link: &Link,
-    mut take: impl FnMut(Option<&TaskContext<'_>>) -> Option<Result<T, trellis::Error>>,
+    mut take: impl FnMut(&TaskContext<'_>) -> Option<Result<T, trellis::Error>>,
 ) -> Result<T, ActorError> {
-    link.chan.schedule_point().await;
-    trellis::checkpoint_if_cancelled().map_err(|c| link.failure_or(c.into()))?;
-    if let Some(ready) = take(None) {
-        return Ok(ready?);
-    }
     let what = || link.waits_on("items from");
-    let wait = trellis::cancellable(std::future::poll_fn(|cx| match take(Some(cx)) {
+    let wait = trellis::cancellable(std::future::poll_fn(|cx| match take(cx) {
         Some(ready) => Poll::Ready(ready),
         None => Poll::Pending,
     }));
