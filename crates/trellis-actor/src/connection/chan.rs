@@ -88,10 +88,70 @@ impl Sending {
     }
 }
 
+/// Items in arrival order, kept in the batches they came in (one per read of the
+/// connection): a batch is moved in whole, never copied into a buffer that grows with the
+/// backlog.
+#[derive(Default)]
+pub(crate) struct Items {
+    front: VecDeque<Payload>,
+    /// Batches after `front`, none empty.
+    rest: VecDeque<VecDeque<Payload>>,
+}
+
+impl Items {
+    /// Adds a batch at the back.
+    pub(crate) fn push(&mut self, batch: VecDeque<Payload>) {
+        if self.is_empty() {
+            self.front = batch;
+        } else if !batch.is_empty() {
+            self.rest.push_back(batch);
+        }
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<Payload> {
+        loop {
+            if let Some(item) = self.front.pop_front() {
+                return Some(item);
+            }
+            self.front = self.rest.pop_front()?;
+        }
+    }
+
+    pub(crate) fn push_front(&mut self, item: Payload) {
+        self.front.push_front(item);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.front.is_empty() && self.rest.is_empty()
+    }
+
+    /// Moves up to `limit` items from the front to `out`; returns how many.
+    pub(crate) fn take_into(&mut self, limit: usize, out: &mut Vec<Payload>) -> usize {
+        let mut n = 0;
+        while n < limit {
+            if self.front.is_empty() {
+                match self.rest.pop_front() {
+                    Some(batch) => self.front = batch,
+                    None => break,
+                }
+            }
+            let k = (limit - n).min(self.front.len());
+            out.extend(self.front.drain(..k));
+            n += k;
+        }
+        n
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.front.clear();
+        self.rest.clear();
+    }
+}
+
 /// Items the receiving end took, and its count of reads for the session's credit.
 #[derive(Default)]
 pub(crate) struct Taken {
-    pub(crate) items: VecDeque<Payload>,
+    pub(crate) items: Items,
     /// After how many reads the receiving end reports them to the session (0: not opened).
     pub(crate) report_every: u32,
     /// Items read and not yet reported.
@@ -100,7 +160,7 @@ pub(crate) struct Taken {
 
 #[derive(Default)]
 pub(crate) struct ChanState {
-    pub(crate) items: VecDeque<Payload>,
+    pub(crate) items: Items,
     /// The peer sent `Stop`.
     pub(crate) peer_stopped: bool,
     /// Our receiving end closed: items are discarded.
@@ -190,15 +250,10 @@ impl Chan {
     }
 
     /// Items from the peer, in order (the session checked them against the window).
-    pub(crate) fn push(&self, mut items: VecDeque<Payload>) {
+    pub(crate) fn push(&self, items: VecDeque<Payload>) {
         self.update(|state| {
             if !state.recv_closed && state.overrun.is_none() {
-                if state.items.is_empty() {
-                    // The batch becomes the buffer: nothing copied.
-                    std::mem::swap(&mut state.items, &mut items);
-                } else {
-                    state.items.extend(items);
-                }
+                state.items.push(items);
             }
         });
     }

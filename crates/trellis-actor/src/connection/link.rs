@@ -112,9 +112,7 @@ impl Link {
                 return self.no_items(state, cx).map(|ended| ended.map(|()| 0));
             }
         }
-        let n = limit.min(taken.items.len());
-        out.extend(taken.items.drain(..n));
-        Some(Ok(n))
+        Some(Ok(taken.items.take_into(limit, out)))
     }
 
     /// `n` items taken with [`take_into`](Link::take_into) were read.
