@@ -80,7 +80,12 @@ pub(crate) fn alternate(
     (median(&mut xs), median(&mut ys))
 }
 
+/// The median of `values`; with `TRELLIS_BENCH_SAMPLES` set, every value (in the order
+/// measured) goes to stderr first, to see a bimodal case for what it is.
 pub(crate) fn median(values: &mut [f64]) -> f64 {
+    if std::env::var_os("TRELLIS_BENCH_SAMPLES").is_some() {
+        eprintln!("samples {values:?}");
+    }
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
