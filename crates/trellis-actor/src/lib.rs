@@ -63,7 +63,8 @@ pub use actor::{
 };
 pub use actor_error::ActorError;
 pub use calls::{
-    Context, DEFAULT_CAPACITY, Flow, MsgStream, Portal, PortalContext, StreamOptions, Subscription,
+    Context, DEFAULT_CAPACITY, Flow, GROWN_CAPACITY, MsgStream, Portal, PortalContext,
+    StreamOptions, Subscription, WINDOW_BYTES,
 };
 pub use dump::{
     ActorDump, STALL_CHECK, STALLED, ScopeInfo, TaskInfo, deadlocks, draw as draw_dumps,

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use trellis_actor::{
-    ActorError, Config, Context, Flow, Functions, MsgStream, RemoteActorError, StreamOptions,
-    StreamOverrun, Transport, open_nursery,
+    ActorError, Config, Context, DEFAULT_CAPACITY, Flow, Functions, GROWN_CAPACITY, MsgStream,
+    RemoteActorError, StreamOptions, StreamOverrun, Transport, open_nursery,
 };
 
 static CANCELS: AtomicU32 = AtomicU32::new(0);
@@ -745,6 +745,45 @@ fn backpressure_holds_the_producer_and_loses_nothing(transport: Transport) {
     .unwrap();
 }
 
+/// The default window grows for small items: after the first quarter of it is read, the
+/// producer may run ahead by the grown window (`GROWN_CAPACITY`) rather than the first one,
+/// is held there while nothing more is read, and every item arrives, in order.
+fn a_default_window_grows_for_small_items(transport: Transport) {
+    let (first, grown) = (DEFAULT_CAPACITY as u64, GROWN_CAPACITY as u64);
+    let total = 2 * grown;
+    root(transport, || async move {
+        open_nursery(|an| async move {
+            let portal = an.start_actor("producer").await?;
+            let probe = portal.clone();
+            let received = portal
+                .open_context(produce, (total,), |ctx, ()| async move {
+                    let stream = ctx.open_stream::<u64, ()>()?;
+                    until(async || Ok(probe.run(sent_so_far, ()).await? == first)).await?;
+                    // Reading a quarter of the window reports it; the grant that answers
+                    // widens the window to its largest (the items are a few bytes each).
+                    let mut received = Vec::new();
+                    for _ in 0..first / 4 {
+                        received.extend(stream.recv().await?);
+                    }
+                    let ahead = first / 4 + grown;
+                    until(async || Ok(probe.run(sent_so_far, ()).await? == ahead)).await?;
+                    trellis::sleep(Duration::from_millis(50)).await?;
+                    assert_eq!(probe.run(sent_so_far, ()).await?, ahead);
+                    while let Some(i) = stream.recv().await? {
+                        received.push(i);
+                    }
+                    assert_eq!(ctx.result().await?, total);
+                    Ok(received)
+                })
+                .await?;
+            assert_eq!(received, (0..total).collect::<Vec<u64>>());
+            Ok(())
+        })
+        .await
+    })
+    .unwrap();
+}
+
 /// In `Flow::Unbounded` mode (tractor's `allow_overruns`), the producer never waits: it sends
 /// everything while the consumer reads nothing, and nothing is lost.
 fn unbounded_mode_never_holds_the_producer(transport: Transport) {
@@ -1173,6 +1212,7 @@ on_both_transports!(
     overrun_mode_fails_the_receiver_past_its_capacity,
     caller_overrun_fails_open_context,
     backpressure_holds_the_producer_and_loses_nothing,
+    a_default_window_grows_for_small_items,
     unbounded_mode_never_holds_the_producer,
     every_subscriber_gets_every_item,
     lagging_subscriber_gets_the_exact_count,

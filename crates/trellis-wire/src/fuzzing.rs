@@ -103,7 +103,7 @@ fn act(session: &mut Session, byte: u8, known: &mut Vec<u64>) {
                 known.push(cid);
             }
         }
-        1 => drop(session.open_receive(cid, Window::Credit(u32::from(byte >> 4) + 1))),
+        1 => drop(session.open_receive(cid, window(byte >> 4))),
         2 => drop(session.open_receive(cid, Window::Unlimited(Some(u32::from(byte >> 4))))),
         3 => session.consumed(cid, u32::from(byte >> 4)),
         4 => drop(session.accept(cid)),
@@ -249,7 +249,7 @@ impl Honest {
                     [usize::from(byte >> 3) % 3];
                 let cid = s.start("f", kind, unit).expect("a start is always allowed");
                 if kind != CallKind::Run {
-                    s.open_receive(cid, Window::Credit(u32::from(byte >> 6) + 1))
+                    s.open_receive(cid, window(byte >> 5))
                         .expect("a caller opens its receiving end at once");
                 }
                 self.live.insert(cid, kind);
@@ -358,5 +358,20 @@ pub fn honest_pair(ops: &[u8]) -> PairStats {
     PairStats {
         items: a.stats.items + b.stats.items,
         ended: a.stats.ended + b.stats.ended,
+    }
+}
+
+/// A fixed window of 1 to 8 items, or (high bit of `bits`' four) a growing one from that
+/// many to 64 items within a few hundred bytes, so that the window moves both ways.
+fn window(bits: u8) -> Window {
+    let start = u32::from(bits & 7) + 1;
+    if bits & 8 == 0 {
+        Window::Credit(start)
+    } else {
+        Window::Growing {
+            start,
+            max: 64,
+            bytes: 512,
+        }
     }
 }

@@ -37,8 +37,8 @@ pub use message::{
 pub use outgoing::{Outgoing, SHARE_FROM};
 pub use payload::{MAX_PAYLOAD_DEPTH, Payload};
 pub use session::{
-    Batch, CallCounts, CidHash, CidHasher, ConnectionError, Event, MAX_DETACHED, Outcome, Role,
-    SendError, Session, Side, StreamStats, Window,
+    Batch, CallCounts, CidHash, CidHasher, ConnectionError, Event, ITEM_OVERHEAD, MAX_DETACHED,
+    Outcome, Role, SendError, Session, Side, StreamStats, Window,
 };
 
 /// The README's example, compiled and run as a doc test.

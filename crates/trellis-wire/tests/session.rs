@@ -1527,3 +1527,82 @@ fn a_frame_handed_over_whole_gives_the_events_of_its_bytes() {
         );
     }
 }
+
+/// §6.7 leaves how much to grant to the receiver. A growing window (trellis's default for
+/// streams): small items widen it up to its maximum, large ones narrow it back to its start
+/// and never below; the sender never has more unconsumed items than the window's size, a
+/// grant is never zero, and an item beyond the grant is still an overrun.
+#[test]
+fn a_growing_window_follows_the_items_size() {
+    let (start, max) = (8u64, 32u64);
+    let mut s = connected(Side::Connector);
+    let cid = s.start("f", CallKind::Stream, Payload::unit()).unwrap();
+    let window = Window::Growing {
+        start: 8,
+        max: 32,
+        bytes: 8 * 1024,
+    };
+    s.open_receive(cid, window).unwrap();
+    assert!(matches!(
+        &sent(&mut s)[..],
+        [Message::Start { .. }, Message::Credit { count: 8, .. }]
+    ));
+    s.handle(Message::StartAck { cid }).unwrap();
+    let (mut granted, mut consumed) = (start, 0u64);
+    // The peer sends all it may of `item`, and the receiver consumes them one at a time;
+    // returns the window's size (what the sender may have unconsumed) after the last grant.
+    let mut rounds = |s: &mut Session, item: &Payload, rounds: usize| {
+        for _ in 0..rounds {
+            for _ in consumed..granted {
+                s.handle(Message::Yield {
+                    cid,
+                    value: item.clone(),
+                })
+                .unwrap();
+            }
+            let items = events(s).len() as u64;
+            assert_eq!(items, granted - consumed, "every granted item is received");
+            for _ in 0..items {
+                s.consumed(cid, 1);
+                consumed += 1;
+                for message in sent(s) {
+                    let Message::Credit { count, .. } = message else {
+                        panic!("only credit is sent, got {message:?}");
+                    };
+                    assert!(count > 0, "a grant is never zero");
+                    granted += u64::from(count);
+                    assert!(granted - consumed <= max, "never more than the maximum");
+                    assert!(granted - consumed >= start, "never less than the start");
+                }
+            }
+        }
+        granted - consumed
+    };
+    let small = value(1);
+    assert_eq!(
+        rounds(&mut s, &small, 4),
+        max,
+        "small items widen the window"
+    );
+    let large = Payload::encode(&vec![7u32; 1000]).unwrap();
+    assert_eq!(
+        rounds(&mut s, &large, 8),
+        start,
+        "large items narrow it back"
+    );
+    assert_eq!(
+        rounds(&mut s, &small, 4),
+        max,
+        "and small ones widen it again"
+    );
+    // One item beyond the grant is an overrun, reported with the window's size now.
+    for _ in 0..=max {
+        s.handle(Message::Yield {
+            cid,
+            value: small.clone(),
+        })
+        .unwrap();
+    }
+    let overrun = events(&mut s).pop();
+    assert_eq!(overrun, Some(Event::Overrun { cid, capacity: 32 }));
+}

@@ -11,6 +11,6 @@ mod portal;
 mod stream;
 
 pub use context::{Context, PortalContext};
-pub use options::{DEFAULT_CAPACITY, Flow, StreamOptions};
+pub use options::{DEFAULT_CAPACITY, Flow, GROWN_CAPACITY, StreamOptions, WINDOW_BYTES};
 pub use portal::Portal;
 pub use stream::{MsgStream, Subscription};

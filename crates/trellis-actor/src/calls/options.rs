@@ -8,12 +8,23 @@
 
 use trellis_wire::Window;
 
-/// How many unread items a stream's receiving end holds by default. With backpressure this
-/// is also how far the sender may run ahead: throughput is about this many items per
-/// round trip, so a small window caps it (B7 in `BENCHMARKS.md`, 100,000 `u64` between two
-/// processes: 512 took 25 ms, 2,048 12–17 ms, 4,096 11.5 ms). The memory it bounds is this
-/// many items: set a smaller [`capacity`](StreamOptions::capacity) for large ones.
+/// How many unread items a stream's receiving end holds by default, at first. With
+/// backpressure this is also how far the sender may run ahead: throughput is about this many
+/// items per round trip, so a small window caps it (B7 in `BENCHMARKS.md`, 100,000 `u64`
+/// between two processes: 512 took 25 ms, 2,048 12–17 ms, 4,096 11.5 ms). Unless a
+/// [`capacity`](StreamOptions::capacity) is set, the window then follows the items' size: it
+/// grows up to [`GROWN_CAPACITY`] items while they fit in [`WINDOW_BYTES`], and never drops
+/// below this. The window bounds memory in items, each up to the largest frame: set a smaller
+/// capacity for large items.
 pub const DEFAULT_CAPACITY: usize = 4096;
+
+/// The most items a default window grows to, for small items.
+pub const GROWN_CAPACITY: usize = 4 * DEFAULT_CAPACITY;
+
+/// What a default window's items may take as it grows beyond [`DEFAULT_CAPACITY`]: about
+/// 1 MiB (each item counted with [`trellis_wire::ITEM_OVERHEAD`] bytes more than its encoded
+/// payload).
+pub const WINDOW_BYTES: usize = 1 << 20;
 
 /// What a receiving end does when its sender is faster than its reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,6 +46,8 @@ pub enum Flow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamOptions {
     capacity: usize,
+    /// No capacity was set: the window grows for small items.
+    grows: bool,
     flow: Flow,
     lossless_subscribers: bool,
 }
@@ -43,6 +56,7 @@ impl Default for StreamOptions {
     fn default() -> Self {
         StreamOptions {
             capacity: DEFAULT_CAPACITY,
+            grows: true,
             flow: Flow::Backpressure,
             lossless_subscribers: false,
         }
@@ -50,14 +64,15 @@ impl Default for StreamOptions {
 }
 
 impl StreamOptions {
-    /// Backpressure with a buffer of [`DEFAULT_CAPACITY`].
+    /// Backpressure with a window of [`DEFAULT_CAPACITY`] that grows for small items.
     pub fn new() -> Self {
         StreamOptions::default()
     }
 
     /// How many unread items the receiving end holds (with [`Flow::Backpressure`], how many
     /// the sender may have in flight; with [`Flow::Overrun`], how many before the call fails).
-    /// Subscribers of [`MsgStream::subscribe`](crate::MsgStream::subscribe) keep as many.
+    /// Subscribers of [`MsgStream::subscribe`](crate::MsgStream::subscribe) keep as many. A
+    /// window set here stays this size.
     ///
     /// # Panics
     ///
@@ -69,6 +84,7 @@ impl StreamOptions {
             "a stream capacity is between 1 and 2^32 - 2"
         );
         self.capacity = capacity;
+        self.grows = false;
         self
     }
 
@@ -92,6 +108,11 @@ impl StreamOptions {
         // `capacity` checks the range.
         let capacity = u32::try_from(self.capacity).unwrap_or(u32::MAX - 1);
         match self.flow {
+            Flow::Backpressure if self.grows => Window::Growing {
+                start: capacity,
+                max: GROWN_CAPACITY as u32,
+                bytes: WINDOW_BYTES as u32,
+            },
             Flow::Backpressure => Window::Credit(capacity),
             Flow::Overrun => Window::Unlimited(Some(capacity)),
             Flow::Unbounded => Window::Unlimited(None),

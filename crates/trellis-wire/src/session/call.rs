@@ -3,7 +3,7 @@
 
 use crate::{CallKind, Message, ProtocolError};
 
-use super::{Role, SendError, Window};
+use super::{ITEM_OVERHEAD, Role, SendError, Window};
 
 /// The credit count that means "no limit".
 pub(super) const UNLIMITED: u32 = u32::MAX;
@@ -31,12 +31,17 @@ pub(super) struct Receiving {
     pub(super) ungranted: u64,
     /// The local end closed: items are counted and dropped.
     pub(super) closed: bool,
+    /// The window's size now, in items: `granted - consumed` right after a grant.
+    size: u64,
+    /// Items received since the last grant, and their bytes (for a growing window).
+    lately: u64,
+    lately_bytes: u64,
 }
 
 impl Receiving {
     pub(super) fn new(window: Window) -> Self {
         let granted = match window {
-            Window::Credit(capacity) => u64::from(capacity),
+            Window::Credit(_) | Window::Growing { .. } => u64::from(window.first_grant()),
             Window::Unlimited(_) => u64::MAX,
         };
         Receiving {
@@ -46,13 +51,26 @@ impl Receiving {
             consumed: 0,
             ungranted: 0,
             closed: false,
+            size: granted,
+            lately: 0,
+            lately_bytes: 0,
         }
+    }
+
+    /// Counts an item received within the window, of `len` payload bytes.
+    pub(super) fn received(&mut self, len: usize) {
+        self.received += 1;
+        self.lately += 1;
+        let len = u64::try_from(len).unwrap_or(u64::MAX);
+        self.lately_bytes = self
+            .lately_bytes
+            .saturating_add(len.saturating_add(u64::from(ITEM_OVERHEAD)));
     }
 
     /// Whether one more item received now breaks the window.
     pub(super) fn overruns(&self) -> bool {
         match self.window {
-            Window::Credit(_) => self.received >= self.granted,
+            Window::Credit(_) | Window::Growing { .. } => self.received >= self.granted,
             Window::Unlimited(Some(limit)) => {
                 !self.closed && self.received - self.consumed >= u64::from(limit)
             }
@@ -64,8 +82,54 @@ impl Receiving {
     pub(super) fn capacity(&self) -> u32 {
         match self.window {
             Window::Credit(capacity) | Window::Unlimited(Some(capacity)) => capacity,
+            Window::Growing { .. } => u32::try_from(self.size).unwrap_or(UNLIMITED - 1),
             Window::Unlimited(None) => UNLIMITED,
         }
+    }
+
+    /// Counts `count` more consumed items; returns the credit to grant now, if any (a
+    /// window grants in batches of a quarter of its size).
+    pub(super) fn consume(&mut self, count: u32) -> Option<u32> {
+        self.consumed = (self.consumed + u64::from(count)).min(self.received);
+        if self.closed || matches!(self.window, Window::Unlimited(_)) {
+            return None;
+        }
+        self.ungranted += u64::from(count);
+        if self.ungranted < (self.size / 4).max(1) {
+            return None;
+        }
+        let mut grant = std::mem::take(&mut self.ungranted);
+        if let Window::Growing { start, max, bytes } = self.window {
+            let target = self.target(start, max, bytes);
+            if target >= self.size {
+                grant += target - self.size;
+                self.size = target;
+            } else {
+                // Shrinks by granting less: the sender's unconsumed items never exceed it.
+                let withheld = grant.min(self.size - target);
+                grant -= withheld;
+                self.size -= withheld;
+            }
+        }
+        let grant = u32::try_from(grant).unwrap_or(UNLIMITED - 1);
+        self.granted = self.granted.saturating_add(u64::from(grant));
+        (grant > 0).then_some(grant)
+    }
+
+    /// A growing window's size for the items received lately: as many as `bytes` holds,
+    /// from `start` to `max` (its size now when none came).
+    fn target(&mut self, start: u32, max: u32, bytes: u32) -> u64 {
+        let (items, taken) = (
+            std::mem::take(&mut self.lately),
+            std::mem::take(&mut self.lately_bytes),
+        );
+        if items == 0 {
+            return self.size;
+        }
+        let start = u64::from(start.clamp(1, UNLIMITED - 1));
+        let max = u64::from(max.min(UNLIMITED - 1)).max(start);
+        let each = (taken / items).max(1);
+        (u64::from(bytes) / each).clamp(start, max)
     }
 }
 

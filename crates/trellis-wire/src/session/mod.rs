@@ -78,6 +78,22 @@ pub enum Window {
     /// quarter of it): the sender never has more than `capacity` items unconsumed. An item
     /// beyond the grant is an overrun. `capacity` is from 1 to 2³² − 2.
     Credit(u32),
+    /// As [`Credit`](Window::Credit), with a window that moves between `start` and `max`
+    /// items as the items received since the last grant show their size: it holds about
+    /// `bytes` of them (each item counted with [`ITEM_OVERHEAD`] more), so a stream of small
+    /// items gets a larger window — fewer round trips per item — for the same memory, and
+    /// one of large items never more than `start`. Grants `start` at first; the window grows
+    /// by granting more than was consumed and shrinks by granting less, so the sender never
+    /// has more than the window's current size unconsumed. `start` and `max` are from 1 to
+    /// 2³² − 2 (`max` below `start` counts as `start`).
+    Growing {
+        /// The first grant and the smallest window.
+        start: u32,
+        /// The largest window.
+        max: u32,
+        /// What the window's items may take, in bytes, as far as `max` allows.
+        bytes: u32,
+    },
     /// Grants without limit. With `Some(limit)`, more than `limit` items received and not yet
     /// consumed is an overrun.
     Unlimited(Option<u32>),
@@ -88,7 +104,10 @@ impl Window {
     /// that counts reads locally and reports them in batches of this size loses nothing.
     pub fn report_every(&self) -> u32 {
         match *self {
-            Window::Credit(capacity) => (capacity / 4).max(1),
+            Window::Credit(capacity)
+            | Window::Growing {
+                start: capacity, ..
+            } => (capacity / 4).max(1),
             Window::Unlimited(Some(_)) => 1,
             Window::Unlimited(None) => u32::MAX,
         }
@@ -96,7 +115,10 @@ impl Window {
 
     fn first_grant(&self) -> u32 {
         match *self {
-            Window::Credit(capacity) => capacity.clamp(1, UNLIMITED - 1),
+            Window::Credit(capacity)
+            | Window::Growing {
+                start: capacity, ..
+            } => capacity.clamp(1, UNLIMITED - 1),
             Window::Unlimited(_) => UNLIMITED,
         }
     }
@@ -380,6 +402,10 @@ fn items_of(events: &mut VecDeque<Batch>, cid: u64) -> &mut VecDeque<Payload> {
         _ => unreachable!("an item queue was just made"),
     }
 }
+
+/// What a [`Window::Growing`] counts for each item beside its payload's bytes: about what
+/// holding one item costs a receiver (its handle and its place in a queue).
+pub const ITEM_OVERHEAD: u32 = 32;
 
 /// How many calls of ours a session keeps after it stopped following them (cancelled, and
 /// waiting only for the peer's end to swallow it); one more fails the connection.

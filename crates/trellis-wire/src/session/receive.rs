@@ -574,7 +574,7 @@ fn receive_item(call: &mut Call, value: Payload) -> Received {
     match call.receiving.as_mut() {
         _ if call.overran => Received::Dropped,
         Some(receiving) if !receiving.overruns() => {
-            receiving.received += 1;
+            receiving.received(value.as_bytes().len());
             if receiving.closed {
                 Received::Dropped
             } else {

@@ -124,21 +124,9 @@ impl Session {
         let Some(receiving) = self.calls.get_mut(&cid).and_then(|c| c.receiving.as_mut()) else {
             return;
         };
-        receiving.consumed = (receiving.consumed + u64::from(count)).min(receiving.received);
-        let Window::Credit(capacity) = receiving.window else {
-            return;
-        };
-        if receiving.closed {
-            return;
-        }
-        receiving.ungranted += u64::from(count);
-        if receiving.ungranted < u64::from((capacity / 4).max(1)) {
-            return;
-        }
-        let grant = u32::try_from(receiving.ungranted).unwrap_or(UNLIMITED - 1);
-        receiving.ungranted = 0;
-        receiving.granted = receiving.granted.saturating_add(u64::from(grant));
-        if !self.is_closed() {
+        if let Some(grant) = receiving.consume(count)
+            && !self.is_closed()
+        {
             let _ = self.send_on_call(cid, &Message::Credit { cid, count: grant });
         }
     }
@@ -158,7 +146,7 @@ impl Session {
             return;
         }
         // An end that overran is failing its call: no more credit for it.
-        if matches!(receiving.window, Window::Credit(_)) && !overran {
+        if matches!(receiving.window, Window::Credit(_) | Window::Growing { .. }) && !overran {
             receiving.granted = u64::MAX;
             let _ = self.send_on_call(
                 cid,
