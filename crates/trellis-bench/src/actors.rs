@@ -463,16 +463,9 @@ pub(crate) fn b8(python: bool) -> Result<Vec<Comparison>, String> {
 
 /// The size of one streamed item's frame (`Yield` of a `u64` around 50,000).
 fn item_frame() -> usize {
-    let mut frame = BytesMut::new();
-    Codec::new()
-        .encode(
-            &Message::Yield {
-                cid: 3,
-                value: Payload::encode(&50_000u64).unwrap(),
-            },
-            &mut frame,
-        )
-        .unwrap();
+    let (mut frame, value) = (BytesMut::new(), Payload::encode(&50_000u64).unwrap());
+    let item = Message::Yield { cid: 3, value };
+    Codec::new().encode(&item, &mut frame).unwrap();
     frame.len().max(12)
 }
 
