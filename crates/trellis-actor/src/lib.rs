@@ -26,9 +26,10 @@
 //! }
 //! ```
 
-// Two audited exceptions: the zygote's `fork` (`actor/zygote.rs`), and the spin lock of a
+// Three audited exceptions: the zygote's `fork` (`actor/zygote.rs`), the spin lock of a
 // stream's receiving and sending shares (`connection/spin.rs`: a measured win, taken for
-// every item).
+// every item), and registering a Unix connection with the runtime for reading only
+// (`unix_conn.rs`).
 #![deny(unsafe_code)]
 
 // Layers, each using only those listed before it (`ARCHITECTURE.md` shows how this is
@@ -56,6 +57,7 @@ mod tls;
 mod trace;
 mod transport;
 mod tree;
+mod unix_conn;
 
 pub use actor::{
     Actor, Config, SpawnBackend, Terminal, current, find_actor, main, main_with, run_root,
