@@ -99,10 +99,17 @@ pub(crate) struct Items {
 }
 
 impl Items {
-    /// Adds a batch at the back.
+    /// Adds a batch at the back: into the last batch when it has room to spare (so that a
+    /// peer sending an item per read does not make a batch of each), else as a batch of its
+    /// own.
     pub(crate) fn push(&mut self, batch: VecDeque<Payload>) {
         if self.is_empty() {
             self.front = batch;
+            return;
+        }
+        let last = self.rest.back_mut().unwrap_or(&mut self.front);
+        if batch.len() <= last.capacity() - last.len() {
+            last.extend(batch);
         } else if !batch.is_empty() {
             self.rest.push_back(batch);
         }
@@ -305,5 +312,48 @@ impl Chan {
 
     pub(crate) fn terminal(&self) -> Option<CallEnd> {
         self.lock().end.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(range: std::ops::Range<u32>, capacity: usize) -> VecDeque<Payload> {
+        let mut batch = VecDeque::with_capacity(capacity);
+        batch.extend(range.map(|n| Payload::encode(&n).unwrap()));
+        batch
+    }
+
+    fn value(item: &Payload) -> u32 {
+        item.decode().unwrap()
+    }
+
+    /// Items come out in arrival order across batches, whether a batch was kept whole or
+    /// went into the room of the one before; `take_into` and `push_front` keep the order.
+    #[test]
+    fn items_keep_their_order_across_batches() {
+        let mut items = Items::default();
+        items.push(batch(0..3, 8));
+        // Fits in the first batch's spare room; the next does not.
+        items.push(batch(3..5, 2));
+        items.push(batch(5..12, 8));
+        items.push(batch(12..13, 1));
+        assert_eq!(items.rest.len(), 1, "small batches went into spare room");
+        assert_eq!(items.pop_front().map(|i| value(&i)), Some(0));
+        let mut out = Vec::new();
+        assert_eq!(items.take_into(6, &mut out), 6);
+        assert_eq!(
+            out.iter().map(value).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        items.push_front(out.pop().unwrap());
+        let rest: Vec<u32> = std::iter::from_fn(|| items.pop_front())
+            .map(|i| value(&i))
+            .collect();
+        assert_eq!(rest, (6..13).collect::<Vec<_>>());
+        assert!(items.is_empty());
+        items.push(batch(13..14, 1));
+        assert_eq!(items.pop_front().map(|i| value(&i)), Some(13));
     }
 }
