@@ -26,10 +26,9 @@
 //! }
 //! ```
 
-// Three audited exceptions: the zygote's `fork` (`actor/zygote.rs`), the spin lock of a
+// Two audited exceptions: the zygote's `fork` (`actor/zygote.rs`), and the spin lock of a
 // stream's receiving and sending shares (`connection/spin.rs`: a measured win, taken for
-// every item), and registering a Unix connection with the runtime for reading only
-// (`unix_conn.rs`).
+// every item).
 #![deny(unsafe_code)]
 
 // Layers, each using only those listed before it (`ARCHITECTURE.md` shows how this is
@@ -57,7 +56,6 @@ mod tls;
 mod trace;
 mod transport;
 mod tree;
-mod unix_conn;
 
 pub use actor::{
     Actor, Config, SpawnBackend, Terminal, current, find_actor, main, main_with, run_root,

@@ -86,7 +86,7 @@ pub(crate) type Reader = Pin<Box<dyn AsyncRead + Send>>;
 /// shuts the sending direction down.
 #[derive(Debug)]
 pub(crate) enum Writer {
-    Unix(crate::unix_conn::UnixWriter),
+    Unix(tokio::net::unix::OwnedWriteHalf),
     Tcp(tokio::net::tcp::OwnedWriteHalf),
     Tls(crate::tls::Writer),
 }
@@ -123,13 +123,6 @@ impl Writer {
         }
     }
 
-    /// Nothing waits to be written (the writer task is about to wait for more).
-    pub(crate) fn idle(&self) {
-        if let Writer::Unix(w) = self {
-            w.idle();
-        }
-    }
-
     /// Whether what was written waits below the socket's buffer (encrypted TLS records the
     /// socket has not taken): the writer task must see it out.
     pub(crate) fn has_buffered(&self) -> bool {
@@ -161,7 +154,7 @@ pub(crate) async fn connect(
     tls: Option<&TreeTls>,
 ) -> std::io::Result<(Reader, Writer)> {
     Ok(match addr {
-        Addr::Unix(path) => split_unix(UnixStream::connect(path).await?)?,
+        Addr::Unix(path) => split_unix(UnixStream::connect(path).await?),
         Addr::Tcp(to) => {
             let stream = TcpStream::connect(to).await?;
             match tls {
@@ -191,7 +184,7 @@ impl Accepted {
         tls: Option<&TreeTls>,
     ) -> std::io::Result<(Reader, Writer)> {
         Ok(match (self, tls) {
-            (Accepted::Unix(stream), _) => split_unix(stream)?,
+            (Accepted::Unix(stream), _) => split_unix(stream),
             (Accepted::Tcp(stream), None) => split_tcp(stream, keepalive)?,
             (Accepted::Tcp(stream), Some(tls)) => {
                 tcp_options(&stream, keepalive)?;
@@ -218,9 +211,9 @@ pub(crate) fn keep_alive(stream: &TcpStream, after: Duration) -> std::io::Result
     Ok(())
 }
 
-fn split_unix(stream: UnixStream) -> std::io::Result<(Reader, Writer)> {
-    let (r, w) = crate::unix_conn::split(stream)?;
-    Ok((Box::pin(r), Writer::Unix(w)))
+fn split_unix(stream: UnixStream) -> (Reader, Writer) {
+    let (r, w) = stream.into_split();
+    (Box::pin(r), Writer::Unix(w))
 }
 
 fn tcp_options(stream: &TcpStream, keepalive: Option<Duration>) -> std::io::Result<()> {

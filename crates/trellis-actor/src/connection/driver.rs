@@ -162,7 +162,6 @@ impl Conn {
                 // An error here shows again in the next write, which reports it.
                 trellis::cancellable(writer.writable()).await.map(drop)
             } else {
-                writer.idle();
                 trellis::cancellable(self.inner.wake_writer.notified()).await
             };
             if let Err(cancelled) = waited {
