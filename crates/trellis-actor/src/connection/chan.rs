@@ -115,12 +115,22 @@ impl Items {
         }
     }
 
+    #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<Payload> {
+        match self.front.pop_front() {
+            Some(item) => Some(item),
+            None => self.next_batch(),
+        }
+    }
+
+    /// The first item of the next batch, which becomes the front.
+    #[cold]
+    fn next_batch(&mut self) -> Option<Payload> {
         loop {
+            self.front = self.rest.pop_front()?;
             if let Some(item) = self.front.pop_front() {
                 return Some(item);
             }
-            self.front = self.rest.pop_front()?;
         }
     }
 
