@@ -7,9 +7,7 @@
 //! rest of the ecosystem work on it, and any tokio stream becomes a trellis stream with
 //! [`SocketStream::new`].
 
-// One audited exception: registering a UDP socket with the runtime for reading only
-// (`udp.rs`; tokio's registration is `unsafe` for the file descriptor's lifetime).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod error;
 pub mod fs;
