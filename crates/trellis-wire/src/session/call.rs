@@ -40,9 +40,10 @@ pub(super) struct Receiving {
 
 impl Receiving {
     pub(super) fn new(window: Window) -> Self {
-        let granted = match window {
-            Window::Credit(_) | Window::Growing { .. } => u64::from(window.first_grant()),
-            Window::Unlimited(_) => u64::MAX,
+        let granted = if window.by_credit() {
+            u64::from(window.first_grant())
+        } else {
+            u64::MAX
         };
         Receiving {
             window,
@@ -91,7 +92,7 @@ impl Receiving {
     /// window grants in batches of a quarter of its size).
     pub(super) fn consume(&mut self, count: u32) -> Option<u32> {
         self.consumed = (self.consumed + u64::from(count)).min(self.received);
-        if self.closed || matches!(self.window, Window::Unlimited(_)) {
+        if self.closed || !self.window.by_credit() {
             return None;
         }
         self.ungranted += u64::from(count);

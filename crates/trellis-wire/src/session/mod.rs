@@ -113,6 +113,12 @@ impl Window {
         }
     }
 
+    /// Whether the receiver grants credit as it reads (and enforces it), rather than
+    /// without limit.
+    fn by_credit(&self) -> bool {
+        !matches!(self, Window::Unlimited(_))
+    }
+
     fn first_grant(&self) -> u32 {
         match *self {
             Window::Credit(capacity)

@@ -146,7 +146,7 @@ impl Session {
             return;
         }
         // An end that overran is failing its call: no more credit for it.
-        if matches!(receiving.window, Window::Credit(_) | Window::Growing { .. }) && !overran {
+        if receiving.window.by_credit() && !overran {
             receiving.granted = u64::MAX;
             let _ = self.send_on_call(
                 cid,
